@@ -1,0 +1,1 @@
+typedef int recd_placeholder_cmd_train;

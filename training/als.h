@@ -1,0 +1,66 @@
+/* als: implicit-feedback matrix factorization (Hu, Koren, Volinsky 2008)
+ * trained by alternating least squares with the conjugate-gradient solve of
+ * Takacs et al. (2011).
+ *
+ * For user u and item i with purchase count r_ui the confidence is
+ *     c_ui = 1 + alpha * r_ui   (observed cells; preference p_ui = 1)
+ *     c_ui = 1                  (unobserved cells; preference 0)
+ * and each half-iteration solves, for every user (then every item),
+ *     (YtY + Yt(C_u - I)Y + lambda I) x_u = Yt C_u p(u)
+ * with a few CG steps warm-started from the previous x_u. YtY comes from
+ * OpenBLAS (single-threaded); users/items are split across worker threads
+ * in contiguous blocks balanced by nonzeros. Results depend only on the seed
+ * and the input (each row's solve is independent of thread count). */
+#ifndef RECD_ALS_H
+#define RECD_ALS_H
+
+#include <stdint.h>
+
+#include "csr.h"
+#include "err.h"
+
+typedef struct als_params {
+    uint32_t factors;      /* default 64 */
+    uint32_t iterations;   /* default 15 */
+    float regularization;  /* lambda, default 0.01 */
+    float alpha;           /* confidence scale, default 1.0 */
+    uint32_t cg_steps;     /* default 3 */
+    uint32_t threads;      /* default: number of online CPUs */
+    uint64_t seed;         /* default 42 */
+    /* Called after each iteration (1-based) with elapsed seconds of that
+     * iteration and the training loss; may be NULL. */
+    void (*progress)(void *ctx, uint32_t iteration, double seconds, double loss);
+    void *progress_ctx;
+} als_params;
+
+/* Fills p with the defaults above. */
+void als_params_init(als_params *p);
+
+/* Factor matrices, row-major float32: user_factors is n_users x factors,
+ * item_factors n_items x factors. Owned by the struct; free with
+ * als_factors_free. */
+typedef struct als_factors {
+    uint32_t n_users, n_items, factors;
+    float *user_factors, *item_factors;
+    double loss; /* after the last iteration */
+} als_factors;
+
+/* Trains on counts (users x items, values = purchase counts r_ui; rows with
+ * no nonzeros get a zero vector). Fills *out. Returns ERR_OK, ERR_INVALID
+ * (factors 0, bad params), ERR_NOMEM. */
+int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e);
+
+void als_factors_free(als_factors *f);
+
+/* Fold-in: solves one user's vector with the items fixed, the same step as a
+ * training half-iteration (exact Cholesky solve, not CG, since it runs once).
+ * items/counts: n the user's items and their counts; yty: precomputed
+ * YtY (factors x factors) of item_factors. Writes factors floats to x. */
+int als_fold_in(const float *item_factors, uint32_t factors, const float *yty,
+                const uint32_t *items, const float *counts, uint32_t n, float regularization,
+                float alpha, float *x, err_t *e);
+
+/* Computes YtY (factors x factors, row-major) of an n x factors matrix. */
+void als_gram(const float *y, uint32_t n, uint32_t factors, float *yty);
+
+#endif

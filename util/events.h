@@ -1,0 +1,41 @@
+/* events: an in-memory purchase history, the common currency between the
+ * importers (CSV, generator), training and evaluation.
+ *
+ * Users and items are interned into idmaps, so events carry dense indexes.
+ * An ev_set owns its events array and both idmaps; free with ev_set_free. */
+#ifndef RECD_EVENTS_H
+#define RECD_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "idmap.h"
+
+typedef struct ev_event {
+    uint32_t user, item; /* indexes into the set's idmaps */
+    int64_t ts;          /* unix seconds, UTC */
+    float quantity;      /* >= 0; 1 when the input had no quantity */
+    float price;         /* unit price; NAN when the input had no price */
+} ev_event;
+
+typedef struct ev_set {
+    ev_event *events;
+    size_t n, cap;
+    idmap *users, *items;
+} ev_set;
+
+/* Initializes an empty set (both idmaps allocated). */
+int ev_set_init(ev_set *s, err_t *e);
+void ev_set_free(ev_set *s);
+
+/* Appends one event, interning the ids. */
+int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
+               int64_t ts, float quantity, float price, err_t *e);
+
+/* Sorts each user's events by (timestamp, item id string) and groups users
+ * together: the order the temporal split and the fold-in need. Fills
+ * *user_start with n_users + 1 offsets into s->events (caller frees). */
+int ev_set_sort_by_user_time(ev_set *s, uint64_t **user_start, err_t *e);
+
+#endif

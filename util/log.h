@@ -1,0 +1,19 @@
+/* log: one structured line per event worth logging (logfmt on stderr).
+ *
+ * Each line is `ts=<ISO8601> level=<info|warn|error> msg="..." key=value...`.
+ * The caller formats the key=value tail; log_* adds the time, level and
+ * escapes nothing else. Safe to call from several threads (one write(2) per
+ * line). */
+#ifndef RECD_LOG_H
+#define RECD_LOG_H
+
+enum { LOG_QUIET = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3 };
+
+/* Lines above level are dropped; the default is LOG_INFO. */
+void log_set_level(int level);
+
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
