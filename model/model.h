@@ -1,0 +1,101 @@
+/* model: the published recommendation model, an LMDB environment that the
+ * server memory-maps read-only and reads in place (zero-copy).
+ *
+ * On disk (docs/model-format.md has the full layout):
+ *   DIR/versions/<version>/data.mdb   one immutable LMDB environment per version
+ *   DIR/current -> versions/<version> symlink, replaced atomically by rename(2)
+ * A publication writes a complete new environment under a temporary name,
+ * syncs it, renames it into versions/ and then swaps the symlink, so a reader
+ * that opens DIR/current sees the old model or the new one, never a mix. A
+ * killed publisher leaves only a temporary folder that the next publish
+ * removes. The newest MODEL_KEEP_VERSIONS versions are kept (rollback).
+ *
+ * Every large array (factor matrices, id tables, purchased items, popularity)
+ * is one LMDB value, contiguous on overflow pages, so the pointers returned
+ * below point into the map and are valid until model_close. Id lookups use a
+ * hash table stored in the model, so they need no transaction either: a
+ * model handle is safe to read from many threads at once. */
+#ifndef RECD_MODEL_H
+#define RECD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "csr.h"
+#include "err.h"
+#include "idmap.h"
+
+#define MODEL_FORMAT_VERSION 1
+#define MODEL_VERSION_MAX 64 /* bytes of a version string, with NUL */
+#define MODEL_KEEP_VERSIONS 5
+
+typedef struct model_meta {
+    uint32_t format_version; /* MODEL_FORMAT_VERSION when written */
+    uint32_t factors, n_users, n_items;
+    uint64_t interactions; /* events the model was trained on */
+    uint32_t iterations;
+    float regularization, alpha;
+    double loss, train_seconds;
+    int64_t trained_at;                /* unix seconds, set by model_publish */
+    char version[MODEL_VERSION_MAX];   /* set by model_publish: <UTC time>-<fingerprint> */
+    char source_fingerprint[17];       /* hex xxh64 of the input data, set by the caller */
+} model_meta;
+
+/* What model_publish writes; every pointer is borrowed for the call. */
+typedef struct model_input {
+    model_meta meta;              /* version, trained_at, format_version are filled in */
+    const idmap *users, *items;   /* index i of each map = row i of the factor matrix */
+    const float *user_factors;    /* n_users x factors, row-major */
+    const float *item_factors;    /* n_items x factors, row-major */
+    const csr *user_items;        /* n_users x n_items: what each user bought (values = counts) */
+    const float *item_popularity; /* n_items: popularity score (e.g. distinct buyers) */
+} model_input;
+
+/* Writes in as a new version under dir (created if missing) and makes it
+ * current. Fills meta_out (may be NULL) with the published metadata
+ * (version, trained_at). Returns ERR_OK, ERR_INVALID (inconsistent sizes),
+ * ERR_IO, ERR_INTERNAL (LMDB). */
+int model_publish(const char *dir, const model_input *in, model_meta *meta_out, err_t *e);
+
+typedef struct model model;
+
+/* Opens the current version of dir read-only (follows DIR/current; dir may
+ * also be a version folder itself). Refuses a missing, truncated, corrupted
+ * or wrong-version model with ERR_NOTFOUND / ERR_FORMAT / ERR_VERSION and a
+ * message saying which. *out is owned by the caller: model_close. */
+int model_open(const char *dir, model **out, err_t *e);
+void model_close(model *m);
+
+/* Name of the version DIR/current points to now (cheap: one readlink), so a
+ * server can notice a new publication. Returns ERR_OK or ERR_NOTFOUND. */
+int model_current_version(const char *dir, char version[MODEL_VERSION_MAX], err_t *e);
+
+/* Makes the version published before the current one current again. Returns
+ * ERR_OK, or ERR_NOTFOUND when there is no earlier version. Fills version
+ * with the version now current. */
+int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e);
+
+/* --- reading (thread-safe, zero-copy) --- */
+const model_meta *model_info(const model *m);
+
+/* Index of a user/item id: ERR_OK or ERR_NOTFOUND. */
+int model_user_index(const model *m, const char *id, size_t len, uint32_t *index);
+int model_item_index(const model *m, const char *id, size_t len, uint32_t *index);
+
+/* Id bytes (not NUL-terminated) of an index < n_users / n_items. */
+const char *model_user_id(const model *m, uint32_t index, size_t *len);
+const char *model_item_id(const model *m, uint32_t index, size_t *len);
+
+/* Factor matrices (row-major, factors floats per row) and the item factor
+ * L2 norms (n_items floats, for cosine similarity). */
+const float *model_user_factors(const model *m);
+const float *model_item_factors(const model *m);
+const float *model_item_norms(const model *m);
+
+/* Sorted item indexes user u bought; *n gets the count. */
+const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n);
+
+/* All items, most popular first (n_items entries). */
+const uint32_t *model_popular_items(const model *m);
+
+#endif
