@@ -1,1 +1,151 @@
-typedef int recd_placeholder_opts;
+#include "opts.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char OPTS_INGEST_HELP[] =
+    "Input columns (the CSV needs a header row):\n"
+    "  --user-col NAME       user id column (default user_id)\n"
+    "  --item-col NAME       item id column (default item_id)\n"
+    "  --time-col NAME       timestamp column (default timestamp): unix seconds or ISO 8601\n"
+    "  --time-format FMT     strptime format of the timestamp, read as UTC (e.g. '%m/%d/%Y "
+    "%H:%M')\n"
+    "  --quantity-col NAME   quantity column (default quantity when present, else 1 per row)\n"
+    "  --price-col NAME      unit price column (default price when present)\n"
+    "  --delimiter C         field delimiter: one character, or 'tab' (default ',')\n"
+    "  --quote C             quote character (default '\"')\n";
+
+static int opts_char(const char *name, const char *arg, char *out) {
+    if (strcmp(arg, "tab") == 0 || strcmp(arg, "\\t") == 0) {
+        *out = '\t';
+        return 1;
+    }
+    if (strlen(arg) != 1) {
+        fprintf(stderr, "recd: --%s takes one character or 'tab', not '%s'\n", name, arg);
+        return -1;
+    }
+    *out = arg[0];
+    return 1;
+}
+
+int opts_ingest(int opt, const char *arg, ingest_options *o) {
+    switch (opt) {
+    case OPT_USER_COL:
+        o->user_col = arg;
+        return 1;
+    case OPT_ITEM_COL:
+        o->item_col = arg;
+        return 1;
+    case OPT_TIME_COL:
+        o->time_col = arg;
+        return 1;
+    case OPT_TIME_FORMAT:
+        o->time_format = arg;
+        return 1;
+    case OPT_QUANTITY_COL:
+        o->quantity_col = arg;
+        return 1;
+    case OPT_PRICE_COL:
+        o->price_col = arg;
+        return 1;
+    case OPT_DELIMITER:
+        return opts_char("delimiter", arg, &o->delimiter);
+    case OPT_QUOTE:
+        return opts_char("quote", arg, &o->quote);
+    default:
+        return 0;
+    }
+}
+
+int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out) {
+    char *end;
+    errno = 0;
+    /* strtoull accepts "-1" and wraps it; refuse signs outright. */
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (arg[0] == '-' || arg[0] == '+' || end == arg || *end || errno == ERANGE) {
+        fprintf(stderr, "recd: --%s: '%s' is not a whole number\n", name, arg);
+        return -1;
+    }
+    if (v < min || v > max) {
+        fprintf(stderr, "recd: --%s: %llu is outside %llu..%llu\n", name, v,
+                (unsigned long long)min, (unsigned long long)max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int opts_u32(const char *name, const char *arg, uint32_t min, uint32_t max, uint32_t *out) {
+    uint64_t v;
+    if (opts_u64(name, arg, min, max, &v)) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int opts_float(const char *name, const char *arg, double min, double max, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || errno == ERANGE || !isfinite(v)) {
+        fprintf(stderr, "recd: --%s: '%s' is not a number\n", name, arg);
+        return -1;
+    }
+    if (v < min || v > max) {
+        fprintf(stderr, "recd: --%s: %g is outside %g..%g\n", name, v, min, max);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+struct load_progress {
+    double start, last;
+};
+
+static void load_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t total_bytes) {
+    struct load_progress *p = ctx;
+    double now = now_seconds();
+    if (now - p->last < 1.0) return;
+    p->last = now;
+    if (total_bytes)
+        fprintf(stderr, "import: %llu rows, %.0f%% (%.0f MB/s)\n", (unsigned long long)rows,
+                100.0 * (double)bytes / (double)total_bytes,
+                (double)bytes / 1e6 / (now - p->start));
+    else
+        fprintf(stderr, "import: %llu rows\n", (unsigned long long)rows);
+}
+
+int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
+    err_t e;
+    ingest_stats stats;
+    struct load_progress progress = {now_seconds(), now_seconds()};
+    ingest_options with_progress = *o;
+    if (!with_progress.progress) {
+        with_progress.progress = load_progress;
+        with_progress.progress_ctx = &progress;
+    }
+    if (ev_set_init(s, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return -1;
+    }
+    if (ingest_csv_file(path, &with_progress, s, &stats, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        ev_set_free(s);
+        return -1;
+    }
+    ingest_print_summary(stderr, path, &stats);
+    fprintf(stderr, "import: %u users, %u items, %zu events in %.2f s\n", idmap_size(s->users),
+            idmap_size(s->items), s->n, now_seconds() - progress.start);
+    return 0;
+}
