@@ -98,4 +98,8 @@ const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n);
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);
 
+/* Popularity score of every item (n_items floats, as given to publish in
+ * model_input.item_popularity): the score of the most-popular fallback. */
+const float *model_item_popularity(const model *m);
+
 #endif

@@ -1,1 +1,127 @@
-typedef int recd_placeholder_cmd_serve;
+#include <cblas.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "log.h"
+#include "opts.h"
+#include "rpc.h"
+#include "svc.h"
+
+static const char serve_usage[] =
+    "usage: recd serve --model DIR [options]\n"
+    "Serves the current model of DIR over gRPC until SIGINT or SIGTERM; in-flight calls finish.\n"
+    "  --model DIR              model directory written by `recd train`\n"
+    "  --listen HOST:PORT       address to listen on (default 127.0.0.1:50051; port 0 = any free)\n"
+    "  --threads N              worker threads (default: number of CPUs)\n"
+    "  --max-message-bytes N    larger requests get RESOURCE_EXHAUSTED (default 4194304)\n"
+    "  --reload-interval S      seconds between looks for a newly published model (default 1,\n"
+    "                           0 = never)\n"
+    "  --port-file FILE         write the bound port to FILE once serving (for scripts)\n";
+
+enum {
+    OPT_MODEL = OPT_FIRST_FREE,
+    OPT_LISTEN,
+    OPT_THREADS,
+    OPT_MAX_MSG,
+    OPT_RELOAD,
+    OPT_PORT_FILE
+};
+
+int cmd_serve(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, OPT_MODEL},
+        {"listen", required_argument, 0, OPT_LISTEN},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"max-message-bytes", required_argument, 0, OPT_MAX_MSG},
+        {"reload-interval", required_argument, 0, OPT_RELOAD},
+        {"port-file", required_argument, 0, OPT_PORT_FILE},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_dir = NULL, *port_file = NULL;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    rpc_options ro = {"127.0.0.1:50051", cpus > 0 ? (uint32_t)cpus : 2, 4u << 20};
+    float reload = 1.0f;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_MODEL:
+            model_dir = optarg;
+            break;
+        case OPT_LISTEN:
+            ro.listen = optarg;
+            break;
+        case OPT_THREADS:
+            if (opts_u32("threads", optarg, 1, 256, &ro.threads)) return 2;
+            break;
+        case OPT_MAX_MSG:
+            if (opts_u32("max-message-bytes", optarg, 1024, 1u << 30, &ro.max_message_bytes))
+                return 2;
+            break;
+        case OPT_RELOAD:
+            if (opts_float("reload-interval", optarg, 0, 3600, &reload)) return 2;
+            break;
+        case OPT_PORT_FILE:
+            port_file = optarg;
+            break;
+        case 'h':
+            fputs(serve_usage, stdout);
+            return 0;
+        default:
+            fputs(serve_usage, stderr);
+            return 2;
+        }
+    }
+    if (!model_dir || optind != argc) {
+        fputs(serve_usage, stderr);
+        return 2;
+    }
+    /* Each worker scores its own requests; BLAS threads on top would fight
+     * them for the same cores. */
+    openblas_set_num_threads(1);
+    /* Block the stop signals before any thread starts, so that every thread
+     * inherits the mask and only sigwait below receives them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    err_t e;
+    svc *service;
+    svc_options so = {model_dir, reload};
+    if (svc_open(&so, &service, &e)) {
+        log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
+        return 1;
+    }
+    size_t n_methods;
+    const rpc_method *methods = svc_methods(service, &n_methods);
+    rpc_server *server;
+    if (rpc_server_start(&ro, methods, n_methods, &server, &e)) {
+        log_error("msg=\"cannot start server\" error=\"%s\"", e.msg);
+        svc_close(service);
+        return 1;
+    }
+    log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s", ro.listen,
+             rpc_server_port(server), ro.threads, model_dir);
+    if (port_file) {
+        FILE *f = fopen(port_file, "w");
+        if (!f || fprintf(f, "%d\n", rpc_server_port(server)) < 0 || fclose(f)) {
+            log_error("msg=\"cannot write port file\" path=%s", port_file);
+            rpc_server_stop(server);
+            svc_close(service);
+            return 1;
+        }
+    }
+    int sig;
+    sigwait(&stop, &sig);
+    log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rpc_server_stop(server);
+    svc_close(service);
+    log_info("msg=\"stopped\"");
+    return 0;
+}

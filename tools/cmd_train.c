@@ -1,1 +1,212 @@
-typedef int recd_placeholder_cmd_train;
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "als.h"
+#include "cmd.h"
+#include "csr.h"
+#include "model.h"
+#include "opts.h"
+
+static const char train_usage[] =
+    "usage: recd train --input FILE.csv --model DIR [options]\n"
+    "Trains implicit-feedback ALS on a purchase history and publishes the model into DIR\n"
+    "(atomically: a server serving DIR switches to it without a restart).\n"
+    "  --input FILE         purchase history CSV ('-' = stdin)\n"
+    "  --model DIR          model directory (created if missing)\n"
+    "  --factors N          latent factors (default 64)\n"
+    "  --iterations N       ALS iterations (default 15)\n"
+    "  --regularization F   L2 regularization lambda (default 0.01)\n"
+    "  --alpha F            confidence c = 1 + alpha * purchases (default 1.0)\n"
+    "  --threads N          training threads (default: number of CPUs)\n"
+    "  --seed N             random seed of the initial factors (default 42)\n";
+
+enum {
+    OPT_INPUT = OPT_FIRST_FREE,
+    OPT_MODEL,
+    OPT_FACTORS,
+    OPT_ITERATIONS,
+    OPT_REG,
+    OPT_ALPHA,
+    OPT_THREADS,
+    OPT_SEED
+};
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void train_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
+    const als_params *p = ctx;
+    fprintf(stderr, "train: iteration %2u/%u  %7.3f s  loss %.6f\n", iteration, p->iterations,
+            seconds, loss);
+}
+
+/* Fingerprint of the training data itself (ids, times, quantities), so that
+ * two models trained from the same history can be recognised. */
+static void history_fingerprint(const ev_set *s, char out[17]) {
+    XXH64_state_t *h = XXH64_createState();
+    XXH64_reset(h, 0);
+    for (size_t i = 0; i < s->n; i++) {
+        size_t len;
+        /* Lengths go in too, so that ("ab", "c") and ("a", "bc") differ. */
+        const char *id = idmap_key(s->users, s->events[i].user, &len);
+        XXH64_update(h, &len, sizeof len);
+        XXH64_update(h, id, len);
+        id = idmap_key(s->items, s->events[i].item, &len);
+        XXH64_update(h, &len, sizeof len);
+        XXH64_update(h, id, len);
+        XXH64_update(h, &s->events[i].ts, sizeof s->events[i].ts);
+        XXH64_update(h, &s->events[i].quantity, sizeof s->events[i].quantity);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)XXH64_digest(h));
+    XXH64_freeState(h);
+}
+
+int cmd_train(int argc, char **argv) {
+    static const struct option longopts[] = {{"input", required_argument, 0, OPT_INPUT},
+                                             {"model", required_argument, 0, OPT_MODEL},
+                                             {"factors", required_argument, 0, OPT_FACTORS},
+                                             {"iterations", required_argument, 0, OPT_ITERATIONS},
+                                             {"regularization", required_argument, 0, OPT_REG},
+                                             {"alpha", required_argument, 0, OPT_ALPHA},
+                                             {"threads", required_argument, 0, OPT_THREADS},
+                                             {"seed", required_argument, 0, OPT_SEED},
+                                             OPTS_INGEST_LONG,
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    const char *input = NULL, *model_dir = NULL;
+    ingest_options io;
+    ingest_options_init(&io);
+    als_params ap;
+    als_params_init(&ap);
+    int opt, rc;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_INPUT:
+            input = optarg;
+            break;
+        case OPT_MODEL:
+            model_dir = optarg;
+            break;
+        case OPT_FACTORS:
+            if (opts_u32("factors", optarg, 1, 1024, &ap.factors)) return 2;
+            break;
+        case OPT_ITERATIONS:
+            if (opts_u32("iterations", optarg, 1, 1000, &ap.iterations)) return 2;
+            break;
+        case OPT_REG:
+            if (opts_float("regularization", optarg, 0, 1e6, &ap.regularization)) return 2;
+            break;
+        case OPT_ALPHA:
+            if (opts_float("alpha", optarg, 0, 1e6, &ap.alpha)) return 2;
+            break;
+        case OPT_THREADS:
+            if (opts_u32("threads", optarg, 1, 256, &ap.threads)) return 2;
+            break;
+        case OPT_SEED:
+            if (opts_u64("seed", optarg, 0, UINT64_MAX, &ap.seed)) return 2;
+            break;
+        case 'h':
+            printf("%s%s", train_usage, OPTS_INGEST_HELP);
+            return 0;
+        default:
+            if ((rc = opts_ingest(opt, optarg, &io)) == 1) break;
+            if (rc == 0) fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
+            return 2;
+        }
+    }
+    if (!input || !model_dir || optind != argc) {
+        fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
+        return 2;
+    }
+    double start = now_seconds();
+    ev_set history;
+    if (opts_load_history(input, &io, &history)) return 1;
+    if (history.n == 0) {
+        fprintf(stderr, "recd: %s has no usable purchase rows; no model published\n", input);
+        ev_set_free(&history);
+        return 1;
+    }
+    uint32_t n_users = idmap_size(history.users), n_items = idmap_size(history.items);
+    err_t e;
+    uint32_t *rows = malloc(history.n * sizeof *rows), *cols = malloc(history.n * sizeof *cols);
+    csr counts = {0}, by_item = {0};
+    als_factors factors = {0};
+    float *popularity = malloc((size_t)n_items * sizeof *popularity);
+    int status = 1;
+    if (!rows || !cols || !popularity) {
+        fprintf(stderr, "recd: out of memory for %zu events\n", history.n);
+        goto out;
+    }
+    /* r_ui = number of purchase rows of item i by user u: repeat purchases
+     * count, quantities do not (wholesale quantities would swamp the rest). */
+    for (size_t i = 0; i < history.n; i++) {
+        rows[i] = history.events[i].user;
+        cols[i] = history.events[i].item;
+    }
+    if (csr_from_triplets(n_users, n_items, rows, cols, NULL, history.n, &counts, &e) ||
+        csr_transpose(&counts, &by_item, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        goto out;
+    }
+    /* Popularity = distinct buyers: the most-popular fallback's order. */
+    for (uint32_t i = 0; i < n_items; i++)
+        popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
+    fprintf(stderr,
+            "train: %u users x %u items, %llu nonzeros, factors %u, lambda %g, alpha %g, "
+            "%u threads\n",
+            n_users, n_items, (unsigned long long)csr_nnz(&counts), ap.factors, ap.regularization,
+            ap.alpha, ap.threads);
+    ap.progress = train_progress;
+    ap.progress_ctx = &ap;
+    double train_start = now_seconds();
+    if (als_train(&counts, &ap, &factors, &e)) {
+        fprintf(stderr, "recd: training failed: %s\n", e.msg);
+        goto out;
+    }
+    model_input in = {0};
+    in.meta.factors = ap.factors;
+    in.meta.n_users = n_users;
+    in.meta.n_items = n_items;
+    in.meta.interactions = history.n;
+    in.meta.iterations = ap.iterations;
+    in.meta.regularization = ap.regularization;
+    in.meta.alpha = ap.alpha;
+    in.meta.loss = factors.loss;
+    in.meta.train_seconds = now_seconds() - train_start;
+    history_fingerprint(&history, in.meta.source_fingerprint);
+    in.users = history.users;
+    in.items = history.items;
+    in.user_factors = factors.user_factors;
+    in.item_factors = factors.item_factors;
+    in.user_items = &counts;
+    in.item_popularity = popularity;
+    model_meta published;
+    if (model_publish(model_dir, &in, &published, &e)) {
+        fprintf(stderr, "recd: cannot publish the model: %s\n", e.msg);
+        goto out;
+    }
+    fprintf(stderr,
+            "train: published %s to %s: %u users, %u items, %zu events, loss %.6f, "
+            "training %.1f s, total %.1f s\n",
+            published.version, model_dir, n_users, n_items, history.n, factors.loss,
+            in.meta.train_seconds, now_seconds() - start);
+    printf("%s\n", published.version);
+    status = 0;
+out:
+    free(rows);
+    free(cols);
+    free(popularity);
+    csr_free(&counts);
+    csr_free(&by_item);
+    als_factors_free(&factors);
+    ev_set_free(&history);
+    return status;
+}

@@ -1,1 +1,42 @@
-typedef int recd_placeholder_main;
+/* recd: one binary, git-style subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"gen", cmd_gen, "write a synthetic shop's purchase history (CSV)"},
+    {"train", cmd_train, "train a model from a purchase history and publish it"},
+    {"eval", cmd_eval, "evaluate ALS and baselines on a temporal split"},
+    {"serve", cmd_serve, "serve a published model over gRPC"},
+    {"query", cmd_query, "call a running server (recommend, similar, info, health)"},
+    {"inspect", cmd_inspect, "show a published model's metadata"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: recd COMMAND [options]   (recd COMMAND --help for its options)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "recd: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,33 @@
+/* client: unary gRPC calls over the C core API, for `recd query` and tools.
+ * The other half of rpc: nothing else on the client side sees gRPC. */
+#ifndef RECD_CLIENT_H
+#define RECD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct client client;
+
+/* Opens an insecure channel to target ("host:port"). Connection happens on
+ * the first call. *out is owned by the caller: client_close. */
+int client_open(const char *target, client **out, err_t *e);
+void client_close(client *c);
+
+/* The outcome of one call. body (malloc'ed, caller frees) holds the response
+ * message when status is 0 (OK). */
+typedef struct client_result {
+    int status;        /* gRPC status code */
+    char details[512]; /* status message from the server */
+    uint8_t *body;
+    size_t len;
+} client_result;
+
+/* Calls method ("/pkg.Service/Method") with the serialized request and waits
+ * up to timeout_s seconds. Returns ERR_OK when the call completed (whatever
+ * its gRPC status; see r->status), ERR_INTERNAL when it could not be made. */
+int client_call(client *c, const char *method, const uint8_t *req, size_t len, double timeout_s,
+                client_result *r, err_t *e);
+
+#endif

@@ -1,0 +1,76 @@
+/* rpc: the only module that knows the gRPC C core API on the server side.
+ *
+ * It runs a fixed pool of worker threads, each with its own completion queue
+ * and several outstanding call requests per method, hands each unary request
+ * message to a handler as bytes and sends back what the handler produced.
+ * Methods not in the table are answered UNIMPLEMENTED by the pool itself.
+ * Handlers run on worker threads, so they must be thread-safe. */
+#ifndef RECD_RPC_H
+#define RECD_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* gRPC status codes (the values of grpc_status_code), so that handlers need
+ * no gRPC header. */
+enum {
+    RPC_OK = 0,
+    RPC_CANCELLED = 1,
+    RPC_INVALID_ARGUMENT = 3,
+    RPC_DEADLINE_EXCEEDED = 4,
+    RPC_NOT_FOUND = 5,
+    RPC_RESOURCE_EXHAUSTED = 8,
+    RPC_FAILED_PRECONDITION = 9,
+    RPC_UNIMPLEMENTED = 12,
+    RPC_INTERNAL = 13,
+    RPC_UNAVAILABLE = 14
+};
+
+/* What a handler answers. On RPC_OK, body/len is the serialized response
+ * message, malloc'ed by the handler and freed by rpc; otherwise message says
+ * what went wrong (it becomes the status details) and body is NULL. */
+typedef struct rpc_reply {
+    int status;
+    char message[256];
+    uint8_t *body;
+    size_t len;
+} rpc_reply;
+
+/* Sets a non-OK status with a printf-style message on r. */
+void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A unary handler: req/len is the request message (possibly empty). */
+typedef void (*rpc_handler)(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply);
+
+typedef struct rpc_method {
+    const char *path; /* "/package.Service/Method" */
+    rpc_handler handler;
+    void *ctx;
+} rpc_method;
+
+typedef struct rpc_options {
+    const char *listen;         /* host:port; port 0 picks a free one */
+    uint32_t threads;           /* worker threads, >= 1 */
+    uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
+} rpc_options;
+
+typedef struct rpc_server rpc_server;
+
+/* Binds, starts the workers and returns once the server accepts calls.
+ * methods (n entries) must outlive the server. *out is owned by the caller:
+ * rpc_server_stop. Returns ERR_OK, ERR_INVALID (cannot listen there),
+ * ERR_NOMEM, ERR_INTERNAL. */
+int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, rpc_server **out,
+                     err_t *e);
+
+/* The port actually bound (useful with port 0). */
+int rpc_server_port(const rpc_server *s);
+
+/* Graceful stop: refuses new calls, lets in-flight calls finish, joins the
+ * workers and frees everything. */
+void rpc_server_stop(rpc_server *s);
+
+#endif
