@@ -1,0 +1,158 @@
+/* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
+ * UTF-8 validation, the per-user temporal ordering of events. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "csr.h"
+#include "events.h"
+#include "idmap.h"
+#include "topk.h"
+#include "utf8.h"
+
+Test(idmap, interns_in_first_seen_order_and_finds_again) {
+    idmap *m = idmap_new();
+    cr_assert_not_null(m);
+    char key[32];
+    for (uint32_t i = 0; i < 100000; i++) {
+        uint32_t idx;
+        int n = snprintf(key, sizeof key, "user-%u", i * 7919u);
+        cr_assert_eq(idmap_intern(m, key, (size_t)n, &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+    }
+    cr_assert_eq(idmap_size(m), 100000);
+    for (uint32_t i = 0; i < 100000; i += 997) {
+        uint32_t idx;
+        int n = snprintf(key, sizeof key, "user-%u", i * 7919u);
+        cr_assert_eq(idmap_find(m, key, (size_t)n, &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+        cr_assert_eq(idmap_intern(m, key, (size_t)n, &idx), ERR_OK);
+        cr_assert_eq(idx, i, "interning again must not add");
+        size_t len;
+        const char *k = idmap_key(m, i, &len);
+        cr_assert_eq(len, (size_t)n);
+        cr_assert(memcmp(k, key, len) == 0);
+    }
+    uint32_t idx;
+    cr_assert_eq(idmap_find(m, "user-1", 6, &idx), ERR_NOTFOUND);
+    idmap_free(m);
+}
+
+Test(idmap, ids_are_bytes_not_c_strings) {
+    idmap *m = idmap_new();
+    uint32_t a, b, c;
+    cr_assert_eq(idmap_intern(m, "a\0b", 3, &a), ERR_OK);
+    cr_assert_eq(idmap_intern(m, "a\0c", 3, &b), ERR_OK);
+    cr_assert_eq(idmap_intern(m, "", 0, &c), ERR_OK);
+    cr_assert_neq(a, b);
+    cr_assert_eq(idmap_find(m, "a", 1, &a), ERR_NOTFOUND);
+    size_t len;
+    idmap_key(m, c, &len);
+    cr_assert_eq(len, 0);
+    idmap_free(m);
+}
+
+Test(csr, from_triplets_sums_duplicates_and_sorts_rows) {
+    uint32_t rows[] = {2, 0, 2, 0, 2, 1};
+    uint32_t cols[] = {3, 1, 0, 1, 3, 2};
+    float vals[] = {1, 2, 3, 4, 5, 6};
+    csr m;
+    cr_assert_eq(csr_from_triplets(3, 4, rows, cols, vals, 6, &m, NULL), ERR_OK);
+    cr_assert_eq(csr_nnz(&m), 4);
+    uint64_t indptr[] = {0, 1, 2, 4};
+    uint32_t indices[] = {1, 2, 0, 3};
+    float values[] = {6, 6, 3, 6};
+    cr_assert_arr_eq(m.indptr, indptr, sizeof indptr);
+    cr_assert_arr_eq(m.indices, indices, sizeof indices);
+    cr_assert_arr_eq(m.values, values, sizeof values);
+    cr_assert(csr_has(&m, 2, 3));
+    cr_assert_not(csr_has(&m, 2, 2));
+    csr t;
+    cr_assert_eq(csr_transpose(&m, &t, NULL), ERR_OK);
+    cr_assert_eq(t.n_rows, 4);
+    cr_assert_eq(t.n_cols, 3);
+    uint64_t tptr[] = {0, 1, 2, 3, 4};
+    uint32_t tind[] = {2, 0, 1, 2};
+    cr_assert_arr_eq(t.indptr, tptr, sizeof tptr);
+    cr_assert_arr_eq(t.indices, tind, sizeof tind);
+    csr_free(&m);
+    csr_free(&t);
+}
+
+Test(csr, out_of_range_triplet_is_refused) {
+    uint32_t rows[] = {0}, cols[] = {5};
+    csr m;
+    err_t e;
+    cr_assert_eq(csr_from_triplets(1, 5, rows, cols, NULL, 1, &m, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "outside"));
+}
+
+Test(topk, selects_best_first_with_ties_to_lower_index) {
+    float s[] = {0.5f, 2.0f, -INFINITY, 2.0f, 1.0f, NAN, 3.0f, 0.1f};
+    topk_entry out[4];
+    uint32_t n = topk_select(s, 8, 4, out);
+    cr_assert_eq(n, 4);
+    uint32_t want[] = {6, 1, 3, 4};
+    for (uint32_t i = 0; i < n; i++)
+        cr_assert_eq(out[i].index, want[i], "rank %u", i);
+    cr_assert_float_eq(out[0].score, 3.0f, 0);
+}
+
+Test(topk, fewer_selectable_than_k) {
+    float s[] = {-INFINITY, 1.0f, -INFINITY};
+    topk_entry out[10];
+    cr_assert_eq(topk_select(s, 3, 10, out), 1);
+    cr_assert_eq(out[0].index, 1);
+    cr_assert_eq(topk_select(s, 3, 0, out), 0);
+}
+
+Test(topk, agrees_with_a_full_sort) {
+    enum { N = 20000, K = 50 };
+    static float s[N];
+    static topk_entry all[N];
+    uint64_t x = 88172645463325252ull;
+    for (uint32_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        s[i] = (float)(x % 1000) / 10.0f; /* many ties */
+        all[i] = (topk_entry){i, s[i]};
+    }
+    topk_sort(all, N);
+    topk_entry out[K];
+    cr_assert_eq(topk_select(s, N, K, out), K);
+    for (uint32_t i = 0; i < K; i++)
+        cr_assert_eq(out[i].index, all[i].index);
+}
+
+Test(utf8, accepts_valid_and_refuses_malformed) {
+    cr_assert(utf8_valid("plain", 5));
+    cr_assert(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9b\x92", 14));
+    cr_assert_not(utf8_valid("\xff", 1));
+    cr_assert_not(utf8_valid("\xc0\xaf", 2), "overlong");
+    cr_assert_not(utf8_valid("\xed\xa0\x80", 3), "surrogate");
+    cr_assert_not(utf8_valid("\xf4\x90\x80\x80", 4), "above U+10FFFF");
+    cr_assert_not(utf8_valid("\xe2\x82", 2), "truncated");
+    cr_assert_not(utf8_valid("a\xc3", 2), "truncated at the end");
+}
+
+Test(events, sorted_per_user_by_time_then_numeric_item_id) {
+    ev_set s;
+    cr_assert_eq(ev_set_init(&s, NULL), ERR_OK);
+    /* user b first seen, so it gets index 0 */
+    ev_set_add(&s, "b", 1, "10", 2, 100, 1, NAN, NULL);
+    ev_set_add(&s, "a", 1, "10", 2, 50, 1, NAN, NULL);
+    ev_set_add(&s, "b", 1, "9", 1, 100, 1, NAN, NULL);
+    ev_set_add(&s, "b", 1, "x", 1, 10, 1, NAN, NULL);
+    uint64_t *start;
+    cr_assert_eq(ev_set_sort_by_user_time(&s, &start, NULL), ERR_OK);
+    cr_assert_eq(start[0], 0);
+    cr_assert_eq(start[1], 3);
+    cr_assert_eq(start[2], 4);
+    size_t len;
+    const char *first = idmap_key(s.items, s.events[0].item, &len);
+    cr_assert(len == 1 && first[0] == 'x', "earliest first");
+    const char *second = idmap_key(s.items, s.events[1].item, &len);
+    cr_assert(len == 1 && second[0] == '9', "9 before 10 at the same time");
+    free(start);
+    ev_set_free(&s);
+}
