@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages recd needs that are missing (apt-get, as root).
+#   scripts/setup.sh build   what building and running recd needs
+#   scripts/setup.sh test    that, plus what the test suite needs
+# README says why each package is there.
+set -euo pipefail
+build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
+       libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev)
+test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
+      clang-format)
+want=("${build[@]}")
+[ "${1:-build}" = test ] && want+=("${test[@]}")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "setup: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (or install those packages yourself)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then
+#   1. the normal build: unit tests, integration tests over gRPC, quality on ../shared/data
+#   2. an ASan+UBSan build: unit and integration tests
+#   3. valgrind: unit tests, and the server under valgrind for the gRPC tests
+# Prints one summary line per stage and "N passed, N failed" at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh test || exit 1
+export OPENBLAS_NUM_THREADS=1
+passed=0 failed=0
+stage() { # name, command...
+  local name=$1
+  shift
+  echo "=== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== $name: ok"
+  else
+    failed=$((failed + 1))
+    echo "=== $name: FAILED"
+  fi
+}
+ctest_in() { # build dir, ctest args...
+  local dir=$1
+  shift
+  (cd "$dir" && ctest --output-on-failure "$@")
+}
+valgrind_units() {
+  local rc=0 t
+  for t in build-valgrind/tests/test_*; do
+    [ -x "$t" ] || continue
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+      "$t" --jobs 1 >/dev/null 2>"$t.valgrind.log" || { rc=1; cat "$t.valgrind.log"; }
+  done
+  return $rc
+}
+
+stage "format" bash -c 'clang-format --dry-run -Werror $(git ls-files "*.c" "*.h")'
+if scripts/build.sh build; then
+  stage "tests (build/)" ctest_in build
+else
+  failed=$((failed + 1))
+fi
+if scripts/build.sh build-valgrind -DRECD_MARCH=x86-64-v3; then
+  stage "valgrind unit tests" valgrind_units
+  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.service"'
+else
+  failed=$((failed + 1))
+fi
+if scripts/build.sh build-asan -DRECD_SANITIZE=ON; then
+  stage "tests under ASan+UBSan (build-asan/)" env ASAN_OPTIONS=detect_leaks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash -c 'cd build-asan && ctest --output-on-failure -E quality'
+else
+  failed=$((failed + 1))
+fi
+echo
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
