@@ -1,2 +1,1066 @@
-/* placeholder until the module lands */
-typedef int recd_placeholder_model;
+/* model: publication and zero-copy reading of the LMDB model store.
+ *
+ * docs/model-format.md describes the on-disk layout; this file is its only
+ * writer and reader. Three rules shape the code:
+ *
+ * 1. A version environment is written once, by one transaction, and never
+ *    opened for writing again. That is what makes it safe to keep pointers
+ *    into the map after the read transaction of model_open has ended, and to
+ *    open it with MDB_NOLOCK (see model_open_env).
+ * 2. Every blob is stored with at least one page of bytes, so that LMDB puts
+ *    it on overflow pages: its first byte then sits right after the 16-byte
+ *    page header of a page-aligned page, which makes it 16-byte aligned.
+ *    Values small enough to stay on a leaf page are only 2-byte aligned and
+ *    could not be read in place as floats or u64.
+ * 3. Publishers serialize on an flock of DIR/.lock. Under that lock any
+ *    temporary entry left in DIR belongs to a publisher that died, so it can
+ *    be removed, and the choice of a unique version name cannot race. */
+#include "model.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "log.h"
+
+/* Blobs are read in place as native floats and integers and are defined as
+ * little-endian; a big-endian port would need byte-swapping readers. */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the model format is little-endian; this reader maps it in place"
+#endif
+
+#define MODEL_EMPTY UINT32_MAX
+#define MODEL_TIME_LEN 16 /* YYYYmmddTHHMMSSZ */
+#define MODEL_FP_LEN 8    /* hex digits of the content fingerprint in a version */
+#define MODEL_MAX_SUFFIX 999
+
+/* Keys of the metadata values (small, little-endian) and of the blobs. */
+#define K_FORMAT "format_version"
+#define K_FACTORS "factors"
+#define K_USERS "n_users"
+#define K_ITEMS "n_items"
+#define K_INTERACTIONS "interactions"
+#define K_ITERATIONS "iterations"
+#define K_REG "regularization"
+#define K_ALPHA "alpha"
+#define K_LOSS "loss"
+#define K_SECONDS "train_seconds"
+#define K_TRAINED_AT "trained_at"
+#define K_VERSION "version"
+#define K_SOURCE "source_fingerprint"
+#define K_USER_FACTORS "user_factors"
+#define K_ITEM_FACTORS "item_factors"
+#define K_ITEM_NORMS "item_norms"
+#define K_USER_IDS "user_ids"
+#define K_ITEM_IDS "item_ids"
+#define K_USER_INDEX "user_index"
+#define K_ITEM_INDEX "item_index"
+#define K_USER_ITEMS "user_items"
+#define K_POPULAR "popular_items"
+
+/* One id space as read from the map: the id table and its hash index. */
+typedef struct model_ids {
+    uint32_t n;
+    const uint64_t *offsets; /* n + 1 byte offsets into bytes */
+    const char *bytes;
+    const uint32_t *slots; /* mask + 1 entries: an index < n or MODEL_EMPTY */
+    uint64_t mask;
+} model_ids;
+
+struct model {
+    MDB_env *env; /* owns the map every pointer below points into */
+    model_meta meta;
+    model_ids users, items;
+    const float *user_factors, *item_factors, *item_norms;
+    const uint64_t *user_indptr; /* n_users + 1 */
+    const uint32_t *user_indices;
+    const uint32_t *popular;
+};
+
+/* --- small helpers ------------------------------------------------------- */
+
+/* Maps an LMDB return code to a recd error naming what was being done. */
+static int model_mdb_err(err_t *e, int rc, const char *what, const char *path) {
+    return err_set(e, ERR_INTERNAL, "lmdb: %s %s: %s", what, path, mdb_strerror(rc));
+}
+
+/* Formats into buf (size PATH_MAX); ERR_INVALID when the path does not fit,
+ * so that no caller ever works on a silently truncated path. */
+static int model_path(char *buf, err_t *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int model_path(char *buf, err_t *e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, PATH_MAX, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= PATH_MAX) return err_set(e, ERR_INVALID, "model: path too long in %s", fmt);
+    return ERR_OK;
+}
+
+/* fsyncs a directory so that the entries created or renamed in it survive a
+ * crash (fsync of a file does not persist its name). */
+static int model_fsync_dir(const char *path, err_t *e) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return err_set(e, ERR_IO, "model: open %s: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (rc) return err_set(e, ERR_IO, "model: fsync %s: %s", path, strerror(saved));
+    return ERR_OK;
+}
+
+static int model_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) ? -1 : 0;
+}
+
+/* Removes path and everything below it without following symlinks. Returns
+ * 0 or -1 with errno set. */
+static int model_rmtree(const char *path) {
+    return nftw(path, model_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void model_put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void model_put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t model_get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t model_get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Slot count of an id hash table: the smallest power of two >= 2n (1 for an
+ * empty space), so the load factor stays <= 1/2 and probes stay short. */
+static uint64_t model_slot_count(uint32_t n) {
+    uint64_t s = 1;
+    while (s < 2 * (uint64_t)n)
+        s <<= 1;
+    return s;
+}
+
+/* Bytes a blob of len logical bytes occupies in the store: at least one page,
+ * so that it lands on overflow pages (rule 2 above). */
+static uint64_t model_padded(uint64_t len, unsigned psize) {
+    return len < psize ? psize : len;
+}
+
+/* a * b * c in *out; 0 on overflow. */
+static int model_mul3(uint64_t a, uint64_t b, uint64_t c, uint64_t *out) {
+    uint64_t ab;
+    return !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, out);
+}
+
+/* --- version names -------------------------------------------------------- */
+
+/* True for names model_publish creates: <YYYYmmddTHHMMSSZ>-<8 hex>[-<n>].
+ * Everything else in versions/ (temporaries, foreign files) is ignored by
+ * listing, rollback and pruning, so pruning can never delete it. */
+static int model_version_valid(const char *s) {
+    static const char shape[] = "dddddddd"
+                                "Tdddddd"
+                                "Z-"
+                                "xxxxxxxx";
+    size_t i = 0;
+    for (; shape[i]; i++) {
+        char c = s[i];
+        if (shape[i] == 'd' && !(c >= '0' && c <= '9')) return 0;
+        if (shape[i] == 'x' && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return 0;
+        if (shape[i] != 'd' && shape[i] != 'x' && c != shape[i]) return 0;
+    }
+    if (s[i] == '\0') return 1;
+    if (s[i] != '-' || !(s[i + 1] >= '1' && s[i + 1] <= '9')) return 0;
+    for (i++; s[i]; i++)
+        if (!(s[i] >= '0' && s[i] <= '9') || i > MODEL_TIME_LEN + 1 + MODEL_FP_LEN + 3) return 0;
+    return 1;
+}
+
+/* The -<n> suffix of a valid version name, 0 when there is none. */
+static unsigned model_version_suffix(const char *s) {
+    const char *p = s + MODEL_TIME_LEN + 1 + MODEL_FP_LEN;
+    return *p == '-' ? (unsigned)strtoul(p + 1, NULL, 10) : 0;
+}
+
+/* Publication order of two valid version names: by time, then by suffix
+ * (model_publish gives the k-th version of one second the suffix k-1), then
+ * by name so the order is total. Plain strcmp would order versions of the
+ * same second by fingerprint instead. */
+static int model_version_cmp(const char *a, const char *b) {
+    int c = strncmp(a, b, MODEL_TIME_LEN);
+    if (c) return c;
+    unsigned sa = model_version_suffix(a), sb = model_version_suffix(b);
+    if (sa != sb) return sa < sb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static int model_version_qcmp(const void *a, const void *b) {
+    return model_version_cmp(a, b);
+}
+
+/* Fills *out (malloc'ed; caller frees) with the complete versions in
+ * DIR/versions, oldest first, and *n with their count. A missing versions
+ * folder is an empty list. A version counts once its folder has data.mdb,
+ * which is only ever true after the rename that publishes it. */
+static int model_list(const char *dir, char (**out)[MODEL_VERSION_MAX], size_t *n, err_t *e) {
+    char path[PATH_MAX];
+    *out = NULL;
+    *n = 0;
+    int rc = model_path(path, e, "%s/versions", dir);
+    if (rc) return rc;
+    DIR *d = opendir(path);
+    if (!d) {
+        if (errno == ENOENT) return ERR_OK;
+        return err_set(e, ERR_IO, "model: open %s: %s", path, strerror(errno));
+    }
+    char(*list)[MODEL_VERSION_MAX] = NULL;
+    size_t len = 0, cap = 0;
+    struct dirent *de;
+    rc = ERR_OK;
+    while ((de = readdir(d))) {
+        if (strlen(de->d_name) >= MODEL_VERSION_MAX || !model_version_valid(de->d_name)) continue;
+        char data[PATH_MAX];
+        struct stat st;
+        if (model_path(data, NULL, "%s/%s/data.mdb", path, de->d_name) || stat(data, &st)) continue;
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            char(*grown)[MODEL_VERSION_MAX] = realloc(list, cap * sizeof *list);
+            if (!grown) {
+                rc = err_set(e, ERR_NOMEM, "model: out of memory listing %s", path);
+                break;
+            }
+            list = grown;
+        }
+        strcpy(list[len++], de->d_name);
+    }
+    closedir(d);
+    if (rc) {
+        free(list);
+        return rc;
+    }
+    qsort(list, len, sizeof *list, model_version_qcmp);
+    *out = list;
+    *n = len;
+    return ERR_OK;
+}
+
+int model_versions(const char *dir, char (**versions)[MODEL_VERSION_MAX], size_t *n, err_t *e) {
+    return model_list(dir, versions, n, e);
+}
+
+int model_current_version(const char *dir, char version[MODEL_VERSION_MAX], err_t *e) {
+    char path[PATH_MAX], target[PATH_MAX];
+    int rc = model_path(path, e, "%s/current", dir);
+    if (rc) return rc;
+    ssize_t len = readlink(path, target, sizeof target - 1);
+    if (len < 0) {
+        if (errno == ENOENT)
+            return err_set(e, ERR_NOTFOUND, "model: no model published in %s (%s is missing)", dir,
+                           path);
+        return err_set(e, ERR_IO, "model: readlink %s: %s", path, strerror(errno));
+    }
+    target[len] = '\0';
+    const char *name = target + strlen("versions/");
+    if (strncmp(target, "versions/", strlen("versions/")) || strlen(name) >= MODEL_VERSION_MAX ||
+        !model_version_valid(name))
+        return err_set(e, ERR_FORMAT, "model: %s points to %s, not to a version in versions/", path,
+                       target);
+    strcpy(version, name);
+    return ERR_OK;
+}
+
+/* Points DIR/current at versions/<version>: a symlink under a temporary name
+ * renamed over current, so readers resolve either the old or the new target
+ * and never a missing link; then fsync DIR so the switch survives a crash. */
+static int model_switch_current(const char *dir, const char *version, err_t *e) {
+    char tmp[PATH_MAX], cur[PATH_MAX], target[PATH_MAX];
+    int rc = model_path(tmp, e, "%s/.current.tmp-%ld", dir, (long)getpid());
+    if (!rc) rc = model_path(cur, e, "%s/current", dir);
+    if (!rc) rc = model_path(target, e, "versions/%s", version);
+    if (rc) return rc;
+    unlink(tmp); /* a leftover of an earlier failure of this same pid */
+    if (symlink(target, tmp))
+        return err_set(e, ERR_IO, "model: symlink %s: %s", tmp, strerror(errno));
+    if (rename(tmp, cur)) {
+        rc = err_set(e, ERR_IO, "model: rename %s to %s: %s", tmp, cur, strerror(errno));
+        unlink(tmp);
+        return rc;
+    }
+    return model_fsync_dir(dir, e);
+}
+
+/* Takes the publisher lock of dir (rule 3): blocks until no other publisher
+ * or rollback runs. Returns the descriptor to close (which unlocks) in *fd. */
+static int model_lock(const char *dir, int *fd, err_t *e) {
+    char path[PATH_MAX];
+    int rc = model_path(path, e, "%s/.lock", dir);
+    if (rc) return rc;
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0) return err_set(e, ERR_IO, "model: open %s: %s", path, strerror(errno));
+    while (flock(*fd, LOCK_EX)) {
+        if (errno == EINTR) continue;
+        rc = err_set(e, ERR_IO, "model: lock %s: %s", path, strerror(errno));
+        close(*fd);
+        return rc;
+    }
+    return ERR_OK;
+}
+
+int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e) {
+    int lock;
+    int rc = model_lock(dir, &lock, e);
+    if (rc) return rc;
+    char cur[MODEL_VERSION_MAX];
+    char(*list)[MODEL_VERSION_MAX] = NULL;
+    size_t n = 0;
+    rc = model_current_version(dir, cur, e);
+    if (!rc) rc = model_list(dir, &list, &n, e);
+    if (!rc) {
+        /* The newest version older than the current one, even if current
+         * itself has gone missing from versions/. */
+        size_t i = n;
+        while (i > 0 && model_version_cmp(list[i - 1], cur) >= 0)
+            i--;
+        if (i == 0)
+            rc = err_set(e, ERR_NOTFOUND, "model: no version older than %s in %s/versions", cur,
+                         dir);
+        else if (!(rc = model_switch_current(dir, list[i - 1], e)))
+            strcpy(version, list[i - 1]);
+    }
+    free(list);
+    close(lock);
+    return rc;
+}
+
+/* --- publication ---------------------------------------------------------- */
+
+/* Checks that in describes one consistent model (ERR_INVALID otherwise), so
+ * that a reader never has to distrust sizes that model_open verified. */
+static int model_check_input(const model_input *in, err_t *e) {
+    const model_meta *m = &in->meta;
+    if (!in->users || !in->items || !in->user_items || !in->item_popularity ||
+        (m->n_users && !in->user_factors) || (m->n_items && !in->item_factors))
+        return err_set(e, ERR_INVALID, "model: publish: missing array in input");
+    if (m->factors == 0) return err_set(e, ERR_INVALID, "model: publish: factors is 0");
+    if (idmap_size(in->users) != m->n_users || idmap_size(in->items) != m->n_items)
+        return err_set(e, ERR_INVALID,
+                       "model: publish: id maps have %u users, %u items; meta says %u, %u",
+                       idmap_size(in->users), idmap_size(in->items), m->n_users, m->n_items);
+    const csr *ui = in->user_items;
+    if (ui->n_rows != m->n_users || ui->n_cols != m->n_items)
+        return err_set(e, ERR_INVALID, "model: publish: user_items is %u x %u, expected %u x %u",
+                       ui->n_rows, ui->n_cols, m->n_users, m->n_items);
+    if (ui->indptr[0] != 0)
+        return err_set(e, ERR_INVALID, "model: publish: user_items indptr[0] is not 0");
+    for (uint32_t u = 0; u < ui->n_rows; u++) {
+        if (ui->indptr[u + 1] < ui->indptr[u])
+            return err_set(e, ERR_INVALID, "model: publish: user_items row %u is negative", u);
+        for (uint64_t k = ui->indptr[u]; k < ui->indptr[u + 1]; k++)
+            if (ui->indices[k] >= m->n_items ||
+                (k > ui->indptr[u] && ui->indices[k] <= ui->indices[k - 1]))
+                return err_set(e, ERR_INVALID,
+                               "model: publish: user_items row %u is not sorted distinct items "
+                               "< %u",
+                               u, m->n_items);
+    }
+    for (uint32_t i = 0; i < m->n_items; i++)
+        if (isnan(in->item_popularity[i]))
+            return err_set(e, ERR_INVALID, "model: publish: item_popularity[%u] is NaN", i);
+    /* A diverged training run yields non-finite factors; serving them would
+     * rank garbage, so refuse here where the cause is still visible. */
+    const float *f[2] = {in->user_factors, in->item_factors};
+    uint64_t rows[2] = {m->n_users, m->n_items};
+    for (int s = 0; s < 2; s++)
+        for (uint64_t k = 0; k < rows[s] * m->factors; k++)
+            if (!isfinite(f[s][k]))
+                return err_set(e, ERR_INVALID, "model: publish: %s factor %llu is not finite",
+                               s ? "item" : "user", (unsigned long long)k);
+    size_t src = strnlen(m->source_fingerprint, sizeof m->source_fingerprint);
+    if (src == sizeof m->source_fingerprint)
+        return err_set(e, ERR_INVALID, "model: publish: source_fingerprint is not terminated");
+    return ERR_OK;
+}
+
+/* Chooses the version name for a model with this content fingerprint
+ * published at time now, given the existing versions (sorted). A second
+ * publication in the same second gets the suffix -<k>, one above the highest
+ * suffix of that second, so that names stay unique and model_version_cmp
+ * orders them as they were published. */
+static int model_name(char version[MODEL_VERSION_MAX], time_t now, uint64_t fp,
+                      char (*list)[MODEL_VERSION_MAX], size_t n, err_t *e) {
+    struct tm tm;
+    char stamp[MODEL_TIME_LEN + 1];
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    int same = 0;
+    unsigned top = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(list[i], stamp, MODEL_TIME_LEN)) continue;
+        same = 1;
+        unsigned s = model_version_suffix(list[i]);
+        if (s > top) top = s;
+    }
+    unsigned hi = (unsigned)(fp >> 32);
+    if (!same) {
+        snprintf(version, MODEL_VERSION_MAX, "%s-%08x", stamp, hi);
+        return ERR_OK;
+    }
+    if (top >= MODEL_MAX_SUFFIX)
+        return err_set(e, ERR_LIMIT, "model: publish: %u versions in second %s", top + 1, stamp);
+    snprintf(version, MODEL_VERSION_MAX, "%s-%08x-%u", stamp, hi, top + 1);
+    return ERR_OK;
+}
+
+/* xxh3 of the factor matrices: the model content that names a version. */
+static uint64_t model_fingerprint(const model_input *in) {
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    if (in->meta.n_users)
+        XXH3_64bits_update(&st, in->user_factors,
+                           (size_t)in->meta.n_users * in->meta.factors * sizeof(float));
+    if (in->meta.n_items)
+        XXH3_64bits_update(&st, in->item_factors,
+                           (size_t)in->meta.n_items * in->meta.factors * sizeof(float));
+    return XXH3_64bits_digest(&st);
+}
+
+/* State of one write transaction: where errors are reported from. */
+typedef struct model_writer {
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    unsigned psize;
+    const char *path;
+} model_writer;
+
+static int model_put(model_writer *w, const char *key, const void *val, size_t len, err_t *e) {
+    MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
+    int rc = mdb_put(w->txn, w->dbi, &k, &v, 0);
+    if (rc)
+        return err_set(e, ERR_INTERNAL, "lmdb: put %s in %s: %s", key, w->path, mdb_strerror(rc));
+    return ERR_OK;
+}
+
+static int model_put_u32v(model_writer *w, const char *key, uint32_t v, err_t *e) {
+    unsigned char b[4];
+    model_put_u32(b, v);
+    return model_put(w, key, b, sizeof b, e);
+}
+
+static int model_put_u64v(model_writer *w, const char *key, uint64_t v, err_t *e) {
+    unsigned char b[8];
+    model_put_u64(b, v);
+    return model_put(w, key, b, sizeof b, e);
+}
+
+static int model_put_f32(model_writer *w, const char *key, float f, err_t *e) {
+    uint32_t v;
+    memcpy(&v, &f, sizeof v);
+    return model_put_u32v(w, key, v, e);
+}
+
+static int model_put_f64(model_writer *w, const char *key, double f, err_t *e) {
+    uint64_t v;
+    memcpy(&v, &f, sizeof v);
+    return model_put_u64v(w, key, v, e);
+}
+
+/* Reserves a blob of len logical bytes (padded, zero-filled beyond len) and
+ * returns where to write it in *p: LMDB's dirty page memory, valid only
+ * until the next put, so the caller fills it at once. */
+static int model_reserve(model_writer *w, const char *key, uint64_t len, void **p, err_t *e) {
+    uint64_t padded = model_padded(len, w->psize);
+    MDB_val k = {strlen(key), (void *)key}, v = {(size_t)padded, NULL};
+    int rc = mdb_put(w->txn, w->dbi, &k, &v, MDB_RESERVE);
+    if (rc)
+        return err_set(e, ERR_INTERNAL, "lmdb: put %s (%llu bytes) in %s: %s", key,
+                       (unsigned long long)padded, w->path, mdb_strerror(rc));
+    memset((char *)v.mv_data + len, 0, (size_t)(padded - len));
+    *p = v.mv_data;
+    return ERR_OK;
+}
+
+/* Bytes of the id table of m: offsets u64[n+1] then the concatenated ids. */
+static uint64_t model_ids_size(const idmap *m) {
+    uint64_t bytes = 0;
+    size_t len;
+    for (uint32_t i = 0; i < idmap_size(m); i++) {
+        idmap_key(m, i, &len);
+        bytes += len;
+    }
+    return ((uint64_t)idmap_size(m) + 1) * sizeof(uint64_t) + bytes;
+}
+
+/* Writes the id table and hash index of one id space under the given keys. */
+static int model_write_ids(model_writer *w, const idmap *m, const char *table_key,
+                           const char *index_key, err_t *e) {
+    uint32_t n = idmap_size(m);
+    void *p;
+    int rc = model_reserve(w, table_key, model_ids_size(m), &p, e);
+    if (rc) return rc;
+    uint64_t *off = p;
+    char *bytes = (char *)(off + (size_t)n + 1);
+    off[0] = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len;
+        const char *id = idmap_key(m, i, &len);
+        memcpy(bytes + off[i], id, len);
+        off[i + 1] = off[i] + len;
+    }
+    uint64_t n_slots = model_slot_count(n);
+    rc = model_reserve(w, index_key, n_slots * sizeof(uint32_t), &p, e);
+    if (rc) return rc;
+    uint32_t *slots = p;
+    memset(slots, 0xff, (size_t)n_slots * sizeof *slots);
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len;
+        const char *id = idmap_key(m, i, &len);
+        uint64_t s = XXH3_64bits(id, len) & (n_slots - 1);
+        while (slots[s] != MODEL_EMPTY)
+            s = (s + 1) & (n_slots - 1);
+        slots[s] = i;
+    }
+    return ERR_OK;
+}
+
+static int model_pop_cmp(const void *a, const void *b, void *ctx) {
+    const float *pop = ctx;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (pop[x] != pop[y]) return pop[x] > pop[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+/* Writes every key of the model in one transaction of env. */
+static int model_write(MDB_env *env, const char *path, const model_input *in,
+                       const model_meta *meta, err_t *e) {
+    MDB_stat st;
+    mdb_env_stat(env, &st);
+    model_writer w = {NULL, 0, st.ms_psize, path};
+    int rc = mdb_txn_begin(env, NULL, 0, &w.txn);
+    if (rc) return model_mdb_err(e, rc, "begin write transaction in", path);
+    rc = mdb_dbi_open(w.txn, NULL, 0, &w.dbi);
+    if (rc) {
+        mdb_txn_abort(w.txn);
+        return model_mdb_err(e, rc, "open main database of", path);
+    }
+    uint32_t nu = meta->n_users, ni = meta->n_items, k = meta->factors;
+    const csr *ui = in->user_items;
+    uint64_t nnz = csr_nnz(ui);
+    void *p;
+    if ((rc = model_put_u32v(&w, K_FORMAT, meta->format_version, e)) ||
+        (rc = model_put_u32v(&w, K_FACTORS, k, e)) || (rc = model_put_u32v(&w, K_USERS, nu, e)) ||
+        (rc = model_put_u32v(&w, K_ITEMS, ni, e)) ||
+        (rc = model_put_u64v(&w, K_INTERACTIONS, meta->interactions, e)) ||
+        (rc = model_put_u32v(&w, K_ITERATIONS, meta->iterations, e)) ||
+        (rc = model_put_f32(&w, K_REG, meta->regularization, e)) ||
+        (rc = model_put_f32(&w, K_ALPHA, meta->alpha, e)) ||
+        (rc = model_put_f64(&w, K_LOSS, meta->loss, e)) ||
+        (rc = model_put_f64(&w, K_SECONDS, meta->train_seconds, e)) ||
+        (rc = model_put_u64v(&w, K_TRAINED_AT, (uint64_t)meta->trained_at, e)) ||
+        (rc = model_put(&w, K_VERSION, meta->version, strlen(meta->version), e)) ||
+        (rc = model_put(&w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint),
+                        e)))
+        goto fail;
+    size_t uf = (size_t)nu * k * sizeof(float), itf = (size_t)ni * k * sizeof(float);
+    if ((rc = model_reserve(&w, K_USER_FACTORS, uf, &p, e))) goto fail;
+    if (uf) memcpy(p, in->user_factors, uf);
+    if ((rc = model_reserve(&w, K_ITEM_FACTORS, itf, &p, e))) goto fail;
+    if (itf) memcpy(p, in->item_factors, itf);
+    if ((rc = model_reserve(&w, K_ITEM_NORMS, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
+    float *norms = p;
+    for (uint32_t i = 0; i < ni; i++) {
+        const float *row = in->item_factors + (size_t)i * k;
+        double sum = 0;
+        for (uint32_t j = 0; j < k; j++)
+            sum += (double)row[j] * row[j];
+        norms[i] = (float)sqrt(sum);
+    }
+    if ((rc = model_write_ids(&w, in->users, K_USER_IDS, K_USER_INDEX, e)) ||
+        (rc = model_write_ids(&w, in->items, K_ITEM_IDS, K_ITEM_INDEX, e)))
+        goto fail;
+    size_t indptr = ((size_t)nu + 1) * sizeof(uint64_t);
+    if ((rc = model_reserve(&w, K_USER_ITEMS, indptr + nnz * sizeof(uint32_t), &p, e))) goto fail;
+    memcpy(p, ui->indptr, indptr);
+    if (nnz) memcpy((char *)p + indptr, ui->indices, nnz * sizeof(uint32_t));
+    if ((rc = model_reserve(&w, K_POPULAR, (uint64_t)ni * sizeof(uint32_t), &p, e))) goto fail;
+    uint32_t *order = p;
+    for (uint32_t i = 0; i < ni; i++)
+        order[i] = i;
+    qsort_r(order, ni, sizeof *order, model_pop_cmp, (void *)in->item_popularity);
+    rc = mdb_txn_commit(w.txn);
+    if (rc) return model_mdb_err(e, rc, "commit", path);
+    return ERR_OK;
+fail:
+    mdb_txn_abort(w.txn);
+    return rc;
+}
+
+/* Creates the environment in the empty folder path, writes the model and
+ * makes it durable. The writer uses MDB_NOLOCK (nobody else knows the
+ * temporary folder, so there is nothing to coordinate and no lock.mdb is left
+ * in the version) and MDB_NOSYNC: the one forced sync after commit replaces
+ * LMDB's two per-commit syncs, which only order data before the meta page -
+ * unnecessary here, as the folder becomes visible only after the sync. */
+static int model_build(const char *path, const model_input *in, const model_meta *meta,
+                       uint64_t total, err_t *e) {
+    MDB_env *env;
+    int rc = mdb_env_create(&env);
+    if (rc) return model_mdb_err(e, rc, "create environment for", path);
+    uint64_t mapsize = (2 * total + (64u << 20) + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+    if ((rc = mdb_env_set_mapsize(env, (size_t)mapsize))) {
+        mdb_env_close(env);
+        return model_mdb_err(e, rc, "set map size of", path);
+    }
+    if ((rc = mdb_env_open(env, path, MDB_NOLOCK | MDB_NOSYNC, 0644))) {
+        mdb_env_close(env);
+        return model_mdb_err(e, rc, "open", path);
+    }
+    rc = model_write(env, path, in, meta, e);
+    if (!rc && (rc = mdb_env_sync(env, 1))) rc = model_mdb_err(e, rc, "sync", path);
+    mdb_env_close(env);
+    if (rc) return rc;
+    return model_fsync_dir(path, e);
+}
+
+/* Removes what dead publishers left in dir: versions/.tmp-* folders and
+ * .current.tmp-* links. Only called under the publisher lock, where no live
+ * publisher can own them. Failures are logged, not returned: they waste
+ * space but do not affect the model. */
+static void model_clean_tmp(const char *dir) {
+    const char *where[2] = {"versions", "."};
+    const char *prefix[2] = {".tmp-", ".current.tmp-"};
+    for (int i = 0; i < 2; i++) {
+        char path[PATH_MAX], entry[PATH_MAX];
+        if (model_path(path, NULL, "%s/%s", dir, where[i])) continue;
+        DIR *d = opendir(path);
+        if (!d) continue;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (strncmp(de->d_name, prefix[i], strlen(prefix[i]))) continue;
+            if (model_path(entry, NULL, "%s/%s", path, de->d_name)) continue;
+            if (model_rmtree(entry))
+                log_warn(
+                    "msg=\"cannot remove leftover of a dead publisher\" path=\"%s\" error=\"%s\"",
+                    entry, strerror(errno));
+        }
+        closedir(d);
+    }
+}
+
+/* Deletes the oldest versions beyond MODEL_KEEP_VERSIONS, never the current
+ * one. Runs after the switch; failures are logged like in model_clean_tmp. */
+static void model_prune(const char *dir) {
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    char cur[MODEL_VERSION_MAX];
+    err_t err;
+    if (model_list(dir, &list, &n, &err) || model_current_version(dir, cur, &err)) {
+        log_warn("msg=\"cannot prune old model versions\" dir=\"%s\" error=\"%s\"", dir, err.msg);
+        return;
+    }
+    for (size_t i = 0; i + MODEL_KEEP_VERSIONS < n; i++) {
+        char path[PATH_MAX];
+        if (!strcmp(list[i], cur) || model_path(path, NULL, "%s/versions/%s", dir, list[i]))
+            continue;
+        if (model_rmtree(path))
+            log_warn("msg=\"cannot remove old model version\" path=\"%s\" error=\"%s\"", path,
+                     strerror(errno));
+    }
+    free(list);
+}
+
+int model_publish(const char *dir, const model_input *in, model_meta *meta_out, err_t *e) {
+    int rc = model_check_input(in, e);
+    if (rc) return rc;
+    char vdir[PATH_MAX], tmp[PATH_MAX], final[PATH_MAX];
+    if ((rc = model_path(vdir, e, "%s/versions", dir))) return rc;
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return err_set(e, ERR_IO, "model: mkdir %s: %s", dir, strerror(errno));
+    if (mkdir(vdir, 0755) && errno != EEXIST)
+        return err_set(e, ERR_IO, "model: mkdir %s: %s", vdir, strerror(errno));
+    int lock;
+    if ((rc = model_lock(dir, &lock, e))) return rc;
+    model_clean_tmp(dir);
+
+    model_meta meta = in->meta;
+    meta.format_version = MODEL_FORMAT_VERSION;
+    meta.trained_at = (int64_t)time(NULL);
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    if ((rc = model_list(dir, &list, &n, e))) goto out;
+    rc = model_name(meta.version, (time_t)meta.trained_at, model_fingerprint(in), list, n, e);
+    free(list);
+    if (rc) goto out;
+    if ((rc = model_path(tmp, e, "%s/.tmp-%s-%ld", vdir, meta.version, (long)getpid())) ||
+        (rc = model_path(final, e, "%s/%s", vdir, meta.version)))
+        goto out;
+    if (mkdir(tmp, 0755)) {
+        rc = err_set(e, ERR_IO, "model: mkdir %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    /* Logical bytes of all blobs, each padded to a page; the map gets twice
+     * that plus room for LMDB's own pages (model_build). */
+    const model_meta *im = &in->meta;
+    uint64_t blobs[] = {
+        (uint64_t)im->n_users * im->factors * sizeof(float),
+        (uint64_t)im->n_items * im->factors * sizeof(float),
+        (uint64_t)im->n_items * sizeof(float),
+        model_ids_size(in->users),
+        model_ids_size(in->items),
+        model_slot_count(im->n_users) * sizeof(uint32_t),
+        model_slot_count(im->n_items) * sizeof(uint32_t),
+        ((uint64_t)im->n_users + 1) * sizeof(uint64_t) + csr_nnz(in->user_items) * sizeof(uint32_t),
+        (uint64_t)im->n_items * sizeof(uint32_t),
+    };
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
+        total += blobs[i] + 4096;
+    if ((rc = model_build(tmp, in, &meta, total, e))) {
+        model_rmtree(tmp);
+        goto out;
+    }
+    /* The version becomes visible complete or not at all; fsync versions/
+     * before switching current so that after a crash current can never name
+     * a version whose directory entry was lost. */
+    if (rename(tmp, final)) {
+        rc = err_set(e, ERR_IO, "model: rename %s to %s: %s", tmp, final, strerror(errno));
+        model_rmtree(tmp);
+        goto out;
+    }
+    if ((rc = model_fsync_dir(vdir, e)) || (rc = model_switch_current(dir, meta.version, e)))
+        goto out;
+    model_prune(dir);
+    if (meta_out) *meta_out = meta;
+out:
+    close(lock);
+    return rc;
+}
+
+/* --- opening and reading -------------------------------------------------- */
+
+/* State of the read transaction of model_open. */
+typedef struct model_reader {
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    unsigned psize;
+    const char *path;
+} model_reader;
+
+static int model_get(model_reader *r, const char *key, MDB_val *v, err_t *e) {
+    MDB_val k = {strlen(key), (void *)key};
+    int rc = mdb_get(r->txn, r->dbi, &k, v);
+    if (rc == MDB_NOTFOUND)
+        return err_set(e, ERR_FORMAT, "model: %s: missing key %s", r->path, key);
+    if (rc) return err_set(e, ERR_FORMAT, "lmdb: get %s in %s: %s", key, r->path, mdb_strerror(rc));
+    return ERR_OK;
+}
+
+/* Reads a small fixed-size little-endian value into out (size bytes). The
+ * bytes are copied, never dereferenced in place: leaf values are only
+ * 2-byte aligned. */
+static int model_get_fixed(model_reader *r, const char *key, size_t size, uint64_t *out, err_t *e) {
+    MDB_val v;
+    int rc = model_get(r, key, &v, e);
+    if (rc) return rc;
+    if (v.mv_size != size)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has %zu bytes, expected %zu", r->path, key,
+                       v.mv_size, size);
+    *out = size == 4 ? model_get_u32(v.mv_data) : model_get_u64(v.mv_data);
+    return ERR_OK;
+}
+
+static int model_get_str(model_reader *r, const char *key, char *out, size_t cap, err_t *e) {
+    MDB_val v;
+    int rc = model_get(r, key, &v, e);
+    if (rc) return rc;
+    if (v.mv_size >= cap || memchr(v.mv_data, '\0', v.mv_size))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s is not a string of < %zu bytes", r->path,
+                       key, cap);
+    memcpy(out, v.mv_data, v.mv_size);
+    out[v.mv_size] = '\0';
+    return ERR_OK;
+}
+
+/* Finds blob key, checks that it is aligned to align and, when len is not
+ * NULL, holds exactly *len logical bytes (padded as written); with len NULL
+ * only at least min bytes. Fills *p with a pointer into the map. */
+static int model_get_blob(model_reader *r, const char *key, const uint64_t *len, uint64_t min,
+                          unsigned align, const void **p, err_t *e) {
+    MDB_val v;
+    int rc = model_get(r, key, &v, e);
+    if (rc) return rc;
+    if (len ? v.mv_size != model_padded(*len, r->psize) : v.mv_size < min)
+        return err_set(e, ERR_FORMAT,
+                       "model: %s: key %s has %zu bytes, inconsistent with the counts "
+                       "(expected %llu)",
+                       r->path, key, v.mv_size,
+                       (unsigned long long)model_padded(len ? *len : min, r->psize));
+    /* Overflow-page values are 16-byte aligned; anything else means the
+     * file was not written by model_publish, and reading it as float or u64
+     * would be undefined behaviour. */
+    if ((uintptr_t)v.mv_data % align)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s is not %u-byte aligned", r->path, key,
+                       align);
+    *p = v.mv_data;
+    return ERR_OK;
+}
+
+/* Reads one id space (table and hash index) of n ids. */
+static int model_get_ids(model_reader *r, const char *table_key, const char *index_key, uint32_t n,
+                         model_ids *ids, err_t *e) {
+    const void *p;
+    uint64_t head = ((uint64_t)n + 1) * sizeof(uint64_t);
+    int rc = model_get_blob(r, table_key, NULL, head, 8, &p, e);
+    if (rc) return rc;
+    ids->n = n;
+    ids->offsets = p;
+    ids->bytes = (const char *)(ids->offsets + (size_t)n + 1);
+    if (ids->offsets[0] != 0 || ids->offsets[n] > UINT64_MAX - head)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has bad offsets", r->path, table_key);
+    uint64_t len = head + ids->offsets[n];
+    if ((rc = model_get_blob(r, table_key, &len, 0, 8, &p, e))) return rc;
+    uint64_t slots = model_slot_count(n);
+    len = slots * sizeof(uint32_t);
+    if ((rc = model_get_blob(r, index_key, &len, 0, 4, &p, e))) return rc;
+    ids->slots = p;
+    ids->mask = slots - 1;
+    return ERR_OK;
+}
+
+/* Reads and checks every key; the environment has passed the size check. */
+static int model_read(model_reader *r, model *m, err_t *e) {
+    model_meta *mt = &m->meta;
+    uint64_t v;
+    int rc = model_get_fixed(r, K_FORMAT, 4, &v, e);
+    if (rc) return rc;
+    /* Checked before anything else: another format may have other keys. */
+    if (v != MODEL_FORMAT_VERSION)
+        return err_set(e, ERR_VERSION,
+                       "model: %s has format version %llu, this recd reads format version %d",
+                       r->path, (unsigned long long)v, MODEL_FORMAT_VERSION);
+    mt->format_version = (uint32_t)v;
+    struct {
+        const char *key;
+        size_t size;
+        void *out;
+    } fixed[] = {
+        {K_FACTORS, 4, &mt->factors},       {K_USERS, 4, &mt->n_users},
+        {K_ITEMS, 4, &mt->n_items},         {K_INTERACTIONS, 8, &mt->interactions},
+        {K_ITERATIONS, 4, &mt->iterations}, {K_REG, 4, &mt->regularization},
+        {K_ALPHA, 4, &mt->alpha},           {K_LOSS, 8, &mt->loss},
+        {K_SECONDS, 8, &mt->train_seconds}, {K_TRAINED_AT, 8, &mt->trained_at},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if ((rc = model_get_fixed(r, fixed[i].key, fixed[i].size, &v, e))) return rc;
+        if (fixed[i].size == 4) {
+            uint32_t x = (uint32_t)v;
+            memcpy(fixed[i].out, &x, 4);
+        } else {
+            memcpy(fixed[i].out, &v, 8);
+        }
+    }
+    if ((rc = model_get_str(r, K_VERSION, mt->version, sizeof mt->version, e)) ||
+        (rc = model_get_str(r, K_SOURCE, mt->source_fingerprint, sizeof mt->source_fingerprint, e)))
+        return rc;
+    uint64_t uf, itf;
+    if (!model_mul3(mt->n_users, mt->factors, sizeof(float), &uf) ||
+        !model_mul3(mt->n_items, mt->factors, sizeof(float), &itf))
+        return err_set(e, ERR_FORMAT, "model: %s: counts overflow", r->path);
+    uint64_t norms = (uint64_t)mt->n_items * sizeof(float), pop = norms;
+    const void *p;
+    if ((rc = model_get_blob(r, K_USER_FACTORS, &uf, 0, 4, &p, e))) return rc;
+    m->user_factors = p;
+    if ((rc = model_get_blob(r, K_ITEM_FACTORS, &itf, 0, 4, &p, e))) return rc;
+    m->item_factors = p;
+    if ((rc = model_get_blob(r, K_ITEM_NORMS, &norms, 0, 4, &p, e))) return rc;
+    m->item_norms = p;
+    if ((rc = model_get_blob(r, K_POPULAR, &pop, 0, 4, &p, e))) return rc;
+    m->popular = p;
+    if ((rc = model_get_ids(r, K_USER_IDS, K_USER_INDEX, mt->n_users, &m->users, e)) ||
+        (rc = model_get_ids(r, K_ITEM_IDS, K_ITEM_INDEX, mt->n_items, &m->items, e)))
+        return rc;
+    uint64_t head = ((uint64_t)mt->n_users + 1) * sizeof(uint64_t);
+    if ((rc = model_get_blob(r, K_USER_ITEMS, NULL, head, 8, &p, e))) return rc;
+    m->user_indptr = p;
+    uint64_t nnz = m->user_indptr[mt->n_users], len = head + nnz * sizeof(uint32_t);
+    if (m->user_indptr[0] != 0 || nnz > (UINT64_MAX - head) / sizeof(uint32_t))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path, K_USER_ITEMS);
+    if ((rc = model_get_blob(r, K_USER_ITEMS, &len, 0, 8, &p, e))) return rc;
+    m->user_indices = (const uint32_t *)(m->user_indptr + (size_t)mt->n_users + 1);
+    return ERR_OK;
+}
+
+/* Opens the version folder path into m. MDB_RDONLY | MDB_NOLOCK is right
+ * because a published environment is immutable: the reader table exists to
+ * keep a writer from reusing pages a reader still sees, and no writer ever
+ * opens a published version again. Without it, nothing is written (the model
+ * can live on a read-only mount), and opening the same version twice in one
+ * process is safe, which LMDB's fcntl locks would not allow (closing one
+ * handle drops the locks of the other) - a server reloading or rolling back
+ * does exactly that. */
+static int model_open_env(const char *path, model *m, err_t *e) {
+    char data[PATH_MAX];
+    struct stat st;
+    int rc = model_path(data, e, "%s/data.mdb", path);
+    if (rc) return rc;
+    if (stat(data, &st)) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return err_set(e, ERR_NOTFOUND, "model: %s does not exist", data);
+        return err_set(e, ERR_IO, "model: stat %s: %s", data, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0)
+        return err_set(e, ERR_FORMAT, "model: %s is not an LMDB file (empty or not a file)", data);
+    if ((rc = mdb_env_create(&m->env))) return model_mdb_err(e, rc, "create environment for", path);
+    rc = mdb_env_open(m->env, path, MDB_RDONLY | MDB_NOLOCK, 0);
+    if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH)
+        return err_set(e, ERR_FORMAT, "model: %s is not an LMDB file: %s", data, mdb_strerror(rc));
+    if (rc) return err_set(e, ERR_IO, "lmdb: open %s: %s", path, mdb_strerror(rc));
+    /* A short file maps fine but SIGBUSes when a missing page is touched, so
+     * compare its size with the pages the last commit used before any get. */
+    MDB_envinfo info;
+    MDB_stat ms;
+    mdb_env_info(m->env, &info);
+    mdb_env_stat(m->env, &ms);
+    mdb_filehandle_t fd;
+    if ((rc = mdb_env_get_fd(m->env, &fd)) || fstat(fd, &st))
+        return err_set(e, ERR_IO, "model: stat %s: %s", data,
+                       rc ? mdb_strerror(rc) : strerror(errno));
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    if ((uint64_t)st.st_size < need)
+        return err_set(e, ERR_FORMAT,
+                       "model: %s is truncated: %lld bytes, its last page ends at %llu", data,
+                       (long long)st.st_size, (unsigned long long)need);
+    model_reader r = {NULL, 0, ms.ms_psize, path};
+    if ((rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &r.txn)))
+        return model_mdb_err(e, rc, "begin read transaction in", path);
+    if ((rc = mdb_dbi_open(r.txn, NULL, 0, &r.dbi)))
+        rc = err_set(e, ERR_FORMAT, "lmdb: open main database of %s: %s", path, mdb_strerror(rc));
+    else
+        rc = model_read(&r, m, e);
+    /* The pointers taken stay valid after the transaction: the map of a
+     * read-only environment is never remapped and its pages never change. */
+    mdb_txn_abort(r.txn);
+    return rc;
+}
+
+int model_open(const char *dir, model **out, err_t *e) {
+    *out = NULL;
+    char path[PATH_MAX];
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+        return err_set(e, ERR_NOTFOUND, "model: directory %s does not exist", dir);
+    int rc = model_path(path, e, "%s/data.mdb", dir);
+    if (rc) return rc;
+    if (stat(path, &st) == 0) {
+        rc = model_path(path, e, "%s", dir);
+    } else {
+        /* Resolve current once: using DIR/current for each step would race
+         * with a publisher switching it in between. */
+        char version[MODEL_VERSION_MAX];
+        if ((rc = model_current_version(dir, version, e))) return rc;
+        rc = model_path(path, e, "%s/versions/%s", dir, version);
+    }
+    if (rc) return rc;
+    model *m = calloc(1, sizeof *m);
+    if (!m) return err_set(e, ERR_NOMEM, "model: out of memory");
+    if ((rc = model_open_env(path, m, e))) {
+        model_close(m);
+        return rc;
+    }
+    *out = m;
+    return ERR_OK;
+}
+
+void model_close(model *m) {
+    if (!m) return;
+    if (m->env) mdb_env_close(m->env);
+    free(m);
+}
+
+const model_meta *model_info(const model *m) {
+    return &m->meta;
+}
+
+/* Linear probing from the id's xxh3, comparing bytes through the id table.
+ * Slot values are checked against n and probing is bounded so that a
+ * damaged index yields "not found" rather than a read outside the map. */
+static int model_lookup(const model_ids *t, const char *id, size_t len, uint32_t *index) {
+    uint64_t s = XXH3_64bits(id, len) & t->mask;
+    for (uint64_t probe = 0; probe <= t->mask; probe++, s = (s + 1) & t->mask) {
+        uint32_t i = t->slots[s];
+        if (i == MODEL_EMPTY || i >= t->n) return ERR_NOTFOUND;
+        if (t->offsets[i + 1] - t->offsets[i] == len &&
+            memcmp(t->bytes + t->offsets[i], id, len) == 0) {
+            *index = i;
+            return ERR_OK;
+        }
+    }
+    return ERR_NOTFOUND;
+}
+
+int model_user_index(const model *m, const char *id, size_t len, uint32_t *index) {
+    return model_lookup(&m->users, id, len, index);
+}
+
+int model_item_index(const model *m, const char *id, size_t len, uint32_t *index) {
+    return model_lookup(&m->items, id, len, index);
+}
+
+const char *model_user_id(const model *m, uint32_t index, size_t *len) {
+    *len = (size_t)(m->users.offsets[index + 1] - m->users.offsets[index]);
+    return m->users.bytes + m->users.offsets[index];
+}
+
+const char *model_item_id(const model *m, uint32_t index, size_t *len) {
+    *len = (size_t)(m->items.offsets[index + 1] - m->items.offsets[index]);
+    return m->items.bytes + m->items.offsets[index];
+}
+
+const float *model_user_factors(const model *m) {
+    return m->user_factors;
+}
+
+const float *model_item_factors(const model *m) {
+    return m->item_factors;
+}
+
+const float *model_item_norms(const model *m) {
+    return m->item_norms;
+}
+
+const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n) {
+    *n = (uint32_t)(m->user_indptr[u + 1] - m->user_indptr[u]);
+    return m->user_indices + m->user_indptr[u];
+}
+
+const uint32_t *model_popular_items(const model *m) {
+    return m->popular;
+}

@@ -75,6 +75,11 @@ int model_current_version(const char *dir, char version[MODEL_VERSION_MAX], err_
  * with the version now current. */
 int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e);
 
+/* Fills *versions (malloc'ed array, caller frees) with the complete versions
+ * in dir, oldest first in the order model_rollback uses, and *n with their
+ * count (0 when nothing was published). Returns ERR_OK, ERR_IO, ERR_NOMEM. */
+int model_versions(const char *dir, char (**versions)[MODEL_VERSION_MAX], size_t *n, err_t *e);
+
 /* --- reading (thread-safe, zero-copy) --- */
 const model_meta *model_info(const model *m);
 

@@ -1,0 +1,555 @@
+/* Unit tests of model: real LMDB files in a fresh /tmp folder per test. */
+#include <criterion/criterion.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model.h"
+
+static char root[] = "/tmp/recd-test-model-XXXXXX";
+
+static void setup(void) {
+    cr_assert_not_null(mkdtemp(root));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void teardown(void) {
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(model, .init = setup, .fini = teardown);
+
+/* path under the test folder; static buffers rotate so that two can be used
+ * in one call. */
+static const char *at(const char *fmt, const char *arg) {
+    static char buf[4][PATH_MAX];
+    static int next;
+    char *p = buf[next++ % 4];
+    int n = snprintf(p, PATH_MAX, "%s/", root);
+    snprintf(p + n, PATH_MAX - (size_t)n, fmt, arg);
+    return p;
+}
+
+/* A small model; ids include bytes a C string would mishandle. */
+static const char *const user_ids[] = {"alice", "", "u\0x", "\xff\xfe\x01", "bob"};
+static const size_t user_len[] = {5, 0, 3, 3, 3};
+static const char *const item_ids[] = {"apple", "pear", "a\0b", "\x80"};
+static const size_t item_len[] = {5, 4, 3, 1};
+#define NU 5
+#define NI 4
+#define K 3
+
+typedef struct fixture {
+    idmap *users, *items;
+    float uf[NU * K], itf[NI * K], pop[NI];
+    csr ui;
+    model_input in;
+} fixture;
+
+/* Fills f with the small model; seed changes the factors (content). */
+static void fixture_init(fixture *f, float seed) {
+    f->users = idmap_new();
+    f->items = idmap_new();
+    uint32_t idx;
+    for (int i = 0; i < NU; i++)
+        cr_assert_eq(idmap_intern(f->users, user_ids[i], user_len[i], &idx), ERR_OK);
+    for (int i = 0; i < NI; i++)
+        cr_assert_eq(idmap_intern(f->items, item_ids[i], item_len[i], &idx), ERR_OK);
+    for (int i = 0; i < NU * K; i++)
+        f->uf[i] = seed + 0.5f * (float)i;
+    for (int i = 0; i < NI * K; i++)
+        f->itf[i] = seed - 0.25f * (float)i;
+    float pop[NI] = {3, 7, 3, 9}; /* order 3, 1, 0, 2 (tie 0/2 by index) */
+    memcpy(f->pop, pop, sizeof pop);
+    uint32_t rows[] = {0, 0, 2, 4, 4, 4}, cols[] = {3, 1, 0, 0, 2, 3};
+    cr_assert_eq(csr_from_triplets(NU, NI, rows, cols, NULL, 6, &f->ui, NULL), ERR_OK);
+    memset(&f->in, 0, sizeof f->in);
+    f->in.meta.factors = K;
+    f->in.meta.n_users = NU;
+    f->in.meta.n_items = NI;
+    f->in.meta.interactions = 6;
+    f->in.meta.iterations = 15;
+    f->in.meta.regularization = 0.1f;
+    f->in.meta.alpha = 40.0f;
+    f->in.meta.loss = 1.25;
+    f->in.meta.train_seconds = 2.5;
+    strcpy(f->in.meta.source_fingerprint, "0123456789abcdef");
+    f->in.users = f->users;
+    f->in.items = f->items;
+    f->in.user_factors = f->uf;
+    f->in.item_factors = f->itf;
+    f->in.user_items = &f->ui;
+    f->in.item_popularity = f->pop;
+}
+
+static void fixture_free(fixture *f) {
+    idmap_free(f->users);
+    idmap_free(f->items);
+    csr_free(&f->ui);
+}
+
+/* Publishes a fixture with this seed into dir; returns its metadata. */
+static model_meta publish(const char *dir, float seed) {
+    fixture f;
+    fixture_init(&f, seed);
+    model_meta meta;
+    err_t e = {0};
+    int rc = model_publish(dir, &f.in, &meta, &e);
+    cr_assert_eq(rc, ERR_OK, "publish: %s", e.msg);
+    fixture_free(&f);
+    return meta;
+}
+
+/* Opens dir expecting failure with code; returns the message. */
+static const char *refuse(const char *dir, int code) {
+    static err_t e;
+    model *m = (model *)1;
+    int rc = model_open(dir, &m, &e);
+    cr_assert_eq(rc, code, "open %s: got %d (%s), expected %d", dir, rc, e.msg, code);
+    cr_assert_null(m);
+    return e.msg;
+}
+
+/* Writes key = val into the environment of a version folder, as a damaged
+ * or foreign writer would; del removes the key instead. */
+static void patch(const char *vdir, const char *key, const void *val, size_t len, int del) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    cr_assert_eq(mdb_env_set_mapsize(env, 64 << 20), 0);
+    cr_assert_eq(mdb_env_open(env, vdir, MDB_NOLOCK, 0644), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+    MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
+    cr_assert_eq(del ? mdb_del(txn, dbi, &k, NULL) : mdb_put(txn, dbi, &k, &v, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static size_t count_versions(const char *dir) {
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    cr_assert_eq(model_versions(dir, &list, &n, NULL), ERR_OK);
+    free(list);
+    return n;
+}
+
+Test(model, round_trip) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    fixture f;
+    fixture_init(&f, 1.0f);
+    model_meta pub;
+    err_t e = {0};
+    cr_assert_eq(model_publish(dir, &f.in, &pub, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(pub.format_version, MODEL_FORMAT_VERSION);
+    cr_assert(pub.trained_at > 1600000000);
+
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const model_meta *mt = model_info(m);
+    cr_assert_eq(mt->factors, K);
+    cr_assert_eq(mt->n_users, NU);
+    cr_assert_eq(mt->n_items, NI);
+    cr_assert_eq(mt->interactions, 6);
+    cr_assert_eq(mt->iterations, 15);
+    cr_assert_eq(mt->regularization, 0.1f);
+    cr_assert_eq(mt->alpha, 40.0f);
+    cr_assert_eq(mt->loss, 1.25);
+    cr_assert_eq(mt->train_seconds, 2.5);
+    cr_assert_eq(mt->trained_at, pub.trained_at);
+    cr_assert_str_eq(mt->version, pub.version);
+    cr_assert_str_eq(mt->source_fingerprint, "0123456789abcdef");
+
+    cr_assert_arr_eq(model_user_factors(m), f.uf, sizeof f.uf);
+    cr_assert_arr_eq(model_item_factors(m), f.itf, sizeof f.itf);
+    for (uint32_t i = 0; i < NI; i++) {
+        const float *r = f.itf + i * K;
+        float want = sqrtf(r[0] * r[0] + r[1] * r[1] + r[2] * r[2]);
+        cr_assert_float_eq(model_item_norms(m)[i], want, 1e-5f * want);
+    }
+    for (uint32_t i = 0; i < NU; i++) {
+        uint32_t idx = 99;
+        size_t len;
+        cr_assert_eq(model_user_index(m, user_ids[i], user_len[i], &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+        const char *id = model_user_id(m, i, &len);
+        cr_assert_eq(len, user_len[i]);
+        cr_assert_eq(memcmp(id, user_ids[i], len), 0);
+        uint32_t n;
+        const uint32_t *items = model_user_items(m, i, &n);
+        cr_assert_eq(n, f.ui.indptr[i + 1] - f.ui.indptr[i]);
+        cr_assert_arr_eq(items, f.ui.indices + f.ui.indptr[i], n * sizeof *items);
+    }
+    for (uint32_t i = 0; i < NI; i++) {
+        uint32_t idx = 99;
+        size_t len;
+        cr_assert_eq(model_item_index(m, item_ids[i], item_len[i], &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+        const char *id = model_item_id(m, i, &len);
+        cr_assert_eq(len, item_len[i]);
+        cr_assert_eq(memcmp(id, item_ids[i], len), 0);
+    }
+    uint32_t idx;
+    /* Prefixes, extensions and the other space's ids are absent. */
+    cr_assert_eq(model_user_index(m, "u", 1, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_user_index(m, "u\0xy", 4, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_user_index(m, "alic", 4, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_user_index(m, "apple", 5, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_item_index(m, "", 0, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_item_index(m, "a\0c", 3, &idx), ERR_NOTFOUND);
+    uint32_t order[NI] = {3, 1, 0, 2};
+    cr_assert_arr_eq(model_popular_items(m), order, sizeof order);
+    /* Blobs are read in place and must be aligned for their element type. */
+    cr_assert_eq((uintptr_t)model_user_factors(m) % 16, 0);
+    cr_assert_eq((uintptr_t)model_popular_items(m) % 16, 0);
+    model_close(m);
+
+    /* The version folder itself opens too. */
+    cr_assert_eq(model_open(at("store/versions/%s", pub.version), &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(model_info(m)->version, pub.version);
+    model_close(m);
+    fixture_free(&f);
+}
+
+Test(model, many_ids_lookup) {
+    /* Enough ids that the index collides and blobs span many pages. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/big", root);
+    enum { N = 5000 };
+    fixture f;
+    fixture_init(&f, 0);
+    idmap *users = idmap_new(), *items = idmap_new();
+    static float uf[N * K], itf[N * K], pop[N];
+    uint32_t idx;
+    for (uint32_t i = 0; i < N; i++) {
+        char id[32];
+        int len = snprintf(id, sizeof id, "user-%u", i);
+        cr_assert_eq(idmap_intern(users, id, (size_t)len, &idx), ERR_OK);
+        len = snprintf(id, sizeof id, "item-%u", i);
+        cr_assert_eq(idmap_intern(items, id, (size_t)len, &idx), ERR_OK);
+        pop[i] = (float)(i % 7);
+    }
+    for (uint32_t i = 0; i < N * K; i++)
+        uf[i] = itf[i] = (float)i;
+    csr ui;
+    uint32_t rows[] = {0, N - 1}, cols[] = {N - 1, 0};
+    cr_assert_eq(csr_from_triplets(N, N, rows, cols, NULL, 2, &ui, NULL), ERR_OK);
+    model_input in = f.in;
+    in.meta.n_users = in.meta.n_items = N;
+    in.users = users;
+    in.items = items;
+    in.user_factors = uf;
+    in.item_factors = itf;
+    in.user_items = &ui;
+    in.item_popularity = pop;
+    err_t e;
+    cr_assert_eq(model_publish(dir, &in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    for (uint32_t i = 0; i < N; i++) {
+        char id[32];
+        int len = snprintf(id, sizeof id, "user-%u", i);
+        cr_assert_eq(model_user_index(m, id, (size_t)len, &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+        len = snprintf(id, sizeof id, "item-%u", i);
+        cr_assert_eq(model_item_index(m, id, (size_t)len, &idx), ERR_OK);
+        cr_assert_eq(idx, i);
+        len = snprintf(id, sizeof id, "user-%u", i + N);
+        cr_assert_eq(model_user_index(m, id, (size_t)len, &idx), ERR_NOTFOUND);
+    }
+    const uint32_t *popular = model_popular_items(m);
+    for (uint32_t i = 1; i < N; i++) {
+        float a = pop[popular[i - 1]], b = pop[popular[i]];
+        cr_assert(a > b || (a == b && popular[i - 1] < popular[i]));
+    }
+    uint32_t n;
+    cr_assert_eq(*model_user_items(m, N - 1, &n), 0);
+    cr_assert_eq(n, 1);
+    model_close(m);
+    csr_free(&ui);
+    idmap_free(users);
+    idmap_free(items);
+    fixture_free(&f);
+}
+
+Test(model, publish_twice_and_rollback) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    model_meta a = publish(dir, 1.0f);
+    model_meta b = publish(dir, 1.0f); /* same content, most likely same second */
+    model_meta c = publish(dir, 2.0f);
+    cr_assert_str_neq(a.version, b.version);
+    cr_assert_str_neq(b.version, c.version);
+    cr_assert_str_neq(a.version, c.version);
+    /* Same content gives the same fingerprint part after the time. */
+    cr_assert_eq(strncmp(a.version + 17, b.version + 17, 8), 0);
+
+    char cur[MODEL_VERSION_MAX];
+    err_t e;
+    cr_assert_eq(model_current_version(dir, cur, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(cur, c.version);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(model_info(m)->version, c.version);
+    cr_assert_eq(model_user_factors(m)[0], 2.0f);
+    model_close(m);
+
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    cr_assert_eq(model_versions(dir, &list, &n, &e), ERR_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(list[0], a.version);
+    cr_assert_str_eq(list[1], b.version);
+    cr_assert_str_eq(list[2], c.version);
+    free(list);
+
+    cr_assert_eq(model_rollback(dir, cur, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(cur, b.version);
+    cr_assert_eq(model_rollback(dir, cur, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(cur, a.version);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(model_info(m)->version, a.version);
+    cr_assert_eq(model_user_factors(m)[0], 1.0f);
+    model_close(m);
+    cr_assert_eq(model_rollback(dir, cur, &e), ERR_NOTFOUND);
+    cr_assert_eq(model_current_version(dir, cur, &e), ERR_OK);
+    cr_assert_str_eq(cur, a.version);
+}
+
+Test(model, refuses_missing) {
+    cr_assert_not_null(strstr(refuse(at("%s", "nope"), ERR_NOTFOUND), "nope"));
+    mkdir(at("%s", "empty"), 0755);
+    cr_assert_not_null(strstr(refuse(at("%s", "empty"), ERR_NOTFOUND), "empty/current"));
+    char v[MODEL_VERSION_MAX];
+    cr_assert_eq(model_current_version(at("%s", "empty"), v, NULL), ERR_NOTFOUND);
+    cr_assert_eq(model_rollback(at("%s", "empty"), v, NULL), ERR_NOTFOUND);
+    /* current pointing at a version that was deleted */
+    model_meta a = publish(at("%s", "store"), 1.0f);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/store/versions/%s/data.mdb", root, a.version);
+    cr_assert_eq(unlink(path), 0);
+    cr_assert_not_null(strstr(refuse(at("%s", "store"), ERR_NOTFOUND), a.version));
+}
+
+/* Copies the data.mdb of dir's current version into a new version-like
+ * folder named name; returns that folder. */
+static const char *copy_current(const char *dir, const char *name) {
+    char v[MODEL_VERSION_MAX], src[PATH_MAX];
+    cr_assert_eq(model_current_version(dir, v, NULL), ERR_OK);
+    snprintf(src, sizeof src, "%s/versions/%s/data.mdb", dir, v);
+    const char *dst = at("%s", name);
+    cr_assert_eq(mkdir(dst, 0755), 0);
+    FILE *in = fopen(src, "rb"), *out = fopen(at("%s/data.mdb", name), "wb");
+    cr_assert(in && out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        cr_assert_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+    return dst;
+}
+
+Test(model, refuses_truncated) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    char copy[PATH_MAX];
+    strcpy(copy, copy_current(dir, "copy"));
+    model *m;
+    err_t e;
+    cr_assert_eq(model_open(copy, &m, &e), ERR_OK, "%s", e.msg); /* the copy is fine */
+    model_close(m);
+    struct stat st;
+    cr_assert_eq(stat(at("%s/data.mdb", "copy"), &st), 0);
+    cr_assert_eq(truncate(at("%s/data.mdb", "copy"), st.st_size / 2), 0);
+    cr_assert_not_null(strstr(refuse(copy, ERR_FORMAT), "truncated"));
+}
+
+Test(model, refuses_garbage) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/junk", root);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    FILE *f = fopen(at("%s/data.mdb", "junk"), "wb");
+    for (int i = 0; i < 16384; i++)
+        fputc((i * 7919) & 0xff, f);
+    fclose(f);
+    cr_assert_not_null(strstr(refuse(dir, ERR_FORMAT), "not an LMDB file"));
+    f = fopen(at("%s/data.mdb", "junk"), "wb");
+    fputs("hello", f);
+    fclose(f);
+    cr_assert_not_null(strstr(refuse(dir, ERR_FORMAT), "not an LMDB file"));
+    f = fopen(at("%s/data.mdb", "junk"), "wb");
+    fclose(f);
+    cr_assert_not_null(strstr(refuse(dir, ERR_FORMAT), "not an LMDB file"));
+}
+
+Test(model, refuses_wrong_format_version) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    model_meta a = publish(dir, 1.0f);
+    unsigned char v99[4] = {99, 0, 0, 0};
+    patch(at("store/versions/%s", a.version), "format_version", v99, 4, 0);
+    const char *msg = refuse(dir, ERR_VERSION);
+    cr_assert_not_null(strstr(msg, "format version 99"), "%s", msg);
+    cr_assert_not_null(strstr(msg, "format version 1"), "%s", msg);
+}
+
+Test(model, refuses_missing_or_inconsistent_keys) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    model_meta a = publish(dir, 1.0f);
+    char vdir[PATH_MAX];
+    snprintf(vdir, sizeof vdir, "%s/store/versions/%s", root, a.version);
+    char copy[PATH_MAX];
+    strcpy(copy, copy_current(dir, "copy"));
+    patch(vdir, "item_norms", NULL, 0, 1);
+    const char *msg = refuse(dir, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "missing key item_norms"), "%s", msg);
+    patch(vdir, "format_version", NULL, 0, 1);
+    msg = refuse(dir, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "missing key format_version"), "%s", msg);
+
+    /* More items than the blobs hold: the first blob sized by n_items. */
+    unsigned char many[4] = {0, 0, 1, 0};
+    patch(copy, "n_items", many, 4, 0);
+    msg = refuse(copy, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "item_factors"), "%s", msg);
+    /* A metadata value of the wrong width. */
+    patch(copy, "n_items", many, 2, 0);
+    msg = refuse(copy, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "n_items"), "%s", msg);
+    /* A blob too short for its count (it would also sit on a leaf page). */
+    unsigned char four[4] = {4, 0, 0, 0};
+    patch(copy, "n_items", four, 4, 0);
+    patch(copy, "popular_items", four, 4, 0);
+    msg = refuse(copy, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "popular_items has 4 bytes"), "%s", msg);
+}
+
+Test(model, pruning_keeps_newest) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    enum { N = MODEL_KEEP_VERSIONS + 3 };
+    model_meta pub[N];
+    for (int i = 0; i < N; i++)
+        pub[i] = publish(dir, (float)i);
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    cr_assert_eq(model_versions(dir, &list, &n, NULL), ERR_OK);
+    cr_assert_eq(n, MODEL_KEEP_VERSIONS);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(list[i], pub[N - MODEL_KEEP_VERSIONS + i].version);
+    free(list);
+    struct stat st;
+    cr_assert_neq(stat(at("store/versions/%s", pub[0].version), &st), 0);
+    /* Every kept version can be rolled back to, then no further. */
+    char cur[MODEL_VERSION_MAX];
+    for (int i = MODEL_KEEP_VERSIONS - 2; i >= 0; i--) {
+        cr_assert_eq(model_rollback(dir, cur, NULL), ERR_OK);
+        cr_assert_str_eq(cur, pub[N - MODEL_KEEP_VERSIONS + i].version);
+    }
+    cr_assert_eq(model_rollback(dir, cur, NULL), ERR_NOTFOUND);
+}
+
+Test(model, leftover_tmp_is_ignored_then_cleaned) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    char tmp[PATH_MAX];
+    strcpy(tmp, at("%s", "store/versions/.tmp-20200101T000000Z-deadbeef-999999"));
+    cr_assert_eq(mkdir(tmp, 0755), 0);
+    FILE *f =
+        fopen(at("%s/data.mdb", "store/versions/.tmp-20200101T000000Z-deadbeef-999999"), "wb");
+    fputs("half written", f);
+    fclose(f);
+    cr_assert_eq(symlink("versions/nothing", at("%s", "store/.current.tmp-999999")), 0);
+    /* A foreign folder in versions/ is neither a version nor removed. */
+    cr_assert_eq(mkdir(at("%s", "store/versions/notes"), 0755), 0);
+    model *m;
+    err_t e;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    model_close(m);
+    cr_assert_eq(count_versions(dir), 1);
+    publish(dir, 2.0f);
+    struct stat st;
+    cr_assert_neq(lstat(tmp, &st), 0);
+    cr_assert_neq(lstat(at("%s", "store/.current.tmp-999999"), &st), 0);
+    cr_assert_eq(stat(at("%s", "store/versions/notes"), &st), 0);
+    cr_assert_eq(count_versions(dir), 2);
+}
+
+Test(model, zero_users_one_item) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    idmap *users = idmap_new(), *items = idmap_new();
+    uint32_t idx;
+    cr_assert_eq(idmap_intern(items, "only", 4, &idx), ERR_OK);
+    float itf[K] = {3, 4, 0}, pop[1] = {1};
+    csr ui;
+    cr_assert_eq(csr_from_triplets(0, 1, NULL, NULL, NULL, 0, &ui, NULL), ERR_OK);
+    model_input in = {0};
+    in.meta.factors = K;
+    in.meta.n_items = 1;
+    in.users = users;
+    in.items = items;
+    in.item_factors = itf;
+    in.user_items = &ui;
+    in.item_popularity = pop;
+    err_t e;
+    cr_assert_eq(model_publish(dir, &in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_info(m)->n_users, 0);
+    cr_assert_eq(model_user_index(m, "", 0, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_user_index(m, "only", 4, &idx), ERR_NOTFOUND);
+    cr_assert_eq(model_item_index(m, "only", 4, &idx), ERR_OK);
+    cr_assert_eq(idx, 0);
+    cr_assert_eq(model_popular_items(m)[0], 0);
+    cr_assert_float_eq(model_item_norms(m)[0], 5.0f, 1e-6f);
+    cr_assert_str_empty(model_info(m)->source_fingerprint);
+    model_close(m);
+    csr_free(&ui);
+    idmap_free(users);
+    idmap_free(items);
+}
+
+Test(model, publish_refuses_inconsistent_input) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    fixture f;
+    fixture_init(&f, 1.0f);
+    err_t e;
+    f.in.meta.n_items = NI + 1;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    f.in.meta.n_items = NI;
+    f.itf[2] = NAN;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cr_assert_not_null(strstr(e.msg, "not finite"), "%s", e.msg);
+    f.itf[2] = 0;
+    f.pop[1] = NAN;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    f.pop[1] = 1;
+    f.in.meta.factors = 0;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    f.in.meta.factors = K;
+    char v[MODEL_VERSION_MAX];
+    cr_assert_eq(model_current_version(dir, v, NULL), ERR_NOTFOUND); /* nothing published */
+    fixture_free(&f);
+}
