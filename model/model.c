@@ -267,7 +267,7 @@ static int model_list(const char *dir, char (**out)[MODEL_VERSION_MAX], size_t *
         free(list);
         return rc;
     }
-    qsort(list, len, sizeof *list, model_version_qcmp);
+    if (len) qsort(list, len, sizeof *list, model_version_qcmp);
     *out = list;
     *n = len;
     return ERR_OK;
