@@ -20,6 +20,12 @@
 void eval_split_last_fraction(const ev_set *s, const uint64_t *user_start, double test_fraction,
                               uint8_t *is_test);
 
+/* Builds the users x items train and test matrices of an is_test split:
+ * value = number of events of the user on the item on that side (every event
+ * counts once; quantity is ignored). Fills *train and *test (caller frees
+ * both with csr_free; on failure neither needs freeing). */
+int eval_split_matrices(const ev_set *s, const uint8_t *is_test, csr *train, csr *test, err_t *e);
+
 /* A recommender under evaluation: writes up to k item indexes, best first,
  * for user u, never one of the user's training items (row u of train). */
 typedef uint32_t (*eval_recommend_fn)(void *ctx, uint32_t u, uint32_t k, const csr *train,
@@ -27,7 +33,7 @@ typedef uint32_t (*eval_recommend_fn)(void *ctx, uint32_t u, uint32_t k, const c
 
 typedef struct eval_metrics {
     uint32_t k;
-    uint32_t users;     /* users with at least one test event */
+    uint32_t users; /* users with at least one test event */
     double precision, recall, ndcg, map, hit_rate;
     double item_coverage; /* distinct recommended items / all items */
 } eval_metrics;
@@ -48,5 +54,21 @@ typedef struct eval_popular {
 int eval_popular_init(const csr *train, eval_popular *p, err_t *e);
 void eval_popular_free(eval_popular *p);
 uint32_t eval_popular_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out);
+
+/* Matrix-factorization recommender (ctx is an eval_mf): items ranked by
+ * x_u . y_i, training items excluded. A user whose training row is empty
+ * gets fallback's list when fallback is set (what the server serves to an
+ * unknown user), else nothing. Scores need n_items floats per call; if that
+ * allocation fails the call returns 0 and sets failed, which the caller
+ * checks after eval_ranking. */
+typedef struct eval_mf {
+    const float *user_factors; /* n_users x factors, row-major; not owned */
+    const float *item_factors; /* n_items x factors; not owned */
+    uint32_t factors, n_items;
+    const eval_popular *fallback; /* may be NULL; not owned */
+    int failed;                   /* set (atomically) on allocation failure */
+} eval_mf;
+
+uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out);
 
 #endif
