@@ -71,6 +71,7 @@
 #define K_ITEM_INDEX "item_index"
 #define K_USER_ITEMS "user_items"
 #define K_POPULAR "popular_items"
+#define K_POPULARITY "item_popularity"
 
 /* One id space as read from the map: the id table and its hash index. */
 typedef struct model_ids {
@@ -89,6 +90,7 @@ struct model {
     const uint64_t *user_indptr; /* n_users + 1 */
     const uint32_t *user_indices;
     const uint32_t *popular;
+    const float *popularity;
 };
 
 /* --- small helpers ------------------------------------------------------- */
@@ -610,6 +612,8 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
     if ((rc = model_reserve(&w, K_USER_ITEMS, indptr + nnz * sizeof(uint32_t), &p, e))) goto fail;
     memcpy(p, ui->indptr, indptr);
     if (nnz) memcpy((char *)p + indptr, ui->indices, nnz * sizeof(uint32_t));
+    if ((rc = model_reserve(&w, K_POPULARITY, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
+    if (ni) memcpy(p, in->item_popularity, (size_t)ni * sizeof(float));
     if ((rc = model_reserve(&w, K_POPULAR, (uint64_t)ni * sizeof(uint32_t), &p, e))) goto fail;
     uint32_t *order = p;
     for (uint32_t i = 0; i < ni; i++)
@@ -739,6 +743,7 @@ int model_publish(const char *dir, const model_input *in, model_meta *meta_out, 
         model_slot_count(im->n_items) * sizeof(uint32_t),
         ((uint64_t)im->n_users + 1) * sizeof(uint64_t) + csr_nnz(in->user_items) * sizeof(uint32_t),
         (uint64_t)im->n_items * sizeof(uint32_t),
+        (uint64_t)im->n_items * sizeof(float),
     };
     uint64_t total = 0;
     for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
@@ -904,6 +909,8 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_norms = p;
     if ((rc = model_get_blob(r, K_POPULAR, &pop, 0, 4, &p, e))) return rc;
     m->popular = p;
+    if ((rc = model_get_blob(r, K_POPULARITY, &pop, 0, 4, &p, e))) return rc;
+    m->popularity = p;
     if ((rc = model_get_ids(r, K_USER_IDS, K_USER_INDEX, mt->n_users, &m->users, e)) ||
         (rc = model_get_ids(r, K_ITEM_IDS, K_ITEM_INDEX, mt->n_items, &m->items, e)))
         return rc;
@@ -1063,4 +1070,8 @@ const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n) {
 
 const uint32_t *model_popular_items(const model *m) {
     return m->popular;
+}
+
+const float *model_item_popularity(const model *m) {
+    return m->popularity;
 }

@@ -1,1 +1,249 @@
-typedef int recd_placeholder_cmd_inspect;
+/* recd inspect: prints what a published model holds, read straight from the
+ * model store (no server needed): its metadata, one user's purchases, one
+ * item's popularity rank, and the versions kept for rollback. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "model.h"
+#include "opts.h"
+#include "utf8.h"
+
+static const char inspect_usage[] =
+    "usage: recd inspect --model DIR [--json] [--user ID] [--item ID] [--versions]\n"
+    "Prints a published model's metadata, read directly from the model store.\n"
+    "Options:\n"
+    "  --model DIR   model directory (its current version), or one version folder\n"
+    "  --json        print one JSON object instead of text\n"
+    "  --user ID     also print that user's purchased items and factor vector norm\n"
+    "  --item ID     also print that item's popularity rank and factor vector norm\n"
+    "  --versions    list the versions in DIR, the current one marked; alone, it\n"
+    "                prints only the list (it works when the current model is broken)\n";
+
+/* Prints id bytes. Text: bytes that would garble a terminal as \xNN. JSON: a
+ * string; bytes of an id that is not UTF-8 become \u00NN (such an id cannot be
+ * represented exactly in JSON). */
+static void print_id(const char *id, size_t len, int json) {
+    int utf8 = utf8_valid(id, len);
+    if (json) putchar('"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (json && (c == '"' || c == '\\'))
+            printf("\\%c", c);
+        else if (json && (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)))
+            printf("\\u%04x", c);
+        else if (!json && (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)))
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+    if (json) putchar('"');
+}
+
+static float vector_norm(const float *v, uint32_t n) {
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += (double)v[i] * v[i];
+    return (float)sqrt(sum);
+}
+
+/* Size of the data.mdb of the opened version; -1 when it cannot be found
+ * (e.g. pruned since it was opened). */
+static long long data_size(const char *dir, const char *version) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &st) == 0) return (long long)st.st_size;
+    snprintf(path, sizeof path, "%s/versions/%s/data.mdb", dir, version);
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void print_meta(const model_meta *m, long long size, int json) {
+    char when[32];
+    time_t t = (time_t)m->trained_at;
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    if (json) {
+        printf("\"model_version\":\"%s\",\"format_version\":%u,\"factors\":%u,\"users\":%u,"
+               "\"items\":%u,\"interactions\":%llu,\"iterations\":%u,\"regularization\":%.9g,"
+               "\"alpha\":%.9g,\"loss\":%.17g,\"train_seconds\":%.17g,\"trained_at\":\"%s\","
+               "\"trained_at_unix\":%lld,\"source_fingerprint\":\"%s\",\"file_size\":%lld",
+               m->version, m->format_version, m->factors, m->n_users, m->n_items,
+               (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha,
+               m->loss, m->train_seconds, when, (long long)m->trained_at, m->source_fingerprint,
+               size);
+        return;
+    }
+    printf("model_version       %s\nformat_version      %u\nfactors             %u\n"
+           "users               %u\nitems               %u\ninteractions        %llu\n"
+           "iterations          %u\nregularization      %g\nalpha               %g\n"
+           "loss                %g\ntrain_seconds       %.3f\ntrained_at          %s\n"
+           "source_fingerprint  %s\nfile_size           %lld bytes (%.1f MiB)\n",
+           m->version, m->format_version, m->factors, m->n_users, m->n_items,
+           (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha, m->loss,
+           m->train_seconds, when, m->source_fingerprint, size, (double)size / (1 << 20));
+}
+
+static void print_user(const model *m, uint32_t u, int json) {
+    uint32_t n;
+    const uint32_t *items = model_user_items(m, u, &n);
+    uint32_t k = model_info(m)->factors;
+    float norm = vector_norm(model_user_factors(m) + (size_t)u * k, k);
+    size_t len;
+    const char *id = model_user_id(m, u, &len);
+    if (json) {
+        printf(",\"user\":{\"id\":");
+        print_id(id, len, 1);
+        printf(",\"index\":%u,\"norm\":%.9g,\"purchased\":[", u, norm);
+    } else {
+        printf("\nuser                ");
+        print_id(id, len, 0);
+        printf("\nindex               %u\nnorm                %g\npurchased           %u items\n",
+               u, norm, n);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        id = model_item_id(m, items[i], &len);
+        if (json) {
+            if (i) putchar(',');
+            print_id(id, len, 1);
+        } else {
+            printf("  ");
+            print_id(id, len, 0);
+            putchar('\n');
+        }
+    }
+    if (json) printf("]}");
+}
+
+static void print_item(const model *m, uint32_t item, int json) {
+    const uint32_t *popular = model_popular_items(m);
+    uint32_t n = model_info(m)->n_items, rank = 0;
+    while (popular[rank] != item)
+        rank++;
+    size_t len;
+    const char *id = model_item_id(m, item, &len);
+    float norm = model_item_norms(m)[item];
+    if (json) {
+        printf(",\"item\":{\"id\":");
+        print_id(id, len, 1);
+        printf(",\"index\":%u,\"popularity_rank\":%u,\"norm\":%.9g}", item, rank + 1, norm);
+        return;
+    }
+    printf("\nitem                ");
+    print_id(id, len, 0);
+    printf("\nindex               %u\npopularity_rank     %u of %u\nnorm                %g\n", item,
+           rank + 1, n, norm);
+}
+
+/* Prints the versions of dir, oldest first, the current one marked. In JSON
+ * it opens the object, or continues the one of the metadata when lead is 1;
+ * the caller closes it. Returns 0, or 1 after printing the error (and before
+ * printing anything else). */
+static int print_versions(const char *dir, int json, int lead) {
+    char(*list)[MODEL_VERSION_MAX];
+    size_t n;
+    char cur[MODEL_VERSION_MAX] = "";
+    err_t e;
+    if (model_versions(dir, &list, &n, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 1;
+    }
+    /* No current link is a state worth showing, not an error: the list is
+     * what one looks at to repair it. */
+    model_current_version(dir, cur, NULL);
+    if (json) printf("%s\"versions\":[", lead ? "," : "{");
+    if (!json) printf("%sversions (oldest first, * = current)\n", lead ? "\n" : "");
+    for (size_t i = 0; i < n; i++) {
+        int is_cur = strcmp(list[i], cur) == 0;
+        if (json)
+            printf("%s{\"version\":\"%s\",\"current\":%s}", i ? "," : "", list[i],
+                   is_cur ? "true" : "false");
+        else
+            printf("%c %s\n", is_cur ? '*' : ' ', list[i]);
+    }
+    if (json) printf("]");
+    free(list);
+    return 0;
+}
+
+enum { OPT_MODEL = OPT_FIRST_FREE, OPT_JSON, OPT_USER, OPT_ITEM, OPT_VERSIONS };
+
+int cmd_inspect(int argc, char **argv) {
+    static const struct option longopts[] = {{"model", required_argument, 0, OPT_MODEL},
+                                             {"json", no_argument, 0, OPT_JSON},
+                                             {"user", required_argument, 0, OPT_USER},
+                                             {"item", required_argument, 0, OPT_ITEM},
+                                             {"versions", no_argument, 0, OPT_VERSIONS},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    const char *dir = NULL, *user = NULL, *item = NULL;
+    int json = 0, versions = 0, opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_MODEL:
+            dir = optarg;
+            break;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_USER:
+            user = optarg;
+            break;
+        case OPT_ITEM:
+            item = optarg;
+            break;
+        case OPT_VERSIONS:
+            versions = 1;
+            break;
+        case 'h':
+            fputs(inspect_usage, stdout);
+            return 0;
+        default:
+            fputs(inspect_usage, stderr);
+            return 2;
+        }
+    }
+    if (!dir || optind != argc) {
+        fprintf(stderr, "recd: inspect: %s\n%s",
+                dir ? "unexpected argument" : "--model is required", inspect_usage);
+        return 2;
+    }
+    if (versions && !user && !item) {
+        int rc = print_versions(dir, json, 0);
+        if (json && !rc) printf("}\n");
+        return rc;
+    }
+
+    model *m;
+    err_t e;
+    if (model_open(dir, &m, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 1;
+    }
+    /* Look ids up before printing anything, so an unknown id fails cleanly. */
+    uint32_t u = 0, it = 0;
+    const char *version = model_info(m)->version;
+    if (user && model_user_index(m, user, strlen(user), &u)) {
+        fprintf(stderr, "recd: user '%s' is not in model %s\n", user, version);
+        model_close(m);
+        return 1;
+    }
+    if (item && model_item_index(m, item, strlen(item), &it)) {
+        fprintf(stderr, "recd: item '%s' is not in model %s\n", item, version);
+        model_close(m);
+        return 1;
+    }
+    if (json) putchar('{');
+    print_meta(model_info(m), data_size(dir, version), json);
+    if (user) print_user(m, u, json);
+    if (item) print_item(m, it, json);
+    int rc = versions ? print_versions(dir, json, 1) : 0;
+    if (json) printf("}\n");
+    model_close(m);
+    return rc;
+}

@@ -215,6 +215,7 @@ Test(model, round_trip) {
     cr_assert_eq(model_item_index(m, "a\0c", 3, &idx), ERR_NOTFOUND);
     uint32_t order[NI] = {3, 1, 0, 2};
     cr_assert_arr_eq(model_popular_items(m), order, sizeof order);
+    cr_assert_arr_eq(model_item_popularity(m), f.pop, sizeof f.pop);
     /* Blobs are read in place and must be aligned for their element type. */
     cr_assert_eq((uintptr_t)model_user_factors(m) % 16, 0);
     cr_assert_eq((uintptr_t)model_popular_items(m) % 16, 0);
