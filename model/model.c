@@ -125,6 +125,7 @@ static int model_fsync_dir(const char *path, err_t *e) {
     return ERR_OK;
 }
 
+/* nftw callback of model_rmtree: removes one file, link or (emptied) folder. */
 static int model_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st;
     (void)flag;
@@ -138,6 +139,7 @@ static int model_rmtree(const char *path) {
     return nftw(path, model_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Explicit little-endian encoding of metadata values, whatever the host. */
 static void model_put_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++)
         p[i] = (unsigned char)(v >> (8 * i));
@@ -225,6 +227,7 @@ static int model_version_cmp(const char *a, const char *b) {
     return strcmp(a, b);
 }
 
+/* qsort adapter of model_version_cmp over char[MODEL_VERSION_MAX] rows. */
 static int model_version_qcmp(const void *a, const void *b) {
     return model_version_cmp(a, b);
 }
@@ -463,6 +466,7 @@ typedef struct model_writer {
     const char *path;
 } model_writer;
 
+/* Puts one small value (copied by LMDB). */
 static int model_put(model_writer *w, const char *key, const void *val, size_t len, err_t *e) {
     MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
     int rc = mdb_put(w->txn, w->dbi, &k, &v, 0);
@@ -471,6 +475,7 @@ static int model_put(model_writer *w, const char *key, const void *val, size_t l
     return ERR_OK;
 }
 
+/* Puts a metadata value encoded little-endian (floats by their bit pattern). */
 static int model_put_u32v(model_writer *w, const char *key, uint32_t v, err_t *e) {
     unsigned char b[4];
     model_put_u32(b, v);
@@ -553,6 +558,7 @@ static int model_write_ids(model_writer *w, const idmap *m, const char *table_ke
     return ERR_OK;
 }
 
+/* qsort_r order of popular_items: popularity (ctx) descending, then index. */
 static int model_pop_cmp(const void *a, const void *b, void *ctx) {
     const float *pop = ctx;
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -779,6 +785,7 @@ typedef struct model_reader {
     const char *path;
 } model_reader;
 
+/* Finds key; a missing key is ERR_FORMAT naming it. v points into the map. */
 static int model_get(model_reader *r, const char *key, MDB_val *v, err_t *e) {
     MDB_val k = {strlen(key), (void *)key};
     int rc = mdb_get(r->txn, r->dbi, &k, v);
@@ -802,6 +809,7 @@ static int model_get_fixed(model_reader *r, const char *key, size_t size, uint64
     return ERR_OK;
 }
 
+/* Copies a string value (stored without NUL) into out of cap bytes. */
 static int model_get_str(model_reader *r, const char *key, char *out, size_t cap, err_t *e) {
     MDB_val v;
     int rc = model_get(r, key, &v, e);
