@@ -3,6 +3,7 @@ server on a free loopback port, real LMDB model files in a temp dir, and
 Python stubs generated from the project's own .proto at test time."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,8 +36,14 @@ def pb(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubs")
     from grpc_tools import protoc
 
+    # Generated as grpc/health/v1/... the module would hide inside the grpc
+    # package; a copy under another path keeps the proto package (and so the
+    # method name /grpc.health.v1.Health/Check) and imports as health_v1.
+    health_src = tmp_path_factory.mktemp("health_src")
+    (health_src / "health_v1").mkdir()
+    shutil.copy(GRPC_PROTO / "grpc/health/v1/health.proto", health_src / "health_v1")
     for include, proto in [(SOURCE / "proto", "recd/v1/recommender.proto"),
-                           (GRPC_PROTO, "grpc/health/v1/health.proto")]:
+                           (health_src, "health_v1/health.proto")]:
         rc = protoc.main(["protoc", f"-I{include}", f"--python_out={out}",
                           f"--grpc_python_out={out}", proto])
         assert rc == 0, f"protoc failed on {proto}"
@@ -46,8 +53,8 @@ def pb(tmp_path_factory):
     class Stubs:
         rec = importlib.import_module("recd.v1.recommender_pb2")
         rec_grpc = importlib.import_module("recd.v1.recommender_pb2_grpc")
-        health = importlib.import_module("grpc.health.v1.health_pb2")
-        health_grpc = importlib.import_module("grpc.health.v1.health_pb2_grpc")
+        health = importlib.import_module("health_v1.health_pb2")
+        health_grpc = importlib.import_module("health_v1.health_pb2_grpc")
     return Stubs
 
 
