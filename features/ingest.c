@@ -33,6 +33,7 @@ typedef struct ingest_ctx {
 
     uint64_t line;     /* physical line being fed to libcsv, 1-based */
     uint64_t rec_line; /* line where the current record starts */
+    uint64_t end_line; /* line where the last complete record ended */
     size_t field;      /* index of the next field in the current record */
     bool in_header;
 
@@ -403,6 +404,7 @@ static void on_record(int term, void *arg) {
     }
     c->field = 0;
     c->row_len = 0;
+    c->end_line = c->line;
 }
 
 /* Feeds buf to libcsv one physical line at a time, so that c->line is the
@@ -488,9 +490,11 @@ static int ingest_run(const char *data, size_t len, int fd, const ingest_options
     }
     if (rc == ERR_OK) {
         if (csv_fini(&p, on_field, on_record, &c) != 0) {
-            rc = err_set(e, ERR_FORMAT,
-                         "line %llu: quoted field never closed at the end of the input: not CSV",
-                         (unsigned long long)c.line);
+            /* Without a complete field the record's start is unknown; it is
+             * the next non-blank line after the last record. */
+            rc = err_set(e, ERR_FORMAT, "%s %llu: a quoted field is never closed: not CSV",
+                         c.field ? "line" : "after line",
+                         (unsigned long long)(c.field ? c.rec_line : c.end_line));
         } else if (c.err) {
             rc = c.err;
         } else if (c.in_header) {
@@ -517,7 +521,7 @@ int ingest_csv_file(const char *path, const ingest_options *o, ev_set *out, inge
     int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         memset(stats, 0, sizeof *stats);
-        return err_set(e, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: %s", path, strerror(errno));
+        return err_set(e, ERR_IO, "%s: %s", path, strerror(errno));
     }
     if (!is_stdin) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     int rc = ingest_run(NULL, 0, fd, o, out, stats, e);

@@ -227,7 +227,7 @@ static int shop_build(const synth_params *p, rng *r, shop *s, err_t *e) {
     s->pop_alias = malloc((size_t)ni * sizeof *s->pop_alias);
     s->fav_prob = malloc((size_t)nc * sizeof *s->fav_prob);
     s->fav_alias = malloc((size_t)nc * sizeof *s->fav_alias);
-    s->item_txt = malloc((size_t)ni * ITEM_TXT);
+    s->item_txt = calloc(ni, ITEM_TXT);
     s->id_len = malloc(ni);
     s->tail_len = malloc(ni);
     s->n_events = malloc((size_t)nu * sizeof *s->n_events);
@@ -381,7 +381,7 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
         ub->gaps[k] = g += -log(1.0 - rng_unit(r));
     double scale = (double)(b - a) / g;
 
-    char user_id[24];
+    char user_id[24] = "";
     int uw = digits10(p->users - 1) < 2 ? 2 : digits10(p->users - 1);
     user_id[0] = 'u';
     size_t ulen = (size_t)(put_u64(user_id + 1, u, uw) - user_id);
@@ -410,18 +410,20 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
             int rc = out_flush(o, e);
             if (rc) return rc;
         }
+        /* Fixed-size copies (the sources are padded, the buffer has MAX_LINE
+         * spare) compile to a few vector moves instead of memcpy calls. */
         char *q = o->buf + o->len;
         const char *t = s->item_txt + (size_t)it * ITEM_TXT;
-        memcpy(q, user_id, ulen);
+        memcpy(q, user_id, 16);
         q += ulen;
         *q++ = ',';
-        memcpy(q, t, s->id_len[it]);
+        memcpy(q, t, 16);
         q += s->id_len[it];
         *q++ = ',';
         q = put_u64(q, (uint64_t)(a + (int64_t)(ub->gaps[k] * scale)), 1);
         *q++ = ',';
         q = put_u64(q, qty, 1);
-        memcpy(q, t + ITEM_TAIL, s->tail_len[it]);
+        memcpy(q, t + ITEM_TAIL, ITEM_TXT - ITEM_TAIL);
         q += s->tail_len[it];
         o->len = (size_t)(q - o->buf);
         if (++*written % PROGRESS_EVERY == 0 && p->progress)

@@ -310,6 +310,9 @@ Test(ingest, binary_input_is_a_format_error) {
 
 Test(ingest, bad_quoting_is_a_format_error) {
     cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1,100\nu2,i2,200\n"), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "line 2: a quoted field is never closed"), "%s", err.msg);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,100\n\"u2,i2,200\n"), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "after line 2: a quoted field is never closed"), "%s", err.msg);
     cr_assert_eq(load("user_id,item_id,timestamp\nu1,i\"1,100\n"), ERR_FORMAT);
     cr_assert(strstr(err.msg, "line 2"), "%s", err.msg);
     cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1\"x,100\n"), ERR_FORMAT);
@@ -430,7 +433,7 @@ Test(ingest, file_and_stdin) {
     cr_assert_eq(set.n, 2);
     unlink(path);
 
-    cr_assert_eq(ingest_csv_file("/nonexistent/recd.csv", &o, &set, &st, &err), ERR_NOTFOUND);
+    cr_assert_eq(ingest_csv_file("/nonexistent/recd.csv", &o, &set, &st, &err), ERR_IO);
     cr_assert(strstr(err.msg, "/nonexistent/recd.csv"), "%s", err.msg);
 
     path = write_temp("user_id,item_id\n");
