@@ -30,7 +30,7 @@ valgrind_units() {
   local rc=0 t
   for t in build-valgrind/tests/test_*; do
     [ -x "$t" ] || continue
-    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
       "$t" --jobs 1 >/dev/null 2>"$t.valgrind.log" || { rc=1; cat "$t.valgrind.log"; }
   done
   return $rc

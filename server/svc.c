@@ -143,17 +143,40 @@ static int check_k(uint32_t k, rpc_reply *reply) {
 /* --- scoring --------------------------------------------------------------- */
 
 /* Per-thread score buffer: one float per item, reused across requests so the
- * hot path does not allocate a catalogue-sized array each time. */
-static _Thread_local float *tl_scores;
-static _Thread_local size_t tl_scores_cap;
+ * hot path does not allocate a catalogue-sized array each time; freed by the
+ * key's destructor when the worker thread exits. */
+typedef struct score_buffer {
+    float *scores;
+    size_t cap;
+} score_buffer;
 
+static pthread_key_t score_key;
+static pthread_once_t score_key_once = PTHREAD_ONCE_INIT;
+
+static void score_buffer_free(void *p) {
+    score_buffer *b = p;
+    free(b->scores);
+    free(b);
+}
+
+static void score_key_create(void) {
+    pthread_key_create(&score_key, score_buffer_free);
+}
+
+/* Room for n scores on this thread, or NULL when out of memory. */
 static float *scores_buffer(size_t n) {
-    if (n > tl_scores_cap) {
-        free(tl_scores);
-        tl_scores = malloc((n ? n : 1) * sizeof *tl_scores);
-        tl_scores_cap = tl_scores ? n : 0;
+    pthread_once(&score_key_once, score_key_create);
+    score_buffer *b = pthread_getspecific(score_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(score_key, b);
     }
-    return tl_scores;
+    if (n > b->cap) {
+        free(b->scores);
+        b->scores = malloc((n ? n : 1) * sizeof *b->scores);
+        b->cap = b->scores ? n : 0;
+    }
+    return b->scores;
 }
 
 /* The items of a response: entries (best first) turned into ScoredItems whose
