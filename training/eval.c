@@ -9,9 +9,9 @@
 #include "topk.h"
 
 /* Marks train/test per user. The train count is floor((1 - f) n) computed
- * with a small guard: 1 - 0.2 is 0.79999999999999993 in binary, which would
- * make floor(0.8 * 5) come out 3; the reference split (Python's int(0.8 * n)
- * with the literal 0.8) takes 4. test_fraction outside [0, 1] is clamped. */
+ * with a small guard against binary rounding: (1 - 0.3) * 90 evaluates to
+ * 62.99999999999999, which would train on 62 events where the protocol says
+ * 63. test_fraction outside [0, 1] is clamped. */
 void eval_split_last_fraction(const ev_set *s, const uint64_t *user_start, double test_fraction,
                               uint8_t *is_test) {
     if (!(test_fraction > 0.0)) test_fraction = 0.0;
