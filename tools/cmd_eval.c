@@ -20,7 +20,8 @@ enum {
     OPT_REGULARIZATION,
     OPT_ALPHA,
     OPT_THREADS,
-    OPT_SEED
+    OPT_SEED,
+    OPT_TIE_ORDER
 };
 
 static void usage(FILE *out) {
@@ -41,6 +42,9 @@ static void usage(FILE *out) {
             "  --alpha A             confidence 1 + A * count (default 1.0)\n"
             "  --threads N           worker threads (default: online CPUs)\n"
             "  --seed N              factor initialization seed (default 42)\n"
+            "  --tie-order asc|desc  order of a user's events at the same second by item id\n"
+            "                        (default asc, the protocol of README; desc reproduces the\n"
+            "                        published Online Retail reference split)\n"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
@@ -66,6 +70,7 @@ typedef struct eval_args {
     double test_fraction;
     uint32_t k;
     als_params als;
+    ev_tie_order ties;
 } eval_args;
 
 /* Parses argv into *a. Returns 0, 2 after printing a usage error, or -1 when
@@ -81,6 +86,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"alpha", required_argument, 0, OPT_ALPHA},
         {"threads", required_argument, 0, OPT_THREADS},
         {"seed", required_argument, 0, OPT_SEED},
+        {"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -133,6 +139,13 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_SEED:
             if (opts_u64("seed", optarg, 0, UINT64_MAX, &a->als.seed)) return 2;
             break;
+        case OPT_TIE_ORDER:
+            if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
+                fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", optarg);
+                return 2;
+            }
+            a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -164,7 +177,7 @@ int cmd_eval(int argc, char **argv) {
     als_factors f = {0};
     eval_popular pop = {0};
 
-    if (ev_set_sort_by_user_time(&s, &user_start, &e)) goto fail;
+    if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
     is_test = malloc(s.n ? s.n : 1);
     if (!is_test) {
         err_set(&e, ERR_NOMEM, "eval: out of memory for %zu events", s.n);

@@ -71,15 +71,17 @@ static int cmp_item_id(const void *pa, const void *pb) {
     if (is_digits(a, la) && is_digits(b, lb)) {
         /* Same-length digit strings order like numbers; shorter is smaller
          * once leading zeros are gone. */
-        while (la > 1 && *a == '0') a++, la--;
-        while (lb > 1 && *b == '0') b++, lb--;
+        while (la > 1 && *a == '0')
+            a++, la--;
+        while (lb > 1 && *b == '0')
+            b++, lb--;
         if (la != lb) return (la > lb) - (la < lb);
     }
     int c = memcmp(a, b, la < lb ? la : lb);
     return c ? c : (la > lb) - (la < lb);
 }
 
-int ev_set_sort_by_user_time(ev_set *s, uint64_t **user_start, err_t *e) {
+int ev_set_sort_by_user_time(ev_set *s, ev_tie_order ties, uint64_t **user_start, err_t *e) {
     uint32_t n_items = idmap_size(s->items), n_users = idmap_size(s->users);
     uint32_t *order = malloc(((size_t)n_items + 1) * sizeof *order);
     uint32_t *rank = malloc(((size_t)n_items + 1) * sizeof *rank);
@@ -92,14 +94,18 @@ int ev_set_sort_by_user_time(ev_set *s, uint64_t **user_start, err_t *e) {
     }
     /* Ties in time are broken by the item's id string, as the evaluation
      * protocol says, so rank items by id once instead of comparing strings. */
-    for (uint32_t i = 0; i < n_items; i++) order[i] = i;
+    for (uint32_t i = 0; i < n_items; i++)
+        order[i] = i;
     sort_items = s->items;
     qsort(order, n_items, sizeof *order, cmp_item_id);
-    for (uint32_t i = 0; i < n_items; i++) rank[order[i]] = i;
+    for (uint32_t i = 0; i < n_items; i++)
+        rank[order[i]] = ties == EV_TIES_ASCENDING ? i : n_items - 1 - i;
     sort_item_rank = rank;
     qsort(s->events, s->n, sizeof *s->events, cmp_user_time_item);
-    for (size_t i = 0; i < s->n; i++) start[s->events[i].user + 1]++;
-    for (uint32_t u = 0; u < n_users; u++) start[u + 1] += start[u];
+    for (size_t i = 0; i < s->n; i++)
+        start[s->events[i].user + 1]++;
+    for (uint32_t u = 0; u < n_users; u++)
+        start[u + 1] += start[u];
     free(order);
     free(rank);
     *user_start = start;

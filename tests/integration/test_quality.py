@@ -28,10 +28,26 @@ def test_ml100k_ndcg(tmp_path):
     assert abs(pop - 0.116) < 0.01, p.stdout
 
 
+RETAIL_FLAGS = ["--user-col", "CustomerID", "--item-col", "StockCode", "--time-col", "InvoiceDate",
+                "--quantity-col", "Quantity", "--price-col", "UnitPrice",
+                "--factors", 64, "--iterations", 15, "--regularization", 0.01]
+
+
 @pytest.mark.skipif(not RETAIL.exists(), reason=f"{RETAIL} absent (a fresh clone without ../shared/data)")
-def test_online_retail_ndcg():
-    p = run("eval", "--input", RETAIL, "--user-col", "CustomerID", "--item-col", "StockCode",
-            "--time-col", "InvoiceDate", "--quantity-col", "Quantity", "--price-col", "UnitPrice",
-            "--factors", 64, "--iterations", 15, "--regularization", 0.01)
+def test_online_retail_ndcg_on_the_reference_split():
+    # Within an invoice many items share a second. The published figures
+    # (implicit 0.082, most-popular 0.018) are reproduced only when those ties
+    # go by descending item id; the baseline checks that this is that split.
+    p = run("eval", "--input", RETAIL, *RETAIL_FLAGS, "--tie-order", "desc")
     assert "missing user" in p.stderr
+    assert abs(ndcg_of(p.stdout, "most-popular") - 0.018) < 0.002, p.stdout
     assert ndcg_of(p.stdout, "als") >= 0.078, p.stdout
+
+
+@pytest.mark.skipif(not RETAIL.exists(), reason=f"{RETAIL} absent (a fresh clone without ../shared/data)")
+def test_online_retail_ndcg_on_the_readme_split():
+    # The README protocol (ties by ascending id) gives every model other
+    # numbers; ALS must still be far ahead of popularity there.
+    p = run("eval", "--input", RETAIL, *RETAIL_FLAGS)
+    als, pop = ndcg_of(p.stdout, "als"), ndcg_of(p.stdout, "most-popular")
+    assert als >= 0.074 and als >= 2.5 * pop, p.stdout

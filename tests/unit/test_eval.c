@@ -104,7 +104,7 @@ Test(eval, split_is_per_user_temporal_floor_08) {
     add(&s, "carol", "a", 2);
     add(&s, "carol", "c", 4);
     uint64_t *start;
-    cr_assert_eq(ev_set_sort_by_user_time(&s, &start, &e), ERR_OK);
+    cr_assert_eq(ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &start, &e), ERR_OK);
     uint8_t is_test[10];
     eval_split_last_fraction(&s, start, 0.2, is_test);
     cr_expect_eq(test_flag(&s, is_test, "alice", "10"), 1);
@@ -218,7 +218,7 @@ Test(eval, ml100k_matches_reference, .timeout = 120) {
     fclose(f);
     cr_assert_eq(s.n, 100000);
     uint64_t *start;
-    cr_assert_eq(ev_set_sort_by_user_time(&s, &start, &e), ERR_OK);
+    cr_assert_eq(ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &start, &e), ERR_OK);
     uint8_t *is_test = malloc(s.n);
     eval_split_last_fraction(&s, start, 0.2, is_test);
     csr train, test;

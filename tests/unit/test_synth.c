@@ -227,7 +227,7 @@ static double repeat_share(const synth_params *p) {
     read_back(csv, len, &s);
     uint64_t *start;
     err_t e;
-    cr_assert_eq(ev_set_sort_by_user_time(&s, &start, &e), ERR_OK);
+    cr_assert_eq(ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &start, &e), ERR_OK);
     uint64_t repeats = 0;
     for (uint32_t u = 0; u < idmap_size(s.users); u++)
         for (uint64_t i = start[u]; i < start[u + 1]; i++)

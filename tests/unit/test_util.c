@@ -144,7 +144,7 @@ Test(events, sorted_per_user_by_time_then_numeric_item_id) {
     ev_set_add(&s, "b", 1, "9", 1, 100, 1, NAN, NULL);
     ev_set_add(&s, "b", 1, "x", 1, 10, 1, NAN, NULL);
     uint64_t *start;
-    cr_assert_eq(ev_set_sort_by_user_time(&s, &start, NULL), ERR_OK);
+    cr_assert_eq(ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &start, NULL), ERR_OK);
     cr_assert_eq(start[0], 0);
     cr_assert_eq(start[1], 3);
     cr_assert_eq(start[2], 4);
