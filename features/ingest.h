@@ -20,7 +20,7 @@
 #define INGEST_FIRST_LINES 5  /* line numbers kept per skip reason */
 
 typedef struct ingest_options {
-    const char *user_col;     /* header names; defaults user_id, item_id, timestamp */
+    const char *user_col; /* header names; defaults user_id, item_id, timestamp */
     const char *item_col;
     const char *time_col;
     const char *time_format;  /* strptime format; NULL = unix seconds or ISO 8601 */
@@ -38,15 +38,15 @@ typedef struct ingest_options {
 void ingest_options_init(ingest_options *o);
 
 enum ingest_skip_reason {
-    SKIP_MISSING_USER,   /* empty user id */
-    SKIP_MISSING_ITEM,   /* empty item id */
-    SKIP_BAD_TIME,       /* timestamp does not parse */
-    SKIP_BAD_QUANTITY,   /* quantity not a number */
-    SKIP_NEGATIVE_QTY,   /* quantity < 0 (a return) or 0 */
-    SKIP_BAD_PRICE,      /* price not a number, or negative */
-    SKIP_ID_TOO_LONG,    /* id over INGEST_MAX_ID_LEN bytes */
-    SKIP_BAD_UTF8,       /* id not valid UTF-8 */
-    SKIP_SHORT_ROW,      /* fewer fields than the mapped columns need */
+    SKIP_MISSING_USER, /* empty user id */
+    SKIP_MISSING_ITEM, /* empty item id */
+    SKIP_BAD_TIME,     /* timestamp does not parse */
+    SKIP_BAD_QUANTITY, /* quantity not a number */
+    SKIP_NEGATIVE_QTY, /* quantity < 0 (a return) or 0 */
+    SKIP_BAD_PRICE,    /* price not a number, or negative */
+    SKIP_ID_TOO_LONG,  /* id over INGEST_MAX_ID_LEN bytes */
+    SKIP_BAD_UTF8,     /* id not valid UTF-8 */
+    SKIP_SHORT_ROW,    /* fewer fields than the mapped columns need */
     SKIP_REASONS
 };
 

@@ -15,16 +15,16 @@
 #include "err.h"
 
 typedef struct synth_params {
-    uint32_t users;       /* default 2000 */
-    uint32_t items;       /* default 500 */
-    uint64_t events;      /* target total events, default 40000 */
-    uint32_t categories;  /* default 20 */
-    uint64_t seed;        /* default 42 */
-    double zipf;          /* popularity exponent, default 1.0 */
-    double churn_share;   /* share of users who stop buying, default 0.25 */
-    double repeat_share;  /* share of purchases that re-buy an earlier item, default 0.2 */
-    int64_t end_unix;     /* last timestamp; default 2026-01-01T00:00:00Z */
-    uint32_t days;        /* span of the history in days, default 365 */
+    uint32_t users;      /* default 2000 */
+    uint32_t items;      /* default 500 */
+    uint64_t events;     /* target total events, default 40000 */
+    uint32_t categories; /* default 20 */
+    uint64_t seed;       /* default 42 */
+    double zipf;         /* popularity exponent, default 1.0 */
+    double churn_share;  /* share of users who stop buying, default 0.25 */
+    double repeat_share; /* share of purchases that re-buy an earlier item, default 0.2 */
+    int64_t end_unix;    /* last timestamp; default 2026-01-01T00:00:00Z */
+    uint32_t days;       /* span of the history in days, default 365 */
     /* Called now and then with events written so far; may be NULL. */
     void (*progress)(void *ctx, uint64_t written, uint64_t target);
     void *progress_ctx;

@@ -36,9 +36,9 @@ typedef struct model_meta {
     uint32_t iterations;
     float regularization, alpha;
     double loss, train_seconds;
-    int64_t trained_at;                /* unix seconds, set by model_publish */
-    char version[MODEL_VERSION_MAX];   /* set by model_publish: <UTC time>-<fingerprint> */
-    char source_fingerprint[17];       /* hex xxh64 of the input data, set by the caller */
+    int64_t trained_at;              /* unix seconds, set by model_publish */
+    char version[MODEL_VERSION_MAX]; /* set by model_publish: <UTC time>-<fingerprint> */
+    char source_fingerprint[17];     /* hex xxh64 of the input data, set by the caller */
 } model_meta;
 
 /* What model_publish writes; every pointer is borrowed for the call. */

@@ -31,8 +31,9 @@ enum {
         {"time-format", required_argument, 0, OPT_TIME_FORMAT},                                    \
         {"quantity-col", required_argument, 0, OPT_QUANTITY_COL},                                  \
         {"price-col", required_argument, 0, OPT_PRICE_COL},                                        \
-        {"delimiter", required_argument, 0, OPT_DELIMITER},                                        \
-        {"quote", required_argument, 0, OPT_QUOTE}
+        {"delimiter", required_argument, 0, OPT_DELIMITER}, {                                      \
+        "quote", required_argument, 0, OPT_QUOTE                                                   \
+    }
 
 /* Help text of those flags, for a command's --help. */
 extern const char OPTS_INGEST_HELP[];

@@ -20,13 +20,13 @@
 #include "err.h"
 
 typedef struct als_params {
-    uint32_t factors;      /* default 64 */
-    uint32_t iterations;   /* default 15 */
-    float regularization;  /* lambda, default 0.01 */
-    float alpha;           /* confidence scale, default 1.0 */
-    uint32_t cg_steps;     /* default 3 */
-    uint32_t threads;      /* default: number of online CPUs */
-    uint64_t seed;         /* default 42 */
+    uint32_t factors;     /* default 64 */
+    uint32_t iterations;  /* default 15 */
+    float regularization; /* lambda, default 0.01 */
+    float alpha;          /* confidence scale, default 1.0 */
+    uint32_t cg_steps;    /* default 3 */
+    uint32_t threads;     /* default: number of online CPUs */
+    uint64_t seed;        /* default 42 */
     /* Called after each iteration (1-based) with elapsed seconds of that
      * iteration and the training loss; may be NULL. */
     void (*progress)(void *ctx, uint32_t iteration, double seconds, double loss);

@@ -43,7 +43,8 @@ int csr_from_triplets(uint32_t n_rows, uint32_t n_cols, const uint32_t *rows, co
         }
         m.indptr[rows[i] + 1]++;
     }
-    for (uint32_t r = 0; r < n_rows; r++) m.indptr[r + 1] += m.indptr[r];
+    for (uint32_t r = 0; r < n_rows; r++)
+        m.indptr[r + 1] += m.indptr[r];
     /* Scatter (col, value) pairs, then sort each row and merge duplicates. */
     struct pair {
         uint32_t col;
@@ -89,8 +90,10 @@ int csr_transpose(const csr *m, csr *out, err_t *e) {
     uint64_t nnz = csr_nnz(m);
     int rc = csr_alloc(&t, m->n_cols, m->n_rows, nnz, e);
     if (rc) return rc;
-    for (uint64_t i = 0; i < nnz; i++) t.indptr[m->indices[i] + 1]++;
-    for (uint32_t c = 0; c < t.n_rows; c++) t.indptr[c + 1] += t.indptr[c];
+    for (uint64_t i = 0; i < nnz; i++)
+        t.indptr[m->indices[i] + 1]++;
+    for (uint32_t c = 0; c < t.n_rows; c++)
+        t.indptr[c + 1] += t.indptr[c];
     uint64_t *fill = malloc(((size_t)t.n_rows + 1) * sizeof *fill);
     if (!fill) {
         csr_free(&t);
@@ -114,8 +117,10 @@ int csr_has(const csr *m, uint32_t r, uint32_t col) {
     uint64_t lo = m->indptr[r], hi = m->indptr[r + 1];
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
-        if (m->indices[mid] < col) lo = mid + 1;
-        else hi = mid;
+        if (m->indices[mid] < col)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < m->indptr[r + 1] && m->indices[lo] == col;
 }

@@ -6,15 +6,24 @@
 
 const char *err_name(int code) {
     switch (code) {
-    case ERR_OK: return "ok";
-    case ERR_NOMEM: return "out of memory";
-    case ERR_INVALID: return "invalid argument";
-    case ERR_NOTFOUND: return "not found";
-    case ERR_IO: return "i/o error";
-    case ERR_FORMAT: return "bad format";
-    case ERR_VERSION: return "unsupported version";
-    case ERR_LIMIT: return "limit exceeded";
-    default: return "internal error";
+    case ERR_OK:
+        return "ok";
+    case ERR_NOMEM:
+        return "out of memory";
+    case ERR_INVALID:
+        return "invalid argument";
+    case ERR_NOTFOUND:
+        return "not found";
+    case ERR_IO:
+        return "i/o error";
+    case ERR_FORMAT:
+        return "bad format";
+    case ERR_VERSION:
+        return "unsupported version";
+    case ERR_LIMIT:
+        return "limit exceeded";
+    default:
+        return "internal error";
     }
 }
 

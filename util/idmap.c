@@ -7,8 +7,8 @@
 #define EMPTY UINT32_MAX
 
 struct idmap {
-    uint32_t *slots;  /* index into offsets, or EMPTY */
-    uint64_t *hashes; /* per index: full hash, so that growth needs no rehash of strings */
+    uint32_t *slots;   /* index into offsets, or EMPTY */
+    uint64_t *hashes;  /* per index: full hash, so that growth needs no rehash of strings */
     uint64_t *offsets; /* per index + 1: start of key in arena */
     char *arena;
     size_t arena_len, arena_cap;
@@ -73,7 +73,8 @@ static int idmap_grow_slots(idmap *m) {
     memset(slots, 0xff, (size_t)n_slots * sizeof *slots);
     for (uint32_t idx = 0; idx < m->n; idx++) {
         uint32_t s = (uint32_t)m->hashes[idx] & (n_slots - 1);
-        while (slots[s] != EMPTY) s = (s + 1) & (n_slots - 1);
+        while (slots[s] != EMPTY)
+            s = (s + 1) & (n_slots - 1);
         slots[s] = idx;
     }
     free(m->slots);
@@ -102,7 +103,8 @@ int idmap_intern(idmap *m, const char *key, size_t len, uint32_t *index) {
     }
     if (m->arena_len + len > m->arena_cap) {
         size_t cap = m->arena_cap ? m->arena_cap * 2 : 4096;
-        while (cap < m->arena_len + len) cap *= 2;
+        while (cap < m->arena_len + len)
+            cap *= 2;
         char *arena = realloc(m->arena, cap);
         if (!arena) return ERR_NOMEM;
         m->arena = arena;
