@@ -18,10 +18,10 @@
 
 /* The mapped columns of a row; the order is also the order of the checks,
  * so a row with several problems is counted under the first one. */
-enum { COL_USER, COL_ITEM, COL_TIME, COL_QTY, COL_PRICE, COL_ROLES };
+enum { COL_USER, COL_ITEM, COL_TIME, COL_QTY, COL_PRICE, COL_CATEGORY, COL_ROLES };
 
-static const char *const role_default[COL_ROLES] = {"user_id", "item_id", "timestamp", "quantity",
-                                                    "price"};
+static const char *const role_default[COL_ROLES] = {"user_id",  "item_id", "timestamp",
+                                                    "quantity", "price",   "category"};
 
 /* State shared by the libcsv callbacks. Owns hdr, col_role and row. */
 typedef struct ingest_ctx {
@@ -285,6 +285,12 @@ static void ingest_row(ingest_ctx *c) {
     int rc =
         ev_set_add(c->out, c->row + c->off[COL_USER], c->len[COL_USER], c->row + c->off[COL_ITEM],
                    c->len[COL_ITEM], ts, (float)qty, (float)price, c->e);
+    /* A category that is not a usable id just leaves the item without one:
+     * the purchase itself is still good. */
+    const char *cat = c->row + c->off[COL_CATEGORY];
+    size_t cat_len = c->len[COL_CATEGORY];
+    if (!rc && c->has_role[COL_CATEGORY] && cat_len > 0 && check_id(cat, cat_len) < 0)
+        rc = ev_set_set_category(c->out, c->out->events[c->out->n - 1].item, cat, cat_len, c->e);
     if (rc) {
         c->err = rc;
         return;
@@ -296,11 +302,12 @@ static void ingest_row(ingest_ctx *c) {
  * missing and what the header has, which is usually enough to pick the right
  * --*-col flags. */
 static int ingest_header(ingest_ctx *c) {
-    const char *want[COL_ROLES] = {c->o->user_col, c->o->item_col, c->o->time_col,
-                                   c->o->quantity_col, c->o->price_col};
-    bool optional_default[COL_ROLES] = {false, false, false, !c->o->quantity_col, !c->o->price_col};
-    if (!want[COL_QTY]) want[COL_QTY] = role_default[COL_QTY];
-    if (!want[COL_PRICE]) want[COL_PRICE] = role_default[COL_PRICE];
+    const char *want[COL_ROLES] = {c->o->user_col,     c->o->item_col,  c->o->time_col,
+                                   c->o->quantity_col, c->o->price_col, c->o->category_col};
+    bool optional_default[COL_ROLES] = {
+        false, false, false, !c->o->quantity_col, !c->o->price_col, !c->o->category_col};
+    for (int r = COL_QTY; r < COL_ROLES; r++)
+        if (!want[r]) want[r] = role_default[r];
 
     c->col_role = malloc(c->n_cols ? c->n_cols : 1);
     if (!c->col_role) return err_set(c->e, ERR_NOMEM, "ingest: out of memory");

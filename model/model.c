@@ -72,6 +72,12 @@
 #define K_USER_ITEMS "user_items"
 #define K_POPULAR "popular_items"
 #define K_POPULARITY "item_popularity"
+#define K_DATA_UNTIL "data_until"
+#define K_USER_ITEM_COUNTS "user_item_counts"
+#define K_CATEGORIES "n_categories"
+#define K_CATEGORY_IDS "category_ids"
+#define K_CATEGORY_INDEX "category_index"
+#define K_ITEM_CATEGORY "item_category"
 
 /* One id space as read from the map: the id table and its hash index. */
 typedef struct model_ids {
@@ -91,6 +97,9 @@ struct model {
     const uint32_t *user_indices;
     const uint32_t *popular;
     const float *popularity;
+    const float *user_item_counts; /* parallel to user_indices */
+    model_ids categories;          /* n = 0 when the model has none */
+    const uint32_t *item_category; /* NULL when the model has no categories */
 };
 
 /* --- small helpers ------------------------------------------------------- */
@@ -397,6 +406,13 @@ static int model_check_input(const model_input *in, err_t *e) {
                                "< %u",
                                u, m->n_items);
     }
+    if (!in->categories != !in->item_category)
+        return err_set(e, ERR_INVALID, "model: publish: categories without item_category");
+    for (uint32_t i = 0; in->categories && i < m->n_items; i++)
+        if (in->item_category[i] != UINT32_MAX &&
+            in->item_category[i] >= idmap_size(in->categories))
+            return err_set(e, ERR_INVALID, "model: publish: item %u has category %u of %u", i,
+                           in->item_category[i], idmap_size(in->categories));
     for (uint32_t i = 0; i < m->n_items; i++)
         if (isnan(in->item_popularity[i]))
             return err_set(e, ERR_INVALID, "model: publish: item_popularity[%u] is NaN", i);
@@ -593,6 +609,7 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
         (rc = model_put_f64(&w, K_LOSS, meta->loss, e)) ||
         (rc = model_put_f64(&w, K_SECONDS, meta->train_seconds, e)) ||
         (rc = model_put_u64v(&w, K_TRAINED_AT, (uint64_t)meta->trained_at, e)) ||
+        (rc = model_put_u64v(&w, K_DATA_UNTIL, (uint64_t)meta->data_until, e)) ||
         (rc = model_put(&w, K_VERSION, meta->version, strlen(meta->version), e)) ||
         (rc = model_put(&w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint),
                         e)))
@@ -618,6 +635,15 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
     if ((rc = model_reserve(&w, K_USER_ITEMS, indptr + nnz * sizeof(uint32_t), &p, e))) goto fail;
     memcpy(p, ui->indptr, indptr);
     if (nnz) memcpy((char *)p + indptr, ui->indices, nnz * sizeof(uint32_t));
+    if ((rc = model_reserve(&w, K_USER_ITEM_COUNTS, nnz * sizeof(float), &p, e))) goto fail;
+    if (nnz) memcpy(p, ui->values, nnz * sizeof(float));
+    if (in->categories) {
+        if ((rc = model_put_u32v(&w, K_CATEGORIES, idmap_size(in->categories), e)) ||
+            (rc = model_write_ids(&w, in->categories, K_CATEGORY_IDS, K_CATEGORY_INDEX, e)) ||
+            (rc = model_reserve(&w, K_ITEM_CATEGORY, (uint64_t)ni * sizeof(uint32_t), &p, e)))
+            goto fail;
+        if (ni) memcpy(p, in->item_category, (size_t)ni * sizeof(uint32_t));
+    }
     if ((rc = model_reserve(&w, K_POPULARITY, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
     if (ni) memcpy(p, in->item_popularity, (size_t)ni * sizeof(float));
     if ((rc = model_reserve(&w, K_POPULAR, (uint64_t)ni * sizeof(uint32_t), &p, e))) goto fail;
@@ -750,6 +776,10 @@ int model_publish(const char *dir, const model_input *in, model_meta *meta_out, 
         ((uint64_t)im->n_users + 1) * sizeof(uint64_t) + csr_nnz(in->user_items) * sizeof(uint32_t),
         (uint64_t)im->n_items * sizeof(uint32_t),
         (uint64_t)im->n_items * sizeof(float),
+        csr_nnz(in->user_items) * sizeof(float),
+        in->categories ? model_ids_size(in->categories) : 0,
+        in->categories ? model_slot_count(idmap_size(in->categories)) * sizeof(uint32_t) : 0,
+        in->categories ? (uint64_t)im->n_items * sizeof(uint32_t) : 0,
     };
     uint64_t total = 0;
     for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
@@ -890,6 +920,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         {K_ITERATIONS, 4, &mt->iterations}, {K_REG, 4, &mt->regularization},
         {K_ALPHA, 4, &mt->alpha},           {K_LOSS, 8, &mt->loss},
         {K_SECONDS, 8, &mt->train_seconds}, {K_TRAINED_AT, 8, &mt->trained_at},
+        {K_DATA_UNTIL, 8, &mt->data_until},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         if ((rc = model_get_fixed(r, fixed[i].key, fixed[i].size, &v, e))) return rc;
@@ -930,6 +961,18 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path, K_USER_ITEMS);
     if ((rc = model_get_blob(r, K_USER_ITEMS, &len, 0, 8, &p, e))) return rc;
     m->user_indices = (const uint32_t *)(m->user_indptr + (size_t)mt->n_users + 1);
+    len = nnz * sizeof(float);
+    if ((rc = model_get_blob(r, K_USER_ITEM_COUNTS, &len, 0, 4, &p, e))) return rc;
+    m->user_item_counts = p;
+    /* Categories are optional: a history without a category column has none. */
+    MDB_val probe, key = {strlen(K_CATEGORIES), (void *)K_CATEGORIES};
+    if (mdb_get(r->txn, r->dbi, &key, &probe) == MDB_NOTFOUND) return ERR_OK;
+    if ((rc = model_get_fixed(r, K_CATEGORIES, 4, &v, e)) ||
+        (rc = model_get_ids(r, K_CATEGORY_IDS, K_CATEGORY_INDEX, (uint32_t)v, &m->categories, e)))
+        return rc;
+    len = (uint64_t)mt->n_items * sizeof(uint32_t);
+    if ((rc = model_get_blob(r, K_ITEM_CATEGORY, &len, 0, 4, &p, e))) return rc;
+    m->item_category = p;
     return ERR_OK;
 }
 
@@ -1082,4 +1125,26 @@ const uint32_t *model_popular_items(const model *m) {
 
 const float *model_item_popularity(const model *m) {
     return m->popularity;
+}
+
+const float *model_user_item_counts(const model *m, uint32_t u) {
+    return m->user_item_counts + m->user_indptr[u];
+}
+
+uint32_t model_n_categories(const model *m) {
+    return m->categories.n;
+}
+
+int model_category_index(const model *m, const char *id, size_t len, uint32_t *index) {
+    if (!m->categories.n) return ERR_NOTFOUND;
+    return model_lookup(&m->categories, id, len, index);
+}
+
+const char *model_category_id(const model *m, uint32_t index, size_t *len) {
+    *len = (size_t)(m->categories.offsets[index + 1] - m->categories.offsets[index]);
+    return m->categories.bytes + m->categories.offsets[index];
+}
+
+const uint32_t *model_item_categories(const model *m) {
+    return m->item_category;
 }

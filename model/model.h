@@ -25,7 +25,7 @@
 #include "err.h"
 #include "idmap.h"
 
-#define MODEL_FORMAT_VERSION 1
+#define MODEL_FORMAT_VERSION 2
 #define MODEL_VERSION_MAX 64 /* bytes of a version string, with NUL */
 #define MODEL_KEEP_VERSIONS 5
 
@@ -37,6 +37,8 @@ typedef struct model_meta {
     float regularization, alpha;
     double loss, train_seconds;
     int64_t trained_at;              /* unix seconds, set by model_publish */
+    int64_t data_until;              /* latest event time in the training data (unix s): events
+                                        after it are what a server folds in */
     char version[MODEL_VERSION_MAX]; /* set by model_publish: <UTC time>-<fingerprint> */
     char source_fingerprint[17];     /* hex xxh64 of the input data, set by the caller */
 } model_meta;
@@ -49,6 +51,10 @@ typedef struct model_input {
     const float *item_factors;    /* n_items x factors, row-major */
     const csr *user_items;        /* n_users x n_items: what each user bought (values = counts) */
     const float *item_popularity; /* n_items: popularity score (e.g. distinct buyers) */
+    /* Optional item categories: both NULL, or categories interned and
+     * item_category[i] the category index of item i (UINT32_MAX = none). */
+    const idmap *categories;
+    const uint32_t *item_category;
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -99,6 +105,18 @@ const float *model_item_norms(const model *m);
 
 /* Sorted item indexes user u bought; *n gets the count. */
 const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n);
+
+/* Purchase counts r_ui matching model_user_items(m, u) entry by entry. */
+const float *model_user_item_counts(const model *m, uint32_t u);
+
+/* Item categories: the number of categories (0 when the training data had
+ * none), a category's index by id (ERR_OK / ERR_NOTFOUND), its id bytes, and
+ * the category index of every item (n_items entries, UINT32_MAX = none; NULL
+ * when there are no categories). */
+uint32_t model_n_categories(const model *m);
+int model_category_index(const model *m, const char *id, size_t len, uint32_t *index);
+const char *model_category_id(const model *m, uint32_t index, size_t *len);
+const uint32_t *model_item_categories(const model *m);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

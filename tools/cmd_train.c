@@ -140,6 +140,7 @@ int cmd_train(int argc, char **argv) {
     csr counts = {0}, by_item = {0};
     als_factors factors = {0};
     float *popularity = malloc((size_t)n_items * sizeof *popularity);
+    uint32_t *item_category = NULL;
     int status = 1;
     if (!rows || !cols || !popularity) {
         fprintf(stderr, "recd: out of memory for %zu events\n", history.n);
@@ -172,6 +173,7 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     model_input in = {0};
+    in.meta.data_until = INT64_MIN;
     in.meta.factors = ap.factors;
     in.meta.n_users = n_users;
     in.meta.n_items = n_items;
@@ -182,8 +184,20 @@ int cmd_train(int argc, char **argv) {
     in.meta.loss = factors.loss;
     in.meta.train_seconds = now_seconds() - train_start;
     history_fingerprint(&history, in.meta.source_fingerprint);
+    for (size_t i = 0; i < history.n; i++)
+        if (history.events[i].ts > in.meta.data_until) in.meta.data_until = history.events[i].ts;
     in.users = history.users;
     in.items = history.items;
+    if (idmap_size(history.categories) > 0) {
+        if (!(item_category = malloc((size_t)n_items * sizeof *item_category))) {
+            fprintf(stderr, "recd: out of memory for item categories\n");
+            goto out;
+        }
+        for (uint32_t i = 0; i < n_items; i++)
+            item_category[i] = ev_set_item_category(&history, i);
+        in.categories = history.categories;
+        in.item_category = item_category;
+    }
     in.user_factors = factors.user_factors;
     in.item_factors = factors.item_factors;
     in.user_items = &counts;
@@ -204,6 +218,7 @@ out:
     free(rows);
     free(cols);
     free(popularity);
+    free(item_category);
     csr_free(&counts);
     csr_free(&by_item);
     als_factors_free(&factors);

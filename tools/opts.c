@@ -17,6 +17,7 @@ const char OPTS_INGEST_HELP[] =
     "%H:%M')\n"
     "  --quantity-col NAME   quantity column (default quantity when present, else 1 per row)\n"
     "  --price-col NAME      unit price column (default price when present)\n"
+    "  --category-col NAME   item category column (default category when present)\n"
     "  --delimiter C         field delimiter: one character, or 'tab' (default ',')\n"
     "  --quote C             quote character (default '\"')\n";
 
@@ -52,6 +53,9 @@ int opts_ingest(int opt, const char *arg, ingest_options *o) {
         return 1;
     case OPT_PRICE_COL:
         o->price_col = arg;
+        return 1;
+    case OPT_CATEGORY_COL:
+        o->category_col = arg;
         return 1;
     case OPT_DELIMITER:
         return opts_char("delimiter", arg, &o->delimiter);

@@ -18,6 +18,7 @@ enum {
     OPT_TIME_FORMAT,
     OPT_QUANTITY_COL,
     OPT_PRICE_COL,
+    OPT_CATEGORY_COL,
     OPT_DELIMITER,
     OPT_QUOTE,
     OPT_FIRST_FREE /* first id a command may use for its own flags */
@@ -31,6 +32,7 @@ enum {
         {"time-format", required_argument, 0, OPT_TIME_FORMAT},                                    \
         {"quantity-col", required_argument, 0, OPT_QUANTITY_COL},                                  \
         {"price-col", required_argument, 0, OPT_PRICE_COL},                                        \
+        {"category-col", required_argument, 0, OPT_CATEGORY_COL},                                  \
         {"delimiter", required_argument, 0, OPT_DELIMITER}, {                                      \
         "quote", required_argument, 0, OPT_QUOTE                                                   \
     }

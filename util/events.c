@@ -7,7 +7,8 @@ int ev_set_init(ev_set *s, err_t *e) {
     memset(s, 0, sizeof *s);
     s->users = idmap_new();
     s->items = idmap_new();
-    if (!s->users || !s->items) {
+    s->categories = idmap_new();
+    if (!s->users || !s->items || !s->categories) {
         ev_set_free(s);
         return err_set(e, ERR_NOMEM, "events: out of memory");
     }
@@ -18,6 +19,8 @@ void ev_set_free(ev_set *s) {
     free(s->events);
     idmap_free(s->users);
     idmap_free(s->items);
+    idmap_free(s->categories);
+    free(s->item_category);
     memset(s, 0, sizeof *s);
 }
 
@@ -39,6 +42,25 @@ int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, s
     ev->price = price;
     s->n++;
     return ERR_OK;
+}
+
+int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t len, err_t *e) {
+    if (item >= s->n_item_category) {
+        uint32_t n = idmap_size(s->items) > item ? idmap_size(s->items) : item + 1;
+        uint32_t *cat = realloc(s->item_category, (size_t)n * sizeof *cat);
+        if (!cat) return err_set(e, ERR_NOMEM, "events: out of memory for item categories");
+        for (uint32_t i = s->n_item_category; i < n; i++)
+            cat[i] = UINT32_MAX;
+        s->item_category = cat;
+        s->n_item_category = n;
+    }
+    if (idmap_intern(s->categories, category, len, &s->item_category[item]))
+        return err_set(e, ERR_NOMEM, "events: out of memory interning categories");
+    return ERR_OK;
+}
+
+uint32_t ev_set_item_category(const ev_set *s, uint32_t item) {
+    return item < s->n_item_category ? s->item_category[item] : UINT32_MAX;
 }
 
 /* qsort has no context argument; the item rank table is passed through this

@@ -23,6 +23,12 @@ typedef struct ev_set {
     ev_event *events;
     size_t n, cap;
     idmap *users, *items;
+    /* Optional item categories: categories interns their ids and
+     * item_category[i] (for i < n_item_category) is item i's category index;
+     * items beyond n_item_category, or with UINT32_MAX, have none. */
+    idmap *categories;
+    uint32_t *item_category;
+    uint32_t n_item_category;
 } ev_set;
 
 /* Initializes an empty set (both idmaps allocated). */
@@ -32,6 +38,13 @@ void ev_set_free(ev_set *s);
 /* Appends one event, interning the ids. */
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e);
+
+/* Records that item (an index of s->items) belongs to the category with the
+ * given id; a later call for the same item replaces the earlier one. */
+int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t len, err_t *e);
+
+/* The category index of item, or UINT32_MAX when it has none. */
+uint32_t ev_set_item_category(const ev_set *s, uint32_t item);
 
 /* How events at the same second are ordered by item id. Ascending is the
  * evaluation protocol of README; descending exists because it is the only

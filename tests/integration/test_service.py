@@ -91,7 +91,7 @@ def test_model_info_matches_the_training_data(stub, pb, shop):
     assert info.interactions == shop.rows
     assert info.factors == 16
     assert info.iterations == 8
-    assert info.format_version == 1
+    assert info.format_version == 2
     assert info.trained_at_unix > 1_700_000_000
     assert len(info.source_fingerprint) == 16
     assert info.model_version.endswith(info.model_version.split("-")[-1])

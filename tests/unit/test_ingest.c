@@ -484,3 +484,20 @@ Test(ingest, online_retail_uci) {
     cr_assert_eq(idmap_size(set.items), 3665);
     cr_assert_eq(set.events[0].ts, 1291191960); /* 2010-12-01 08:26:00 */
 }
+
+Test(ingest, item_categories) {
+    cr_assert_eq(load("user_id,item_id,timestamp,category\n"
+                      "u1,i1,100,tools\n"
+                      "u1,i2,101,\n"
+                      "u2,i3,102,toys\n"
+                      "u2,i1,103,garden\n"),
+                 ERR_OK, "%s", err.msg);
+    cr_assert_eq(idmap_size(set.categories), 3);
+    uint32_t i1, i2, garden;
+    cr_assert_eq(idmap_find(set.items, "i1", 2, &i1), ERR_OK);
+    cr_assert_eq(idmap_find(set.items, "i2", 2, &i2), ERR_OK);
+    cr_assert_eq(idmap_find(set.categories, "garden", 6, &garden), ERR_OK);
+    cr_assert_eq(ev_set_item_category(&set, i1), garden, "the latest row wins");
+    cr_assert_eq(ev_set_item_category(&set, i2), UINT32_MAX, "an empty category is none");
+    cr_assert_eq(ev_set_item_category(&set, 999), UINT32_MAX);
+}

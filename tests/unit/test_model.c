@@ -94,6 +94,7 @@ static void fixture_init(fixture *f, float seed) {
     f->in.item_factors = f->itf;
     f->in.user_items = &f->ui;
     f->in.item_popularity = f->pop;
+    f->in.meta.data_until = 1323435000;
 }
 
 static void fixture_free(fixture *f) {
@@ -195,7 +196,12 @@ Test(model, round_trip) {
         const uint32_t *items = model_user_items(m, i, &n);
         cr_assert_eq(n, f.ui.indptr[i + 1] - f.ui.indptr[i]);
         cr_assert_arr_eq(items, f.ui.indices + f.ui.indptr[i], n * sizeof *items);
+        cr_assert_arr_eq(model_user_item_counts(m, i), f.ui.values + f.ui.indptr[i],
+                         n * sizeof(float));
     }
+    cr_assert_eq(model_info(m)->data_until, 1323435000);
+    cr_assert_eq(model_n_categories(m), 0, "no categories were published");
+    cr_assert_null(model_item_categories(m));
     for (uint32_t i = 0; i < NI; i++) {
         uint32_t idx = 99;
         size_t len;
@@ -409,7 +415,9 @@ Test(model, refuses_wrong_format_version) {
     patch(at("store/versions/%s", a.version), "format_version", v99, 4, 0);
     const char *msg = refuse(dir, ERR_VERSION);
     cr_assert_not_null(strstr(msg, "format version 99"), "%s", msg);
-    cr_assert_not_null(strstr(msg, "format version 1"), "%s", msg);
+    char reads[64];
+    snprintf(reads, sizeof reads, "reads format version %d", MODEL_FORMAT_VERSION);
+    cr_assert_not_null(strstr(msg, reads), "%s", msg);
 }
 
 Test(model, refuses_missing_or_inconsistent_keys) {
@@ -552,5 +560,39 @@ Test(model, publish_refuses_inconsistent_input) {
     f.in.meta.factors = K;
     char v[MODEL_VERSION_MAX];
     cr_assert_eq(model_current_version(dir, v, NULL), ERR_NOTFOUND); /* nothing published */
+    fixture_free(&f);
+}
+
+Test(model, item_categories_round_trip) {
+    fixture f;
+    fixture_init(&f, 1.0f);
+    idmap *cats = idmap_new();
+    uint32_t tools, toys;
+    cr_assert_eq(idmap_intern(cats, "tools", 5, &tools), ERR_OK);
+    cr_assert_eq(idmap_intern(cats, "toys", 4, &toys), ERR_OK);
+    uint32_t item_category[NI];
+    for (uint32_t i = 0; i < NI; i++)
+        item_category[i] = i == 0 ? UINT32_MAX : (i % 2 ? tools : toys);
+    f.in.categories = cats;
+    f.in.item_category = item_category;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/cats", root);
+    err_t e = {0};
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_n_categories(m), 2);
+    cr_assert_arr_eq(model_item_categories(m), item_category, sizeof item_category);
+    uint32_t idx;
+    cr_assert_eq(model_category_index(m, "toys", 4, &idx), ERR_OK);
+    cr_assert_eq(idx, toys);
+    cr_assert_eq(model_category_index(m, "food", 4, &idx), ERR_NOTFOUND);
+    size_t len;
+    const char *id = model_category_id(m, tools, &len);
+    cr_assert(len == 5 && memcmp(id, "tools", 5) == 0);
+    model_close(m);
+    item_category[1] = 7; /* no such category */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    idmap_free(cats);
     fixture_free(&f);
 }
