@@ -10,5 +10,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_events(int argc, char **argv);
 
 #endif

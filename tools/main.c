@@ -15,6 +15,7 @@ static const struct {
     {"serve", cmd_serve, "serve a published model over gRPC"},
     {"query", cmd_query, "call a running server (recommend, similar, info, health)"},
     {"inspect", cmd_inspect, "show a published model's metadata"},
+    {"events", cmd_events, "export or summarize the event store (export, stats, bench)"},
 };
 
 static void usage(FILE *f) {
