@@ -1,32 +1,49 @@
 #include "svc.h"
 
-#include <cblas.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "catalog.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
 #include "model.h"
 #include "recd/v1/recommender.pb-c.h"
+#include "score.h"
 #include "topk.h"
 #include "utf8.h"
+
+/* The storefront's item multipliers for one model, as of one catalog
+ * generation; shared by the requests that use it. */
+typedef struct multipliers {
+    atomic_uint refs;
+    unsigned long generation;
+    bool any; /* false: every multiplier is 1, nothing to apply */
+    float v[];
+} multipliers;
 
 /* A model in service, shared by the requests that use it. */
 typedef struct served_model {
     model *m;
     atomic_uint refs; /* one for being current, one per request using it */
+    float *yty;       /* factors x factors, for fold-ins */
+    pthread_mutex_t mult_lock;
+    multipliers *mult; /* rebuilt when the catalog changes */
 } served_model;
 
 struct svc {
     char *model_dir;
     pthread_mutex_t lock; /* guards current */
     served_model *current;
+    evstore *events; /* NULL without --events */
+    catalog *rules;
+    float weights[EVSTORE_TYPES];
     double reload_interval_s;
     pthread_t watcher;
     int watcher_running;
@@ -34,8 +51,23 @@ struct svc {
     pthread_cond_t stop_cond;
     int stopping;
     char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
-    rpc_method methods[4];
+    rpc_method methods[8];
 };
+
+void svc_options_init(svc_options *o) {
+    memset(o, 0, sizeof *o);
+    o->reload_interval_s = 1.0;
+    o->event_weights[EVSTORE_VIEW] = 0.1f;
+    o->event_weights[EVSTORE_ADD_TO_CART] = 0.3f;
+    o->event_weights[EVSTORE_PURCHASE] = 1.0f;
+    o->event_weights[EVSTORE_FAVORITE] = 0.5f;
+}
+
+/* --- the served model ------------------------------------------------------ */
+
+static void multipliers_release(multipliers *mu) {
+    if (mu && atomic_fetch_sub(&mu->refs, 1) == 1) free(mu);
+}
 
 static served_model *svc_acquire(svc *s) {
     pthread_mutex_lock(&s->lock);
@@ -49,24 +81,55 @@ static void svc_release(served_model *sm) {
     if (atomic_fetch_sub(&sm->refs, 1) == 1) {
         log_info("msg=\"model closed\" version=%s", model_info(sm->m)->version);
         model_close(sm->m);
+        multipliers_release(sm->mult);
+        pthread_mutex_destroy(&sm->mult_lock);
+        free(sm->yty);
         free(sm);
     }
+}
+
+/* The multipliers of sm as of the catalog's current state (a reference the
+ * caller releases), rebuilt here when the catalog changed since: so no
+ * update of availability or boosts is ever missed, whatever the order of
+ * model swaps and updates. NULL when out of memory. */
+static multipliers *svc_multipliers(svc *s, served_model *sm) {
+    unsigned long generation = catalog_generation(s->rules);
+    pthread_mutex_lock(&sm->mult_lock);
+    if (!sm->mult || sm->mult->generation != generation) {
+        uint32_t n = model_info(sm->m)->n_items;
+        multipliers *mu = malloc(sizeof *mu + (size_t)n * sizeof(float));
+        if (mu) {
+            atomic_init(&mu->refs, 1);
+            mu->generation = generation;
+            mu->any = catalog_multipliers(s->rules, sm->m, mu->v);
+            multipliers_release(sm->mult);
+            sm->mult = mu;
+        }
+    }
+    multipliers *mu = sm->mult;
+    if (mu) atomic_fetch_add(&mu->refs, 1);
+    pthread_mutex_unlock(&sm->mult_lock);
+    return mu;
 }
 
 static int svc_load(svc *s, err_t *e) {
     model *m;
     int rc = model_open(s->model_dir, &m, e);
     if (rc) return rc;
-    served_model *sm = malloc(sizeof *sm);
-    if (!sm) {
+    const model_meta *meta = model_info(m);
+    served_model *sm = calloc(1, sizeof *sm);
+    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
+        free(sm);
         model_close(m);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     sm->m = m;
     atomic_init(&sm->refs, 1);
-    const model_meta *meta = model_info(m);
-    log_info("msg=\"model loaded\" dir=%s version=%s users=%u items=%u factors=%u", s->model_dir,
-             meta->version, meta->n_users, meta->n_items, meta->factors);
+    pthread_mutex_init(&sm->mult_lock, NULL);
+    score_gram(m, sm->yty);
+    log_info("msg=\"model loaded\" dir=%s version=%s users=%u items=%u factors=%u categories=%u",
+             s->model_dir, meta->version, meta->n_users, meta->n_items, meta->factors,
+             model_n_categories(m));
     pthread_mutex_lock(&s->lock);
     served_model *old = s->current;
     s->current = sm;
@@ -112,21 +175,41 @@ static void *svc_watch(void *arg) {
 
 /* --- request validation -------------------------------------------------- */
 
+/* Why id is unusable, or NULL when it is fine. */
+static const char *id_problem(const char *id) {
+    size_t len = strlen(id);
+    if (len == 0) return "is empty";
+    if (len > SVC_MAX_ID_BYTES) return "is longer than 256 bytes";
+    if (!utf8_valid(id, len)) return "is not valid UTF-8";
+    return NULL;
+}
+
 /* Checks one id field; fills reply and returns -1 when it is unusable. */
 static int check_id(const char *field, const char *id, rpc_reply *reply) {
+    const char *problem = id_problem(id);
+    if (!problem) return 0;
     size_t len = strlen(id);
-    if (len == 0) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s is empty", field);
-        return -1;
-    }
-    if (len > SVC_MAX_ID_BYTES) {
+    if (len > SVC_MAX_ID_BYTES)
         rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s is %zu bytes, longer than %d", field, len,
                         SVC_MAX_ID_BYTES);
+    else
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s %s", field, problem);
+    return -1;
+}
+
+/* Checks a repeated id field of n entries. */
+static int check_ids(const char *field, char **ids, size_t n, rpc_reply *reply) {
+    if (n > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu %s, more than %d", n, field,
+                        SVC_MAX_LIST);
         return -1;
     }
-    if (!utf8_valid(id, len)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s is not valid UTF-8", field);
-        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *problem = id_problem(ids[i]);
+        if (problem) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s[%zu] %s", field, i, problem);
+            return -1;
+        }
     }
     return 0;
 }
@@ -140,11 +223,11 @@ static int check_k(uint32_t k, rpc_reply *reply) {
     return 0;
 }
 
-/* --- scoring --------------------------------------------------------------- */
+/* --- per-thread buffers ---------------------------------------------------- */
 
-/* Per-thread score buffer: one float per item, reused across requests so the
- * hot path does not allocate a catalogue-sized array each time; freed by the
- * key's destructor when the worker thread exits. */
+/* One float per item, reused across requests so the hot path does not
+ * allocate a catalogue-sized array each time; freed by the key's destructor
+ * when the worker thread exits. */
 typedef struct score_buffer {
     float *scores;
     size_t cap;
@@ -179,9 +262,125 @@ static float *scores_buffer(size_t n) {
     return b->scores;
 }
 
+/* --- the shopper ----------------------------------------------------------- */
+
+/* What one request knows about its shopper: the model's user (or none), and
+ * the fresh signals - events recorded since the model's data and the
+ * request's context items - that a fold-in adds to it. Owned by the request:
+ * shopper_free. */
+typedef struct shopper {
+    uint32_t user;
+    score_signal *signals;
+    size_t n_signals, cap_signals;
+    uint32_t *bought; /* items purchased since the model's data */
+    size_t n_bought, cap_bought;
+    const model *m;
+    const float *weights;
+    int failed; /* out of memory while collecting */
+} shopper;
+
+static void shopper_free(shopper *sh) {
+    free(sh->signals);
+    free(sh->bought);
+}
+
+static void shopper_signal(shopper *sh, uint32_t item, float weight) {
+    if (sh->n_signals == sh->cap_signals) {
+        size_t cap = sh->cap_signals ? sh->cap_signals * 2 : 16;
+        score_signal *s = realloc(sh->signals, cap * sizeof *s);
+        if (!s) {
+            sh->failed = 1;
+            return;
+        }
+        sh->signals = s;
+        sh->cap_signals = cap;
+    }
+    sh->signals[sh->n_signals++] = (score_signal){item, weight};
+}
+
+static void shopper_bought(shopper *sh, uint32_t item) {
+    if (sh->n_bought == sh->cap_bought) {
+        size_t cap = sh->cap_bought ? sh->cap_bought * 2 : 16;
+        uint32_t *b = realloc(sh->bought, cap * sizeof *b);
+        if (!b) {
+            sh->failed = 1;
+            return;
+        }
+        sh->bought = b;
+        sh->cap_bought = cap;
+    }
+    sh->bought[sh->n_bought++] = item;
+}
+
+/* evstore visitor: turns a recorded event of an item the model knows into a
+ * signal (items it does not know cannot be scored until the next training). */
+static int shopper_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
+    (void)seq;
+    shopper *sh = ctx;
+    uint32_t item;
+    if (model_item_index(sh->m, ev->item_id, ev->item_len, &item) != ERR_OK) return 0;
+    float w = sh->weights[ev->type];
+    if (w > 0) shopper_signal(sh, item, w);
+    if (ev->type == EVSTORE_PURCHASE) shopper_bought(sh, item);
+    return sh->failed;
+}
+
+/* Collects what the request knows of its shopper. Context items count as
+ * carted. Returns 0, or -1 after filling reply. */
+static int shopper_collect(svc *s, const model *m, const char *user_id, char **context,
+                           size_t n_context, shopper *sh, rpc_reply *reply) {
+    memset(sh, 0, sizeof *sh);
+    sh->m = m;
+    sh->weights = s->weights;
+    sh->user = SCORE_NO_USER;
+    if (user_id[0]) {
+        uint32_t u;
+        if (model_user_index(m, user_id, strlen(user_id), &u) == ERR_OK) sh->user = u;
+        err_t e;
+        if (s->events && evstore_user_events(s->events, user_id, strlen(user_id),
+                                             model_info(m)->data_until, shopper_visit, sh, &e)) {
+            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot read the user's events: %s", e.msg);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n_context; i++) {
+        uint32_t item;
+        if (model_item_index(m, context[i], strlen(context[i]), &item) == ERR_OK)
+            shopper_signal(sh, item, s->weights[EVSTORE_ADD_TO_CART]);
+    }
+    if (sh->failed) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reading the user's events");
+        return -1;
+    }
+    return 0;
+}
+
+/* The shopper's vector into x: a fold-in when there are fresh signals, the
+ * stored vector otherwise. Returns the strategy it supports (PERSONALIZED
+ * for a user id, SESSION for context alone), POPULAR when there is nothing
+ * to personalize from, or -1 after filling reply. */
+static int shopper_vector(const served_model *sm, const shopper *sh, int anonymous, float *x,
+                          rpc_reply *reply) {
+    const model_meta *meta = model_info(sm->m);
+    int strategy = anonymous ? RECD__V1__STRATEGY__SESSION : RECD__V1__STRATEGY__PERSONALIZED;
+    if (sh->n_signals > 0) {
+        err_t e;
+        if (score_fold_in(sm->m, sm->yty, sh->user, sh->signals, sh->n_signals, x, &e)) {
+            rpc_reply_error(reply, RPC_INTERNAL, "fold-in failed: %s", e.msg);
+            return -1;
+        }
+        return strategy;
+    }
+    if (sh->user == SCORE_NO_USER) return RECD__V1__STRATEGY__POPULAR;
+    memcpy(x, model_user_factors(sm->m) + (size_t)sh->user * meta->factors,
+           meta->factors * sizeof *x);
+    return strategy;
+}
+
+/* --- responses ------------------------------------------------------------- */
+
 /* The items of a response: entries (best first) turned into ScoredItems whose
- * id strings point into one buffer. Owned by the caller: free items, ptrs and
- * ids. */
+ * id strings point into one buffer. Owned by the caller: scored_list_free. */
 typedef struct scored_list {
     Recd__V1__ScoredItem *items;
     Recd__V1__ScoredItem **ptrs;
@@ -189,11 +388,14 @@ typedef struct scored_list {
     size_t n;
 } scored_list;
 
-static int scored_list_build(const model *m, const topk_entry *top, uint32_t n, scored_list *out) {
+/* Builds n entries: top[i] when top is not NULL, else ids[i] with score 0
+ * (ids not in the model). Returns 0 or -1 when out of memory. */
+static int scored_list_build(const model *m, const topk_entry *top, size_t n, char **ids,
+                             scored_list *out) {
     size_t bytes = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t len;
-        model_item_id(m, top[i].index, &len);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(ids ? ids[i] : "");
+        if (top) model_item_id(m, top[i].index, &len);
         bytes += len + 1;
     }
     out->items = calloc(n ? n : 1, sizeof *out->items);
@@ -202,14 +404,15 @@ static int scored_list_build(const model *m, const topk_entry *top, uint32_t n, 
     out->n = n;
     if (!out->items || !out->ptrs || !out->ids) return -1;
     char *at = out->ids;
-    for (uint32_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         size_t len;
-        const char *id = model_item_id(m, top[i].index, &len);
+        const char *id = top ? model_item_id(m, top[i].index, &len) : ids[i];
+        if (!top) len = strlen(id);
         memcpy(at, id, len);
         at[len] = '\0';
         recd__v1__scored_item__init(&out->items[i]);
         out->items[i].item_id = at;
-        out->items[i].score = top[i].score;
+        out->items[i].score = top ? top[i].score : 0.0f;
         out->ptrs[i] = &out->items[i];
         at += len + 1;
     }
@@ -234,7 +437,38 @@ static void reply_pack(rpc_reply *reply, const ProtobufCMessage *msg) {
     reply->status = RPC_OK;
 }
 
+/* Sets scores of the named items that the model knows to -INFINITY. */
+static void exclude_ids(const model *m, char **ids, size_t n, float *scores) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t item;
+        if (model_item_index(m, ids[i], strlen(ids[i]), &item) == ERR_OK) scores[item] = -INFINITY;
+    }
+}
+
 /* --- Recommend ------------------------------------------------------------- */
+
+/* Validates a RecommendRequest; 0 or -1 after filling reply. */
+static int recommend_check(const Recd__V1__RecommendRequest *rq, rpc_reply *reply) {
+    if (check_k(rq->k, reply)) return -1;
+    if (rq->user_id[0] || rq->n_context_item_ids == 0) {
+        if (!rq->user_id[0]) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                            "user_id is empty and there are no context_item_ids");
+            return -1;
+        }
+        if (check_id("user_id", rq->user_id, reply)) return -1;
+    }
+    if (check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids, reply) ||
+        check_ids("exclude_item_ids", rq->exclude_item_ids, rq->n_exclude_item_ids, reply))
+        return -1;
+    if (!(rq->diversity >= 0.0f && rq->diversity <= 1.0f)) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "diversity must be between 0 and 1, got %g",
+                        rq->diversity);
+        return -1;
+    }
+    if (rq->category[0] && check_id("category", rq->category, reply)) return -1;
+    return 0;
+}
 
 static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
     svc *s = ctx;
@@ -244,54 +478,68 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
                         "malformed RecommendRequest: not a valid protobuf message");
         return;
     }
-    if (check_k(rq->k, reply) || check_id("user_id", rq->user_id, reply)) goto done;
-    if (rq->n_exclude_item_ids > SVC_MAX_EXCLUDED) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu exclude_item_ids, more than %d",
-                        rq->n_exclude_item_ids, SVC_MAX_EXCLUDED);
-        goto done;
+    if (recommend_check(rq, reply)) {
+        recd__v1__recommend_request__free_unpacked(rq, NULL);
+        return;
     }
-    for (size_t i = 0; i < rq->n_exclude_item_ids; i++)
-        if (check_id("exclude_item_ids entry", rq->exclude_item_ids[i], reply)) goto done;
-
     served_model *sm = svc_acquire(s);
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
     float *scores = scores_buffer(meta->n_items);
+    float *x = malloc(meta->factors * sizeof *x);
     topk_entry *top = malloc(rq->k * sizeof *top);
-    if (!scores || !top) {
+    multipliers *mu = svc_multipliers(s, sm);
+    shopper sh;
+    memset(&sh, 0, sizeof sh);
+    uint32_t category = 0;
+    if (!scores || !x || !top || !mu) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
                         meta->n_items);
-        free(top);
-        svc_release(sm);
         goto done;
     }
+    if (rq->category[0] && model_category_index(m, rq->category, strlen(rq->category), &category)) {
+        if (model_n_categories(m) == 0)
+            rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                            "model %s has no item categories to filter by", meta->version);
+        else
+            rpc_reply_error(reply, RPC_NOT_FOUND, "category '%.*s' is not in model %s", 64,
+                            rq->category, meta->version);
+        goto done;
+    }
+    if (shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids, &sh,
+                        reply))
+        goto done;
     Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
-    uint32_t user;
-    if (model_user_index(m, rq->user_id, strlen(rq->user_id), &user) == ERR_OK) {
-        const float *x = model_user_factors(m) + (size_t)user * meta->factors;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)meta->n_items, (int)meta->factors, 1.0f,
-                    model_item_factors(m), (int)meta->factors, x, 1, 0.0f, scores, 1);
-        if (!rq->include_purchased) {
+    int strategy = shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
+    if (strategy < 0) goto done;
+    resp.strategy = (Recd__V1__Strategy)strategy;
+    if (strategy == RECD__V1__STRATEGY__POPULAR) {
+        /* Nothing to personalize from: the widget still gets the best sellers. */
+        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
+    } else {
+        score_items(m, x, scores);
+        if (!rq->include_purchased && sh.user != SCORE_NO_USER) {
             uint32_t n_bought;
-            const uint32_t *bought = model_user_items(m, user, &n_bought);
+            const uint32_t *bought = model_user_items(m, sh.user, &n_bought);
             for (uint32_t i = 0; i < n_bought; i++)
                 scores[bought[i]] = -INFINITY;
         }
-        resp.strategy = RECD__V1__STRATEGY__PERSONALIZED;
-    } else {
-        /* Unknown user: the widget still gets something, the best sellers. */
-        const float *popularity = model_item_popularity(m);
-        memcpy(scores, popularity, (size_t)meta->n_items * sizeof *scores);
-        resp.strategy = RECD__V1__STRATEGY__POPULAR;
     }
-    for (size_t i = 0; i < rq->n_exclude_item_ids; i++) {
-        uint32_t item;
-        const char *id = rq->exclude_item_ids[i];
-        if (model_item_index(m, id, strlen(id), &item) == ERR_OK) scores[item] = -INFINITY;
+    if (!rq->include_purchased)
+        for (size_t i = 0; i < sh.n_bought; i++)
+            scores[sh.bought[i]] = -INFINITY;
+    exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
+    exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
+    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
+    if (rq->category[0]) score_keep_category(m, category, scores);
+    uint32_t n;
+    err_t e;
+    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &e)) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "%s", e.msg);
+        goto done;
     }
-    uint32_t n = topk_select(scores, meta->n_items, rq->k, top);
     scored_list list;
-    if (scored_list_build(m, top, n, &list)) {
+    if (scored_list_build(m, top, n, NULL, &list)) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
     } else {
         resp.items = list.ptrs;
@@ -300,9 +548,12 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
         reply_pack(reply, &resp.base);
     }
     scored_list_free(&list);
-    free(top);
-    svc_release(sm);
 done:
+    shopper_free(&sh);
+    multipliers_release(mu);
+    free(top);
+    free(x);
+    svc_release(sm);
     recd__v1__recommend_request__free_unpacked(rq, NULL);
 }
 
@@ -316,40 +567,52 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
                         "malformed SimilarItemsRequest: not a valid protobuf message");
         return;
     }
-    if (check_k(rq->k, reply) || check_id("item_id", rq->item_id, reply)) goto done;
-    served_model *sm = svc_acquire(s);
+    uint32_t *seeds = NULL;
+    topk_entry *top = NULL;
+    multipliers *mu = NULL;
+    served_model *sm = NULL;
+    if (check_k(rq->k, reply)) goto done;
+    if (rq->item_id[0] || rq->n_item_ids == 0) {
+        if (check_id("item_id", rq->item_id, reply)) goto done;
+    }
+    if (check_ids("item_ids", rq->item_ids, rq->n_item_ids, reply)) goto done;
+    sm = svc_acquire(s);
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
-    uint32_t seed;
-    if (model_item_index(m, rq->item_id, strlen(rq->item_id), &seed) != ERR_OK) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "item '%.*s' is not in model %s", 64, rq->item_id,
-                        meta->version);
-        svc_release(sm);
-        goto done;
-    }
     float *scores = scores_buffer(meta->n_items);
-    topk_entry *top = malloc(rq->k * sizeof *top);
-    if (!scores || !top) {
+    seeds = malloc((rq->n_item_ids + 1) * sizeof *seeds);
+    top = malloc(rq->k * sizeof *top);
+    mu = svc_multipliers(s, sm);
+    if (!scores || !seeds || !top || !mu) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
                         meta->n_items);
-        free(top);
-        svc_release(sm);
         goto done;
     }
-    const float *y = model_item_factors(m), *norms = model_item_norms(m);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)meta->n_items, (int)meta->factors, 1.0f, y,
-                (int)meta->factors, y + (size_t)seed * meta->factors, 1, 0.0f, scores, 1);
-    float seed_norm = norms[seed];
-    for (uint32_t i = 0; i < meta->n_items; i++) {
-        float d = norms[i] * seed_norm;
-        /* An all-zero vector has no direction: it is similar to nothing. */
-        scores[i] = d > 0.0f ? scores[i] / d : -INFINITY;
+    /* Seeds the model does not know (new items) are passed over as long as
+     * one is known: a cart often holds something new. */
+    size_t n_seeds = 0;
+    const char *unknown = NULL;
+    for (size_t i = 0; i <= rq->n_item_ids; i++) {
+        const char *id = i == 0 ? rq->item_id : rq->item_ids[i - 1];
+        if (!id[0]) continue;
+        if (model_item_index(m, id, strlen(id), &seeds[n_seeds]) == ERR_OK)
+            n_seeds++;
+        else if (!unknown)
+            unknown = id;
     }
-    scores[seed] = -INFINITY;
+    if (n_seeds == 0) {
+        rpc_reply_error(reply, RPC_NOT_FOUND, "item '%.*s' is not in model %s", 64, unknown,
+                        meta->version);
+        goto done;
+    }
+    score_similar(m, seeds, n_seeds, scores);
+    for (size_t i = 0; i < n_seeds; i++)
+        scores[seeds[i]] = -INFINITY;
+    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
     uint32_t n = topk_select(scores, meta->n_items, rq->k, top);
     scored_list list;
     Recd__V1__SimilarItemsResponse resp = RECD__V1__SIMILAR_ITEMS_RESPONSE__INIT;
-    if (scored_list_build(m, top, n, &list)) {
+    if (scored_list_build(m, top, n, NULL, &list)) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
     } else {
         resp.items = list.ptrs;
@@ -358,10 +621,296 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
         reply_pack(reply, &resp.base);
     }
     scored_list_free(&list);
-    free(top);
-    svc_release(sm);
 done:
+    multipliers_release(mu);
+    free(top);
+    free(seeds);
+    if (sm) svc_release(sm);
     recd__v1__similar_items_request__free_unpacked(rq, NULL);
+}
+
+/* --- Rerank ---------------------------------------------------------------- */
+
+static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__RerankRequest *rq = recd__v1__rerank_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed RerankRequest: not a valid protobuf message");
+        return;
+    }
+    served_model *sm = NULL;
+    multipliers *mu = NULL;
+    topk_entry *known = NULL;
+    char **unknown = NULL;
+    float *x = NULL;
+    shopper sh;
+    memset(&sh, 0, sizeof sh);
+    if (rq->n_candidate_item_ids == 0) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "candidate_item_ids is empty");
+        goto done;
+    }
+    if ((rq->user_id[0] && check_id("user_id", rq->user_id, reply)) ||
+        check_ids("candidate_item_ids", rq->candidate_item_ids, rq->n_candidate_item_ids, reply) ||
+        check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids, reply))
+        goto done;
+    sm = svc_acquire(s);
+    const model *m = sm->m;
+    const model_meta *meta = model_info(m);
+    size_t n = rq->n_candidate_item_ids;
+    known = malloc(n * sizeof *known);
+    unknown = malloc(n * sizeof *unknown);
+    x = malloc(meta->factors * sizeof *x);
+    mu = svc_multipliers(s, sm);
+    if (!known || !unknown || !x || !mu) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reranking");
+        goto done;
+    }
+    if (shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids, &sh,
+                        reply))
+        goto done;
+    int strategy = shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
+    if (strategy < 0) goto done;
+    const float *y = model_item_factors(m), *popularity = model_item_popularity(m);
+    size_t n_known = 0, n_unknown = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rq->candidate_item_ids[i];
+        uint32_t item;
+        if (model_item_index(m, id, strlen(id), &item) != ERR_OK) {
+            unknown[n_unknown++] = rq->candidate_item_ids[i];
+            continue;
+        }
+        int seen = 0; /* a candidate listed twice is ranked once */
+        for (size_t j = 0; j < n_known && !seen; j++)
+            seen = known[j].index == item;
+        if (seen) continue;
+        float score = 0;
+        if (strategy == RECD__V1__STRATEGY__POPULAR) {
+            score = popularity[item];
+        } else {
+            const float *row = y + (size_t)item * meta->factors;
+            for (uint32_t f = 0; f < meta->factors; f++)
+                score += x[f] * row[f];
+        }
+        if (mu->any) score_apply_multipliers(&score, &mu->v[item], 1);
+        if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
+    }
+    topk_sort(known, (uint32_t)n_known);
+    scored_list a, b;
+    memset(&b, 0, sizeof b);
+    Recd__V1__RerankResponse resp = RECD__V1__RERANK_RESPONSE__INIT;
+    Recd__V1__ScoredItem **all = malloc((n_known + n_unknown + 1) * sizeof *all);
+    if (!all || scored_list_build(m, known, n_known, NULL, &a) ||
+        scored_list_build(m, NULL, n_unknown, unknown, &b)) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+    } else {
+        memcpy(all, a.ptrs, n_known * sizeof *all);
+        memcpy(all + n_known, b.ptrs, n_unknown * sizeof *all);
+        resp.items = all;
+        resp.n_items = n_known + n_unknown;
+        resp.model_version = (char *)meta->version;
+        resp.strategy = (Recd__V1__Strategy)strategy;
+        reply_pack(reply, &resp.base);
+    }
+    free(all);
+    scored_list_free(&a);
+    scored_list_free(&b);
+done:
+    shopper_free(&sh);
+    multipliers_release(mu);
+    free(x);
+    free(known);
+    free(unknown);
+    if (sm) svc_release(sm);
+    recd__v1__rerank_request__free_unpacked(rq, NULL);
+}
+
+/* --- RecordEvents ---------------------------------------------------------- */
+
+/* Why event ev cannot be stored, or NULL; fills *out with the event as it
+ * will be stored (timestamp 0 = now, quantity 0 = 1). */
+static const char *event_problem(const Recd__V1__Event *ev, int64_t now, evstore_event *out,
+                                 char *buf, size_t cap) {
+    const char *problem;
+    if ((problem = id_problem(ev->user_id))) {
+        snprintf(buf, cap, "user_id %s", problem);
+        return buf;
+    }
+    if ((problem = id_problem(ev->item_id))) {
+        snprintf(buf, cap, "item_id %s", problem);
+        return buf;
+    }
+    if (ev->type < RECD__V1__EVENT_TYPE__VIEW || ev->type > RECD__V1__EVENT_TYPE__FAVORITE) {
+        snprintf(buf, cap, "unknown event type %d", (int)ev->type);
+        return buf;
+    }
+    int64_t ts = ev->timestamp_unix ? ev->timestamp_unix : now;
+    if (ts < 0) return "timestamp_unix is negative";
+    if (ts > now + 86400) return "timestamp_unix is more than a day in the future";
+    if (ev->quantity > SVC_MAX_QUANTITY) {
+        snprintf(buf, cap, "quantity %u is absurd (more than %d)", ev->quantity, SVC_MAX_QUANTITY);
+        return buf;
+    }
+    if (!isfinite(ev->price) || ev->price < 0 || ev->price > SVC_MAX_PRICE)
+        return "price is negative, not finite or absurd";
+    *out = (evstore_event){ev->user_id,
+                           strlen(ev->user_id),
+                           ev->item_id,
+                           strlen(ev->item_id),
+                           (uint32_t)ev->type,
+                           ts,
+                           ev->quantity ? ev->quantity : 1,
+                           ev->price};
+    return NULL;
+}
+
+static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__RecordEventsRequest *rq = recd__v1__record_events_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed RecordEventsRequest: not a valid protobuf message");
+        return;
+    }
+    evstore_event *good = NULL;
+    Recd__V1__RejectedEvent *rejected = NULL, **rejected_ptrs = NULL;
+    char(*reasons)[96] = NULL;
+    if (!s->events) {
+        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                        "this server keeps no events: start recd serve with --events DIR");
+        goto done;
+    }
+    size_t n = rq->n_events;
+    if (n > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu events in one call, more than %d", n,
+                        SVC_MAX_LIST);
+        goto done;
+    }
+    good = malloc((n ? n : 1) * sizeof *good);
+    rejected = malloc((n ? n : 1) * sizeof *rejected);
+    rejected_ptrs = malloc((n ? n : 1) * sizeof *rejected_ptrs);
+    reasons = malloc((n ? n : 1) * sizeof *reasons);
+    if (!good || !rejected || !rejected_ptrs || !reasons) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu events", n);
+        goto done;
+    }
+    /* Each bad event is rejected on its own; the good ones are stored. */
+    int64_t now = (int64_t)time(NULL);
+    size_t n_good = 0, n_rejected = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *problem = event_problem(rq->events[i], now, &good[n_good], reasons[n_rejected],
+                                            sizeof reasons[n_rejected]);
+        if (!problem) {
+            n_good++;
+            continue;
+        }
+        if (problem != reasons[n_rejected])
+            snprintf(reasons[n_rejected], sizeof reasons[n_rejected], "%s", problem);
+        recd__v1__rejected_event__init(&rejected[n_rejected]);
+        rejected[n_rejected].index = (uint32_t)i;
+        rejected[n_rejected].reason = reasons[n_rejected];
+        rejected_ptrs[n_rejected] = &rejected[n_rejected];
+        n_rejected++;
+    }
+    err_t e;
+    if (n_good && evstore_append(s->events, good, n_good, NULL, &e)) {
+        /* Nothing of this call is stored: the client must not think so. */
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "events not stored: %s", e.msg);
+        log_error("msg=\"events not stored\" events=%zu error=\"%s\"", n_good, e.msg);
+        goto done;
+    }
+    Recd__V1__RecordEventsResponse resp = RECD__V1__RECORD_EVENTS_RESPONSE__INIT;
+    resp.accepted = (uint32_t)n_good;
+    resp.rejected = rejected_ptrs;
+    resp.n_rejected = n_rejected;
+    reply_pack(reply, &resp.base);
+done:
+    free(good);
+    free(rejected);
+    free(rejected_ptrs);
+    free(reasons);
+    recd__v1__record_events_request__free_unpacked(rq, NULL);
+}
+
+/* --- item rules: availability and boosts ----------------------------------- */
+
+static void svc_set_availability(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__SetItemAvailabilityRequest *rq =
+        recd__v1__set_item_availability_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed SetItemAvailabilityRequest: not a valid protobuf message");
+        return;
+    }
+    if (rq->n_items > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu items, more than %d", rq->n_items,
+                        SVC_MAX_LIST);
+        goto done;
+    }
+    /* All or nothing: a bad entry is reported before anything changes. */
+    for (size_t i = 0; i < rq->n_items; i++) {
+        const char *problem = id_problem(rq->items[i]->item_id);
+        if (problem) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "items[%zu].item_id %s", i, problem);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < rq->n_items; i++) {
+        err_t e;
+        const char *id = rq->items[i]->item_id;
+        if (catalog_set_available(s->rules, id, strlen(id), rq->items[i]->available, &e)) {
+            rpc_reply_error(reply, RPC_UNAVAILABLE, "items[%zu] not stored: %s", i, e.msg);
+            goto done;
+        }
+    }
+    Recd__V1__SetItemAvailabilityResponse resp = RECD__V1__SET_ITEM_AVAILABILITY_RESPONSE__INIT;
+    resp.updated = (uint32_t)rq->n_items;
+    reply_pack(reply, &resp.base);
+done:
+    recd__v1__set_item_availability_request__free_unpacked(rq, NULL);
+}
+
+static void svc_set_boosts(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__SetItemBoostsRequest *rq = recd__v1__set_item_boosts_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed SetItemBoostsRequest: not a valid protobuf message");
+        return;
+    }
+    if (rq->n_boosts > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu boosts, more than %d", rq->n_boosts,
+                        SVC_MAX_LIST);
+        goto done;
+    }
+    for (size_t i = 0; i < rq->n_boosts; i++) {
+        const char *problem = id_problem(rq->boosts[i]->item_id);
+        float mult = rq->boosts[i]->multiplier;
+        if (problem) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "boosts[%zu].item_id %s", i, problem);
+            goto done;
+        }
+        if (!(mult > 0.0f && mult <= CATALOG_MAX_BOOST)) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                            "boosts[%zu].multiplier must be in (0, %g], got %g", i,
+                            CATALOG_MAX_BOOST, mult);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < rq->n_boosts; i++) {
+        err_t e;
+        const char *id = rq->boosts[i]->item_id;
+        if (catalog_set_boost(s->rules, id, strlen(id), rq->boosts[i]->multiplier, &e)) {
+            rpc_reply_error(reply, RPC_UNAVAILABLE, "boosts[%zu] not stored: %s", i, e.msg);
+            goto done;
+        }
+    }
+    Recd__V1__SetItemBoostsResponse resp = RECD__V1__SET_ITEM_BOOSTS_RESPONSE__INIT;
+    resp.updated = (uint32_t)rq->n_boosts;
+    reply_pack(reply, &resp.base);
+done:
+    recd__v1__set_item_boosts_request__free_unpacked(rq, NULL);
 }
 
 /* --- GetModelInfo ---------------------------------------------------------- */
@@ -429,22 +978,42 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
     pthread_mutex_init(&s->stop_lock, NULL);
     pthread_cond_init(&s->stop_cond, NULL);
     s->reload_interval_s = o->reload_interval_s;
-    int rc = svc_load(s, e);
+    memcpy(s->weights, o->event_weights, sizeof s->weights);
+    int rc = ERR_OK;
+    char rules_dir[4096];
+    if (o->events_dir) {
+        if ((rc = evstore_open(o->events_dir, NULL, &s->events, e))) {
+            err_wrap(e, "event store %s", o->events_dir);
+        } else if (snprintf(rules_dir, sizeof rules_dir, "%s/item-rules", o->events_dir) >=
+                   (int)sizeof rules_dir) {
+            rc = err_set(e, ERR_INVALID, "events folder name too long");
+        }
+    }
+    if (!rc) rc = catalog_open(o->events_dir ? rules_dir : NULL, &s->rules, e);
+    if (!rc) rc = svc_load(s, e);
+    if (!rc && s->reload_interval_s > 0) {
+        if (pthread_create(&s->watcher, NULL, svc_watch, s))
+            rc = err_set(e, ERR_INTERNAL, "cannot start the model watcher thread");
+        else
+            s->watcher_running = 1;
+    }
     if (rc) {
         svc_close(s);
         return rc;
     }
-    if (s->reload_interval_s > 0) {
-        if (pthread_create(&s->watcher, NULL, svc_watch, s)) {
-            svc_close(s);
-            return err_set(e, ERR_INTERNAL, "cannot start the model watcher thread");
-        }
-        s->watcher_running = 1;
-    }
-    s->methods[0] = (rpc_method){"/recd.v1.Recommender/Recommend", svc_recommend, s};
-    s->methods[1] = (rpc_method){"/recd.v1.Recommender/SimilarItems", svc_similar, s};
-    s->methods[2] = (rpc_method){"/recd.v1.Recommender/GetModelInfo", svc_model_info, s};
-    s->methods[3] = (rpc_method){"/grpc.health.v1.Health/Check", svc_health, s};
+    static const char *const paths[] = {"/recd.v1.Recommender/Recommend",
+                                        "/recd.v1.Recommender/SimilarItems",
+                                        "/recd.v1.Recommender/GetModelInfo",
+                                        "/recd.v1.Recommender/RecordEvents",
+                                        "/recd.v1.Recommender/SetItemAvailability",
+                                        "/recd.v1.Recommender/SetItemBoosts",
+                                        "/recd.v1.Recommender/Rerank",
+                                        "/grpc.health.v1.Health/Check"};
+    rpc_handler handlers[] = {
+        svc_recommend,        svc_similar,    svc_model_info, svc_record_events,
+        svc_set_availability, svc_set_boosts, svc_rerank,     svc_health};
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
+        s->methods[i] = (rpc_method){paths[i], handlers[i], s};
     *out = s;
     return ERR_OK;
 }
@@ -464,6 +1033,8 @@ void svc_close(svc *s) {
         pthread_join(s->watcher, NULL);
     }
     if (s->current) svc_release(s->current);
+    evstore_close(s->events);
+    catalog_close(s->rules);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->stop_lock);
     pthread_cond_destroy(&s->stop_cond);

@@ -21,7 +21,12 @@ static const char serve_usage[] =
     "  --max-message-bytes N    larger requests get RESOURCE_EXHAUSTED (default 4194304)\n"
     "  --reload-interval S      seconds between looks for a newly published model (default 1,\n"
     "                           0 = never)\n"
-    "  --port-file FILE         write the bound port to FILE once serving (for scripts)\n";
+    "  --port-file FILE         write the bound port to FILE once serving (for scripts)\n"
+    "  --events DIR             durable event store (RecordEvents, fold-in) and item rules\n"
+    "                           (availability, boosts); without it RecordEvents is refused and\n"
+    "                           item rules live in memory only\n"
+    "  --event-weights LIST     weight of each event type in purchases, default\n"
+    "                           view=0.1,cart=0.3,purchase=1,favorite=0.5\n";
 
 enum {
     OPT_MODEL = OPT_FIRST_FREE,
@@ -29,7 +34,9 @@ enum {
     OPT_THREADS,
     OPT_MAX_MSG,
     OPT_RELOAD,
-    OPT_PORT_FILE
+    OPT_PORT_FILE,
+    OPT_EVENTS,
+    OPT_EVENT_WEIGHTS
 };
 
 int cmd_serve(int argc, char **argv) {
@@ -40,12 +47,16 @@ int cmd_serve(int argc, char **argv) {
         {"max-message-bytes", required_argument, 0, OPT_MAX_MSG},
         {"reload-interval", required_argument, 0, OPT_RELOAD},
         {"port-file", required_argument, 0, OPT_PORT_FILE},
+        {"events", required_argument, 0, OPT_EVENTS},
+        {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rpc_options ro = {"127.0.0.1:50051", cpus > 0 ? (uint32_t)cpus : 2, 4u << 20};
     float reload = 1.0f;
+    svc_options so;
+    svc_options_init(&so);
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -67,6 +78,12 @@ int cmd_serve(int argc, char **argv) {
             break;
         case OPT_PORT_FILE:
             port_file = optarg;
+            break;
+        case OPT_EVENTS:
+            so.events_dir = optarg;
+            break;
+        case OPT_EVENT_WEIGHTS:
+            if (opts_event_weights(optarg, so.event_weights)) return 2;
             break;
         case 'h':
             fputs(serve_usage, stdout);
@@ -93,7 +110,8 @@ int cmd_serve(int argc, char **argv) {
 
     err_t e;
     svc *service;
-    svc_options so = {model_dir, reload};
+    so.model_dir = model_dir;
+    so.reload_interval_s = reload;
     if (svc_open(&so, &service, &e)) {
         log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
         return 1;

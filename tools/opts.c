@@ -107,6 +107,33 @@ int opts_float(const char *name, const char *arg, double min, double max, float 
     return 0;
 }
 
+int opts_event_weights(const char *arg, float w[5]) {
+    static const char *const names[] = {NULL, "view", "cart", "purchase", "favorite"};
+    const char *p = arg;
+    while (*p) {
+        const char *eq = strchr(p, '=');
+        size_t end = strcspn(p, ",");
+        int type = 0;
+        for (int t = 1; t < 5 && eq; t++)
+            if ((size_t)(eq - p) == strlen(names[t]) && !strncmp(p, names[t], (size_t)(eq - p)))
+                type = t;
+        char num[32];
+        size_t num_len = eq ? end - (size_t)(eq - p) - 1 : 0;
+        if (!type || !eq || (size_t)(eq - p) > end || num_len == 0 || num_len >= sizeof num) {
+            fprintf(stderr,
+                    "recd: --event-weights: '%.*s' is not TYPE=WEIGHT with TYPE view, cart, "
+                    "purchase or favorite\n",
+                    (int)end, p);
+            return -1;
+        }
+        memcpy(num, eq + 1, num_len);
+        num[num_len] = '\0';
+        if (opts_float("event-weights", num, 0, 1000, &w[type])) return -1;
+        p += end + (p[end] == ',');
+    }
+    return 0;
+}
+
 static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

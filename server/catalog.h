@@ -1,0 +1,40 @@
+/* catalog: what the storefront says about items at run time - availability
+ * (out of stock, delisted) and merchandising boosts - kept by item id so that
+ * it outlives model swaps, and persisted (one small LMDB environment) so that
+ * it outlives restarts.
+ *
+ * For scoring, catalog_multipliers turns the state into one float per item
+ * of a given model: 0 for an unavailable item, its boost otherwise, 1 when
+ * nothing was set. Thread-safe. */
+#ifndef RECD_CATALOG_H
+#define RECD_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+#include "model.h"
+
+#define CATALOG_MAX_BOOST 100.0f
+
+typedef struct catalog catalog;
+
+/* Opens the state stored in dir (created if missing), or an in-memory
+ * catalog when dir is NULL. *out is owned by the caller: catalog_close. */
+int catalog_open(const char *dir, catalog **out, err_t *e);
+void catalog_close(catalog *c);
+
+/* Records item's availability / boost multiplier (0 < m <= CATALOG_MAX_BOOST)
+ * durably. Returns ERR_OK, ERR_INVALID, ERR_INTERNAL (storage). */
+int catalog_set_available(catalog *c, const char *item, size_t len, bool available, err_t *e);
+int catalog_set_boost(catalog *c, const char *item, size_t len, float multiplier, err_t *e);
+
+/* Fills mult (n_items of m) with each item's multiplier for model m and
+ * returns true when any differs from 1. */
+bool catalog_multipliers(catalog *c, const model *m, float *mult);
+
+/* A number that changes whenever the state changes, so that a cached
+ * multiplier array can tell it is stale. */
+unsigned long catalog_generation(catalog *c);
+
+#endif

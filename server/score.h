@@ -1,0 +1,61 @@
+/* score: the arithmetic of serving on one model - a shopper's vector (stored
+ * or folded in from fresh signals), item scores, the storefront's rules
+ * (availability, boosts, category), similarity to seed items, and a top-k
+ * that can trade relevance for diversity (maximal marginal relevance).
+ *
+ * Everything reads the model in place; the caller provides the buffers. */
+#ifndef RECD_SCORE_H
+#define RECD_SCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+#include "topk.h"
+
+#define SCORE_NO_USER UINT32_MAX
+
+/* One fresh signal of a shopper: an item of the model and how much it says
+ * (purchase count, or the weight of a view / cart / favorite event). */
+typedef struct score_signal {
+    uint32_t item;
+    float weight;
+} score_signal;
+
+/* Computes YtY (factors x factors) of m's item factors into yty: once per
+ * model, for every fold-in. */
+void score_gram(const model *m, float *yty);
+
+/* Folds a shopper in: solves x with the item factors fixed, exactly as an ALS
+ * training step would for a user whose counts are the stored history of user
+ * (none when user is SCORE_NO_USER) plus the signals (weights of repeated
+ * items add up). Writes factors floats to x. Returns ERR_OK, ERR_INVALID,
+ * ERR_NOMEM. */
+int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
+                  size_t n, float *x, err_t *e);
+
+/* scores[i] = x . y_i for every item of m (one sgemv over the item matrix). */
+void score_items(const model *m, const float *x, float *scores);
+
+/* scores[i] = mean cosine similarity of item i to the seed items. */
+void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores);
+
+/* Applies the storefront's per-item multipliers (catalog_multipliers): 0
+ * excludes an item (-INFINITY); otherwise a positive score is multiplied
+ * and a negative one divided, so a boost always moves an item up. */
+void score_apply_multipliers(float *scores, const float *mult, uint32_t n);
+
+/* Excludes every item whose category is not category (-INFINITY). */
+void score_keep_category(const model *m, uint32_t category, float *scores);
+
+/* Top k of scores (entries at -INFINITY never), best first. With diversity
+ * d in (0, 1], picks greedily by (1 - d) * relevance - d * (highest cosine
+ * similarity to an item already picked) among the best candidates, with
+ * relevance min-max scaled to [0, 1]; the entries keep their original
+ * scores. Writes up to k entries to out and their number to *n_out.
+ * Returns ERR_OK or ERR_NOMEM. */
+int score_top_k(const model *m, const float *scores, uint32_t k, float diversity, topk_entry *out,
+                uint32_t *n_out, err_t *e);
+
+#endif
