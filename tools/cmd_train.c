@@ -9,14 +9,20 @@
 #include "als.h"
 #include "cmd.h"
 #include "csr.h"
+#include "evstore.h"
 #include "model.h"
 #include "opts.h"
 
 static const char train_usage[] =
-    "usage: recd train --input FILE.csv --model DIR [options]\n"
+    "usage: recd train --input FILE.csv [--events DIR] --model DIR [options]\n"
     "Trains implicit-feedback ALS on a purchase history and publishes the model into DIR\n"
     "(atomically: a server serving DIR switches to it without a restart).\n"
     "  --input FILE         purchase history CSV ('-' = stdin)\n"
+    "  --events DIR         also train on the events a server recorded (recd serve --events),\n"
+    "                       each weighted by its type (--event-weights); either input may be "
+    "alone\n"
+    "  --event-weights LIST weight of each event type in purchases, default\n"
+    "                       view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
     "  --model DIR          model directory (created if missing)\n"
     "  --factors N          latent factors (default 64)\n"
     "  --iterations N       ALS iterations (default 15)\n"
@@ -33,7 +39,9 @@ enum {
     OPT_REG,
     OPT_ALPHA,
     OPT_THREADS,
-    OPT_SEED
+    OPT_SEED,
+    OPT_EVENTS,
+    OPT_EVENT_WEIGHTS
 };
 
 static double now_seconds(void) {
@@ -69,19 +77,60 @@ static void history_fingerprint(const ev_set *s, char out[17]) {
     XXH64_freeState(h);
 }
 
+/* Loads the CSV history (when input is set) and then the recorded events of
+ * events_dir (when set) into one set, initialized here (caller frees with
+ * ev_set_free); *n_from_csv gets how many events came from the CSV. Returns 0,
+ * or -1 after printing why (an empty history included). */
+static int load_histories(const char *input, const ingest_options *io, const char *events_dir,
+                          const float *weights, ev_set *history, size_t *n_from_csv) {
+    err_t e;
+    if (input ? opts_load_history(input, io, history) : ev_set_init(history, &e)) {
+        if (!input) fprintf(stderr, "recd: %s\n", e.msg);
+        return -1;
+    }
+    *n_from_csv = history->n;
+    if (events_dir) {
+        evstore *store;
+        size_t added = 0;
+        int rc = evstore_open(events_dir, NULL, &store, &e);
+        if (!rc) {
+            rc = evstore_load(store, weights, history, &added, &e);
+            evstore_close(store);
+        }
+        if (rc) {
+            fprintf(stderr, "recd: event store %s: %s\n", events_dir, e.msg);
+            ev_set_free(history);
+            return -1;
+        }
+        fprintf(stderr, "events: %zu recorded events from %s\n", added, events_dir);
+    }
+    if (history->n == 0) {
+        fprintf(stderr, "recd: no usable purchase rows or events; no model published\n");
+        ev_set_free(history);
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
-    static const struct option longopts[] = {{"input", required_argument, 0, OPT_INPUT},
-                                             {"model", required_argument, 0, OPT_MODEL},
-                                             {"factors", required_argument, 0, OPT_FACTORS},
-                                             {"iterations", required_argument, 0, OPT_ITERATIONS},
-                                             {"regularization", required_argument, 0, OPT_REG},
-                                             {"alpha", required_argument, 0, OPT_ALPHA},
-                                             {"threads", required_argument, 0, OPT_THREADS},
-                                             {"seed", required_argument, 0, OPT_SEED},
-                                             OPTS_INGEST_LONG,
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
-    const char *input = NULL, *model_dir = NULL;
+    static const struct option longopts[] = {
+        {"input", required_argument, 0, OPT_INPUT},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"factors", required_argument, 0, OPT_FACTORS},
+        {"iterations", required_argument, 0, OPT_ITERATIONS},
+        {"regularization", required_argument, 0, OPT_REG},
+        {"alpha", required_argument, 0, OPT_ALPHA},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"events", required_argument, 0, OPT_EVENTS},
+        {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
+        OPTS_INGEST_LONG,
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
+    /* The serving defaults (svc_options_init), so that a fold-in and a
+     * retraining weigh an event alike. */
+    float weights[EVSTORE_TYPES] = {0, 0.1f, 0.3f, 1.0f, 0.5f};
     ingest_options io;
     ingest_options_init(&io);
     als_params ap;
@@ -113,6 +162,12 @@ int cmd_train(int argc, char **argv) {
         case OPT_SEED:
             if (opts_u64("seed", optarg, 0, UINT64_MAX, &ap.seed)) return 2;
             break;
+        case OPT_EVENTS:
+            events_dir = optarg;
+            break;
+        case OPT_EVENT_WEIGHTS:
+            if (opts_event_weights(optarg, weights)) return 2;
+            break;
         case 'h':
             printf("%s%s", train_usage, OPTS_INGEST_HELP);
             return 0;
@@ -122,37 +177,37 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    if (!input || !model_dir || optind != argc) {
+    if ((!input && !events_dir) || !model_dir || optind != argc) {
         fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
         return 2;
     }
     double start = now_seconds();
     ev_set history;
-    if (opts_load_history(input, &io, &history)) return 1;
-    if (history.n == 0) {
-        fprintf(stderr, "recd: %s has no usable purchase rows; no model published\n", input);
-        ev_set_free(&history);
-        return 1;
-    }
+    size_t n_from_csv;
+    if (load_histories(input, &io, events_dir, weights, &history, &n_from_csv)) return 1;
     uint32_t n_users = idmap_size(history.users), n_items = idmap_size(history.items);
     err_t e;
     uint32_t *rows = malloc(history.n * sizeof *rows), *cols = malloc(history.n * sizeof *cols);
+    float *vals = malloc(history.n * sizeof *vals);
     csr counts = {0}, by_item = {0};
     als_factors factors = {0};
     float *popularity = malloc((size_t)n_items * sizeof *popularity);
     uint32_t *item_category = NULL;
     int status = 1;
-    if (!rows || !cols || !popularity) {
+    if (!rows || !cols || !vals || !popularity) {
         fprintf(stderr, "recd: out of memory for %zu events\n", history.n);
         goto out;
     }
     /* r_ui = number of purchase rows of item i by user u: repeat purchases
-     * count, quantities do not (wholesale quantities would swamp the rest). */
+     * count, quantities do not (wholesale quantities would swamp the rest).
+     * A recorded event counts its type's weight (evstore_load put it in
+     * quantity). */
     for (size_t i = 0; i < history.n; i++) {
         rows[i] = history.events[i].user;
         cols[i] = history.events[i].item;
+        vals[i] = i < n_from_csv ? 1.0f : history.events[i].quantity;
     }
-    if (csr_from_triplets(n_users, n_items, rows, cols, NULL, history.n, &counts, &e) ||
+    if (csr_from_triplets(n_users, n_items, rows, cols, vals, history.n, &counts, &e) ||
         csr_transpose(&counts, &by_item, &e)) {
         fprintf(stderr, "recd: %s\n", e.msg);
         goto out;
@@ -217,6 +272,7 @@ int cmd_train(int argc, char **argv) {
 out:
     free(rows);
     free(cols);
+    free(vals);
     free(popularity);
     free(item_category);
     csr_free(&counts);

@@ -64,12 +64,14 @@ class Shop:
     def __init__(self, path):
         self.path = path
         self.bought = defaultdict(set)
+        self.category = {}
         buyers = defaultdict(set)
         self.rows = 0
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 self.bought[row["user_id"]].add(row["item_id"])
                 buyers[row["item_id"]].add(row["user_id"])
+                self.category[row["item_id"]] = row["category"]
                 self.rows += 1
         self.items = set(buyers)
         self.popularity = Counter({i: len(u) for i, u in buyers.items()})
