@@ -78,6 +78,30 @@
 #define K_CATEGORY_IDS "category_ids"
 #define K_CATEGORY_INDEX "category_index"
 #define K_ITEM_CATEGORY "item_category"
+#define K_CHURN_N "churn_n_features"
+#define K_CHURN_HORIZON "churn_horizon_days"
+#define K_CHURN_SCORED_AT "churn_scored_at"
+#define K_CHURN_INTERCEPT "churn_intercept"
+#define K_CHURN_PLATT_A "churn_platt_a"
+#define K_CHURN_PLATT_B "churn_platt_b"
+#define K_CHURN_NAMES "churn_feature_names"
+#define K_CHURN_COEF "churn_coef"
+#define K_CHURN_MEAN "churn_mean"
+#define K_CHURN_SCALE "churn_scale"
+#define K_CHURN_BANDS "churn_bands"
+#define K_CHURN_TIERS "churn_tiers"
+#define K_CHURN_FEATURES "churn_features"
+#define K_CHURN_PROB "churn_probability"
+#define K_CHURN_BAND "churn_band"
+#define K_CHURN_SEGMENT "churn_segment"
+#define K_CHURN_TIER "churn_tier"
+#define K_CHURN_RECENCY "churn_recency_days"
+#define K_CHURN_FREQUENCY "churn_frequency"
+#define K_CHURN_MONETARY "churn_monetary"
+/* Codes of model_churn (model.h): bands, segments, tiers. */
+#define MODEL_CHURN_N_BANDS 3
+#define MODEL_CHURN_N_SEGMENTS 6
+#define MODEL_CHURN_N_TIERS 5
 
 /* One id space as read from the map: the id table and its hash index. */
 typedef struct model_ids {
@@ -100,6 +124,9 @@ struct model {
     const float *user_item_counts; /* parallel to user_indices */
     model_ids categories;          /* n = 0 when the model has none */
     const uint32_t *item_category; /* NULL when the model has no categories */
+    int has_churn;
+    model_churn churn; /* arrays point into the map; names into churn_names */
+    const char *churn_names[MODEL_CHURN_MAX_FEATURES];
 };
 
 /* --- small helpers ------------------------------------------------------- */
@@ -377,6 +404,63 @@ int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e) {
 
 /* --- publication ---------------------------------------------------------- */
 
+/* Checks the optional churn part of an input (model_check_input). Per-user
+ * codes and probabilities are checked here, once, so that a server can index
+ * name tables with them without distrusting the file's writer. */
+static int model_check_churn(const model_churn *c, uint32_t n_users, err_t *e) {
+    if (c->n_features < 1 || c->n_features > MODEL_CHURN_MAX_FEATURES)
+        return err_set(e, ERR_INVALID, "model: publish: churn has %u features, not 1..%d",
+                       c->n_features, MODEL_CHURN_MAX_FEATURES);
+    if (!c->feature_names || !c->coef || !c->mean || !c->scale ||
+        (n_users && (!c->features || !c->probability || !c->band || !c->segment || !c->tier ||
+                     !c->recency_days || !c->frequency || !c->monetary)))
+        return err_set(e, ERR_INVALID, "model: publish: missing array in churn input");
+    for (uint32_t j = 0; j < c->n_features; j++) {
+        size_t len = c->feature_names[j] ? strlen(c->feature_names[j]) : 0;
+        if (len == 0 || len >= MODEL_CHURN_NAME_MAX)
+            return err_set(e, ERR_INVALID,
+                           "model: publish: churn feature %u needs a name of 1..%d bytes", j,
+                           MODEL_CHURN_NAME_MAX - 1);
+        if (!isfinite(c->coef[j]) || !isfinite(c->mean[j]) || !isfinite(c->scale[j]) ||
+            !(c->scale[j] > 0))
+            return err_set(e, ERR_INVALID,
+                           "model: publish: churn feature %s: coefficient, mean or scale not "
+                           "finite (or scale <= 0)",
+                           c->feature_names[j]);
+    }
+    if (!isfinite(c->intercept) || !isfinite(c->platt_a) || !isfinite(c->platt_b) ||
+        c->horizon_days == 0)
+        return err_set(e, ERR_INVALID,
+                       "model: publish: churn intercept / calibration not finite or horizon 0");
+    for (int b = 0; b < MODEL_CHURN_BANDS; b++)
+        if (!(c->bands[b] > 0 && c->bands[b] < 1) || (b && !(c->bands[b] > c->bands[b - 1])))
+            return err_set(e, ERR_INVALID,
+                           "model: publish: churn band thresholds must ascend inside (0, 1)");
+    for (int t = 0; t < MODEL_CHURN_TIERS; t++)
+        if (!(c->tiers[t] >= 0) || !isfinite(c->tiers[t]) ||
+            (t && !(c->tiers[t] > c->tiers[t - 1])))
+            return err_set(e, ERR_INVALID,
+                           "model: publish: churn tier thresholds must ascend from 0");
+    for (uint32_t u = 0; u < n_users; u++) {
+        float p = c->probability[u];
+        int none = isnan(p);
+        if (none ? c->band[u] != MODEL_CHURN_NONE || c->segment[u] != MODEL_CHURN_NONE ||
+                       c->tier[u] != MODEL_CHURN_NONE
+                 : !(p >= 0 && p <= 1) || c->band[u] >= MODEL_CHURN_N_BANDS ||
+                       c->segment[u] >= MODEL_CHURN_N_SEGMENTS || c->tier[u] >= MODEL_CHURN_N_TIERS)
+            return err_set(e, ERR_INVALID,
+                           "model: publish: churn scores of user %u are inconsistent (probability "
+                           "%g, band %u, segment %u, tier %u)",
+                           u, (double)p, c->band[u], c->segment[u], c->tier[u]);
+        for (uint32_t j = 0; j < c->n_features; j++)
+            if (!isfinite(c->features[(size_t)u * c->n_features + j]))
+                return err_set(e, ERR_INVALID,
+                               "model: publish: churn feature %s of user %u is not finite",
+                               c->feature_names[j], u);
+    }
+    return ERR_OK;
+}
+
 /* Checks that in describes one consistent model (ERR_INVALID otherwise), so
  * that a reader never has to distrust sizes that model_open verified. */
 static int model_check_input(const model_input *in, err_t *e) {
@@ -428,7 +512,7 @@ static int model_check_input(const model_input *in, err_t *e) {
     size_t src = strnlen(m->source_fingerprint, sizeof m->source_fingerprint);
     if (src == sizeof m->source_fingerprint)
         return err_set(e, ERR_INVALID, "model: publish: source_fingerprint is not terminated");
-    return ERR_OK;
+    return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
 /* Chooses the version name for a model with this content fingerprint
@@ -582,6 +666,58 @@ static int model_pop_cmp(const void *a, const void *b, void *ctx) {
     return (x > y) - (x < y);
 }
 
+/* Reserves blob key of len bytes and copies src into it. */
+static int model_put_blob(model_writer *w, const char *key, const void *src, uint64_t len,
+                          err_t *e) {
+    void *p;
+    int rc = model_reserve(w, key, len, &p, e);
+    if (!rc && len) memcpy(p, src, (size_t)len);
+    return rc;
+}
+
+/* Writes the churn keys (docs/model-format.md, "Churn") of a checked input. */
+static int model_write_churn(model_writer *w, const model_churn *c, uint32_t nu, err_t *e) {
+    uint32_t nf = c->n_features;
+    uint64_t names = ((uint64_t)nf + 1) * sizeof(uint64_t);
+    for (uint32_t j = 0; j < nf; j++)
+        names += strlen(c->feature_names[j]) + 1;
+    void *p;
+    int rc;
+    if ((rc = model_put_u32v(w, K_CHURN_N, nf, e)) ||
+        (rc = model_put_u32v(w, K_CHURN_HORIZON, c->horizon_days, e)) ||
+        (rc = model_put_u64v(w, K_CHURN_SCORED_AT, (uint64_t)c->scored_at, e)) ||
+        (rc = model_put_f64(w, K_CHURN_INTERCEPT, c->intercept, e)) ||
+        (rc = model_put_f64(w, K_CHURN_PLATT_A, c->platt_a, e)) ||
+        (rc = model_put_f64(w, K_CHURN_PLATT_B, c->platt_b, e)) ||
+        (rc = model_reserve(w, K_CHURN_NAMES, names, &p, e)))
+        return rc;
+    /* Names keep their NUL, so that a reader can hand out C strings that
+     * point into the map. */
+    uint64_t *off = p;
+    char *bytes = (char *)(off + (size_t)nf + 1);
+    off[0] = 0;
+    for (uint32_t j = 0; j < nf; j++) {
+        size_t len = strlen(c->feature_names[j]) + 1;
+        memcpy(bytes + off[j], c->feature_names[j], len);
+        off[j + 1] = off[j] + len;
+    }
+    uint64_t f64 = (uint64_t)nf * sizeof(double), per = (uint64_t)nu * sizeof(float);
+    if ((rc = model_put_blob(w, K_CHURN_COEF, c->coef, f64, e)) ||
+        (rc = model_put_blob(w, K_CHURN_MEAN, c->mean, f64, e)) ||
+        (rc = model_put_blob(w, K_CHURN_SCALE, c->scale, f64, e)) ||
+        (rc = model_put_blob(w, K_CHURN_BANDS, c->bands, sizeof c->bands, e)) ||
+        (rc = model_put_blob(w, K_CHURN_TIERS, c->tiers, sizeof c->tiers, e)) ||
+        (rc = model_put_blob(w, K_CHURN_FEATURES, c->features, per * nf, e)) ||
+        (rc = model_put_blob(w, K_CHURN_PROB, c->probability, per, e)) ||
+        (rc = model_put_blob(w, K_CHURN_BAND, c->band, nu, e)) ||
+        (rc = model_put_blob(w, K_CHURN_SEGMENT, c->segment, nu, e)) ||
+        (rc = model_put_blob(w, K_CHURN_TIER, c->tier, nu, e)) ||
+        (rc = model_put_blob(w, K_CHURN_RECENCY, c->recency_days, per, e)) ||
+        (rc = model_put_blob(w, K_CHURN_FREQUENCY, c->frequency, per, e)))
+        return rc;
+    return model_put_blob(w, K_CHURN_MONETARY, c->monetary, per, e);
+}
+
 /* Writes every key of the model in one transaction of env. */
 static int model_write(MDB_env *env, const char *path, const model_input *in,
                        const model_meta *meta, err_t *e) {
@@ -644,6 +780,7 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
             goto fail;
         if (ni) memcpy(p, in->item_category, (size_t)ni * sizeof(uint32_t));
     }
+    if (in->churn && (rc = model_write_churn(&w, in->churn, nu, e))) goto fail;
     if ((rc = model_reserve(&w, K_POPULARITY, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
     if (ni) memcpy(p, in->item_popularity, (size_t)ni * sizeof(float));
     if ((rc = model_reserve(&w, K_POPULAR, (uint64_t)ni * sizeof(uint32_t), &p, e))) goto fail;
@@ -898,6 +1035,94 @@ static int model_get_ids(model_reader *r, const char *table_key, const char *ind
     return ERR_OK;
 }
 
+/* True when key is present (an optional part of the model). */
+static int model_has(model_reader *r, const char *key) {
+    MDB_val probe, k = {strlen(key), (void *)key};
+    return mdb_get(r->txn, r->dbi, &k, &probe) != MDB_NOTFOUND;
+}
+
+/* Reads a fixed-size 8-byte metadata value as a double / int64. */
+static int model_get_f64(model_reader *r, const char *key, void *out, err_t *e) {
+    uint64_t v;
+    int rc = model_get_fixed(r, key, 8, &v, e);
+    if (!rc) memcpy(out, &v, 8);
+    return rc;
+}
+
+/* Reads the optional churn keys once K_CHURN_N is known to exist: every one
+ * of them must then be present with the size the counts imply. The names'
+ * offsets and NULs are checked too (at most MODEL_CHURN_MAX_FEATURES of
+ * them), so feature_names are safe C strings; per-user codes are trusted as
+ * the writer checked them. */
+static int model_read_churn(model_reader *r, model *m, err_t *e) {
+    model_churn *c = &m->churn;
+    uint64_t v;
+    int rc;
+    if ((rc = model_get_fixed(r, K_CHURN_N, 4, &v, e))) return rc;
+    if (v < 1 || v > MODEL_CHURN_MAX_FEATURES)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s is %llu, not 1..%d", r->path, K_CHURN_N,
+                       (unsigned long long)v, MODEL_CHURN_MAX_FEATURES);
+    uint32_t nf = (uint32_t)v, nu = m->meta.n_users;
+    c->n_features = nf;
+    if ((rc = model_get_fixed(r, K_CHURN_HORIZON, 4, &v, e))) return rc;
+    c->horizon_days = (uint32_t)v;
+    if ((rc = model_get_f64(r, K_CHURN_SCORED_AT, &c->scored_at, e)) ||
+        (rc = model_get_f64(r, K_CHURN_INTERCEPT, &c->intercept, e)) ||
+        (rc = model_get_f64(r, K_CHURN_PLATT_A, &c->platt_a, e)) ||
+        (rc = model_get_f64(r, K_CHURN_PLATT_B, &c->platt_b, e)))
+        return rc;
+    const void *p;
+    uint64_t head = ((uint64_t)nf + 1) * sizeof(uint64_t);
+    if ((rc = model_get_blob(r, K_CHURN_NAMES, NULL, head, 8, &p, e))) return rc;
+    const uint64_t *off = p;
+    const char *bytes = (const char *)(off + (size_t)nf + 1);
+    if (off[0] != 0 || off[nf] > (uint64_t)nf * MODEL_CHURN_NAME_MAX)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has bad offsets", r->path, K_CHURN_NAMES);
+    uint64_t len = head + off[nf];
+    if ((rc = model_get_blob(r, K_CHURN_NAMES, &len, 0, 8, &p, e))) return rc;
+    for (uint32_t j = 0; j < nf; j++) {
+        uint64_t n = off[j + 1] - off[j]; /* with the NUL */
+        if (off[j + 1] <= off[j] + 1 || off[j + 1] > off[nf] || n > MODEL_CHURN_NAME_MAX ||
+            bytes[off[j + 1] - 1] != '\0' || memchr(bytes + off[j], '\0', (size_t)n - 1))
+            return err_set(e, ERR_FORMAT,
+                           "model: %s: key %s: name %u is not a C string of 1..%d bytes", r->path,
+                           K_CHURN_NAMES, j, MODEL_CHURN_NAME_MAX - 1);
+        m->churn_names[j] = bytes + off[j];
+    }
+    c->feature_names = m->churn_names;
+    uint64_t f64 = (uint64_t)nf * sizeof(double), per = (uint64_t)nu * sizeof(float),
+             feats = per * nf, bands = sizeof c->bands, tiers = sizeof c->tiers, u8 = nu;
+    struct {
+        const char *key;
+        const uint64_t *len;
+        unsigned align;
+        const void **out;
+    } blobs[] = {
+        {K_CHURN_COEF, &f64, 8, (const void **)&c->coef},
+        {K_CHURN_MEAN, &f64, 8, (const void **)&c->mean},
+        {K_CHURN_SCALE, &f64, 8, (const void **)&c->scale},
+        {K_CHURN_FEATURES, &feats, 4, (const void **)&c->features},
+        {K_CHURN_PROB, &per, 4, (const void **)&c->probability},
+        {K_CHURN_BAND, &u8, 1, (const void **)&c->band},
+        {K_CHURN_SEGMENT, &u8, 1, (const void **)&c->segment},
+        {K_CHURN_TIER, &u8, 1, (const void **)&c->tier},
+        {K_CHURN_RECENCY, &per, 4, (const void **)&c->recency_days},
+        {K_CHURN_FREQUENCY, &per, 4, (const void **)&c->frequency},
+        {K_CHURN_MONETARY, &per, 4, (const void **)&c->monetary},
+    };
+    for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
+        if ((rc =
+                 model_get_blob(r, blobs[i].key, blobs[i].len, 0, blobs[i].align, blobs[i].out, e)))
+            return rc;
+    /* Thresholds are copied: the struct hands them out by value. */
+    if ((rc = model_get_blob(r, K_CHURN_BANDS, &bands, 0, 4, &p, e))) return rc;
+    memcpy(c->bands, p, sizeof c->bands);
+    if ((rc = model_get_blob(r, K_CHURN_TIERS, &tiers, 0, 4, &p, e))) return rc;
+    memcpy(c->tiers, p, sizeof c->tiers);
+    m->has_churn = 1;
+    return ERR_OK;
+}
+
 /* Reads and checks every key; the environment has passed the size check. */
 static int model_read(model_reader *r, model *m, err_t *e) {
     model_meta *mt = &m->meta;
@@ -964,9 +1189,9 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     len = nnz * sizeof(float);
     if ((rc = model_get_blob(r, K_USER_ITEM_COUNTS, &len, 0, 4, &p, e))) return rc;
     m->user_item_counts = p;
+    if (model_has(r, K_CHURN_N) && (rc = model_read_churn(r, m, e))) return rc;
     /* Categories are optional: a history without a category column has none. */
-    MDB_val probe, key = {strlen(K_CATEGORIES), (void *)K_CATEGORIES};
-    if (mdb_get(r->txn, r->dbi, &key, &probe) == MDB_NOTFOUND) return ERR_OK;
+    if (!model_has(r, K_CATEGORIES)) return ERR_OK;
     if ((rc = model_get_fixed(r, K_CATEGORIES, 4, &v, e)) ||
         (rc = model_get_ids(r, K_CATEGORY_IDS, K_CATEGORY_INDEX, (uint32_t)v, &m->categories, e)))
         return rc;
@@ -1147,4 +1372,31 @@ const char *model_category_id(const model *m, uint32_t index, size_t *len) {
 
 const uint32_t *model_item_categories(const model *m) {
     return m->item_category;
+}
+
+const model_churn *model_churn_info(const model *m) {
+    return m->has_churn ? &m->churn : NULL;
+}
+
+int model_churn_user_scores(const model *m, uint32_t u, model_churn_user *out) {
+    if (!m->has_churn) return ERR_NOTFOUND;
+    const model_churn *c = &m->churn;
+    out->probability = c->probability[u];
+    out->band = c->band[u];
+    out->segment = c->segment[u];
+    out->tier = c->tier[u];
+    out->recency_days = c->recency_days[u];
+    out->frequency = c->frequency[u];
+    out->monetary = c->monetary[u];
+    out->features = c->features + (size_t)u * c->n_features;
+    return ERR_OK;
+}
+
+int model_churn_contributions(const model *m, uint32_t u, double *out) {
+    if (!m->has_churn) return ERR_NOTFOUND;
+    const model_churn *c = &m->churn;
+    const float *x = c->features + (size_t)u * c->n_features;
+    for (uint32_t j = 0; j < c->n_features; j++)
+        out[j] = c->coef[j] * ((x[j] - c->mean[j]) / c->scale[j]);
+    return ERR_OK;
 }

@@ -43,6 +43,42 @@ typedef struct model_meta {
     char source_fingerprint[17];     /* hex xxh64 of the input data, set by the caller */
 } model_meta;
 
+/* Optional churn model and per-user churn scores at one scoring time
+ * (training/churn.h computes them; the serving side reads them back). A
+ * user's churn probability is
+ *     p = 1 / (1 + exp(-(platt_a * s + platt_b))),
+ *     s = intercept + sum_j coef[j] * (features[j] - mean[j]) / scale[j]
+ * and coef[j] * (features[j] - mean[j]) / scale[j] is how much input j
+ * pushes the score (positive = towards churn): the explanation.
+ * Codes: band 0 light, 1 medium, 2 heavy (p < bands[0], < bands[1], else);
+ * segment 0 high-value active, 1 mid-value active, 2 low-value active,
+ * 3 promising, 4 at-risk, 5 dormant; tier 0 ordinary, 1 bronze, 2 silver,
+ * 3 gold, 4 diamond (spend in the 365 days before scored_at >= tiers[t-1]);
+ * MODEL_CHURN_NONE with probability NaN for a user who had not bought before
+ * scored_at. In model_input every pointer is borrowed for the call; from
+ * model_churn_info every pointer points into the map (valid until
+ * model_close). */
+#define MODEL_CHURN_MAX_FEATURES 256
+#define MODEL_CHURN_NAME_MAX 64 /* bytes of a feature name, with NUL */
+#define MODEL_CHURN_BANDS 2     /* band thresholds: medium, heavy */
+#define MODEL_CHURN_TIERS 4     /* tier thresholds: bronze, silver, gold, diamond */
+#define MODEL_CHURN_NONE 255
+typedef struct model_churn {
+    uint32_t n_features;               /* model inputs per user, 1..MODEL_CHURN_MAX_FEATURES */
+    const char *const *feature_names;  /* n_features NUL-terminated names */
+    const double *coef, *mean, *scale; /* n_features each; scale > 0 */
+    double intercept, platt_a, platt_b;
+    uint32_t horizon_days;          /* H: churned = no purchase within H days */
+    int64_t scored_at;              /* unix seconds: the features' cutoff (latest event + 1) */
+    float bands[MODEL_CHURN_BANDS]; /* ascending, in (0, 1) */
+    float tiers[MODEL_CHURN_TIERS]; /* ascending, >= 0, in the data's currency */
+    /* Per user, n_users entries indexed like the model's users: */
+    const float *features;    /* n_users x n_features, model inputs before standardization */
+    const float *probability; /* calibrated, in [0, 1]; NaN = not scored */
+    const uint8_t *band, *segment, *tier;             /* codes above */
+    const float *recency_days, *frequency, *monetary; /* days since last purchase, orders, spend */
+} model_churn;
+
 /* What model_publish writes; every pointer is borrowed for the call. */
 typedef struct model_input {
     model_meta meta;              /* version, trained_at, format_version are filled in */
@@ -55,6 +91,7 @@ typedef struct model_input {
      * item_category[i] the category index of item i (UINT32_MAX = none). */
     const idmap *categories;
     const uint32_t *item_category;
+    const model_churn *churn; /* optional churn model and scores; NULL = none */
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -117,6 +154,26 @@ uint32_t model_n_categories(const model *m);
 int model_category_index(const model *m, const char *id, size_t len, uint32_t *index);
 const char *model_category_id(const model *m, uint32_t index, size_t *len);
 const uint32_t *model_item_categories(const model *m);
+
+/* The churn model and scores of the publication, NULL when it has none. */
+const model_churn *model_churn_info(const model *m);
+
+/* One user's churn scores, copied out of the map. */
+typedef struct model_churn_user {
+    float probability; /* NaN = not scored */
+    uint8_t band, segment, tier;
+    float recency_days, frequency, monetary;
+    const float *features; /* n_features model inputs, into the map */
+} model_churn_user;
+
+/* Fills *out for user index u < n_users. Returns ERR_OK, or ERR_NOTFOUND
+ * when the model has no churn scores. */
+int model_churn_user_scores(const model *m, uint32_t u, model_churn_user *out);
+
+/* Contribution of every input to user u's linear churn score (n_features
+ * doubles into out; see model_churn). Returns ERR_OK or ERR_NOTFOUND (no
+ * churn model). */
+int model_churn_contributions(const model *m, uint32_t u, double *out);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

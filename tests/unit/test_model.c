@@ -596,3 +596,159 @@ Test(model, item_categories_round_trip) {
     idmap_free(cats);
     fixture_free(&f);
 }
+
+/* A churn part for the fixture: 2 inputs, user 1 not scored. */
+typedef struct churn_fixture {
+    const char *names[2];
+    double coef[2], mean[2], scale[2];
+    float features[NU * 2], prob[NU], rec[NU], freq[NU], money[NU];
+    uint8_t band[NU], segment[NU], tier[NU];
+    model_churn c;
+} churn_fixture;
+
+static void churn_fixture_init(churn_fixture *cf) {
+    memset(cf, 0, sizeof *cf);
+    cf->names[0] = "log_recency_days";
+    cf->names[1] = "one_day_buyer";
+    cf->coef[0] = 0.75, cf->coef[1] = -0.5;
+    cf->mean[0] = 2, cf->mean[1] = 0.25;
+    cf->scale[0] = 0.5, cf->scale[1] = 4;
+    for (int u = 0; u < NU; u++) {
+        cf->features[2 * u] = 1.0f + (float)u;
+        cf->features[2 * u + 1] = (float)(u % 2);
+        cf->prob[u] = 0.1f + 0.2f * (float)u;
+        cf->band[u] = (uint8_t)(u % 3);
+        cf->segment[u] = (uint8_t)u;
+        cf->tier[u] = (uint8_t)(4 - u);
+        cf->rec[u] = 10.5f * (float)u;
+        cf->freq[u] = (float)(u + 1);
+        cf->money[u] = 100.25f * (float)u;
+    }
+    cf->prob[1] = NAN;
+    cf->band[1] = cf->segment[1] = cf->tier[1] = MODEL_CHURN_NONE;
+    model_churn c = {.n_features = 2,
+                     .feature_names = cf->names,
+                     .coef = cf->coef,
+                     .mean = cf->mean,
+                     .scale = cf->scale,
+                     .intercept = -0.125,
+                     .platt_a = 0.9,
+                     .platt_b = -0.3,
+                     .horizon_days = 90,
+                     .scored_at = 1323435001,
+                     .bands = {0.4f, 0.7f},
+                     .tiers = {3000, 8000, 20000, 50000},
+                     .features = cf->features,
+                     .probability = cf->prob,
+                     .band = cf->band,
+                     .segment = cf->segment,
+                     .tier = cf->tier,
+                     .recency_days = cf->rec,
+                     .frequency = cf->freq,
+                     .monetary = cf->money};
+    cf->c = c;
+}
+
+Test(model, churn_round_trip) {
+    fixture f;
+    fixture_init(&f, 1.0f);
+    churn_fixture cf;
+    churn_fixture_init(&cf);
+    f.in.churn = &cf.c;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/churn", root);
+    err_t e = {0};
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const model_churn *c = model_churn_info(m);
+    cr_assert_not_null(c);
+    cr_assert_eq(c->n_features, 2);
+    cr_assert_str_eq(c->feature_names[0], "log_recency_days");
+    cr_assert_str_eq(c->feature_names[1], "one_day_buyer");
+    cr_assert_arr_eq(c->coef, cf.coef, sizeof cf.coef);
+    cr_assert_arr_eq(c->mean, cf.mean, sizeof cf.mean);
+    cr_assert_arr_eq(c->scale, cf.scale, sizeof cf.scale);
+    cr_assert(c->intercept == -0.125 && c->platt_a == 0.9 && c->platt_b == -0.3);
+    cr_assert_eq(c->horizon_days, 90);
+    cr_assert_eq(c->scored_at, 1323435001);
+    cr_assert(c->bands[0] == 0.4f && c->bands[1] == 0.7f);
+    cr_assert(c->tiers[0] == 3000 && c->tiers[3] == 50000);
+    cr_assert_arr_eq(c->features, cf.features, sizeof cf.features);
+    cr_assert_arr_eq(c->band, cf.band, NU);
+    cr_assert_arr_eq(c->segment, cf.segment, NU);
+    cr_assert_arr_eq(c->tier, cf.tier, NU);
+    cr_assert_arr_eq(c->monetary, cf.money, sizeof cf.money);
+    model_churn_user s;
+    cr_assert_eq(model_churn_user_scores(m, 3, &s), ERR_OK);
+    cr_assert(s.probability == cf.prob[3] && s.band == 0 && s.segment == 3 && s.tier == 1);
+    cr_assert(s.recency_days == 31.5f && s.frequency == 4 && s.monetary == 300.75f);
+    cr_assert(s.features[0] == 4 && s.features[1] == 1);
+    cr_assert_eq(model_churn_user_scores(m, 1, &s), ERR_OK);
+    cr_assert(isnan(s.probability) && s.band == MODEL_CHURN_NONE);
+    /* User 3: (4 - 2) / 0.5 * 0.75 = 3 and (1 - 0.25) / 4 * -0.5 = -0.09375. */
+    double contrib[2];
+    cr_assert_eq(model_churn_contributions(m, 3, contrib), ERR_OK);
+    cr_assert_float_eq(contrib[0], 3.0, 1e-12);
+    cr_assert_float_eq(contrib[1], -0.09375, 1e-12);
+    model_close(m);
+
+    /* The same model without churn: NULL and ERR_NOTFOUND, not an error. */
+    f.in.churn = NULL;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_null(model_churn_info(m));
+    cr_assert_eq(model_churn_user_scores(m, 0, &s), ERR_NOTFOUND);
+    cr_assert_eq(model_churn_contributions(m, 0, contrib), ERR_NOTFOUND);
+    model_close(m);
+    fixture_free(&f);
+}
+
+Test(model, churn_refuses_inconsistent_input_and_keys) {
+    fixture f;
+    fixture_init(&f, 1.0f);
+    churn_fixture cf;
+    churn_fixture_init(&cf);
+    f.in.churn = &cf.c;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/churn", root);
+    err_t e;
+    cf.band[2] = 3; /* no such band */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cr_assert_not_null(strstr(e.msg, "user 2"), "%s", e.msg);
+    cf.band[2] = 2;
+    cf.band[1] = 0; /* unscored user with a band */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cf.band[1] = MODEL_CHURN_NONE;
+    cf.c.bands[1] = 0.3f; /* not ascending */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cf.c.bands[1] = 0.7f;
+    cf.scale[1] = 0;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cf.scale[1] = 4;
+    cf.features[3] = INFINITY;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cf.features[3] = 0;
+    cf.c.n_features = 0;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cf.c.n_features = 2;
+    char v[MODEL_VERSION_MAX];
+    cr_assert_eq(model_current_version(dir, v, NULL), ERR_NOTFOUND); /* nothing published */
+
+    model_meta pub;
+    cr_assert_eq(model_publish(dir, &f.in, &pub, &e), ERR_OK, "%s", e.msg);
+    char vdir[PATH_MAX];
+    snprintf(vdir, sizeof vdir, "%s/churn/versions/%s", root, pub.version);
+    /* More features than the per-user blob holds. */
+    unsigned char three[4] = {3, 0, 0, 0};
+    patch(vdir, "churn_n_features", three, 4, 0);
+    const char *msg = refuse(dir, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "churn_"), "%s", msg);
+    unsigned char two[4] = {2, 0, 0, 0};
+    patch(vdir, "churn_n_features", two, 4, 0);
+    /* Present marker, missing part. */
+    patch(vdir, "churn_tier", NULL, 0, 1);
+    msg = refuse(dir, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "missing key churn_tier"), "%s", msg);
+    fixture_free(&f);
+}
