@@ -11,18 +11,26 @@
 #include "recd/v1/recommender.pb-c.h"
 
 static const char query_usage[] =
-    "usage: recd query [--server ADDR] [--json] [--timeout S] ACTION ...\n"
+    "usage: recd query [--server ADDR] [--json] [--timeout S] [--repeat N] ACTION ...\n"
     "Calls a running recd server (gRPC) and prints the answer as a table or JSON.\n"
-    "  recommend USER [-k N] [--exclude ITEM]... [--include-purchased]\n"
-    "                     top-k items for USER (unknown users get the most popular)\n"
-    "  similar ITEM [-k N] items most similar to ITEM\n"
+    "  recommend USER     top-k items for USER (unknown users get the most popular); USER\n"
+    "                     '' with --context is an anonymous visitor\n"
+    "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
+    "      [--diversity D] [--category C]\n"
+    "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
+    "  rerank USER ITEM...  orders the candidate ITEMs for USER [--context ITEM]...\n"
+    "  event USER ITEM TYPE  records an event; TYPE view, cart, purchase or favorite\n"
+    "      [--quantity N] [--price P] [--time UNIX]\n"
+    "  available ITEM yes|no  marks ITEM in or out of stock\n"
+    "  boost ITEM MULT    multiplies ITEM's score by MULT (1 = no boost)\n"
     "  info               the served model's metadata\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
     "  --server ADDR      server address (default 127.0.0.1:50051)\n"
     "  --json             print JSON instead of a table\n"
     "  --timeout S        deadline in seconds (default 5)\n"
-    "  -k N               number of items (default 10)\n";
+    "  -k N               number of items (default 10)\n"
+    "  --repeat N         send the request N times and print latency percentiles instead\n";
 
 static const char *const status_names[] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -130,140 +138,390 @@ static uint8_t *call(client *c, const char *method, const ProtobufCMessage *msg,
     return r.body;
 }
 
-enum { OPT_SERVER = OPT_FIRST_FREE, OPT_JSON, OPT_TIMEOUT, OPT_EXCLUDE, OPT_INCLUDE_PURCHASED };
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
-int cmd_query(int argc, char **argv) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sends msg n times and prints latency percentiles: the cost of one call as
+ * a client sees it, for benchmarks. Returns 0, or 1 when a call failed. */
+static int repeat_call(client *c, const char *method, const ProtobufCMessage *msg, double timeout,
+                       uint32_t n, int json) {
+    double *ms = malloc((size_t)n * sizeof *ms);
+    if (!ms) return 1;
+    double start = now_seconds();
+    for (uint32_t i = 0; i < n; i++) {
+        double t = now_seconds();
+        size_t len;
+        uint8_t *body = call(c, method, msg, timeout, &len);
+        if (!body) {
+            free(ms);
+            return 1;
+        }
+        free(body);
+        ms[i] = (now_seconds() - t) * 1e3;
+    }
+    double total = now_seconds() - start;
+    qsort(ms, n, sizeof *ms, cmp_double);
+    double p50 = ms[n / 2], p99 = ms[(size_t)((double)n * 0.99)], max = ms[n - 1];
+    if (json)
+        printf("{\"calls\":%u,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,\"calls_per_s\":%.1f}"
+               "\n",
+               n, p50, p99, max, n / total);
+    else
+        printf("%u calls  p50 %.3f ms  p99 %.3f ms  max %.3f ms  %.0f calls/s (one at a time)\n", n,
+               p50, p99, max, n / total);
+    free(ms);
+    return 0;
+}
+
+enum {
+    OPT_SERVER = OPT_FIRST_FREE,
+    OPT_JSON,
+    OPT_TIMEOUT,
+    OPT_EXCLUDE,
+    OPT_INCLUDE_PURCHASED,
+    OPT_CONTEXT,
+    OPT_DIVERSITY,
+    OPT_CATEGORY,
+    OPT_QUANTITY,
+    OPT_PRICE,
+    OPT_TIME,
+    OPT_REPEAT
+};
+
+/* Everything the command line says; the lists point into argv. */
+typedef struct query_args {
+    const char *server;
+    int json, include_purchased;
+    float timeout, diversity;
+    uint32_t k, quantity, repeat;
+    double price;
+    int64_t time;
+    const char *category;
+    char **exclude, **context;
+    size_t n_exclude, n_context;
+    char **pos; /* positional arguments after the action */
+    size_t n_pos;
+} query_args;
+
+/* One action: checks its positional arguments, builds the request, calls
+ * and prints. Returns the exit code (2 = usage). */
+typedef int (*query_fn)(client *c, const query_args *a);
+
+/* Calls method with msg (or repeats it), decodes the answer with unpack and
+ * prints it with show. */
+static int run_call(client *c, const query_args *a, const char *method, const ProtobufCMessage *msg,
+                    const ProtobufCMessageDescriptor *answer,
+                    void (*show)(const ProtobufCMessage *, int json)) {
+    if (a->repeat) return repeat_call(c, method, msg, a->timeout, a->repeat, a->json);
+    size_t len;
+    uint8_t *body = call(c, method, msg, a->timeout, &len);
+    if (!body) return 1;
+    ProtobufCMessage *r = protobuf_c_message_unpack(answer, NULL, len, body);
+    free(body);
+    if (!r) {
+        fprintf(stderr, "recd: the server's answer did not decode\n");
+        return 1;
+    }
+    show(r, a->json);
+    protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+static void show_recommend(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__RecommendResponse *r = (const Recd__V1__RecommendResponse *)msg;
+    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), json);
+}
+
+static void show_similar(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__SimilarItemsResponse *r = (const Recd__V1__SimilarItemsResponse *)msg;
+    print_items(r->items, r->n_items, r->model_version, NULL, json);
+}
+
+static void show_rerank(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__RerankResponse *r = (const Recd__V1__RerankResponse *)msg;
+    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), json);
+}
+
+static void show_info(const ProtobufCMessage *msg, int json) {
+    print_info((const Recd__V1__ModelInfo *)msg, json);
+}
+
+static void show_events(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__RecordEventsResponse *r = (const Recd__V1__RecordEventsResponse *)msg;
+    if (json) {
+        printf("{\"accepted\":%u,\"rejected\":[", r->accepted);
+        for (size_t i = 0; i < r->n_rejected; i++) {
+            printf("%s{\"index\":%u,\"reason\":", i ? "," : "", r->rejected[i]->index);
+            json_string(r->rejected[i]->reason);
+            printf("}");
+        }
+        printf("]}\n");
+        return;
+    }
+    printf("accepted %u\n", r->accepted);
+    for (size_t i = 0; i < r->n_rejected; i++)
+        printf("rejected event %u: %s\n", r->rejected[i]->index, r->rejected[i]->reason);
+}
+
+static void show_updated(const ProtobufCMessage *msg, int json) {
+    /* Both rule responses have one uint32 field 1, "updated". */
+    const Recd__V1__SetItemBoostsResponse *r = (const Recd__V1__SetItemBoostsResponse *)msg;
+    if (json)
+        printf("{\"updated\":%u}\n", r->updated);
+    else
+        printf("updated %u\n", r->updated);
+}
+
+static int q_recommend(client *c, const query_args *a) {
+    if (a->n_pos != 1) return 2;
+    Recd__V1__RecommendRequest rq = RECD__V1__RECOMMEND_REQUEST__INIT;
+    rq.user_id = a->pos[0];
+    rq.k = a->k;
+    rq.exclude_item_ids = a->exclude;
+    rq.n_exclude_item_ids = a->n_exclude;
+    rq.context_item_ids = a->context;
+    rq.n_context_item_ids = a->n_context;
+    rq.include_purchased = a->include_purchased;
+    rq.diversity = a->diversity;
+    rq.category = (char *)(a->category ? a->category : "");
+    return run_call(c, a, "/recd.v1.Recommender/Recommend", &rq.base,
+                    &recd__v1__recommend_response__descriptor, show_recommend);
+}
+
+static int q_similar(client *c, const query_args *a) {
+    if (a->n_pos < 1) return 2;
+    Recd__V1__SimilarItemsRequest rq = RECD__V1__SIMILAR_ITEMS_REQUEST__INIT;
+    rq.item_id = a->pos[0];
+    rq.item_ids = a->pos + 1;
+    rq.n_item_ids = a->n_pos - 1;
+    rq.k = a->k;
+    return run_call(c, a, "/recd.v1.Recommender/SimilarItems", &rq.base,
+                    &recd__v1__similar_items_response__descriptor, show_similar);
+}
+
+static int q_rerank(client *c, const query_args *a) {
+    if (a->n_pos < 2) return 2;
+    Recd__V1__RerankRequest rq = RECD__V1__RERANK_REQUEST__INIT;
+    rq.user_id = a->pos[0];
+    rq.candidate_item_ids = a->pos + 1;
+    rq.n_candidate_item_ids = a->n_pos - 1;
+    rq.context_item_ids = a->context;
+    rq.n_context_item_ids = a->n_context;
+    return run_call(c, a, "/recd.v1.Recommender/Rerank", &rq.base,
+                    &recd__v1__rerank_response__descriptor, show_rerank);
+}
+
+static int q_event(client *c, const query_args *a) {
+    static const char *const types[] = {NULL, "view", "cart", "purchase", "favorite"};
+    if (a->n_pos != 3) return 2;
+    int type = 0;
+    for (int t = 1; t < 5; t++)
+        if (!strcmp(a->pos[2], types[t])) type = t;
+    if (!type) {
+        fprintf(stderr, "recd: event type '%s' is not view, cart, purchase or favorite\n",
+                a->pos[2]);
+        return 2;
+    }
+    Recd__V1__Event ev = RECD__V1__EVENT__INIT, *evp = &ev;
+    ev.user_id = a->pos[0];
+    ev.item_id = a->pos[1];
+    ev.type = (Recd__V1__EventType)type;
+    ev.timestamp_unix = a->time;
+    ev.quantity = a->quantity;
+    ev.price = a->price;
+    Recd__V1__RecordEventsRequest rq = RECD__V1__RECORD_EVENTS_REQUEST__INIT;
+    rq.events = &evp;
+    rq.n_events = 1;
+    return run_call(c, a, "/recd.v1.Recommender/RecordEvents", &rq.base,
+                    &recd__v1__record_events_response__descriptor, show_events);
+}
+
+static int q_available(client *c, const query_args *a) {
+    if (a->n_pos != 2 || (strcmp(a->pos[1], "yes") && strcmp(a->pos[1], "no"))) return 2;
+    Recd__V1__ItemAvailability item = RECD__V1__ITEM_AVAILABILITY__INIT, *itemp = &item;
+    item.item_id = a->pos[0];
+    item.available = !strcmp(a->pos[1], "yes");
+    Recd__V1__SetItemAvailabilityRequest rq = RECD__V1__SET_ITEM_AVAILABILITY_REQUEST__INIT;
+    rq.items = &itemp;
+    rq.n_items = 1;
+    return run_call(c, a, "/recd.v1.Recommender/SetItemAvailability", &rq.base,
+                    &recd__v1__set_item_availability_response__descriptor, show_updated);
+}
+
+static int q_boost(client *c, const query_args *a) {
+    float mult;
+    if (a->n_pos != 2 || opts_float("boost", a->pos[1], 0, 1e9, &mult)) return 2;
+    Recd__V1__ItemBoost boost = RECD__V1__ITEM_BOOST__INIT, *boostp = &boost;
+    boost.item_id = a->pos[0];
+    boost.multiplier = mult;
+    Recd__V1__SetItemBoostsRequest rq = RECD__V1__SET_ITEM_BOOSTS_REQUEST__INIT;
+    rq.boosts = &boostp;
+    rq.n_boosts = 1;
+    return run_call(c, a, "/recd.v1.Recommender/SetItemBoosts", &rq.base,
+                    &recd__v1__set_item_boosts_response__descriptor, show_updated);
+}
+
+static int q_info(client *c, const query_args *a) {
+    if (a->n_pos != 0) return 2;
+    Recd__V1__GetModelInfoRequest rq = RECD__V1__GET_MODEL_INFO_REQUEST__INIT;
+    return run_call(c, a, "/recd.v1.Recommender/GetModelInfo", &rq.base,
+                    &recd__v1__model_info__descriptor, show_info);
+}
+
+static int q_health(client *c, const query_args *a) {
+    if (a->n_pos != 0) return 2;
+    Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    if (a->repeat)
+        return repeat_call(c, "/grpc.health.v1.Health/Check", &rq.base, a->timeout, a->repeat,
+                           a->json);
+    size_t len;
+    uint8_t *body = call(c, "/grpc.health.v1.Health/Check", &rq.base, a->timeout, &len);
+    Grpc__Health__V1__HealthCheckResponse *r =
+        body ? grpc__health__v1__health_check_response__unpack(NULL, len, body) : NULL;
+    free(body);
+    if (!r) return 1;
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
+    const char *name = v ? v->name : "UNKNOWN";
+    if (a->json)
+        printf("{\"status\":\"%s\"}\n", name);
+    else
+        printf("%s\n", name);
+    int serving = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    grpc__health__v1__health_check_response__free_unpacked(r, NULL);
+    return serving ? 0 : 1;
+}
+
+static const struct {
+    const char *name;
+    query_fn run;
+} actions[] = {{"recommend", q_recommend}, {"similar", q_similar},     {"rerank", q_rerank},
+               {"event", q_event},         {"available", q_available}, {"boost", q_boost},
+               {"info", q_info},           {"health", q_health}};
+
+/* Parses argv into *a (lists allocated here: caller frees a->exclude and
+ * a->context). Returns 0, -1 after --help, or 2 on a usage error. */
+static int parse_args(int argc, char **argv, query_args *a) {
     static const struct option longopts[] = {
         {"server", required_argument, 0, OPT_SERVER},
         {"json", no_argument, 0, OPT_JSON},
         {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"exclude", required_argument, 0, OPT_EXCLUDE},
         {"include-purchased", no_argument, 0, OPT_INCLUDE_PURCHASED},
+        {"context", required_argument, 0, OPT_CONTEXT},
+        {"diversity", required_argument, 0, OPT_DIVERSITY},
+        {"category", required_argument, 0, OPT_CATEGORY},
+        {"quantity", required_argument, 0, OPT_QUANTITY},
+        {"price", required_argument, 0, OPT_PRICE},
+        {"time", required_argument, 0, OPT_TIME},
+        {"repeat", required_argument, 0, OPT_REPEAT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    const char *server = "127.0.0.1:50051";
-    int json = 0, include_purchased = 0;
-    float timeout = 5.0f;
-    uint32_t k = 10;
-    char **exclude = calloc((size_t)argc, sizeof *exclude);
-    size_t n_exclude = 0;
-    int opt, status = 2;
-    if (!exclude) return 1;
+    memset(a, 0, sizeof *a);
+    a->server = "127.0.0.1:50051";
+    a->timeout = 5.0f;
+    a->k = 10;
+    a->exclude = calloc((size_t)argc, sizeof *a->exclude);
+    a->context = calloc((size_t)argc, sizeof *a->context);
+    if (!a->exclude || !a->context) return 2;
+    int opt;
+    float f;
+    uint64_t u;
     while ((opt = getopt_long(argc, argv, "hk:", longopts, NULL)) != -1) {
         switch (opt) {
         case OPT_SERVER:
-            server = optarg;
+            a->server = optarg;
             break;
         case OPT_JSON:
-            json = 1;
+            a->json = 1;
             break;
         case OPT_TIMEOUT:
-            if (opts_float("timeout", optarg, 0.001, 3600, &timeout)) goto out;
+            if (opts_float("timeout", optarg, 0.001, 3600, &a->timeout)) return 2;
             break;
         case OPT_EXCLUDE:
-            exclude[n_exclude++] = optarg;
+            a->exclude[a->n_exclude++] = optarg;
             break;
         case OPT_INCLUDE_PURCHASED:
-            include_purchased = 1;
+            a->include_purchased = 1;
+            break;
+        case OPT_CONTEXT:
+            a->context[a->n_context++] = optarg;
+            break;
+        /* The server owns the limits of k, diversity, quantity and price:
+         * pass them through so that its message is what the user sees. */
+        case OPT_DIVERSITY:
+            if (opts_float("diversity", optarg, -1e9, 1e9, &a->diversity)) return 2;
+            break;
+        case OPT_CATEGORY:
+            a->category = optarg;
+            break;
+        case OPT_QUANTITY:
+            if (opts_u32("quantity", optarg, 0, UINT32_MAX, &a->quantity)) return 2;
+            break;
+        case OPT_PRICE:
+            if (opts_float("price", optarg, -1e12, 1e12, &f)) return 2;
+            a->price = f;
+            break;
+        case OPT_TIME:
+            if (opts_u64("time", optarg, 0, INT64_MAX, &u)) return 2;
+            a->time = (int64_t)u;
+            break;
+        case OPT_REPEAT:
+            if (opts_u32("repeat", optarg, 1, 10000000, &a->repeat)) return 2;
             break;
         case 'k':
-            /* The server owns the limits on k; pass it through unchecked. */
-            if (opts_u32("k", optarg, 0, UINT32_MAX, &k)) goto out;
+            if (opts_u32("k", optarg, 0, UINT32_MAX, &a->k)) return 2;
             break;
         case 'h':
             fputs(query_usage, stdout);
-            status = 0;
-            goto out;
+            return -1;
         default:
             fputs(query_usage, stderr);
-            goto out;
+            return 2;
         }
     }
-    int rest = argc - optind;
-    const char *action = rest > 0 ? argv[optind] : NULL;
-    const char *id = rest > 1 ? argv[optind + 1] : NULL;
-    int needs_id = action && (!strcmp(action, "recommend") || !strcmp(action, "similar"));
-    if (!action || rest != (needs_id ? 2 : 1)) {
+    if (optind >= argc) {
         fputs(query_usage, stderr);
-        goto out;
+        return 2;
     }
-    client *c;
+    a->pos = argv + optind + 1;
+    a->n_pos = (size_t)(argc - optind - 1);
+    return 0;
+}
+
+int cmd_query(int argc, char **argv) {
+    query_args a;
+    int status = parse_args(argc, argv, &a);
+    if (status) {
+        free(a.exclude);
+        free(a.context);
+        return status < 0 ? 0 : status;
+    }
+    const char *action = a.pos[-1];
+    query_fn run = NULL;
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (!strcmp(action, actions[i].name)) run = actions[i].run;
+    client *c = NULL;
     err_t e;
-    if (client_open(server, &c, &e)) {
-        fprintf(stderr, "recd: %s\n", e.msg);
-        status = 1;
-        goto out;
-    }
-    size_t len;
-    uint8_t *body = NULL;
-    status = 1;
-    if (!strcmp(action, "recommend")) {
-        Recd__V1__RecommendRequest rq = RECD__V1__RECOMMEND_REQUEST__INIT;
-        rq.user_id = (char *)id;
-        rq.k = k;
-        rq.exclude_item_ids = exclude;
-        rq.n_exclude_item_ids = n_exclude;
-        rq.include_purchased = include_purchased;
-        body = call(c, "/recd.v1.Recommender/Recommend", &rq.base, timeout, &len);
-        Recd__V1__RecommendResponse *r =
-            body ? recd__v1__recommend_response__unpack(NULL, len, body) : NULL;
-        if (r) {
-            print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), json);
-            recd__v1__recommend_response__free_unpacked(r, NULL);
-            status = 0;
-        } else if (body) {
-            fprintf(stderr, "recd: the server's answer did not decode\n");
-        }
-    } else if (!strcmp(action, "similar")) {
-        Recd__V1__SimilarItemsRequest rq = RECD__V1__SIMILAR_ITEMS_REQUEST__INIT;
-        rq.item_id = (char *)id;
-        rq.k = k;
-        body = call(c, "/recd.v1.Recommender/SimilarItems", &rq.base, timeout, &len);
-        Recd__V1__SimilarItemsResponse *r =
-            body ? recd__v1__similar_items_response__unpack(NULL, len, body) : NULL;
-        if (r) {
-            print_items(r->items, r->n_items, r->model_version, NULL, json);
-            recd__v1__similar_items_response__free_unpacked(r, NULL);
-            status = 0;
-        } else if (body) {
-            fprintf(stderr, "recd: the server's answer did not decode\n");
-        }
-    } else if (!strcmp(action, "info")) {
-        Recd__V1__GetModelInfoRequest rq = RECD__V1__GET_MODEL_INFO_REQUEST__INIT;
-        body = call(c, "/recd.v1.Recommender/GetModelInfo", &rq.base, timeout, &len);
-        Recd__V1__ModelInfo *r = body ? recd__v1__model_info__unpack(NULL, len, body) : NULL;
-        if (r) {
-            print_info(r, json);
-            recd__v1__model_info__free_unpacked(r, NULL);
-            status = 0;
-        } else if (body) {
-            fprintf(stderr, "recd: the server's answer did not decode\n");
-        }
-    } else if (!strcmp(action, "health")) {
-        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-        body = call(c, "/grpc.health.v1.Health/Check", &rq.base, timeout, &len);
-        Grpc__Health__V1__HealthCheckResponse *r =
-            body ? grpc__health__v1__health_check_response__unpack(NULL, len, body) : NULL;
-        if (r) {
-            const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-                &grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
-            const char *name = v ? v->name : "UNKNOWN";
-            if (json)
-                printf("{\"status\":\"%s\"}\n", name);
-            else
-                printf("%s\n", name);
-            status = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                         ? 0
-                         : 1;
-            grpc__health__v1__health_check_response__free_unpacked(r, NULL);
-        }
-    } else {
+    if (!run) {
         fprintf(stderr, "recd: unknown query action '%s'\n", action);
         status = 2;
+    } else if (client_open(a.server, &c, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        status = 1;
+    } else if ((status = run(c, &a)) == 2) {
+        fprintf(stderr, "recd: bad arguments for '%s'\n%s", action, query_usage);
     }
-    free(body);
     client_close(c);
-out:
-    free(exclude);
+    free(a.exclude);
+    free(a.context);
     return status;
 }

@@ -234,3 +234,32 @@ def test_retraining_from_the_event_store_is_served_without_restart(shop, tmp_pat
         assert not {item, "brand-new-item"} & set(ids(r))
     finally:
         assert s.stop() == 0
+
+
+def test_recd_query_drives_the_real_time_rpcs(live, shop):
+    import json
+    q = lambda *a, **kw: run("query", "--server", live.address, "--json", *a, **kw)
+    item = shop.popularity.most_common(20)[-1][0]
+    doc = json.loads(q("event", "cli-user", item, "purchase", "--quantity", 2, "--price",
+                       3.5).stdout)
+    assert doc == {"accepted": 1, "rejected": []}
+    doc = json.loads(q("recommend", "cli-user", "-k", 5).stdout)
+    assert doc["strategy"] == "PERSONALIZED" and item not in [i["item_id"] for i in doc["items"]]
+    top = doc["items"][0]["item_id"]
+    assert json.loads(q("available", top, "no").stdout) == {"updated": 1}
+    assert top not in [i["item_id"] for i in json.loads(q("recommend", "cli-user").stdout)["items"]]
+    assert json.loads(q("available", top, "yes").stdout) == {"updated": 1}
+    assert json.loads(q("boost", top, "2.5").stdout) == {"updated": 1}
+    assert json.loads(q("boost", top, "1").stdout) == {"updated": 1}
+    doc = json.loads(q("recommend", "", "--context", item, "--diversity", "0.5").stdout)
+    assert doc["strategy"] == "SESSION"
+    doc = json.loads(q("rerank", "cli-user", top, "not-in-model", item).stdout)
+    assert [i["item_id"] for i in doc["items"]][-1] == "not-in-model"
+    doc = json.loads(q("similar", item, top, "-k", 3).stdout)
+    assert len(doc["items"]) == 3
+    p = q("event", "cli-user", item, "teleport", check=False)
+    assert p.returncode == 2 and "teleport" in p.stderr
+    p = q("event", "", item, "view")
+    assert json.loads(p.stdout)["rejected"][0]["reason"] == "user_id is empty"
+    lat = json.loads(q("--repeat", 20, "recommend", "cli-user").stdout)
+    assert lat["calls"] == 20 and 0 < lat["p50_ms"] <= lat["p99_ms"]
