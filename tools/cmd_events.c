@@ -78,7 +78,13 @@ static int export_visit(void *arg, uint64_t seq, const evstore_event *ev) {
     fprintf(c->f, ",%" PRId64 ",%" PRIu32 ",", ev->ts, ev->quantity);
     /* 0 is what the proto sends for an unknown price; the importer reads an
      * empty price as unknown. */
-    if (ev->price > 0) fprintf(c->f, "%.17g", ev->price);
+    if (ev->price > 0) {
+        /* The shortest of %.15g / %.17g that reads back exactly. */
+        char price[32];
+        snprintf(price, sizeof price, "%.15g", ev->price);
+        if (strtod(price, NULL) != ev->price) snprintf(price, sizeof price, "%.17g", ev->price);
+        fputs(price, c->f);
+    }
     fprintf(c->f, ",%s\n", type_names[ev->type < EVSTORE_TYPES ? ev->type : 0]);
     c->rows++;
     return ferror(c->f) != 0;
