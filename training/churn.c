@@ -548,7 +548,10 @@ static void pack(const feat_matrix *f, const uint8_t *label, float *x, uint8_t *
     }
 }
 
-static int check_cutoff(const char *what, int64_t c, int64_t horizon, uint32_t active,
+/* ERR_INVALID with a message saying what to change unless the packed
+ * labels y of the `active` users at cutoff c (days_before the end of the
+ * data) hold CHURN_MIN_CLASS of each class. */
+static int check_cutoff(const char *what, int64_t c, uint32_t days_before, uint32_t active,
                         const uint8_t *y, err_t *e) {
     uint32_t churned = 0;
     for (uint32_t i = 0; i < active; i++)
@@ -556,13 +559,12 @@ static int check_cutoff(const char *what, int64_t c, int64_t horizon, uint32_t a
     if (churned >= CHURN_MIN_CLASS && active - churned >= CHURN_MIN_CLASS) return ERR_OK;
     char buf[32];
     return err_set(e, ERR_INVALID,
-                   "churn: too few users for a validation split: at the %s cutoff %s (%s the "
-                   "last event - %lld days) %u users are active, %u churned and %u stayed; "
+                   "churn: too few users for a validation split: at the %s cutoff %s (%u days "
+                   "before the end of the data) %u users are active, %u churned and %u stayed; "
                    "need at least %d of each (use a longer history or a shorter "
                    "--churn-horizon)",
-                   what, fmt_time(c, buf), what[0] == 't' ? "2 x horizon before" : "horizon before",
-                   (long long)(horizon / FEAT_DAY_SECONDS) * (what[0] == 't' ? 2 : 1), active,
-                   churned, active - churned, CHURN_MIN_CLASS);
+                   what, fmt_time(c, buf), days_before, active, churned, active - churned,
+                   CHURN_MIN_CLASS);
 }
 
 static void print_report(FILE *f, const churn_params *p, const churn_result *r) {
@@ -743,8 +745,8 @@ int churn_run(ev_set *s, const churn_params *p, FILE *report, churn_result *out,
         v->churned_train += y1[i];
     for (size_t i = 0; i < n2; i++)
         v->churned_valid += y2[i];
-    if ((rc = check_cutoff("training", c1, h, (uint32_t)n1, y1, e)) ||
-        (rc = check_cutoff("validation", c2, h, (uint32_t)n2, y2, e)))
+    if ((rc = check_cutoff("training", c1, 2 * p->horizon_days, (uint32_t)n1, y1, e)) ||
+        (rc = check_cutoff("validation", c2, p->horizon_days, (uint32_t)n2, y2, e)))
         goto out;
     churn_model m1;
     if ((rc = churn_fit(x1, y1, n1, p->l2, &m1, e))) goto out;
