@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "als.h"
+#include "churn.h"
 #include "cmd.h"
 #include "csr.h"
 #include "evstore.h"
@@ -29,7 +30,16 @@ static const char train_usage[] =
     "  --regularization F   L2 regularization lambda (default 0.01)\n"
     "  --alpha F            confidence c = 1 + alpha * purchases (default 1.0)\n"
     "  --threads N          training threads (default: number of CPUs)\n"
-    "  --seed N             random seed of the initial factors (default 42)\n";
+    "  --seed N             random seed of the initial factors (default 42)\n"
+    "Churn (trained beside the recommendation model from the --input purchases, published\n"
+    "with it; the evaluation report goes to stderr):\n"
+    "  --churn-horizon Nd   churned = no purchase within N days (e.g. 90d); turns churn on\n"
+    "  --churn-bands P,Q    probability thresholds of the medium and heavy risk bands\n"
+    "                       (default 0.4,0.7)\n"
+    "  --tiers A,B,C,D      spend in the last 365 days for bronze, silver, gold, diamond\n"
+    "                       (default 3000,8000,20000,50000)\n"
+    "  --churn-rule-months N  months (30 days) of the baseline rule \"frequency down 30%\"\n"
+    "                       (default 2)\n";
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
@@ -41,8 +51,62 @@ enum {
     OPT_THREADS,
     OPT_SEED,
     OPT_EVENTS,
-    OPT_EVENT_WEIGHTS
+    OPT_EVENT_WEIGHTS,
+    OPT_CHURN_HORIZON,
+    OPT_CHURN_BANDS,
+    OPT_TIERS,
+    OPT_CHURN_RULE_MONTHS
 };
+
+/* The churn codes and sizes are stored by model.c, which does not know
+ * churn.h: they must agree. */
+_Static_assert(CHURN_BANDS - 1 == MODEL_CHURN_BANDS, "band thresholds");
+_Static_assert(CHURN_TIERS - 1 == MODEL_CHURN_TIERS, "tier thresholds");
+_Static_assert(CHURN_NONE == MODEL_CHURN_NONE, "unscored code");
+_Static_assert(CHURN_INPUTS <= MODEL_CHURN_MAX_FEATURES, "churn inputs");
+_Static_assert(CHURN_SEGMENTS == 6 && CHURN_SEG_DORMANT == 5 && CHURN_TIER_DIAMOND == 4 &&
+                   CHURN_BAND_HEAVY == 2,
+               "codes documented in model.h");
+
+/* Parses "N" or "Nd" (days) into 1..36500. Returns 0, or -1 after printing
+ * why. */
+static int parse_days(const char *name, const char *arg, uint32_t *out) {
+    char buf[32];
+    size_t len = strlen(arg);
+    if (len > 1 && len < sizeof buf && arg[len - 1] == 'd') {
+        memcpy(buf, arg, len - 1);
+        buf[len - 1] = '\0';
+        arg = buf;
+    }
+    return opts_u32(name, arg, 1, 36500, out);
+}
+
+/* Parses exactly n comma-separated numbers in [min, max] that ascend
+ * strictly. Returns 0, or -1 after printing why. */
+static int parse_ascending(const char *name, const char *arg, size_t n, double min, double max,
+                           float *out) {
+    char buf[256];
+    if (strlen(arg) >= sizeof buf) {
+        fprintf(stderr, "recd: --%s: '%s' is too long\n", name, arg);
+        return -1;
+    }
+    strcpy(buf, arg);
+    char *save = NULL, *tok = strtok_r(buf, ",", &save);
+    size_t k = 0;
+    for (; tok && k < n; tok = strtok_r(NULL, ",", &save), k++)
+        if (opts_float(name, tok, min, max, &out[k])) return -1;
+    if (tok || k != n) {
+        fprintf(stderr, "recd: --%s: '%s' needs exactly %zu comma-separated numbers\n", name, arg,
+                n);
+        return -1;
+    }
+    for (k = 1; k < n; k++)
+        if (!(out[k] > out[k - 1])) {
+            fprintf(stderr, "recd: --%s: '%s' must ascend strictly\n", name, arg);
+            return -1;
+        }
+    return 0;
+}
 
 static double now_seconds(void) {
     struct timespec t;
@@ -124,6 +188,10 @@ int cmd_train(int argc, char **argv) {
         {"seed", required_argument, 0, OPT_SEED},
         {"events", required_argument, 0, OPT_EVENTS},
         {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
+        {"churn-horizon", required_argument, 0, OPT_CHURN_HORIZON},
+        {"churn-bands", required_argument, 0, OPT_CHURN_BANDS},
+        {"tiers", required_argument, 0, OPT_TIERS},
+        {"churn-rule-months", required_argument, 0, OPT_CHURN_RULE_MONTHS},
         OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -135,6 +203,9 @@ int cmd_train(int argc, char **argv) {
     ingest_options_init(&io);
     als_params ap;
     als_params_init(&ap);
+    churn_params cp;
+    churn_params_init(&cp);
+    int churn = 0, churn_flags = 0; /* --churn-horizon given; other churn flags given */
     int opt, rc;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -168,6 +239,24 @@ int cmd_train(int argc, char **argv) {
         case OPT_EVENT_WEIGHTS:
             if (opts_event_weights(optarg, weights)) return 2;
             break;
+        case OPT_CHURN_HORIZON:
+            if (parse_days("churn-horizon", optarg, &cp.horizon_days)) return 2;
+            churn = 1;
+            break;
+        case OPT_CHURN_BANDS:
+            if (parse_ascending("churn-bands", optarg, CHURN_BANDS - 1, 1e-6, 1 - 1e-6, cp.bands))
+                return 2;
+            churn_flags = 1;
+            break;
+        case OPT_TIERS:
+            if (parse_ascending("tiers", optarg, CHURN_TIERS - 1, 0, 1e15, cp.tiers)) return 2;
+            churn_flags = 1;
+            break;
+        case OPT_CHURN_RULE_MONTHS:
+            if (opts_u32("churn-rule-months", optarg, 1, FEAT_RULE_MAX_MONTHS, &cp.rule_months))
+                return 2;
+            churn_flags = 1;
+            break;
         case 'h':
             printf("%s%s", train_usage, OPTS_INGEST_HELP);
             return 0;
@@ -179,6 +268,15 @@ int cmd_train(int argc, char **argv) {
     }
     if ((!input && !events_dir) || !model_dir || optind != argc) {
         fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
+        return 2;
+    }
+    if (churn_flags && !churn) {
+        fprintf(stderr, "recd: --churn-bands, --tiers and --churn-rule-months need "
+                        "--churn-horizon\n");
+        return 2;
+    }
+    if (churn && !input) {
+        fprintf(stderr, "recd: --churn-horizon needs the purchase history of --input\n");
         return 2;
     }
     double start = now_seconds();
@@ -193,6 +291,10 @@ int cmd_train(int argc, char **argv) {
     als_factors factors = {0};
     float *popularity = malloc((size_t)n_items * sizeof *popularity);
     uint32_t *item_category = NULL;
+    churn_result cr = {0};
+    model_churn mc = {0};
+    char fingerprint[17];
+    int64_t data_until = INT64_MIN;
     int status = 1;
     if (!rows || !cols || !vals || !popularity) {
         fprintf(stderr, "recd: out of memory for %zu events\n", history.n);
@@ -212,6 +314,45 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "recd: %s\n", e.msg);
         goto out;
     }
+    /* Before churn sorts the history: the fingerprint follows event order. */
+    history_fingerprint(&history, fingerprint);
+    for (size_t i = 0; i < history.n; i++)
+        if (history.events[i].ts > data_until) data_until = history.events[i].ts;
+    if (churn) {
+        /* Churn is about purchases: only the CSV rows, which come first;
+         * recorded events (views, carts, type-weighted quantities) are
+         * left out by shortening the set for the call. Sorting permutes
+         * only those rows, so "i < n_from_csv" above still marks them.
+         * Users known only from recorded events stay unscored. */
+        size_t n_all = history.n;
+        history.n = n_from_csv;
+        rc = churn_run(&history, &cp, stderr, &cr, &e);
+        history.n = n_all;
+        if (rc) {
+            fprintf(stderr, "recd: %s; no model published\n", e.msg);
+            goto out;
+        }
+        mc = (model_churn){.n_features = CHURN_INPUTS,
+                           .feature_names = churn_input_names,
+                           .coef = cr.model.coef,
+                           .mean = cr.model.mean,
+                           .scale = cr.model.scale,
+                           .intercept = cr.model.intercept,
+                           .platt_a = cr.model.platt_a,
+                           .platt_b = cr.model.platt_b,
+                           .horizon_days = cr.horizon_days,
+                           .scored_at = cr.scored_at,
+                           .features = cr.inputs,
+                           .probability = cr.probability,
+                           .band = cr.band,
+                           .segment = cr.segment,
+                           .tier = cr.tier,
+                           .recency_days = cr.recency_days,
+                           .frequency = cr.frequency,
+                           .monetary = cr.monetary};
+        memcpy(mc.bands, cr.bands, sizeof mc.bands);
+        memcpy(mc.tiers, cr.tiers, sizeof mc.tiers);
+    }
     /* Popularity = distinct buyers: the most-popular fallback's order. */
     for (uint32_t i = 0; i < n_items; i++)
         popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
@@ -228,7 +369,7 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     model_input in = {0};
-    in.meta.data_until = INT64_MIN;
+    in.meta.data_until = data_until;
     in.meta.factors = ap.factors;
     in.meta.n_users = n_users;
     in.meta.n_items = n_items;
@@ -238,9 +379,7 @@ int cmd_train(int argc, char **argv) {
     in.meta.alpha = ap.alpha;
     in.meta.loss = factors.loss;
     in.meta.train_seconds = now_seconds() - train_start;
-    history_fingerprint(&history, in.meta.source_fingerprint);
-    for (size_t i = 0; i < history.n; i++)
-        if (history.events[i].ts > in.meta.data_until) in.meta.data_until = history.events[i].ts;
+    memcpy(in.meta.source_fingerprint, fingerprint, sizeof fingerprint);
     in.users = history.users;
     in.items = history.items;
     if (idmap_size(history.categories) > 0) {
@@ -257,6 +396,7 @@ int cmd_train(int argc, char **argv) {
     in.item_factors = factors.item_factors;
     in.user_items = &counts;
     in.item_popularity = popularity;
+    in.churn = churn ? &mc : NULL;
     model_meta published;
     if (model_publish(model_dir, &in, &published, &e)) {
         fprintf(stderr, "recd: cannot publish the model: %s\n", e.msg);
@@ -278,6 +418,7 @@ out:
     csr_free(&counts);
     csr_free(&by_item);
     als_factors_free(&factors);
+    churn_result_free(&cr);
     ev_set_free(&history);
     return status;
 }
