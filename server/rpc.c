@@ -19,7 +19,15 @@
  * new calls never waits for a worker to re-post. */
 #define RPC_REQUESTS_PER_METHOD 8
 
-typedef enum { CALL_REQUESTED, CALL_ANSWERING } call_state;
+/* Seconds a stop waits for calls in flight before cancelling them. */
+#define RPC_STOP_GRACE_S 5
+
+/* What a completion-queue tag is: every tag struct starts with one. */
+typedef enum {
+    CALL_REQUESTED, /* rpc_call: a call request posted to the server */
+    CALL_ANSWERING, /* rpc_call: the batch answering a unary call */
+    STREAM_BATCH    /* rpc_stream: a batch of a streaming call, awaited by its thread */
+} call_state;
 
 /* One call, from the request posted to the server until its answer batch
  * completes. Owned by the worker whose queue the call is bound to. */
@@ -43,8 +51,22 @@ typedef struct rpc_worker {
     pthread_t thread;
 } rpc_worker;
 
+/* A server-streaming call, owned by the thread running its handler. The
+ * worker whose queue the call is bound to reports each batch's completion
+ * through lock/cond. */
+struct rpc_stream {
+    call_state state; /* STREAM_BATCH */
+    struct rpc_call *call;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int pending, success, sent_initial;
+};
+
 struct rpc_server {
     grpc_server *grpc;
+    pthread_mutex_t streams_lock;
+    pthread_cond_t streams_done;
+    uint32_t streams, max_streams; /* running streaming calls, and the cap */
     const rpc_method *methods;
     void **registered; /* grpc handles, one per method */
     size_t n_methods;
@@ -123,11 +145,128 @@ static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len) {
     return buf;
 }
 
+/* Starts a batch of a stream's call and waits for the worker to report its
+ * completion. Returns 1 when the batch succeeded. */
+static int rpc_stream_batch(rpc_stream *st, grpc_op *ops, size_t n) {
+    pthread_mutex_lock(&st->lock);
+    st->pending = 1;
+    if (grpc_call_start_batch(st->call->call, ops, n, st, NULL) != GRPC_CALL_OK) {
+        pthread_mutex_unlock(&st->lock);
+        return 0;
+    }
+    while (st->pending)
+        pthread_cond_wait(&st->cond, &st->lock);
+    int ok = st->success;
+    pthread_mutex_unlock(&st->lock);
+    return ok;
+}
+
+int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len) {
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!st->sent_initial) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    grpc_slice body = grpc_slice_from_copied_buffer((const char *)msg, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = bb;
+    int ok = rpc_stream_batch(st, ops, n);
+    grpc_byte_buffer_destroy(bb);
+    st->sent_initial = 1;
+    return ok ? 0 : -1;
+}
+
+/* Runs a streaming handler on its own thread, then ends the call with the
+ * handler's status and frees it. */
+static void *rpc_stream_main(void *arg) {
+    rpc_stream *st = arg;
+    rpc_call *c = st->call;
+    rpc_server *s = c->worker->server;
+    rpc_reply reply = {.status = RPC_OK};
+    size_t len;
+    uint8_t *req = rpc_read_payload(c->payload, &len);
+    if (!req) {
+        rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
+    } else {
+        const rpc_method *m = &s->methods[c->method];
+        m->stream(m->ctx, req, len, st, &reply);
+        free(req);
+    }
+    free(reply.body);
+    if (reply.status != RPC_OK)
+        log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"",
+                 s->methods[c->method].path, reply.status, reply.message);
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!st->sent_initial) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (reply.status != RPC_OK) c->status_details = grpc_slice_from_copied_string(reply.message);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)reply.status;
+    ops[n++].data.send_status_from_server.status_details =
+        reply.status == RPC_OK ? NULL : &c->status_details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    rpc_stream_batch(st, ops, n);
+    rpc_call_free(c);
+    pthread_mutex_destroy(&st->lock);
+    pthread_cond_destroy(&st->cond);
+    free(st);
+    pthread_mutex_lock(&s->streams_lock);
+    if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
+    pthread_mutex_unlock(&s->streams_lock);
+    return NULL;
+}
+
+/* Hands a new streaming call to a thread of its own. Returns 0, or -1 with
+ * reply filled when it cannot run now. */
+static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
+    rpc_server *s = c->worker->server;
+    pthread_mutex_lock(&s->streams_lock);
+    int full = s->streams >= s->max_streams;
+    if (!full) s->streams++;
+    pthread_mutex_unlock(&s->streams_lock);
+    if (full) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED,
+                        "%u streaming calls are running already; try again later", s->max_streams);
+        return -1;
+    }
+    rpc_stream *st = calloc(1, sizeof *st);
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (st) {
+        st->state = STREAM_BATCH;
+        st->call = c;
+        pthread_mutex_init(&st->lock, NULL);
+        pthread_cond_init(&st->cond, NULL);
+    }
+    if (!st || pthread_create(&thread, &attr, rpc_stream_main, st)) {
+        pthread_attr_destroy(&attr);
+        if (st) {
+            pthread_mutex_destroy(&st->lock);
+            pthread_cond_destroy(&st->cond);
+            free(st);
+        }
+        pthread_mutex_lock(&s->streams_lock);
+        if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
+        pthread_mutex_unlock(&s->streams_lock);
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "cannot start a streaming call now");
+        return -1;
+    }
+    pthread_attr_destroy(&attr);
+    return 0;
+}
+
 /* Runs the handler of a new call and starts the batch that answers it. */
 static void rpc_answer(rpc_call *c) {
     rpc_server *s = c->worker->server;
     rpc_reply reply = {.status = RPC_OK};
-    if (c->method < 0) {
+    if (c->method >= 0 && s->methods[c->method].stream) {
+        if (rpc_start_stream(c, &reply) == 0) return; /* the stream's thread owns c now */
+    } else if (c->method < 0) {
         char *method = grpc_slice_to_c_string(c->details.method);
         rpc_reply_error(&reply, RPC_UNIMPLEMENTED, "method %s is not implemented by recd", method);
         gpr_free(method);
@@ -187,6 +326,15 @@ static void *rpc_worker_main(void *arg) {
         grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
+        if (*(call_state *)ev.tag == STREAM_BATCH) {
+            rpc_stream *st = ev.tag;
+            pthread_mutex_lock(&st->lock);
+            st->pending = 0;
+            st->success = ev.success;
+            pthread_cond_signal(&st->cond);
+            pthread_mutex_unlock(&st->lock);
+            continue;
+        }
         rpc_call *c = ev.tag;
         if (c->state == CALL_REQUESTED) {
             if (!ev.success) { /* the server is shutting down */
@@ -212,6 +360,8 @@ static void rpc_server_free(rpc_server *s) {
         if (s->workers[i].cq) grpc_completion_queue_destroy(s->workers[i].cq);
     free(s->workers);
     free(s->registered);
+    pthread_mutex_destroy(&s->streams_lock);
+    pthread_cond_destroy(&s->streams_done);
     free(s);
     grpc_shutdown();
 }
@@ -227,6 +377,9 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     }
     s->methods = methods;
     s->n_methods = n;
+    s->max_streams = o->max_streams ? o->max_streams : 4;
+    pthread_mutex_init(&s->streams_lock, NULL);
+    pthread_cond_init(&s->streams_done, NULL);
     s->registered = calloc(n ? n : 1, sizeof *s->registered);
     s->workers = calloc(o->threads, sizeof *s->workers);
     if (!s->registered || !s->workers) {
@@ -284,9 +437,22 @@ void rpc_server_stop(rpc_server *s) {
      * requests still posted then complete with success = 0 on the workers. */
     grpc_completion_queue *done = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->grpc, done, s);
-    grpc_completion_queue_pluck(done, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    /* Unary calls finish in moments; a long export gets a few seconds and is
+     * then cancelled, which makes its next send fail and its handler stop. */
+    gpr_timespec grace = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                      gpr_time_from_seconds(RPC_STOP_GRACE_S, GPR_TIMESPAN));
+    if (grpc_completion_queue_pluck(done, s, grace, NULL).type == GRPC_QUEUE_TIMEOUT) {
+        grpc_server_cancel_all_calls(s->grpc);
+        grpc_completion_queue_pluck(done, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
     grpc_completion_queue_shutdown(done);
     grpc_completion_queue_destroy(done);
+    /* Stream threads still free their calls after the last batch: the
+     * workers must outlive them. */
+    pthread_mutex_lock(&s->streams_lock);
+    while (s->streams)
+        pthread_cond_wait(&s->streams_done, &s->streams_lock);
+    pthread_mutex_unlock(&s->streams_lock);
     for (uint32_t i = 0; i < s->n_workers; i++)
         grpc_completion_queue_shutdown(s->workers[i].cq);
     for (uint32_t i = 0; i < s->n_started; i++)

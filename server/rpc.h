@@ -45,9 +45,26 @@ void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...)
 /* A unary handler: req/len is the request message (possibly empty). */
 typedef void (*rpc_handler)(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply);
 
+/* The sending side of a server-streaming call. */
+typedef struct rpc_stream rpc_stream;
+
+/* Sends one response message of a stream and waits until gRPC has taken it
+ * (flow control: a slow client slows the handler, nothing piles up).
+ * Returns 0, or -1 when the client has gone (cancelled, deadline passed,
+ * connection lost): the handler should stop and return. */
+int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len);
+
+/* A server-streaming handler: sends any number of messages with
+ * rpc_stream_send, then returns; reply's status (and message) end the
+ * stream (reply->body is not used). Runs on a thread of its own, so a long
+ * export does not hold a worker. */
+typedef void (*rpc_stream_handler)(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
+                                   rpc_reply *reply);
+
 typedef struct rpc_method {
-    const char *path; /* "/package.Service/Method" */
-    rpc_handler handler;
+    const char *path;          /* "/package.Service/Method" */
+    rpc_handler handler;       /* unary methods */
+    rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
 } rpc_method;
 
@@ -55,6 +72,7 @@ typedef struct rpc_options {
     const char *listen;         /* host:port; port 0 picks a free one */
     uint32_t threads;           /* worker threads, >= 1 */
     uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
+    uint32_t max_streams;       /* streaming calls at once; more get RESOURCE_EXHAUSTED */
 } rpc_options;
 
 typedef struct rpc_server rpc_server;

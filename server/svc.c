@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "campaign.h"
 #include "catalog.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
@@ -51,7 +52,7 @@ struct svc {
     pthread_cond_t stop_cond;
     int stopping;
     char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
-    rpc_method methods[8];
+    rpc_method methods[10];
 };
 
 void svc_options_init(svc_options *o) {
@@ -913,6 +914,265 @@ done:
     recd__v1__set_item_boosts_request__free_unpacked(rq, NULL);
 }
 
+/* --- GetChurnScore --------------------------------------------------------- */
+
+#define SVC_TOP_FACTORS 5
+
+static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__ChurnScoreRequest *rq = recd__v1__churn_score_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed ChurnScoreRequest: not a valid protobuf message");
+        return;
+    }
+    if (check_id("user_id", rq->user_id, reply)) {
+        recd__v1__churn_score_request__free_unpacked(rq, NULL);
+        return;
+    }
+    served_model *sm = svc_acquire(s);
+    const model *m = sm->m;
+    const model_meta *meta = model_info(m);
+    const model_churn *churn = model_churn_info(m);
+    uint32_t u;
+    model_churn_user cu;
+    if (!churn) {
+        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                        "model %s has no churn model: train with --churn-horizon", meta->version);
+    } else if (model_user_index(m, rq->user_id, strlen(rq->user_id), &u) != ERR_OK) {
+        rpc_reply_error(reply, RPC_NOT_FOUND, "user '%.*s' is not in model %s", 64, rq->user_id,
+                        meta->version);
+    } else if (model_churn_user_scores(m, u, &cu) || isnan(cu.probability)) {
+        rpc_reply_error(reply, RPC_NOT_FOUND,
+                        "user '%.*s' has no purchase before the scoring time of model %s", 64,
+                        rq->user_id, meta->version);
+    } else {
+        uint32_t feature[SVC_TOP_FACTORS], n = 0;
+        double contribution[SVC_TOP_FACTORS];
+        err_t e;
+        Recd__V1__Factor factors[SVC_TOP_FACTORS], *factor_ptrs[SVC_TOP_FACTORS];
+        if (campaign_top_factors(m, u, SVC_TOP_FACTORS, feature, contribution, &n, &e)) {
+            rpc_reply_error(reply, RPC_INTERNAL, "%s", e.msg);
+        } else {
+            for (uint32_t i = 0; i < n; i++) {
+                recd__v1__factor__init(&factors[i]);
+                factors[i].feature = (char *)churn->feature_names[feature[i]];
+                factors[i].contribution = contribution[i];
+                factor_ptrs[i] = &factors[i];
+            }
+            Recd__V1__RFM rfm = RECD__V1__RFM__INIT;
+            rfm.recency_days = cu.recency_days;
+            rfm.frequency = (uint32_t)cu.frequency;
+            rfm.monetary = cu.monetary;
+            Recd__V1__ChurnScore resp = RECD__V1__CHURN_SCORE__INIT;
+            resp.user_id = rq->user_id;
+            resp.probability = cu.probability;
+            resp.risk_band = (char *)campaign_band_name(cu.band);
+            resp.segment = (char *)campaign_segment_name(cu.segment);
+            resp.tier = (char *)campaign_tier_name(cu.tier);
+            resp.rfm = &rfm;
+            resp.top_factors = factor_ptrs;
+            resp.n_top_factors = n;
+            resp.model_version = (char *)meta->version;
+            reply_pack(reply, &resp.base);
+        }
+    }
+    svc_release(sm);
+    recd__v1__churn_score_request__free_unpacked(rq, NULL);
+}
+
+/* --- StreamCampaignTargets ------------------------------------------------- */
+
+/* State of one target stream: what emit needs to send a member. */
+typedef struct target_stream {
+    const model *m;
+    const model_churn *churn;
+    const float *affinity;
+    rpc_stream *st;
+    uint8_t *buf;
+    size_t cap;
+    int gone; /* the client went away */
+} target_stream;
+
+static int target_emit(void *ctx, uint32_t u) {
+    target_stream *ts = ctx;
+    size_t len;
+    const char *id = model_user_id(ts->m, u, &len);
+    char user[SVC_MAX_ID_BYTES * 4 + 1];
+    if (len >= sizeof user) len = sizeof user - 1;
+    memcpy(user, id, len);
+    user[len] = '\0';
+    Recd__V1__CampaignTarget t = RECD__V1__CAMPAIGN_TARGET__INIT;
+    t.user_id = user;
+    t.churn_probability = ts->churn->probability[u];
+    t.risk_band = (char *)campaign_band_name(ts->churn->band[u]);
+    t.segment = (char *)campaign_segment_name(ts->churn->segment[u]);
+    t.tier = (char *)campaign_tier_name(ts->churn->tier[u]);
+    t.monetary = ts->churn->monetary[u];
+    t.affinity = ts->affinity ? ts->affinity[u] : 0.0f;
+    size_t n = recd__v1__campaign_target__get_packed_size(&t);
+    if (n > ts->cap) {
+        free(ts->buf);
+        ts->cap = n * 2;
+        if (!(ts->buf = malloc(ts->cap))) return ts->gone = 1;
+    }
+    recd__v1__campaign_target__pack(&t, ts->buf);
+    if (rpc_stream_send(ts->st, ts->buf, n)) ts->gone = 1;
+    return ts->gone;
+}
+
+/* evstore visitor for viewed_not_bought_days: marks members who viewed or
+ * carted (the item, if one is set) after since, and unmarks those who bought
+ * it after their look. Events come in sequence order, so a later purchase
+ * wins over an earlier view. */
+typedef struct looked_scan {
+    const model *m;
+    uint8_t *eligible;
+    int64_t since;
+    const char *item; /* NULL = any item */
+} looked_scan;
+
+static int looked_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
+    (void)seq;
+    looked_scan *ls = ctx;
+    if (ev->ts < ls->since) return 0;
+    if (ls->item &&
+        (ev->item_len != strlen(ls->item) || memcmp(ev->item_id, ls->item, ev->item_len)))
+        return 0;
+    uint32_t u;
+    if (model_user_index(ls->m, ev->user_id, ev->user_len, &u) != ERR_OK) return 0;
+    if (ev->type == EVSTORE_VIEW || ev->type == EVSTORE_ADD_TO_CART)
+        ls->eligible[u] = 1;
+    else if (ev->type == EVSTORE_PURCHASE)
+        ls->eligible[u] = 0;
+    return 0;
+}
+
+/* Turns the request into a filter (affinity and eligibility arrays
+ * allocated here, owned by the caller). Returns 0, or -1 with reply set. */
+static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTargetsRequest *rq,
+                          campaign_filter *f, float **affinity, uint8_t **eligible,
+                          rpc_reply *reply) {
+    const model_meta *meta = model_info(m);
+    memset(f, 0, sizeof *f);
+    f->min_probability = rq->min_probability;
+    f->max_probability = rq->max_probability == 0.0f ? 1.0f : rq->max_probability;
+    if (!(f->min_probability >= 0 && f->max_probability <= 1 &&
+          f->min_probability <= f->max_probability)) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "churn probability range [%g, %g] is not within [0, 1]", f->min_probability,
+                        f->max_probability);
+        return -1;
+    }
+    for (size_t i = 0; i < rq->n_segments; i++) {
+        int code = campaign_segment_code(rq->segments[i]);
+        if (code < 0) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "segments[%zu] '%.*s' is not a segment", i,
+                            64, rq->segments[i]);
+            return -1;
+        }
+        f->segments |= 1u << code;
+    }
+    for (size_t i = 0; i < rq->n_tiers; i++) {
+        int code = campaign_tier_code(rq->tiers[i]);
+        if (code < 0) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "tiers[%zu] '%.*s' is not a tier", i, 64,
+                            rq->tiers[i]);
+            return -1;
+        }
+        f->tiers |= 1u << code;
+    }
+    f->limit = rq->limit;
+    f->order = rq->order == RECD__V1__TARGET_ORDER__BY_VALUE      ? CAMPAIGN_BY_VALUE
+               : rq->order == RECD__V1__TARGET_ORDER__BY_AFFINITY ? CAMPAIGN_BY_AFFINITY
+                                                                  : CAMPAIGN_BY_PROBABILITY;
+    err_t e;
+    if (rq->item_id[0] || rq->category[0]) {
+        uint32_t idx;
+        if (!(*affinity = malloc(((size_t)meta->n_users + 1) * sizeof **affinity))) {
+            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+        if (rq->item_id[0]) {
+            if (model_item_index(m, rq->item_id, strlen(rq->item_id), &idx)) {
+                rpc_reply_error(reply, RPC_NOT_FOUND, "item '%.*s' is not in model %s", 64,
+                                rq->item_id, meta->version);
+                return -1;
+            }
+            campaign_affinity_item(m, idx, *affinity, &e);
+        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx) ||
+                   campaign_affinity_category(m, idx, *affinity, &e)) {
+            rpc_reply_error(reply, RPC_NOT_FOUND, "category '%.*s' is not in model %s", 64,
+                            rq->category, meta->version);
+            return -1;
+        }
+        f->affinity = *affinity;
+    }
+    if (rq->viewed_not_bought_days) {
+        if (!s->events) {
+            rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                            "viewed_not_bought_days needs the event store: start recd serve with "
+                            "--events DIR");
+            return -1;
+        }
+        if (!(*eligible = calloc((size_t)meta->n_users + 1, 1))) {
+            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+        looked_scan ls = {m, *eligible,
+                          (int64_t)time(NULL) - 86400 * (int64_t)rq->viewed_not_bought_days,
+                          rq->item_id[0] ? rq->item_id : NULL};
+        if (evstore_scan(s->events, 1, looked_visit, &ls, &e)) {
+            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot read the events: %s", e.msg);
+            return -1;
+        }
+        f->eligible = *eligible;
+    }
+    return 0;
+}
+
+static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
+                                 rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__CampaignTargetsRequest *rq =
+        recd__v1__campaign_targets_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed CampaignTargetsRequest: not a valid protobuf message");
+        return;
+    }
+    if ((rq->item_id[0] && check_id("item_id", rq->item_id, reply)) ||
+        (rq->category[0] && check_id("category", rq->category, reply)) ||
+        check_ids("segments", rq->segments, rq->n_segments, reply) ||
+        check_ids("tiers", rq->tiers, rq->n_tiers, reply)) {
+        recd__v1__campaign_targets_request__free_unpacked(rq, NULL);
+        return;
+    }
+    served_model *sm = svc_acquire(s);
+    const model *m = sm->m;
+    float *affinity = NULL;
+    uint8_t *eligible = NULL;
+    campaign_filter f;
+    if (!model_churn_info(m)) {
+        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                        "model %s has no churn model: train with --churn-horizon",
+                        model_info(m)->version);
+    } else if (!targets_filter(s, m, rq, &f, &affinity, &eligible, reply)) {
+        target_stream ts = {m, model_churn_info(m), affinity, st, NULL, 0, 0};
+        err_t e;
+        if (campaign_select(m, &f, target_emit, &ts, &e))
+            rpc_reply_error(reply, e.code == ERR_INVALID ? RPC_INVALID_ARGUMENT : RPC_INTERNAL,
+                            "%s", e.msg);
+        else if (ts.gone)
+            rpc_reply_error(reply, RPC_CANCELLED, "the client went away; stream stopped");
+        free(ts.buf);
+    }
+    free(affinity);
+    free(eligible);
+    svc_release(sm);
+    recd__v1__campaign_targets_request__free_unpacked(rq, NULL);
+}
+
 /* --- GetModelInfo ---------------------------------------------------------- */
 
 static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
@@ -1008,12 +1268,16 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
                                         "/recd.v1.Recommender/SetItemAvailability",
                                         "/recd.v1.Recommender/SetItemBoosts",
                                         "/recd.v1.Recommender/Rerank",
+                                        "/recd.v1.Recommender/GetChurnScore",
                                         "/grpc.health.v1.Health/Check"};
-    rpc_handler handlers[] = {
-        svc_recommend,        svc_similar,    svc_model_info, svc_record_events,
-        svc_set_availability, svc_set_boosts, svc_rerank,     svc_health};
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
-        s->methods[i] = (rpc_method){paths[i], handlers[i], s};
+    rpc_handler handlers[] = {svc_recommend,     svc_similar,          svc_model_info,
+                              svc_record_events, svc_set_availability, svc_set_boosts,
+                              svc_rerank,        svc_churn_score,      svc_health};
+    size_t n = sizeof handlers / sizeof handlers[0];
+    for (size_t i = 0; i < n; i++)
+        s->methods[i] = (rpc_method){paths[i], handlers[i], NULL, s};
+    s->methods[n] =
+        (rpc_method){"/recd.v1.Recommender/StreamCampaignTargets", NULL, svc_campaign_targets, s};
     *out = s;
     return ERR_OK;
 }

@@ -53,7 +53,7 @@ int cmd_serve(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    rpc_options ro = {"127.0.0.1:50051", cpus > 0 ? (uint32_t)cpus : 2, 4u << 20};
+    rpc_options ro = {"127.0.0.1:50051", cpus > 0 ? (uint32_t)cpus : 2, 4u << 20, 4};
     float reload = 1.0f;
     svc_options so;
     svc_options_init(&so);
