@@ -44,7 +44,7 @@ else
 fi
 if scripts/build.sh build-valgrind -DRECD_MARCH=x86-64-v3; then
   stage "valgrind unit tests" valgrind_units
-  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.(service|realtime)"'
+  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.(service|realtime|churn)"'
 else
   failed=$((failed + 1))
 fi

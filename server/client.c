@@ -110,3 +110,104 @@ int client_call(client *c, const char *method, const uint8_t *req, size_t len, d
     grpc_call_unref(call);
     return rc;
 }
+
+struct client_stream {
+    client *c;
+    grpc_call *call;
+    grpc_metadata_array initial, trailing;
+    int ended; /* the server sent its last message */
+};
+
+/* Runs one batch on the stream's call and waits for it. */
+static int client_stream_batch(client_stream *st, grpc_op *ops, size_t n) {
+    if (grpc_call_start_batch(st->call, ops, n, st, NULL) != GRPC_CALL_OK) return 0;
+    return grpc_completion_queue_pluck(st->c->cq, st, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+        .success;
+}
+
+int client_stream_open(client *c, const char *method, const uint8_t *req, size_t len,
+                       double timeout_s, client_stream **out, err_t *e) {
+    client_stream *st = calloc(1, sizeof *st);
+    if (!st) return err_set(e, ERR_NOMEM, "client: out of memory");
+    st->c = c;
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                     gpr_time_from_millis((int64_t)(timeout_s * 1000), GPR_TIMESPAN));
+    grpc_slice method_slice = grpc_slice_from_copied_string(method);
+    st->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                        method_slice, NULL, deadline, NULL);
+    grpc_slice_unref(method_slice);
+    grpc_metadata_array_init(&st->initial);
+    grpc_metadata_array_init(&st->trailing);
+    if (!st->call) {
+        free(st);
+        return err_set(e, ERR_INTERNAL, "client: cannot create a call to %s", method);
+    }
+    grpc_slice body = grpc_slice_from_copied_buffer((const char *)req, len);
+    grpc_byte_buffer *request = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = request;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &st->initial;
+    /* A failed start (server gone) shows up as the stream's final status. */
+    if (!client_stream_batch(st, ops, 4)) st->ended = 1;
+    grpc_byte_buffer_destroy(request);
+    *out = st;
+    return ERR_OK;
+}
+
+int client_stream_next(client_stream *st, uint8_t **body, size_t *len) {
+    if (st->ended) return 0;
+    grpc_byte_buffer *msg = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &msg;
+    if (!client_stream_batch(st, &op, 1) || !msg) {
+        st->ended = 1;
+        return 0;
+    }
+    grpc_byte_buffer_reader reader;
+    grpc_byte_buffer_reader_init(&reader, msg);
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(msg);
+    *len = GRPC_SLICE_LENGTH(all);
+    *body = malloc(*len ? *len : 1);
+    if (*body) memcpy(*body, GRPC_SLICE_START_PTR(all), *len);
+    grpc_slice_unref(all);
+    if (!*body) {
+        st->ended = 1;
+        return 0;
+    }
+    return 1;
+}
+
+void client_stream_close(client_stream *st, client_result *r) {
+    memset(r, 0, sizeof *r);
+    if (!st->ended) grpc_call_cancel(st->call, NULL);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &st->trailing;
+    op.data.recv_status_on_client.status = &status;
+    op.data.recv_status_on_client.status_details = &details;
+    client_stream_batch(st, &op, 1);
+    r->status = (int)status;
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n >= sizeof r->details) n = sizeof r->details - 1;
+    memcpy(r->details, GRPC_SLICE_START_PTR(details), n);
+    r->details[n] = '\0';
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&st->initial);
+    grpc_metadata_array_destroy(&st->trailing);
+    grpc_call_unref(st->call);
+    free(st);
+}

@@ -30,4 +30,22 @@ typedef struct client_result {
 int client_call(client *c, const char *method, const uint8_t *req, size_t len, double timeout_s,
                 client_result *r, err_t *e);
 
+/* A server-streaming call in progress. */
+typedef struct client_stream client_stream;
+
+/* Starts a server-streaming call of method with the serialized request (the
+ * whole call must end within timeout_s seconds). *out is owned by the
+ * caller: client_stream_close. Returns ERR_OK or ERR_INTERNAL. */
+int client_stream_open(client *c, const char *method, const uint8_t *req, size_t len,
+                       double timeout_s, client_stream **out, err_t *e);
+
+/* Waits for the next message: 1 with *body (malloc'ed, caller frees) and
+ * *len, or 0 at the end of the stream (or when it failed: see the status
+ * from client_stream_close). */
+int client_stream_next(client_stream *st, uint8_t **body, size_t *len);
+
+/* Cancels the call if it has not ended (stopping early is fine), fills r
+ * with its final status (r->body stays NULL) and frees st. */
+void client_stream_close(client_stream *st, client_result *r);
+
 #endif

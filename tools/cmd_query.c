@@ -23,6 +23,11 @@ static const char query_usage[] =
     "      [--quantity N] [--price P] [--time UNIX]\n"
     "  available ITEM yes|no  marks ITEM in or out of stock\n"
     "  boost ITEM MULT    multiplies ITEM's score by MULT (1 = no boost)\n"
+    "  churn USER         USER's churn probability, risk band, segment, tier, RFM and the\n"
+    "                     factors that push the score most\n"
+    "  targets            streams campaign targets (one line each; --csv for a spreadsheet)\n"
+    "      [--min-prob P] [--max-prob P] [--segment S]... [--tier T]... [--item X | --category C]\n"
+    "      [--viewed-days N] [--limit N] [--order probability|value|affinity] [--csv]\n"
     "  info               the served model's metadata\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
@@ -193,7 +198,16 @@ enum {
     OPT_QUANTITY,
     OPT_PRICE,
     OPT_TIME,
-    OPT_REPEAT
+    OPT_REPEAT,
+    OPT_MIN_PROB,
+    OPT_MAX_PROB,
+    OPT_SEGMENT,
+    OPT_TIER,
+    OPT_ITEM,
+    OPT_VIEWED_DAYS,
+    OPT_LIMIT,
+    OPT_ORDER,
+    OPT_CSV
 };
 
 /* Everything the command line says; the lists point into argv. */
@@ -204,9 +218,12 @@ typedef struct query_args {
     uint32_t k, quantity, repeat;
     double price;
     int64_t time;
-    const char *category;
-    char **exclude, **context;
-    size_t n_exclude, n_context;
+    const char *category, *item;
+    char **exclude, **context, **segments, **tiers;
+    size_t n_exclude, n_context, n_segments, n_tiers;
+    float min_prob, max_prob;
+    uint32_t viewed_days, limit;
+    int order, csv;
     char **pos; /* positional arguments after the action */
     size_t n_pos;
 } query_args;
@@ -400,12 +417,154 @@ static int q_health(client *c, const query_args *a) {
     return serving ? 0 : 1;
 }
 
+static void show_churn(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__ChurnScore *r = (const Recd__V1__ChurnScore *)msg;
+    const Recd__V1__RFM *rfm = r->rfm;
+    if (json) {
+        printf("{\"user_id\":");
+        json_string(r->user_id);
+        printf(",\"probability\":%.6g,\"risk_band\":", r->probability);
+        json_string(r->risk_band);
+        printf(",\"segment\":");
+        json_string(r->segment);
+        printf(",\"tier\":");
+        json_string(r->tier);
+        printf(",\"rfm\":{\"recency_days\":%.6g,\"frequency\":%u,\"monetary\":%.6g}",
+               rfm ? rfm->recency_days : 0, rfm ? rfm->frequency : 0, rfm ? rfm->monetary : 0);
+        printf(",\"top_factors\":[");
+        for (size_t i = 0; i < r->n_top_factors; i++) {
+            printf(i ? ",{\"feature\":" : "{\"feature\":");
+            json_string(r->top_factors[i]->feature);
+            printf(",\"contribution\":%.6g}", r->top_factors[i]->contribution);
+        }
+        printf("],\"model_version\":");
+        json_string(r->model_version);
+        printf("}\n");
+        return;
+    }
+    printf("user %s  model %s\nchurn probability  %.3f  (%s risk)\nsegment            %s\n"
+           "tier               %s\n",
+           r->user_id, r->model_version, r->probability, r->risk_band, r->segment, r->tier);
+    if (rfm)
+        printf("recency            %.1f days\nfrequency          %u orders\nmonetary           "
+               "%.2f\n",
+               rfm->recency_days, rfm->frequency, rfm->monetary);
+    printf("why (contribution to the churn score; > 0 pushes towards churn):\n");
+    for (size_t i = 0; i < r->n_top_factors; i++)
+        printf("  %-28s %+8.3f\n", r->top_factors[i]->feature, r->top_factors[i]->contribution);
+}
+
+static int q_churn(client *c, const query_args *a) {
+    if (a->n_pos != 1) return 2;
+    Recd__V1__ChurnScoreRequest rq = RECD__V1__CHURN_SCORE_REQUEST__INIT;
+    rq.user_id = a->pos[0];
+    return run_call(c, a, "/recd.v1.Recommender/GetChurnScore", &rq.base,
+                    &recd__v1__churn_score__descriptor, show_churn);
+}
+
+/* Writes s as one CSV field (RFC 4180: quoted when it needs to be). */
+static void csv_field(const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"') putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+static void show_target(const Recd__V1__CampaignTarget *t, uint64_t rank, const query_args *a) {
+    if (a->csv) {
+        csv_field(t->user_id);
+        printf(",%.6g,%s,", t->churn_probability, t->risk_band);
+        csv_field(t->segment);
+        printf(",%s,%.2f,%.6g\n", t->tier, t->monetary, t->affinity);
+    } else if (a->json) {
+        printf("{\"user_id\":");
+        json_string(t->user_id);
+        printf(",\"churn_probability\":%.6g,\"risk_band\":\"%s\",\"segment\":\"%s\","
+               "\"tier\":\"%s\",\"monetary\":%.6g,\"affinity\":%.6g}\n",
+               t->churn_probability, t->risk_band, t->segment, t->tier, t->monetary, t->affinity);
+    } else {
+        printf("%6llu  %-20s %6.3f  %-6s  %-17s  %-8s %12.2f %9.4f\n", (unsigned long long)rank,
+               t->user_id, t->churn_probability, t->risk_band, t->segment, t->tier, t->monetary,
+               t->affinity);
+    }
+}
+
+static int q_targets(client *c, const query_args *a) {
+    if (a->n_pos != 0) return 2;
+    Recd__V1__CampaignTargetsRequest rq = RECD__V1__CAMPAIGN_TARGETS_REQUEST__INIT;
+    rq.min_probability = a->min_prob;
+    rq.max_probability = a->max_prob;
+    rq.segments = a->segments;
+    rq.n_segments = a->n_segments;
+    rq.tiers = a->tiers;
+    rq.n_tiers = a->n_tiers;
+    rq.item_id = (char *)(a->item ? a->item : "");
+    rq.category = (char *)(a->category ? a->category : "");
+    rq.viewed_not_bought_days = a->viewed_days;
+    rq.limit = a->limit;
+    rq.order = (Recd__V1__TargetOrder)a->order;
+    size_t n = protobuf_c_message_get_packed_size(&rq.base);
+    uint8_t *req = malloc(n ? n : 1);
+    if (!req) return 1;
+    protobuf_c_message_pack(&rq.base, req);
+    client_stream *st;
+    err_t e;
+    /* An export of millions of members takes a while: no short deadline. */
+    int rc = client_stream_open(c, "/recd.v1.Recommender/StreamCampaignTargets", req, n,
+                                a->timeout > 3600 ? a->timeout : 3600, &st, &e);
+    free(req);
+    if (rc) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 1;
+    }
+    if (a->csv)
+        printf("user_id,churn_probability,risk_band,segment,tier,monetary,affinity\n");
+    else if (!a->json)
+        printf("%6s  %-20s %6s  %-6s  %-17s  %-8s %12s %9s\n", "rank", "user_id", "churn", "risk",
+               "segment", "tier", "monetary", "affinity");
+    uint8_t *body;
+    size_t len;
+    uint64_t rank = 0;
+    int bad = 0;
+    while (!bad && client_stream_next(st, &body, &len)) {
+        Recd__V1__CampaignTarget *t = recd__v1__campaign_target__unpack(NULL, len, body);
+        free(body);
+        if (!t) {
+            fprintf(stderr, "recd: a target did not decode\n");
+            bad = 1;
+            break;
+        }
+        show_target(t, ++rank, a);
+        recd__v1__campaign_target__free_unpacked(t, NULL);
+    }
+    client_result r;
+    client_stream_close(st, &r);
+    if (bad) return 1;
+    if (r.status != 0) {
+        const char *name =
+            r.status > 0 && r.status < (int)(sizeof status_names / sizeof *status_names)
+                ? status_names[r.status]
+                : "UNKNOWN";
+        fprintf(stderr, "recd: %s: %s\n", name, r.details);
+        return 1;
+    }
+    fprintf(stderr, "targets: %llu members\n", (unsigned long long)rank);
+    return 0;
+}
+
 static const struct {
     const char *name;
     query_fn run;
-} actions[] = {{"recommend", q_recommend}, {"similar", q_similar},     {"rerank", q_rerank},
-               {"event", q_event},         {"available", q_available}, {"boost", q_boost},
-               {"info", q_info},           {"health", q_health}};
+} actions[] = {{"churn", q_churn},         {"targets", q_targets}, {"recommend", q_recommend},
+               {"similar", q_similar},     {"rerank", q_rerank},   {"event", q_event},
+               {"available", q_available}, {"boost", q_boost},     {"info", q_info},
+               {"health", q_health}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */
@@ -423,6 +582,15 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"price", required_argument, 0, OPT_PRICE},
         {"time", required_argument, 0, OPT_TIME},
         {"repeat", required_argument, 0, OPT_REPEAT},
+        {"min-prob", required_argument, 0, OPT_MIN_PROB},
+        {"max-prob", required_argument, 0, OPT_MAX_PROB},
+        {"segment", required_argument, 0, OPT_SEGMENT},
+        {"tier", required_argument, 0, OPT_TIER},
+        {"item", required_argument, 0, OPT_ITEM},
+        {"viewed-days", required_argument, 0, OPT_VIEWED_DAYS},
+        {"limit", required_argument, 0, OPT_LIMIT},
+        {"order", required_argument, 0, OPT_ORDER},
+        {"csv", no_argument, 0, OPT_CSV},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -431,7 +599,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
     a->k = 10;
     a->exclude = calloc((size_t)argc, sizeof *a->exclude);
     a->context = calloc((size_t)argc, sizeof *a->context);
-    if (!a->exclude || !a->context) return 2;
+    a->segments = calloc((size_t)argc, sizeof *a->segments);
+    a->tiers = calloc((size_t)argc, sizeof *a->tiers);
+    if (!a->exclude || !a->context || !a->segments || !a->tiers) return 2;
     int opt;
     float f;
     uint64_t u;
@@ -474,6 +644,41 @@ static int parse_args(int argc, char **argv, query_args *a) {
             if (opts_u64("time", optarg, 0, INT64_MAX, &u)) return 2;
             a->time = (int64_t)u;
             break;
+        case OPT_MIN_PROB:
+            if (opts_float("min-prob", optarg, -1e9, 1e9, &a->min_prob)) return 2;
+            break;
+        case OPT_MAX_PROB:
+            if (opts_float("max-prob", optarg, -1e9, 1e9, &a->max_prob)) return 2;
+            break;
+        case OPT_SEGMENT:
+            a->segments[a->n_segments++] = optarg;
+            break;
+        case OPT_TIER:
+            a->tiers[a->n_tiers++] = optarg;
+            break;
+        case OPT_ITEM:
+            a->item = optarg;
+            break;
+        case OPT_VIEWED_DAYS:
+            if (opts_u32("viewed-days", optarg, 1, 36500, &a->viewed_days)) return 2;
+            break;
+        case OPT_LIMIT:
+            if (opts_u32("limit", optarg, 0, UINT32_MAX, &a->limit)) return 2;
+            break;
+        case OPT_ORDER:
+            a->order = !strcmp(optarg, "probability") ? RECD__V1__TARGET_ORDER__BY_CHURN_PROBABILITY
+                       : !strcmp(optarg, "value")     ? RECD__V1__TARGET_ORDER__BY_VALUE
+                       : !strcmp(optarg, "affinity")  ? RECD__V1__TARGET_ORDER__BY_AFFINITY
+                                                      : -1;
+            if (a->order < 0) {
+                fprintf(stderr, "recd: --order is probability, value or affinity, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case OPT_CSV:
+            a->csv = 1;
+            break;
         case OPT_REPEAT:
             if (opts_u32("repeat", optarg, 1, 10000000, &a->repeat)) return 2;
             break;
@@ -503,6 +708,8 @@ int cmd_query(int argc, char **argv) {
     if (status) {
         free(a.exclude);
         free(a.context);
+        free(a.segments);
+        free(a.tiers);
         return status < 0 ? 0 : status;
     }
     const char *action = a.pos[-1];
@@ -523,5 +730,7 @@ int cmd_query(int argc, char **argv) {
     client_close(c);
     free(a.exclude);
     free(a.context);
+    free(a.segments);
+    free(a.tiers);
     return status;
 }
