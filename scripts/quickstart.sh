@@ -23,7 +23,7 @@ head -3 "$work/shop.csv"
 
 step "train implicit ALS and a 90-day churn model, publish both into LMDB"
 "$recd" train --input "$work/shop.csv" --model "$work/model" --factors 32 --iterations 10 \
-  --churn-horizon 90d 2>&1 | grep -E "^train: (iter|publ)|ROC-AUC|^churn: (risk|segments)"
+  --churn-horizon 90d 2>&1 | grep -E "^train: (iter|publ)|ROC-AUC|^churn:   (logistic|recency)|^churn: (risk|segments)"
 
 step "serve it over gRPC on 127.0.0.1"
 "$recd" serve --model "$work/model" --listen 127.0.0.1:0 --port-file "$work/port" &
