@@ -96,8 +96,8 @@ int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *
 /* Called once per event by the readers, in sequence order. ev and its ids
  * are valid only during the call. Return 0 to go on, anything else to stop
  * (the reader then returns ERR_OK). A visitor runs inside a read
- * transaction that holds off map growth, so it must not call
- * evstore_append, evstore_forget_user or evstore_close on the same store. */
+ * transaction that holds off map growth, so it must not call any evstore
+ * function on the same store (a pending growth would deadlock with it). */
 typedef int (*evstore_visit_fn)(void *ctx, uint64_t seq, const evstore_event *ev);
 
 /* Visits the events of one user with ts > since_ts (INT64_MIN for all), in
