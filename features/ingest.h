@@ -27,10 +27,10 @@ typedef struct ingest_options {
     const char *quantity_col; /* NULL = column "quantity" if present, else every row 1 */
     const char *price_col;
     const char *category_col;
-        /* NULL = column "category" if present, else no categories */ /* NULL = column "price" if
-                                                                         present, else no price */
-    char delimiter;                                                   /* default ',' */
-    char quote;                                                       /* default '"' */
+    /* NULL = column "category" if present, else no categories */ /* NULL = column "price" if
+                                                                     present, else no price */
+    char delimiter;                                               /* default ',' */
+    char quote;                                                   /* default '"' */
     /* Called every few hundred thousand rows with the rows read so far (for
      * a progress line); may be NULL. */
     void (*progress)(void *ctx, uint64_t rows, uint64_t bytes, uint64_t total_bytes);
