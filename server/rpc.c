@@ -12,15 +12,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
-/* Call requests each worker keeps posted per method: enough that a burst of
- * new calls never waits for a worker to re-post. */
-#define RPC_REQUESTS_PER_METHOD 8
+/* Call requests each poller keeps posted per method: enough that a burst of
+ * new calls never waits for a poller to re-post. */
+#define RPC_REQUESTS_PER_METHOD 16
 
 /* Seconds a stop waits for calls in flight before cancelling them. */
 #define RPC_STOP_GRACE_S 5
+
+#define RPC_DEFAULT_MAX_QUEUE 1024
+#define RPC_DEFAULT_MAX_QUEUE_MS 1000
 
 /* What a completion-queue tag is: every tag struct starts with one. */
 typedef enum {
@@ -30,11 +34,13 @@ typedef enum {
 } call_state;
 
 /* One call, from the request posted to the server until its answer batch
- * completes. Owned by the worker whose queue the call is bound to. */
+ * completes. Owned by whoever holds it: its poller, the queue, a handler
+ * thread, or a stream's thread; freed by the poller when the answer batch
+ * completes. */
 typedef struct rpc_call {
     call_state state;
     int method; /* index into methods, or -1 for an unregistered method */
-    struct rpc_worker *worker;
+    struct rpc_poller *poller;
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array request_metadata;
@@ -43,16 +49,17 @@ typedef struct rpc_call {
     grpc_byte_buffer *response;
     grpc_slice status_details;
     int cancelled;
+    double queued_at; /* monotonic seconds */
 } rpc_call;
 
-typedef struct rpc_worker {
+typedef struct rpc_poller {
     struct rpc_server *server;
     grpc_completion_queue *cq;
     pthread_t thread;
-} rpc_worker;
+} rpc_poller;
 
 /* A server-streaming call, owned by the thread running its handler. The
- * worker whose queue the call is bound to reports each batch's completion
+ * poller whose queue the call is bound to reports each batch's completion
  * through lock/cond. */
 struct rpc_stream {
     call_state state; /* STREAM_BATCH */
@@ -64,17 +71,35 @@ struct rpc_stream {
 
 struct rpc_server {
     grpc_server *grpc;
-    pthread_mutex_t streams_lock;
-    pthread_cond_t streams_done;
-    uint32_t streams, max_streams; /* running streaming calls, and the cap */
     const rpc_method *methods;
     void **registered; /* grpc handles, one per method */
     size_t n_methods;
-    rpc_worker *workers;
-    uint32_t n_workers, n_started; /* queues created, threads running */
+    rpc_poller *pollers;
+    uint32_t n_pollers, n_pollers_started;
+    pthread_t *handlers;
+    uint32_t n_handlers, n_handlers_started;
     int port;
     atomic_int stopping;
+    char *write_token; /* NULL = write methods are open */
+
+    /* The bounded queue between pollers and handler threads. */
+    pthread_mutex_t queue_lock;
+    pthread_cond_t queue_ready;
+    rpc_call **ring;
+    uint32_t ring_cap, ring_head, ring_count;
+    int queue_closed;
+    double max_wait_s;
+
+    pthread_mutex_t streams_lock;
+    pthread_cond_t streams_done;
+    uint32_t streams, max_streams; /* running streaming calls, and the cap */
 };
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
 void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...) {
     va_list ap;
@@ -98,10 +123,10 @@ static void rpc_call_free(rpc_call *c) {
 }
 
 /* Posts a request for the next call of method (or of any unregistered method
- * when method < 0) on this worker's queue. Failure only happens while the
+ * when method < 0) on this poller's queue. Failure only happens while the
  * server shuts down, when nothing needs to be posted any more. */
-static void rpc_request(rpc_worker *w, int method) {
-    rpc_server *s = w->server;
+static void rpc_request(rpc_poller *p, int method) {
+    rpc_server *s = p->server;
     if (atomic_load(&s->stopping)) return;
     rpc_call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -110,18 +135,18 @@ static void rpc_request(rpc_worker *w, int method) {
     }
     c->state = CALL_REQUESTED;
     c->method = method;
-    c->worker = w;
+    c->poller = p;
     c->status_details = grpc_empty_slice();
     grpc_metadata_array_init(&c->request_metadata);
     grpc_call_error rc;
     if (method >= 0) {
         rc = grpc_server_request_registered_call(s->grpc, s->registered[method], &c->call,
                                                  &c->deadline, &c->request_metadata, &c->payload,
-                                                 w->cq, w->cq, c);
+                                                 p->cq, p->cq, c);
     } else {
         grpc_call_details_init(&c->details);
-        rc = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_metadata, w->cq,
-                                      w->cq, c);
+        rc = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_metadata, p->cq,
+                                      p->cq, c);
     }
     if (rc != GRPC_CALL_OK) rpc_call_free(c);
 }
@@ -145,7 +170,52 @@ static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len) {
     return buf;
 }
 
-/* Starts a batch of a stream's call and waits for the worker to report its
+static const char *rpc_method_name(const rpc_call *c) {
+    return c->method >= 0 ? c->poller->server->methods[c->method].path : "unregistered";
+}
+
+/* Starts the batch that answers c with reply (whose body it frees). The
+ * poller frees c when the batch completes. */
+static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
+    if (reply->status != RPC_OK)
+        log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
+                 reply->status, reply->message);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (reply->status == RPC_OK) {
+        grpc_slice body = grpc_slice_from_copied_buffer((const char *)reply->body, reply->len);
+        c->response = grpc_raw_byte_buffer_create(&body, 1);
+        grpc_slice_unref(body);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->response;
+    } else {
+        c->status_details = grpc_slice_from_copied_string(reply->message);
+    }
+    free(reply->body);
+    reply->body = NULL;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)reply->status;
+    ops[n++].data.send_status_from_server.status_details =
+        reply->status == RPC_OK ? NULL : &c->status_details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->state = CALL_ANSWERING;
+    grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    if (rc != GRPC_CALL_OK) {
+        log_error("msg=\"cannot answer a call\" grpc_call_error=%d", (int)rc);
+        rpc_call_free(c);
+    }
+}
+
+static int rpc_deadline_passed(const rpc_call *c) {
+    return gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0;
+}
+
+/* --- streaming calls -------------------------------------------------------- */
+
+/* Starts a batch of a stream's call and waits for the poller to report its
  * completion. Returns 1 when the batch succeeded. */
 static int rpc_stream_batch(rpc_stream *st, grpc_op *ops, size_t n) {
     pthread_mutex_lock(&st->lock);
@@ -177,12 +247,18 @@ int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len) {
     return ok ? 0 : -1;
 }
 
+static void rpc_stream_finished(rpc_server *s) {
+    pthread_mutex_lock(&s->streams_lock);
+    if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
+    pthread_mutex_unlock(&s->streams_lock);
+}
+
 /* Runs a streaming handler on its own thread, then ends the call with the
  * handler's status and frees it. */
 static void *rpc_stream_main(void *arg) {
     rpc_stream *st = arg;
     rpc_call *c = st->call;
-    rpc_server *s = c->worker->server;
+    rpc_server *s = c->poller->server;
     rpc_reply reply = {.status = RPC_OK};
     size_t len;
     uint8_t *req = rpc_read_payload(c->payload, &len);
@@ -195,8 +271,8 @@ static void *rpc_stream_main(void *arg) {
     }
     free(reply.body);
     if (reply.status != RPC_OK)
-        log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"",
-                 s->methods[c->method].path, reply.status, reply.message);
+        log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
+                 reply.status, reply.message);
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -213,16 +289,14 @@ static void *rpc_stream_main(void *arg) {
     pthread_mutex_destroy(&st->lock);
     pthread_cond_destroy(&st->cond);
     free(st);
-    pthread_mutex_lock(&s->streams_lock);
-    if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
-    pthread_mutex_unlock(&s->streams_lock);
+    rpc_stream_finished(s);
     return NULL;
 }
 
 /* Hands a new streaming call to a thread of its own. Returns 0, or -1 with
  * reply filled when it cannot run now. */
 static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
-    rpc_server *s = c->worker->server;
+    rpc_server *s = c->poller->server;
     pthread_mutex_lock(&s->streams_lock);
     int full = s->streams >= s->max_streams;
     if (!full) s->streams++;
@@ -243,87 +317,140 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
         pthread_mutex_init(&st->lock, NULL);
         pthread_cond_init(&st->cond, NULL);
     }
-    if (!st || pthread_create(&thread, &attr, rpc_stream_main, st)) {
-        pthread_attr_destroy(&attr);
+    int failed = !st || pthread_create(&thread, &attr, rpc_stream_main, st);
+    pthread_attr_destroy(&attr);
+    if (failed) {
         if (st) {
             pthread_mutex_destroy(&st->lock);
             pthread_cond_destroy(&st->cond);
             free(st);
         }
-        pthread_mutex_lock(&s->streams_lock);
-        if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
-        pthread_mutex_unlock(&s->streams_lock);
+        rpc_stream_finished(s);
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "cannot start a streaming call now");
         return -1;
     }
-    pthread_attr_destroy(&attr);
     return 0;
 }
 
-/* Runs the handler of a new call and starts the batch that answers it. */
-static void rpc_answer(rpc_call *c) {
-    rpc_server *s = c->worker->server;
+/* --- accepting calls (pollers) and running them (handler threads) ---------- */
+
+/* True when the call carries "authorization: Bearer <token>". The compare
+ * takes the same time wherever the first difference is. */
+static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
+    size_t want = strlen(s->write_token);
+    for (size_t i = 0; i < c->request_metadata.count; i++) {
+        const grpc_metadata *md = &c->request_metadata.metadata[i];
+        if (!grpc_slice_str_cmp(md->key, "authorization")) {
+            const char *v = (const char *)GRPC_SLICE_START_PTR(md->value);
+            size_t len = GRPC_SLICE_LENGTH(md->value);
+            if (len != want + 7 || memcmp(v, "Bearer ", 7)) return 0;
+            unsigned char diff = 0;
+            for (size_t j = 0; j < want; j++)
+                diff |= (unsigned char)(v[7 + j] ^ s->write_token[j]);
+            return diff == 0;
+        }
+    }
+    return 0;
+}
+
+/* Puts c in the queue for a handler thread. Returns 0, or -1 when full. */
+static int rpc_enqueue(rpc_server *s, rpc_call *c) {
+    pthread_mutex_lock(&s->queue_lock);
+    int full = s->ring_count == s->ring_cap;
+    if (!full) {
+        c->queued_at = now_seconds();
+        s->ring[(s->ring_head + s->ring_count++) % s->ring_cap] = c;
+        pthread_cond_signal(&s->queue_ready);
+    }
+    pthread_mutex_unlock(&s->queue_lock);
+    return full ? -1 : 0;
+}
+
+/* Decides what to do with a new call on its poller: answer at once what
+ * needs no handler, else hand it on. */
+static void rpc_accept(rpc_call *c) {
+    rpc_server *s = c->poller->server;
     rpc_reply reply = {.status = RPC_OK};
-    if (c->method >= 0 && s->methods[c->method].stream) {
-        if (rpc_start_stream(c, &reply) == 0) return; /* the stream's thread owns c now */
-    } else if (c->method < 0) {
+    const rpc_method *m = c->method >= 0 ? &s->methods[c->method] : NULL;
+    if (!m) {
         char *method = grpc_slice_to_c_string(c->details.method);
         rpc_reply_error(&reply, RPC_UNIMPLEMENTED, "method %s is not implemented by recd", method);
         gpr_free(method);
+    } else if (m->write && s->write_token && !rpc_authorized(s, c)) {
+        rpc_reply_error(&reply, RPC_UNAUTHENTICATED,
+                        "%s changes data: it needs metadata 'authorization: Bearer <token>' with "
+                        "the server's write token",
+                        m->path);
+    } else if (rpc_deadline_passed(c)) {
+        rpc_reply_error(&reply, RPC_DEADLINE_EXCEEDED,
+                        "the deadline passed before the call "
+                        "arrived");
+    } else if (m->stream) {
+        if (rpc_start_stream(c, &reply) == 0) return; /* the stream's thread owns c now */
+    } else if (rpc_enqueue(s, c) == 0) {
+        return; /* a handler thread owns c now */
     } else {
-        size_t len;
-        uint8_t *req = rpc_read_payload(c->payload, &len);
-        if (!req) {
-            rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
-        } else {
-            const rpc_method *m = &s->methods[c->method];
-            m->handler(m->ctx, req, len, &reply);
-            free(req);
-        }
+        rpc_reply_error(&reply, RPC_RESOURCE_EXHAUSTED,
+                        "server overloaded: %u calls are waiting already; retry later",
+                        s->ring_cap);
     }
-    if (reply.status != RPC_OK)
-        log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"",
-                 c->method >= 0 ? s->methods[c->method].path : "unregistered", reply.status,
-                 reply.message);
+    rpc_send_answer(c, &reply);
+}
 
-    grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (reply.status == RPC_OK) {
-        grpc_slice body = grpc_slice_from_copied_buffer((const char *)reply.body, reply.len);
-        c->response = grpc_raw_byte_buffer_create(&body, 1);
-        grpc_slice_unref(body);
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = c->response;
-    } else {
-        c->status_details = grpc_slice_from_copied_string(reply.message);
-    }
-    free(reply.body);
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)reply.status;
-    ops[n++].data.send_status_from_server.status_details =
-        reply.status == RPC_OK ? NULL : &c->status_details;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-    c->state = CALL_ANSWERING;
-    grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
-    if (rc != GRPC_CALL_OK) {
-        log_error("msg=\"cannot answer a call\" grpc_call_error=%d", (int)rc);
-        rpc_call_free(c);
+/* A handler thread: runs queued calls until the queue is closed and empty. */
+static void *rpc_handler_main(void *arg) {
+    rpc_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->queue_lock);
+        while (s->ring_count == 0 && !s->queue_closed)
+            pthread_cond_wait(&s->queue_ready, &s->queue_lock);
+        if (s->ring_count == 0) {
+            pthread_mutex_unlock(&s->queue_lock);
+            return NULL;
+        }
+        rpc_call *c = s->ring[s->ring_head];
+        s->ring_head = (s->ring_head + 1) % s->ring_cap;
+        s->ring_count--;
+        pthread_mutex_unlock(&s->queue_lock);
+
+        rpc_reply reply = {.status = RPC_OK};
+        double waited = now_seconds() - c->queued_at;
+        /* Work for a client that has given up, or that waited so long that
+         * answering it would only make the calls behind it late too, is
+         * skipped: this is what keeps an overload from snowballing. */
+        if (rpc_deadline_passed(c)) {
+            rpc_reply_error(&reply, RPC_DEADLINE_EXCEEDED,
+                            "the deadline passed after %.0f ms in the server's queue",
+                            waited * 1e3);
+        } else if (waited > s->max_wait_s) {
+            rpc_reply_error(&reply, RPC_RESOURCE_EXHAUSTED,
+                            "server overloaded: the call waited %.0f ms; retry later",
+                            waited * 1e3);
+        } else {
+            size_t len;
+            uint8_t *req = rpc_read_payload(c->payload, &len);
+            if (!req) {
+                rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
+            } else {
+                const rpc_method *m = &s->methods[c->method];
+                m->handler(m->ctx, req, len, &reply);
+                free(req);
+            }
+        }
+        rpc_send_answer(c, &reply);
     }
 }
 
-static void *rpc_worker_main(void *arg) {
-    rpc_worker *w = arg;
-    rpc_server *s = w->server;
+static void *rpc_poller_main(void *arg) {
+    rpc_poller *p = arg;
+    rpc_server *s = p->server;
     for (size_t m = 0; m < s->n_methods; m++)
         for (int i = 0; i < RPC_REQUESTS_PER_METHOD; i++)
-            rpc_request(w, (int)m);
+            rpc_request(p, (int)m);
     for (int i = 0; i < 2; i++)
-        rpc_request(w, -1);
+        rpc_request(p, -1);
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_event ev = grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
         if (*(call_state *)ev.tag == STREAM_BATCH) {
@@ -341,8 +468,8 @@ static void *rpc_worker_main(void *arg) {
                 rpc_call_free(c);
                 continue;
             }
-            rpc_request(w, c->method); /* keep the pool of requests full first */
-            rpc_answer(c);
+            rpc_request(p, c->method); /* keep the pool of requests full first */
+            rpc_accept(c);
         } else {
             rpc_call_free(c);
         }
@@ -350,39 +477,75 @@ static void *rpc_worker_main(void *arg) {
     return NULL;
 }
 
+/* --- lifecycle ---------------------------------------------------------------- */
+
 int rpc_server_port(const rpc_server *s) {
     return s->port;
 }
 
 static void rpc_server_free(rpc_server *s) {
     if (s->grpc) grpc_server_destroy(s->grpc);
-    for (uint32_t i = 0; i < s->n_workers; i++)
-        if (s->workers[i].cq) grpc_completion_queue_destroy(s->workers[i].cq);
-    free(s->workers);
+    for (uint32_t i = 0; i < s->n_pollers; i++)
+        if (s->pollers[i].cq) grpc_completion_queue_destroy(s->pollers[i].cq);
+    free(s->pollers);
+    free(s->handlers);
     free(s->registered);
+    free(s->ring);
+    free(s->write_token);
+    pthread_mutex_destroy(&s->queue_lock);
+    pthread_cond_destroy(&s->queue_ready);
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
     free(s);
     grpc_shutdown();
 }
 
+/* The server credentials of o: TLS (mutual when a client CA is given) or
+ * insecure. NULL with e set when the PEM pair is incomplete. */
+static grpc_server_credentials *rpc_credentials(const rpc_options *o, err_t *e) {
+    if (!o->tls_cert && !o->tls_key && !o->tls_client_ca)
+        return grpc_insecure_server_credentials_create();
+    if (!o->tls_cert || !o->tls_key) {
+        err_set(e, ERR_INVALID, "TLS needs both a certificate and its key");
+        return NULL;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {o->tls_key, o->tls_cert};
+    return grpc_ssl_server_credentials_create_ex(
+        o->tls_client_ca, &pair, 1,
+        o->tls_client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                         : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+}
+
 int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, rpc_server **out,
                      err_t *e) {
-    if (o->threads < 1) return err_set(e, ERR_INVALID, "rpc: at least one worker thread needed");
+    if (o->threads < 1) return err_set(e, ERR_INVALID, "rpc: at least one handler thread needed");
     grpc_init();
     rpc_server *s = calloc(1, sizeof *s);
     if (!s) {
         grpc_shutdown();
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
+    pthread_mutex_init(&s->queue_lock, NULL);
+    pthread_cond_init(&s->queue_ready, NULL);
+    pthread_mutex_init(&s->streams_lock, NULL);
+    pthread_cond_init(&s->streams_done, NULL);
     s->methods = methods;
     s->n_methods = n;
     s->max_streams = o->max_streams ? o->max_streams : 4;
-    pthread_mutex_init(&s->streams_lock, NULL);
-    pthread_cond_init(&s->streams_done, NULL);
+    s->ring_cap = o->max_queue ? o->max_queue : RPC_DEFAULT_MAX_QUEUE;
+    s->max_wait_s = (o->max_queue_ms ? o->max_queue_ms : RPC_DEFAULT_MAX_QUEUE_MS) / 1e3;
+    /* The pollers do the HTTP/2 work; one per two handler threads keeps the
+     * cores for the handlers, which is where the time goes. */
+    s->n_pollers = o->threads > 1 ? o->threads / 2 : 1;
+    s->n_handlers = o->threads;
     s->registered = calloc(n ? n : 1, sizeof *s->registered);
-    s->workers = calloc(o->threads, sizeof *s->workers);
-    if (!s->registered || !s->workers) {
+    s->pollers = calloc(s->n_pollers, sizeof *s->pollers);
+    s->handlers = calloc(s->n_handlers, sizeof *s->handlers);
+    s->ring = calloc(s->ring_cap, sizeof *s->ring);
+    if (o->write_token) s->write_token = strdup(o->write_token);
+    if (!s->registered || !s->pollers || !s->handlers || !s->ring ||
+        (o->write_token && !s->write_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
@@ -405,27 +568,39 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
             return err_set(e, ERR_INTERNAL, "rpc: cannot register %s", methods[m].path);
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = rpc_credentials(o, e);
+    if (!creds) {
+        rpc_server_free(s);
+        return ERR_INVALID;
+    }
     s->port = grpc_server_add_http2_port(s->grpc, o->listen, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {
         rpc_server_free(s);
-        return err_set(e, ERR_INVALID, "cannot listen on %s (address in use or invalid)",
+        return err_set(e, ERR_INVALID,
+                       "cannot listen on %s (address in use or invalid, or a bad TLS certificate "
+                       "or key)",
                        o->listen);
     }
-    s->n_workers = o->threads;
-    for (uint32_t i = 0; i < s->n_workers; i++) {
-        s->workers[i].server = s;
-        s->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->grpc, s->workers[i].cq, NULL);
+    for (uint32_t i = 0; i < s->n_pollers; i++) {
+        s->pollers[i].server = s;
+        s->pollers[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(s->grpc, s->pollers[i].cq, NULL);
     }
     grpc_server_start(s->grpc);
-    for (uint32_t i = 0; i < s->n_workers; i++) {
-        if (pthread_create(&s->workers[i].thread, NULL, rpc_worker_main, &s->workers[i])) {
+    for (uint32_t i = 0; i < s->n_handlers; i++) {
+        if (pthread_create(&s->handlers[i], NULL, rpc_handler_main, s)) {
             rpc_server_stop(s);
-            return err_set(e, ERR_INTERNAL, "rpc: cannot start worker thread %u", i);
+            return err_set(e, ERR_INTERNAL, "rpc: cannot start handler thread %u", i);
         }
-        s->n_started++;
+        s->n_handlers_started++;
+    }
+    for (uint32_t i = 0; i < s->n_pollers; i++) {
+        if (pthread_create(&s->pollers[i].thread, NULL, rpc_poller_main, &s->pollers[i])) {
+            rpc_server_stop(s);
+            return err_set(e, ERR_INTERNAL, "rpc: cannot start poller thread %u", i);
+        }
+        s->n_pollers_started++;
     }
     *out = s;
     return ERR_OK;
@@ -433,8 +608,9 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
 
 void rpc_server_stop(rpc_server *s) {
     atomic_store(&s->stopping, 1);
-    /* Shutdown completes once every in-flight call has been answered; the
-     * requests still posted then complete with success = 0 on the workers. */
+    /* Shutdown completes once every call in flight has been answered (the
+     * handler threads keep draining the queue meanwhile); the requests still
+     * posted then complete with success = 0 on the pollers. */
     grpc_completion_queue *done = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->grpc, done, s);
     /* Unary calls finish in moments; a long export gets a few seconds and is
@@ -447,21 +623,27 @@ void rpc_server_stop(rpc_server *s) {
     }
     grpc_completion_queue_shutdown(done);
     grpc_completion_queue_destroy(done);
+    pthread_mutex_lock(&s->queue_lock);
+    s->queue_closed = 1;
+    pthread_cond_broadcast(&s->queue_ready);
+    pthread_mutex_unlock(&s->queue_lock);
+    for (uint32_t i = 0; i < s->n_handlers_started; i++)
+        pthread_join(s->handlers[i], NULL);
     /* Stream threads still free their calls after the last batch: the
-     * workers must outlive them. */
+     * pollers must outlive them. */
     pthread_mutex_lock(&s->streams_lock);
     while (s->streams)
         pthread_cond_wait(&s->streams_done, &s->streams_lock);
     pthread_mutex_unlock(&s->streams_lock);
-    for (uint32_t i = 0; i < s->n_workers; i++)
-        grpc_completion_queue_shutdown(s->workers[i].cq);
-    for (uint32_t i = 0; i < s->n_started; i++)
-        pthread_join(s->workers[i].thread, NULL);
-    /* Queues of workers that never started (a failed start) drain here. */
-    for (uint32_t i = s->n_started; i < s->n_workers; i++) {
+    for (uint32_t i = 0; i < s->n_pollers; i++)
+        grpc_completion_queue_shutdown(s->pollers[i].cq);
+    for (uint32_t i = 0; i < s->n_pollers_started; i++)
+        pthread_join(s->pollers[i].thread, NULL);
+    /* Queues of pollers that never started (a failed start) drain here. */
+    for (uint32_t i = s->n_pollers_started; i < s->n_pollers; i++) {
         grpc_event ev;
         do {
-            ev = grpc_completion_queue_next(s->workers[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+            ev = grpc_completion_queue_next(s->pollers[i].cq, gpr_inf_future(GPR_CLOCK_REALTIME),
                                             NULL);
             if (ev.type == GRPC_OP_COMPLETE) rpc_call_free(ev.tag);
         } while (ev.type != GRPC_QUEUE_SHUTDOWN);

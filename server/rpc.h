@@ -1,10 +1,14 @@
 /* rpc: the only module that knows the gRPC C core API on the server side.
  *
- * It runs a fixed pool of worker threads, each with its own completion queue
- * and several outstanding call requests per method, hands each unary request
- * message to a handler as bytes and sends back what the handler produced.
- * Methods not in the table are answered UNIMPLEMENTED by the pool itself.
- * Handlers run on worker threads, so they must be thread-safe. */
+ * Poller threads, each with its own completion queue and several outstanding
+ * call requests per method, accept calls and put them in a bounded queue; a
+ * fixed pool of handler threads takes them from there, hands each request
+ * message to its handler as bytes and sends back what the handler produced.
+ * The pollers answer by themselves what needs no handler: unknown methods
+ * (UNIMPLEMENTED), write methods without the bearer token (UNAUTHENTICATED),
+ * calls whose deadline has passed (DEADLINE_EXCEEDED) and calls that find the
+ * queue full (RESOURCE_EXHAUSTED). Handlers run on several threads at once,
+ * so they must be thread-safe. */
 #ifndef RECD_RPC_H
 #define RECD_RPC_H
 
@@ -25,7 +29,8 @@ enum {
     RPC_FAILED_PRECONDITION = 9,
     RPC_UNIMPLEMENTED = 12,
     RPC_INTERNAL = 13,
-    RPC_UNAVAILABLE = 14
+    RPC_UNAVAILABLE = 14,
+    RPC_UNAUTHENTICATED = 16
 };
 
 /* What a handler answers. On RPC_OK, body/len is the serialized response
@@ -66,13 +71,23 @@ typedef struct rpc_method {
     rpc_handler handler;       /* unary methods */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
+    int write; /* changes state: needs the bearer token when one is set */
 } rpc_method;
 
 typedef struct rpc_options {
     const char *listen;         /* host:port; port 0 picks a free one */
-    uint32_t threads;           /* worker threads, >= 1 */
+    uint32_t threads;           /* threads running handlers, >= 1 */
     uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
     uint32_t max_streams;       /* streaming calls at once; more get RESOURCE_EXHAUSTED */
+    /* Load shedding: at most max_queue calls wait for a handler thread, and
+     * none waits longer than max_queue_ms; others get RESOURCE_EXHAUSTED at
+     * once instead of making everyone slow. 0 = defaults (1024, 1000 ms). */
+    uint32_t max_queue, max_queue_ms;
+    /* Write methods need "authorization: Bearer <write_token>" (NULL = open). */
+    const char *write_token;
+    /* TLS: PEM certificate chain and key (both or neither); with client_ca,
+     * clients must present a certificate signed by it (mutual TLS). */
+    const char *tls_cert, *tls_key, *tls_client_ca;
 } rpc_options;
 
 typedef struct rpc_server rpc_server;

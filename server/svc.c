@@ -13,6 +13,7 @@
 #include "campaign.h"
 #include "catalog.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "idstate.h"
 #include "log.h"
 #include "model.h"
 #include "recd/v1/recommender.pb-c.h"
@@ -44,6 +45,7 @@ struct svc {
     served_model *current;
     evstore *events; /* NULL without --events */
     catalog *rules;
+    idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EVSTORE_TYPES];
     double reload_interval_s;
     pthread_t watcher;
@@ -52,8 +54,17 @@ struct svc {
     pthread_cond_t stop_cond;
     int stopping;
     char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
-    rpc_method methods[10];
+    rpc_method methods[12];
 };
+
+/* A member's privacy choice (one byte in the privacy store). */
+enum { PRIVACY_NONE = 0, PRIVACY_OPTED_OUT = 1, PRIVACY_FORGOTTEN = 2 };
+
+static int svc_privacy(svc *s, const char *user, size_t len) {
+    unsigned char v = PRIVACY_NONE;
+    idstate_get(s->privacy, user, len, &v);
+    return v;
+}
 
 void svc_options_init(svc_options *o) {
     memset(o, 0, sizeof *o);
@@ -507,12 +518,16 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
                             rq->category, meta->version);
         goto done;
     }
-    if (shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids, &sh,
-                        reply))
+    /* A member who opted out (or was forgotten) gets what anyone would. */
+    int private = rq->user_id[0] && svc_privacy(s, rq->user_id, strlen(rq->user_id));
+    if (!private && shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids,
+                                    &sh, reply))
         goto done;
     Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
-    int strategy = shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
+    int strategy =
+        private ? RECD__V1__STRATEGY__POPULAR : shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
     if (strategy < 0) goto done;
+    if (private) sh.user = SCORE_NO_USER;
     resp.strategy = (Recd__V1__Strategy)strategy;
     if (strategy == RECD__V1__STRATEGY__POPULAR) {
         /* Nothing to personalize from: the widget still gets the best sellers. */
@@ -667,10 +682,12 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reranking");
         goto done;
     }
-    if (shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids, &sh,
-                        reply))
+    int private = rq->user_id[0] && svc_privacy(s, rq->user_id, strlen(rq->user_id));
+    if (!private && shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids,
+                                    &sh, reply))
         goto done;
-    int strategy = shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
+    int strategy =
+        private ? RECD__V1__STRATEGY__POPULAR : shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
     if (strategy < 0) goto done;
     const float *y = model_item_factors(m), *popularity = model_item_popularity(m);
     size_t n_known = 0, n_unknown = 0;
@@ -730,13 +747,15 @@ done:
 
 /* Why event ev cannot be stored, or NULL; fills *out with the event as it
  * will be stored (timestamp 0 = now, quantity 0 = 1). */
-static const char *event_problem(const Recd__V1__Event *ev, int64_t now, evstore_event *out,
+static const char *event_problem(svc *s, const Recd__V1__Event *ev, int64_t now, evstore_event *out,
                                  char *buf, size_t cap) {
     const char *problem;
     if ((problem = id_problem(ev->user_id))) {
         snprintf(buf, cap, "user_id %s", problem);
         return buf;
     }
+    if (svc_privacy(s, ev->user_id, strlen(ev->user_id)) == PRIVACY_FORGOTTEN)
+        return "the member was forgotten (ForgetUser): nothing more is kept about them";
     if ((problem = id_problem(ev->item_id))) {
         snprintf(buf, cap, "item_id %s", problem);
         return buf;
@@ -799,8 +818,8 @@ static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_rep
     int64_t now = (int64_t)time(NULL);
     size_t n_good = 0, n_rejected = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *problem = event_problem(rq->events[i], now, &good[n_good], reasons[n_rejected],
-                                            sizeof reasons[n_rejected]);
+        const char *problem = event_problem(s, rq->events[i], now, &good[n_good],
+                                            reasons[n_rejected], sizeof reasons[n_rejected]);
         if (!problem) {
             n_good++;
             continue;
@@ -936,9 +955,14 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
     const model_churn *churn = model_churn_info(m);
     uint32_t u;
     model_churn_user cu;
+    int private = svc_privacy(s, rq->user_id, strlen(rq->user_id));
     if (!churn) {
         rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
                         "model %s has no churn model: train with --churn-horizon", meta->version);
+    } else if (private) {
+        rpc_reply_error(reply, RPC_NOT_FOUND, "member '%.*s' %s", 64, rq->user_id,
+                        private == PRIVACY_FORGOTTEN ? "was forgotten (ForgetUser)"
+                                                     : "opted out of personalization");
     } else if (model_user_index(m, rq->user_id, strlen(rq->user_id), &u) != ERR_OK) {
         rpc_reply_error(reply, RPC_NOT_FOUND, "user '%.*s' is not in model %s", 64, rq->user_id,
                         meta->version);
@@ -1048,6 +1072,19 @@ static int looked_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     return 0;
 }
 
+typedef struct private_scan {
+    const model *m;
+    uint8_t *eligible;
+} private_scan;
+
+static void unmark_private(void *ctx, const char *id, size_t len, const void *value) {
+    private_scan *ps = ctx;
+    uint32_t u;
+    if (*(const unsigned char *)value != PRIVACY_NONE &&
+        model_user_index(ps->m, id, len, &u) == ERR_OK)
+        ps->eligible[u] = 0;
+}
+
 /* Turns the request into a filter (affinity and eligibility arrays
  * allocated here, owned by the caller). Returns 0, or -1 with reply set. */
 static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTargetsRequest *rq,
@@ -1128,6 +1165,17 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
         }
         f->eligible = *eligible;
     }
+    /* Members who opted out or were forgotten are never campaign targets. */
+    if (!*eligible) {
+        if (!(*eligible = malloc((size_t)meta->n_users + 1))) {
+            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            return -1;
+        }
+        memset(*eligible, 1, (size_t)meta->n_users + 1);
+    }
+    private_scan ps = {m, *eligible};
+    idstate_each(s->privacy, unmark_private, &ps);
+    f->eligible = *eligible;
     return 0;
 }
 
@@ -1171,6 +1219,68 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
     free(eligible);
     svc_release(sm);
     recd__v1__campaign_targets_request__free_unpacked(rq, NULL);
+}
+
+/* --- privacy: ForgetUser, SetPersonalization ------------------------------- */
+
+static void svc_forget_user(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__ForgetUserRequest *rq = recd__v1__forget_user_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed ForgetUserRequest: not a valid protobuf message");
+        return;
+    }
+    if (check_id("user_id", rq->user_id, reply)) goto done;
+    size_t n = strlen(rq->user_id);
+    unsigned char forgotten = PRIVACY_FORGOTTEN;
+    uint64_t deleted = 0;
+    err_t e;
+    /* The flag first: from this moment nothing about the member is served,
+     * whatever happens to the deletion below. */
+    if (idstate_put(s->privacy, rq->user_id, n, &forgotten, &e)) {
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "not stored: %s", e.msg);
+        goto done;
+    }
+    if (s->events && evstore_forget_user(s->events, rq->user_id, n, &deleted, &e)) {
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "events not deleted: %s", e.msg);
+        goto done;
+    }
+    log_info("msg=\"member forgotten\" events_deleted=%llu", (unsigned long long)deleted);
+    Recd__V1__ForgetUserResponse resp = RECD__V1__FORGET_USER_RESPONSE__INIT;
+    resp.events_deleted = deleted;
+    reply_pack(reply, &resp.base);
+done:
+    recd__v1__forget_user_request__free_unpacked(rq, NULL);
+}
+
+static void svc_set_personalization(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__SetPersonalizationRequest *rq =
+        recd__v1__set_personalization_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed SetPersonalizationRequest: not a valid protobuf message");
+        return;
+    }
+    if (check_id("user_id", rq->user_id, reply)) goto done;
+    size_t n = strlen(rq->user_id);
+    if (svc_privacy(s, rq->user_id, n) == PRIVACY_FORGOTTEN) {
+        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                        "member was forgotten (ForgetUser) and stays non-personalized; a new "
+                        "start needs a new id");
+        goto done;
+    }
+    unsigned char v = rq->opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
+    err_t e;
+    if (idstate_put(s->privacy, rq->user_id, n, &v, &e)) {
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "not stored: %s", e.msg);
+        goto done;
+    }
+    Recd__V1__SetPersonalizationResponse resp = RECD__V1__SET_PERSONALIZATION_RESPONSE__INIT;
+    reply_pack(reply, &resp.base);
+done:
+    recd__v1__set_personalization_request__free_unpacked(rq, NULL);
 }
 
 /* --- GetModelInfo ---------------------------------------------------------- */
@@ -1249,7 +1359,13 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
             rc = err_set(e, ERR_INVALID, "events folder name too long");
         }
     }
+    char privacy_dir[4096];
+    if (!rc && o->events_dir &&
+        snprintf(privacy_dir, sizeof privacy_dir, "%s/privacy", o->events_dir) >=
+            (int)sizeof privacy_dir)
+        rc = err_set(e, ERR_INVALID, "events folder name too long");
     if (!rc) rc = catalog_open(o->events_dir ? rules_dir : NULL, &s->rules, e);
+    if (!rc) rc = idstate_open(o->events_dir ? privacy_dir : NULL, 1, &s->privacy, e);
     if (!rc) rc = svc_load(s, e);
     if (!rc && s->reload_interval_s > 0) {
         if (pthread_create(&s->watcher, NULL, svc_watch, s))
@@ -1261,23 +1377,30 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
         svc_close(s);
         return rc;
     }
-    static const char *const paths[] = {"/recd.v1.Recommender/Recommend",
-                                        "/recd.v1.Recommender/SimilarItems",
-                                        "/recd.v1.Recommender/GetModelInfo",
-                                        "/recd.v1.Recommender/RecordEvents",
-                                        "/recd.v1.Recommender/SetItemAvailability",
-                                        "/recd.v1.Recommender/SetItemBoosts",
-                                        "/recd.v1.Recommender/Rerank",
-                                        "/recd.v1.Recommender/GetChurnScore",
-                                        "/grpc.health.v1.Health/Check"};
-    rpc_handler handlers[] = {svc_recommend,     svc_similar,          svc_model_info,
-                              svc_record_events, svc_set_availability, svc_set_boosts,
-                              svc_rerank,        svc_churn_score,      svc_health};
-    size_t n = sizeof handlers / sizeof handlers[0];
-    for (size_t i = 0; i < n; i++)
-        s->methods[i] = (rpc_method){paths[i], handlers[i], NULL, s};
-    s->methods[n] =
-        (rpc_method){"/recd.v1.Recommender/StreamCampaignTargets", NULL, svc_campaign_targets, s};
+    static const struct {
+        const char *path;
+        rpc_handler handler;
+        rpc_stream_handler stream;
+        int write;
+    } table[] = {
+        {"/recd.v1.Recommender/Recommend", svc_recommend, NULL, 0},
+        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, 0},
+        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, 0},
+        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, 0},
+        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, 0},
+        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, svc_campaign_targets, 0},
+        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, 1},
+        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, 1},
+        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, 1},
+        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, 1},
+        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, 1},
+        {"/grpc.health.v1.Health/Check", svc_health, NULL, 0},
+    };
+    _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
+                   "one rpc_method per table row");
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        s->methods[i] =
+            (rpc_method){table[i].path, table[i].handler, table[i].stream, s, table[i].write};
     *out = s;
     return ERR_OK;
 }
@@ -1299,6 +1422,7 @@ void svc_close(svc *s) {
     if (s->current) svc_release(s->current);
     evstore_close(s->events);
     catalog_close(s->rules);
+    idstate_close(s->privacy);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->stop_lock);
     pthread_cond_destroy(&s->stop_cond);

@@ -26,7 +26,18 @@ static const char serve_usage[] =
     "                           (availability, boosts); without it RecordEvents is refused and\n"
     "                           item rules live in memory only\n"
     "  --event-weights LIST     weight of each event type in purchases, default\n"
-    "                           view=0.1,cart=0.3,purchase=1,favorite=0.5\n";
+    "                           view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
+    "  --max-queue N            calls that may wait for a handler thread; more get\n"
+    "                           RESOURCE_EXHAUSTED at once (default 1024)\n"
+    "  --max-queue-ms N         a call that waited longer is answered RESOURCE_EXHAUSTED\n"
+    "                           instead of run (default 1000)\n"
+    "  --tls-cert FILE          serve TLS with this PEM certificate chain ...\n"
+    "  --tls-key FILE           ... and its PEM private key\n"
+    "  --tls-client-ca FILE     mutual TLS: clients need a certificate signed by this CA\n"
+    "  --write-token-file FILE  write RPCs (RecordEvents, SetItemAvailability, SetItemBoosts,\n"
+    "                           ForgetUser, SetPersonalization) need 'authorization: Bearer\n"
+    "                           <token>' with the token in FILE (a file, not a flag: flags\n"
+    "                           show in ps)\n";
 
 enum {
     OPT_MODEL = OPT_FIRST_FREE,
@@ -36,8 +47,35 @@ enum {
     OPT_RELOAD,
     OPT_PORT_FILE,
     OPT_EVENTS,
-    OPT_EVENT_WEIGHTS
+    OPT_EVENT_WEIGHTS,
+    OPT_MAX_QUEUE,
+    OPT_MAX_QUEUE_MS,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CLIENT_CA,
+    OPT_WRITE_TOKEN_FILE
 };
+
+/* The PEM files and the token named on the command line, read. */
+typedef struct serve_secrets {
+    char *cert, *key, *client_ca, *token;
+} serve_secrets;
+
+static void secrets_free(serve_secrets *x) {
+    free(x->cert);
+    free(x->key);
+    free(x->client_ca);
+    free(x->token);
+}
+
+/* Reads *path (when set) into *out. Returns 0 or -1 after printing why. */
+static int read_secret(const char *flag, const char *path, int trim, char **out) {
+    if (!path) return 0;
+    return (*out = opts_read_file(flag, path, trim)) ? 0 : -1;
+}
+
+static int serve(const char *model_dir, const char *port_file, const rpc_options *ro_in,
+                 svc_options *so_in, float reload);
 
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -49,11 +87,22 @@ int cmd_serve(int argc, char **argv) {
         {"port-file", required_argument, 0, OPT_PORT_FILE},
         {"events", required_argument, 0, OPT_EVENTS},
         {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
+        {"max-queue", required_argument, 0, OPT_MAX_QUEUE},
+        {"max-queue-ms", required_argument, 0, OPT_MAX_QUEUE_MS},
+        {"tls-cert", required_argument, 0, OPT_TLS_CERT},
+        {"tls-key", required_argument, 0, OPT_TLS_KEY},
+        {"tls-client-ca", required_argument, 0, OPT_TLS_CLIENT_CA},
+        {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
+    const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    rpc_options ro = {"127.0.0.1:50051", cpus > 0 ? (uint32_t)cpus : 2, 4u << 20, 4};
+    rpc_options ro = {.listen = "127.0.0.1:50051",
+                      .threads = cpus > 0 ? (uint32_t)cpus : 2,
+                      .max_message_bytes = 4u << 20,
+                      .max_streams = 4};
+    serve_secrets secrets = {0};
     float reload = 1.0f;
     svc_options so;
     svc_options_init(&so);
@@ -85,6 +134,24 @@ int cmd_serve(int argc, char **argv) {
         case OPT_EVENT_WEIGHTS:
             if (opts_event_weights(optarg, so.event_weights)) return 2;
             break;
+        case OPT_MAX_QUEUE:
+            if (opts_u32("max-queue", optarg, 1, 1u << 20, &ro.max_queue)) return 2;
+            break;
+        case OPT_MAX_QUEUE_MS:
+            if (opts_u32("max-queue-ms", optarg, 1, 3600000, &ro.max_queue_ms)) return 2;
+            break;
+        case OPT_TLS_CERT:
+            cert_path = optarg;
+            break;
+        case OPT_TLS_KEY:
+            key_path = optarg;
+            break;
+        case OPT_TLS_CLIENT_CA:
+            ca_path = optarg;
+            break;
+        case OPT_WRITE_TOKEN_FILE:
+            token_path = optarg;
+            break;
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
@@ -97,6 +164,32 @@ int cmd_serve(int argc, char **argv) {
         fputs(serve_usage, stderr);
         return 2;
     }
+    if (read_secret("tls-cert", cert_path, 0, &secrets.cert) ||
+        read_secret("tls-key", key_path, 0, &secrets.key) ||
+        read_secret("tls-client-ca", ca_path, 0, &secrets.client_ca) ||
+        read_secret("write-token-file", token_path, 1, &secrets.token)) {
+        secrets_free(&secrets);
+        return 2;
+    }
+    if (secrets.token && !secrets.token[0]) {
+        fprintf(stderr, "recd: --write-token-file: %s is empty\n", token_path);
+        secrets_free(&secrets);
+        return 2;
+    }
+    ro.tls_cert = secrets.cert;
+    ro.tls_key = secrets.key;
+    ro.tls_client_ca = secrets.client_ca;
+    ro.write_token = secrets.token;
+    int status = serve(model_dir, port_file, &ro, &so, reload);
+    secrets_free(&secrets);
+    return status;
+}
+
+/* Runs the server until SIGINT or SIGTERM; returns the exit code. */
+static int serve(const char *model_dir, const char *port_file, const rpc_options *ro_in,
+                 svc_options *so_in, float reload) {
+    rpc_options ro = *ro_in;
+    svc_options so = *so_in;
     /* Each worker scores its own requests; BLAS threads on top would fight
      * them for the same cores. */
     openblas_set_num_threads(1);
@@ -124,8 +217,12 @@ int cmd_serve(int argc, char **argv) {
         svc_close(service);
         return 1;
     }
-    log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s", ro.listen,
-             rpc_server_port(server), ro.threads, model_dir);
+    log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s",
+             ro.listen, rpc_server_port(server), ro.threads, model_dir,
+             ro.tls_client_ca ? "mutual"
+             : ro.tls_cert    ? "on"
+                              : "off",
+             ro.write_token ? "required" : "off");
     if (port_file) {
         FILE *f = fopen(port_file, "w");
         if (!f || fprintf(f, "%d\n", rpc_server_port(server)) < 0 || fclose(f)) {

@@ -134,6 +134,36 @@ int opts_event_weights(const char *arg, float w[5]) {
     return 0;
 }
 
+char *opts_read_file(const char *flag, const char *path, int trim) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "recd: --%s: cannot open %s: %s\n", flag, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0, n;
+    char *buf = malloc(cap + 1);
+    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap && len < (1u << 20)) {
+            char *bigger = realloc(buf, cap * 2 + 1);
+            if (!bigger) break;
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    int bad = !buf || ferror(f) || len == cap;
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "recd: --%s: cannot read %s (or it is over 1 MiB)\n", flag, path);
+        free(buf);
+        return NULL;
+    }
+    while (trim && len > 0 && strchr(" \t\r\n", buf[len - 1]))
+        len--;
+    buf[len] = '\0';
+    return buf;
+}
+
 static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

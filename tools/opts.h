@@ -56,6 +56,11 @@ int opts_float(const char *name, const char *arg, double min, double max, float 
  * printing why. */
 int opts_event_weights(const char *arg, float w[5]);
 
+/* Reads a small text file (a PEM certificate, a token) into a malloc'ed
+ * NUL-terminated string (caller frees); with trim, trailing white space goes.
+ * Returns NULL after printing why. */
+char *opts_read_file(const char *flag, const char *path, int trim);
+
 /* Reads a purchase-history CSV into s (initialized here; caller frees with
  * ev_set_free), printing progress and the import summary to stderr. Returns
  * 0 or -1 after printing the error. */

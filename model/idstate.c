@@ -1,0 +1,153 @@
+#include "idstate.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "idmap.h"
+
+struct idstate {
+    pthread_mutex_t lock; /* guards ids and values */
+    idmap *ids;
+    unsigned char *values; /* value_size bytes per id index */
+    size_t value_size, cap;
+    atomic_ulong generation;
+    MDB_env *env; /* NULL for an in-memory store */
+    MDB_dbi dbi;
+};
+
+/* Stores value as id's in memory (caller holds the lock). */
+static int idstate_set(idstate *s, const char *id, size_t len, const void *value) {
+    uint32_t idx;
+    if (idmap_intern(s->ids, id, len, &idx)) return ERR_NOMEM;
+    if (idx >= s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        unsigned char *v = realloc(s->values, cap * s->value_size);
+        if (!v) return ERR_NOMEM;
+        s->values = v;
+        s->cap = cap;
+    }
+    memcpy(s->values + (size_t)idx * s->value_size, value, s->value_size);
+    return ERR_OK;
+}
+
+int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e) {
+    pthread_mutex_lock(&s->lock);
+    int rc = ERR_OK;
+    if (s->env) {
+        MDB_txn *txn;
+        MDB_val k = {len, (void *)id}, v = {s->value_size, (void *)value};
+        int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
+        if (!mrc) {
+            mrc = mdb_put(txn, s->dbi, &k, &v, 0);
+            mrc = mrc ? (mdb_txn_abort(txn), mrc) : mdb_txn_commit(txn);
+        }
+        if (mrc) rc = err_set(e, ERR_INTERNAL, "idstate: cannot store: %s", mdb_strerror(mrc));
+    }
+    if (!rc && idstate_set(s, id, len, value)) rc = err_set(e, ERR_NOMEM, "idstate: out of memory");
+    if (!rc) atomic_fetch_add(&s->generation, 1);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int idstate_get(idstate *s, const char *id, size_t len, void *value) {
+    pthread_mutex_lock(&s->lock);
+    uint32_t idx;
+    int rc = idmap_find(s->ids, id, len, &idx);
+    if (!rc) memcpy(value, s->values + (size_t)idx * s->value_size, s->value_size);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void idstate_each(idstate *s, void (*fn)(void *ctx, const char *id, size_t len, const void *value),
+                  void *ctx) {
+    pthread_mutex_lock(&s->lock);
+    for (uint32_t i = 0; i < idmap_size(s->ids); i++) {
+        size_t len;
+        const char *id = idmap_key(s->ids, i, &len);
+        fn(ctx, id, len, s->values + (size_t)i * s->value_size);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+unsigned long idstate_generation(idstate *s) {
+    return atomic_load(&s->generation);
+}
+
+/* Loads every stored value into s. */
+static int idstate_load(idstate *s, const char *dir, err_t *e) {
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return err_set(e, ERR_INTERNAL, "idstate: %s: %s", dir, mdb_strerror(rc));
+    if ((rc = mdb_cursor_open(txn, s->dbi, &cur))) {
+        mdb_txn_abort(txn);
+        return err_set(e, ERR_INTERNAL, "idstate: %s: %s", dir, mdb_strerror(rc));
+    }
+    MDB_val k, v;
+    int op = MDB_FIRST, err = ERR_OK;
+    while (!err && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+        op = MDB_NEXT;
+        if (v.mv_size != s->value_size)
+            err = err_set(e, ERR_FORMAT, "idstate: %s holds a value of %zu bytes, expected %zu",
+                          dir, v.mv_size, s->value_size);
+        else if (idstate_set(s, k.mv_data, k.mv_size, v.mv_data))
+            err = err_set(e, ERR_NOMEM, "idstate: out of memory loading %s", dir);
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (!err && rc != MDB_NOTFOUND)
+        err = err_set(e, ERR_INTERNAL, "idstate: %s: %s", dir, mdb_strerror(rc));
+    return err;
+}
+
+/* Opens (creating) the LMDB environment in dir and loads it into s. */
+static int idstate_open_env(idstate *s, const char *dir, err_t *e) {
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return err_set(e, ERR_IO, "idstate: mkdir %s: %s", dir, strerror(errno));
+    MDB_txn *txn;
+    int rc;
+    if ((rc = mdb_env_create(&s->env)) || (rc = mdb_env_set_mapsize(s->env, 1u << 30)) ||
+        (rc = mdb_env_open(s->env, dir, 0, 0644)) || (rc = mdb_txn_begin(s->env, NULL, 0, &txn)))
+        return err_set(e, ERR_INTERNAL, "idstate: open %s: %s", dir, mdb_strerror(rc));
+    if ((rc = mdb_dbi_open(txn, NULL, 0, &s->dbi))) {
+        mdb_txn_abort(txn);
+        return err_set(e, ERR_INTERNAL, "idstate: open %s: %s", dir, mdb_strerror(rc));
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return err_set(e, ERR_INTERNAL, "idstate: open %s: %s", dir, mdb_strerror(rc));
+    return idstate_load(s, dir, e);
+}
+
+int idstate_open(const char *dir, size_t value_size, idstate **out, err_t *e) {
+    if (value_size == 0 || value_size > IDSTATE_MAX_VALUE)
+        return err_set(e, ERR_INVALID, "idstate: value size %zu not in 1..%d", value_size,
+                       IDSTATE_MAX_VALUE);
+    idstate *s = calloc(1, sizeof *s);
+    if (!s || !(s->ids = idmap_new())) {
+        free(s);
+        return err_set(e, ERR_NOMEM, "idstate: out of memory");
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->value_size = value_size;
+    int rc = dir ? idstate_open_env(s, dir, e) : ERR_OK;
+    if (rc) {
+        idstate_close(s);
+        return rc;
+    }
+    *out = s;
+    return ERR_OK;
+}
+
+void idstate_close(idstate *s) {
+    if (!s) return;
+    if (s->env) mdb_env_close(s->env);
+    pthread_mutex_destroy(&s->lock);
+    idmap_free(s->ids);
+    free(s->values);
+    free(s);
+}

@@ -1,0 +1,41 @@
+/* idstate: a small state per id (an item's availability and boost, a
+ * member's privacy choice) that must outlive model swaps and restarts.
+ *
+ * Kept in memory for lookups on the request path (a hash map, no LMDB
+ * transaction) and written through to an LMDB environment of its own, synced
+ * before a put returns. Values have one fixed size per store. Thread-safe. */
+#ifndef RECD_IDSTATE_H
+#define RECD_IDSTATE_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+#define IDSTATE_MAX_VALUE 64 /* bytes of one value */
+
+typedef struct idstate idstate;
+
+/* Opens the store in dir (created if missing), loading every stored value,
+ * or an in-memory store when dir is NULL. *out is owned by the caller:
+ * idstate_close. Returns ERR_OK, ERR_INVALID (value_size), ERR_IO,
+ * ERR_FORMAT (a stored value of another size), ERR_INTERNAL (LMDB). */
+int idstate_open(const char *dir, size_t value_size, idstate **out, err_t *e);
+void idstate_close(idstate *s);
+
+/* Sets id's value durably. Returns ERR_OK, ERR_NOMEM, ERR_INTERNAL (nothing
+ * changed then). */
+int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e);
+
+/* Copies id's value into value; ERR_OK, or ERR_NOTFOUND when none was set. */
+int idstate_get(idstate *s, const char *id, size_t len, void *value);
+
+/* Calls fn for every id with a value (under the store's lock: fn must not
+ * call back into s). */
+void idstate_each(idstate *s, void (*fn)(void *ctx, const char *id, size_t len, const void *value),
+                  void *ctx);
+
+/* A number that changes with every put, so that derived data can tell it is
+ * stale. */
+unsigned long idstate_generation(idstate *s);
+
+#endif
