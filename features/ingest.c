@@ -3,6 +3,7 @@
 #include <csv.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -260,13 +261,16 @@ static int ingest_check_row(const ingest_ctx *c, int64_t *ts, double *qty, doubl
     *qty = 1;
     *price = NAN;
     /* An empty quantity is an error (the column was asked for), an empty
-     * price just an unknown price: the purchase itself is still real. */
+     * price just an unknown price: the purchase itself is still real. Both
+     * are stored as floats, so a number beyond FLT_MAX would become inf. */
     if (c->has_role[COL_QTY]) {
-        if (!parse_number(c->row + c->off[COL_QTY], c->len[COL_QTY], qty)) return SKIP_BAD_QUANTITY;
+        if (!parse_number(c->row + c->off[COL_QTY], c->len[COL_QTY], qty) || *qty > FLT_MAX)
+            return SKIP_BAD_QUANTITY;
         if (*qty <= 0) return SKIP_NEGATIVE_QTY;
     }
     if (c->has_role[COL_PRICE] && c->len[COL_PRICE] > 0 &&
-        (!parse_number(c->row + c->off[COL_PRICE], c->len[COL_PRICE], price) || *price < 0))
+        (!parse_number(c->row + c->off[COL_PRICE], c->len[COL_PRICE], price) || *price < 0 ||
+         *price > FLT_MAX))
         return SKIP_BAD_PRICE;
     return -1;
 }

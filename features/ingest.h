@@ -44,9 +44,9 @@ enum ingest_skip_reason {
     SKIP_MISSING_USER, /* empty user id */
     SKIP_MISSING_ITEM, /* empty item id */
     SKIP_BAD_TIME,     /* timestamp does not parse */
-    SKIP_BAD_QUANTITY, /* quantity not a number */
+    SKIP_BAD_QUANTITY, /* quantity not a number, or beyond a float's range */
     SKIP_NEGATIVE_QTY, /* quantity < 0 (a return) or 0 */
-    SKIP_BAD_PRICE,    /* price not a number, or negative */
+    SKIP_BAD_PRICE,    /* price not a number, negative or beyond a float's range */
     SKIP_ID_TOO_LONG,  /* id over INGEST_MAX_ID_LEN bytes */
     SKIP_BAD_UTF8,     /* id not valid UTF-8 */
     SKIP_SHORT_ROW,    /* fewer fields than the mapped columns need */

@@ -270,6 +270,20 @@ Test(ingest, skips_counted_by_reason_with_lines) {
     }
 }
 
+/* Found by fuzz_ingest: 1e64 parsed fine as a double and became an infinite
+ * float quantity. Numbers a float cannot hold are skipped instead. */
+Test(ingest, quantity_and_price_beyond_float_range_are_skipped) {
+    const char *csv = "user_id,item_id,timestamp,quantity,price\n"
+                      "u1,i1,100,1e64,1\n"
+                      "u1,i1,100,1,4e38\n"
+                      "u1,i1,100,3e38,3e38\n";
+    cr_assert_eq(load(csv), ERR_OK, "%s", err.msg);
+    cr_assert_eq(st.skipped[SKIP_BAD_QUANTITY], 1);
+    cr_assert_eq(st.skipped[SKIP_BAD_PRICE], 1);
+    cr_assert_eq(st.accepted, 1);
+    cr_assert(isfinite(set.events[0].quantity) && isfinite(set.events[0].price));
+}
+
 Test(ingest, only_first_lines_are_kept) {
     char csv[4096] = "user_id,item_id,timestamp\n";
     for (int i = 0; i < 9; i++)
