@@ -5,7 +5,7 @@
 # README says why each package is there.
 set -euo pipefail
 build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
-       libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev)
+       libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
       clang-format)
 want=("${build[@]}")

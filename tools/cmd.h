@@ -11,5 +11,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_events(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 #endif

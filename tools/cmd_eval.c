@@ -1,74 +1,103 @@
-/* recd eval: offline evaluation of implicit ALS against the most-popular
- * baseline on a per-user temporal split of a purchase history (the protocol
- * of training/eval.h). */
+/* recd eval: offline evaluation of implicit ALS against the most-popular and
+ * item-kNN baselines on a temporal split of a purchase history (per user,
+ * the protocol of training/eval.h, or at a global time cutoff), at several
+ * list lengths, for every user and for new users, with an optional Markdown
+ * report with plots. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "als.h"
 #include "cmd.h"
 #include "eval.h"
+#include "knn.h"
 #include "opts.h"
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
     OPT_TEST_FRACTION,
+    OPT_CUTOFF_DATE,
+    OPT_CUTOFF_FRACTION,
     OPT_FACTORS,
     OPT_ITERATIONS,
     OPT_REGULARIZATION,
     OPT_ALPHA,
+    OPT_HALF_LIFE,
+    OPT_NEIGHBORS,
+    OPT_NEW_USER_MAX,
     OPT_THREADS,
     OPT_SEED,
-    OPT_TIE_ORDER
+    OPT_TIE_ORDER,
+    OPT_REPORT
 };
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: recd eval --input FILE [options]\n"
             "\n"
-            "Splits each user's history in time (the first part trains, the last\n"
-            "--test-fraction is held out), trains implicit ALS on the training part and\n"
-            "reports ranking metrics at k for ALS and for the most-popular baseline.\n"
-            "Every event counts as one interaction; top-k lists exclude training items.\n"
+            "Splits the history in time (per user: the first part of each user's events\n"
+            "trains, the last --test-fraction is held out; or globally at a cutoff), trains\n"
+            "implicit ALS on the training part and reports ranking metrics at every k for\n"
+            "ALS, the most-popular list and item-item cosine kNN, for all users and for new\n"
+            "users. Top-k lists exclude training items.\n"
             "\n"
             "  --input FILE          purchase-history CSV ('-' = stdin); needs a header row\n"
-            "  --test-fraction F     held-out fraction of each user's events (default 0.2)\n"
-            "  -k N                  list length (default 10)\n"
+            "  --test-fraction F     per-user split: held-out fraction of each user's events\n"
+            "                        (default 0.2)\n"
+            "  --cutoff-date T       global split: events at or after T (ISO 8601 or unix\n"
+            "                        seconds) are test\n"
+            "  --cutoff-fraction F   global split: the cutoff that holds out the latest F of\n"
+            "                        all events\n"
+            "  -k LIST               list lengths, e.g. 5,10,20 (default 10)\n"
+            "  --new-user-max N      new users have at most N distinct training items\n"
+            "                        (default 3)\n"
             "  --factors N           ALS factors (default 64)\n"
             "  --iterations N        ALS iterations (default 15)\n"
             "  --regularization L    ALS lambda (default 0.01)\n"
-            "  --alpha A             confidence 1 + A * count (default 1.0)\n"
+            "  --alpha A             confidence 1 + A * value (default 1.0)\n"
+            "  --half-life DAYS      value of an interaction = sum over its events of\n"
+            "                        0.5^(age / DAYS), age from the end of the training data\n"
+            "                        (default 0: no decay, every event counts 1)\n"
+            "  --neighbors N         item-kNN neighbours kept per item (default 100)\n"
             "  --threads N           worker threads (default: online CPUs)\n"
             "  --seed N              factor initialization seed (default 42)\n"
             "  --tie-order asc|desc  order of a user's events at the same second by item id\n"
             "                        (default asc, the protocol of README; desc reproduces the\n"
             "                        published Online Retail reference split)\n"
+            "  --report FILE.md      also write a Markdown report with plots (gnuplot) next\n"
+            "                        to it: FILE-ndcg.png, FILE-coverage.png, FILE-loss.png\n"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
             "A header-less file such as MovieLens u.data can be given a header on the fly:\n"
             "  (printf 'user_id\\titem_id\\trating\\ttimestamp\\n'; cat u.data) |\n"
-            "      recd eval --input - --delimiter \"$(printf '\\t')\"\n",
+            "      recd eval --input - --delimiter tab\n",
             OPTS_INGEST_HELP);
 }
 
-static void print_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
-    const uint32_t *total = ctx;
-    fprintf(stderr, "als: iteration %u/%u  %.3f s  loss %.6f\n", iteration, *total, seconds, loss);
-}
+typedef struct loss_log {
+    uint32_t total;
+    double *loss; /* total entries */
+} loss_log;
 
-static void print_row(const char *name, const eval_metrics *m) {
-    printf("%-14s %8.4f %8.4f %8.4f %8.4f %8.4f %9.4f %7u\n", name, m->precision, m->recall,
-           m->ndcg, m->map, m->hit_rate, m->item_coverage, m->users);
+static void print_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
+    loss_log *l = ctx;
+    l->loss[iteration - 1] = loss;
+    fprintf(stderr, "als: iteration %u/%u  %.3f s  loss %.6f\n", iteration, l->total, seconds,
+            loss);
 }
 
 typedef struct eval_args {
-    const char *input;
+    const char *input, *report;
     ingest_options io;
-    double test_fraction;
-    uint32_t k;
+    double test_fraction, cutoff_fraction, half_life;
+    const char *cutoff_date;
+    int per_user; /* 1 per-user split, 0 global cutoff */
+    eval_config ec;
+    uint32_t neighbors;
     als_params als;
     ev_tie_order ties;
 } eval_args;
@@ -80,21 +109,32 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         OPTS_INGEST_LONG,
         {"input", required_argument, 0, OPT_INPUT},
         {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
+        {"cutoff-date", required_argument, 0, OPT_CUTOFF_DATE},
+        {"cutoff-fraction", required_argument, 0, OPT_CUTOFF_FRACTION},
         {"factors", required_argument, 0, OPT_FACTORS},
         {"iterations", required_argument, 0, OPT_ITERATIONS},
         {"regularization", required_argument, 0, OPT_REGULARIZATION},
         {"alpha", required_argument, 0, OPT_ALPHA},
+        {"half-life", required_argument, 0, OPT_HALF_LIFE},
+        {"neighbors", required_argument, 0, OPT_NEIGHBORS},
+        {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
         {"threads", required_argument, 0, OPT_THREADS},
         {"seed", required_argument, 0, OPT_SEED},
         {"tie-order", required_argument, 0, OPT_TIE_ORDER},
+        {"report", required_argument, 0, OPT_REPORT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     ingest_options_init(&a->io);
     als_params_init(&a->als);
+    eval_config_init(&a->ec);
+    a->ec.threads = a->als.threads;
     a->test_fraction = 0.2;
-    a->k = 10;
-    float fraction;
+    a->per_user = 1;
+    a->neighbors = 100;
+    int split_flags = 0; /* how many of the three split flags were given */
+    float fraction, days;
+    err_t e;
     /* 0 makes glibc's getopt start over, so cmd_eval can run twice in one
      * process (tests). */
     optind = 0;
@@ -111,15 +151,41 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             a->input = optarg;
             break;
         case OPT_TEST_FRACTION:
-            if (opts_float("test-fraction", optarg, 0.0, 1.0, &fraction)) return 2;
+        case OPT_CUTOFF_FRACTION:
+            if (opts_float(opt == OPT_TEST_FRACTION ? "test-fraction" : "cutoff-fraction", optarg,
+                           0.0, 1.0, &fraction))
+                return 2;
             if (!(fraction > 0.0f && fraction < 1.0f)) {
-                fprintf(stderr, "recd: --test-fraction: must be between 0 and 1, exclusive\n");
+                fprintf(stderr, "recd: --%s: must be between 0 and 1, exclusive\n",
+                        opt == OPT_TEST_FRACTION ? "test-fraction" : "cutoff-fraction");
                 return 2;
             }
-            a->test_fraction = fraction;
+            if (opt == OPT_TEST_FRACTION)
+                a->test_fraction = fraction;
+            else
+                a->cutoff_fraction = fraction, a->per_user = 0;
+            split_flags++;
             break;
+        case OPT_CUTOFF_DATE: {
+            int64_t t;
+            if (ingest_parse_time(optarg, strlen(optarg), NULL, &t)) {
+                fprintf(stderr, "recd: --cutoff-date: '%s' is not ISO 8601 or unix seconds\n",
+                        optarg);
+                return 2;
+            }
+            a->cutoff_date = optarg;
+            a->per_user = 0;
+            split_flags++;
+            break;
+        }
         case 'k':
-            if (opts_u32("k", optarg, 1, 100000, &a->k)) return 2;
+            if (eval_parse_ks(optarg, &a->ec, &e)) {
+                fprintf(stderr, "recd: -k: %s\n", e.msg);
+                return 2;
+            }
+            break;
+        case OPT_NEW_USER_MAX:
+            if (opts_u32("new-user-max", optarg, 0, 1000000, &a->ec.new_user_max)) return 2;
             break;
         case OPT_FACTORS:
             if (opts_u32("factors", optarg, 1, 1024, &a->als.factors)) return 2;
@@ -133,8 +199,16 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_ALPHA:
             if (opts_float("alpha", optarg, 0.0, 1e9, &a->als.alpha)) return 2;
             break;
+        case OPT_HALF_LIFE:
+            if (opts_float("half-life", optarg, 0.0, 1e6, &days)) return 2;
+            a->half_life = days;
+            break;
+        case OPT_NEIGHBORS:
+            if (opts_u32("neighbors", optarg, 1, 100000, &a->neighbors)) return 2;
+            break;
         case OPT_THREADS:
             if (opts_u32("threads", optarg, 1, 256, &a->als.threads)) return 2;
+            a->ec.threads = a->als.threads;
             break;
         case OPT_SEED:
             if (opts_u64("seed", optarg, 0, UINT64_MAX, &a->als.seed)) return 2;
@@ -145,6 +219,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
                 return 2;
             }
             a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            break;
+        case OPT_REPORT:
+            a->report = optarg;
             break;
         default:
             usage(stderr);
@@ -159,6 +236,91 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         fprintf(stderr, "recd: eval: --input is required (see recd eval --help)\n");
         return 2;
     }
+    if (split_flags > 1) {
+        fprintf(stderr, "recd: eval: --test-fraction, --cutoff-date and --cutoff-fraction are "
+                        "alternatives; give one\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* "2011-09-10 00:00:00 UTC" */
+static void format_time(int64_t t, char *out, size_t size) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+#define N_MODELS 3
+
+/* What the report and the text output share. */
+typedef struct eval_outcome {
+    char split[256];
+    eval_row rows[N_MODELS], fresh_rows[N_MODELS];
+    uint32_t n_ks, new_users, cold;
+    loss_log loss;
+} eval_outcome;
+
+/* Writes the Markdown report: setup, the tables and plots for all users,
+ * the tables for new users and the loss curve. The PNGs go next to the .md
+ * with its name as prefix. Returns 0, or -1 after printing why (a plot that
+ * gnuplot could not make is only a warning). */
+static int write_report(const eval_args *a, const eval_outcome *o, const ev_set *s) {
+    FILE *md = fopen(a->report, "w");
+    if (!md) {
+        perror(a->report);
+        return -1;
+    }
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "%s", a->report);
+    size_t len = strlen(prefix);
+    if (len > 3 && strcmp(prefix + len - 3, ".md") == 0) prefix[len - 3] = '\0';
+    const char *link = strrchr(prefix, '/') ? strrchr(prefix, '/') + 1 : prefix;
+    fprintf(md, "# Offline evaluation\n\n");
+    fprintf(md, "- input: `%s`, %zu events, %u users, %u items\n", a->input, s->n,
+            idmap_size(s->users), idmap_size(s->items));
+    fprintf(md, "- split: %s\n", o->split);
+    char hl[32] = "none";
+    if (a->half_life > 0) snprintf(hl, sizeof hl, "%g days", a->half_life);
+    fprintf(md,
+            "- ALS: factors %u, regularization %g, alpha %g, %u iterations, half-life %s, "
+            "seed %llu\n",
+            a->als.factors, (double)a->als.regularization, (double)a->als.alpha, a->als.iterations,
+            hl, (unsigned long long)a->als.seed);
+    fprintf(md, "- item-knn: cosine on co-purchase, %u neighbours per item\n", a->neighbors);
+    fprintf(md, "- binary relevance (relevant = the user's distinct test items); top-k lists "
+                "exclude training items; users without training items get the most-popular "
+                "list (ALS and item-knn, as the server does) and count as not personalized "
+                "(user-cov)\n");
+    fprintf(md, "- div = 1 - mean pairwise cosine of the ALS item factors of this run, for "
+                "every model (baselines have no factors of their own); nov = mean "
+                "-log2(share of training users who have the item)\n\n");
+    fprintf(md, "## All users\n\n");
+    err_t e;
+    int warn = eval_report_models(md, prefix, link, o->rows, N_MODELS, o->n_ks, &e);
+    if (warn) fprintf(stderr, "recd: eval: report: %s\n", e.msg);
+    fprintf(md, "\n## New users (at most %u training items): %u users\n\n", a->ec.new_user_max,
+            o->new_users);
+    if (o->new_users)
+        eval_print_tables(md, o->fresh_rows, N_MODELS, o->n_ks, 1);
+    else
+        fprintf(md, "No evaluated user is that new on this split.\n");
+    fprintf(md, "\n## ALS training\n");
+    double *x = malloc(((size_t)o->loss.total + 1) * sizeof *x);
+    if (x) {
+        for (uint32_t i = 0; i < o->loss.total; i++)
+            x[i] = i + 1;
+        eval_series ls = {"als", x, o->loss.loss, o->loss.total};
+        if (eval_report_loss(md, prefix, link, "loss", &ls, 1, &e) && !warn)
+            fprintf(stderr, "recd: eval: report: %s\n", e.msg);
+        free(x);
+    }
+    if (fclose(md) != 0 || !x) {
+        fprintf(stderr, "recd: eval: cannot write %s\n", a->report);
+        return -1;
+    }
+    fprintf(stderr, "eval: report written to %s\n", a->report);
     return 0;
 }
 
@@ -173,89 +335,146 @@ int cmd_eval(int argc, char **argv) {
     err_t e = {0};
     uint64_t *user_start = NULL;
     uint8_t *is_test = NULL;
+    float *weights = NULL;
     csr train = {0}, test = {0};
     als_factors f = {0};
     eval_popular pop = {0};
+    knn_model knn = {0};
+    eval_outcome o = {0};
+    eval_metrics m[2][N_MODELS][EVAL_MAX_KS];
+    o.n_ks = a.ec.n_ks;
+    o.loss.total = a.als.iterations;
 
     if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
     is_test = malloc(s.n ? s.n : 1);
-    if (!is_test) {
+    weights = malloc((s.n ? s.n : 1) * sizeof *weights);
+    o.loss.loss = calloc(a.als.iterations, sizeof *o.loss.loss);
+    if (!is_test || !weights || !o.loss.loss) {
         err_set(&e, ERR_NOMEM, "eval: out of memory for %zu events", s.n);
         goto fail;
     }
-    eval_split_last_fraction(&s, user_start, a.test_fraction, is_test);
-    if (eval_split_matrices(&s, is_test, &train, &test, &e)) goto fail;
+    if (a.per_user) {
+        eval_split_last_fraction(&s, user_start, a.test_fraction, is_test);
+        snprintf(o.split, sizeof o.split,
+                 "per user: each user's last %g of events by (time, item id %s) held out",
+                 a.test_fraction, a.ties == EV_TIES_ASCENDING ? "ascending" : "descending");
+    } else {
+        int64_t cutoff;
+        if (a.cutoff_date)
+            ingest_parse_time(a.cutoff_date, strlen(a.cutoff_date), NULL, &cutoff);
+        else if (eval_cutoff_for_fraction(&s, a.cutoff_fraction, &cutoff, &e))
+            goto fail;
+        eval_split_cutoff(&s, cutoff, is_test);
+        char when[64];
+        format_time(cutoff, when, sizeof when);
+        snprintf(o.split, sizeof o.split, "global cutoff: events at or after %s held out%s", when,
+                 a.cutoff_date ? "" : " (--cutoff-fraction)");
+    }
+    eval_event_weights(&s, s.n, a.half_life, eval_train_end(&s, is_test), weights);
+    if (eval_split_matrices(&s, is_test, weights, &train, &test, &e)) goto fail;
 
-    uint32_t cold = 0, evaluated = 0;
+    uint32_t evaluated = 0;
     size_t n_test = 0;
     for (size_t i = 0; i < s.n; i++)
         n_test += is_test[i];
     for (uint32_t u = 0; u < train.n_rows; u++) {
         int has_test = test.indptr[u + 1] > test.indptr[u];
         evaluated += has_test;
-        cold += has_test && train.indptr[u + 1] == train.indptr[u];
+        o.cold += has_test && train.indptr[u + 1] == train.indptr[u];
     }
     fprintf(stderr,
-            "eval: %zu events, %u users, %u items; %zu train / %zu test events "
+            "eval: %zu events, %u users, %u items; %s; %zu train / %zu test events "
             "(%llu / %llu user-item pairs); %u users with test events\n",
-            s.n, train.n_rows, train.n_cols, s.n - n_test, n_test,
+            s.n, train.n_rows, train.n_cols, o.split, s.n - n_test, n_test,
             (unsigned long long)csr_nnz(&train), (unsigned long long)csr_nnz(&test), evaluated);
     if (evaluated == 0) {
         err_set(&e, ERR_INVALID, "eval: no user has a test event (too few events per user?)");
         goto fail;
     }
+    if (n_test == s.n) {
+        err_set(&e, ERR_INVALID, "eval: every event is held out; nothing to train on");
+        goto fail;
+    }
 
-    uint32_t total_iterations = a.als.iterations;
     a.als.progress = print_progress;
-    a.als.progress_ctx = &total_iterations;
-    fprintf(stderr, "als: factors %u, regularization %g, alpha %g, %u iterations, %u threads\n",
-            a.als.factors, (double)a.als.regularization, (double)a.als.alpha, a.als.iterations,
-            a.als.threads);
+    a.als.progress_ctx = &o.loss;
+    fprintf(stderr,
+            "als: factors %u, regularization %g, alpha %g, half-life %g days, %u iterations, %u "
+            "threads\n",
+            a.als.factors, (double)a.als.regularization, (double)a.als.alpha, a.half_life,
+            a.als.iterations, a.als.threads);
     if (als_train(&train, &a.als, &f, &e)) goto fail;
-
     if (eval_popular_init(&train, &pop, &e)) goto fail;
+    fprintf(stderr, "knn: %u neighbours per item\n", a.neighbors);
+    if (knn_fit(&train, a.neighbors, a.als.threads, &knn, &e)) goto fail;
+    knn.fallback = &pop;
+
     eval_mf mf = {.user_factors = f.user_factors,
                   .item_factors = f.item_factors,
                   .factors = f.factors,
                   .n_items = f.n_items,
                   .fallback = &pop};
-    eval_metrics m_als, m_pop;
-    if (eval_ranking(eval_mf_recommend, &mf, &train, &test, a.k, a.als.threads, &m_als, &e))
-        goto fail;
-    if (mf.failed) {
+    a.ec.item_factors = f.item_factors;
+    a.ec.factors = f.factors;
+    static const char *names[N_MODELS] = {"als", "most-popular", "item-knn"};
+    eval_recommend_fn fns[N_MODELS] = {eval_mf_recommend, eval_popular_recommend, knn_recommend};
+    void *ctxs[N_MODELS] = {&mf, &pop, &knn};
+    for (int i = 0; i < N_MODELS; i++) {
+        fprintf(stderr, "eval: ranking %s\n", names[i]);
+        if (eval_ranking(fns[i], ctxs[i], &train, &test, &a.ec, m[0][i], m[1][i], &e)) goto fail;
+        o.rows[i] = (eval_row){names[i], m[0][i]};
+        o.fresh_rows[i] = (eval_row){names[i], m[1][i]};
+    }
+    if (mf.failed || knn.failed) {
         err_set(&e, ERR_NOMEM, "eval: out of memory scoring items");
         goto fail;
     }
-    if (eval_ranking(eval_popular_recommend, &pop, &train, &test, a.k, a.als.threads, &m_pop, &e))
-        goto fail;
+    o.new_users = m[1][0][0].users;
 
-    char h[5][16];
-    const char *names[5] = {"P", "R", "NDCG", "MAP", "HR"};
-    for (int i = 0; i < 5; i++)
-        snprintf(h[i], sizeof h[i], "%s@%u", names[i], a.k);
-    printf("\n%-14s %8s %8s %8s %8s %8s %9s %7s\n", "model", h[0], h[1], h[2], h[3], h[4],
-           "coverage", "users");
-    print_row("als", &m_als);
-    print_row("most-popular", &m_pop);
+    printf("\n");
+    eval_print_tables(stdout, o.rows, N_MODELS, o.n_ks, 0);
+    printf("\nnew users (at most %u training items): %u of %u evaluated users\n", a.ec.new_user_max,
+           o.new_users, evaluated);
+    if (o.new_users) {
+        eval_row fr[N_MODELS];
+        char fn[N_MODELS][32];
+        for (int i = 0; i < N_MODELS; i++) {
+            snprintf(fn[i], sizeof fn[i], "new:%s", names[i]);
+            fr[i] = (eval_row){fn[i], m[1][i]};
+        }
+        eval_print_tables(stdout, fr, N_MODELS, o.n_ks, 0);
+    }
     printf("\nBinary relevance (relevant = the user's distinct test items); P = hits/k, "
-           "R = hits/relevant,\nNDCG and MAP as benfred/implicit's ranking_metrics_at_k; "
-           "coverage = distinct recommended items / items.\n");
-    if (cold)
-        printf("%u evaluated users have no training events: ALS serves them the most-popular "
-               "list,\nas the server does for unknown users.\n",
-               cold);
-    double lift = m_pop.ndcg > 0 ? 100.0 * (m_als.ndcg / m_pop.ndcg - 1.0) : NAN;
-    printf("\nsummary: NDCG@%u als %.4f vs most-popular %.4f (%+.1f%%), %u users, final loss "
-           "%.6f\n",
-           a.k, m_als.ndcg, m_pop.ndcg, lift, m_als.users, f.loss);
+           "R = hits/relevant,\nF1 per user, NDCG and MAP as benfred/implicit's "
+           "ranking_metrics_at_k; cov = distinct recommended\nitems / items; user-cov = users "
+           "with a personalized list; div = 1 - mean pairwise cosine of\nthe ALS item factors "
+           "of this run (for the baselines too); nov = mean -log2(popularity share).\n");
+    if (o.cold)
+        printf("%u evaluated users have no training events: ALS and item-knn serve them the\n"
+               "most-popular list, as the server does for unknown users.\n",
+               o.cold);
+    uint32_t q10 = 0;
+    for (uint32_t q = 0; q < o.n_ks; q++)
+        if (a.ec.ks[q] == 10) q10 = q;
+    const eval_metrics *ma = &m[0][0][q10], *mp = &m[0][1][q10], *mk = &m[0][2][q10];
+    double lift = mp->ndcg > 0 ? 100.0 * (ma->ndcg / mp->ndcg - 1.0) : NAN;
+    printf("\nsummary: NDCG@%u als %.4f vs most-popular %.4f (%+.1f%%) vs item-knn %.4f, %u "
+           "users, final loss %.6f\n",
+           ma->k, ma->ndcg, mp->ndcg, lift, mk->ndcg, ma->users, f.loss);
+    if (a.report && write_report(&a, &o, &s)) goto out;
     status = 0;
+    goto out;
 fail:
-    if (status) fprintf(stderr, "recd: eval: %s\n", e.msg);
+    fprintf(stderr, "recd: eval: %s\n", e.msg);
+out:
+    knn_free(&knn);
     eval_popular_free(&pop);
     als_factors_free(&f);
     csr_free(&train);
     csr_free(&test);
     free(is_test);
+    free(weights);
+    free(o.loss.loss);
     free(user_start);
     ev_set_free(&s);
     return status;

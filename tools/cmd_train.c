@@ -10,6 +10,7 @@
 #include "churn.h"
 #include "cmd.h"
 #include "csr.h"
+#include "eval.h"
 #include "evstore.h"
 #include "model.h"
 #include "opts.h"
@@ -29,6 +30,8 @@ static const char train_usage[] =
     "  --iterations N       ALS iterations (default 15)\n"
     "  --regularization F   L2 regularization lambda (default 0.01)\n"
     "  --alpha F            confidence c = 1 + alpha * purchases (default 1.0)\n"
+    "  --half-life DAYS     time decay: an event counts 0.5^(age / DAYS) of its weight, age\n"
+    "                       from the latest event of the input (default 0: no decay)\n"
     "  --threads N          training threads (default: number of CPUs)\n"
     "  --seed N             random seed of the initial factors (default 42)\n"
     "Churn (trained beside the recommendation model from the --input purchases, published\n"
@@ -55,7 +58,8 @@ enum {
     OPT_CHURN_HORIZON,
     OPT_CHURN_BANDS,
     OPT_TIERS,
-    OPT_CHURN_RULE_MONTHS
+    OPT_CHURN_RULE_MONTHS,
+    OPT_HALF_LIFE
 };
 
 /* The churn codes and sizes are stored by model.c, which does not know
@@ -192,6 +196,7 @@ int cmd_train(int argc, char **argv) {
         {"churn-bands", required_argument, 0, OPT_CHURN_BANDS},
         {"tiers", required_argument, 0, OPT_TIERS},
         {"churn-rule-months", required_argument, 0, OPT_CHURN_RULE_MONTHS},
+        {"half-life", required_argument, 0, OPT_HALF_LIFE},
         OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -206,7 +211,11 @@ int cmd_train(int argc, char **argv) {
     churn_params cp;
     churn_params_init(&cp);
     int churn = 0, churn_flags = 0; /* --churn-horizon given; other churn flags given */
+    float half_life = 0.0f; /* days; 0 = no decay */
     int opt, rc;
+    /* 0 makes glibc's getopt start over: recd tune calls cmd_train after
+     * parsing its own arguments. */
+    optind = 0;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case OPT_INPUT:
@@ -232,6 +241,9 @@ int cmd_train(int argc, char **argv) {
             break;
         case OPT_SEED:
             if (opts_u64("seed", optarg, 0, UINT64_MAX, &ap.seed)) return 2;
+            break;
+        case OPT_HALF_LIFE:
+            if (opts_float("half-life", optarg, 0, 1e6, &half_life)) return 2;
             break;
         case OPT_EVENTS:
             events_dir = optarg;
@@ -300,14 +312,17 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "recd: out of memory for %zu events\n", history.n);
         goto out;
     }
+    for (size_t i = 0; i < history.n; i++)
+        if (history.events[i].ts > data_until) data_until = history.events[i].ts;
     /* r_ui = number of purchase rows of item i by user u: repeat purchases
      * count, quantities do not (wholesale quantities would swamp the rest).
      * A recorded event counts its type's weight (evstore_load put it in
-     * quantity). */
+     * quantity). With --half-life each counts 0.5^(age / half-life), age
+     * from data_until: the code evaluation and tuning measure with. */
+    eval_event_weights(&history, n_from_csv, half_life, data_until, vals);
     for (size_t i = 0; i < history.n; i++) {
         rows[i] = history.events[i].user;
         cols[i] = history.events[i].item;
-        vals[i] = i < n_from_csv ? 1.0f : history.events[i].quantity;
     }
     if (csr_from_triplets(n_users, n_items, rows, cols, vals, history.n, &counts, &e) ||
         csr_transpose(&counts, &by_item, &e)) {
@@ -316,8 +331,6 @@ int cmd_train(int argc, char **argv) {
     }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(&history, fingerprint);
-    for (size_t i = 0; i < history.n; i++)
-        if (history.events[i].ts > data_until) data_until = history.events[i].ts;
     if (churn) {
         /* Churn is about purchases: only the CSV rows, which come first;
          * recorded events (views, carts, type-weighted quantities) are
@@ -358,9 +371,9 @@ int cmd_train(int argc, char **argv) {
         popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
     fprintf(stderr,
             "train: %u users x %u items, %llu nonzeros, factors %u, lambda %g, alpha %g, "
-            "%u threads\n",
+            "half-life %g days, %u threads\n",
             n_users, n_items, (unsigned long long)csr_nnz(&counts), ap.factors, ap.regularization,
-            ap.alpha, ap.threads);
+            ap.alpha, half_life, ap.threads);
     ap.progress = train_progress;
     ap.progress_ctx = &ap;
     double train_start = now_seconds();

@@ -12,6 +12,7 @@ static const struct {
     {"gen", cmd_gen, "write a synthetic shop's purchase history (CSV)"},
     {"train", cmd_train, "train a model from a purchase history and publish it"},
     {"eval", cmd_eval, "evaluate ALS and baselines on a temporal split"},
+    {"tune", cmd_tune, "search ALS hyperparameters on a validation split, then train and publish"},
     {"serve", cmd_serve, "serve a published model over gRPC"},
     {"query", cmd_query, "call a running server (recommend, similar, info, health)"},
     {"inspect", cmd_inspect, "show a published model's metadata"},

@@ -1,0 +1,591 @@
+/* recd tune: hyperparameter search for implicit ALS on a validation split
+ * carved out of the input (each user's latest events, the split of recd
+ * eval), then training on the whole input with the winner and publishing it
+ * through recd train. A winner that loses to the most-popular list on
+ * validation is not published. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "als.h"
+#include "cmd.h"
+#include "eval.h"
+#include "knn.h"
+#include "opts.h"
+#include "tune.h"
+
+/* Exit status when the tuned model loses to popularity: not a crash (1) or
+ * a usage error (2), so scripts can tell "nothing worth shipping". */
+#define TUNE_EXIT_POPULARITY_WINS 3
+
+enum {
+    OPT_INPUT = OPT_FIRST_FREE,
+    OPT_MODEL,
+    OPT_BUDGET,
+    OPT_SEED,
+    OPT_REPORT,
+    OPT_THREADS,
+    OPT_ITERATIONS,
+    OPT_VALIDATION_FRACTION,
+    OPT_NEIGHBORS
+};
+
+static const char tune_usage[] =
+    "usage: recd tune --input FILE [column flags] --model DIR [options]\n"
+    "\n"
+    "Holds out each user's latest events as validation (the per-user split of recd eval),\n"
+    "searches factors (16..128), regularization (10^-3..10^2, log-uniform), alpha\n"
+    "(0.1..50, log-uniform) and time-decay half-life (none, 7..730 days) by successive\n"
+    "halving (eta 3: the best third of each round trains longer; the first configuration\n"
+    "is the default), prints every trial, compares the winner with the default, the\n"
+    "most-popular list and item-kNN on validation, then trains on the whole input with\n"
+    "the winner and publishes it into DIR (as recd train). If the winner loses to the\n"
+    "most-popular list on validation nothing is published and the exit status is 3.\n"
+    "\n"
+    "  --input FILE            purchase-history CSV (a file: it is read twice)\n"
+    "  --model DIR             model directory to publish into\n"
+    "  --budget N              configurations to sample (default 20)\n"
+    "  --seed N                sampling and factor seed (default 42)\n"
+    "  --iterations N          ALS iterations of the last round and the final model\n"
+    "                          (default 15)\n"
+    "  --validation-fraction F each user's held-out share (default 0.2)\n"
+    "  -k LIST                 list lengths of the comparison, e.g. 5,10,20 (default 10);\n"
+    "                          the search maximizes NDCG@10 (the first k without 10)\n"
+    "  --neighbors N           item-kNN neighbours per item (default 100)\n"
+    "  --threads N             worker threads (default: online CPUs)\n"
+    "  --report FILE.md        Markdown report with plots next to it\n"
+    "  -h, --help              this help\n"
+    "\n";
+
+typedef struct tune_args {
+    const char *input, *model, *report;
+    ingest_options io;
+    /* The column flags as given, passed on to recd train. */
+    char *fwd[2 * 16];
+    int n_fwd;
+    tune_options to;
+    eval_config ec;
+    double validation_fraction;
+    uint32_t neighbors;
+} tune_args;
+
+/* Parses argv into *a. Returns 0, 2 after printing a usage error, or -1 when
+ * --help was printed (exit 0). */
+static int parse_args(int argc, char **argv, tune_args *a) {
+    static const struct option longopts[] = {
+        OPTS_INGEST_LONG,
+        {"input", required_argument, 0, OPT_INPUT},
+        {"model", required_argument, 0, OPT_MODEL},
+        {"budget", required_argument, 0, OPT_BUDGET},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"report", required_argument, 0, OPT_REPORT},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"iterations", required_argument, 0, OPT_ITERATIONS},
+        {"validation-fraction", required_argument, 0, OPT_VALIDATION_FRACTION},
+        {"neighbors", required_argument, 0, OPT_NEIGHBORS},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    ingest_options_init(&a->io);
+    tune_options_init(&a->to);
+    eval_config_init(&a->ec);
+    als_params defaults;
+    als_params_init(&defaults);
+    a->to.threads = a->ec.threads = defaults.threads;
+    a->validation_fraction = 0.2;
+    a->neighbors = 100;
+    float fraction;
+    err_t e;
+    optind = 0;
+    int opt, idx = -1;
+    while ((opt = getopt_long(argc, argv, "hk:", longopts, &idx)) != -1) {
+        int r = opts_ingest(opt, optarg, &a->io);
+        if (r < 0) return 2;
+        if (r > 0) {
+            if (a->n_fwd + 2 > (int)(sizeof a->fwd / sizeof a->fwd[0])) {
+                fprintf(stderr, "recd: tune: too many column flags\n");
+                return 2;
+            }
+            /* Column flags are long options only, so idx names the flag. */
+            a->fwd[a->n_fwd++] = (char *)longopts[idx].name;
+            a->fwd[a->n_fwd++] = optarg;
+            continue;
+        }
+        switch (opt) {
+        case 'h':
+            printf("%s%s", tune_usage, OPTS_INGEST_HELP);
+            return -1;
+        case OPT_INPUT:
+            a->input = optarg;
+            break;
+        case OPT_MODEL:
+            a->model = optarg;
+            break;
+        case OPT_BUDGET:
+            if (opts_u32("budget", optarg, 1, 10000, &a->to.budget)) return 2;
+            break;
+        case OPT_SEED:
+            if (opts_u64("seed", optarg, 0, UINT64_MAX, &a->to.seed)) return 2;
+            break;
+        case OPT_REPORT:
+            a->report = optarg;
+            break;
+        case OPT_THREADS:
+            if (opts_u32("threads", optarg, 1, 256, &a->to.threads)) return 2;
+            a->ec.threads = a->to.threads;
+            break;
+        case OPT_ITERATIONS:
+            if (opts_u32("iterations", optarg, 1, 1000, &a->to.iterations)) return 2;
+            break;
+        case OPT_VALIDATION_FRACTION:
+            if (opts_float("validation-fraction", optarg, 0.0, 1.0, &fraction)) return 2;
+            if (!(fraction > 0.0f && fraction < 1.0f)) {
+                fprintf(stderr, "recd: --validation-fraction: must be between 0 and 1, "
+                                "exclusive\n");
+                return 2;
+            }
+            a->validation_fraction = fraction;
+            break;
+        case 'k':
+            if (eval_parse_ks(optarg, &a->ec, &e)) {
+                fprintf(stderr, "recd: -k: %s\n", e.msg);
+                return 2;
+            }
+            break;
+        case OPT_NEIGHBORS:
+            if (opts_u32("neighbors", optarg, 1, 100000, &a->neighbors)) return 2;
+            break;
+        default:
+            fprintf(stderr, "%s%s", tune_usage, OPTS_INGEST_HELP);
+            return 2;
+        }
+        idx = -1;
+    }
+    if (!a->input || !a->model || optind != argc) {
+        fprintf(stderr, "%s%s", tune_usage, OPTS_INGEST_HELP);
+        return 2;
+    }
+    if (strcmp(a->input, "-") == 0) {
+        fprintf(stderr, "recd: tune: --input must be a file: it is read again for the final "
+                        "training\n");
+        return 2;
+    }
+    a->to.k = a->ec.ks[0];
+    for (uint32_t q = 0; q < a->ec.n_ks; q++)
+        if (a->ec.ks[q] == 10) a->to.k = 10;
+    return 0;
+}
+
+/* "none" or "123.4d" */
+static const char *half_life_str(double days, char *buf, size_t size) {
+    if (days > 0)
+        snprintf(buf, size, "%.1fd", days);
+    else
+        snprintf(buf, size, "none");
+    return buf;
+}
+
+static void print_trial(FILE *f, const tune_trial *t) {
+    char hl[32];
+    fprintf(f, "#%-3u f %3u  lambda %-9.4g alpha %-7.3g half-life %-7s rung %u (%2u it)", t->id,
+            t->c.factors, (double)t->c.regularization, (double)t->c.alpha,
+            half_life_str(t->c.half_life_days, hl, sizeof hl), t->rung, t->iterations);
+}
+
+typedef struct progress_ctx {
+    uint32_t k;
+} progress_ctx;
+
+static void on_trial(void *ctx, const tune_trial *t, uint32_t done, uint32_t total,
+                     const tune_trial *best) {
+    const progress_ctx *p = ctx;
+    fprintf(stderr, "tune: [%3u/%u] ", done, total);
+    print_trial(stderr, t);
+    fprintf(stderr, "  NDCG@%u %.4f  %.2f s  | best of round #%u %.4f\n", p->k, t->ndcg, t->seconds,
+            best->id, best->ndcg);
+}
+
+/* Trials best first: those that reached a later round first, then by NDCG. */
+static const tune_trial *order_base;
+
+static int cmp_order(const void *pa, const void *pb) {
+    const tune_trial *a = &order_base[*(const uint32_t *)pa],
+                     *b = &order_base[*(const uint32_t *)pb];
+    if (a->rung != b->rung) return (a->rung < b->rung) - (a->rung > b->rung);
+    if (a->ndcg != b->ndcg) return (a->ndcg < b->ndcg) - (a->ndcg > b->ndcg);
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* The trial table, as text or Markdown, in the order of `order`. */
+static void print_trials(FILE *f, const tune_result *r, const uint32_t *order, uint32_t k,
+                         int markdown) {
+    char hl[32];
+    if (markdown)
+        fprintf(f,
+                "| trial | factors | regularization | alpha | half-life | round | iterations "
+                "| NDCG@%u | seconds |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                k);
+    else
+        fprintf(f, "%-7s %7s %14s %9s %9s %5s %10s %8s%-2u %7s\n", "trial", "factors",
+                "regularization", "alpha", "half-life", "round", "iterations", "NDCG@", k,
+                "seconds");
+    for (uint32_t i = 0; i < r->n; i++) {
+        const tune_trial *t = &r->trials[order[i]];
+        char id[16];
+        snprintf(id, sizeof id, "%u%s%s", t->id, t->id == 1 ? " (default)" : "",
+                 order[i] == r->best ? " *" : "");
+        half_life_str(t->c.half_life_days, hl, sizeof hl);
+        if (markdown)
+            fprintf(f, "| %s | %u | %.4g | %.3g | %s | %u | %u | %.4f | %.2f |\n", id, t->c.factors,
+                    (double)t->c.regularization, (double)t->c.alpha, hl, t->rung, t->iterations,
+                    t->ndcg, t->seconds);
+        else
+            fprintf(f, "%-7s %7u %14.4g %9.3g %9s %5u %10u %10.4f %7.2f\n", id, t->c.factors,
+                    (double)t->c.regularization, (double)t->c.alpha, hl, t->rung, t->iterations,
+                    t->ndcg, t->seconds);
+    }
+}
+
+static void keep_loss(void *ctx, uint32_t iteration, double seconds, double loss) {
+    (void)seconds;
+    ((double *)ctx)[iteration - 1] = loss;
+}
+
+/* Trains ALS with c on the training side of the split and fills *train,
+ * *valid (the matrices; train weighted as tune_evaluate does) and *f, the
+ * loss per iteration into loss (iterations values). */
+static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
+               const tune_options *o, csr *train, csr *valid, als_factors *f, double *loss,
+               err_t *e) {
+    float *w = malloc((s->n ? s->n : 1) * sizeof *w);
+    if (!w) return err_set(e, ERR_NOMEM, "tune: out of memory for %zu events", s->n);
+    eval_event_weights(s, s->n, c->half_life_days, eval_train_end(s, is_valid), w);
+    int rc = eval_split_matrices(s, is_valid, w, train, valid, e);
+    free(w);
+    if (rc) return rc;
+    als_params p;
+    als_params_init(&p);
+    p.factors = c->factors;
+    p.regularization = c->regularization;
+    p.alpha = c->alpha;
+    p.iterations = o->iterations;
+    p.threads = o->threads;
+    p.seed = o->seed;
+    p.progress = keep_loss;
+    p.progress_ctx = loss;
+    if ((rc = als_train(train, &p, f, e))) {
+        csr_free(train);
+        csr_free(valid);
+    }
+    return rc;
+}
+
+#define N_MODELS 4
+
+typedef struct comparison {
+    eval_metrics m[N_MODELS][EVAL_MAX_KS];
+    eval_row rows[N_MODELS];
+    double *loss[2]; /* tuned, default: iterations values each */
+} comparison;
+
+/* Refits the winner and the default at full iterations and measures them,
+ * the most-popular list and item-kNN on validation at every k (diversity
+ * with the winner's factors for all). Fills *cmp (caller frees loss). */
+static int compare(const ev_set *s, const uint8_t *is_valid, const tune_args *a,
+                   const tune_config *best, comparison *cmp, err_t *e) {
+    static const char *names[N_MODELS] = {"als-tuned", "als-default", "most-popular", "item-knn"};
+    tune_config def;
+    tune_default(&def);
+    csr train[2] = {{0}}, valid[2] = {{0}};
+    als_factors f[2] = {{0}};
+    eval_popular pop = {0};
+    knn_model knn = {0};
+    int rc = ERR_OK;
+    for (int i = 0; i < 2; i++) {
+        cmp->loss[i] = calloc(a->to.iterations, sizeof *cmp->loss[i]);
+        if (!cmp->loss[i]) {
+            rc = err_set(e, ERR_NOMEM, "tune: out of memory");
+            goto done;
+        }
+        fprintf(stderr, "tune: refitting the %s configuration on the training side\n",
+                i ? "default" : "winning");
+        if ((rc = fit(s, is_valid, i ? &def : best, &a->to, &train[i], &valid[i], &f[i],
+                      cmp->loss[i], e)))
+            goto done;
+    }
+    if ((rc = eval_popular_init(&train[0], &pop, e))) goto done;
+    if ((rc = knn_fit(&train[0], a->neighbors, a->to.threads, &knn, e))) goto done;
+    knn.fallback = &pop;
+    eval_mf mf[2];
+    for (int i = 0; i < 2; i++)
+        mf[i] = (eval_mf){.user_factors = f[i].user_factors,
+                          .item_factors = f[i].item_factors,
+                          .factors = f[i].factors,
+                          .n_items = f[i].n_items,
+                          .fallback = &pop};
+    eval_config ec = a->ec;
+    ec.item_factors = f[0].item_factors;
+    ec.factors = f[0].factors;
+    eval_recommend_fn fns[N_MODELS] = {eval_mf_recommend, eval_mf_recommend, eval_popular_recommend,
+                                       knn_recommend};
+    void *ctxs[N_MODELS] = {&mf[0], &mf[1], &pop, &knn};
+    for (int i = 0; i < N_MODELS; i++) {
+        const csr *tr = &train[i == 1], *va = &valid[i == 1];
+        if ((rc = eval_ranking(fns[i], ctxs[i], tr, va, &ec, cmp->m[i], NULL, e))) goto done;
+        cmp->rows[i] = (eval_row){names[i], cmp->m[i]};
+    }
+    if (mf[0].failed || mf[1].failed || knn.failed)
+        rc = err_set(e, ERR_NOMEM, "tune: out of memory scoring items");
+done:
+    for (int i = 0; i < 2; i++) {
+        csr_free(&train[i]);
+        csr_free(&valid[i]);
+        als_factors_free(&f[i]);
+    }
+    eval_popular_free(&pop);
+    knn_free(&knn);
+    return rc;
+}
+
+/* Markdown report: setup, trial table and plot, comparison on validation
+ * with plots, loss curves, and what was published. Returns 0 or -1 after
+ * printing why; plots gnuplot could not make are warnings. */
+static int write_report(const tune_args *a, const ev_set *s, const tune_result *r,
+                        const uint32_t *order, const comparison *cmp, const char *decision) {
+    FILE *md = fopen(a->report, "w");
+    if (!md) {
+        perror(a->report);
+        return -1;
+    }
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "%s", a->report);
+    size_t len = strlen(prefix);
+    if (len > 3 && strcmp(prefix + len - 3, ".md") == 0) prefix[len - 3] = '\0';
+    const char *link = strrchr(prefix, '/') ? strrchr(prefix, '/') + 1 : prefix;
+    fprintf(md, "# ALS tuning\n\n");
+    fprintf(md, "- input: `%s`, %zu events, %u users, %u items\n", a->input, s->n,
+            idmap_size(s->users), idmap_size(s->items));
+    fprintf(md,
+            "- validation: each user's last %g of events by (time, item id ascending); the "
+            "search maximizes NDCG@%u there\n",
+            a->validation_fraction, a->to.k);
+    fprintf(md,
+            "- search: %u configurations (budget), successive halving with eta 3, %u ALS fits, "
+            "seed %llu; trial 1 is the default\n",
+            r->n, r->fits, (unsigned long long)a->to.seed);
+    fprintf(md, "- decision: %s\n\n## Trials\n\n", decision);
+    print_trials(md, r, order, a->to.k, 1);
+    fprintf(md, "\n`*` = winner. A trial's NDCG is from the last round it reached; earlier "
+                "rounds train fewer iterations.\n");
+
+    err_t e;
+    int warned = 0;
+    /* One series per round: NDCG against regularization, the parameter
+     * that matters most here. */
+    uint32_t rounds = 0;
+    for (uint32_t i = 0; i < r->n; i++)
+        if (r->trials[i].rung + 1 > rounds) rounds = r->trials[i].rung + 1;
+    double *x = malloc(((size_t)r->n * 2 + 1) * sizeof *x);
+    eval_series *ser = calloc(rounds + 1, sizeof *ser);
+    char(*names)[32] = calloc(rounds + 1, sizeof *names);
+    if (!x || !ser || !names) {
+        free(x);
+        free(ser);
+        free(names);
+        fclose(md);
+        fprintf(stderr, "recd: tune: out of memory for the report\n");
+        return -1;
+    }
+    double *y = x + r->n;
+    uint32_t at = 0;
+    for (uint32_t q = 0; q < rounds; q++) {
+        uint32_t begin = at;
+        for (uint32_t i = 0; i < r->n; i++)
+            if (r->trials[i].rung == q) {
+                x[at] = r->trials[i].c.regularization;
+                y[at++] = r->trials[i].ndcg;
+            }
+        snprintf(names[q], sizeof names[q], "stopped at round %u", q);
+        ser[q] = (eval_series){names[q], x + begin, y + begin, at - begin};
+    }
+    char png[4096];
+    snprintf(png, sizeof png, "%s-trials.png", prefix);
+    if (eval_plot_series(png, "tuning trials", "regularization (log)", "validation NDCG", 1, 1, ser,
+                         rounds, &e)) {
+        fprintf(md, "\n(trials: plot not made: %s)\n", e.msg);
+        fprintf(stderr, "recd: tune: report: %s\n", e.msg);
+        warned = 1;
+    } else {
+        fprintf(md, "\n![tuning trials](%s-trials.png)\n", link);
+    }
+    fprintf(md, "\n## Winner against the default and the baselines (validation)\n\n");
+    fprintf(md, "These figures are on the split the search selected on, so als-tuned is "
+                "optimistic there. div uses the winner's item factors for every model.\n\n");
+    if (eval_report_models(md, prefix, link, cmp->rows, N_MODELS, a->ec.n_ks, &e) && !warned) {
+        fprintf(stderr, "recd: tune: report: %s\n", e.msg);
+        warned = 1;
+    }
+    fprintf(md, "\n## Training loss (training side of the split)\n");
+    eval_series ls[2] = {{"als-tuned", NULL, cmp->loss[0], a->to.iterations},
+                         {"als-default", NULL, cmp->loss[1], a->to.iterations}};
+    double *xs = malloc(((size_t)a->to.iterations + 1) * sizeof *xs);
+    if (xs) {
+        for (uint32_t i = 0; i < a->to.iterations; i++)
+            xs[i] = i + 1;
+        ls[0].x = ls[1].x = xs;
+        if (eval_report_loss(md, prefix, link, "loss", ls, 2, &e) && !warned)
+            fprintf(stderr, "recd: tune: report: %s\n", e.msg);
+    }
+    free(xs);
+    free(x);
+    free(ser);
+    free(names);
+    if (fclose(md) != 0 || !xs) {
+        fprintf(stderr, "recd: tune: cannot write %s\n", a->report);
+        return -1;
+    }
+    fprintf(stderr, "tune: report written to %s\n", a->report);
+    return 0;
+}
+
+/* Trains on the whole input with c and publishes into a->model through
+ * recd train, so the published model is exactly what `recd train` with
+ * these flags makes. Returns cmd_train's exit status. */
+static int publish(const tune_args *a, const tune_config *c) {
+    char factors[16], reg[32], alpha[32], hl[32], iters[16], threads[16], seed[32];
+    snprintf(factors, sizeof factors, "%u", c->factors);
+    snprintf(reg, sizeof reg, "%.9g", (double)c->regularization);
+    snprintf(alpha, sizeof alpha, "%.9g", (double)c->alpha);
+    snprintf(hl, sizeof hl, "%.9g", c->half_life_days);
+    snprintf(iters, sizeof iters, "%u", a->to.iterations);
+    snprintf(threads, sizeof threads, "%u", a->to.threads);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->to.seed);
+    char *argv[64];
+    char flags[16][40];
+    int n = 0;
+    argv[n++] = "train";
+    argv[n++] = "--input";
+    argv[n++] = (char *)a->input;
+    for (int i = 0; i < a->n_fwd; i += 2) {
+        snprintf(flags[i / 2], sizeof flags[i / 2], "--%s", a->fwd[i]);
+        argv[n++] = flags[i / 2];
+        argv[n++] = a->fwd[i + 1];
+    }
+    const char *rest[] = {"--model",   a->model, "--factors",   factors, "--regularization", reg,
+                          "--alpha",   alpha,    "--half-life", hl,      "--iterations",     iters,
+                          "--threads", threads,  "--seed",      seed};
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
+        argv[n++] = (char *)rest[i];
+    argv[n] = NULL;
+    fprintf(stderr, "tune: recd");
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, " %s", argv[i]);
+    fprintf(stderr, "\n");
+    return cmd_train(n, argv);
+}
+
+int cmd_tune(int argc, char **argv) {
+    tune_args a;
+    int r = parse_args(argc, argv, &a);
+    if (r) return r < 0 ? 0 : r;
+    ev_set s;
+    if (opts_load_history(a.input, &a.io, &s)) return 1;
+    int status = 1;
+    err_t e = {0};
+    uint64_t *user_start = NULL;
+    uint8_t *is_valid = NULL;
+    uint32_t *order = NULL;
+    tune_result res = {0};
+    comparison cmp = {0};
+    if (ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &user_start, &e)) goto fail;
+    is_valid = malloc(s.n ? s.n : 1);
+    if (!is_valid) {
+        err_set(&e, ERR_NOMEM, "tune: out of memory for %zu events", s.n);
+        goto fail;
+    }
+    eval_split_last_fraction(&s, user_start, a.validation_fraction, is_valid);
+    size_t n_valid = 0;
+    for (size_t i = 0; i < s.n; i++)
+        n_valid += is_valid[i];
+    if (n_valid == 0 || n_valid == s.n) {
+        err_set(&e, ERR_INVALID, "tune: the split leaves %s (too few events per user?)",
+                n_valid ? "nothing to train on" : "no validation event");
+        goto fail;
+    }
+    fprintf(stderr,
+            "tune: %zu events, %u users, %u items; %zu validation events (each user's last "
+            "%g); %u configurations, objective NDCG@%u\n",
+            s.n, idmap_size(s.users), idmap_size(s.items), n_valid, a.validation_fraction,
+            a.to.budget, a.to.k);
+    progress_ctx pc = {a.to.k};
+    a.to.progress = on_trial;
+    a.to.progress_ctx = &pc;
+    if (tune_run(&s, is_valid, s.n, &a.to, &res, &e)) goto fail;
+    order = malloc(res.n * sizeof *order);
+    if (!order) {
+        err_set(&e, ERR_NOMEM, "tune: out of memory");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < res.n; i++)
+        order[i] = i;
+    order_base = res.trials;
+    qsort(order, res.n, sizeof *order, cmp_order);
+    order_base = NULL;
+    printf("\n");
+    print_trials(stdout, &res, order, a.to.k, 0);
+    const tune_trial *best = &res.trials[res.best];
+
+    if (compare(&s, is_valid, &a, &best->c, &cmp, &e)) goto fail;
+    printf("\nvalidation (each user's last %g; als-tuned is measured on the split it was "
+           "selected on):\n\n",
+           a.validation_fraction);
+    eval_print_tables(stdout, cmp.rows, N_MODELS, a.ec.n_ks, 0);
+    uint32_t qk = 0;
+    for (uint32_t q = 0; q < a.ec.n_ks; q++)
+        if (a.ec.ks[q] == a.to.k) qk = q;
+    double tuned = cmp.m[0][qk].ndcg, def = cmp.m[1][qk].ndcg, pop = cmp.m[2][qk].ndcg;
+    char hl[32], decision[512];
+    int loses = tuned < pop;
+    if (loses)
+        snprintf(decision, sizeof decision,
+                 "nothing published: the best ALS (NDCG@%u %.4f) loses to the most-popular "
+                 "list (%.4f) on validation",
+                 a.to.k, tuned, pop);
+    else
+        snprintf(decision, sizeof decision,
+                 "published trial %u to `%s`: factors %u, regularization %.4g, alpha %.3g, "
+                 "half-life %s, %u iterations (validation NDCG@%u %.4f; default %.4f; "
+                 "most-popular %.4f)",
+                 best->id, a.model, best->c.factors, (double)best->c.regularization,
+                 (double)best->c.alpha, half_life_str(best->c.half_life_days, hl, sizeof hl),
+                 a.to.iterations, a.to.k, tuned, def, pop);
+    printf("\nsummary: %u configurations, %u ALS fits; winner trial %u NDCG@%u %.4f vs default "
+           "%.4f vs most-popular %.4f\n",
+           res.n, res.fits, best->id, a.to.k, tuned, def, pop);
+    if (a.report && write_report(&a, &s, &res, order, &cmp, decision)) goto out;
+    if (loses) {
+        fprintf(stderr,
+                "recd: tune: %s. The server would serve its ALS scores, which are worse than\n"
+                "its own POPULAR fallback here; keep the current model (or none: unknown users\n"
+                "already get the most-popular list). Exit status %d.\n",
+                decision, TUNE_EXIT_POPULARITY_WINS);
+        status = TUNE_EXIT_POPULARITY_WINS;
+        goto out;
+    }
+    fprintf(stderr, "tune: training the winner on all %zu events\n", s.n);
+    status = publish(&a, &best->c);
+    goto out;
+fail:
+    fprintf(stderr, "recd: tune: %s\n", e.msg);
+out:
+    free(cmp.loss[0]);
+    free(cmp.loss[1]);
+    free(order);
+    tune_result_free(&res);
+    free(is_valid);
+    free(user_start);
+    ev_set_free(&s);
+    return status;
+}
