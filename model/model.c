@@ -1013,6 +1013,20 @@ static int model_get_blob(model_reader *r, const char *key, const uint64_t *len,
     return ERR_OK;
 }
 
+/* True when v[0..n] never decreases. */
+static int model_ascending(const uint64_t *v, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i + 1] < v[i]) return 0;
+    return 1;
+}
+
+/* True when every entry of v[0..n) is below limit. */
+static int model_below(const uint32_t *v, uint64_t n, uint32_t limit) {
+    for (uint64_t i = 0; i < n; i++)
+        if (v[i] >= limit) return 0;
+    return 1;
+}
+
 /* Reads one id space (table and hash index) of n ids. */
 static int model_get_ids(model_reader *r, const char *table_key, const char *index_key, uint32_t n,
                          model_ids *ids, err_t *e) {
@@ -1027,6 +1041,11 @@ static int model_get_ids(model_reader *r, const char *table_key, const char *ind
         return err_set(e, ERR_FORMAT, "model: %s: key %s has bad offsets", r->path, table_key);
     uint64_t len = head + ids->offsets[n];
     if ((rc = model_get_blob(r, table_key, &len, 0, 8, &p, e))) return rc;
+    /* With offsets[n] inside the blob, ascending offsets keep every id
+     * inside it too (one pass over n + 1 numbers, no id bytes). */
+    if (!model_ascending(ids->offsets, n))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has offsets that do not ascend", r->path,
+                       table_key);
     uint64_t slots = model_slot_count(n);
     len = slots * sizeof(uint32_t);
     if ((rc = model_get_blob(r, index_key, &len, 0, 4, &p, e))) return rc;
@@ -1052,8 +1071,8 @@ static int model_get_f64(model_reader *r, const char *key, void *out, err_t *e) 
 /* Reads the optional churn keys once K_CHURN_N is known to exist: every one
  * of them must then be present with the size the counts imply. The names'
  * offsets and NULs are checked too (at most MODEL_CHURN_MAX_FEATURES of
- * them), so feature_names are safe C strings; per-user codes are trusted as
- * the writer checked them. */
+ * them), so feature_names are safe C strings, and so are the per-user codes
+ * against the probabilities, as model_check_churn did at publication. */
 static int model_read_churn(model_reader *r, model *m, err_t *e) {
     model_churn *c = &m->churn;
     uint64_t v;
@@ -1119,6 +1138,17 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
     memcpy(c->bands, p, sizeof c->bands);
     if ((rc = model_get_blob(r, K_CHURN_TIERS, &tiers, 0, 4, &p, e))) return rc;
     memcpy(c->tiers, p, sizeof c->tiers);
+    /* Servers index name tables and shift bit masks by these codes. */
+    for (uint32_t u = 0; u < nu; u++) {
+        float prob = c->probability[u];
+        if (isnan(prob)
+                ? c->band[u] != MODEL_CHURN_NONE || c->segment[u] != MODEL_CHURN_NONE ||
+                      c->tier[u] != MODEL_CHURN_NONE
+                : !(prob >= 0 && prob <= 1) || c->band[u] >= MODEL_CHURN_N_BANDS ||
+                      c->segment[u] >= MODEL_CHURN_N_SEGMENTS || c->tier[u] >= MODEL_CHURN_N_TIERS)
+            return err_set(e, ERR_FORMAT, "model: %s: churn scores of user %u are inconsistent",
+                           r->path, u);
+    }
     m->has_churn = 1;
     return ERR_OK;
 }
@@ -1159,6 +1189,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     if ((rc = model_get_str(r, K_VERSION, mt->version, sizeof mt->version, e)) ||
         (rc = model_get_str(r, K_SOURCE, mt->source_fingerprint, sizeof mt->source_fingerprint, e)))
         return rc;
+    if (mt->factors == 0) return err_set(e, ERR_FORMAT, "model: %s: factors is 0", r->path);
     uint64_t uf, itf;
     if (!model_mul3(mt->n_users, mt->factors, sizeof(float), &uf) ||
         !model_mul3(mt->n_items, mt->factors, sizeof(float), &itf))
@@ -1173,6 +1204,9 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_norms = p;
     if ((rc = model_get_blob(r, K_POPULAR, &pop, 0, 4, &p, e))) return rc;
     m->popular = p;
+    if (!model_below(m->popular, mt->n_items, mt->n_items))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has an item index >= %u", r->path,
+                       K_POPULAR, mt->n_items);
     if ((rc = model_get_blob(r, K_POPULARITY, &pop, 0, 4, &p, e))) return rc;
     m->popularity = p;
     if ((rc = model_get_ids(r, K_USER_IDS, K_USER_INDEX, mt->n_users, &m->users, e)) ||
@@ -1186,6 +1220,18 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path, K_USER_ITEMS);
     if ((rc = model_get_blob(r, K_USER_ITEMS, &len, 0, 8, &p, e))) return rc;
     m->user_indices = (const uint32_t *)(m->user_indptr + (size_t)mt->n_users + 1);
+    /* Servers index score arrays with these: rows must stay inside indices
+     * and hold sorted distinct items < n_items. */
+    if (!model_ascending(m->user_indptr, mt->n_users))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has an indptr that does not ascend",
+                       r->path, K_USER_ITEMS);
+    for (uint32_t u = 0; u < mt->n_users; u++)
+        for (uint64_t k = m->user_indptr[u]; k < m->user_indptr[u + 1]; k++)
+            if (m->user_indices[k] >= mt->n_items ||
+                (k > m->user_indptr[u] && m->user_indices[k] <= m->user_indices[k - 1]))
+                return err_set(e, ERR_FORMAT,
+                               "model: %s: key %s: row %u is not sorted distinct items < %u",
+                               r->path, K_USER_ITEMS, u, mt->n_items);
     len = nnz * sizeof(float);
     if ((rc = model_get_blob(r, K_USER_ITEM_COUNTS, &len, 0, 4, &p, e))) return rc;
     m->user_item_counts = p;
@@ -1198,6 +1244,10 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     len = (uint64_t)mt->n_items * sizeof(uint32_t);
     if ((rc = model_get_blob(r, K_ITEM_CATEGORY, &len, 0, 4, &p, e))) return rc;
     m->item_category = p;
+    for (uint32_t i = 0; i < mt->n_items; i++)
+        if (m->item_category[i] != MODEL_EMPTY && m->item_category[i] >= m->categories.n)
+            return err_set(e, ERR_FORMAT, "model: %s: key %s: item %u has category %u of %u",
+                           r->path, K_ITEM_CATEGORY, i, m->item_category[i], m->categories.n);
     return ERR_OK;
 }
 

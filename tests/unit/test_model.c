@@ -452,6 +452,56 @@ Test(model, refuses_missing_or_inconsistent_keys) {
     cr_assert_not_null(strstr(msg, "popular_items has 4 bytes"), "%s", msg);
 }
 
+/* Overwrites len bytes at offset of blob key (same size, so it stays on its
+ * overflow pages), as a damaged file would hold them. */
+static void damage(const char *vdir, const char *key, size_t offset, const void *bytes,
+                   size_t len) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    cr_assert_eq(mdb_env_set_mapsize(env, 64 << 20), 0);
+    cr_assert_eq(mdb_env_open(env, vdir, MDB_NOLOCK, 0644), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+    MDB_val k = {strlen(key), (void *)key}, v;
+    cr_assert_eq(mdb_get(txn, dbi, &k, &v), 0);
+    cr_assert(offset + len <= v.mv_size);
+    char *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    memcpy(copy + offset, bytes, len);
+    v.mv_data = copy;
+    cr_assert_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(copy);
+}
+
+/* Found by fuzz_model: sizes alone let through offsets and indexes that
+ * point outside their blobs or past n_items, which servers then use to
+ * index arrays. */
+Test(model, refuses_offsets_and_indexes_outside_the_counts) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    uint64_t offset = 9; /* user 1's id would end before it starts */
+    damage(copy_current(dir, "ids"), "user_ids", 1 * sizeof(uint64_t), &offset, sizeof offset);
+    const char *msg = refuse(at("%s", "ids"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "user_ids has offsets that do not ascend"), "%s", msg);
+    uint32_t item = NI; /* user 0's first purchase */
+    damage(copy_current(dir, "csr"), "user_items", (NU + 1) * sizeof(uint64_t), &item, sizeof item);
+    msg = refuse(at("%s", "csr"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "row 0 is not sorted distinct items"), "%s", msg);
+    uint64_t indptr = 7; /* past nnz = 6, and above row 2's end */
+    damage(copy_current(dir, "indptr"), "user_items", 2 * sizeof(uint64_t), &indptr, sizeof indptr);
+    msg = refuse(at("%s", "indptr"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "indptr that does not ascend"), "%s", msg);
+    item = 99;
+    damage(copy_current(dir, "popular"), "popular_items", 0, &item, sizeof item);
+    msg = refuse(at("%s", "popular"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "popular_items has an item index"), "%s", msg);
+}
+
 Test(model, pruning_keeps_newest) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/store", root);
