@@ -3,6 +3,7 @@
  * the protocol of training/eval.h, or at a global time cutoff), at several
  * list lengths, for every user and for new users, with an optional Markdown
  * report with plots. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,8 +48,8 @@ static void usage(FILE *out) {
             "  --input FILE          purchase-history CSV ('-' = stdin); needs a header row\n"
             "  --test-fraction F     per-user split: held-out fraction of each user's events\n"
             "                        (default 0.2)\n"
-            "  --cutoff-date T       global split: events at or after T (ISO 8601 or unix\n"
-            "                        seconds) are test\n"
+            "  --cutoff-date T       global split: events at or after T (YYYY-MM-DD, ISO 8601\n"
+            "                        or unix seconds; UTC) are test\n"
             "  --cutoff-fraction F   global split: the cutoff that holds out the latest F of\n"
             "                        all events\n"
             "  -k LIST               list lengths, e.g. 5,10,20 (default 10)\n"
@@ -101,6 +102,17 @@ typedef struct eval_args {
     als_params als;
     ev_tie_order ties;
 } eval_args;
+
+/* Parses a cutoff: what the importer accepts (ISO 8601 with a time, unix
+ * seconds) or a bare date YYYY-MM-DD, taken as midnight UTC. Returns 0 or
+ * -1. */
+static int parse_date(const char *arg, int64_t *out) {
+    char buf[32];
+    if (ingest_parse_time(arg, strlen(arg), NULL, out) == ERR_OK) return 0;
+    if (strlen(arg) != 10) return -1;
+    snprintf(buf, sizeof buf, "%sT00:00:00", arg);
+    return ingest_parse_time(buf, strlen(buf), NULL, out) == ERR_OK ? 0 : -1;
+}
 
 /* Parses argv into *a. Returns 0, 2 after printing a usage error, or -1 when
  * --help was printed (exit 0). */
@@ -168,7 +180,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             break;
         case OPT_CUTOFF_DATE: {
             int64_t t;
-            if (ingest_parse_time(optarg, strlen(optarg), NULL, &t)) {
+            if (parse_date(optarg, &t)) {
                 fprintf(stderr, "recd: --cutoff-date: '%s' is not ISO 8601 or unix seconds\n",
                         optarg);
                 return 2;
@@ -262,16 +274,12 @@ typedef struct eval_outcome {
     loss_log loss;
 } eval_outcome;
 
-/* Writes the Markdown report: setup, the tables and plots for all users,
- * the tables for new users and the loss curve. The PNGs go next to the .md
+/* Writes the Markdown report into md (opened on a->report, closed here):
+ * setup, the tables and plots for all users, the tables for new users and
+ * the loss curve. The PNGs go next to the .md
  * with its name as prefix. Returns 0, or -1 after printing why (a plot that
  * gnuplot could not make is only a warning). */
-static int write_report(const eval_args *a, const eval_outcome *o, const ev_set *s) {
-    FILE *md = fopen(a->report, "w");
-    if (!md) {
-        perror(a->report);
-        return -1;
-    }
+static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, const ev_set *s) {
     char prefix[4096];
     snprintf(prefix, sizeof prefix, "%s", a->report);
     size_t len = strlen(prefix);
@@ -329,8 +337,18 @@ int cmd_eval(int argc, char **argv) {
     int r = parse_args(argc, argv, &a);
     if (r) return r < 0 ? 0 : r;
 
+    /* Opened first, so a report that cannot be written fails before the
+     * work, not after it. */
+    FILE *md = a.report ? fopen(a.report, "w") : NULL;
+    if (a.report && !md) {
+        fprintf(stderr, "recd: eval: --report: %s: %s\n", a.report, strerror(errno));
+        return 1;
+    }
     ev_set s;
-    if (opts_load_history(a.input, &a.io, &s)) return 1;
+    if (opts_load_history(a.input, &a.io, &s)) {
+        if (md) fclose(md);
+        return 1;
+    }
     int status = 1;
     err_t e = {0};
     uint64_t *user_start = NULL;
@@ -361,7 +379,7 @@ int cmd_eval(int argc, char **argv) {
     } else {
         int64_t cutoff;
         if (a.cutoff_date)
-            ingest_parse_time(a.cutoff_date, strlen(a.cutoff_date), NULL, &cutoff);
+            parse_date(a.cutoff_date, &cutoff);
         else if (eval_cutoff_for_fraction(&s, a.cutoff_fraction, &cutoff, &e))
             goto fail;
         eval_split_cutoff(&s, cutoff, is_test);
@@ -461,12 +479,17 @@ int cmd_eval(int argc, char **argv) {
     printf("\nsummary: NDCG@%u als %.4f vs most-popular %.4f (%+.1f%%) vs item-knn %.4f, %u "
            "users, final loss %.6f\n",
            ma->k, ma->ndcg, mp->ndcg, lift, mk->ndcg, ma->users, f.loss);
-    if (a.report && write_report(&a, &o, &s)) goto out;
+    if (md) {
+        int bad = write_report(md, &a, &o, &s);
+        md = NULL;
+        if (bad) goto out;
+    }
     status = 0;
     goto out;
 fail:
     fprintf(stderr, "recd: eval: %s\n", e.msg);
 out:
+    if (md) fclose(md);
     knn_free(&knn);
     eval_popular_free(&pop);
     als_factors_free(&f);

@@ -3,6 +3,7 @@
  * eval), then training on the whole input with the winner and publishing it
  * through recd train. A winner that loses to the most-popular list on
  * validation is not published. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -189,7 +190,7 @@ static const char *half_life_str(double days, char *buf, size_t size) {
 
 static void print_trial(FILE *f, const tune_trial *t) {
     char hl[32];
-    fprintf(f, "#%-3u f %3u  lambda %-9.4g alpha %-7.3g half-life %-7s rung %u (%2u it)", t->id,
+    fprintf(f, "#%-3u f %3u  lambda %-9.4g alpha %-7.3g half-life %-7s round %u (%2u it)", t->id,
             t->c.factors, (double)t->c.regularization, (double)t->c.alpha,
             half_life_str(t->c.half_life_days, hl, sizeof hl), t->rung, t->iterations);
 }
@@ -349,16 +350,12 @@ done:
     return rc;
 }
 
-/* Markdown report: setup, trial table and plot, comparison on validation
- * with plots, loss curves, and what was published. Returns 0 or -1 after
+/* Writes the Markdown report into md (opened on a->report, closed here):
+ * setup, trial table and plot, comparison on validation with plots, loss
+ * curves, and what was published. Returns 0 or -1 after
  * printing why; plots gnuplot could not make are warnings. */
-static int write_report(const tune_args *a, const ev_set *s, const tune_result *r,
+static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tune_result *r,
                         const uint32_t *order, const comparison *cmp, const char *decision) {
-    FILE *md = fopen(a->report, "w");
-    if (!md) {
-        perror(a->report);
-        return -1;
-    }
     char prefix[4096];
     snprintf(prefix, sizeof prefix, "%s", a->report);
     size_t len = strlen(prefix);
@@ -490,8 +487,18 @@ int cmd_tune(int argc, char **argv) {
     tune_args a;
     int r = parse_args(argc, argv, &a);
     if (r) return r < 0 ? 0 : r;
+    /* Opened first, so a report that cannot be written fails before the
+     * search, not after it. */
+    FILE *md = a.report ? fopen(a.report, "w") : NULL;
+    if (a.report && !md) {
+        fprintf(stderr, "recd: tune: --report: %s: %s\n", a.report, strerror(errno));
+        return 1;
+    }
     ev_set s;
-    if (opts_load_history(a.input, &a.io, &s)) return 1;
+    if (opts_load_history(a.input, &a.io, &s)) {
+        if (md) fclose(md);
+        return 1;
+    }
     int status = 1;
     err_t e = {0};
     uint64_t *user_start = NULL;
@@ -564,7 +571,11 @@ int cmd_tune(int argc, char **argv) {
     printf("\nsummary: %u configurations, %u ALS fits; winner trial %u NDCG@%u %.4f vs default "
            "%.4f vs most-popular %.4f\n",
            res.n, res.fits, best->id, a.to.k, tuned, def, pop);
-    if (a.report && write_report(&a, &s, &res, order, &cmp, decision)) goto out;
+    if (md) {
+        int bad = write_report(md, &a, &s, &res, order, &cmp, decision);
+        md = NULL;
+        if (bad) goto out;
+    }
     if (loses) {
         fprintf(stderr,
                 "recd: tune: %s. The server would serve its ALS scores, which are worse than\n"
@@ -580,6 +591,7 @@ int cmd_tune(int argc, char **argv) {
 fail:
     fprintf(stderr, "recd: tune: %s\n", e.msg);
 out:
+    if (md) fclose(md);
     free(cmp.loss[0]);
     free(cmp.loss[1]);
     free(order);

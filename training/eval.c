@@ -555,7 +555,7 @@ static void head(FILE *f, int markdown, const char *name, uint32_t k) {
 }
 
 static void row_start(FILE *f, int markdown, const char *name) {
-    markdown ? fprintf(f, "| %s |", name) : fprintf(f, "%-14s", name);
+    markdown ? fprintf(f, "| %s |", name) : fprintf(f, "%-16s", name);
 }
 
 /* The |---| line under a Markdown header of cols columns. */
@@ -629,8 +629,8 @@ static int eval_plot(const char *png_path, const char *script, err_t *e) {
         }
         return err_set(e, ERR_IO, "plot: cannot create a temporary script: %s", strerror(errno));
     }
-    fprintf(f, "set terminal pngcairo noenhanced size 800,480 font ',10'\nset output '%s'\n%s\n", png_path,
-            script);
+    fprintf(f, "set terminal pngcairo noenhanced size 800,480 font ',10'\nset output '%s'\n%s\n",
+            png_path, script);
     int bad = ferror(f) != 0;
     bad |= fclose(f) != 0;
     char cmd[64];
