@@ -5,22 +5,39 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct client {
     grpc_channel *channel;
     grpc_completion_queue *cq;
+    grpc_metadata auth; /* the bearer token, when there is one */
+    size_t n_auth;
 };
 
-int client_open(const char *target, client **out, err_t *e) {
+int client_open(const char *target, const client_options *o, client **out, err_t *e) {
     grpc_init();
     client *c = calloc(1, sizeof *c);
     if (!c) {
         grpc_shutdown();
         return err_set(e, ERR_NOMEM, "client: out of memory");
     }
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds;
+    if (o && o->ca) {
+        grpc_ssl_pem_key_cert_pair pair = {o->key, o->cert};
+        creds = grpc_ssl_credentials_create(o->ca, o->cert ? &pair : NULL, NULL, NULL);
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    if (o && o->token) {
+        char *value;
+        if (asprintf(&value, "Bearer %s", o->token) < 0) value = NULL;
+        c->auth.key = grpc_slice_from_static_string("authorization");
+        c->auth.value = grpc_slice_from_copied_string(value ? value : "");
+        c->n_auth = 1;
+        free(value);
+    }
     c->channel = grpc_channel_create(target, creds, NULL);
     grpc_channel_credentials_release(creds);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -37,6 +54,7 @@ void client_close(client *c) {
     }
     grpc_completion_queue_destroy(c->cq);
     grpc_channel_destroy(c->channel);
+    if (c->n_auth) grpc_slice_unref(c->auth.value);
     free(c);
     grpc_shutdown();
 }
@@ -66,6 +84,8 @@ int client_call(client *c, const char *method, const uint8_t *req, size_t len, d
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_auth;
+    ops[0].data.send_initial_metadata.metadata = c->n_auth ? &c->auth : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = request;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -149,6 +169,8 @@ int client_stream_open(client *c, const char *method, const uint8_t *req, size_t
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_auth;
+    ops[0].data.send_initial_metadata.metadata = c->n_auth ? &c->auth : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = request;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -10,9 +10,18 @@
 
 typedef struct client client;
 
-/* Opens an insecure channel to target ("host:port"). Connection happens on
- * the first call. *out is owned by the caller: client_close. */
-int client_open(const char *target, client **out, err_t *e);
+/* How to reach the server: PEM strings, all NULL for an insecure channel;
+ * ca alone for TLS, with cert and key for mutual TLS. token (may be NULL) is
+ * sent as "authorization: Bearer <token>" with every call. */
+typedef struct client_options {
+    const char *ca, *cert, *key;
+    const char *token;
+} client_options;
+
+/* Opens a channel to target ("host:port"); o may be NULL (insecure, no
+ * token). Connection happens on the first call. *out is owned by the
+ * caller: client_close. */
+int client_open(const char *target, const client_options *o, client **out, err_t *e);
 void client_close(client *c);
 
 /* The outcome of one call. body (malloc'ed, caller frees) holds the response

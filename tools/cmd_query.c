@@ -28,6 +28,8 @@ static const char query_usage[] =
     "  targets            streams campaign targets (one line each; --csv for a spreadsheet)\n"
     "      [--min-prob P] [--max-prob P] [--segment S]... [--tier T]... [--item X | --category C]\n"
     "      [--viewed-days N] [--limit N] [--order probability|value|affinity] [--csv]\n"
+    "  forget USER        ForgetUser: deletes USER's events, never personalizes USER again\n"
+    "  optout USER yes|no SetPersonalization: USER gets non-personalized results (yes) or not\n"
     "  info               the served model's metadata\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
@@ -35,7 +37,10 @@ static const char query_usage[] =
     "  --json             print JSON instead of a table\n"
     "  --timeout S        deadline in seconds (default 5)\n"
     "  -k N               number of items (default 10)\n"
-    "  --repeat N         send the request N times and print latency percentiles instead\n";
+    "  --repeat N         send the request N times and print latency percentiles instead\n"
+    "  --tls-ca FILE      TLS: the server's CA (PEM); with --tls-cert and --tls-key, mutual\n"
+    "  --token-file FILE  send 'authorization: Bearer <token>' (write RPCs on a server with\n"
+    "                     --write-token-file)\n";
 
 static const char *const status_names[] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -207,7 +212,11 @@ enum {
     OPT_VIEWED_DAYS,
     OPT_LIMIT,
     OPT_ORDER,
-    OPT_CSV
+    OPT_CSV,
+    OPT_TLS_CA,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TOKEN_FILE
 };
 
 /* Everything the command line says; the lists point into argv. */
@@ -224,6 +233,7 @@ typedef struct query_args {
     float min_prob, max_prob;
     uint32_t viewed_days, limit;
     int order, csv;
+    const char *tls_ca, *tls_cert, *tls_key, *token_file;
     char **pos; /* positional arguments after the action */
     size_t n_pos;
 } query_args;
@@ -558,13 +568,43 @@ static int q_targets(client *c, const query_args *a) {
     return 0;
 }
 
+static void show_forget(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__ForgetUserResponse *r = (const Recd__V1__ForgetUserResponse *)msg;
+    if (json)
+        printf("{\"events_deleted\":%llu}\n", (unsigned long long)r->events_deleted);
+    else
+        printf("forgotten; %llu events deleted\n", (unsigned long long)r->events_deleted);
+}
+
+static void show_done(const ProtobufCMessage *msg, int json) {
+    (void)msg;
+    puts(json ? "{}" : "done");
+}
+
+static int q_forget(client *c, const query_args *a) {
+    if (a->n_pos != 1) return 2;
+    Recd__V1__ForgetUserRequest rq = RECD__V1__FORGET_USER_REQUEST__INIT;
+    rq.user_id = a->pos[0];
+    return run_call(c, a, "/recd.v1.Recommender/ForgetUser", &rq.base,
+                    &recd__v1__forget_user_response__descriptor, show_forget);
+}
+
+static int q_optout(client *c, const query_args *a) {
+    if (a->n_pos != 2 || (strcmp(a->pos[1], "yes") && strcmp(a->pos[1], "no"))) return 2;
+    Recd__V1__SetPersonalizationRequest rq = RECD__V1__SET_PERSONALIZATION_REQUEST__INIT;
+    rq.user_id = a->pos[0];
+    rq.opted_out = !strcmp(a->pos[1], "yes");
+    return run_call(c, a, "/recd.v1.Recommender/SetPersonalization", &rq.base,
+                    &recd__v1__set_personalization_response__descriptor, show_done);
+}
+
 static const struct {
     const char *name;
     query_fn run;
-} actions[] = {{"churn", q_churn},         {"targets", q_targets}, {"recommend", q_recommend},
-               {"similar", q_similar},     {"rerank", q_rerank},   {"event", q_event},
-               {"available", q_available}, {"boost", q_boost},     {"info", q_info},
-               {"health", q_health}};
+} actions[] = {{"forget", q_forget},   {"optout", q_optout},       {"churn", q_churn},
+               {"targets", q_targets}, {"recommend", q_recommend}, {"similar", q_similar},
+               {"rerank", q_rerank},   {"event", q_event},         {"available", q_available},
+               {"boost", q_boost},     {"info", q_info},           {"health", q_health}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */
@@ -591,6 +631,10 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"limit", required_argument, 0, OPT_LIMIT},
         {"order", required_argument, 0, OPT_ORDER},
         {"csv", no_argument, 0, OPT_CSV},
+        {"tls-ca", required_argument, 0, OPT_TLS_CA},
+        {"tls-cert", required_argument, 0, OPT_TLS_CERT},
+        {"tls-key", required_argument, 0, OPT_TLS_KEY},
+        {"token-file", required_argument, 0, OPT_TOKEN_FILE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -679,6 +723,18 @@ static int parse_args(int argc, char **argv, query_args *a) {
         case OPT_CSV:
             a->csv = 1;
             break;
+        case OPT_TLS_CA:
+            a->tls_ca = optarg;
+            break;
+        case OPT_TLS_CERT:
+            a->tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            a->tls_key = optarg;
+            break;
+        case OPT_TOKEN_FILE:
+            a->token_file = optarg;
+            break;
         case OPT_REPEAT:
             if (opts_u32("repeat", optarg, 1, 10000000, &a->repeat)) return 2;
             break;
@@ -718,16 +774,32 @@ int cmd_query(int argc, char **argv) {
         if (!strcmp(action, actions[i].name)) run = actions[i].run;
     client *c = NULL;
     err_t e;
-    if (!run) {
+    client_options co = {0};
+    char *ca = NULL, *cert = NULL, *key = NULL, *token = NULL;
+    int unreadable = (a.tls_ca && !(ca = opts_read_file("tls-ca", a.tls_ca, 0))) ||
+                     (a.tls_cert && !(cert = opts_read_file("tls-cert", a.tls_cert, 0))) ||
+                     (a.tls_key && !(key = opts_read_file("tls-key", a.tls_key, 0))) ||
+                     (a.token_file && !(token = opts_read_file("token-file", a.token_file, 1)));
+    co.ca = ca;
+    co.cert = cert;
+    co.key = key;
+    co.token = token;
+    if (unreadable) {
+        status = 2;
+    } else if (!run) {
         fprintf(stderr, "recd: unknown query action '%s'\n", action);
         status = 2;
-    } else if (client_open(a.server, &c, &e)) {
+    } else if (client_open(a.server, &co, &c, &e)) {
         fprintf(stderr, "recd: %s\n", e.msg);
         status = 1;
     } else if ((status = run(c, &a)) == 2) {
         fprintf(stderr, "recd: bad arguments for '%s'\n%s", action, query_usage);
     }
     client_close(c);
+    free(ca);
+    free(cert);
+    free(key);
+    free(token);
     free(a.exclude);
     free(a.context);
     free(a.segments);

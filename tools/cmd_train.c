@@ -12,6 +12,7 @@
 #include "csr.h"
 #include "eval.h"
 #include "evstore.h"
+#include "idstate.h"
 #include "model.h"
 #include "opts.h"
 
@@ -145,6 +146,52 @@ static void history_fingerprint(const ev_set *s, char out[17]) {
     XXH64_freeState(h);
 }
 
+typedef struct forgotten_scan {
+    const ev_set *history;
+    uint8_t *drop;
+    uint32_t n;
+} forgotten_scan;
+
+static void mark_forgotten(void *ctx, const char *id, size_t len, const void *value) {
+    forgotten_scan *f = ctx;
+    uint32_t u;
+    /* 2 = forgotten (ForgetUser); an opt-out only stops personal serving. */
+    if (*(const unsigned char *)value == 2 &&
+        idmap_find(f->history->users, id, len, &u) == ERR_OK && !f->drop[u]) {
+        f->drop[u] = 1;
+        f->n++;
+    }
+}
+
+/* Leaves the members that a server was told to forget (ForgetUser, kept in
+ * events_dir/privacy) out of the whole history, CSV rows included, and
+ * updates *n_from_csv. Returns 0, or -1 after printing why. */
+static int leave_out_forgotten(const char *events_dir, ev_set *history, size_t *n_from_csv) {
+    char dir[4096];
+    idstate *privacy;
+    err_t e;
+    if (snprintf(dir, sizeof dir, "%s/privacy", events_dir) >= (int)sizeof dir ||
+        idstate_open(dir, 1, &privacy, &e)) {
+        fprintf(stderr, "recd: cannot read the privacy choices in %s: %s\n", dir, e.msg);
+        return -1;
+    }
+    forgotten_scan f = {history, calloc(idmap_size(history->users) + 1, 1), 0};
+    int rc = f.drop ? 0 : -1;
+    if (f.drop) idstate_each(privacy, mark_forgotten, &f);
+    idstate_close(privacy);
+    if (f.n) {
+        size_t kept_csv = 0;
+        for (size_t i = 0; i < *n_from_csv; i++)
+            kept_csv += !f.drop[history->events[i].user];
+        rc = ev_set_drop_users(history, f.drop, &e);
+        if (!rc) *n_from_csv = kept_csv;
+        fprintf(stderr, "privacy: %u forgotten members left out of the training data\n", f.n);
+    }
+    if (rc) fprintf(stderr, "recd: out of memory leaving out forgotten members\n");
+    free(f.drop);
+    return rc;
+}
+
 /* Loads the CSV history (when input is set) and then the recorded events of
  * events_dir (when set) into one set, initialized here (caller frees with
  * ev_set_free); *n_from_csv gets how many events came from the CSV. Returns 0,
@@ -171,6 +218,10 @@ static int load_histories(const char *input, const ingest_options *io, const cha
             return -1;
         }
         fprintf(stderr, "events: %zu recorded events from %s\n", added, events_dir);
+        if (leave_out_forgotten(events_dir, history, n_from_csv)) {
+            ev_set_free(history);
+            return -1;
+        }
     }
     if (history->n == 0) {
         fprintf(stderr, "recd: no usable purchase rows or events; no model published\n");
@@ -211,7 +262,7 @@ int cmd_train(int argc, char **argv) {
     churn_params cp;
     churn_params_init(&cp);
     int churn = 0, churn_flags = 0; /* --churn-horizon given; other churn flags given */
-    float half_life = 0.0f; /* days; 0 = no decay */
+    float half_life = 0.0f;         /* days; 0 = no decay */
     int opt, rc;
     /* 0 makes glibc's getopt start over: recd tune calls cmd_train after
      * parsing its own arguments. */

@@ -63,6 +63,32 @@ uint32_t ev_set_item_category(const ev_set *s, uint32_t item) {
     return item < s->n_item_category ? s->item_category[item] : UINT32_MAX;
 }
 
+int ev_set_drop_users(ev_set *s, const uint8_t *drop, err_t *e) {
+    ev_set kept;
+    int rc = ev_set_init(&kept, e);
+    for (size_t i = 0; !rc && i < s->n; i++) {
+        const ev_event *ev = &s->events[i];
+        if (drop[ev->user]) continue;
+        size_t ul, il;
+        const char *u = idmap_key(s->users, ev->user, &ul),
+                   *it = idmap_key(s->items, ev->item, &il);
+        rc = ev_set_add(&kept, u, ul, it, il, ev->ts, ev->quantity, ev->price, e);
+        uint32_t cat = rc ? UINT32_MAX : ev_set_item_category(s, ev->item);
+        if (cat != UINT32_MAX) {
+            size_t cl;
+            const char *c = idmap_key(s->categories, cat, &cl);
+            rc = ev_set_set_category(&kept, kept.events[kept.n - 1].item, c, cl, e);
+        }
+    }
+    if (rc) {
+        ev_set_free(&kept);
+        return rc;
+    }
+    ev_set_free(s);
+    *s = kept;
+    return ERR_OK;
+}
+
 /* qsort has no context argument; the item rank table is passed through this
  * file-local pointer, which is fine because sorting is single-threaded. */
 static const uint32_t *sort_item_rank;

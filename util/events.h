@@ -46,6 +46,11 @@ int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t l
 /* The category index of item, or UINT32_MAX when it has none. */
 uint32_t ev_set_item_category(const ev_set *s, uint32_t item);
 
+/* Removes every event of the users with drop[user] != 0 (drop has one entry
+ * per user of s) and re-interns the remaining ids, so that dropped users
+ * leave no trace in s, not even their id. Item categories are kept. */
+int ev_set_drop_users(ev_set *s, const uint8_t *drop, err_t *e);
+
 /* How events at the same second are ordered by item id. Ascending is the
  * evaluation protocol of README; descending exists because it is the only
  * order that reproduces the published Online Retail reference figures (see

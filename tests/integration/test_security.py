@@ -1,0 +1,211 @@
+"""Security, privacy and overload over gRPC: TLS, mutual TLS, the write
+token, ForgetUser and opt-out (served at once and left out of the next
+training), and load shedding that keeps the server answering."""
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import Server, run, train
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for localhost / 127.0.0.1 and a client
+    certificate, all signed by the CA; and a second CA nobody trusts."""
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ["ca", "rogue"]:
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                f"/CN=recd test {ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=d)
+    (d / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, issuer in [("server", "ca"), ("client", "ca"), ("stranger", "rogue")]:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+                f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey",
+                f"{issuer}.key", "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out",
+                f"{name}.pem", cwd=d)
+    return d
+
+
+def secure_channel(server, pki, client=None):
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        private_key=(pki / f"{client}.key").read_bytes() if client else None,
+        certificate_chain=(pki / f"{client}.pem").read_bytes() if client else None)
+    return grpc.secure_channel(server.address, creds)
+
+
+def info(channel, pb, timeout=5):
+    return pb.rec_grpc.RecommenderStub(channel).GetModelInfo(pb.rec.GetModelInfoRequest(),
+                                                             timeout=timeout)
+
+
+def test_tls(model_dir, pki, tmp_path, pb):
+    s = Server(model_dir, tmp_path, "--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key")
+    try:
+        with secure_channel(s, pki) as ch:
+            assert info(ch, pb).items > 0
+        with pytest.raises(grpc.RpcError) as e:  # plain-text clients are not served
+            info(s.channel, pb, timeout=3)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        out = run("query", "--server", s.address, "--tls-ca", pki / "ca.pem", "info").stdout
+        assert "model_version" in out
+    finally:
+        assert s.stop() == 0
+
+
+def test_mutual_tls(model_dir, pki, tmp_path, pb):
+    s = Server(model_dir, tmp_path, "--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--tls-client-ca", pki / "ca.pem")
+    try:
+        with secure_channel(s, pki, client="client") as ch:
+            assert info(ch, pb).items > 0
+        for who in [None, "stranger"]:
+            with secure_channel(s, pki, client=who) as ch, pytest.raises(grpc.RpcError) as e:
+                info(ch, pb, timeout=3)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE, who
+        out = run("query", "--server", s.address, "--tls-ca", pki / "ca.pem", "--tls-cert",
+                  pki / "client.pem", "--tls-key", pki / "client.key", "health").stdout
+        assert out.strip() == "SERVING"
+    finally:
+        assert s.stop() == 0
+
+
+def test_write_rpcs_need_the_token(model_dir, tmp_path, pb):
+    (tmp_path / "token").write_text("s3cret-token\n")
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--write-token-file",
+               tmp_path / "token")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        req = pb.rec.RecordEventsRequest(events=[pb.rec.Event(user_id="u", item_id="i",
+                                                              type=pb.rec.VIEW)])
+        for md in [None, [("authorization", "Bearer wrong")], [("authorization", "s3cret-token")]]:
+            with pytest.raises(grpc.RpcError) as e:
+                stub.RecordEvents(req, metadata=md)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for call, msg in [(stub.SetItemAvailability, pb.rec.SetItemAvailabilityRequest()),
+                          (stub.SetItemBoosts, pb.rec.SetItemBoostsRequest()),
+                          (stub.ForgetUser, pb.rec.ForgetUserRequest(user_id="u")),
+                          (stub.SetPersonalization, pb.rec.SetPersonalizationRequest(user_id="u"))]:
+            with pytest.raises(grpc.RpcError) as e:
+                call(msg)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = [("authorization", "Bearer s3cret-token")]
+        assert stub.RecordEvents(req, metadata=ok).accepted == 1
+        assert stub.Recommend(pb.rec.RecommendRequest(user_id="u", k=3)).items  # reads stay open
+        p = run("query", "--server", s.address, "--token-file", tmp_path / "token", "event", "u",
+                "i", "cart")
+        assert '"accepted": 1' in p.stdout or "accepted 1" in p.stdout
+        p = run("query", "--server", s.address, "event", "u", "i", "cart", check=False)
+        assert p.returncode == 1 and "UNAUTHENTICATED" in p.stderr
+    finally:
+        assert s.stop() == 0
+
+
+def test_forget_and_opt_out(shop, tmp_path, pb):
+    model = tmp_path / "m"
+    train(shop.path, model, "--churn-horizon", "90d")
+    s = Server(model, tmp_path, "--events", tmp_path / "ev", "--reload-interval", "0.2")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        users = sorted(shop.bought, key=lambda u: -len(shop.bought[u]))
+        gone, shy = users[0], users[1]
+        rec = lambda u: stub.Recommend(pb.rec.RecommendRequest(user_id=u, k=5))
+        stub.RecordEvents(pb.rec.RecordEventsRequest(events=[
+            pb.rec.Event(user_id=gone, item_id=i, type=pb.rec.VIEW) for i in list(shop.items)[:3]]))
+        assert rec(gone).strategy == pb.rec.PERSONALIZED
+        assert stub.ForgetUser(pb.rec.ForgetUserRequest(user_id=gone)).events_deleted == 3
+        assert rec(gone).strategy == pb.rec.POPULAR  # at once, before any retraining
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=gone))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        targets = stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest())
+        assert gone not in {t.user_id for t in targets}
+        r = stub.RecordEvents(pb.rec.RecordEventsRequest(events=[
+            pb.rec.Event(user_id=gone, item_id="x", type=pb.rec.VIEW)]))
+        assert r.accepted == 0 and "forgotten" in r.rejected[0].reason
+        with pytest.raises(grpc.RpcError) as e:
+            stub.SetPersonalization(pb.rec.SetPersonalizationRequest(user_id=gone))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        stub.SetPersonalization(pb.rec.SetPersonalizationRequest(user_id=shy, opted_out=True))
+        assert rec(shy).strategy == pb.rec.POPULAR
+        stub.SetPersonalization(pb.rec.SetPersonalizationRequest(user_id=shy, opted_out=False))
+        assert rec(shy).strategy == pb.rec.PERSONALIZED
+
+        # The next training leaves the forgotten member out, CSV rows included.
+        before = stub.GetModelInfo(pb.rec.GetModelInfoRequest())
+        p = train(shop.path, model, "--events", tmp_path / "ev")
+        assert "1 forgotten members left out" in p.stderr
+        deadline = time.monotonic() + 10
+        while stub.GetModelInfo(pb.rec.GetModelInfoRequest()).model_version == before.model_version:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert stub.GetModelInfo(pb.rec.GetModelInfoRequest()).users == before.users - 1
+        out = run("inspect", "--model", model, "--user", gone, check=False)
+        assert out.returncode != 0
+    finally:
+        assert s.stop() == 0
+
+
+def test_overload_is_shed_not_queued(model_dir, tmp_path, pb):
+    s = Server(model_dir, tmp_path, "--threads", "1", "--max-queue", "2")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        codes, lock = [], threading.Lock()
+
+        def hammer():
+            for _ in range(40):
+                try:
+                    stub.Recommend(pb.rec.RecommendRequest(user_id="u0001", k=1000), timeout=10)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                with lock:
+                    codes.append(code)
+        threads = [threading.Thread(target=hammer) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, set(codes)
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+        assert codes.count(grpc.StatusCode.OK) > 0
+        assert stub.GetModelInfo(pb.rec.GetModelInfoRequest()).items > 0
+        assert "server overloaded" in s.output()
+    finally:
+        assert s.stop() == 0
+
+
+def test_calls_whose_deadline_passed_in_the_queue_are_not_worked_on(model_dir, tmp_path, pb):
+    s = Server(model_dir, tmp_path, "--threads", "1")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        codes, lock = [], threading.Lock()
+
+        def ask():
+            for _ in range(20):
+                try:
+                    stub.Recommend(pb.rec.RecommendRequest(user_id="u0001", k=1000), timeout=0.002)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                with lock:
+                    codes.append(code)
+        threads = [threading.Thread(target=ask) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}, set(codes)
+        assert "deadline passed" in s.output(), "no queued call was skipped"
+        assert stub.GetModelInfo(pb.rec.GetModelInfoRequest()).items > 0
+    finally:
+        assert s.stop() == 0
