@@ -14,8 +14,9 @@ static const struct {
     {"eval", cmd_eval, "evaluate ALS and baselines on a temporal split"},
     {"tune", cmd_tune, "search ALS hyperparameters on a validation split, then train and publish"},
     {"serve", cmd_serve, "serve a published model over gRPC"},
-    {"query", cmd_query, "call a running server (recommend, similar, info, health)"},
+    {"query", cmd_query, "call a running server (recommend, churn, targets, event, ...)"},
     {"inspect", cmd_inspect, "show a published model's metadata"},
+    {"model", cmd_model, "list a model directory's versions, roll back to the previous one"},
     {"events", cmd_events, "export or summarize the event store (export, stats, bench)"},
 };
 
