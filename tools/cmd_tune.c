@@ -208,7 +208,8 @@ static void on_trial(void *ctx, const tune_trial *t, uint32_t done, uint32_t tot
             best->id, best->ndcg);
 }
 
-/* Trials best first: those that reached a later round first, then by NDCG. */
+/* Trials best first: those that reached a later round first, then by NDCG.
+ * order_base is the qsort context, set only around the sort. */
 static const tune_trial *order_base;
 
 static int cmp_order(const void *pa, const void *pb) {

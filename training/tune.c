@@ -126,7 +126,9 @@ done:
 }
 
 /* Trials are compared by NDCG, then by id: the earlier (and the default
- * first) wins a tie, so results do not depend on sort stability. */
+ * first) wins a tie, so results do not depend on sort stability. qsort has
+ * no context argument: cmp_base is set only while tune_run sorts (tuning
+ * runs from one thread). */
 static const tune_trial *cmp_base;
 
 static int cmp_trial(const void *pa, const void *pb) {
