@@ -13,5 +13,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const struct {
     {"inspect", cmd_inspect, "show a published model's metadata"},
     {"model", cmd_model, "list a model directory's versions, roll back to the previous one"},
     {"events", cmd_events, "export or summarize the event store (export, stats, bench)"},
+    {"bench", cmd_bench, "benchmark pieces of scripts/bench.sh (model, score, train, ...)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,808 @@
+/* recd bench: the C half of the benchmark that scripts/bench.sh runs (see
+ * README "Speed"). Each subcommand prints one JSON object per line on
+ * stdout, so that the script can set its figures next to the references
+ * (numpy, faiss, h2load) measured on the same data:
+ *   model   publishes a random model of a chosen size and writes its item
+ *           matrix and some user vectors as raw float32 for the references
+ *   score   times recd's scoring path on a published model read in place,
+ *           one query at a time and in batches (what batching would gain)
+ *   train   times ALS iterations on a random sparse matrix
+ *   body    writes a framed gRPC request body for h2load
+ *   ready   waits for a starting server's first successful Recommend */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "als.h"
+#include "client.h"
+#include "cmd.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "model.h"
+#include "opts.h"
+#include "recd/v1/recommender.pb-c.h"
+#include "score.h"
+#include "topk.h"
+
+static const char bench_usage[] =
+    "usage: recd bench COMMAND [options]\n"
+    "Benchmark pieces that scripts/bench.sh puts together; each prints JSON lines.\n\n"
+    "commands:\n"
+    "  model --model DIR [--items N] [--factors F] [--users U] [--seed S]\n"
+    "        [--matrix FILE] [--queries FILE]\n"
+    "      publishes a random model (ids u0.., i0..; every user bought 5 items)\n"
+    "      and writes its item matrix (N x F) and the first 1,000 user vectors\n"
+    "      as raw row-major float32, the bytes the server reads\n"
+    "      (defaults: N 100000, F 64, U 10000)\n"
+    "  score --model DIR [-k K] [--batch B] [--seconds S] [--rounds R]\n"
+    "      times score_items + topk_select per query (users' own vectors) on one\n"
+    "      thread, then one cblas_sgemm for B queries + B top-k, R rounds of\n"
+    "      about S seconds each (defaults: K 10, B 32, S 1, R 3)\n"
+    "  train [--users U] [--items N] [--nnz Z] [--factors F] [--threads T]\n"
+    "        [--iterations I] [--seed S]\n"
+    "      ALS on a random U x N matrix with Z nonzeros (count 1, spread evenly\n"
+    "      over users), seconds per iteration (defaults: 100000 x 20000, 5000000,\n"
+    "      F 64, T 2, I 5)\n"
+    "  body recommend USER [-k K] --output FILE | body health --output FILE\n"
+    "      a gRPC request body for h2load -d: 5-byte prefix + the message\n"
+    "  ready --port-file FILE --since T [--user ID] [--timeout S]\n"
+    "      waits for FILE (a starting `recd serve --port-file`), then calls\n"
+    "      Recommend(ID) until it succeeds; prints the seconds since T (unix\n"
+    "      seconds, e.g. bash's $EPOCHREALTIME just before starting the server)\n"
+    "      (defaults: ID u0, S 60)\n\n"
+    "  --help   this text\n";
+
+enum {
+    B_MODEL = 1,
+    B_ITEMS,
+    B_FACTORS,
+    B_USERS,
+    B_SEED,
+    B_MATRIX,
+    B_QUERIES,
+    B_K,
+    B_BATCH,
+    B_SECONDS,
+    B_ROUNDS,
+    B_NNZ,
+    B_THREADS,
+    B_ITERATIONS,
+    B_OUTPUT,
+    B_PORT_FILE,
+    B_SINCE,
+    B_USER,
+    B_TIMEOUT,
+    B_HELP
+};
+
+/* Users of a generated model, bought items per user, user vectors written. */
+#define BENCH_BOUGHT 5
+#define BENCH_QUERY_VECTORS 1000
+
+typedef struct bench_args {
+    const char *model_dir, *matrix, *queries, *output, *port_file, *user;
+    uint32_t items, factors, users, k, batch, rounds, threads, iterations;
+    uint64_t seed, nnz;
+    float seconds, timeout;
+    double since;
+    int since_set;
+} bench_args;
+
+static double bench_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* splitmix64: fast, seedable, good enough for benchmark data. */
+static uint64_t bench_rand(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n). */
+static uint32_t bench_below(uint64_t *s, uint32_t n) {
+    return (uint32_t)((bench_rand(s) >> 32) * n >> 32);
+}
+
+/* Standard normal (Box-Muller). */
+static float bench_gauss(uint64_t *s) {
+    double u = ((double)(bench_rand(s) >> 11) + 0.5) * 0x1p-53;
+    double v = (double)(bench_rand(s) >> 11) * 0x1p-53;
+    return (float)(sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Value at quantile q of n sorted doubles. */
+static double quantile(const double *sorted, size_t n, double q) {
+    size_t i = (size_t)(q * (double)n);
+    return sorted[i < n ? i : n - 1];
+}
+
+/* Writes n floats to path. Returns 0, or -1 after printing why. */
+static int write_floats(const char *path, const float *v, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(v, sizeof *v, n, f) != n || fclose(f)) {
+        fprintf(stderr, "recd bench: %s: %s\n", path, strerror(errno));
+        if (f) fclose(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* Samples k distinct indexes below n (k <= n) into out, sorted (Floyd's
+ * algorithm). mark has n zero bytes on entry and on return. */
+static void sample_distinct(uint64_t *s, uint32_t n, uint32_t k, uint8_t *mark, uint32_t *out) {
+    for (uint32_t j = n - k, i = 0; j < n; j++, i++) {
+        uint32_t t = bench_below(s, j + 1);
+        if (mark[t]) t = j;
+        mark[t] = 1;
+        out[i] = t;
+    }
+    for (uint32_t i = 0; i < k; i++)
+        mark[out[i]] = 0;
+    qsort(out, k, sizeof *out, cmp_u32);
+}
+
+/* Fills *out with a users x items matrix of count-1 cells, nnz of them,
+ * nnz / users per row (the first nnz % users rows one more), at random
+ * distinct columns. Returns ERR_OK, ERR_INVALID, ERR_NOMEM. */
+static int random_csr(uint32_t users, uint32_t items, uint64_t nnz, uint64_t seed, csr *out,
+                      err_t *e) {
+    if (nnz > (uint64_t)users * items)
+        return err_set(e, ERR_INVALID, "%llu nonzeros do not fit in %u x %u",
+                       (unsigned long long)nnz, users, items);
+    memset(out, 0, sizeof *out);
+    out->n_rows = users;
+    out->n_cols = items;
+    out->indptr = malloc(((size_t)users + 1) * sizeof *out->indptr);
+    out->indices = malloc((nnz ? nnz : 1) * sizeof *out->indices);
+    out->values = malloc((nnz ? nnz : 1) * sizeof *out->values);
+    uint8_t *mark = calloc(items, 1);
+    if (!out->indptr || !out->indices || !out->values || !mark) {
+        free(mark);
+        csr_free(out);
+        return err_set(e, ERR_NOMEM, "out of memory for %llu nonzeros", (unsigned long long)nnz);
+    }
+    uint64_t s = seed, at = 0;
+    out->indptr[0] = 0;
+    for (uint32_t u = 0; u < users; u++) {
+        uint32_t k = (uint32_t)(nnz / users + (u < nnz % users));
+        sample_distinct(&s, items, k, mark, out->indices + at);
+        at += k;
+        out->indptr[u + 1] = at;
+    }
+    for (uint64_t i = 0; i < nnz; i++)
+        out->values[i] = 1.0f;
+    free(mark);
+    return ERR_OK;
+}
+
+/* Interns "<prefix><i>" for i < n. Returns the map or NULL (out of memory). */
+static idmap *numbered_ids(char prefix, uint32_t n) {
+    idmap *m = idmap_new();
+    char id[16];
+    for (uint32_t i = 0; m && i < n; i++) {
+        uint32_t index;
+        int len = snprintf(id, sizeof id, "%c%u", prefix, i);
+        if (idmap_intern(m, id, (size_t)len, &index)) {
+            idmap_free(m);
+            m = NULL;
+        }
+    }
+    return m;
+}
+
+/* --- model ---------------------------------------------------------------- */
+
+/* Publishes a random model of a->users x a->items at a->factors into
+ * a->model_dir, then writes what the server will read (item matrix, user
+ * vectors) for the references. Factors are N(0, 1/F) so that scores have the
+ * same spread at any F. */
+static int bench_model(const bench_args *a) {
+    uint32_t f = a->factors, nu = a->users, ni = a->items;
+    size_t nx = (size_t)nu * f, ny = (size_t)ni * f;
+    float *x = malloc(nx * sizeof *x), *y = malloc(ny * sizeof *y);
+    float *pop = calloc(ni, sizeof *pop);
+    idmap *users = numbered_ids('u', nu), *items = numbered_ids('i', ni);
+    csr bought = {0};
+    err_t e;
+    int rc = 1;
+    if (!x || !y || !pop || !users || !items) {
+        fprintf(stderr, "recd bench: model: out of memory\n");
+        goto done;
+    }
+    uint64_t s = a->seed;
+    float scale = 1.0f / sqrtf((float)f);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = bench_gauss(&s) * scale;
+    for (size_t i = 0; i < ny; i++)
+        y[i] = bench_gauss(&s) * scale;
+    uint32_t per_user = ni < BENCH_BOUGHT ? ni : BENCH_BOUGHT;
+    if (random_csr(nu, ni, (uint64_t)nu * per_user, a->seed + 1, &bought, &e)) {
+        fprintf(stderr, "recd bench: model: %s\n", e.msg);
+        goto done;
+    }
+    for (uint64_t i = 0; i < csr_nnz(&bought); i++)
+        pop[bought.indices[i]] += 1.0f;
+    model_input in = {.users = users,
+                      .items = items,
+                      .user_factors = x,
+                      .item_factors = y,
+                      .user_items = &bought,
+                      .item_popularity = pop};
+    in.meta.factors = f;
+    in.meta.n_users = nu;
+    in.meta.n_items = ni;
+    in.meta.interactions = csr_nnz(&bought);
+    in.meta.regularization = 0.01f;
+    in.meta.alpha = 1.0f;
+    snprintf(in.meta.source_fingerprint, sizeof in.meta.source_fingerprint, "%016llx",
+             (unsigned long long)a->seed);
+    double t0 = bench_now();
+    model_meta meta;
+    if (model_publish(a->model_dir, &in, &meta, &e)) {
+        fprintf(stderr, "recd bench: model: %s\n", e.msg);
+        goto done;
+    }
+    double publish_s = bench_now() - t0;
+    /* Write the matrices as the server reads them, from the published
+     * model, so the references score the very same bytes. */
+    model *m;
+    if (model_open(a->model_dir, &m, &e)) {
+        fprintf(stderr, "recd bench: model: %s\n", e.msg);
+        goto done;
+    }
+    uint32_t nq = nu < BENCH_QUERY_VECTORS ? nu : BENCH_QUERY_VECTORS;
+    rc = (a->matrix && write_floats(a->matrix, model_item_factors(m), ny)) ||
+         (a->queries && write_floats(a->queries, model_user_factors(m), (size_t)nq * f));
+    model_close(m);
+    if (rc) goto done;
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/current/data.mdb", a->model_dir);
+    if (stat(path, &st)) {
+        fprintf(stderr, "recd bench: model: %s: %s\n", path, strerror(errno));
+        rc = 1;
+        goto done;
+    }
+    printf("{\"what\":\"model\",\"items\":%u,\"factors\":%u,\"users\":%u,\"query_vectors\":%u,"
+           "\"data_mdb_bytes\":%lld,\"publish_s\":%.3f,\"version\":\"%s\"}\n",
+           ni, f, nu, nq, (long long)st.st_size, publish_s, meta.version);
+done:
+    csr_free(&bought);
+    idmap_free(users);
+    idmap_free(items);
+    free(pop);
+    free(y);
+    free(x);
+    return rc;
+}
+
+/* --- score ---------------------------------------------------------------- */
+
+/* Per-call times (ms) of one round. The medians are what the table shows:
+ * other engineers' builds on the same two cores add outliers that would
+ * move a mean. */
+typedef struct round_times {
+    double *total, *part1, *part2; /* n entries each */
+    size_t n;
+    double wall_s; /* the whole round, for calls per second */
+} round_times;
+
+static int round_alloc(round_times *r, size_t n) {
+    r->n = n;
+    r->total = malloc(3 * n * sizeof *r->total);
+    r->part1 = r->total + n;
+    r->part2 = r->part1 + n;
+    return r->total ? 0 : -1;
+}
+
+/* Sorts each array of r (for quantile). */
+static void round_sort(round_times *r) {
+    qsort(r->total, r->n, sizeof *r->total, cmp_double);
+    qsort(r->part1, r->n, sizeof *r->part1, cmp_double);
+    qsort(r->part2, r->n, sizeof *r->part2, cmp_double);
+}
+
+/* r->n queries with the users' stored vectors, as Recommend does for a known
+ * user without fresh events (minus exclusions and the response); part1 is
+ * score_items (the sgemv), part2 topk_select. */
+static void run_single(const model *m, uint32_t k, float *scores, topk_entry *top, round_times *r) {
+    const model_meta *mt = model_info(m);
+    const float *x = model_user_factors(m);
+    double start = bench_now();
+    for (size_t q = 0; q < r->n; q++) {
+        double t0 = bench_now();
+        score_items(m, x + (size_t)(q % mt->n_users) * mt->factors, scores);
+        double t1 = bench_now();
+        topk_select(scores, mt->n_items, k, top);
+        double t2 = bench_now();
+        r->part1[q] = (t1 - t0) * 1e3;
+        r->part2[q] = (t2 - t1) * 1e3;
+        r->total[q] = (t2 - t0) * 1e3;
+    }
+    r->wall_s = bench_now() - start;
+}
+
+/* r->n batches, each one sgemm of b user vectors against every item (b x
+ * n_items scores, one row per query: part1) and b top-k selections (part2). */
+static void run_batches(const model *m, uint32_t k, uint32_t b, float *scores, topk_entry *top,
+                        round_times *r) {
+    const model_meta *mt = model_info(m);
+    const float *x = model_user_factors(m), *y = model_item_factors(m);
+    int n = (int)mt->n_items, f = (int)mt->factors;
+    double start = bench_now();
+    for (size_t i = 0; i < r->n; i++) {
+        /* The queries are b consecutive users: already one b x f matrix. */
+        size_t first = (i * b) % (mt->n_users - b + 1);
+        double t0 = bench_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, n, f, 1.0f,
+                    x + first * (size_t)f, f, y, f, 0.0f, scores, n);
+        double t1 = bench_now();
+        for (uint32_t q = 0; q < b; q++)
+            topk_select(scores + (size_t)q * (size_t)n, (uint32_t)n, k, top);
+        double t2 = bench_now();
+        r->part1[i] = (t1 - t0) * 1e3;
+        r->part2[i] = (t2 - t1) * 1e3;
+        r->total[i] = (t2 - t0) * 1e3;
+    }
+    r->wall_s = bench_now() - start;
+}
+
+/* Prints ,"name":[v0,v1,...] of n values. */
+static void print_list(const char *name, const double *v, size_t n) {
+    printf(",\"%s\":[", name);
+    for (size_t i = 0; i < n; i++)
+        printf(i ? ",%.5g" : "%.5g", v[i]);
+    putchar(']');
+}
+
+/* The figures of the score JSON line, one value per round each. */
+enum {
+    F_P50,   /* ms of one query (score + top-k), median */
+    F_P99,   /* its 99th percentile */
+    F_QPS,   /* queries per second over the whole round */
+    F_SGEMV, /* ms of score_items, median */
+    F_TOPK,  /* ms of topk_select, median */
+    F_BATCH, /* ms per query of a batch (sgemm + b top-k), median batch / b */
+    F_BQPS,  /* batched queries per second over the whole round */
+    F_SGEMM, /* ms of the batch's sgemm, median */
+    F_BTOPK, /* ms of one top-k within a batch, median batch / b */
+    F_FIGURES
+};
+static const char *const figure_names[F_FIGURES] = {"p50_ms",    "p99_ms",   "qps",
+                                                    "sgemv_ms",  "topk_ms",  "batch_ms",
+                                                    "batch_qps", "sgemm_ms", "batch_topk_ms"};
+
+/* Times recd's scoring on the model of a->model_dir on this one thread (a
+ * server worker's view: the server pins BLAS to one thread per worker). */
+static int bench_score(const bench_args *a) {
+    model *m;
+    err_t e;
+    if (model_open(a->model_dir, &m, &e)) {
+        fprintf(stderr, "recd bench: score: %s\n", e.msg);
+        return 1;
+    }
+    const model_meta *mt = model_info(m);
+    uint32_t b = a->batch < mt->n_users ? a->batch : mt->n_users;
+    uint32_t k = a->k < mt->n_items ? a->k : mt->n_items;
+    openblas_set_num_threads(1);
+    float *scores = malloc((size_t)mt->n_items * b * sizeof *scores);
+    topk_entry *top = malloc((size_t)k * sizeof *top);
+    double *fig = malloc((size_t)F_FIGURES * a->rounds * sizeof *fig);
+    round_times warm = {0}, sr = {0}, br = {0};
+    int rc = 1;
+    if (!scores || !top || !fig || round_alloc(&warm, 3)) {
+        fprintf(stderr, "recd bench: score: out of memory for %u x %u scores\n", b, mt->n_items);
+        goto done;
+    }
+    /* Warm-up: the first calls fault the mapped matrix and the score buffer
+     * in; the last ones size the rounds to about a->seconds each. */
+    run_single(m, k, scores, top, &warm);
+    size_t n_single =
+        (size_t)fmax(20.0, fmin(200000.0, a->seconds / fmax(warm.total[2] * 1e-3, 1e-7)));
+    run_batches(m, k, b, scores, top, &warm);
+    size_t n_batch =
+        (size_t)fmax(3.0, fmin(100000.0, a->seconds / fmax(warm.total[2] * 1e-3, 1e-7)));
+    if (round_alloc(&sr, n_single) || round_alloc(&br, n_batch)) {
+        fprintf(stderr, "recd bench: score: out of memory\n");
+        goto done;
+    }
+    for (uint32_t r = 0; r < a->rounds; r++) {
+        double *v = fig + r;
+#define FIG(i) v[(size_t)(i)*a->rounds]
+        run_single(m, k, scores, top, &sr);
+        round_sort(&sr);
+        FIG(F_P50) = quantile(sr.total, sr.n, 0.5);
+        FIG(F_P99) = quantile(sr.total, sr.n, 0.99);
+        FIG(F_QPS) = (double)sr.n / sr.wall_s;
+        FIG(F_SGEMV) = quantile(sr.part1, sr.n, 0.5);
+        FIG(F_TOPK) = quantile(sr.part2, sr.n, 0.5);
+        run_batches(m, k, b, scores, top, &br);
+        round_sort(&br);
+        FIG(F_BATCH) = quantile(br.total, br.n, 0.5) / b;
+        FIG(F_BQPS) = (double)(br.n * b) / br.wall_s;
+        FIG(F_SGEMM) = quantile(br.part1, br.n, 0.5);
+        FIG(F_BTOPK) = quantile(br.part2, br.n, 0.5) / b;
+#undef FIG
+    }
+    printf("{\"what\":\"score\",\"items\":%u,\"factors\":%u,\"k\":%u,\"queries_per_round\":%zu,"
+           "\"batch\":%u,\"batches_per_round\":%zu,\"matrix_bytes\":%zu",
+           mt->n_items, mt->factors, k, sr.n, b, br.n,
+           (size_t)mt->n_items * mt->factors * sizeof(float));
+    for (size_t i = 0; i < F_FIGURES; i++)
+        print_list(figure_names[i], fig + i * a->rounds, a->rounds);
+    printf("}\n");
+    rc = 0;
+done:
+    free(warm.total);
+    free(sr.total);
+    free(br.total);
+    free(fig);
+    free(top);
+    free(scores);
+    model_close(m);
+    return rc;
+}
+
+/* --- train ---------------------------------------------------------------- */
+
+typedef struct train_log {
+    double *seconds;
+    uint32_t n;
+} train_log;
+
+static void train_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
+    train_log *l = ctx;
+    l->seconds[l->n++] = seconds;
+    fprintf(stderr, "bench: train iteration %u: %.3f s, loss %.6f\n", iteration, seconds, loss);
+}
+
+/* Times als_train's iterations (the seconds it reports exclude the loss,
+ * which implicit does not compute by default either). */
+static int bench_train(const bench_args *a) {
+    csr counts;
+    err_t e;
+    double t0 = bench_now();
+    if (random_csr(a->users, a->items, a->nnz, a->seed, &counts, &e)) {
+        fprintf(stderr, "recd bench: train: %s\n", e.msg);
+        return 1;
+    }
+    double build_s = bench_now() - t0;
+    train_log log = {malloc(a->iterations * sizeof(double)), 0};
+    if (!log.seconds) {
+        csr_free(&counts);
+        fprintf(stderr, "recd bench: train: out of memory\n");
+        return 1;
+    }
+    als_params p;
+    als_params_init(&p);
+    p.factors = a->factors;
+    p.iterations = a->iterations;
+    p.threads = a->threads;
+    p.seed = a->seed;
+    p.progress = train_progress;
+    p.progress_ctx = &log;
+    als_factors out;
+    int rc = als_train(&counts, &p, &out, &e);
+    if (rc) {
+        fprintf(stderr, "recd bench: train: %s\n", e.msg);
+    } else {
+        printf("{\"what\":\"train\",\"users\":%u,\"items\":%u,\"nnz\":%llu,\"factors\":%u,"
+               "\"threads\":%u,\"cg_steps\":%u,\"matrix_s\":%.3f",
+               a->users, a->items, (unsigned long long)csr_nnz(&counts), a->factors, a->threads,
+               p.cg_steps, build_s);
+        print_list("s_per_iteration", log.seconds, log.n);
+        printf("}\n");
+        als_factors_free(&out);
+    }
+    free(log.seconds);
+    csr_free(&counts);
+    return rc ? 1 : 0;
+}
+
+/* --- body ----------------------------------------------------------------- */
+
+/* Writes msg to path framed as on the wire: a zero byte (not compressed),
+ * the length as 4 bytes big-endian, the serialized message. */
+static int write_framed(const char *path, const ProtobufCMessage *msg) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(n + 5);
+    if (!buf) {
+        fprintf(stderr, "recd bench: body: out of memory\n");
+        return 1;
+    }
+    buf[0] = 0;
+    buf[1] = (uint8_t)(n >> 24);
+    buf[2] = (uint8_t)(n >> 16);
+    buf[3] = (uint8_t)(n >> 8);
+    buf[4] = (uint8_t)n;
+    protobuf_c_message_pack(msg, buf + 5);
+    FILE *f = fopen(path, "wb");
+    int rc = !f || fwrite(buf, 1, n + 5, f) != n + 5;
+    if (f && fclose(f)) rc = 1;
+    if (rc) fprintf(stderr, "recd bench: body: %s: %s\n", path, strerror(errno));
+    free(buf);
+    return rc;
+}
+
+static int bench_body(const bench_args *a, char **pos, int n_pos) {
+    if (n_pos == 2 && strcmp(pos[0], "recommend") == 0) {
+        Recd__V1__RecommendRequest rq = RECD__V1__RECOMMEND_REQUEST__INIT;
+        rq.user_id = pos[1];
+        rq.k = a->k;
+        return write_framed(a->output, &rq.base);
+    }
+    if (n_pos == 1 && strcmp(pos[0], "health") == 0) {
+        Grpc__Health__V1__HealthCheckRequest rq = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+        return write_framed(a->output, &rq.base);
+    }
+    fprintf(stderr, "recd bench: body: expected 'recommend USER' or 'health'\n");
+    return 2;
+}
+
+/* --- ready ---------------------------------------------------------------- */
+
+static double unix_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* The port in path, or 0 while the file is missing or not yet written. */
+static int read_port(const char *path) {
+    FILE *f = fopen(path, "r");
+    int port = 0;
+    if (f) {
+        if (fscanf(f, "%d", &port) != 1) port = 0;
+        fclose(f);
+    }
+    return port;
+}
+
+/* Polls every millisecond: the figure is the server's start-up, so the
+ * waiting must not add to it noticeably. */
+static int bench_ready(const bench_args *a) {
+    static const struct timespec ms = {0, 1000000};
+    double deadline = unix_now() + a->timeout;
+    int port;
+    while (!(port = read_port(a->port_file))) {
+        if (unix_now() > deadline) {
+            fprintf(stderr, "recd bench: ready: no port in %s after %g s\n", a->port_file,
+                    a->timeout);
+            return 1;
+        }
+        nanosleep(&ms, NULL);
+    }
+    double port_s = unix_now() - a->since;
+    Recd__V1__RecommendRequest rq = RECD__V1__RECOMMEND_REQUEST__INIT;
+    rq.user_id = (char *)a->user;
+    rq.k = 10;
+    uint8_t req[512];
+    size_t len = recd__v1__recommend_request__pack(&rq, req);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    client_result r = {.status = -1};
+    err_t e = {0};
+    unsigned attempts = 0;
+    /* A fresh channel per attempt: a channel whose connection failed waits
+     * out gRPC's reconnect backoff (a second or more). */
+    while (r.status != 0 && unix_now() < deadline) {
+        client *c;
+        attempts++;
+        if (client_open(target, NULL, &c, &e)) break;
+        if (client_call(c, "/recd.v1.Recommender/Recommend", req, len, 1.0, &r, &e) == ERR_OK) {
+            free(r.body);
+            r.body = NULL;
+        } else {
+            r.status = -1;
+        }
+        client_close(c);
+        if (r.status != 0) nanosleep(&ms, NULL);
+    }
+    if (r.status != 0) {
+        fprintf(stderr, "recd bench: ready: no successful Recommend(%s): %s\n", a->user,
+                r.status > 0 ? r.details : e.msg);
+        return 1;
+    }
+    printf("{\"what\":\"ready\",\"port_file_s\":%.4f,\"first_answer_s\":%.4f,\"attempts\":%u}\n",
+           port_s, unix_now() - a->since, attempts);
+    return 0;
+}
+
+/* --- command -------------------------------------------------------------- */
+
+/* The flags each subcommand takes (bit per subcommand, in this order). */
+static const char *const subcommands[] = {"model", "score", "train", "body", "ready"};
+enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16 };
+static const unsigned flag_users[B_HELP + 1] = {
+    [B_MODEL] = S_MODEL | S_SCORE, [B_ITEMS] = S_MODEL | S_TRAIN, [B_FACTORS] = S_MODEL | S_TRAIN,
+    [B_USERS] = S_MODEL | S_TRAIN, [B_SEED] = S_MODEL | S_TRAIN,  [B_MATRIX] = S_MODEL,
+    [B_QUERIES] = S_MODEL,         [B_K] = S_SCORE | S_BODY,      [B_BATCH] = S_SCORE,
+    [B_SECONDS] = S_SCORE,         [B_ROUNDS] = S_SCORE,          [B_NNZ] = S_TRAIN,
+    [B_THREADS] = S_TRAIN,         [B_ITERATIONS] = S_TRAIN,      [B_OUTPUT] = S_BODY,
+    [B_PORT_FILE] = S_READY,       [B_SINCE] = S_READY,           [B_USER] = S_READY,
+    [B_TIMEOUT] = S_READY};
+
+int cmd_bench(int argc, char **argv) {
+    static const struct option longopts[] = {{"model", required_argument, 0, B_MODEL},
+                                             {"items", required_argument, 0, B_ITEMS},
+                                             {"factors", required_argument, 0, B_FACTORS},
+                                             {"users", required_argument, 0, B_USERS},
+                                             {"seed", required_argument, 0, B_SEED},
+                                             {"matrix", required_argument, 0, B_MATRIX},
+                                             {"queries", required_argument, 0, B_QUERIES},
+                                             {"k", required_argument, 0, B_K},
+                                             {"batch", required_argument, 0, B_BATCH},
+                                             {"seconds", required_argument, 0, B_SECONDS},
+                                             {"rounds", required_argument, 0, B_ROUNDS},
+                                             {"nnz", required_argument, 0, B_NNZ},
+                                             {"threads", required_argument, 0, B_THREADS},
+                                             {"iterations", required_argument, 0, B_ITERATIONS},
+                                             {"output", required_argument, 0, B_OUTPUT},
+                                             {"port-file", required_argument, 0, B_PORT_FILE},
+                                             {"since", required_argument, 0, B_SINCE},
+                                             {"user", required_argument, 0, B_USER},
+                                             {"timeout", required_argument, 0, B_TIMEOUT},
+                                             {"help", no_argument, 0, B_HELP},
+                                             {0, 0, 0, 0}};
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(bench_usage, stdout);
+        return 0;
+    }
+    unsigned sub = 0;
+    for (size_t i = 0; argc >= 2 && i < sizeof subcommands / sizeof *subcommands; i++)
+        if (strcmp(argv[1], subcommands[i]) == 0) sub = 1u << i;
+    if (!sub) {
+        fprintf(stderr, "recd bench: expected a command: model, score, train, body or ready\n");
+        fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
+        return 2;
+    }
+    bench_args a = {.users = sub == S_TRAIN ? 100000 : 10000,
+                    .items = sub == S_TRAIN ? 20000 : 100000,
+                    .factors = 64,
+                    .seed = 42,
+                    .k = 10,
+                    .batch = 32,
+                    .seconds = 1.0f,
+                    .rounds = 3,
+                    .nnz = 5000000,
+                    .threads = 2,
+                    .iterations = 5,
+                    .user = "u0",
+                    .timeout = 60.0f};
+    int opt, bad = 0;
+    optind = 2;
+    while (!bad && (opt = getopt_long(argc, argv, "k:", longopts, NULL)) != -1) {
+        if (opt == 'k') opt = B_K;
+        if (opt == B_HELP) {
+            fputs(bench_usage, stdout);
+            return 0;
+        }
+        if (opt > 0 && opt < B_HELP && !(flag_users[opt] & sub)) {
+            fprintf(stderr, "recd bench %s: --%s does not apply\n", argv[1],
+                    longopts[opt - 1].name);
+            bad = 1;
+            break;
+        }
+        switch (opt) {
+        case B_MODEL:
+            a.model_dir = optarg;
+            break;
+        case B_ITEMS:
+            bad = opts_u32("items", optarg, 1, UINT32_MAX - 1, &a.items);
+            break;
+        case B_FACTORS:
+            bad = opts_u32("factors", optarg, 1, 1024, &a.factors);
+            break;
+        case B_USERS:
+            bad = opts_u32("users", optarg, 1, UINT32_MAX - 1, &a.users);
+            break;
+        case B_SEED:
+            bad = opts_u64("seed", optarg, 0, UINT64_MAX, &a.seed);
+            break;
+        case B_MATRIX:
+            a.matrix = optarg;
+            break;
+        case B_QUERIES:
+            a.queries = optarg;
+            break;
+        case B_K:
+            bad = opts_u32("k", optarg, 1, 1000, &a.k);
+            break;
+        case B_BATCH:
+            bad = opts_u32("batch", optarg, 1, 4096, &a.batch);
+            break;
+        case B_SECONDS:
+            bad = opts_float("seconds", optarg, 0.01, 3600, &a.seconds);
+            break;
+        case B_ROUNDS:
+            bad = opts_u32("rounds", optarg, 1, 100, &a.rounds);
+            break;
+        case B_NNZ:
+            bad = opts_u64("nnz", optarg, 0, UINT64_MAX, &a.nnz);
+            break;
+        case B_THREADS:
+            bad = opts_u32("threads", optarg, 1, 256, &a.threads);
+            break;
+        case B_ITERATIONS:
+            bad = opts_u32("iterations", optarg, 1, 1000, &a.iterations);
+            break;
+        case B_OUTPUT:
+            a.output = optarg;
+            break;
+        case B_PORT_FILE:
+            a.port_file = optarg;
+            break;
+        case B_SINCE: {
+            char *end;
+            a.since = strtod(optarg, &end);
+            a.since_set = 1;
+            if (end == optarg || *end || !(a.since > 0)) {
+                fprintf(stderr, "recd: --since: expected unix seconds, got '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
+        }
+        case B_USER:
+            a.user = optarg;
+            break;
+        case B_TIMEOUT:
+            bad = opts_float("timeout", optarg, 0.1, 3600, &a.timeout);
+            break;
+        default:
+            bad = 1;
+            break; /* getopt_long has said why */
+        }
+    }
+    char **pos = argv + optind;
+    int n_pos = argc - optind;
+    if (!bad && n_pos > 0 && sub != S_BODY) {
+        fprintf(stderr, "recd bench %s: unexpected argument '%s'\n", argv[1], pos[0]);
+        bad = 1;
+    }
+    const char *missing = NULL;
+    if ((sub & (S_MODEL | S_SCORE)) && !a.model_dir) missing = "--model";
+    if (sub == S_BODY && !a.output) missing = "--output";
+    if (sub == S_READY && !a.port_file) missing = "--port-file";
+    if (sub == S_READY && !a.since_set) missing = "--since";
+    if (!bad && missing) {
+        fprintf(stderr, "recd bench %s: %s is required\n", argv[1], missing);
+        bad = 1;
+    }
+    if (bad) {
+        fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
+        return 2;
+    }
+    switch (sub) {
+    case S_MODEL:
+        return bench_model(&a);
+    case S_SCORE:
+        return bench_score(&a);
+    case S_TRAIN:
+        return bench_train(&a);
+    case S_BODY:
+        return bench_body(&a, pos, n_pos);
+    default:
+        return bench_ready(&a);
+    }
+}
