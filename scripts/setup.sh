@@ -7,7 +7,7 @@ set -euo pipefail
 build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
        libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
-      clang-format)
+      clang-format clang-14 libclang-rt-14-dev python3-h2)
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}")
 missing=()

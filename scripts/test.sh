@@ -3,6 +3,7 @@
 #   1. the normal build: unit tests, integration tests over gRPC, quality on ../shared/data
 #   2. an ASan+UBSan build: unit and integration tests
 #   3. valgrind: unit tests, and the server under valgrind for the gRPC tests
+#   4. a clang build with libFuzzer: each fuzz target runs for a short while
 # Prints one summary line per stage and "N passed, N failed" at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,13 +45,21 @@ else
 fi
 if scripts/build.sh build-valgrind -DRECD_MARCH=x86-64-v3; then
   stage "valgrind unit tests" valgrind_units
-  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.(service|realtime|churn)"'
+  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.(service|realtime|churn|bad_inputs)"'
 else
   failed=$((failed + 1))
 fi
 if scripts/build.sh build-asan -DRECD_SANITIZE=ON; then
   stage "tests under ASan+UBSan (build-asan/)" env ASAN_OPTIONS=detect_leaks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash -c 'cd build-asan && ctest --output-on-failure -E quality'
+else
+  failed=$((failed + 1))
+fi
+# Only the libraries and the fuzz targets: the rest is built by gcc above.
+if { cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
+    -DRECD_FUZZ=ON && cmake --build build-fuzz -j"$(nproc)" --target fuzz_svc fuzz_ingest \
+    fuzz_model fuzz_seed_corpora; } >build-fuzz.log 2>&1 || { cat build-fuzz.log; false; }; then
+  stage "fuzz (short run)" bash -c 'cd build-fuzz && ctest --output-on-failure -R "^fuzz\."'
 else
   failed=$((failed + 1))
 fi
