@@ -39,11 +39,20 @@ typedef struct served_model {
     multipliers *mult; /* rebuilt when the catalog changes */
 } served_model;
 
-struct svc {
-    char *model_dir;
-    pthread_mutex_t lock; /* guards current */
+/* One variant of the experiment: the model directory it serves from. */
+typedef struct variant_slot {
+    char *dir;
     served_model *current;
-    evstore *events; /* NULL without --events */
+    char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
+} variant_slot;
+
+struct svc {
+    pthread_mutex_t lock; /* guards every slot's current and exp */
+    variant_slot slots[EXP_MAX_VARIANTS];
+    experiment exp;                                     /* names of the slots, shares, salt */
+    evstore *feedback;                                  /* NULL without --events */
+    atomic_ullong feedback_counts[EXP_MAX_VARIANTS][5]; /* by variant and FeedbackType */
+    evstore *events;                                    /* NULL without --events */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EVSTORE_TYPES];
@@ -53,8 +62,7 @@ struct svc {
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     int stopping;
-    char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
-    rpc_method methods[12];
+    rpc_method methods[14];
 };
 
 /* A member's privacy choice (one byte in the privacy store). */
@@ -81,12 +89,18 @@ static void multipliers_release(multipliers *mu) {
     if (mu && atomic_fetch_sub(&mu->refs, 1) == 1) free(mu);
 }
 
-static served_model *svc_acquire(svc *s) {
+/* The served model of variant v, with a reference the caller releases. */
+static served_model *svc_acquire_variant(svc *s, uint32_t v) {
     pthread_mutex_lock(&s->lock);
-    served_model *sm = s->current;
+    served_model *sm = s->slots[v].current;
     atomic_fetch_add(&sm->refs, 1);
     pthread_mutex_unlock(&s->lock);
     return sm;
+}
+
+/* The model of variant "control": what every RPC but Recommend serves. */
+static served_model *svc_acquire(svc *s) {
+    return svc_acquire_variant(s, 0);
 }
 
 static void svc_release(served_model *sm) {
@@ -124,9 +138,10 @@ static multipliers *svc_multipliers(svc *s, served_model *sm) {
     return mu;
 }
 
-static int svc_load(svc *s, err_t *e) {
+/* Opens the current model of variant v and makes it the one served. */
+static int svc_load(svc *s, uint32_t v, err_t *e) {
     model *m;
-    int rc = model_open(s->model_dir, &m, e);
+    int rc = model_open(s->slots[v].dir, &m, e);
     if (rc) return rc;
     const model_meta *meta = model_info(m);
     served_model *sm = calloc(1, sizeof *sm);
@@ -139,12 +154,13 @@ static int svc_load(svc *s, err_t *e) {
     atomic_init(&sm->refs, 1);
     pthread_mutex_init(&sm->mult_lock, NULL);
     score_gram(m, sm->yty);
-    log_info("msg=\"model loaded\" dir=%s version=%s users=%u items=%u factors=%u categories=%u",
-             s->model_dir, meta->version, meta->n_users, meta->n_items, meta->factors,
-             model_n_categories(m));
+    log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "
+             "categories=%u",
+             s->exp.names[v], s->slots[v].dir, meta->version, meta->n_users, meta->n_items,
+             meta->factors, model_n_categories(m));
     pthread_mutex_lock(&s->lock);
-    served_model *old = s->current;
-    s->current = sm;
+    served_model *old = s->slots[v].current;
+    s->slots[v].current = sm;
     pthread_mutex_unlock(&s->lock);
     if (old) svc_release(old);
     return ERR_OK;
@@ -164,19 +180,20 @@ static void *svc_watch(void *arg) {
         pthread_cond_timedwait(&s->stop_cond, &s->stop_lock, &until);
         if (s->stopping) break;
         pthread_mutex_unlock(&s->stop_lock);
-        char version[MODEL_VERSION_MAX];
-        served_model *sm = svc_acquire(s);
-        int changed = model_current_version(s->model_dir, version, NULL) == ERR_OK &&
-                      strcmp(version, model_info(sm->m)->version) != 0 &&
-                      strcmp(version, s->failed_version) != 0;
-        svc_release(sm);
-        if (changed) {
+        for (uint32_t v = 0; v < s->exp.n; v++) {
+            variant_slot *slot = &s->slots[v];
+            char version[MODEL_VERSION_MAX];
+            served_model *sm = svc_acquire_variant(s, v);
+            int changed = model_current_version(slot->dir, version, NULL) == ERR_OK &&
+                          strcmp(version, model_info(sm->m)->version) != 0 &&
+                          strcmp(version, slot->failed_version) != 0;
+            svc_release(sm);
             err_t e;
-            if (svc_load(s, &e)) {
-                log_error("msg=\"new model refused, still serving the old one\" version=%s "
-                          "error=\"%s\"",
-                          version, e.msg);
-                memcpy(s->failed_version, version, sizeof version);
+            if (changed && svc_load(s, v, &e)) {
+                log_error("msg=\"new model refused, still serving the old one\" variant=%s "
+                          "version=%s error=\"%s\"",
+                          s->exp.names[v], version, e.msg);
+                memcpy(slot->failed_version, version, sizeof version);
             }
         }
         pthread_mutex_lock(&s->stop_lock);
@@ -494,7 +511,15 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
         recd__v1__recommend_request__free_unpacked(rq, NULL);
         return;
     }
-    served_model *sm = svc_acquire(s);
+    /* The member's variant answers; anonymous visitors get control's. */
+    uint32_t variant = 0;
+    char request_id[EXP_REQUEST_ID_MAX];
+    pthread_mutex_lock(&s->lock);
+    if (rq->user_id[0] && s->exp.n > 1)
+        variant = exp_assign(&s->exp, rq->user_id, strlen(rq->user_id));
+    exp_request_id(&s->exp, variant, request_id);
+    pthread_mutex_unlock(&s->lock);
+    served_model *sm = svc_acquire_variant(s, variant);
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
     float *scores = scores_buffer(meta->n_items);
@@ -561,6 +586,8 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
         resp.items = list.ptrs;
         resp.n_items = list.n;
         resp.model_version = (char *)meta->version;
+        resp.request_id = request_id;
+        resp.variant = s->exp.names[variant];
         reply_pack(reply, &resp.base);
     }
     scored_list_free(&list);
@@ -1283,6 +1310,154 @@ done:
     recd__v1__set_personalization_request__free_unpacked(rq, NULL);
 }
 
+/* --- experiments: RecordFeedback, SetExperiment ---------------------------- */
+
+/* How a list impression (no item) is stored in the feedback store, whose
+ * records always name an item. */
+#define SVC_WHOLE_LIST "*"
+
+/* Why feedback f cannot be stored, or NULL; fills *out and *variant. In the
+ * feedback store the "user" of a record is the request id (it carries the
+ * variant), the item is the item, the type the FeedbackType. */
+static const char *feedback_problem(svc *s, const Recd__V1__Feedback *f, int64_t now,
+                                    evstore_event *out, int *variant) {
+    if (id_problem(f->request_id)) return "request_id is empty, too long or not UTF-8";
+    if ((*variant = exp_variant_of_request(&s->exp, f->request_id)) < 0)
+        return "request_id was not issued by this experiment's variants";
+    if (f->user_id[0] && id_problem(f->user_id)) return "user_id is too long or not UTF-8";
+    if (f->type < RECD__V1__FEEDBACK_TYPE__IMPRESSION ||
+        f->type > RECD__V1__FEEDBACK_TYPE__CONVERSION)
+        return "unknown feedback type";
+    const char *item = f->item_id;
+    if (!item[0]) {
+        if (f->type != RECD__V1__FEEDBACK_TYPE__IMPRESSION)
+            return "item_id is empty (only an impression may be of the whole list)";
+        item = SVC_WHOLE_LIST;
+    } else if (id_problem(item)) {
+        return "item_id is too long or not UTF-8";
+    }
+    int64_t ts = f->timestamp_unix ? f->timestamp_unix : now;
+    if (ts < 0 || ts > now + 86400) return "timestamp_unix is negative or in the future";
+    *out = (evstore_event){
+        f->request_id, strlen(f->request_id), item, strlen(item), (uint32_t)f->type, ts, 1, 0};
+    return NULL;
+}
+
+static void svc_record_feedback(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__RecordFeedbackRequest *rq = recd__v1__record_feedback_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed RecordFeedbackRequest: not a valid protobuf message");
+        return;
+    }
+    size_t n = rq->n_feedback;
+    evstore_event *good = NULL;
+    int *variants = NULL;
+    Recd__V1__RejectedEvent *rejected = NULL, **rejected_ptrs = NULL;
+    if (!s->feedback) {
+        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+                        "this server keeps no feedback: start recd serve with --events DIR");
+        goto done;
+    }
+    if (n > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "%zu feedback records in one call, more "
+                        "than %d",
+                        n, SVC_MAX_LIST);
+        goto done;
+    }
+    good = malloc((n ? n : 1) * sizeof *good);
+    variants = malloc((n ? n : 1) * sizeof *variants);
+    rejected = malloc((n ? n : 1) * sizeof *rejected);
+    rejected_ptrs = malloc((n ? n : 1) * sizeof *rejected_ptrs);
+    if (!good || !variants || !rejected || !rejected_ptrs) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu records", n);
+        goto done;
+    }
+    int64_t now = (int64_t)time(NULL);
+    size_t n_good = 0, n_rejected = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *problem =
+            feedback_problem(s, rq->feedback[i], now, &good[n_good], &variants[n_good]);
+        if (!problem) {
+            n_good++;
+            continue;
+        }
+        recd__v1__rejected_event__init(&rejected[n_rejected]);
+        rejected[n_rejected].index = (uint32_t)i;
+        rejected[n_rejected].reason = (char *)problem;
+        rejected_ptrs[n_rejected] = &rejected[n_rejected];
+        n_rejected++;
+    }
+    err_t e;
+    if (n_good && evstore_append(s->feedback, good, n_good, NULL, &e)) {
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "feedback not stored: %s", e.msg);
+        goto done;
+    }
+    for (size_t i = 0; i < n_good; i++)
+        atomic_fetch_add(&s->feedback_counts[variants[i]][good[i].type], 1);
+    Recd__V1__RecordFeedbackResponse resp = RECD__V1__RECORD_FEEDBACK_RESPONSE__INIT;
+    resp.accepted = (uint32_t)n_good;
+    resp.rejected = rejected_ptrs;
+    resp.n_rejected = n_rejected;
+    reply_pack(reply, &resp.base);
+done:
+    free(good);
+    free(variants);
+    free(rejected);
+    free(rejected_ptrs);
+    recd__v1__record_feedback_request__free_unpacked(rq, NULL);
+}
+
+static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__SetExperimentRequest *rq = recd__v1__set_experiment_request__unpack(NULL, len, req);
+    if (!rq) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+                        "malformed SetExperimentRequest: not a valid protobuf message");
+        return;
+    }
+    size_t salt_len = strlen(rq->salt);
+    pthread_mutex_lock(&s->lock);
+    experiment x = s->exp;
+    double shares[EXP_MAX_VARIANTS] = {0};
+    err_t e;
+    int bad = 0;
+    if (salt_len > EXP_MAX_SALT || !utf8_valid(rq->salt, salt_len)) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "salt is longer than %d bytes or not UTF-8",
+                        EXP_MAX_SALT);
+        bad = 1;
+    }
+    for (size_t i = 0; !bad && i < rq->n_shares; i++) {
+        int v = -1;
+        for (uint32_t w = 0; w < x.n; w++)
+            if (!strcmp(x.names[w], rq->shares[i]->variant)) v = (int)w;
+        if (v < 0) {
+            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "shares[%zu]: no variant named '%.*s'", i,
+                            32, rq->shares[i]->variant);
+            bad = 1;
+        } else {
+            shares[v] = rq->shares[i]->share;
+        }
+    }
+    if (!bad && rq->n_shares && exp_set_shares(&x, shares, x.n, &e)) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s", e.msg);
+        bad = 1;
+    }
+    if (!bad) {
+        if (salt_len) memcpy(x.salt, rq->salt, salt_len + 1);
+        s->exp = x;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!bad) {
+        log_info("msg=\"experiment changed\" salt=%s variants=%u", x.salt, x.n);
+        Recd__V1__SetExperimentResponse resp = RECD__V1__SET_EXPERIMENT_RESPONSE__INIT;
+        reply_pack(reply, &resp.base);
+    }
+    recd__v1__set_experiment_request__free_unpacked(rq, NULL);
+}
+
 /* --- GetModelInfo ---------------------------------------------------------- */
 
 static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
@@ -1338,35 +1513,64 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
 
 /* --- lifecycle ------------------------------------------------------------- */
 
+/* Writes "<events_dir>/<name>" into buf (PATH_MAX bytes). */
+static int svc_subdir(char *buf, const char *events_dir, const char *name, err_t *e) {
+    if (snprintf(buf, 4096, "%s/%s", events_dir, name) >= 4096)
+        return err_set(e, ERR_INVALID, "events folder name too long");
+    return ERR_OK;
+}
+
+/* Names the variants (control first) and splits traffic evenly. */
+static int svc_variants(svc *s, const svc_options *o, err_t *e) {
+    experiment *x = &s->exp;
+    if (o->n_variants >= EXP_MAX_VARIANTS)
+        return err_set(e, ERR_INVALID, "at most %d variants besides control", EXP_MAX_VARIANTS - 1);
+    snprintf(x->salt, sizeof x->salt, "%s", o->salt ? o->salt : "recd");
+    x->n = o->n_variants + 1;
+    strcpy(x->names[0], "control");
+    double shares[EXP_MAX_VARIANTS];
+    for (uint32_t v = 0; v < x->n; v++) {
+        const char *name = v ? o->variant_names[v - 1] : "control";
+        const char *dir = v ? o->variant_dirs[v - 1] : o->model_dir;
+        if (!exp_name_valid(name))
+            return err_set(e, ERR_INVALID, "variant name '%s' is not 1-%d of [A-Za-z0-9_-]", name,
+                           EXP_MAX_NAME);
+        for (uint32_t w = 0; w < v; w++)
+            if (!strcmp(x->names[w], name))
+                return err_set(e, ERR_INVALID, "variant '%s' is named twice", name);
+        strcpy(x->names[v], name);
+        if (!(s->slots[v].dir = strdup(dir))) return err_set(e, ERR_NOMEM, "out of memory");
+        shares[v] = 1.0 / x->n;
+    }
+    shares[x->n - 1] = 1.0;
+    for (uint32_t v = 0; v + 1 < x->n; v++)
+        shares[x->n - 1] -= shares[v];
+    return exp_set_shares(x, shares, x->n, e);
+}
+
 int svc_open(const svc_options *o, svc **out, err_t *e) {
     svc *s = calloc(1, sizeof *s);
-    if (!s || !(s->model_dir = strdup(o->model_dir))) {
-        free(s);
-        return err_set(e, ERR_NOMEM, "out of memory");
-    }
+    if (!s) return err_set(e, ERR_NOMEM, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->stop_lock, NULL);
     pthread_cond_init(&s->stop_cond, NULL);
     s->reload_interval_s = o->reload_interval_s;
     memcpy(s->weights, o->event_weights, sizeof s->weights);
-    int rc = ERR_OK;
-    char rules_dir[4096];
-    if (o->events_dir) {
-        if ((rc = evstore_open(o->events_dir, NULL, &s->events, e))) {
-            err_wrap(e, "event store %s", o->events_dir);
-        } else if (snprintf(rules_dir, sizeof rules_dir, "%s/item-rules", o->events_dir) >=
-                   (int)sizeof rules_dir) {
-            rc = err_set(e, ERR_INVALID, "events folder name too long");
-        }
+    int rc = svc_variants(s, o, e);
+    char rules_dir[4096], privacy_dir[4096], feedback_dir[4096];
+    const char *ev = o->events_dir;
+    if (!rc && ev && !(rc = svc_subdir(rules_dir, ev, "item-rules", e)) &&
+        !(rc = svc_subdir(privacy_dir, ev, "privacy", e)) &&
+        !(rc = svc_subdir(feedback_dir, ev, "feedback", e))) {
+        if ((rc = evstore_open(ev, NULL, &s->events, e)))
+            err_wrap(e, "event store %s", ev);
+        else if ((rc = evstore_open(feedback_dir, NULL, &s->feedback, e)))
+            err_wrap(e, "feedback store %s", feedback_dir);
     }
-    char privacy_dir[4096];
-    if (!rc && o->events_dir &&
-        snprintf(privacy_dir, sizeof privacy_dir, "%s/privacy", o->events_dir) >=
-            (int)sizeof privacy_dir)
-        rc = err_set(e, ERR_INVALID, "events folder name too long");
-    if (!rc) rc = catalog_open(o->events_dir ? rules_dir : NULL, &s->rules, e);
-    if (!rc) rc = idstate_open(o->events_dir ? privacy_dir : NULL, 1, &s->privacy, e);
-    if (!rc) rc = svc_load(s, e);
+    if (!rc) rc = catalog_open(ev ? rules_dir : NULL, &s->rules, e);
+    if (!rc) rc = idstate_open(ev ? privacy_dir : NULL, 1, &s->privacy, e);
+    for (uint32_t v = 0; !rc && v < s->exp.n; v++)
+        rc = svc_load(s, v, e);
     if (!rc && s->reload_interval_s > 0) {
         if (pthread_create(&s->watcher, NULL, svc_watch, s))
             rc = err_set(e, ERR_INTERNAL, "cannot start the model watcher thread");
@@ -1394,6 +1598,8 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
         {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, 1},
         {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, 1},
         {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, 1},
+        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, 1},
+        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, 1},
         {"/grpc.health.v1.Health/Check", svc_health, NULL, 0},
     };
     _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
@@ -1419,13 +1625,16 @@ void svc_close(svc *s) {
         pthread_mutex_unlock(&s->stop_lock);
         pthread_join(s->watcher, NULL);
     }
-    if (s->current) svc_release(s->current);
+    for (uint32_t v = 0; v < EXP_MAX_VARIANTS; v++) {
+        if (s->slots[v].current) svc_release(s->slots[v].current);
+        free(s->slots[v].dir);
+    }
     evstore_close(s->events);
+    evstore_close(s->feedback);
     catalog_close(s->rules);
     idstate_close(s->privacy);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->stop_lock);
     pthread_cond_destroy(&s->stop_cond);
-    free(s->model_dir);
     free(s);
 }

@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "evstore.h"
+#include "experiment.h"
 #include "rpc.h"
 
 #define SVC_MAX_K 1000         /* largest k a request may ask for */
@@ -21,7 +22,13 @@
 #define SVC_MAX_PRICE 1e9      /* largest unit price of one event */
 
 typedef struct svc_options {
-    const char *model_dir;
+    const char *model_dir; /* the model of variant "control" */
+    /* More variants for A/B experiments: name and model directory each. Traffic
+     * is split evenly at start (SetExperiment changes it); salt seeds the
+     * assignment of members to variants. */
+    uint32_t n_variants;
+    const char *variant_names[EXP_MAX_VARIANTS - 1], *variant_dirs[EXP_MAX_VARIANTS - 1];
+    const char *salt;
     double reload_interval_s; /* how often to look for a new publication; 0 = never */
     /* Folder of the durable event store and of the item rules (availability,
      * boosts); NULL = no RecordEvents, item rules kept in memory only. */

@@ -11,6 +11,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_model(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -30,6 +30,9 @@ static const char query_usage[] =
     "      [--viewed-days N] [--limit N] [--order probability|value|affinity] [--csv]\n"
     "  forget USER        ForgetUser: deletes USER's events, never personalizes USER again\n"
     "  optout USER yes|no SetPersonalization: USER gets non-personalized results (yes) or not\n"
+    "  feedback REQUEST_ID ITEM TYPE  RecordFeedback; TYPE impression (ITEM '' = the whole\n"
+    "                     list), click, cart or conversion [--user U]\n"
+    "  experiment [--salt S] [--share VARIANT=F]...  SetExperiment: traffic shares, salt\n"
     "  info               the served model's metadata\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
@@ -67,12 +70,21 @@ static const char *strategy_name(Recd__V1__Strategy s) {
     return v ? v->name : "STRATEGY_UNSPECIFIED";
 }
 
+/* Prints a ranked list; strategy, request_id and variant may be NULL (the
+ * RPC has none). */
 static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *version,
-                        const char *strategy, int json) {
+                        const char *strategy, const char *request_id, const char *variant,
+                        int json) {
     if (json) {
         printf("{\"model_version\":");
         json_string(version);
         if (strategy) printf(",\"strategy\":\"%s\"", strategy);
+        if (request_id) {
+            printf(",\"request_id\":");
+            json_string(request_id);
+            printf(",\"variant\":");
+            json_string(variant);
+        }
         printf(",\"items\":[");
         for (size_t i = 0; i < n; i++) {
             printf(i ? ",{\"item_id\":" : "{\"item_id\":");
@@ -84,6 +96,7 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
     }
     printf("model %s", version);
     if (strategy) printf("  strategy %s", strategy);
+    if (request_id) printf("  variant %s  request %s", variant, request_id);
     printf("\n%4s  %-24s %10s\n", "rank", "item_id", "score");
     for (size_t i = 0; i < n; i++)
         printf("%4zu  %-24s %10.4f\n", i + 1, items[i]->item_id, items[i]->score);
@@ -216,7 +229,10 @@ enum {
     OPT_TLS_CA,
     OPT_TLS_CERT,
     OPT_TLS_KEY,
-    OPT_TOKEN_FILE
+    OPT_TOKEN_FILE,
+    OPT_USER,
+    OPT_SALT,
+    OPT_SHARE
 };
 
 /* Everything the command line says; the lists point into argv. */
@@ -233,7 +249,9 @@ typedef struct query_args {
     float min_prob, max_prob;
     uint32_t viewed_days, limit;
     int order, csv;
-    const char *tls_ca, *tls_cert, *tls_key, *token_file;
+    const char *tls_ca, *tls_cert, *tls_key, *token_file, *user, *salt;
+    char **shares;
+    size_t n_shares;
     char **pos; /* positional arguments after the action */
     size_t n_pos;
 } query_args;
@@ -264,17 +282,19 @@ static int run_call(client *c, const query_args *a, const char *method, const Pr
 
 static void show_recommend(const ProtobufCMessage *msg, int json) {
     const Recd__V1__RecommendResponse *r = (const Recd__V1__RecommendResponse *)msg;
-    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), json);
+    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), r->request_id,
+                r->variant, json);
 }
 
 static void show_similar(const ProtobufCMessage *msg, int json) {
     const Recd__V1__SimilarItemsResponse *r = (const Recd__V1__SimilarItemsResponse *)msg;
-    print_items(r->items, r->n_items, r->model_version, NULL, json);
+    print_items(r->items, r->n_items, r->model_version, NULL, NULL, NULL, json);
 }
 
 static void show_rerank(const ProtobufCMessage *msg, int json) {
     const Recd__V1__RerankResponse *r = (const Recd__V1__RerankResponse *)msg;
-    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), json);
+    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), NULL, NULL,
+                json);
 }
 
 static void show_info(const ProtobufCMessage *msg, int json) {
@@ -598,13 +618,66 @@ static int q_optout(client *c, const query_args *a) {
                     &recd__v1__set_personalization_response__descriptor, show_done);
 }
 
+static void show_feedback(const ProtobufCMessage *msg, int json) {
+    /* Same shape as RecordEventsResponse: accepted, rejected {index, reason}. */
+    show_events(msg, json);
+}
+
+static int q_feedback(client *c, const query_args *a) {
+    static const char *const types[] = {NULL, "impression", "click", "cart", "conversion"};
+    if (a->n_pos != 3) return 2;
+    int type = 0;
+    for (int t = 1; t < 5; t++)
+        if (!strcmp(a->pos[2], types[t])) type = t;
+    if (!type) {
+        fprintf(stderr, "recd: feedback type '%s' is not impression, click, cart or conversion\n",
+                a->pos[2]);
+        return 2;
+    }
+    Recd__V1__Feedback f = RECD__V1__FEEDBACK__INIT, *fp = &f;
+    f.request_id = a->pos[0];
+    f.item_id = a->pos[1];
+    f.user_id = (char *)(a->user ? a->user : "");
+    f.type = (Recd__V1__FeedbackType)type;
+    f.timestamp_unix = a->time;
+    Recd__V1__RecordFeedbackRequest rq = RECD__V1__RECORD_FEEDBACK_REQUEST__INIT;
+    rq.feedback = &fp;
+    rq.n_feedback = 1;
+    return run_call(c, a, "/recd.v1.Recommender/RecordFeedback", &rq.base,
+                    &recd__v1__record_feedback_response__descriptor, show_feedback);
+}
+
+static int q_experiment(client *c, const query_args *a) {
+    if (a->n_pos != 0) return 2;
+    Recd__V1__VariantShare shares[64], *ptrs[64];
+    if (a->n_shares > 64) return 2;
+    for (size_t i = 0; i < a->n_shares; i++) {
+        char *eq = strchr(a->shares[i], '=');
+        float share;
+        if (!eq) return 2;
+        *eq = '\0';
+        if (opts_float("share", eq + 1, 0, 1, &share)) return 2;
+        recd__v1__variant_share__init(&shares[i]);
+        shares[i].variant = a->shares[i];
+        shares[i].share = share;
+        ptrs[i] = &shares[i];
+    }
+    Recd__V1__SetExperimentRequest rq = RECD__V1__SET_EXPERIMENT_REQUEST__INIT;
+    rq.salt = (char *)(a->salt ? a->salt : "");
+    rq.shares = ptrs;
+    rq.n_shares = a->n_shares;
+    return run_call(c, a, "/recd.v1.Recommender/SetExperiment", &rq.base,
+                    &recd__v1__set_experiment_response__descriptor, show_done);
+}
+
 static const struct {
     const char *name;
     query_fn run;
-} actions[] = {{"forget", q_forget},   {"optout", q_optout},       {"churn", q_churn},
-               {"targets", q_targets}, {"recommend", q_recommend}, {"similar", q_similar},
-               {"rerank", q_rerank},   {"event", q_event},         {"available", q_available},
-               {"boost", q_boost},     {"info", q_info},           {"health", q_health}};
+} actions[] = {{"feedback", q_feedback},   {"experiment", q_experiment}, {"forget", q_forget},
+               {"optout", q_optout},       {"churn", q_churn},           {"targets", q_targets},
+               {"recommend", q_recommend}, {"similar", q_similar},       {"rerank", q_rerank},
+               {"event", q_event},         {"available", q_available},   {"boost", q_boost},
+               {"info", q_info},           {"health", q_health}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */
@@ -635,6 +708,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"tls-cert", required_argument, 0, OPT_TLS_CERT},
         {"tls-key", required_argument, 0, OPT_TLS_KEY},
         {"token-file", required_argument, 0, OPT_TOKEN_FILE},
+        {"user", required_argument, 0, OPT_USER},
+        {"salt", required_argument, 0, OPT_SALT},
+        {"share", required_argument, 0, OPT_SHARE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -645,7 +721,8 @@ static int parse_args(int argc, char **argv, query_args *a) {
     a->context = calloc((size_t)argc, sizeof *a->context);
     a->segments = calloc((size_t)argc, sizeof *a->segments);
     a->tiers = calloc((size_t)argc, sizeof *a->tiers);
-    if (!a->exclude || !a->context || !a->segments || !a->tiers) return 2;
+    a->shares = calloc((size_t)argc, sizeof *a->shares);
+    if (!a->exclude || !a->context || !a->segments || !a->tiers || !a->shares) return 2;
     int opt;
     float f;
     uint64_t u;
@@ -735,6 +812,15 @@ static int parse_args(int argc, char **argv, query_args *a) {
         case OPT_TOKEN_FILE:
             a->token_file = optarg;
             break;
+        case OPT_USER:
+            a->user = optarg;
+            break;
+        case OPT_SALT:
+            a->salt = optarg;
+            break;
+        case OPT_SHARE:
+            a->shares[a->n_shares++] = optarg;
+            break;
         case OPT_REPEAT:
             if (opts_u32("repeat", optarg, 1, 10000000, &a->repeat)) return 2;
             break;
@@ -766,6 +852,7 @@ int cmd_query(int argc, char **argv) {
         free(a.context);
         free(a.segments);
         free(a.tiers);
+        free(a.shares);
         return status < 0 ? 0 : status;
     }
     const char *action = a.pos[-1];
@@ -804,5 +891,6 @@ int cmd_query(int argc, char **argv) {
     free(a.context);
     free(a.segments);
     free(a.tiers);
+    free(a.shares);
     return status;
 }

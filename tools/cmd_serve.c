@@ -34,6 +34,10 @@ static const char serve_usage[] =
     "  --tls-cert FILE          serve TLS with this PEM certificate chain ...\n"
     "  --tls-key FILE           ... and its PEM private key\n"
     "  --tls-client-ca FILE     mutual TLS: clients need a certificate signed by this CA\n"
+    "  --variant NAME=DIR       A/B experiment: also serve the model in DIR as variant NAME\n"
+    "                           (repeatable; --model is variant control; traffic splits evenly\n"
+    "                           until SetExperiment changes it)\n"
+    "  --experiment-salt S      seed of the assignment of members to variants (default recd)\n"
     "  --write-token-file FILE  write RPCs (RecordEvents, SetItemAvailability, SetItemBoosts,\n"
     "                           ForgetUser, SetPersonalization) need 'authorization: Bearer\n"
     "                           <token>' with the token in FILE (a file, not a flag: flags\n"
@@ -53,7 +57,9 @@ enum {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_TLS_CLIENT_CA,
-    OPT_WRITE_TOKEN_FILE
+    OPT_WRITE_TOKEN_FILE,
+    OPT_VARIANT,
+    OPT_SALT
 };
 
 /* The PEM files and the token named on the command line, read. */
@@ -93,6 +99,8 @@ int cmd_serve(int argc, char **argv) {
         {"tls-key", required_argument, 0, OPT_TLS_KEY},
         {"tls-client-ca", required_argument, 0, OPT_TLS_CLIENT_CA},
         {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
+        {"variant", required_argument, 0, OPT_VARIANT},
+        {"experiment-salt", required_argument, 0, OPT_SALT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
@@ -151,6 +159,21 @@ int cmd_serve(int argc, char **argv) {
             break;
         case OPT_WRITE_TOKEN_FILE:
             token_path = optarg;
+            break;
+        case OPT_VARIANT: {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1] || so.n_variants == EXP_MAX_VARIANTS - 1) {
+                fprintf(stderr, "recd: --variant takes NAME=DIR, at most %d times\n",
+                        EXP_MAX_VARIANTS - 1);
+                return 2;
+            }
+            *eq = '\0'; /* optarg points into argv, which is ours to split */
+            so.variant_names[so.n_variants] = optarg;
+            so.variant_dirs[so.n_variants++] = eq + 1;
+            break;
+        }
+        case OPT_SALT:
+            so.salt = optarg;
             break;
         case 'h':
             fputs(serve_usage, stdout);

@@ -16,6 +16,7 @@ static const struct {
     {"serve", cmd_serve, "serve a published model over gRPC"},
     {"query", cmd_query, "call a running server (recommend, churn, targets, event, ...)"},
     {"inspect", cmd_inspect, "show a published model's metadata"},
+    {"report", cmd_report, "A/B experiment report from recorded feedback"},
     {"model", cmd_model, "list a model directory's versions, roll back to the previous one"},
     {"events", cmd_events, "export or summarize the event store (export, stats, bench)"},
     {"bench", cmd_bench, "benchmark pieces of scripts/bench.sh (model, score, train, ...)"},

@@ -8,6 +8,7 @@
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
+#include "stats.h"
 #include "topk.h"
 #include "utf8.h"
 
@@ -155,4 +156,29 @@ Test(events, sorted_per_user_by_time_then_numeric_item_id) {
     cr_assert(len == 1 && second[0] == '9', "9 before 10 at the same time");
     free(start);
     ev_set_free(&s);
+}
+
+Test(stats, two_proportion_test_against_a_known_result) {
+    /* 200/1000 vs 250/1000: pooled 0.225, se 0.018675, z -2.6773, p 0.00742
+     * (the textbook pooled z-test, as computed by R's prop.test without
+     * continuity correction: X-squared 7.168, p 0.00742). */
+    double z, p;
+    stats_two_proportion(200, 1000, 250, 1000, &z, &p);
+    cr_assert_float_eq(z, -2.6773, 1e-3);
+    cr_assert_float_eq(p, 0.00742, 1e-4);
+    stats_two_proportion(5, 0, 1, 10, &z, &p);
+    cr_assert(z == 0 && p == 1, "no trials: nothing to test");
+    stats_two_proportion(0, 10, 0, 10, &z, &p);
+    cr_assert(p == 1, "no successes anywhere");
+}
+
+Test(stats, wilson_interval_and_quantile) {
+    double lo, hi;
+    stats_wilson(10, 100, 1.959964, &lo, &hi); /* 0.0552 .. 0.1744 */
+    cr_assert_float_eq(lo, 0.0552, 1e-4);
+    cr_assert_float_eq(hi, 0.1744, 1e-4);
+    stats_wilson(0, 0, 1.96, &lo, &hi);
+    cr_assert(lo == 0 && hi == 1);
+    cr_assert_float_eq(stats_z_for_alpha(0.05), 1.959964, 1e-5);
+    cr_assert_float_eq(stats_z_for_alpha(0.01), 2.575829, 1e-5);
 }

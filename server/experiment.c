@@ -1,0 +1,72 @@
+#include "experiment.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+int exp_name_valid(const char *name) {
+    size_t len = strlen(name);
+    if (len == 0 || len > EXP_MAX_NAME) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", name[i]))
+            return 0;
+    return 1;
+}
+
+int exp_set_shares(experiment *x, const double *shares, uint32_t n, err_t *e) {
+    if (n != x->n) return err_set(e, ERR_INVALID, "%u shares for %u variants", n, x->n);
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!(shares[i] >= 0 && shares[i] <= 1))
+            return err_set(e, ERR_INVALID, "share of %s is %g, not in [0, 1]", x->names[i],
+                           shares[i]);
+        sum += shares[i];
+    }
+    if (fabs(sum - 1) > 1e-6) return err_set(e, ERR_INVALID, "shares add up to %g, not 1", sum);
+    memcpy(x->shares, shares, n * sizeof *shares);
+    return ERR_OK;
+}
+
+uint32_t exp_assign(const experiment *x, const char *user, size_t len) {
+    /* salt, NUL, id: the NUL keeps ("ab", "c") and ("a", "bc") apart. Ids
+     * are at most 256 bytes where served; longer ones are cut here. */
+    char buf[EXP_MAX_SALT + 1 + 1024];
+    size_t salt_len = strlen(x->salt);
+    if (len > sizeof buf - salt_len - 1) len = sizeof buf - salt_len - 1;
+    memcpy(buf, x->salt, salt_len + 1);
+    memcpy(buf + salt_len + 1, user, len);
+    /* The top 53 bits make a uniform double in [0, 1). */
+    double u = (double)(XXH64(buf, salt_len + 1 + len, 0) >> 11) / 9007199254740992.0;
+    double edge = 0;
+    for (uint32_t v = 0; v < x->n; v++) {
+        edge += x->shares[v];
+        if (u < edge) return v;
+    }
+    /* Rounding can leave u just above the last edge: it belongs to the last
+     * variant with traffic. */
+    for (uint32_t v = x->n; v-- > 0;)
+        if (x->shares[v] > 0) return v;
+    return 0;
+}
+
+void exp_request_id(const experiment *x, uint32_t variant, char out[EXP_REQUEST_ID_MAX]) {
+    static atomic_ulong counter;
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    unsigned long n = atomic_fetch_add(&counter, 1);
+    uint64_t seed[3] = {(uint64_t)t.tv_sec, (uint64_t)t.tv_nsec, n};
+    snprintf(out, EXP_REQUEST_ID_MAX, "%s:%016llx", x->names[variant],
+             (unsigned long long)XXH64(seed, sizeof seed, 0x5eed));
+}
+
+int exp_variant_of_request(const experiment *x, const char *request_id) {
+    const char *colon = strchr(request_id, ':');
+    if (!colon) return -1;
+    size_t len = (size_t)(colon - request_id);
+    for (uint32_t v = 0; v < x->n; v++)
+        if (strlen(x->names[v]) == len && !memcmp(x->names[v], request_id, len)) return (int)v;
+    return -1;
+}

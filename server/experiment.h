@@ -1,0 +1,43 @@
+/* experiment: A/B assignment of members to model variants, and request ids.
+ *
+ * A member's variant follows from a hash of (salt, user id) alone, so it is
+ * the same on every server and every call, and changes only when the salt
+ * or the shares do. Request ids carry the variant ("<variant>:<16 hex>"), so
+ * feedback quoting one can be counted per variant with no server state. */
+#ifndef RECD_EXPERIMENT_H
+#define RECD_EXPERIMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define EXP_MAX_VARIANTS 8
+#define EXP_MAX_NAME 32 /* bytes of a variant name, without NUL */
+#define EXP_MAX_SALT 64
+#define EXP_REQUEST_ID_MAX (EXP_MAX_NAME + 18)
+
+typedef struct experiment {
+    char salt[EXP_MAX_SALT + 1];
+    uint32_t n;
+    char names[EXP_MAX_VARIANTS][EXP_MAX_NAME + 1];
+    double shares[EXP_MAX_VARIANTS]; /* add up to 1 */
+} experiment;
+
+/* True when name is 1..EXP_MAX_NAME bytes of [A-Za-z0-9_-]. */
+int exp_name_valid(const char *name);
+
+/* Sets the shares (n entries, each >= 0, adding up to 1 within 1e-6).
+ * Returns ERR_OK or ERR_INVALID with the reason. */
+int exp_set_shares(experiment *x, const double *shares, uint32_t n, err_t *e);
+
+/* The variant index of a user id. */
+uint32_t exp_assign(const experiment *x, const char *user, size_t len);
+
+/* Writes a new unique request id for variant into out. */
+void exp_request_id(const experiment *x, uint32_t variant, char out[EXP_REQUEST_ID_MAX]);
+
+/* The variant named by a request id's prefix: its index, or -1. */
+int exp_variant_of_request(const experiment *x, const char *request_id);
+
+#endif

@@ -1,0 +1,75 @@
+/* Unit tests of the server's pure parts: A/B assignment and request ids. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "experiment.h"
+
+static experiment three_variants(void) {
+    experiment x = {.salt = "s1", .n = 3};
+    strcpy(x.names[0], "control");
+    strcpy(x.names[1], "b");
+    strcpy(x.names[2], "c");
+    double shares[] = {0.2, 0.3, 0.5};
+    cr_assert_eq(exp_set_shares(&x, shares, 3, NULL), ERR_OK);
+    return x;
+}
+
+Test(experiment, assignment_matches_the_shares_on_100k_users) {
+    experiment x = three_variants();
+    unsigned counts[3] = {0};
+    char id[32];
+    for (int u = 0; u < 100000; u++) {
+        int n = snprintf(id, sizeof id, "member-%d", u);
+        counts[exp_assign(&x, id, (size_t)n)]++;
+    }
+    /* Binomial sd at 100k is at most 158 (0.16%): 1% is over six of them. */
+    cr_assert(counts[0] > 19000 && counts[0] < 21000, "%u", counts[0]);
+    cr_assert(counts[1] > 29000 && counts[1] < 31000, "%u", counts[1]);
+    cr_assert(counts[2] > 49000 && counts[2] < 51000, "%u", counts[2]);
+}
+
+Test(experiment, assignment_is_stable_and_moves_with_the_salt) {
+    experiment x = three_variants(), y = x;
+    strcpy(y.salt, "s2");
+    unsigned moved = 0;
+    char id[32];
+    for (int u = 0; u < 10000; u++) {
+        int n = snprintf(id, sizeof id, "m%d", u);
+        uint32_t v = exp_assign(&x, id, (size_t)n);
+        cr_assert_eq(exp_assign(&x, id, (size_t)n), v, "same member, same variant");
+        moved += exp_assign(&y, id, (size_t)n) != v;
+    }
+    /* Independent draws agree with probability .2^2 + .3^2 + .5^2 = .38. */
+    cr_assert(moved > 5800 && moved < 6600, "%u", moved);
+    double all_b[] = {0, 1, 0};
+    cr_assert_eq(exp_set_shares(&x, all_b, 3, NULL), ERR_OK);
+    cr_assert_eq(exp_assign(&x, "anyone", 6), 1);
+}
+
+Test(experiment, shares_and_names_are_checked) {
+    experiment x = three_variants();
+    double bad_sum[] = {0.5, 0.5, 0.5}, negative[] = {-0.1, 0.6, 0.5};
+    err_t e;
+    cr_assert_eq(exp_set_shares(&x, bad_sum, 3, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "add up"));
+    cr_assert_eq(exp_set_shares(&x, negative, 3, &e), ERR_INVALID);
+    cr_assert_eq(exp_set_shares(&x, bad_sum, 2, &e), ERR_INVALID);
+    cr_assert(exp_name_valid("new-ranker_2"));
+    cr_assert_not(exp_name_valid(""));
+    cr_assert_not(exp_name_valid("has space"));
+    cr_assert_not(exp_name_valid("a:b"));
+}
+
+Test(experiment, request_ids_name_their_variant_and_are_unique) {
+    experiment x = three_variants();
+    char a[EXP_REQUEST_ID_MAX], b[EXP_REQUEST_ID_MAX];
+    exp_request_id(&x, 2, a);
+    exp_request_id(&x, 2, b);
+    cr_assert_str_neq(a, b);
+    cr_assert_eq(strncmp(a, "c:", 2), 0);
+    cr_assert_eq(exp_variant_of_request(&x, a), 2);
+    cr_assert_eq(exp_variant_of_request(&x, "control:0123"), 0);
+    cr_assert_eq(exp_variant_of_request(&x, "d:0123"), -1);
+    cr_assert_eq(exp_variant_of_request(&x, "no-colon"), -1);
+}
