@@ -2,14 +2,17 @@
 # Installs the Debian packages recd needs that are missing (apt-get, as root).
 #   scripts/setup.sh build   what building and running recd needs
 #   scripts/setup.sh test    that, plus what the test suite needs
+#   scripts/setup.sh bench   that, plus what scripts/bench.sh needs (h2load, numpy, faiss)
 # README says why each package is there.
 set -euo pipefail
 build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
        libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
       clang-format clang-14 libclang-rt-14-dev python3-h2)
+bench=(nghttp2-client python3-faiss python3-numpy)
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}")
+[ "${1:-build}" = bench ] && want+=("${bench[@]}")
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
