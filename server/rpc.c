@@ -23,6 +23,9 @@
 /* Seconds a stop waits for calls in flight before cancelling them. */
 #define RPC_STOP_GRACE_S 5
 
+#define RPC_STATUSES 17 /* gRPC status codes 0..16 */
+#define RPC_BUCKETS 12
+
 #define RPC_DEFAULT_MAX_QUEUE 1024
 #define RPC_DEFAULT_MAX_QUEUE_MS 1000
 
@@ -49,7 +52,7 @@ typedef struct rpc_call {
     grpc_byte_buffer *response;
     grpc_slice status_details;
     int cancelled;
-    double queued_at; /* monotonic seconds */
+    double accepted_at, queued_at; /* monotonic seconds */
 } rpc_call;
 
 typedef struct rpc_poller {
@@ -93,7 +96,16 @@ struct rpc_server {
     pthread_mutex_t streams_lock;
     pthread_cond_t streams_done;
     uint32_t streams, max_streams; /* running streaming calls, and the cap */
+
+    /* Per method (index n_methods: unregistered methods): calls by status,
+     * and the latency histogram (cumulative counts are made at scrape). */
+    atomic_ullong (*calls)[RPC_STATUSES];
+    atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
+    atomic_ullong *latency_us;                 /* sum, microseconds */
 };
+
+static const double rpc_bucket_s[RPC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                 0.01,   0.025,   0.05,   0.1,   0.25,   1};
 
 static double now_seconds(void) {
     struct timespec t;
@@ -176,7 +188,21 @@ static const char *rpc_method_name(const rpc_call *c) {
 
 /* Starts the batch that answers c with reply (whose body it frees). The
  * poller frees c when the batch completes. */
+/* Counts a finished call of c's method with status, accepted at c->accepted_at. */
+static void rpc_observe(rpc_call *c, int status) {
+    rpc_server *s = c->poller->server;
+    size_t m = c->method >= 0 ? (size_t)c->method : s->n_methods;
+    double seconds = now_seconds() - c->accepted_at;
+    int b = 0;
+    while (b < RPC_BUCKETS && seconds > rpc_bucket_s[b])
+        b++;
+    atomic_fetch_add(&s->calls[m][status >= 0 && status < RPC_STATUSES ? status : 2], 1);
+    atomic_fetch_add(&s->latency[m][b], 1);
+    atomic_fetch_add(&s->latency_us[m], (unsigned long long)(seconds * 1e6));
+}
+
 static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
+    rpc_observe(c, reply->status);
     if (reply->status != RPC_OK)
         log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
                  reply->status, reply->message);
@@ -270,6 +296,7 @@ static void *rpc_stream_main(void *arg) {
         free(req);
     }
     free(reply.body);
+    rpc_observe(c, reply.status);
     if (reply.status != RPC_OK)
         log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
                  reply.status, reply.message);
@@ -370,6 +397,7 @@ static int rpc_enqueue(rpc_server *s, rpc_call *c) {
  * needs no handler, else hand it on. */
 static void rpc_accept(rpc_call *c) {
     rpc_server *s = c->poller->server;
+    c->accepted_at = now_seconds();
     rpc_reply reply = {.status = RPC_OK};
     const rpc_method *m = c->method >= 0 ? &s->methods[c->method] : NULL;
     if (!m) {
@@ -492,6 +520,9 @@ static void rpc_server_free(rpc_server *s) {
     free(s->registered);
     free(s->ring);
     free(s->write_token);
+    free(s->calls);
+    free(s->latency);
+    free(s->latency_us);
     pthread_mutex_destroy(&s->queue_lock);
     pthread_cond_destroy(&s->queue_ready);
     pthread_mutex_destroy(&s->streams_lock);
@@ -543,9 +574,12 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->pollers = calloc(s->n_pollers, sizeof *s->pollers);
     s->handlers = calloc(s->n_handlers, sizeof *s->handlers);
     s->ring = calloc(s->ring_cap, sizeof *s->ring);
+    s->calls = calloc(n + 1, sizeof *s->calls);
+    s->latency = calloc(n + 1, sizeof *s->latency);
+    s->latency_us = calloc(n + 1, sizeof *s->latency_us);
     if (o->write_token) s->write_token = strdup(o->write_token);
-    if (!s->registered || !s->pollers || !s->handlers || !s->ring ||
-        (o->write_token && !s->write_token)) {
+    if (!s->registered || !s->pollers || !s->handlers || !s->ring || !s->calls || !s->latency ||
+        !s->latency_us || (o->write_token && !s->write_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
@@ -604,6 +638,61 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     }
     *out = s;
     return ERR_OK;
+}
+
+void rpc_write_metrics(void *ctx, FILE *out) {
+    rpc_server *s = ctx;
+    static const char *const names[RPC_STATUSES] = {"OK",
+                                                    "CANCELLED",
+                                                    "UNKNOWN",
+                                                    "INVALID_ARGUMENT",
+                                                    "DEADLINE_EXCEEDED",
+                                                    "NOT_FOUND",
+                                                    "ALREADY_EXISTS",
+                                                    "PERMISSION_DENIED",
+                                                    "RESOURCE_EXHAUSTED",
+                                                    "FAILED_PRECONDITION",
+                                                    "ABORTED",
+                                                    "OUT_OF_RANGE",
+                                                    "UNIMPLEMENTED",
+                                                    "INTERNAL",
+                                                    "UNAVAILABLE",
+                                                    "DATA_LOSS",
+                                                    "UNAUTHENTICATED"};
+    fprintf(out, "# HELP recd_grpc_calls_total Calls answered, by method and gRPC status.\n"
+                 "# TYPE recd_grpc_calls_total counter\n");
+    for (size_t m = 0; m <= s->n_methods; m++)
+        for (int st = 0; st < RPC_STATUSES; st++) {
+            unsigned long long n = atomic_load(&s->calls[m][st]);
+            if (n || st == 0)
+                fprintf(out, "recd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
+                        m < s->n_methods ? s->methods[m].path : "unregistered", names[st], n);
+        }
+    fprintf(out, "# HELP recd_grpc_call_seconds Time from accepting a call to its answer.\n"
+                 "# TYPE recd_grpc_call_seconds histogram\n");
+    for (size_t m = 0; m <= s->n_methods; m++) {
+        const char *path = m < s->n_methods ? s->methods[m].path : "unregistered";
+        unsigned long long cum = 0;
+        for (int b = 0; b <= RPC_BUCKETS; b++) {
+            cum += atomic_load(&s->latency[m][b]);
+            if (b < RPC_BUCKETS)
+                fprintf(out, "recd_grpc_call_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n", path,
+                        rpc_bucket_s[b], cum);
+            else
+                fprintf(out, "recd_grpc_call_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n",
+                        path, cum);
+        }
+        fprintf(out, "recd_grpc_call_seconds_sum{method=\"%s\"} %.6f\n", path,
+                (double)atomic_load(&s->latency_us[m]) / 1e6);
+        fprintf(out, "recd_grpc_call_seconds_count{method=\"%s\"} %llu\n", path, cum);
+    }
+    pthread_mutex_lock(&s->queue_lock);
+    uint32_t queued = s->ring_count;
+    pthread_mutex_unlock(&s->queue_lock);
+    fprintf(out,
+            "# HELP recd_grpc_queue_length Calls waiting for a handler thread.\n"
+            "# TYPE recd_grpc_queue_length gauge\nrecd_grpc_queue_length %u\n",
+            queued);
 }
 
 void rpc_server_stop(rpc_server *s) {

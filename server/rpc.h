@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -101,6 +102,11 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
 
 /* The port actually bound (useful with port 0). */
 int rpc_server_port(const rpc_server *s);
+
+/* Appends this server's metric families (Prometheus text format) to out:
+ * calls by method and status code, and a latency histogram per method (from
+ * acceptance to the answer). ctx is the rpc_server. Thread-safe. */
+void rpc_write_metrics(void *ctx, FILE *out);
 
 /* Graceful stop: refuses new calls, lets in-flight calls finish, joins the
  * workers and frees everything. */

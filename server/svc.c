@@ -52,7 +52,8 @@ struct svc {
     experiment exp;                                     /* names of the slots, shares, salt */
     evstore *feedback;                                  /* NULL without --events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][5]; /* by variant and FeedbackType */
-    evstore *events;                                    /* NULL without --events */
+    atomic_ullong events_ingested, fold_ins;
+    evstore *events; /* NULL without --events */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EVSTORE_TYPES];
@@ -552,6 +553,7 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
     int strategy =
         private ? RECD__V1__STRATEGY__POPULAR : shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
     if (strategy < 0) goto done;
+    if (sh.n_signals) atomic_fetch_add(&s->fold_ins, 1);
     if (private) sh.user = SCORE_NO_USER;
     resp.strategy = (Recd__V1__Strategy)strategy;
     if (strategy == RECD__V1__STRATEGY__POPULAR) {
@@ -866,6 +868,7 @@ static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_rep
         log_error("msg=\"events not stored\" events=%zu error=\"%s\"", n_good, e.msg);
         goto done;
     }
+    atomic_fetch_add(&s->events_ingested, n_good);
     Recd__V1__RecordEventsResponse resp = RECD__V1__RECORD_EVENTS_RESPONSE__INIT;
     resp.accepted = (uint32_t)n_good;
     resp.rejected = rejected_ptrs;
@@ -1509,6 +1512,59 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
         reply_pack(reply, &resp.base);
     }
     grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
+}
+
+/* --- metrics ------------------------------------------------------------------- */
+
+void svc_write_metrics(void *ctx, FILE *out) {
+    svc *s = ctx;
+    static const char *const feedback_types[] = {"", "impression", "click", "cart", "conversion"};
+    fprintf(out, "# HELP recd_model_info The model each variant serves (value 1).\n"
+                 "# TYPE recd_model_info gauge\n");
+    double now = (double)time(NULL);
+    char lines[EXP_MAX_VARIANTS][3][256];
+    for (uint32_t v = 0; v < s->exp.n; v++) {
+        served_model *sm = svc_acquire_variant(s, v);
+        const model_meta *meta = model_info(sm->m);
+        const char *name = s->exp.names[v];
+        fprintf(out, "recd_model_info{variant=\"%s\",version=\"%s\"} 1\n", name, meta->version);
+        snprintf(lines[v][0], sizeof lines[v][0], "recd_model_age_seconds{variant=\"%s\"} %.0f",
+                 name, now - (double)meta->trained_at);
+        snprintf(lines[v][1], sizeof lines[v][1], "recd_model_users{variant=\"%s\"} %u", name,
+                 meta->n_users);
+        snprintf(lines[v][2], sizeof lines[v][2], "recd_model_items{variant=\"%s\"} %u", name,
+                 meta->n_items);
+        svc_release(sm);
+    }
+    static const char *const families[3][2] = {
+        {"recd_model_age_seconds", "Seconds since the served model was published."},
+        {"recd_model_users", "Members the served model knows."},
+        {"recd_model_items", "Items the served model knows."}};
+    for (int f = 0; f < 3; f++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", families[f][0], families[f][1],
+                families[f][0]);
+        for (uint32_t v = 0; v < s->exp.n; v++)
+            fprintf(out, "%s\n", lines[v][f]);
+    }
+    fprintf(out,
+            "# HELP recd_events_ingested_total Events stored durably by RecordEvents.\n"
+            "# TYPE recd_events_ingested_total counter\nrecd_events_ingested_total %llu\n"
+            "# HELP recd_fold_ins_total Recommend calls that folded fresh signals in.\n"
+            "# TYPE recd_fold_ins_total counter\nrecd_fold_ins_total %llu\n",
+            (unsigned long long)atomic_load(&s->events_ingested),
+            (unsigned long long)atomic_load(&s->fold_ins));
+    if (s->events)
+        fprintf(out,
+                "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "
+                "store.\n# TYPE recd_event_store_commits_total counter\n"
+                "recd_event_store_commits_total %llu\n",
+                (unsigned long long)evstore_commits(s->events));
+    fprintf(out, "# HELP recd_feedback_total Feedback recorded, by variant and type.\n"
+                 "# TYPE recd_feedback_total counter\n");
+    for (uint32_t v = 0; v < s->exp.n; v++)
+        for (int t = 1; t < 5; t++)
+            fprintf(out, "recd_feedback_total{variant=\"%s\",type=\"%s\"} %llu\n", s->exp.names[v],
+                    feedback_types[t], (unsigned long long)atomic_load(&s->feedback_counts[v][t]));
 }
 
 /* --- lifecycle ------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #define RECD_SVC_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "err.h"
 #include "evstore.h"
@@ -50,6 +51,11 @@ typedef struct svc svc;
  * stopped. */
 int svc_open(const svc_options *o, svc **out, err_t *e);
 void svc_close(svc *s);
+
+/* Appends the service's metric families (Prometheus text) to out: model
+ * version, age and size per variant, events ingested, fold-ins, feedback by
+ * variant and type, and the event store's group commits. ctx is the svc. */
+void svc_write_metrics(void *ctx, FILE *out);
 
 /* The methods to serve (valid while s lives); *n gets their number. */
 const rpc_method *svc_methods(svc *s, size_t *n);

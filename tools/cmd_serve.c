@@ -8,6 +8,7 @@
 
 #include "cmd.h"
 #include "log.h"
+#include "metrics.h"
 #include "opts.h"
 #include "rpc.h"
 #include "svc.h"
@@ -34,6 +35,9 @@ static const char serve_usage[] =
     "  --tls-cert FILE          serve TLS with this PEM certificate chain ...\n"
     "  --tls-key FILE           ... and its PEM private key\n"
     "  --tls-client-ca FILE     mutual TLS: clients need a certificate signed by this CA\n"
+    "  --metrics-listen H:P     Prometheus metrics at http://H:P/metrics (port 0 = any free)\n"
+    "  --metrics-port-file FILE write the metrics port to FILE once serving\n"
+    "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
     "  --variant NAME=DIR       A/B experiment: also serve the model in DIR as variant NAME\n"
     "                           (repeatable; --model is variant control; traffic splits evenly\n"
     "                           until SetExperiment changes it)\n"
@@ -59,8 +63,16 @@ enum {
     OPT_TLS_CLIENT_CA,
     OPT_WRITE_TOKEN_FILE,
     OPT_VARIANT,
-    OPT_SALT
+    OPT_SALT,
+    OPT_METRICS_LISTEN,
+    OPT_METRICS_PORT_FILE,
+    OPT_LOG_FORMAT
 };
+
+/* Where the metrics endpoint goes; both may be NULL. */
+typedef struct serve_metrics {
+    const char *listen, *port_file;
+} serve_metrics;
 
 /* The PEM files and the token named on the command line, read. */
 typedef struct serve_secrets {
@@ -80,8 +92,8 @@ static int read_secret(const char *flag, const char *path, int trim, char **out)
     return (*out = opts_read_file(flag, path, trim)) ? 0 : -1;
 }
 
-static int serve(const char *model_dir, const char *port_file, const rpc_options *ro_in,
-                 svc_options *so_in, float reload);
+static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
+                 const rpc_options *ro_in, svc_options *so_in, float reload);
 
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -101,6 +113,9 @@ int cmd_serve(int argc, char **argv) {
         {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
         {"variant", required_argument, 0, OPT_VARIANT},
         {"experiment-salt", required_argument, 0, OPT_SALT},
+        {"metrics-listen", required_argument, 0, OPT_METRICS_LISTEN},
+        {"metrics-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
+        {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
@@ -111,6 +126,7 @@ int cmd_serve(int argc, char **argv) {
                       .max_message_bytes = 4u << 20,
                       .max_streams = 4};
     serve_secrets secrets = {0};
+    serve_metrics sm = {NULL, NULL};
     float reload = 1.0f;
     svc_options so;
     svc_options_init(&so);
@@ -175,6 +191,19 @@ int cmd_serve(int argc, char **argv) {
         case OPT_SALT:
             so.salt = optarg;
             break;
+        case OPT_METRICS_LISTEN:
+            sm.listen = optarg;
+            break;
+        case OPT_METRICS_PORT_FILE:
+            sm.port_file = optarg;
+            break;
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "logfmt") && strcmp(optarg, "json")) {
+                fprintf(stderr, "recd: --log-format is logfmt or json, not '%s'\n", optarg);
+                return 2;
+            }
+            log_set_format(!strcmp(optarg, "json") ? LOG_FORMAT_JSON : LOG_FORMAT_LOGFMT);
+            break;
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
@@ -203,14 +232,24 @@ int cmd_serve(int argc, char **argv) {
     ro.tls_key = secrets.key;
     ro.tls_client_ca = secrets.client_ca;
     ro.write_token = secrets.token;
-    int status = serve(model_dir, port_file, &ro, &so, reload);
+    int status = serve(model_dir, port_file, &sm, &ro, &so, reload);
     secrets_free(&secrets);
     return status;
 }
 
+/* Writes port and a newline to path. Returns 0, or -1 after logging why. */
+static int write_port(const char *path, int port) {
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f)) {
+        log_error("msg=\"cannot write port file\" path=%s", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Runs the server until SIGINT or SIGTERM; returns the exit code. */
-static int serve(const char *model_dir, const char *port_file, const rpc_options *ro_in,
-                 svc_options *so_in, float reload) {
+static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
+                 const rpc_options *ro_in, svc_options *so_in, float reload) {
     rpc_options ro = *ro_in;
     svc_options so = *so_in;
     /* Each worker scores its own requests; BLAS threads on top would fight
@@ -246,20 +285,29 @@ static int serve(const char *model_dir, const char *port_file, const rpc_options
              : ro.tls_cert    ? "on"
                               : "off",
              ro.write_token ? "required" : "off");
-    if (port_file) {
-        FILE *f = fopen(port_file, "w");
-        if (!f || fprintf(f, "%d\n", rpc_server_port(server)) < 0 || fclose(f)) {
-            log_error("msg=\"cannot write port file\" path=%s", port_file);
-            rpc_server_stop(server);
-            svc_close(service);
-            return 1;
+    metrics_http *metrics = NULL;
+    int status = 0;
+    if (sm->listen) {
+        metrics_writer writers[] = {rpc_write_metrics, svc_write_metrics};
+        void *ctxs[] = {server, service};
+        if (metrics_http_start(sm->listen, writers, ctxs, 2, &metrics, &e)) {
+            log_error("msg=\"cannot start metrics\" error=\"%s\"", e.msg);
+            status = 1;
+        } else {
+            log_info("msg=\"metrics\" listen=%s port=%d", sm->listen, metrics_http_port(metrics));
+            if (sm->port_file && write_port(sm->port_file, metrics_http_port(metrics))) status = 1;
         }
     }
-    int sig;
-    sigwait(&stop, &sig);
-    log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    /* The gRPC port file comes last: scripts wait for it to know all is up. */
+    if (!status && port_file && write_port(port_file, rpc_server_port(server))) status = 1;
+    if (!status) {
+        int sig;
+        sigwait(&stop, &sig);
+        log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
     rpc_server_stop(server);
+    metrics_http_stop(metrics);
     svc_close(service);
     log_info("msg=\"stopped\"");
-    return 0;
+    return status;
 }
