@@ -168,7 +168,6 @@ static void rpc_request(rpc_poller *p, int method) {
 static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len) {
     grpc_byte_buffer_reader reader;
     *len = 0;
-    if (!bb) return malloc(1);
     if (!grpc_byte_buffer_reader_init(&reader, bb)) return NULL;
     grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
@@ -203,9 +202,13 @@ static void rpc_observe(rpc_call *c, int status) {
 
 static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
     rpc_observe(c, reply->status);
-    if (reply->status != RPC_OK)
+    if (reply->status != RPC_OK) {
+        /* Details often quote what the client sent: escaped, it cannot forge
+         * a line or a key of the log. */
+        char details[sizeof reply->message * 4];
         log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 reply->status, reply->message);
+                 reply->status, log_escape(reply->message, details, sizeof details));
+    }
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -287,8 +290,10 @@ static void *rpc_stream_main(void *arg) {
     rpc_server *s = c->poller->server;
     rpc_reply reply = {.status = RPC_OK};
     size_t len;
-    uint8_t *req = rpc_read_payload(c->payload, &len);
-    if (!req) {
+    uint8_t *req = c->payload ? rpc_read_payload(c->payload, &len) : NULL;
+    if (!c->payload) {
+        rpc_reply_error(&reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
+    } else if (!req) {
         rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
     } else {
         const rpc_method *m = &s->methods[c->method];
@@ -297,9 +302,11 @@ static void *rpc_stream_main(void *arg) {
     }
     free(reply.body);
     rpc_observe(c, reply.status);
-    if (reply.status != RPC_OK)
+    if (reply.status != RPC_OK) {
+        char details[sizeof reply.message * 4];
         log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 reply.status, reply.message);
+                 reply.status, log_escape(reply.message, details, sizeof details));
+    }
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -454,6 +461,10 @@ static void *rpc_handler_main(void *arg) {
             rpc_reply_error(&reply, RPC_RESOURCE_EXHAUSTED,
                             "server overloaded: the call waited %.0f ms; retry later",
                             waited * 1e3);
+        } else if (!c->payload) {
+            /* gRPC gives no payload when the stream ended before a whole
+             * message came (or none was sent): never read that as empty. */
+            rpc_reply_error(&reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
         } else {
             size_t len;
             uint8_t *req = rpc_read_payload(c->payload, &len);

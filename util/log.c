@@ -13,6 +13,18 @@ void log_set_level(int level) {
     log_level = level;
 }
 
+char *log_escape(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < cap; p++) {
+        if (*p == '"' || *p == '\\' || *p < 0x20 || *p >= 0x7f)
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+        else
+            out[o++] = (char)*p;
+    }
+    if (cap) out[o < cap ? o : cap - 1] = '\0';
+    return out;
+}
+
 void log_set_format(int format) {
     log_format = format;
 }

@@ -8,6 +8,8 @@
 #ifndef RECD_LOG_H
 #define RECD_LOG_H
 
+#include <stddef.h>
+
 enum { LOG_QUIET = 0, LOG_ERROR = 1, LOG_WARN = 2, LOG_INFO = 3 };
 
 /* Lines above level are dropped; the default is LOG_INFO. */
@@ -18,6 +20,11 @@ enum { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON = 1 };
 /* LOG_FORMAT_JSON turns every line into one JSON object with the same keys
  * (ts, level, then the caller's key=value pairs, all values as strings). */
 void log_set_format(int format);
+
+/* Copies in to out (cap bytes, NUL-terminated, cut if longer) so that it is
+ * safe inside a quoted logfmt value: quote, backslash, control and non-ASCII
+ * bytes become \xNN. Use it on anything a client sent. Returns out. */
+char *log_escape(const char *in, char *out, size_t cap);
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

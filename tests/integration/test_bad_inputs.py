@@ -275,16 +275,12 @@ def h2_frame(type_, flags, stream, payload, length=None):
 
 
 # gRPC core hands the server a NULL payload both when the stream ended inside
-# a message and when no message came at all; rpc.c reads NULL as an empty
-# message, so GetModelInfo (whose request is empty) answers OK. An empty
-# message on the wire is a 5-byte frame and arrives as a non-NULL empty
-# buffer, so the fix is to answer a NULL payload of a unary method with
-# INVALID_ARGUMENT ("no complete request message") in rpc.c.
-SERVER_BUG_NULL_PAYLOAD = pytest.mark.xfail(
-    strict=True, reason="rpc.c treats a missing or truncated request as an empty message")
+# a message and when no message came at all; rpc.c answers both
+# INVALID_ARGUMENT ("no complete request message") rather than reading them
+# as an empty message. An empty message on the wire is a 5-byte frame and
+# arrives as an empty buffer, which is fine.
 
 
-@SERVER_BUG_NULL_PAYLOAD
 def test_grpc_length_prefix_longer_than_the_stream(srv, pb, known_user):
     """The length prefix says 1000 bytes, 10 come, then END_STREAM."""
     c = H2Client(srv.address)
@@ -295,7 +291,6 @@ def test_grpc_length_prefix_longer_than_the_stream(srv, pb, known_user):
     assert out[0] == "reset" or out[1] != 0, f"a truncated message was answered OK: {out}"
 
 
-@SERVER_BUG_NULL_PAYLOAD
 def test_no_request_message_at_all(srv, pb, known_user):
     """HEADERS with END_STREAM: a unary call without its request."""
     c = H2Client(srv.address)
@@ -395,13 +390,9 @@ def server_log(srv):
         return f.read()
 
 
-# svc.c echoes the client's Health service name (and, after check_id, ids,
-# categories) into the status details, and rpc.c logs details unescaped in
-# its logfmt line, so a newline in a request forges a log line. Fix: rpc.c
-# escapes details when logging (quote, backslash, control bytes and
-# non-UTF-8 bytes as \xNN, as logfmt quoting expects), and svc_health
-# checks the service name like an id before echoing it.
-@pytest.mark.xfail(strict=True, reason="request bytes reach the log unescaped")
+# Status details often quote what a client sent (the Health service name,
+# ids); rpc.c escapes them (quote, backslash, control and non-ASCII bytes as
+# \xNN) before its logfmt line, so a newline in a request cannot forge one.
 def test_request_bytes_cannot_forge_log_lines(srv, pb, known_user):
     forged = b'x"\nforged level=error msg="injected'
     with pytest.raises(grpc.RpcError) as e:
