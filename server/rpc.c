@@ -433,51 +433,90 @@ static void rpc_accept(rpc_call *c) {
 }
 
 /* A handler thread: runs queued calls until the queue is closed and empty. */
-static void *rpc_handler_main(void *arg) {
-    rpc_server *s = arg;
-    for (;;) {
-        pthread_mutex_lock(&s->queue_lock);
-        while (s->ring_count == 0 && !s->queue_closed)
-            pthread_cond_wait(&s->queue_ready, &s->queue_lock);
-        if (s->ring_count == 0) {
-            pthread_mutex_unlock(&s->queue_lock);
-            return NULL;
-        }
+/* Checks a call taken from the queue before any work is done for it. Work
+ * for a client that has given up, or that waited so long that answering it
+ * would only make the calls behind it late too, is skipped: this is what
+ * keeps an overload from snowballing. Returns 0 when the call should run,
+ * else -1 with reply filled. */
+static int rpc_admit(const rpc_server *s, const rpc_call *c, rpc_reply *reply) {
+    double waited = now_seconds() - c->queued_at;
+    if (rpc_deadline_passed(c))
+        rpc_reply_error(reply, RPC_DEADLINE_EXCEEDED,
+                        "the deadline passed after %.0f ms in the server's queue", waited * 1e3);
+    else if (waited > s->max_wait_s)
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED,
+                        "server overloaded: the call waited %.0f ms; retry later", waited * 1e3);
+    else if (!c->payload)
+        /* gRPC gives no payload when the stream ended before a whole message
+         * came (or none was sent): never read that as empty. */
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
+    else
+        return 0;
+    return -1;
+}
+
+/* Takes the next call from the queue, and with it the calls of the same
+ * method right behind it when the method has a batch handler (up to
+ * RPC_MAX_BATCH). Returns how many were put in calls; 0 once the queue is
+ * closed and empty. */
+static size_t rpc_dequeue(rpc_server *s, rpc_call **calls) {
+    pthread_mutex_lock(&s->queue_lock);
+    while (s->ring_count == 0 && !s->queue_closed)
+        pthread_cond_wait(&s->queue_ready, &s->queue_lock);
+    size_t n = 0;
+    while (s->ring_count > 0 && n < RPC_MAX_BATCH) {
         rpc_call *c = s->ring[s->ring_head];
+        if (n > 0 && (c->method != calls[0]->method || !s->methods[c->method].batch)) break;
+        calls[n++] = c;
         s->ring_head = (s->ring_head + 1) % s->ring_cap;
         s->ring_count--;
-        pthread_mutex_unlock(&s->queue_lock);
-
-        rpc_reply reply = {.status = RPC_OK};
-        double waited = now_seconds() - c->queued_at;
-        /* Work for a client that has given up, or that waited so long that
-         * answering it would only make the calls behind it late too, is
-         * skipped: this is what keeps an overload from snowballing. */
-        if (rpc_deadline_passed(c)) {
-            rpc_reply_error(&reply, RPC_DEADLINE_EXCEEDED,
-                            "the deadline passed after %.0f ms in the server's queue",
-                            waited * 1e3);
-        } else if (waited > s->max_wait_s) {
-            rpc_reply_error(&reply, RPC_RESOURCE_EXHAUSTED,
-                            "server overloaded: the call waited %.0f ms; retry later",
-                            waited * 1e3);
-        } else if (!c->payload) {
-            /* gRPC gives no payload when the stream ended before a whole
-             * message came (or none was sent): never read that as empty. */
-            rpc_reply_error(&reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
-        } else {
-            size_t len;
-            uint8_t *req = rpc_read_payload(c->payload, &len);
-            if (!req) {
-                rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
-            } else {
-                const rpc_method *m = &s->methods[c->method];
-                m->handler(m->ctx, req, len, &reply);
-                free(req);
-            }
-        }
-        rpc_send_answer(c, &reply);
+        if (!s->methods[c->method].batch) break;
     }
+    pthread_mutex_unlock(&s->queue_lock);
+    return n;
+}
+
+static void *rpc_handler_main(void *arg) {
+    rpc_server *s = arg;
+    rpc_call *calls[RPC_MAX_BATCH];
+    rpc_reply replies[RPC_MAX_BATCH];
+    uint8_t *reqs[RPC_MAX_BATCH];
+    size_t lens[RPC_MAX_BATCH], run[RPC_MAX_BATCH];
+    size_t n;
+    while ((n = rpc_dequeue(s, calls)) > 0) {
+        size_t n_run = 0;
+        for (size_t i = 0; i < n; i++) {
+            replies[i] = (rpc_reply){.status = RPC_OK};
+            reqs[i] = NULL;
+            if (rpc_admit(s, calls[i], &replies[i])) continue;
+            if (!(reqs[i] = rpc_read_payload(calls[i]->payload, &lens[i])))
+                rpc_reply_error(&replies[i], RPC_INTERNAL, "cannot read the request message");
+            else
+                run[n_run++] = i;
+        }
+        const rpc_method *m = &s->methods[calls[0]->method];
+        if (n_run == 1) {
+            m->handler(m->ctx, reqs[run[0]], lens[run[0]], &replies[run[0]]);
+        } else if (n_run > 1) {
+            const uint8_t *batch_reqs[RPC_MAX_BATCH];
+            rpc_reply batch_replies[RPC_MAX_BATCH];
+            for (size_t k = 0; k < n_run; k++) {
+                batch_reqs[k] = reqs[run[k]];
+                batch_replies[k] = (rpc_reply){.status = RPC_OK};
+            }
+            size_t batch_lens[RPC_MAX_BATCH];
+            for (size_t k = 0; k < n_run; k++)
+                batch_lens[k] = lens[run[k]];
+            m->batch(m->ctx, batch_reqs, batch_lens, n_run, batch_replies);
+            for (size_t k = 0; k < n_run; k++)
+                replies[run[k]] = batch_replies[k];
+        }
+        for (size_t i = 0; i < n; i++) {
+            free(reqs[i]);
+            rpc_send_answer(calls[i], &replies[i]);
+        }
+    }
+    return NULL;
 }
 
 static void *rpc_poller_main(void *arg) {

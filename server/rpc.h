@@ -67,12 +67,22 @@ int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len);
 typedef void (*rpc_stream_handler)(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
                                    rpc_reply *reply);
 
+/* Most calls one batch handler gets at once. */
+#define RPC_MAX_BATCH 32
+
+/* A unary handler for several calls of one method that were waiting in the
+ * queue together (n <= RPC_MAX_BATCH): answers reqs[i] in replies[i], as n
+ * calls of the plain handler would, but may share work between them. */
+typedef void (*rpc_batch_handler)(void *ctx, const uint8_t *const *reqs, const size_t *lens,
+                                  size_t n, rpc_reply *replies);
+
 typedef struct rpc_method {
     const char *path;          /* "/package.Service/Method" */
     rpc_handler handler;       /* unary methods */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
-    int write; /* changes state: needs the bearer token when one is set */
+    int write;               /* changes state: needs the bearer token when one is set */
+    rpc_batch_handler batch; /* optional, unary: used when calls queue up */
 } rpc_method;
 
 typedef struct rpc_options {

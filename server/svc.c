@@ -1,5 +1,6 @@
 #include "svc.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -500,106 +501,200 @@ static int recommend_check(const Recd__V1__RecommendRequest *rq, rpc_reply *repl
     return 0;
 }
 
-static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
-    svc *s = ctx;
-    Recd__V1__RecommendRequest *rq = recd__v1__recommend_request__unpack(NULL, len, req);
+/* One Recommend call between its preparation and its answer. Owned by the
+ * handler running it: recommend_free. */
+typedef struct recommend_call {
+    Recd__V1__RecommendRequest *rq;
+    served_model *sm;
+    multipliers *mu;
+    shopper sh;
+    float *x;
+    uint32_t category, variant;
+    int strategy; /* a Recd__V1__Strategy once prepared */
+    char request_id[EXP_REQUEST_ID_MAX];
+} recommend_call;
+
+static void recommend_free(recommend_call *c) {
+    shopper_free(&c->sh);
+    multipliers_release(c->mu);
+    free(c->x);
+    if (c->sm) svc_release(c->sm);
+    if (c->rq) recd__v1__recommend_request__free_unpacked(c->rq, NULL);
+}
+
+/* Decodes, validates and prepares a call up to its scores: the variant and
+ * its model, the rules, the shopper's vector in c->x (unless the strategy is
+ * POPULAR). Returns 0 when the call needs scores, or -1 with reply filled.
+ * Either way the caller frees c with recommend_free. */
+static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_call *c,
+                             rpc_reply *reply) {
+    memset(c, 0, sizeof *c);
+    Recd__V1__RecommendRequest *rq = c->rq = recd__v1__recommend_request__unpack(NULL, len, req);
     if (!rq) {
         rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
                         "malformed RecommendRequest: not a valid protobuf message");
-        return;
+        return -1;
     }
-    if (recommend_check(rq, reply)) {
-        recd__v1__recommend_request__free_unpacked(rq, NULL);
-        return;
-    }
+    if (recommend_check(rq, reply)) return -1;
     /* The member's variant answers; anonymous visitors get control's. */
-    uint32_t variant = 0;
-    char request_id[EXP_REQUEST_ID_MAX];
     pthread_mutex_lock(&s->lock);
     if (rq->user_id[0] && s->exp.n > 1)
-        variant = exp_assign(&s->exp, rq->user_id, strlen(rq->user_id));
-    exp_request_id(&s->exp, variant, request_id);
+        c->variant = exp_assign(&s->exp, rq->user_id, strlen(rq->user_id));
+    exp_request_id(&s->exp, c->variant, c->request_id);
     pthread_mutex_unlock(&s->lock);
-    served_model *sm = svc_acquire_variant(s, variant);
-    const model *m = sm->m;
+    c->sm = svc_acquire_variant(s, c->variant);
+    const model *m = c->sm->m;
     const model_meta *meta = model_info(m);
-    float *scores = scores_buffer(meta->n_items);
-    float *x = malloc(meta->factors * sizeof *x);
-    topk_entry *top = malloc(rq->k * sizeof *top);
-    multipliers *mu = svc_multipliers(s, sm);
-    shopper sh;
-    memset(&sh, 0, sizeof sh);
-    uint32_t category = 0;
-    if (!scores || !x || !top || !mu) {
+    c->x = malloc(meta->factors * sizeof *c->x);
+    c->mu = svc_multipliers(s, c->sm);
+    if (!c->x || !c->mu) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
                         meta->n_items);
-        goto done;
+        return -1;
     }
-    if (rq->category[0] && model_category_index(m, rq->category, strlen(rq->category), &category)) {
+    if (rq->category[0] &&
+        model_category_index(m, rq->category, strlen(rq->category), &c->category)) {
         if (model_n_categories(m) == 0)
             rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
                             "model %s has no item categories to filter by", meta->version);
         else
             rpc_reply_error(reply, RPC_NOT_FOUND, "category '%.*s' is not in model %s", 64,
                             rq->category, meta->version);
-        goto done;
+        return -1;
     }
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && svc_privacy(s, rq->user_id, strlen(rq->user_id));
     if (!private && shopper_collect(s, m, rq->user_id, rq->context_item_ids, rq->n_context_item_ids,
-                                    &sh, reply))
-        goto done;
-    Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
-    int strategy =
-        private ? RECD__V1__STRATEGY__POPULAR : shopper_vector(sm, &sh, !rq->user_id[0], x, reply);
-    if (strategy < 0) goto done;
-    if (sh.n_signals) atomic_fetch_add(&s->fold_ins, 1);
-    if (private) sh.user = SCORE_NO_USER;
-    resp.strategy = (Recd__V1__Strategy)strategy;
-    if (strategy == RECD__V1__STRATEGY__POPULAR) {
+                                    &c->sh, reply))
+        return -1;
+    c->strategy = private ? RECD__V1__STRATEGY__POPULAR
+                          : shopper_vector(c->sm, &c->sh, !rq->user_id[0], c->x, reply);
+    if (c->strategy < 0) return -1;
+    if (c->sh.n_signals) atomic_fetch_add(&s->fold_ins, 1);
+    if (private) c->sh.user = SCORE_NO_USER;
+    return 0;
+}
+
+/* Answers a prepared call from scores: n_items floats holding x . y_i for
+ * every item (for POPULAR anything: replaced here), used as scratch. */
+static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply *reply) {
+    const Recd__V1__RecommendRequest *rq = c->rq;
+    const model *m = c->sm->m;
+    const model_meta *meta = model_info(m);
+    const shopper *sh = &c->sh;
+    if (c->strategy == RECD__V1__STRATEGY__POPULAR) {
         /* Nothing to personalize from: the widget still gets the best sellers. */
         memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
-    } else {
-        score_items(m, x, scores);
-        if (!rq->include_purchased && sh.user != SCORE_NO_USER) {
-            uint32_t n_bought;
-            const uint32_t *bought = model_user_items(m, sh.user, &n_bought);
-            for (uint32_t i = 0; i < n_bought; i++)
-                scores[bought[i]] = -INFINITY;
-        }
+    } else if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
+        uint32_t n_bought;
+        const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
+        for (uint32_t i = 0; i < n_bought; i++)
+            scores[bought[i]] = -INFINITY;
     }
     if (!rq->include_purchased)
-        for (size_t i = 0; i < sh.n_bought; i++)
-            scores[sh.bought[i]] = -INFINITY;
+        for (size_t i = 0; i < sh->n_bought; i++)
+            scores[sh->bought[i]] = -INFINITY;
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
-    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
-    if (rq->category[0]) score_keep_category(m, category, scores);
+    if (c->mu->any) score_apply_multipliers(scores, c->mu->v, meta->n_items);
+    if (rq->category[0]) score_keep_category(m, c->category, scores);
     uint32_t n;
     err_t e;
+    topk_entry *top = malloc(rq->k * sizeof *top);
+    if (!top) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for the top %u", rq->k);
+        return;
+    }
     if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &e)) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "%s", e.msg);
-        goto done;
+        free(top);
+        return;
     }
     scored_list list;
     if (scored_list_build(m, top, n, NULL, &list)) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
     } else {
+        Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
+        resp.strategy = (Recd__V1__Strategy)c->strategy;
         resp.items = list.ptrs;
         resp.n_items = list.n;
         resp.model_version = (char *)meta->version;
-        resp.request_id = request_id;
-        resp.variant = s->exp.names[variant];
+        resp.request_id = c->request_id;
+        resp.variant = s->exp.names[c->variant];
         reply_pack(reply, &resp.base);
     }
     scored_list_free(&list);
-done:
-    shopper_free(&sh);
-    multipliers_release(mu);
     free(top);
-    free(x);
-    svc_release(sm);
-    recd__v1__recommend_request__free_unpacked(rq, NULL);
+}
+
+static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    recommend_call c;
+    if (recommend_prepare(s, req, len, &c, reply) == 0) {
+        const model *m = c.sm->m;
+        float *scores = scores_buffer(model_info(m)->n_items);
+        if (!scores) {
+            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
+                            model_info(m)->n_items);
+        } else {
+            if (c.strategy != RECD__V1__STRATEGY__POPULAR) score_items(m, c.x, scores);
+            recommend_answer(s, &c, scores, reply);
+        }
+    }
+    recommend_free(&c);
+}
+
+/* Recommend calls that queued up together: each is prepared on its own, then
+ * the personalized ones of one model are scored with one sgemm, which reads
+ * the item matrix once for all of them instead of once per call - the whole
+ * cost on a large catalogue. The score rows of a group are capped at
+ * SVC_BATCH_BYTES per handler thread. */
+static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const size_t *lens, size_t n,
+                                rpc_reply *replies) {
+    svc *s = ctx;
+    recommend_call calls[RPC_MAX_BATCH];
+    int ready[RPC_MAX_BATCH];
+    for (size_t i = 0; i < n; i++)
+        ready[i] = recommend_prepare(s, reqs[i], lens[i], &calls[i], &replies[i]) == 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!ready[i]) continue;
+        const model *m = calls[i].sm->m;
+        const model_meta *meta = model_info(m);
+        size_t f = meta->factors, n_items = meta->n_items;
+        size_t cap = SVC_BATCH_BYTES / ((n_items ? n_items : 1) * sizeof(float));
+        /* The group: this call and the later ready personalized ones on the
+         * same model (a POPULAR call is a group of its own). */
+        size_t group[RPC_MAX_BATCH], g = 0;
+        for (size_t j = i; j < n && g < (cap ? cap : 1); j++) {
+            if (!ready[j] || calls[j].sm != calls[i].sm) continue;
+            int popular = calls[j].strategy == RECD__V1__STRATEGY__POPULAR;
+            if (j > i && (popular || calls[i].strategy == RECD__V1__STRATEGY__POPULAR)) continue;
+            group[g++] = j;
+        }
+        float *rows = scores_buffer(g * n_items), *xs = malloc(g * f * sizeof *xs);
+        if (!rows || !xs) {
+            for (size_t k = 0; k < g; k++) {
+                rpc_reply_error(&replies[group[k]], RPC_RESOURCE_EXHAUSTED,
+                                "out of memory scoring %zu items", n_items);
+                ready[group[k]] = 0;
+            }
+            free(xs);
+            continue;
+        }
+        if (calls[i].strategy != RECD__V1__STRATEGY__POPULAR) {
+            for (size_t k = 0; k < g; k++)
+                memcpy(xs + k * f, calls[group[k]].x, f * sizeof *xs);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g, (int)n_items, (int)f, 1.0f,
+                        xs, (int)f, model_item_factors(m), (int)f, 0.0f, rows, (int)n_items);
+        }
+        for (size_t k = 0; k < g; k++) {
+            recommend_answer(s, &calls[group[k]], rows + k * n_items, &replies[group[k]]);
+            ready[group[k]] = 0;
+        }
+        free(xs);
+    }
+    for (size_t i = 0; i < n; i++)
+        recommend_free(&calls[i]);
 }
 
 /* --- SimilarItems ---------------------------------------------------------- */
@@ -1640,29 +1735,30 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
     static const struct {
         const char *path;
         rpc_handler handler;
+        rpc_batch_handler batch;
         rpc_stream_handler stream;
         int write;
     } table[] = {
-        {"/recd.v1.Recommender/Recommend", svc_recommend, NULL, 0},
-        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, 0},
-        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, 0},
-        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, 0},
-        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, 0},
-        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, svc_campaign_targets, 0},
-        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, 1},
-        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, 1},
-        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, 1},
-        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, 1},
-        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, 1},
-        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, 1},
-        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, 1},
-        {"/grpc.health.v1.Health/Check", svc_health, NULL, 0},
+        {"/recd.v1.Recommender/Recommend", svc_recommend, svc_recommend_batch, NULL, 0},
+        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, NULL, 0},
+        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, NULL, 0},
+        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0},
+        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0},
+        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0},
+        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, NULL, 1},
+        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, NULL, 1},
+        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, NULL, 1},
+        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, NULL, 1},
+        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, NULL, 1},
+        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, NULL, 1},
+        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1},
+        {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0},
     };
     _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
                    "one rpc_method per table row");
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        s->methods[i] =
-            (rpc_method){table[i].path, table[i].handler, table[i].stream, s, table[i].write};
+        s->methods[i] = (rpc_method){table[i].path,  table[i].handler, table[i].stream, s,
+                                     table[i].write, table[i].batch};
     *out = s;
     return ERR_OK;
 }
