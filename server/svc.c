@@ -575,6 +575,9 @@ static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_c
     return 0;
 }
 
+static void recommend_respond(svc *s, const recommend_call *c, const topk_entry *top, uint32_t n,
+                              rpc_reply *reply);
+
 /* Answers a prepared call from scores: n_items floats holding x . y_i for
  * every item (for POPULAR anything: replaced here), used as scratch. */
 static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply *reply) {
@@ -605,11 +608,18 @@ static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for the top %u", rq->k);
         return;
     }
-    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &e)) {
+    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &e))
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "%s", e.msg);
-        free(top);
-        return;
-    }
+    else
+        recommend_respond(s, c, top, n, reply);
+    free(top);
+}
+
+/* Answers a call with its chosen items (best first). */
+static void recommend_respond(svc *s, const recommend_call *c, const topk_entry *top, uint32_t n,
+                              rpc_reply *reply) {
+    const model *m = c->sm->m;
+    const model_meta *meta = model_info(m);
     scored_list list;
     if (scored_list_build(m, top, n, NULL, &list)) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
@@ -619,12 +629,12 @@ static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply
         resp.items = list.ptrs;
         resp.n_items = list.n;
         resp.model_version = (char *)meta->version;
-        resp.request_id = c->request_id;
+        /* protobuf-c wants char *; the response only reads it */
+        resp.request_id = (char *)c->request_id;
         resp.variant = s->exp.names[c->variant];
         reply_pack(reply, &resp.base);
     }
     scored_list_free(&list);
-    free(top);
 }
 
 static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
@@ -644,11 +654,79 @@ static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *
     recommend_free(&c);
 }
 
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every item a call must not return (what the user bought, unless
+ * include_purchased; context and excluded items), sorted and deduplicated
+ * into *out (caller frees). Returns the count, or -1 when out of memory. */
+static long recommend_exclusions(const recommend_call *c, uint32_t **out) {
+    const Recd__V1__RecommendRequest *rq = c->rq;
+    const model *m = c->sm->m;
+    uint32_t n_stored = 0;
+    const uint32_t *stored = NULL;
+    if (!rq->include_purchased && c->sh.user != SCORE_NO_USER)
+        stored = model_user_items(m, c->sh.user, &n_stored);
+    size_t n_bought = rq->include_purchased ? 0 : c->sh.n_bought;
+    size_t cap = n_stored + n_bought + rq->n_context_item_ids + rq->n_exclude_item_ids;
+    uint32_t *ex = malloc((cap ? cap : 1) * sizeof *ex);
+    if (!ex) return -1;
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_stored; i++)
+        ex[n++] = stored[i];
+    for (size_t i = 0; i < n_bought; i++)
+        ex[n++] = c->sh.bought[i];
+    char **lists[2] = {rq->context_item_ids, rq->exclude_item_ids};
+    size_t lens[2] = {rq->n_context_item_ids, rq->n_exclude_item_ids};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < lens[l]; i++)
+            if (model_item_index(m, lists[l][i], strlen(lists[l][i]), &ex[n]) == ERR_OK) n++;
+    qsort(ex, n, sizeof *ex, cmp_u32);
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w == 0 || ex[i] != ex[w - 1]) ex[w++] = ex[i];
+    *out = ex;
+    return (long)w;
+}
+
+/* A call's running top-k while item blocks are scored. */
+typedef struct block_topk {
+    topk_entry *best; /* room for 2 k: the kept k, then a block's best k */
+    uint32_t n;
+    uint32_t *excluded;
+    long n_excluded, next; /* next exclusion not yet applied */
+} block_topk;
+
+/* Applies a call's exclusions, rules and category to its scores of items
+ * [start, start + len) in row, then folds the block's best into t. */
+static void block_topk_add(const recommend_call *c, block_topk *t, float *row, uint32_t start,
+                           uint32_t len) {
+    const model *m = c->sm->m;
+    while (t->next < t->n_excluded && t->excluded[t->next] < start + len)
+        row[t->excluded[t->next++] - start] = -INFINITY;
+    if (c->mu->any) score_apply_multipliers(row, c->mu->v + start, len);
+    if (c->rq->category[0]) {
+        const uint32_t *cat = model_item_categories(m);
+        for (uint32_t i = 0; i < len; i++)
+            if (cat[start + i] != c->category) row[i] = -INFINITY;
+    }
+    uint32_t k = c->rq->k, got = topk_select(row, len, k, t->best + t->n);
+    for (uint32_t i = 0; i < got; i++)
+        t->best[t->n + i].index += start;
+    /* The kept and the new entries together; the best k of them stay. */
+    topk_sort(t->best, t->n + got);
+    t->n = t->n + got < k ? t->n + got : k;
+}
+
 /* Recommend calls that queued up together: each is prepared on its own, then
- * the personalized ones of one model are scored with one sgemm, which reads
- * the item matrix once for all of them instead of once per call - the whole
- * cost on a large catalogue. The score rows of a group are capped at
- * SVC_BATCH_BYTES per handler thread. */
+ * the personalized ones of one model are scored together, block of items by
+ * block: one sgemm per block reads those item factors once for all of the
+ * calls (instead of once per call: the whole cost on a large catalogue), and
+ * each call keeps a running top-k, so no call needs a row of all the items.
+ * Calls with diversity (MMR looks at a pool of candidates) and POPULAR ones
+ * are answered one by one. */
 static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const size_t *lens, size_t n,
                                 rpc_reply *replies) {
     svc *s = ctx;
@@ -658,37 +736,54 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         ready[i] = recommend_prepare(s, reqs[i], lens[i], &calls[i], &replies[i]) == 0;
     for (size_t i = 0; i < n; i++) {
         if (!ready[i]) continue;
+        recommend_call *c = &calls[i];
+        if (c->strategy == RECD__V1__STRATEGY__POPULAR || c->rq->diversity > 0) {
+            float *scores = scores_buffer(model_info(c->sm->m)->n_items);
+            if (!scores) {
+                rpc_reply_error(&replies[i], RPC_RESOURCE_EXHAUSTED, "out of memory scoring");
+            } else {
+                if (c->strategy != RECD__V1__STRATEGY__POPULAR) score_items(c->sm->m, c->x, scores);
+                recommend_answer(s, c, scores, &replies[i]);
+            }
+            ready[i] = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!ready[i]) continue;
         const model *m = calls[i].sm->m;
         const model_meta *meta = model_info(m);
-        size_t f = meta->factors, n_items = meta->n_items;
-        size_t cap = SVC_BATCH_BYTES / ((n_items ? n_items : 1) * sizeof(float));
-        /* The group: this call and the later ready personalized ones on the
-         * same model (a POPULAR call is a group of its own). */
+        uint32_t f = meta->factors, n_items = meta->n_items;
         size_t group[RPC_MAX_BATCH], g = 0;
-        for (size_t j = i; j < n && g < (cap ? cap : 1); j++) {
-            if (!ready[j] || calls[j].sm != calls[i].sm) continue;
-            int popular = calls[j].strategy == RECD__V1__STRATEGY__POPULAR;
-            if (j > i && (popular || calls[i].strategy == RECD__V1__STRATEGY__POPULAR)) continue;
-            group[g++] = j;
+        for (size_t j = i; j < n; j++)
+            if (ready[j] && calls[j].sm == calls[i].sm) group[g++] = j;
+        block_topk t[RPC_MAX_BATCH];
+        memset(t, 0, sizeof t);
+        float *xs = malloc((size_t)g * f * sizeof *xs);
+        float *rows = scores_buffer((size_t)g * SVC_BATCH_BLOCK);
+        int failed = !xs || !rows;
+        for (size_t k = 0; k < g && !failed; k++) {
+            recommend_call *c = &calls[group[k]];
+            memcpy(xs + k * f, c->x, f * sizeof *xs);
+            t[k].best = malloc(2 * (size_t)c->rq->k * sizeof *t[k].best);
+            t[k].n_excluded = recommend_exclusions(c, &t[k].excluded);
+            failed = !t[k].best || t[k].n_excluded < 0;
         }
-        float *rows = scores_buffer(g * n_items), *xs = malloc(g * f * sizeof *xs);
-        if (!rows || !xs) {
-            for (size_t k = 0; k < g; k++) {
-                rpc_reply_error(&replies[group[k]], RPC_RESOURCE_EXHAUSTED,
-                                "out of memory scoring %zu items", n_items);
-                ready[group[k]] = 0;
-            }
-            free(xs);
-            continue;
-        }
-        if (calls[i].strategy != RECD__V1__STRATEGY__POPULAR) {
+        for (uint32_t start = 0; start < n_items && !failed; start += SVC_BATCH_BLOCK) {
+            uint32_t len = n_items - start < SVC_BATCH_BLOCK ? n_items - start : SVC_BATCH_BLOCK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g, (int)len, (int)f, 1.0f, xs,
+                        (int)f, model_item_factors(m) + (size_t)start * f, (int)f, 0.0f, rows,
+                        (int)len);
             for (size_t k = 0; k < g; k++)
-                memcpy(xs + k * f, calls[group[k]].x, f * sizeof *xs);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g, (int)n_items, (int)f, 1.0f,
-                        xs, (int)f, model_item_factors(m), (int)f, 0.0f, rows, (int)n_items);
+                block_topk_add(&calls[group[k]], &t[k], rows + k * len, start, len);
         }
         for (size_t k = 0; k < g; k++) {
-            recommend_answer(s, &calls[group[k]], rows + k * n_items, &replies[group[k]]);
+            if (failed)
+                rpc_reply_error(&replies[group[k]], RPC_RESOURCE_EXHAUSTED,
+                                "out of memory scoring %u items", n_items);
+            else
+                recommend_respond(s, &calls[group[k]], t[k].best, t[k].n, &replies[group[k]]);
+            free(t[k].best);
+            free(t[k].excluded);
             ready[group[k]] = 0;
         }
         free(xs);

@@ -16,12 +16,12 @@
 #include "experiment.h"
 #include "rpc.h"
 
-#define SVC_MAX_K 1000              /* largest k a request may ask for */
-#define SVC_MAX_ID_BYTES 256        /* longest user, item or category id */
-#define SVC_MAX_LIST 10000          /* most ids in one list field, events in one call */
-#define SVC_MAX_QUANTITY 10000      /* largest quantity of one event */
-#define SVC_MAX_PRICE 1e9           /* largest unit price of one event */
-#define SVC_BATCH_BYTES (64u << 20) /* score rows of one batched sgemm, per handler thread */
+#define SVC_MAX_K 1000         /* largest k a request may ask for */
+#define SVC_MAX_ID_BYTES 256   /* longest user, item or category id */
+#define SVC_MAX_LIST 10000     /* most ids in one list field, events in one call */
+#define SVC_MAX_QUANTITY 10000 /* largest quantity of one event */
+#define SVC_MAX_PRICE 1e9      /* largest unit price of one event */
+#define SVC_BATCH_BLOCK 16384  /* items per block of a batched sgemm: the rows stay in cache */
 
 typedef struct svc_options {
     const char *model_dir; /* the model of variant "control" */
