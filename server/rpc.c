@@ -690,8 +690,7 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     return ERR_OK;
 }
 
-void rpc_write_metrics(void *ctx, FILE *out) {
-    rpc_server *s = ctx;
+const char *rpc_status_name(int status) {
     static const char *const names[RPC_STATUSES] = {"OK",
                                                     "CANCELLED",
                                                     "UNKNOWN",
@@ -709,6 +708,11 @@ void rpc_write_metrics(void *ctx, FILE *out) {
                                                     "UNAVAILABLE",
                                                     "DATA_LOSS",
                                                     "UNAUTHENTICATED"};
+    return status >= 0 && status < RPC_STATUSES ? names[status] : "UNKNOWN";
+}
+
+void rpc_write_metrics(void *ctx, FILE *out) {
+    rpc_server *s = ctx;
     fprintf(out, "# HELP recd_grpc_calls_total Calls answered, by method and gRPC status.\n"
                  "# TYPE recd_grpc_calls_total counter\n");
     for (size_t m = 0; m <= s->n_methods; m++)
@@ -716,7 +720,8 @@ void rpc_write_metrics(void *ctx, FILE *out) {
             unsigned long long n = atomic_load(&s->calls[m][st]);
             if (n || st == 0)
                 fprintf(out, "recd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
-                        m < s->n_methods ? s->methods[m].path : "unregistered", names[st], n);
+                        m < s->n_methods ? s->methods[m].path : "unregistered", rpc_status_name(st),
+                        n);
         }
     fprintf(out, "# HELP recd_grpc_call_seconds Time from accepting a call to its answer.\n"
                  "# TYPE recd_grpc_call_seconds histogram\n");

@@ -34,6 +34,9 @@ enum {
     RPC_UNAUTHENTICATED = 16
 };
 
+/* The name of a gRPC status code ("NOT_FOUND"); "UNKNOWN" for any other value. */
+const char *rpc_status_name(int status);
+
 /* What a handler answers. On RPC_OK, body/len is the serialized response
  * message, malloc'ed by the handler and freed by rpc; otherwise message says
  * what went wrong (it becomes the status details) and body is NULL. */

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "rpc.h"
 #include "cmd.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "opts.h"
@@ -44,12 +45,6 @@ static const char query_usage[] =
     "  --tls-ca FILE      TLS: the server's CA (PEM); with --tls-cert and --tls-key, mutual\n"
     "  --token-file FILE  send 'authorization: Bearer <token>' (write RPCs on a server with\n"
     "                     --write-token-file)\n";
-
-static const char *const status_names[] = {
-    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-    "DATA_LOSS", "UNAUTHENTICATED"};
 
 static void json_string(const char *s) {
     putchar('"');
@@ -149,11 +144,7 @@ static uint8_t *call(client *c, const char *method, const ProtobufCMessage *msg,
         return NULL;
     }
     if (r.status != 0) {
-        const char *name =
-            r.status > 0 && r.status < (int)(sizeof status_names / sizeof *status_names)
-                ? status_names[r.status]
-                : "UNKNOWN";
-        fprintf(stderr, "recd: %s: %s\n", name, r.details);
+        fprintf(stderr, "recd: %s: %s\n", rpc_status_name(r.status), r.details);
         free(r.body);
         return NULL;
     }
@@ -366,12 +357,17 @@ static int q_rerank(client *c, const query_args *a) {
                     &recd__v1__rerank_response__descriptor, show_rerank);
 }
 
+/* The proto enum value (1..4) a command-line word names, or 0. */
+static int type_of_word(const char *const words[5], const char *word) {
+    for (int t = 1; t < 5; t++)
+        if (!strcmp(word, words[t])) return t;
+    return 0;
+}
+
 static int q_event(client *c, const query_args *a) {
     static const char *const types[] = {NULL, "view", "cart", "purchase", "favorite"};
     if (a->n_pos != 3) return 2;
-    int type = 0;
-    for (int t = 1; t < 5; t++)
-        if (!strcmp(a->pos[2], types[t])) type = t;
+    int type = type_of_word(types, a->pos[2]);
     if (!type) {
         fprintf(stderr, "recd: event type '%s' is not view, cart, purchase or favorite\n",
                 a->pos[2]);
@@ -577,11 +573,7 @@ static int q_targets(client *c, const query_args *a) {
     client_stream_close(st, &r);
     if (bad) return 1;
     if (r.status != 0) {
-        const char *name =
-            r.status > 0 && r.status < (int)(sizeof status_names / sizeof *status_names)
-                ? status_names[r.status]
-                : "UNKNOWN";
-        fprintf(stderr, "recd: %s: %s\n", name, r.details);
+        fprintf(stderr, "recd: %s: %s\n", rpc_status_name(r.status), r.details);
         return 1;
     }
     fprintf(stderr, "targets: %llu members\n", (unsigned long long)rank);
@@ -626,9 +618,7 @@ static void show_feedback(const ProtobufCMessage *msg, int json) {
 static int q_feedback(client *c, const query_args *a) {
     static const char *const types[] = {NULL, "impression", "click", "cart", "conversion"};
     if (a->n_pos != 3) return 2;
-    int type = 0;
-    for (int t = 1; t < 5; t++)
-        if (!strcmp(a->pos[2], types[t])) type = t;
+    int type = type_of_word(types, a->pos[2]);
     if (!type) {
         fprintf(stderr, "recd: feedback type '%s' is not impression, click, cart or conversion\n",
                 a->pos[2]);
