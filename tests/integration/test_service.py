@@ -1,6 +1,8 @@
 """Every RPC of recd.v1.Recommender and grpc.health.v1.Health over real gRPC,
 with the Python grpcio client, and the bad inputs that must get a clean status
 while the server keeps serving."""
+import re
+
 import grpc
 import pytest
 
@@ -94,7 +96,8 @@ def test_model_info_matches_the_training_data(stub, pb, shop):
     assert info.format_version == 2
     assert info.trained_at_unix > 1_700_000_000
     assert len(info.source_fingerprint) == 16
-    assert info.model_version.endswith(info.model_version.split("-")[-1])
+    # <UTC time>-<8 hex of the content fingerprint>[-n] (docs/model-format.md)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?", info.model_version), info.model_version
 
 
 def test_health_check(server, pb):
