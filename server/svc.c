@@ -1,6 +1,5 @@
 #include "svc.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +16,7 @@
 #include "idstate.h"
 #include "log.h"
 #include "model.h"
+#include "panel.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "score.h"
 #include "topk.h"
@@ -36,6 +36,7 @@ typedef struct served_model {
     model *m;
     atomic_uint refs; /* one for being current, one per request using it */
     float *yty;       /* factors x factors, for fold-ins */
+    float *panels;    /* the item factors packed for scoring (panel.h) */
     pthread_mutex_t mult_lock;
     multipliers *mult; /* rebuilt when the catalog changes */
 } served_model;
@@ -112,6 +113,7 @@ static void svc_release(served_model *sm) {
         multipliers_release(sm->mult);
         pthread_mutex_destroy(&sm->mult_lock);
         free(sm->yty);
+        free(sm->panels);
         free(sm);
     }
 }
@@ -147,7 +149,10 @@ static int svc_load(svc *s, uint32_t v, err_t *e) {
     if (rc) return rc;
     const model_meta *meta = model_info(m);
     served_model *sm = calloc(1, sizeof *sm);
-    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
+    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float))) ||
+        !(sm->panels =
+              malloc((size_t)panel_padded(meta->n_items) * meta->factors * sizeof(float)))) {
+        if (sm) free(sm->yty);
         free(sm);
         model_close(m);
         return err_set(e, ERR_NOMEM, "out of memory");
@@ -156,6 +161,7 @@ static int svc_load(svc *s, uint32_t v, err_t *e) {
     atomic_init(&sm->refs, 1);
     pthread_mutex_init(&sm->mult_lock, NULL);
     score_gram(m, sm->yty);
+    panel_pack(model_item_factors(m), meta->n_items, meta->factors, sm->panels);
     log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "
              "categories=%u",
              s->exp.names[v], s->slots[v].dir, meta->version, meta->n_users, meta->n_items,
@@ -637,23 +643,6 @@ static void recommend_respond(svc *s, const recommend_call *c, const topk_entry 
     scored_list_free(&list);
 }
 
-static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
-    svc *s = ctx;
-    recommend_call c;
-    if (recommend_prepare(s, req, len, &c, reply) == 0) {
-        const model *m = c.sm->m;
-        float *scores = scores_buffer(model_info(m)->n_items);
-        if (!scores) {
-            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
-                            model_info(m)->n_items);
-        } else {
-            if (c.strategy != RECD__V1__STRATEGY__POPULAR) score_items(m, c.x, scores);
-            recommend_answer(s, &c, scores, reply);
-        }
-    }
-    recommend_free(&c);
-}
-
 static int cmp_u32(const void *a, const void *b) {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return (x > y) - (x < y);
@@ -759,7 +748,7 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         block_topk t[RPC_MAX_BATCH];
         memset(t, 0, sizeof t);
         float *xs = malloc((size_t)g * f * sizeof *xs);
-        float *rows = scores_buffer((size_t)g * SVC_BATCH_BLOCK);
+        float *rows = scores_buffer((size_t)g * panel_padded(SVC_BATCH_BLOCK));
         int failed = !xs || !rows;
         for (size_t k = 0; k < g && !failed; k++) {
             recommend_call *c = &calls[group[k]];
@@ -770,11 +759,10 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         }
         for (uint32_t start = 0; start < n_items && !failed; start += SVC_BATCH_BLOCK) {
             uint32_t len = n_items - start < SVC_BATCH_BLOCK ? n_items - start : SVC_BATCH_BLOCK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g, (int)len, (int)f, 1.0f, xs,
-                        (int)f, model_item_factors(m) + (size_t)start * f, (int)f, 0.0f, rows,
-                        (int)len);
+            size_t stride = panel_padded(len);
+            panel_scores(calls[i].sm->panels, f, start, len, xs, (uint32_t)g, rows, stride);
             for (size_t k = 0; k < g; k++)
-                block_topk_add(&calls[group[k]], &t[k], rows + k * len, start, len);
+                block_topk_add(&calls[group[k]], &t[k], rows + k * stride, start, len);
         }
         for (size_t k = 0; k < g; k++) {
             if (failed)
@@ -790,6 +778,11 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
     }
     for (size_t i = 0; i < n; i++)
         recommend_free(&calls[i]);
+}
+
+/* A call that came alone takes the same path as a batch of one. */
+static void svc_recommend(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc_recommend_batch(ctx, &req, &len, 1, reply);
 }
 
 /* --- SimilarItems ---------------------------------------------------------- */

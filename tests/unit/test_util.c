@@ -1,13 +1,15 @@
 /* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
- * UTF-8 validation, the per-user temporal ordering of events. */
+ * the scoring panels, UTF-8 validation, the per-user temporal ordering of events. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
+#include "panel.h"
 #include "stats.h"
 #include "topk.h"
 #include "utf8.h"
@@ -123,6 +125,67 @@ Test(topk, agrees_with_a_full_sort) {
     cr_assert_eq(topk_select(s, N, K, out), K);
     for (uint32_t i = 0; i < K; i++)
         cr_assert_eq(out[i].index, all[i].index);
+}
+
+Test(topk, runs_passed_over_in_blocks_still_see_every_winner) {
+    /* Rising scores (every block has a new winner), holes of excluded items
+     * and NaN, and a length that is no multiple of the block of 16. */
+    enum { N = 1013, K = 7 };
+    static float s[N];
+    for (uint32_t i = 0; i < N; i++)
+        s[i] = i % 5 == 0 ? -INFINITY : i % 11 == 0 ? NAN : (float)(i % 97) + (float)i * 1e-3f;
+    topk_entry out[K];
+    cr_assert_eq(topk_select(s, N, K, out), K);
+    for (uint32_t r = 0; r < K; r++) {
+        uint32_t better = 0;
+        for (uint32_t i = 0; i < N; i++)
+            better += s[i] > out[r].score;
+        cr_assert_eq(better, r, "rank %u: %u scores beat %g", r, better, out[r].score);
+    }
+}
+
+/* Checks panel_scores against plain dot products for items [first, first +
+ * len) of an n x f matrix and nq queries. */
+static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, uint32_t nq) {
+    float *rows = malloc((size_t)n * f * sizeof *rows);
+    float *panels = malloc((size_t)panel_padded(n) * f * sizeof *panels);
+    float *xs = malloc((size_t)nq * f * sizeof *xs);
+    size_t stride = panel_padded(len) + 16; /* wider than needed: rows must not overlap */
+    float *scores = malloc(nq * stride * sizeof *scores);
+    cr_assert(rows && panels && xs && scores);
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ (n * 31u + f);
+    for (size_t i = 0; i < (size_t)n * f; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        rows[i] = (float)(x % 2001) / 1000.0f - 1.0f;
+    }
+    for (size_t i = 0; i < (size_t)nq * f; i++)
+        xs[i] = (float)((i * 7919) % 201) / 100.0f - 1.0f;
+    panel_pack(rows, n, f, panels);
+    panel_scores(panels, f, first, len, xs, nq, scores, stride);
+    for (uint32_t q = 0; q < nq; q++) {
+        for (uint32_t i = 0; i < panel_padded(len); i++) {
+            double want = 0;
+            if (first + i < n)
+                for (uint32_t d = 0; d < f; d++)
+                    want += (double)xs[q * f + d] * rows[(size_t)(first + i) * f + d];
+            cr_assert_float_eq(scores[q * stride + i], want, 1e-4, "n %u f %u query %u item %u", n,
+                               f, q, first + i);
+        }
+    }
+    free(rows);
+    free(panels);
+    free(xs);
+    free(scores);
+}
+
+Test(panel, scores_equal_dot_products_for_any_shape) {
+    uint32_t queries[] = {1, 2, 3, 4, 5, 7, 8, 9, 32};
+    for (size_t q = 0; q < sizeof queries / sizeof *queries; q++) {
+        check_panels(1, 3, 0, 1, queries[q]);
+        check_panels(37, 5, 0, 37, queries[q]);
+        check_panels(200, 64, 16, 150, queries[q]); /* a block inside, 4-panel chunks and a rest */
+        check_panels(131, 65, 128, 3, queries[q]);  /* the padded last panel */
+    }
 }
 
 Test(utf8, accepts_valid_and_refuses_malformed) {
