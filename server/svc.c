@@ -389,10 +389,12 @@ static int shopper_collect(svc *s, const model *m, const char *user_id, char **c
 /* The shopper's vector into x: a fold-in when there are fresh signals, the
  * stored vector otherwise. Returns the strategy it supports (PERSONALIZED
  * for a user id, SESSION for context alone), POPULAR when there is nothing
- * to personalize from, or -1 after filling reply. */
+ * to personalize from or the model is popularity only (blend +inf: tuning
+ * found nothing better), or -1 after filling reply. */
 static int shopper_vector(const served_model *sm, const shopper *sh, int anonymous, float *x,
                           rpc_reply *reply) {
     const model_meta *meta = model_info(sm->m);
+    if (isinf(meta->popularity_blend)) return RECD__V1__STRATEGY__POPULAR;
     int strategy = anonymous ? RECD__V1__STRATEGY__SESSION : RECD__V1__STRATEGY__PERSONALIZED;
     if (sh->n_signals > 0) {
         err_t e;
@@ -570,7 +572,8 @@ static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_c
     c->strategy = private ? RECD__V1__STRATEGY__POPULAR
                           : shopper_vector(c->sm, &c->sh, !rq->user_id[0], c->x, reply);
     if (c->strategy < 0) return -1;
-    if (c->sh.n_signals) atomic_fetch_add(&s->fold_ins, 1);
+    if (c->sh.n_signals && c->strategy != RECD__V1__STRATEGY__POPULAR)
+        atomic_fetch_add(&s->fold_ins, 1);
     if (private) c->sh.user = SCORE_NO_USER;
     return 0;
 }
@@ -579,16 +582,21 @@ static void recommend_respond(svc *s, const recommend_call *c, const topk_entry 
                               rpc_reply *reply);
 
 /* Answers a prepared call from scores: n_items floats holding x . y_i for
- * every item (for POPULAR anything: replaced here), used as scratch. */
+ * every item (for POPULAR anything: replaced here), used as scratch. A
+ * member answered POPULAR (by a popularity-only model) still does not get
+ * what they bought. */
 static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply *reply) {
     const Recd__V1__RecommendRequest *rq = c->rq;
     const model *m = c->sm->m;
     const model_meta *meta = model_info(m);
     const shopper *sh = &c->sh;
     if (c->strategy == RECD__V1__STRATEGY__POPULAR) {
-        /* Nothing to personalize from: the widget still gets the best sellers. */
+        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
         memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
-    } else if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
+    } else {
+        score_add_popularity(m, 0, meta->n_items, scores);
+    }
+    if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
         for (uint32_t i = 0; i < n_bought; i++)
@@ -699,13 +707,15 @@ typedef struct block_topk {
     long n_excluded, next; /* next exclusion not yet applied */
 } block_topk;
 
-/* Applies a call's exclusions, rules and category to its scores of items
- * [start, start + len) in row, then folds the block's best into t. */
+/* Applies a call's exclusions, the popularity blend, rules and category to
+ * its scores of items [start, start + len) in row, then folds the block's
+ * best into t. */
 static void block_topk_add(const recommend_call *c, block_topk *t, float *row, uint32_t start,
                            uint32_t len) {
     const model *m = c->sm->m;
     while (t->next < t->n_excluded && t->excluded[t->next] < start + len)
         row[t->excluded[t->next++] - start] = -INFINITY;
+    score_add_popularity(m, start, len, row);
     if (c->mu->any) score_apply_multipliers(row, c->mu->v + start, len);
     if (c->rq->category[0]) {
         const uint32_t *cat = model_item_categories(m);
@@ -928,6 +938,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
             const float *row = y + (size_t)item * meta->factors;
             for (uint32_t f = 0; f < meta->factors; f++)
                 score += x[f] * row[f];
+            score_add_popularity(m, item, 1, &score);
         }
         if (mu->any) score_apply_multipliers(&score, &mu->v[item], 1);
         if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
@@ -1676,6 +1687,7 @@ static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     info.alpha = meta->alpha;
     info.source_fingerprint = (char *)meta->source_fingerprint;
     info.format_version = meta->format_version;
+    info.popularity_blend = meta->popularity_blend;
     reply_pack(reply, &info.base);
     svc_release(sm);
 }
