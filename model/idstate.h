@@ -1,5 +1,6 @@
 /* idstate: a small state per id (an item's availability and boost, a
- * member's privacy choice) that must outlive model swaps and restarts.
+ * member's privacy choice, the experiment's shares) that must outlive model
+ * swaps and restarts.
  *
  * Kept in memory for lookups on the request path (a hash map, no LMDB
  * transaction) and written through to an LMDB environment of its own, synced
@@ -11,7 +12,7 @@
 
 #include "err.h"
 
-#define IDSTATE_MAX_VALUE 64 /* bytes of one value */
+#define IDSTATE_MAX_VALUE 512 /* bytes of one value */
 
 typedef struct idstate idstate;
 

@@ -78,6 +78,7 @@
 #define K_CATEGORY_IDS "category_ids"
 #define K_CATEGORY_INDEX "category_index"
 #define K_ITEM_CATEGORY "item_category"
+#define K_BLEND "popularity_blend"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -512,6 +513,9 @@ static int model_check_input(const model_input *in, err_t *e) {
     size_t src = strnlen(m->source_fingerprint, sizeof m->source_fingerprint);
     if (src == sizeof m->source_fingerprint)
         return err_set(e, ERR_INVALID, "model: publish: source_fingerprint is not terminated");
+    if (!(m->popularity_blend >= 0.0f))
+        return err_set(e, ERR_INVALID, "model: publish: popularity_blend %g is not >= 0",
+                       (double)m->popularity_blend);
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
@@ -749,6 +753,11 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
         (rc = model_put(&w, K_VERSION, meta->version, strlen(meta->version), e)) ||
         (rc = model_put(&w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint),
                         e)))
+        goto fail;
+    /* Only when set: a pure ALS model stays exactly what it was before the
+     * key existed. */
+    if (meta->popularity_blend != 0.0f &&
+        (rc = model_put_f32(&w, K_BLEND, meta->popularity_blend, e)))
         goto fail;
     size_t uf = (size_t)nu * k * sizeof(float), itf = (size_t)ni * k * sizeof(float);
     if ((rc = model_reserve(&w, K_USER_FACTORS, uf, &p, e))) goto fail;
@@ -1190,6 +1199,17 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         (rc = model_get_str(r, K_SOURCE, mt->source_fingerprint, sizeof mt->source_fingerprint, e)))
         return rc;
     if (mt->factors == 0) return err_set(e, ERR_FORMAT, "model: %s: factors is 0", r->path);
+    /* Optional: a model published without it is pure ALS. A NaN or negative
+     * weight would turn the served scores into garbage, so it is refused. */
+    mt->popularity_blend = 0.0f;
+    if (model_has(r, K_BLEND)) {
+        if ((rc = model_get_fixed(r, K_BLEND, 4, &v, e))) return rc;
+        uint32_t bits = (uint32_t)v;
+        memcpy(&mt->popularity_blend, &bits, sizeof bits);
+        if (!(mt->popularity_blend >= 0.0f))
+            return err_set(e, ERR_FORMAT, "model: %s: key %s is %g, not >= 0", r->path, K_BLEND,
+                           (double)mt->popularity_blend);
+    }
     uint64_t uf, itf;
     if (!model_mul3(mt->n_users, mt->factors, sizeof(float), &uf) ||
         !model_mul3(mt->n_items, mt->factors, sizeof(float), &itf))

@@ -30,6 +30,67 @@ int exp_set_shares(experiment *x, const double *shares, uint32_t n, err_t *e) {
     return ERR_OK;
 }
 
+/* Offsets of the parts of a stored state. */
+enum {
+    STATE_NAMES = 1,
+    STATE_SHARES = STATE_NAMES + EXP_MAX_VARIANTS * (EXP_MAX_NAME + 1),
+    STATE_SALT = STATE_SHARES + EXP_MAX_VARIANTS * 8
+};
+
+void exp_encode(const experiment *x, unsigned char out[EXP_STATE_BYTES]) {
+    memset(out, 0, EXP_STATE_BYTES);
+    out[0] = (unsigned char)x->n;
+    for (uint32_t v = 0; v < x->n; v++) {
+        memcpy(out + STATE_NAMES + v * (EXP_MAX_NAME + 1), x->names[v], strlen(x->names[v]));
+        uint64_t bits;
+        memcpy(&bits, &x->shares[v], sizeof bits);
+        for (int b = 0; b < 8; b++)
+            out[STATE_SHARES + v * 8 + b] = (unsigned char)(bits >> (8 * b));
+    }
+    memcpy(out + STATE_SALT, x->salt, strlen(x->salt));
+}
+
+int exp_restore(experiment *x, const unsigned char in[EXP_STATE_BYTES], err_t *e) {
+    uint32_t n = in[0];
+    if (n != x->n)
+        return err_set(e, ERR_INVALID, "stored experiment has %u variants, %u are served", n, x->n);
+    double shares[EXP_MAX_VARIANTS];
+    uint32_t seen = 0; /* bit w: served variant w is named */
+    for (uint32_t v = 0; v < n; v++) {
+        /* Slots are NUL-padded, so a name that fills none is damage. */
+        const char *name = (const char *)in + STATE_NAMES + v * (EXP_MAX_NAME + 1);
+        if (!memchr(name, '\0', EXP_MAX_NAME + 1) || !exp_name_valid(name))
+            return err_set(e, ERR_INVALID, "stored experiment: variant %u has no valid name", v);
+        uint32_t w = 0;
+        while (w < n && strcmp(x->names[w], name) != 0)
+            w++;
+        if (w == n)
+            return err_set(e, ERR_INVALID, "stored experiment has variant %s, not served now",
+                           name);
+        if (seen & (1u << w))
+            return err_set(e, ERR_INVALID, "stored experiment names variant %s twice", name);
+        seen |= 1u << w;
+        uint64_t bits = 0;
+        for (int b = 0; b < 8; b++)
+            bits |= (uint64_t)in[STATE_SHARES + v * 8 + b] << (8 * b);
+        memcpy(&shares[w], &bits, sizeof bits);
+    }
+    const char *salt = (const char *)in + STATE_SALT;
+    if (!memchr(salt, '\0', EXP_MAX_SALT + 1))
+        return err_set(e, ERR_INVALID, "stored experiment: the salt is not terminated");
+    /* n distinct stored names, all served: the same set. The shares are
+     * checked as SetExperiment checks them. */
+    experiment y = *x;
+    int rc = exp_set_shares(&y, shares, n, e);
+    if (rc) {
+        err_wrap(e, "stored experiment");
+        return rc;
+    }
+    memcpy(y.salt, salt, strlen(salt) + 1);
+    *x = y;
+    return ERR_OK;
+}
+
 uint32_t exp_assign(const experiment *x, const char *user, size_t len) {
     /* salt, NUL, id: the NUL keeps ("ab", "c") and ("a", "bc") apart. Ids
      * are at most 256 bytes where served; longer ones are cut here. */

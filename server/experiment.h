@@ -17,6 +17,12 @@
 #define EXP_MAX_SALT 64
 #define EXP_REQUEST_ID_MAX (EXP_MAX_NAME + 18)
 
+/* Bytes of an experiment's stored state (exp_encode): the variant count,
+ * the names (NUL-padded slots), the shares (f64 little-endian) and the salt
+ * (NUL-padded). */
+#define EXP_STATE_BYTES                                                                            \
+    (1 + EXP_MAX_VARIANTS * (EXP_MAX_NAME + 1) + EXP_MAX_VARIANTS * 8 + EXP_MAX_SALT + 1)
+
 typedef struct experiment {
     char salt[EXP_MAX_SALT + 1];
     uint32_t n;
@@ -30,6 +36,16 @@ int exp_name_valid(const char *name);
 /* Sets the shares (n entries, each >= 0, adding up to 1 within 1e-6).
  * Returns ERR_OK or ERR_INVALID with the reason. */
 int exp_set_shares(experiment *x, const double *shares, uint32_t n, err_t *e);
+
+/* Writes x's variant names, shares and salt into out, so that a restarted
+ * server can take the shares and salt set at run time back. */
+void exp_encode(const experiment *x, unsigned char out[EXP_STATE_BYTES]);
+
+/* Takes the shares and salt of a stored state (exp_encode) into x when it
+ * names the same variants as x (in any order: shares follow the names).
+ * Returns ERR_OK, or ERR_INVALID with the reason (other variants, or a
+ * damaged state) and x unchanged. */
+int exp_restore(experiment *x, const unsigned char in[EXP_STATE_BYTES], err_t *e);
 
 /* The variant index of a user id. */
 uint32_t exp_assign(const experiment *x, const char *user, size_t len);

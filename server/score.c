@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "als.h"
+#include "eval.h"
 
 void score_gram(const model *m, float *yty) {
     const model_meta *mt = model_info(m);
@@ -95,6 +96,16 @@ void score_similar(const model *m, const uint32_t *seeds, size_t n, float *score
     for (uint32_t i = 0; i < mt->n_items; i++)
         /* An all-zero vector has no direction: it is similar to nothing. */
         scores[i] = norms[i] > 0.0f ? scores[i] / norms[i] : -INFINITY;
+}
+
+/* The largest popularity is that of the first item of the popularity
+ * order, so no scan of the catalogue is needed per call or per block. */
+void score_add_popularity(const model *m, uint32_t start, uint32_t len, float *scores) {
+    const model_meta *mt = model_info(m);
+    if (mt->popularity_blend == 0.0f || isinf(mt->popularity_blend) || mt->n_items == 0) return;
+    const float *popularity = model_item_popularity(m);
+    eval_blend_popularity(scores, popularity + start, len, popularity[model_popular_items(m)[0]],
+                          mt->popularity_blend);
 }
 
 void score_apply_multipliers(float *scores, const float *mult, uint32_t n) {

@@ -41,6 +41,12 @@ void score_items(const model *m, const float *x, float *scores);
 /* scores[i] = mean cosine similarity of item i to the seed items. */
 void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores);
 
+/* Adds m's popularity blend (model_meta.popularity_blend, through
+ * eval_blend_popularity) to the personalized scores of items [start,
+ * start + len) in scores[0, len). Nothing for a pure ALS model (blend 0);
+ * a blend of +inf is answered as POPULAR and never scored here. */
+void score_add_popularity(const model *m, uint32_t start, uint32_t len, float *scores);
+
 /* Applies the storefront's per-item multipliers (catalog_multipliers): 0
  * excludes an item (-INFINITY); otherwise a positive score is multiplied
  * and a negative one divided, so a boost always moves an item up. */

@@ -51,8 +51,10 @@ typedef struct variant_slot {
 struct svc {
     pthread_mutex_t lock; /* guards every slot's current and exp */
     variant_slot slots[EXP_MAX_VARIANTS];
-    experiment exp;                                     /* names of the slots, shares, salt */
-    evstore *feedback;                                  /* NULL without --events */
+    experiment exp;             /* names of the slots, shares, salt */
+    pthread_mutex_t exp_update; /* one SetExperiment (store, then apply) at a time */
+    idstate *exp_state;         /* exp's shares and salt as last set; NULL without --events */
+    evstore *feedback;          /* NULL without --events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][5]; /* by variant and FeedbackType */
     atomic_ullong events_ingested, fold_ins;
     evstore *events; /* NULL without --events */
@@ -395,10 +397,12 @@ static int shopper_collect(svc *s, const model *m, const char *user_id, char **c
 /* The shopper's vector into x: a fold-in when there are fresh signals, the
  * stored vector otherwise. Returns the strategy it supports (PERSONALIZED
  * for a user id, SESSION for context alone), POPULAR when there is nothing
- * to personalize from, or -1 after filling reply. */
+ * to personalize from or the model is popularity only (blend +inf: tuning
+ * found nothing better), or -1 after filling reply. */
 static int shopper_vector(const served_model *sm, const shopper *sh, int anonymous, float *x,
                           rpc_reply *reply) {
     const model_meta *meta = model_info(sm->m);
+    if (isinf(meta->popularity_blend)) return RECD__V1__STRATEGY__POPULAR;
     int strategy = anonymous ? RECD__V1__STRATEGY__SESSION : RECD__V1__STRATEGY__PERSONALIZED;
     if (sh->n_signals > 0) {
         err_t e;
@@ -576,7 +580,8 @@ static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_c
     c->strategy = private ? RECD__V1__STRATEGY__POPULAR
                           : shopper_vector(c->sm, &c->sh, !rq->user_id[0], c->x, reply);
     if (c->strategy < 0) return -1;
-    if (c->sh.n_signals) atomic_fetch_add(&s->fold_ins, 1);
+    if (c->sh.n_signals && c->strategy != RECD__V1__STRATEGY__POPULAR)
+        atomic_fetch_add(&s->fold_ins, 1);
     if (private) c->sh.user = SCORE_NO_USER;
     return 0;
 }
@@ -585,16 +590,21 @@ static void recommend_respond(svc *s, const recommend_call *c, const topk_entry 
                               rpc_reply *reply);
 
 /* Answers a prepared call from scores: n_items floats holding x . y_i for
- * every item (for POPULAR anything: replaced here), used as scratch. */
+ * every item (for POPULAR anything: replaced here), used as scratch. A
+ * member answered POPULAR (by a popularity-only model) still does not get
+ * what they bought. */
 static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply *reply) {
     const Recd__V1__RecommendRequest *rq = c->rq;
     const model *m = c->sm->m;
     const model_meta *meta = model_info(m);
     const shopper *sh = &c->sh;
     if (c->strategy == RECD__V1__STRATEGY__POPULAR) {
-        /* Nothing to personalize from: the widget still gets the best sellers. */
+        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
         memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
-    } else if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
+    } else {
+        score_add_popularity(m, 0, meta->n_items, scores);
+    }
+    if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
         for (uint32_t i = 0; i < n_bought; i++)
@@ -688,13 +698,15 @@ typedef struct block_topk {
     long n_excluded, next; /* next exclusion not yet applied */
 } block_topk;
 
-/* Applies a call's exclusions, rules and category to its scores of items
- * [start, start + len) in row, then folds the block's best into t. */
+/* Applies a call's exclusions, the popularity blend, rules and category to
+ * its scores of items [start, start + len) in row, then folds the block's
+ * best into t. */
 static void block_topk_add(const recommend_call *c, block_topk *t, float *row, uint32_t start,
                            uint32_t len) {
     const model *m = c->sm->m;
     while (t->next < t->n_excluded && t->excluded[t->next] < start + len)
         row[t->excluded[t->next++] - start] = -INFINITY;
+    score_add_popularity(m, start, len, row);
     if (c->mu->any) score_apply_multipliers(row, c->mu->v + start, len);
     if (c->rq->category[0]) {
         const uint32_t *cat = model_item_categories(m);
@@ -921,6 +933,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
             const float *row = y + (size_t)item * meta->factors;
             for (uint32_t f = 0; f < meta->factors; f++)
                 score += x[f] * row[f];
+            score_add_popularity(m, item, 1, &score);
         }
         if (mu->any) score_apply_multipliers(&score, &mu->v[item], 1);
         if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
@@ -1596,6 +1609,14 @@ done:
     recd__v1__record_feedback_request__free_unpacked(rq, NULL);
 }
 
+/* The key of the experiment's state in s->exp_state (one value). */
+#define SVC_EXP_KEY "experiment"
+
+/* The new shares and salt are stored before they are served, so a restart
+ * never forgets what a reply said was done: a store that fails leaves the
+ * experiment as it was and says so. Only SetExperiment changes the shares
+ * and salt, one at a time (exp_update), so x, read under the lock, is still
+ * current when it is written back. */
 static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
     svc *s = ctx;
     Recd__V1__SetExperimentRequest *rq = recd__v1__set_experiment_request__unpack(NULL, len, req);
@@ -1605,8 +1626,10 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         return;
     }
     size_t salt_len = strlen(rq->salt);
+    pthread_mutex_lock(&s->exp_update);
     pthread_mutex_lock(&s->lock);
     experiment x = s->exp;
+    pthread_mutex_unlock(&s->lock);
     double shares[EXP_MAX_VARIANTS] = {0};
     err_t e;
     int bad = 0;
@@ -1631,11 +1654,21 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s", e.msg);
         bad = 1;
     }
-    if (!bad) {
-        if (salt_len) memcpy(x.salt, rq->salt, salt_len + 1);
-        s->exp = x;
+    if (!bad && salt_len) memcpy(x.salt, rq->salt, salt_len + 1);
+    if (!bad && s->exp_state) {
+        unsigned char state[EXP_STATE_BYTES];
+        exp_encode(&x, state);
+        if (idstate_put(s->exp_state, SVC_EXP_KEY, strlen(SVC_EXP_KEY), state, &e)) {
+            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot store the experiment: %s", e.msg);
+            bad = 1;
+        }
     }
-    pthread_mutex_unlock(&s->lock);
+    if (!bad) {
+        pthread_mutex_lock(&s->lock);
+        s->exp = x;
+        pthread_mutex_unlock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->exp_update);
     if (!bad) {
         log_info("msg=\"experiment changed\" salt=%s variants=%u", x.salt, x.n);
         Recd__V1__SetExperimentResponse resp = RECD__V1__SET_EXPERIMENT_RESPONSE__INIT;
@@ -1669,6 +1702,7 @@ static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     info.alpha = meta->alpha;
     info.source_fingerprint = (char *)meta->source_fingerprint;
     info.format_version = meta->format_version;
+    info.popularity_blend = meta->popularity_blend;
     reply_pack(reply, &info.base);
     svc_release(sm);
 }
@@ -1742,6 +1776,14 @@ void svc_write_metrics(void *ctx, FILE *out) {
                 "store.\n# TYPE recd_event_store_commits_total counter\n"
                 "recd_event_store_commits_total %llu\n",
                 (unsigned long long)evstore_commits(s->events));
+    /* Shares change at run time (SetExperiment): a copy under the lock. */
+    pthread_mutex_lock(&s->lock);
+    experiment x = s->exp;
+    pthread_mutex_unlock(&s->lock);
+    fprintf(out, "# HELP recd_experiment_share Share of members assigned to each variant.\n"
+                 "# TYPE recd_experiment_share gauge\n");
+    for (uint32_t v = 0; v < x.n; v++)
+        fprintf(out, "recd_experiment_share{variant=\"%s\"} %.17g\n", x.names[v], x.shares[v]);
     fprintf(out, "# HELP recd_feedback_total Feedback recorded, by variant and type.\n"
                  "# TYPE recd_feedback_total counter\n");
     for (uint32_t v = 0; v < s->exp.n; v++)
@@ -1787,24 +1829,50 @@ static int svc_variants(svc *s, const svc_options *o, err_t *e) {
     return exp_set_shares(x, shares, x->n, e);
 }
 
+/* Serves the shares and salt last set by SetExperiment instead of the
+ * flags' when they are for the same variants; otherwise says why in one
+ * line and keeps the flags'. */
+static void svc_restore_experiment(svc *s) {
+    unsigned char state[EXP_STATE_BYTES];
+    if (idstate_get(s->exp_state, SVC_EXP_KEY, strlen(SVC_EXP_KEY), state) != ERR_OK) return;
+    err_t e;
+    char salt[2 * EXP_MAX_SALT + 8], why[sizeof e.msg + 8];
+    if (exp_restore(&s->exp, state, &e)) {
+        log_warn("msg=\"stored experiment shares not used, the flags' are\" reason=\"%s\"",
+                 log_escape(e.msg, why, sizeof why));
+        return;
+    }
+    char shares[EXP_MAX_VARIANTS * (EXP_MAX_NAME + 24)];
+    size_t at = 0;
+    for (uint32_t v = 0; v < s->exp.n; v++)
+        at += (size_t)snprintf(shares + at, sizeof shares - at, "%s%s=%g", v ? "," : "",
+                               s->exp.names[v], s->exp.shares[v]);
+    log_info("msg=\"experiment restored\" salt=\"%s\" shares=%s",
+             log_escape(s->exp.salt, salt, sizeof salt), shares);
+}
+
 int svc_open(const svc_options *o, svc **out, err_t *e) {
     svc *s = calloc(1, sizeof *s);
     if (!s) return err_set(e, ERR_NOMEM, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->exp_update, NULL);
     pthread_mutex_init(&s->stop_lock, NULL);
     pthread_cond_init(&s->stop_cond, NULL);
     s->reload_interval_s = o->reload_interval_s;
     memcpy(s->weights, o->event_weights, sizeof s->weights);
     int rc = svc_variants(s, o, e);
-    char rules_dir[4096], privacy_dir[4096], feedback_dir[4096];
+    char rules_dir[4096], privacy_dir[4096], feedback_dir[4096], exp_dir[4096];
     const char *ev = o->events_dir;
     if (!rc && ev && !(rc = svc_subdir(rules_dir, ev, "item-rules", e)) &&
         !(rc = svc_subdir(privacy_dir, ev, "privacy", e)) &&
-        !(rc = svc_subdir(feedback_dir, ev, "feedback", e))) {
+        !(rc = svc_subdir(feedback_dir, ev, "feedback", e)) &&
+        !(rc = svc_subdir(exp_dir, ev, "experiment", e))) {
         if ((rc = evstore_open(ev, NULL, &s->events, e)))
             err_wrap(e, "event store %s", ev);
         else if ((rc = evstore_open(feedback_dir, NULL, &s->feedback, e)))
             err_wrap(e, "feedback store %s", feedback_dir);
+        else if (!(rc = idstate_open(exp_dir, EXP_STATE_BYTES, &s->exp_state, e)))
+            svc_restore_experiment(s);
     }
     if (!rc) rc = catalog_open(ev ? rules_dir : NULL, &s->rules, e);
     if (!rc) rc = idstate_open(ev ? privacy_dir : NULL, 1, &s->privacy, e);
@@ -1873,7 +1941,9 @@ void svc_close(svc *s) {
     evstore_close(s->feedback);
     catalog_close(s->rules);
     idstate_close(s->privacy);
+    idstate_close(s->exp_state);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->exp_update);
     pthread_mutex_destroy(&s->stop_lock);
     pthread_cond_destroy(&s->stop_cond);
     free(s);

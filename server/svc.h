@@ -27,13 +27,16 @@ typedef struct svc_options {
     const char *model_dir; /* the model of variant "control" */
     /* More variants for A/B experiments: name and model directory each. Traffic
      * is split evenly at start (SetExperiment changes it); salt seeds the
-     * assignment of members to variants. */
+     * assignment of members to variants. The shares and salt SetExperiment
+     * set last, kept under events_dir, win over both at start when they are
+     * for the same variant names. */
     uint32_t n_variants;
     const char *variant_names[EXP_MAX_VARIANTS - 1], *variant_dirs[EXP_MAX_VARIANTS - 1];
     const char *salt;
     double reload_interval_s; /* how often to look for a new publication; 0 = never */
-    /* Folder of the durable event store and of the item rules (availability,
-     * boosts); NULL = no RecordEvents, item rules kept in memory only. */
+    /* Folder of the durable event store, the item rules (availability,
+     * boosts), privacy choices, feedback and experiment shares; NULL = no
+     * RecordEvents, the rest kept in memory only (shares: not at all). */
     const char *events_dir;
     /* Weight of one event of each type (index = EventType) in a fold-in, in
      * purchase counts: the confidence is 1 + alpha * sum of weights. */
@@ -54,8 +57,9 @@ int svc_open(const svc_options *o, svc **out, err_t *e);
 void svc_close(svc *s);
 
 /* Appends the service's metric families (Prometheus text) to out: model
- * version, age and size per variant, events ingested, fold-ins, feedback by
- * variant and type, and the event store's group commits. ctx is the svc. */
+ * version, age and size per variant, events ingested, fold-ins, experiment
+ * shares, feedback by variant and type, and the event store's group
+ * commits. ctx is the svc. */
 void svc_write_metrics(void *ctx, FILE *out);
 
 /* The methods to serve (valid while s lives); *n gets their number. */

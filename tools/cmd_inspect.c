@@ -77,16 +77,23 @@ static void print_meta(const model_meta *m, long long size, int json) {
                (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha,
                m->loss, m->train_seconds, when, (long long)m->trained_at, m->source_fingerprint,
                size);
+        /* JSON has no infinity: popularity only is the string "inf". */
+        if (isinf(m->popularity_blend))
+            printf(",\"popularity_blend\":\"inf\"");
+        else
+            printf(",\"popularity_blend\":%.9g", m->popularity_blend);
         return;
     }
     printf("model_version       %s\nformat_version      %u\nfactors             %u\n"
            "users               %u\nitems               %u\ninteractions        %llu\n"
            "iterations          %u\nregularization      %g\nalpha               %g\n"
            "loss                %g\ntrain_seconds       %.3f\ntrained_at          %s\n"
-           "source_fingerprint  %s\nfile_size           %lld bytes (%.1f MiB)\n",
+           "source_fingerprint  %s\nfile_size           %lld bytes (%.1f MiB)\n"
+           "popularity_blend    %g%s\n",
            m->version, m->format_version, m->factors, m->n_users, m->n_items,
            (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha, m->loss,
-           m->train_seconds, when, m->source_fingerprint, size, (double)size / (1 << 20));
+           m->train_seconds, when, m->source_fingerprint, size, (double)size / (1 << 20),
+           m->popularity_blend, isinf(m->popularity_blend) ? " (popularity only)" : "");
 }
 
 static void print_user(const model *m, uint32_t u, int json) {

@@ -1,4 +1,5 @@
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,16 +113,21 @@ static void print_info(const Recd__V1__ModelInfo *m, int json) {
                (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha,
                (long long)m->trained_at_unix);
         json_string(m->source_fingerprint);
-        printf("}\n");
+        /* JSON has no infinity: popularity only is the string "inf". */
+        if (isinf(m->popularity_blend))
+            printf(",\"popularity_blend\":\"inf\"}\n");
+        else
+            printf(",\"popularity_blend\":%.9g}\n", m->popularity_blend);
         return;
     }
     printf("model_version       %s\nformat_version      %u\nfactors             %u\n"
            "users               %u\nitems               %u\ninteractions        %llu\n"
            "iterations          %u\nregularization      %g\nalpha               %g\n"
-           "trained_at          %s\nsource_fingerprint  %s\n",
+           "trained_at          %s\nsource_fingerprint  %s\npopularity_blend    %g%s\n",
            m->model_version, m->format_version, m->factors, m->users, m->items,
            (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha, when,
-           m->source_fingerprint);
+           m->source_fingerprint, m->popularity_blend,
+           isinf(m->popularity_blend) ? " (popularity only)" : "");
 }
 
 /* Packs msg, calls method and returns the OK response body (caller frees), or

@@ -1,4 +1,5 @@
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ static const char train_usage[] =
     "                       from the latest event of the input (default 0: no decay)\n"
     "  --threads N          training threads (default: number of CPUs)\n"
     "  --seed N             random seed of the initial factors (default 42)\n"
+    "  --popularity-blend W serve x_u.y_i + W * (item popularity / the largest) as the\n"
+    "                       personalized score; 'inf' = the most-popular list for everyone\n"
+    "                       (default 0: pure ALS; recd tune chooses it on validation)\n"
     "Churn (trained beside the recommendation model from the --input purchases, published\n"
     "with it; the evaluation report goes to stderr):\n"
     "  --churn-horizon Nd   churned = no purchase within N days (e.g. 90d); turns churn on\n"
@@ -60,7 +64,8 @@ enum {
     OPT_CHURN_BANDS,
     OPT_TIERS,
     OPT_CHURN_RULE_MONTHS,
-    OPT_HALF_LIFE
+    OPT_HALF_LIFE,
+    OPT_POPULARITY_BLEND
 };
 
 /* The churn codes and sizes are stored by model.c, which does not know
@@ -248,6 +253,7 @@ int cmd_train(int argc, char **argv) {
         {"tiers", required_argument, 0, OPT_TIERS},
         {"churn-rule-months", required_argument, 0, OPT_CHURN_RULE_MONTHS},
         {"half-life", required_argument, 0, OPT_HALF_LIFE},
+        {"popularity-blend", required_argument, 0, OPT_POPULARITY_BLEND},
         OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -263,6 +269,7 @@ int cmd_train(int argc, char **argv) {
     churn_params_init(&cp);
     int churn = 0, churn_flags = 0; /* --churn-horizon given; other churn flags given */
     float half_life = 0.0f;         /* days; 0 = no decay */
+    float blend = 0.0f;             /* model_meta.popularity_blend */
     int opt, rc;
     /* 0 makes glibc's getopt start over: recd tune calls cmd_train after
      * parsing its own arguments. */
@@ -295,6 +302,12 @@ int cmd_train(int argc, char **argv) {
             break;
         case OPT_HALF_LIFE:
             if (opts_float("half-life", optarg, 0, 1e6, &half_life)) return 2;
+            break;
+        case OPT_POPULARITY_BLEND:
+            if (strcmp(optarg, "inf") == 0)
+                blend = INFINITY;
+            else if (opts_float("popularity-blend", optarg, 0, 1e6, &blend))
+                return 2;
             break;
         case OPT_EVENTS:
             events_dir = optarg;
@@ -422,9 +435,9 @@ int cmd_train(int argc, char **argv) {
         popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
     fprintf(stderr,
             "train: %u users x %u items, %llu nonzeros, factors %u, lambda %g, alpha %g, "
-            "half-life %g days, %u threads\n",
+            "half-life %g days, %u threads, popularity blend %g\n",
             n_users, n_items, (unsigned long long)csr_nnz(&counts), ap.factors, ap.regularization,
-            ap.alpha, half_life, ap.threads);
+            ap.alpha, half_life, ap.threads, blend);
     ap.progress = train_progress;
     ap.progress_ctx = &ap;
     double train_start = now_seconds();
@@ -442,6 +455,7 @@ int cmd_train(int argc, char **argv) {
     in.meta.regularization = ap.regularization;
     in.meta.alpha = ap.alpha;
     in.meta.loss = factors.loss;
+    in.meta.popularity_blend = blend;
     in.meta.train_seconds = now_seconds() - train_start;
     memcpy(in.meta.source_fingerprint, fingerprint, sizeof fingerprint);
     in.users = history.users;

@@ -2,13 +2,15 @@
  * carved out of the input (each user's latest events, the split of recd
  * eval), then training on the whole input with the winner and publishing it
  * through recd train. A winner that loses to the most-popular list on
- * validation is not published. */
+ * validation is published blended with popularity, or as popularity alone
+ * when no blend beats it: what is served never loses to popularity there. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "als.h"
 #include "cmd.h"
@@ -16,10 +18,6 @@
 #include "knn.h"
 #include "opts.h"
 #include "tune.h"
-
-/* Exit status when the tuned model loses to popularity: not a crash (1) or
- * a usage error (2), so scripts can tell "nothing worth shipping". */
-#define TUNE_EXIT_POPULARITY_WINS 3
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
@@ -43,7 +41,11 @@ static const char tune_usage[] =
     "is the default), prints every trial, compares the winner with the default, the\n"
     "most-popular list and item-kNN on validation, then trains on the whole input with\n"
     "the winner and publishes it into DIR (as recd train). If the winner loses to the\n"
-    "most-popular list on validation nothing is published and the exit status is 3.\n"
+    "most-popular list on validation, it tries blending popularity into its scores\n"
+    "(x_u.y_i + w * popularity/max, w a multiple of the typical score) and publishes\n"
+    "the best blend, or, when no blend beats the most-popular list either, a model that\n"
+    "serves the most-popular list to everyone (w = inf; see recd train\n"
+    "--popularity-blend). The decision is printed last.\n"
     "\n"
     "  --input FILE            purchase-history CSV (a file: it is read twice)\n"
     "  --model DIR             model directory to publish into\n"
@@ -208,6 +210,26 @@ static void on_trial(void *ctx, const tune_trial *t, uint32_t done, uint32_t tot
             best->id, best->ndcg);
 }
 
+#define N_BASE 4 /* als-tuned, als-default, most-popular, item-knn */
+
+/* One popularity blend of the winner, measured on validation. */
+typedef struct blend_trial {
+    float w;
+    double ndcg, seconds;
+} blend_trial;
+
+/* What compare measured on validation, and the blend it decided on. */
+typedef struct comparison {
+    eval_metrics m[N_BASE + 1][EVAL_MAX_KS];
+    eval_row rows[N_BASE + 1]; /* the base models, then als-blend when a blend is chosen */
+    uint32_t n_rows;
+    double *loss[2]; /* tuned, default: iterations values each */
+    blend_trial blends[TUNE_BLEND_STEPS];
+    uint32_t n_blends; /* 0 when the winner beats popularity alone */
+    int chosen;        /* index into blends, -1 for none */
+    float blend;       /* what is published: 0, blends[chosen].w or +inf */
+} comparison;
+
 /* Trials best first: those that reached a later round first, then by NDCG.
  * order_base is the qsort context, set only around the sort. */
 static const tune_trial *order_base;
@@ -220,33 +242,49 @@ static int cmp_order(const void *pa, const void *pb) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-/* The trial table, as text or Markdown, in the order of `order`. */
-static void print_trials(FILE *f, const tune_result *r, const uint32_t *order, uint32_t k,
-                         int markdown) {
+/* One row of the trial table: trial t as searched (blend w 0), or the
+ * winner t refitted at full iterations and blended with w. */
+static void print_trial_row(FILE *f, const char *id, const tune_trial *t, uint32_t iterations,
+                            float w, double ndcg, double seconds, int markdown) {
     char hl[32];
+    half_life_str(t->c.half_life_days, hl, sizeof hl);
+    if (markdown)
+        fprintf(f, "| %s | %u | %.4g | %.3g | %s | %u | %u | %.4g | %.4f | %.2f |\n", id,
+                t->c.factors, (double)t->c.regularization, (double)t->c.alpha, hl, t->rung,
+                iterations, (double)w, ndcg, seconds);
+    else
+        fprintf(f, "%-7s %7u %14.4g %9.3g %9s %5u %10u %9.4g %10.4f %7.2f\n", id, t->c.factors,
+                (double)t->c.regularization, (double)t->c.alpha, hl, t->rung, iterations, (double)w,
+                ndcg, seconds);
+}
+
+/* The trial table, as text or Markdown, in the order of `order`, then the
+ * popularity blends of the winner (rows b1, b2, ...) when there were any. */
+static void print_trials(FILE *f, const tune_result *r, const uint32_t *order, uint32_t k,
+                         uint32_t iterations, const comparison *cmp, int markdown) {
     if (markdown)
         fprintf(f,
                 "| trial | factors | regularization | alpha | half-life | round | iterations "
-                "| NDCG@%u | seconds |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "| pop-blend | NDCG@%u | seconds |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                 k);
     else
-        fprintf(f, "%-7s %7s %14s %9s %9s %5s %10s %8s%-2u %7s\n", "trial", "factors",
-                "regularization", "alpha", "half-life", "round", "iterations", "NDCG@", k,
-                "seconds");
+        fprintf(f, "%-7s %7s %14s %9s %9s %5s %10s %9s %8s%-2u %7s\n", "trial", "factors",
+                "regularization", "alpha", "half-life", "round", "iterations", "pop-blend", "NDCG@",
+                k, "seconds");
     for (uint32_t i = 0; i < r->n; i++) {
         const tune_trial *t = &r->trials[order[i]];
-        char id[16];
+        char id[24];
         snprintf(id, sizeof id, "%u%s%s", t->id, t->id == 1 ? " (default)" : "",
                  order[i] == r->best ? " *" : "");
-        half_life_str(t->c.half_life_days, hl, sizeof hl);
-        if (markdown)
-            fprintf(f, "| %s | %u | %.4g | %.3g | %s | %u | %u | %.4f | %.2f |\n", id, t->c.factors,
-                    (double)t->c.regularization, (double)t->c.alpha, hl, t->rung, t->iterations,
-                    t->ndcg, t->seconds);
-        else
-            fprintf(f, "%-7s %7u %14.4g %9.3g %9s %5u %10u %10.4f %7.2f\n", id, t->c.factors,
-                    (double)t->c.regularization, (double)t->c.alpha, hl, t->rung, t->iterations,
-                    t->ndcg, t->seconds);
+        print_trial_row(f, id, t, t->iterations, 0.0f, t->ndcg, t->seconds, markdown);
+    }
+    for (uint32_t i = 0; i < cmp->n_blends; i++) {
+        const blend_trial *b = &cmp->blends[i];
+        char id[24];
+        snprintf(id, sizeof id, "b%u%s", i + 1, (int)i == cmp->chosen ? " *" : "");
+        print_trial_row(f, id, &r->trials[r->best], iterations, b->w, b->ndcg, b->seconds,
+                        markdown);
     }
 }
 
@@ -284,20 +322,65 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
     return rc;
 }
 
-#define N_MODELS 4
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
 
-typedef struct comparison {
-    eval_metrics m[N_MODELS][EVAL_MAX_KS];
-    eval_row rows[N_MODELS];
-    double *loss[2]; /* tuned, default: iterations values each */
-} comparison;
+/* Index of the objective's k (a->to.k) among a->ec.ks. */
+static uint32_t objective_index(const tune_args *a) {
+    for (uint32_t q = 0; q < a->ec.n_ks; q++)
+        if (a->ec.ks[q] == a->to.k) return q;
+    return 0;
+}
+
+/* The winner's factors in mf lose to popularity (NDCG pop at the objective's
+ * k): measures the blends of tune_blend_grid on the same split and fills
+ * cmp's blends, chosen and blend (the best blend when it beats pop, else
+ * +inf), and the als-blend row. */
+static int search_blend(eval_mf *mf, const csr *train, const csr *valid, const eval_config *ec,
+                        uint32_t qk, double pop, comparison *cmp, err_t *e) {
+    double scale;
+    int rc = tune_score_scale(mf, train, &scale, e);
+    if (rc) return rc;
+    float w[TUNE_BLEND_STEPS];
+    tune_blend_grid(scale, w);
+    fprintf(stderr,
+            "tune: the winner loses to the most-popular list; trying popularity blends "
+            "(typical best score %.4g)\n",
+            scale);
+    eval_metrics m[EVAL_MAX_KS];
+    cmp->chosen = -1;
+    for (uint32_t i = 0; i < TUNE_BLEND_STEPS; i++) {
+        double start = now_seconds();
+        mf->blend = w[i];
+        if ((rc = eval_ranking(eval_mf_recommend, mf, train, valid, ec, m, NULL, e))) break;
+        blend_trial *b = &cmp->blends[cmp->n_blends++];
+        *b = (blend_trial){w[i], m[qk].ndcg, now_seconds() - start};
+        fprintf(stderr, "tune: blend w %.4g  NDCG@%u %.4f  %.2f s\n", (double)b->w, ec->ks[qk],
+                b->ndcg, b->seconds);
+        /* Ties go to the smaller weight: the more personal list. */
+        if (b->ndcg > pop && (cmp->chosen < 0 || b->ndcg > cmp->blends[cmp->chosen].ndcg)) {
+            cmp->chosen = (int)i;
+            memcpy(cmp->m[N_BASE], m, sizeof m);
+        }
+    }
+    mf->blend = 0.0f;
+    if (rc) return rc;
+    cmp->blend = cmp->chosen >= 0 ? cmp->blends[cmp->chosen].w : INFINITY;
+    if (cmp->chosen >= 0) cmp->rows[cmp->n_rows++] = (eval_row){"als-blend", cmp->m[N_BASE]};
+    return ERR_OK;
+}
 
 /* Refits the winner and the default at full iterations and measures them,
  * the most-popular list and item-kNN on validation at every k (diversity
- * with the winner's factors for all). Fills *cmp (caller frees loss). */
+ * with the winner's factors for all); when the winner loses to the
+ * most-popular list, its popularity blends too (search_blend). Fills *cmp
+ * (caller frees loss). */
 static int compare(const ev_set *s, const uint8_t *is_valid, const tune_args *a,
                    const tune_config *best, comparison *cmp, err_t *e) {
-    static const char *names[N_MODELS] = {"als-tuned", "als-default", "most-popular", "item-knn"};
+    static const char *names[N_BASE] = {"als-tuned", "als-default", "most-popular", "item-knn"};
     tune_config def;
     tune_default(&def);
     csr train[2] = {{0}}, valid[2] = {{0}};
@@ -330,14 +413,20 @@ static int compare(const ev_set *s, const uint8_t *is_valid, const tune_args *a,
     eval_config ec = a->ec;
     ec.item_factors = f[0].item_factors;
     ec.factors = f[0].factors;
-    eval_recommend_fn fns[N_MODELS] = {eval_mf_recommend, eval_mf_recommend, eval_popular_recommend,
-                                       knn_recommend};
-    void *ctxs[N_MODELS] = {&mf[0], &mf[1], &pop, &knn};
-    for (int i = 0; i < N_MODELS; i++) {
+    eval_recommend_fn fns[N_BASE] = {eval_mf_recommend, eval_mf_recommend, eval_popular_recommend,
+                                     knn_recommend};
+    void *ctxs[N_BASE] = {&mf[0], &mf[1], &pop, &knn};
+    for (int i = 0; i < N_BASE; i++) {
         const csr *tr = &train[i == 1], *va = &valid[i == 1];
         if ((rc = eval_ranking(fns[i], ctxs[i], tr, va, &ec, cmp->m[i], NULL, e))) goto done;
         cmp->rows[i] = (eval_row){names[i], cmp->m[i]};
     }
+    cmp->n_rows = N_BASE;
+    cmp->chosen = -1;
+    uint32_t qk = objective_index(a);
+    if (cmp->m[0][qk].ndcg < cmp->m[2][qk].ndcg &&
+        (rc = search_blend(&mf[0], &train[0], &valid[0], &ec, qk, cmp->m[2][qk].ndcg, cmp, e)))
+        goto done;
     if (mf[0].failed || mf[1].failed || knn.failed)
         rc = err_set(e, ERR_NOMEM, "tune: out of memory scoring items");
 done:
@@ -374,9 +463,17 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
             "seed %llu; trial 1 is the default\n",
             r->n, r->fits, (unsigned long long)a->to.seed);
     fprintf(md, "- decision: %s\n\n## Trials\n\n", decision);
-    print_trials(md, r, order, a->to.k, 1);
+    print_trials(md, r, order, a->to.k, a->to.iterations, cmp, 1);
     fprintf(md, "\n`*` = winner. A trial's NDCG is from the last round it reached; earlier "
                 "rounds train fewer iterations.\n");
+    if (cmp->n_blends)
+        fprintf(md,
+                "Rows b1..b%u: the winner (refitted at full iterations) lost to the most-popular "
+                "list, so its scores were blended with popularity, x_u.y_i + w * p_i with p_i "
+                "= the item's training users / the most popular item's; `*` = the blend "
+                "published. No `*` among them: none beat the most-popular list, which is "
+                "published instead (w = inf).\n",
+                cmp->n_blends);
 
     err_t e;
     int warned = 0;
@@ -421,7 +518,7 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
     fprintf(md, "\n## Winner against the default and the baselines (validation)\n\n");
     fprintf(md, "These figures are on the split the search selected on, so als-tuned is "
                 "optimistic there. div uses the winner's item factors for every model.\n\n");
-    if (eval_report_models(md, prefix, link, cmp->rows, N_MODELS, a->ec.n_ks, &e) && !warned) {
+    if (eval_report_models(md, prefix, link, cmp->rows, cmp->n_rows, a->ec.n_ks, &e) && !warned) {
         fprintf(stderr, "recd: tune: report: %s\n", e.msg);
         warned = 1;
     }
@@ -448,11 +545,12 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
     return 0;
 }
 
-/* Trains on the whole input with c and publishes into a->model through
- * recd train, so the published model is exactly what `recd train` with
- * these flags makes. Returns cmd_train's exit status. */
-static int publish(const tune_args *a, const tune_config *c) {
-    char factors[16], reg[32], alpha[32], hl[32], iters[16], threads[16], seed[32];
+/* Trains on the whole input with c and publishes into a->model, with the
+ * popularity blend w, through recd train, so the published model is
+ * exactly what `recd train` with these flags makes. Returns cmd_train's
+ * exit status. */
+static int publish(const tune_args *a, const tune_config *c, float blend) {
+    char factors[16], reg[32], alpha[32], hl[32], iters[16], threads[16], seed[32], w[32];
     snprintf(factors, sizeof factors, "%u", c->factors);
     snprintf(reg, sizeof reg, "%.9g", (double)c->regularization);
     snprintf(alpha, sizeof alpha, "%.9g", (double)c->alpha);
@@ -476,6 +574,14 @@ static int publish(const tune_args *a, const tune_config *c) {
                           "--threads", threads,  "--seed",      seed};
     for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
         argv[n++] = (char *)rest[i];
+    if (blend != 0.0f) {
+        if (isinf(blend))
+            snprintf(w, sizeof w, "inf");
+        else
+            snprintf(w, sizeof w, "%.9g", (double)blend);
+        argv[n++] = "--popularity-blend";
+        argv[n++] = w;
+    }
     argv[n] = NULL;
     fprintf(stderr, "tune: recd");
     for (int i = 0; i < n; i++)
@@ -541,53 +647,46 @@ int cmd_tune(int argc, char **argv) {
     order_base = res.trials;
     qsort(order, res.n, sizeof *order, cmp_order);
     order_base = NULL;
-    printf("\n");
-    print_trials(stdout, &res, order, a.to.k, 0);
     const tune_trial *best = &res.trials[res.best];
-
     if (compare(&s, is_valid, &a, &best->c, &cmp, &e)) goto fail;
+    printf("\n");
+    print_trials(stdout, &res, order, a.to.k, a.to.iterations, &cmp, 0);
     printf("\nvalidation (each user's last %g; als-tuned is measured on the split it was "
            "selected on):\n\n",
            a.validation_fraction);
-    eval_print_tables(stdout, cmp.rows, N_MODELS, a.ec.n_ks, 0);
-    uint32_t qk = 0;
-    for (uint32_t q = 0; q < a.ec.n_ks; q++)
-        if (a.ec.ks[q] == a.to.k) qk = q;
+    eval_print_tables(stdout, cmp.rows, cmp.n_rows, a.ec.n_ks, 0);
+    uint32_t qk = objective_index(&a);
     double tuned = cmp.m[0][qk].ndcg, def = cmp.m[1][qk].ndcg, pop = cmp.m[2][qk].ndcg;
-    char hl[32], decision[512];
-    int loses = tuned < pop;
-    if (loses)
-        snprintf(decision, sizeof decision,
-                 "nothing published: the best ALS (NDCG@%u %.4f) loses to the most-popular "
-                 "list (%.4f) on validation",
-                 a.to.k, tuned, pop);
+    char hl[32], what[160], decision[768];
+    if (cmp.blend == 0.0f)
+        snprintf(what, sizeof what, "pure ALS (validation NDCG@%u %.4f)", a.to.k, tuned);
+    else if (isinf(cmp.blend))
+        snprintf(what, sizeof what,
+                 "popularity fallback, popularity blend inf: every answer is the most-popular "
+                 "list (ALS alone %.4f and every blend lose to it)",
+                 tuned);
     else
-        snprintf(decision, sizeof decision,
-                 "published trial %u to `%s`: factors %u, regularization %.4g, alpha %.3g, "
-                 "half-life %s, %u iterations (validation NDCG@%u %.4f; default %.4f; "
-                 "most-popular %.4f)",
-                 best->id, a.model, best->c.factors, (double)best->c.regularization,
-                 (double)best->c.alpha, half_life_str(best->c.half_life_days, hl, sizeof hl),
-                 a.to.iterations, a.to.k, tuned, def, pop);
+        snprintf(what, sizeof what,
+                 "ALS blended with popularity, popularity blend %.4g (validation NDCG@%u %.4f; "
+                 "ALS alone %.4f)",
+                 (double)cmp.blend, a.to.k, cmp.blends[cmp.chosen].ndcg, tuned);
+    snprintf(decision, sizeof decision,
+             "published trial %u to `%s` as %s: factors %u, regularization %.4g, alpha %.3g, "
+             "half-life %s, %u iterations (validation NDCG@%u: default %.4f; most-popular "
+             "%.4f)",
+             best->id, a.model, what, best->c.factors, (double)best->c.regularization,
+             (double)best->c.alpha, half_life_str(best->c.half_life_days, hl, sizeof hl),
+             a.to.iterations, a.to.k, def, pop);
     printf("\nsummary: %u configurations, %u ALS fits; winner trial %u NDCG@%u %.4f vs default "
-           "%.4f vs most-popular %.4f\n",
-           res.n, res.fits, best->id, a.to.k, tuned, def, pop);
+           "%.4f vs most-popular %.4f\ndecision: %s\n",
+           res.n, res.fits, best->id, a.to.k, tuned, def, pop, what);
     if (md) {
         int bad = write_report(md, &a, &s, &res, order, &cmp, decision);
         md = NULL;
         if (bad) goto out;
     }
-    if (loses) {
-        fprintf(stderr,
-                "recd: tune: %s. The server would serve its ALS scores, which are worse than\n"
-                "its own POPULAR fallback here; keep the current model (or none: unknown users\n"
-                "already get the most-popular list). Exit status %d.\n",
-                decision, TUNE_EXIT_POPULARITY_WINS);
-        status = TUNE_EXIT_POPULARITY_WINS;
-        goto out;
-    }
-    fprintf(stderr, "tune: training the winner on all %zu events\n", s.n);
-    status = publish(&a, &best->c);
+    fprintf(stderr, "tune: training the winner on all %zu events, to publish as %s\n", s.n, what);
+    status = publish(&a, &best->c, cmp.blend);
     goto out;
 fail:
     fprintf(stderr, "recd: tune: %s\n", e.msg);

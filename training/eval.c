@@ -463,10 +463,10 @@ int eval_popular_init(const csr *train, eval_popular *p, err_t *e) {
     uint32_t n = train->n_cols;
     uint32_t *counts = calloc((size_t)n + 1, sizeof *counts);
     p->ranked = malloc(((size_t)n + 1) * sizeof *p->ranked);
-    if (!counts || !p->ranked) {
+    p->popularity = malloc(((size_t)n + 1) * sizeof *p->popularity);
+    if (!counts || !p->ranked || !p->popularity) {
         free(counts);
-        free(p->ranked);
-        p->ranked = NULL;
+        eval_popular_free(p);
         return err_set(e, ERR_NOMEM, "eval: out of memory ranking %u items", n);
     }
     /* Column indexes are distinct within a row, so each nonzero is one
@@ -479,6 +479,9 @@ int eval_popular_init(const csr *train, eval_popular *p, err_t *e) {
     popular_counts = counts;
     qsort(p->ranked, n, sizeof *p->ranked, cmp_popular);
     popular_counts = NULL;
+    for (uint32_t i = 0; i < n; i++)
+        p->popularity[i] = (float)counts[i];
+    p->max_popularity = n ? p->popularity[p->ranked[0]] : 0.0f;
     p->n = n;
     free(counts);
     return ERR_OK;
@@ -486,6 +489,7 @@ int eval_popular_init(const csr *train, eval_popular *p, err_t *e) {
 
 void eval_popular_free(eval_popular *p) {
     free(p->ranked);
+    free(p->popularity);
     memset(p, 0, sizeof *p);
 }
 
@@ -501,6 +505,16 @@ uint32_t eval_popular_recommend(void *ctx, uint32_t u, uint32_t k, const csr *tr
 
 /* ---- matrix-factorization recommender --------------------------------- */
 
+/* The weight is divided once, outside the loop, so the server's blocks of
+ * items and evaluation's whole rows add exactly the same float to an item. */
+void eval_blend_popularity(float *scores, const float *popularity, uint32_t n, float max_popularity,
+                           float w) {
+    if (w == 0.0f || !(max_popularity > 0.0f)) return;
+    float scale = w / max_popularity;
+    for (uint32_t i = 0; i < n; i++)
+        scores[i] += scale * popularity[i];
+}
+
 /* Scores with one sgemv (OpenBLAS is expected to be single-threaded, as
  * als_train leaves it, since eval_ranking already runs users in parallel). */
 uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out,
@@ -508,7 +522,7 @@ uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, 
     eval_mf *mf = ctx;
     uint64_t begin = train->indptr[u], end = train->indptr[u + 1];
     *personalized = 0;
-    if (begin == end)
+    if (begin == end || isinf(mf->blend))
         return mf->fallback
                    ? eval_popular_recommend((void *)mf->fallback, u, k, train, out, personalized)
                    : 0;
@@ -523,6 +537,9 @@ uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, 
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mf->n_items, (int)mf->factors, 1.0f,
                 mf->item_factors, (int)mf->factors, mf->user_factors + (size_t)u * mf->factors, 1,
                 0.0f, scores, 1);
+    if (mf->blend > 0.0f)
+        eval_blend_popularity(scores, mf->fallback->popularity, mf->n_items,
+                              mf->fallback->max_popularity, mf->blend);
     for (uint64_t i = begin; i < end; i++)
         scores[train->indices[i]] = -INFINITY;
     uint32_t n = topk_select(scores, mf->n_items, k, top);

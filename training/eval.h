@@ -121,7 +121,10 @@ int eval_ranking(eval_recommend_fn rec, void *ctx, const csr *train, const csr *
 /* Most-popular baseline: ctx is an eval_popular built by eval_popular_init
  * from the training matrix (items ranked by number of training users). */
 typedef struct eval_popular {
-    uint32_t *ranked; /* item indexes, most popular first; owned */
+    uint32_t *ranked;     /* item indexes, most popular first; owned */
+    float *popularity;    /* training users of each item (what `recd train` stores as the
+                             model's item popularity); owned */
+    float max_popularity; /* the largest of them, 0 without items */
     uint32_t n;
 } eval_popular;
 
@@ -131,17 +134,31 @@ void eval_popular_free(eval_popular *p);
 uint32_t eval_popular_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out,
                                 int *personalized);
 
+/* The popularity blend of a served model (model_meta.popularity_blend):
+ * adds w * popularity[i] / max_popularity to scores[i] for i < n, so a
+ * personalized score becomes x_u . y_i + w * p_i with p_i in [0, 1] when
+ * max_popularity is the largest popularity of the catalogue. The server and
+ * offline evaluation both call this, so validation measures the arithmetic
+ * that is served. Needs a finite w >= 0 (+inf, "popularity only", is the
+ * most-popular list, which callers serve instead); does nothing when w is 0
+ * or max_popularity is not positive. An item at -INFINITY stays there. */
+void eval_blend_popularity(float *scores, const float *popularity, uint32_t n, float max_popularity,
+                           float w);
+
 /* Matrix-factorization recommender (ctx is an eval_mf): items ranked by
- * x_u . y_i, training items excluded. A user whose training row is empty
- * gets fallback's list when fallback is set (what the server serves to an
- * unknown user; not personalized), else nothing. Scores need n_items floats
- * per call; if that allocation fails the call returns 0 and sets failed,
- * which the caller checks after eval_ranking. */
+ * x_u . y_i (+ the popularity blend of fallback's counts when blend > 0),
+ * training items excluded. A user whose training row is empty, and every
+ * user when blend is +inf, gets fallback's list when fallback is set (what
+ * the server serves; not personalized), else nothing. blend > 0 needs
+ * fallback. Scores need n_items floats per call; if that allocation fails
+ * the call returns 0 and sets failed, which the caller checks after
+ * eval_ranking. */
 typedef struct eval_mf {
     const float *user_factors; /* n_users x factors, row-major; not owned */
     const float *item_factors; /* n_items x factors; not owned */
     uint32_t factors, n_items;
     const eval_popular *fallback; /* may be NULL; not owned */
+    float blend;                  /* popularity blend w: 0 = pure ALS, +inf = popularity only */
     int failed;                   /* set (atomically) on allocation failure */
 } eval_mf;
 

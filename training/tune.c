@@ -1,5 +1,6 @@
 #include "tune.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,4 +213,42 @@ void tune_result_free(tune_result *r) {
         free(r->trials[i].loss);
     free(r->trials);
     memset(r, 0, sizeof *r);
+}
+
+int tune_score_scale(const eval_mf *mf, const csr *train, double *scale, err_t *e) {
+    *scale = 1.0;
+    uint32_t with = 0;
+    for (uint32_t u = 0; u < train->n_rows; u++)
+        with += train->indptr[u + 1] > train->indptr[u];
+    if (with == 0 || mf->n_items == 0) return ERR_OK;
+    float *scores = malloc((size_t)mf->n_items * sizeof *scores);
+    if (!scores) return err_set(e, ERR_NOMEM, "tune: out of memory scoring %u items", mf->n_items);
+    uint32_t step = with > 1000 ? (with + 999) / 1000 : 1, seen = 0, used = 0;
+    double sum = 0.0;
+    for (uint32_t u = 0; u < train->n_rows; u++) {
+        uint64_t begin = train->indptr[u], end = train->indptr[u + 1];
+        if (begin == end || seen++ % step != 0) continue;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mf->n_items, (int)mf->factors, 1.0f,
+                    mf->item_factors, (int)mf->factors, mf->user_factors + (size_t)u * mf->factors,
+                    1, 0.0f, scores, 1);
+        for (uint64_t i = begin; i < end; i++)
+            scores[train->indices[i]] = -INFINITY;
+        float best = -INFINITY;
+        for (uint32_t i = 0; i < mf->n_items; i++)
+            if (scores[i] > best) best = scores[i];
+        /* A user who trained on every item has nothing left to score. */
+        if (best > -INFINITY) {
+            sum += best;
+            used++;
+        }
+    }
+    free(scores);
+    if (used && sum > 0.0) *scale = sum / used;
+    return ERR_OK;
+}
+
+void tune_blend_grid(double scale, float w[TUNE_BLEND_STEPS]) {
+    static const double steps[TUNE_BLEND_STEPS] = {0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0};
+    for (int i = 0; i < TUNE_BLEND_STEPS; i++)
+        w[i] = (float)(steps[i] * scale);
 }

@@ -13,7 +13,12 @@
  * configuration is trained for a few iterations, the best third goes on to
  * more iterations, and so on until the full count; weak configurations stop
  * early. Iterations per rung: full / 9, full / 3, full (at least 2). A budget
- * below 3 is plain random search at full iterations. */
+ * below 3 is plain random search at full iterations.
+ *
+ * When the winner still loses to the most-popular list on validation, recd
+ * tune blends it with popularity (model_meta.popularity_blend): it tries
+ * the weights of tune_blend_grid and, if none of them beats popularity
+ * either, serves popularity alone (w = +inf). */
 #ifndef RECD_TUNE_H
 #define RECD_TUNE_H
 
@@ -21,7 +26,10 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "eval.h"
 #include "events.h"
+
+#define TUNE_BLEND_STEPS 8
 
 typedef struct tune_config {
     uint32_t factors;
@@ -87,5 +95,22 @@ int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const
              tune_result *r, err_t *e);
 
 void tune_result_free(tune_result *r);
+
+/* The size of a personalized score of mf: the mean, over users with
+ * training items in train (at most 1000 of them, evenly spaced), of their
+ * best x_u . y_i among items they did not train on. The blend weights are
+ * multiples of it, since a weight means nothing without the scale of the
+ * scores it is added to (strong regularization shrinks them tenfold).
+ * Fills *scale (1 when there is no such user or the mean is not positive).
+ * Returns ERR_OK or ERR_NOMEM. */
+int tune_score_scale(const eval_mf *mf, const csr *train, double *scale, err_t *e);
+
+/* The blend weights to try, ascending: scale x 0.03, 0.1, 0.3, 1, 3, 10,
+ * 30, 100 - from a nudge towards best sellers to best sellers with ALS
+ * breaking near-ties. The top steps are that large because what decides
+ * a rank is the gap between two items' popularity (p_i of two mid-ranked
+ * items differ by a few hundredths) against the gap between their ALS
+ * scores. */
+void tune_blend_grid(double scale, float w[TUNE_BLEND_STEPS]);
 
 #endif

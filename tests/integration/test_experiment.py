@@ -1,6 +1,6 @@
 """A/B experiments over gRPC: variants served side by side, deterministic
-assignment, traffic shares changed at run time, feedback counted per variant,
-and `recd report experiment`."""
+assignment, traffic shares changed at run time and kept over a restart,
+feedback counted per variant, and `recd report experiment`."""
 import grpc
 import pytest
 
@@ -85,3 +85,41 @@ def test_recd_query_feedback_and_experiment(ab, shop):
     assert json.loads(p.stdout)["accepted"] == 1
     assert run("query", "--server", ab.address, "experiment", "--share", "control=0.5",
                "--share", "ranker2=0.5").returncode == 0
+
+
+def test_shares_survive_a_restart_for_the_same_variants(shop, tmp_path, pb):
+    train(shop.path, tmp_path / "a")
+    train(shop.path, tmp_path / "b", "--factors", 8)
+    users = sorted(shop.bought)[:30]
+
+    def serve(name):
+        return Server(tmp_path / "a", tmp_path, "--variant", f"{name}={tmp_path / 'b'}",
+                      "--events", tmp_path / "ev")
+
+    def variants(s):
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        return {stub.Recommend(pb.rec.RecommendRequest(user_id=u, k=3)).variant for u in users}
+
+    s = serve("ranker2")
+    try:
+        assert variants(s) == {"control", "ranker2"}, "the flags' even split"
+        pb.rec_grpc.RecommenderStub(s.channel).SetExperiment(pb.rec.SetExperimentRequest(
+            salt="spring", shares=[pb.rec.VariantShare(variant="control", share=0),
+                                   pb.rec.VariantShare(variant="ranker2", share=1)]))
+    finally:
+        assert s.stop() == 0
+    s = serve("ranker2")
+    try:
+        assert variants(s) == {"ranker2"}, s.output()
+        assert 'msg="experiment restored" salt="spring" shares=control=0,ranker2=1' in s.output()
+    finally:
+        assert s.stop() == 0
+    # Other variant names: the stored shares do not apply; one line says so.
+    s = serve("ranker3")
+    try:
+        assert variants(s) == {"control", "ranker3"}
+        out = s.output()
+        assert out.count("stored experiment shares not used") == 1, out
+        assert "variant ranker2, not served now" in out
+    finally:
+        assert s.stop() == 0

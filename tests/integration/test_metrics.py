@@ -48,6 +48,7 @@ def test_metrics_endpoint_counts_what_happens(model_dir, tmp_path, pb, shop):
         assert sample(families, "recd_grpc_call_seconds_bucket", method=rec, le="+Inf") == 9
         assert sample(families, "recd_model_info", variant="control") == 1
         assert sample(families, "recd_model_items", variant="control") == len(shop.items)
+        assert sample(families, "recd_experiment_share", variant="control") == 1
         assert sample(families, "recd_events_ingested_total") == 1
         assert sample(families, "recd_fold_ins_total") == 1
         assert sample(families, "recd_event_store_commits_total") >= 1

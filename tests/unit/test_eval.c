@@ -382,6 +382,66 @@ Test(eval, factor_recommender) {
     csr_free(&train);
 }
 
+/* The blend adds w * popularity / max to each score: item i with
+ * popularity p gets w * p / max more, the most popular exactly w; items at
+ * -INFINITY stay there; w 0 or no positive maximum changes nothing. */
+Test(eval, blend_adds_scaled_popularity) {
+    const float pop[4] = {0, 2, 8, 4};
+    float s[4] = {1.0f, -0.5f, 0.25f, -INFINITY};
+    eval_blend_popularity(s, pop, 4, 8.0f, 0.5f);
+    cr_expect_float_eq(s[0], 1.0f, 1e-7);
+    cr_expect_float_eq(s[1], -0.5f + 0.125f, 1e-7);
+    cr_expect_float_eq(s[2], 0.25f + 0.5f, 1e-7);
+    cr_expect(isinf(s[3]) && s[3] < 0, "an excluded item stays excluded");
+    /* A block of the same row (the server scores items in blocks) gets
+     * bit-identical values. */
+    float whole[4] = {0.3f, 0.7f, 0.1f, 0.9f}, part[4];
+    memcpy(part, whole, sizeof whole);
+    eval_blend_popularity(whole, pop, 4, 8.0f, 3.0f);
+    eval_blend_popularity(part, pop, 2, 8.0f, 3.0f);
+    eval_blend_popularity(part + 2, pop + 2, 2, 8.0f, 3.0f);
+    cr_expect(memcmp(whole, part, sizeof whole) == 0, "blocks and rows agree");
+    float t[2] = {1.0f, 2.0f};
+    eval_blend_popularity(t, pop, 2, 8.0f, 0.0f);
+    eval_blend_popularity(t, pop, 2, 0.0f, 5.0f);
+    cr_expect(t[0] == 1.0f && t[1] == 2.0f, "w 0 or no popularity: unchanged");
+}
+
+/* The factor recommender with a blend: a large w ranks by popularity
+ * among the non-training items, +inf is the most-popular list (not
+ * personalized) even for users with training items. */
+Test(eval, factor_recommender_blend) {
+    /* user 0 prefers item 3 (score 1), then 2 (0.5); item 0 is the most
+     * popular (users 0, 1, 2), item 1 next (users 1, 2). */
+    const float users[3 * 2] = {1.0f, 0.0f, 0.0f, 1.0f, 0.0f, 1.0f};
+    const float items[5 * 2] = {0, 0, 0, 0, 0.5f, 0, 1, 0, 0, 0};
+    uint32_t r[] = {0, 1, 1, 2, 2}, c[] = {0, 0, 1, 0, 1};
+    csr train = from_pairs(3, 5, r, c, 5);
+    eval_popular pop;
+    err_t e;
+    cr_assert_eq(eval_popular_init(&train, &pop, &e), ERR_OK);
+    cr_expect_float_eq(pop.max_popularity, 3.0f, 0);
+    cr_expect_float_eq(pop.popularity[1], 2.0f, 0);
+    eval_mf mf = {
+        .user_factors = users, .item_factors = items, .factors = 2, .n_items = 5, .fallback = &pop};
+    uint32_t out[5];
+    int pers = 0;
+    cr_assert_eq(eval_mf_recommend(&mf, 0, 2, &train, out, &pers), 2);
+    cr_expect(out[0] == 3 && out[1] == 2, "pure ALS: %u %u", out[0], out[1]);
+    /* w 3: item 1 scores 0 + 3 * 2/3 = 2, above item 3's 1. */
+    mf.blend = 3.0f;
+    cr_assert_eq(eval_mf_recommend(&mf, 0, 2, &train, out, &pers), 2);
+    cr_expect(out[0] == 1 && out[1] == 3, "blend 3: %u %u", out[0], out[1]);
+    cr_expect_eq(pers, 1);
+    mf.blend = INFINITY;
+    cr_assert_eq(eval_mf_recommend(&mf, 0, 2, &train, out, &pers), 2);
+    cr_expect(out[0] == 1 && out[1] == 2, "popularity only, without item 0: %u %u", out[0], out[1]);
+    cr_expect_eq(pers, 0);
+    cr_expect_eq(mf.failed, 0);
+    eval_popular_free(&pop);
+    csr_free(&train);
+}
+
 /* ml-100k with the protocol and parameters of the reference figures in
  * shared/data/README.md (benfred/implicit 0.7.2: NDCG@10 0.179, most-popular
  * 0.116). u.data is parsed here so the test does not depend on the CSV

@@ -452,6 +452,45 @@ Test(model, refuses_missing_or_inconsistent_keys) {
     cr_assert_not_null(strstr(msg, "popular_items has 4 bytes"), "%s", msg);
 }
 
+/* The popularity blend round-trips (finite and +inf), is absent from a
+ * pure ALS model (read as 0, the format-2 models published before it), and
+ * a NaN or negative one is refused at publication and at open. */
+Test(model, popularity_blend_round_trip_and_refusals) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    model_meta a = publish(dir, 1.0f);
+    model *m;
+    err_t e = {0};
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_expect_eq(model_info(m)->popularity_blend, 0.0f);
+    model_close(m);
+    fixture f;
+    fixture_init(&f, 2.0f);
+    const float blends[] = {0.25f, INFINITY};
+    for (int i = 0; i < 2; i++) {
+        f.in.meta.popularity_blend = blends[i];
+        cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+        cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+        cr_expect_eq(model_info(m)->popularity_blend, blends[i]);
+        model_close(m);
+    }
+    const float bad[] = {-1.0f, NAN};
+    for (int i = 0; i < 2; i++) {
+        f.in.meta.popularity_blend = bad[i];
+        cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+        cr_expect_not_null(strstr(e.msg, "popularity_blend"), "%s", e.msg);
+    }
+    fixture_free(&f);
+    /* The first version, patched as a foreign writer would. */
+    char vdir[PATH_MAX];
+    snprintf(vdir, sizeof vdir, "%s/store/versions/%s", root, a.version);
+    for (int i = 0; i < 2; i++) {
+        patch(vdir, "popularity_blend", &bad[i], 4, 0);
+        const char *msg = refuse(vdir, ERR_FORMAT);
+        cr_expect_not_null(strstr(msg, "popularity_blend"), "%s", msg);
+    }
+}
+
 /* Overwrites len bytes at offset of blob key (same size, so it stays on its
  * overflow pages), as a damaged file would hold them. */
 static void damage(const char *vdir, const char *key, size_t offset, const void *bytes,

@@ -73,3 +73,51 @@ Test(experiment, request_ids_name_their_variant_and_are_unique) {
     cr_assert_eq(exp_variant_of_request(&x, "d:0123"), -1);
     cr_assert_eq(exp_variant_of_request(&x, "no-colon"), -1);
 }
+
+/* A stored state brings back shares and salt for the same variant names in
+ * any order (shares follow the names); other names, another count or a
+ * damaged state leave the experiment as it was. */
+Test(experiment, stored_state_restores_shares_for_the_same_names) {
+    experiment set = three_variants();
+    double shares[] = {0.1, 0.0, 0.9};
+    cr_assert_eq(exp_set_shares(&set, shares, 3, NULL), ERR_OK);
+    strcpy(set.salt, "spring");
+    unsigned char state[EXP_STATE_BYTES];
+    exp_encode(&set, state);
+
+    /* Restarted with the variants listed as c, control, b and the flags'
+     * even split and salt. */
+    experiment boot = {.salt = "recd", .n = 3};
+    strcpy(boot.names[0], "c");
+    strcpy(boot.names[1], "control");
+    strcpy(boot.names[2], "b");
+    double even[] = {1.0 / 3, 1.0 / 3, 1.0 / 3};
+    cr_assert_eq(exp_set_shares(&boot, even, 3, NULL), ERR_OK);
+    experiment x = boot;
+    err_t e;
+    cr_assert_eq(exp_restore(&x, state, &e), ERR_OK, "%s", e.msg);
+    cr_expect_str_eq(x.salt, "spring");
+    cr_expect(x.shares[0] == 0.9 && x.shares[1] == 0.1 && x.shares[2] == 0.0);
+    cr_expect_str_eq(x.names[0], "c", "names and their order stay the boot's");
+
+    experiment other = boot;
+    strcpy(other.names[2], "d");
+    cr_assert_eq(exp_restore(&other, state, &e), ERR_INVALID);
+    cr_expect(strstr(e.msg, "variant b"), "%s", e.msg);
+    cr_expect(memcmp(&other.shares, &boot.shares, sizeof boot.shares) == 0, "unchanged");
+    cr_expect_str_eq(other.salt, "recd");
+    experiment two = boot;
+    two.n = 2;
+    cr_assert_eq(exp_restore(&two, state, &e), ERR_INVALID);
+
+    unsigned char damaged[EXP_STATE_BYTES];
+    memcpy(damaged, state, sizeof state);
+    memcpy(damaged + 1 + (EXP_MAX_NAME + 1), "control", 8); /* b -> control twice */
+    x = boot;
+    cr_assert_eq(exp_restore(&x, damaged, &e), ERR_INVALID);
+    cr_expect(strstr(e.msg, "twice"), "%s", e.msg);
+    memcpy(damaged, state, sizeof state);
+    memset(damaged + EXP_STATE_BYTES - (EXP_MAX_SALT + 1), 'x', EXP_MAX_SALT + 1);
+    cr_assert_eq(exp_restore(&x, damaged, &e), ERR_INVALID);
+    cr_expect(strstr(e.msg, "salt"), "%s", e.msg);
+}
