@@ -36,6 +36,7 @@
 #include <xxhash.h>
 
 #include "log.h"
+#include "panel.h"
 
 /* Blobs are read in place as native floats and integers and are defined as
  * little-endian; a big-endian port would need byte-swapping readers. */
@@ -65,6 +66,7 @@
 #define K_USER_FACTORS "user_factors"
 #define K_ITEM_FACTORS "item_factors"
 #define K_ITEM_NORMS "item_norms"
+#define K_ITEM_PANELS "item_panels"
 #define K_USER_IDS "user_ids"
 #define K_ITEM_IDS "item_ids"
 #define K_USER_INDEX "user_index"
@@ -118,6 +120,8 @@ struct model {
     model_meta meta;
     model_ids users, items;
     const float *user_factors, *item_factors, *item_norms;
+    const float *item_panels;    /* into the map, or built_panels for a model without them */
+    float *built_panels;         /* owned; NULL when the model stores its panels */
     const uint64_t *user_indptr; /* n_users + 1 */
     const uint32_t *user_indices;
     const uint32_t *popular;
@@ -764,6 +768,12 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
     if (uf) memcpy(p, in->user_factors, uf);
     if ((rc = model_reserve(&w, K_ITEM_FACTORS, itf, &p, e))) goto fail;
     if (itf) memcpy(p, in->item_factors, itf);
+    /* Stored beside the rows, not instead of them: fold-ins and similar
+     * items read single rows; only scoring wants panels. */
+    if ((rc = model_reserve(&w, K_ITEM_PANELS, (uint64_t)panel_padded(ni) * k * sizeof(float), &p,
+                            e)))
+        goto fail;
+    panel_pack(in->item_factors, ni, k, p);
     if ((rc = model_reserve(&w, K_ITEM_NORMS, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
     float *norms = p;
     for (uint32_t i = 0; i < ni; i++) {
@@ -1222,6 +1232,19 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_factors = p;
     if ((rc = model_get_blob(r, K_ITEM_NORMS, &norms, 0, 4, &p, e))) return rc;
     m->item_norms = p;
+    /* Models published before the panels existed get them built here. */
+    uint64_t panels;
+    if (!model_mul3(panel_padded(mt->n_items), mt->factors, sizeof(float), &panels))
+        return err_set(e, ERR_FORMAT, "model: %s: counts overflow", r->path);
+    if (model_has(r, K_ITEM_PANELS)) {
+        if ((rc = model_get_blob(r, K_ITEM_PANELS, &panels, 0, 4, &p, e))) return rc;
+        m->item_panels = p;
+    } else {
+        if (!(m->built_panels = malloc(panels ? panels : 1)))
+            return err_set(e, ERR_NOMEM, "model: %s: out of memory for the item panels", r->path);
+        panel_pack(m->item_factors, mt->n_items, mt->factors, m->built_panels);
+        m->item_panels = m->built_panels;
+    }
     if ((rc = model_get_blob(r, K_POPULAR, &pop, 0, 4, &p, e))) return rc;
     m->popular = p;
     if (!model_below(m->popular, mt->n_items, mt->n_items))
@@ -1355,6 +1378,7 @@ int model_open(const char *dir, model **out, err_t *e) {
 void model_close(model *m) {
     if (!m) return;
     if (m->env) mdb_env_close(m->env);
+    free(m->built_panels);
     free(m);
 }
 
@@ -1403,6 +1427,10 @@ const float *model_user_factors(const model *m) {
 
 const float *model_item_factors(const model *m) {
     return m->item_factors;
+}
+
+const float *model_item_panels(const model *m) {
+    return m->item_panels;
 }
 
 const float *model_item_norms(const model *m) {

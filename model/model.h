@@ -145,6 +145,9 @@ const char *model_item_id(const model *m, uint32_t index, size_t *len);
 const float *model_user_factors(const model *m);
 const float *model_item_factors(const model *m);
 const float *model_item_norms(const model *m);
+/* The item factors packed for scoring (panel.h): panel_padded(n_items) x
+ * factors floats, owned by the model. */
+const float *model_item_panels(const model *m);
 
 /* Sorted item indexes user u bought; *n gets the count. */
 const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n);

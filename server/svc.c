@@ -36,7 +36,6 @@ typedef struct served_model {
     model *m;
     atomic_uint refs; /* one for being current, one per request using it */
     float *yty;       /* factors x factors, for fold-ins */
-    float *panels;    /* the item factors packed for scoring (panel.h) */
     pthread_mutex_t mult_lock;
     multipliers *mult; /* rebuilt when the catalog changes */
 } served_model;
@@ -115,7 +114,6 @@ static void svc_release(served_model *sm) {
         multipliers_release(sm->mult);
         pthread_mutex_destroy(&sm->mult_lock);
         free(sm->yty);
-        free(sm->panels);
         free(sm);
     }
 }
@@ -151,10 +149,7 @@ static int svc_load(svc *s, uint32_t v, err_t *e) {
     if (rc) return rc;
     const model_meta *meta = model_info(m);
     served_model *sm = calloc(1, sizeof *sm);
-    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float))) ||
-        !(sm->panels =
-              malloc((size_t)panel_padded(meta->n_items) * meta->factors * sizeof(float)))) {
-        if (sm) free(sm->yty);
+    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
         free(sm);
         model_close(m);
         return err_set(e, ERR_NOMEM, "out of memory");
@@ -163,7 +158,6 @@ static int svc_load(svc *s, uint32_t v, err_t *e) {
     atomic_init(&sm->refs, 1);
     pthread_mutex_init(&sm->mult_lock, NULL);
     score_gram(m, sm->yty);
-    panel_pack(model_item_factors(m), meta->n_items, meta->factors, sm->panels);
     log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "
              "categories=%u",
              s->exp.names[v], s->slots[v].dir, meta->version, meta->n_users, meta->n_items,
@@ -772,7 +766,7 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         for (uint32_t start = 0; start < n_items && !failed; start += SVC_BATCH_BLOCK) {
             uint32_t len = n_items - start < SVC_BATCH_BLOCK ? n_items - start : SVC_BATCH_BLOCK;
             size_t stride = panel_padded(len);
-            panel_scores(calls[i].sm->panels, f, start, len, xs, (uint32_t)g, rows, stride);
+            panel_scores(model_item_panels(m), f, start, len, xs, (uint32_t)g, rows, stride);
             for (size_t k = 0; k < g; k++)
                 block_topk_add(&calls[group[k]], &t[k], rows + k * stride, start, len);
         }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "panel.h"
 
 static char root[] = "/tmp/recd-test-model-XXXXXX";
 
@@ -450,6 +451,34 @@ Test(model, refuses_missing_or_inconsistent_keys) {
     patch(copy, "popular_items", four, 4, 0);
     msg = refuse(copy, ERR_FORMAT);
     cr_assert_not_null(strstr(msg, "popular_items has 4 bytes"), "%s", msg);
+}
+
+/* The item panels are stored packed from the item factors; a model
+ * published before they existed gets them built at open; a panel blob of
+ * the wrong size is refused. */
+Test(model, item_panels_stored_built_or_refused) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    model_meta a = publish(dir, 1.0f);
+    fixture f;
+    fixture_init(&f, 1.0f);
+    static float want[PANEL_WIDTH * K];
+    panel_pack(f.itf, NI, K, want);
+    err_t e;
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_arr_eq(model_item_panels(m), want, sizeof want);
+    model_close(m);
+    char vdir[PATH_MAX];
+    snprintf(vdir, sizeof vdir, "%s/store/versions/%s", root, a.version);
+    patch(vdir, "item_panels", NULL, 0, 1);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_arr_eq(model_item_panels(m), want, sizeof want);
+    model_close(m);
+    patch(vdir, "item_panels", want, sizeof want - 4, 0);
+    const char *msg = refuse(dir, ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "item_panels"), "%s", msg);
+    fixture_free(&f);
 }
 
 /* The popularity blend round-trips (finite and +inf), is absent from a
