@@ -120,8 +120,8 @@ struct model {
     model_meta meta;
     model_ids users, items;
     const float *user_factors, *item_factors, *item_norms;
-    const float *item_panels;    /* into the map, or built_panels for a model without them */
-    float *built_panels;         /* owned; NULL when the model stores its panels */
+    const uint16_t *item_panels; /* into the map, or built_panels for a model without them */
+    uint16_t *built_panels;      /* owned; NULL when the model stores its panels */
     const uint64_t *user_indptr; /* n_users + 1 */
     const uint32_t *user_indices;
     const uint32_t *popular;
@@ -770,7 +770,8 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
     if (itf) memcpy(p, in->item_factors, itf);
     /* Stored beside the rows, not instead of them: fold-ins and similar
      * items read single rows; only scoring wants panels. */
-    if ((rc = model_reserve(&w, K_ITEM_PANELS, (uint64_t)panel_padded(ni) * k * sizeof(float), &p,
+    if ((rc = model_reserve(&w, K_ITEM_PANELS,
+                            (uint64_t)panel_padded(ni) * panel_pairs(k) * 2 * sizeof(uint16_t), &p,
                             e)))
         goto fail;
     panel_pack(in->item_factors, ni, k, p);
@@ -1234,7 +1235,8 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_norms = p;
     /* Models published before the panels existed get them built here. */
     uint64_t panels;
-    if (!model_mul3(panel_padded(mt->n_items), mt->factors, sizeof(float), &panels))
+    if (!model_mul3(panel_padded(mt->n_items), panel_pairs(mt->factors), 2 * sizeof(uint16_t),
+                    &panels))
         return err_set(e, ERR_FORMAT, "model: %s: counts overflow", r->path);
     if (model_has(r, K_ITEM_PANELS)) {
         if ((rc = model_get_blob(r, K_ITEM_PANELS, &panels, 0, 4, &p, e))) return rc;
@@ -1429,7 +1431,7 @@ const float *model_item_factors(const model *m) {
     return m->item_factors;
 }
 
-const float *model_item_panels(const model *m) {
+const uint16_t *model_item_panels(const model *m) {
     return m->item_panels;
 }
 

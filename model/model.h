@@ -145,9 +145,10 @@ const char *model_item_id(const model *m, uint32_t index, size_t *len);
 const float *model_user_factors(const model *m);
 const float *model_item_factors(const model *m);
 const float *model_item_norms(const model *m);
-/* The item factors packed for scoring (panel.h): panel_padded(n_items) x
- * factors floats, owned by the model. */
-const float *model_item_panels(const model *m);
+/* The item factors packed for scoring (panel.h): bfloat16 panels of
+ * panel_padded(n_items) x panel_pairs(factors) x 2 values, owned by the
+ * model. */
+const uint16_t *model_item_panels(const model *m);
 
 /* Sorted item indexes user u bought; *n gets the count. */
 const uint32_t *model_user_items(const model *m, uint32_t u, uint32_t *n);

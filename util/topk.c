@@ -30,9 +30,7 @@ void topk_sort(topk_entry *entries, uint32_t n) {
     qsort(entries, n, sizeof *entries, cmp_best_first);
 }
 
-/* True when one of the 16 scores at s beats threshold: written so that the
- * compiler turns it into one vector compare. */
-static inline int any_above(const float *s, float threshold) {
+int topk_any_above(const float *s, float threshold) {
     int any = 0;
     for (int l = 0; l < 16; l++)
         any |= s[l] > threshold;
@@ -45,7 +43,8 @@ uint32_t topk_select(const float *scores, uint32_t n, uint32_t k, topk_entry *ou
     for (uint32_t i = 0; i < n; i++) {
         /* Once k are kept, most scores lose to the worst of them: whole runs
          * of 16 are passed over with one test. */
-        while (size == k && (i & 15) == 0 && n - i >= 16 && !any_above(scores + i, out[0].score))
+        while (size == k && (i & 15) == 0 && n - i >= 16 &&
+               !topk_any_above(scores + i, out[0].score))
             i += 16;
         if (i >= n) break;
         float s = scores[i];

@@ -16,6 +16,11 @@ typedef struct topk_entry {
  * (fewer than k when fewer than k scores are selectable). */
 uint32_t topk_select(const float *scores, uint32_t n, uint32_t k, topk_entry *out);
 
+/* True when one of the 16 scores at s is above threshold; written so that
+ * the compiler makes it one vector compare, for passing over runs of
+ * scores that cannot matter. */
+int topk_any_above(const float *s, float threshold);
+
 /* Sorts entries best first (score descending, then index ascending). */
 void topk_sort(topk_entry *entries, uint32_t n);
 

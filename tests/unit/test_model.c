@@ -453,7 +453,7 @@ Test(model, refuses_missing_or_inconsistent_keys) {
     cr_assert_not_null(strstr(msg, "popular_items has 4 bytes"), "%s", msg);
 }
 
-/* The item panels are stored packed from the item factors; a model
+/* The bfloat16 item panels are stored packed from the item factors; a model
  * published before they existed gets them built at open; a panel blob of
  * the wrong size is refused. */
 Test(model, item_panels_stored_built_or_refused) {
@@ -462,7 +462,7 @@ Test(model, item_panels_stored_built_or_refused) {
     model_meta a = publish(dir, 1.0f);
     fixture f;
     fixture_init(&f, 1.0f);
-    static float want[PANEL_WIDTH * K];
+    static uint16_t want[PANEL_WIDTH * 2 * ((K + 1) / 2)];
     panel_pack(f.itf, NI, K, want);
     err_t e;
     model *m;

@@ -144,15 +144,19 @@ Test(topk, runs_passed_over_in_blocks_still_see_every_winner) {
     }
 }
 
-/* Checks panel_scores against plain dot products for items [first, first +
- * len) of an n x f matrix and nq queries. */
+/* Checks panel_scores against dot products in double for items [first,
+ * first + len) of an n x f matrix and nq queries: each score within the
+ * error bound panel_error promises (and the bound not loose by more than
+ * 50x, so that a wrong bound cannot pass for a safe one). */
 static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, uint32_t nq) {
+    uint32_t pairs = panel_pairs(f);
     float *rows = malloc((size_t)n * f * sizeof *rows);
-    float *panels = malloc((size_t)panel_padded(n) * f * sizeof *panels);
+    uint16_t *panels = malloc((size_t)panel_padded(n) * pairs * 2 * sizeof *panels);
     float *xs = malloc((size_t)nq * f * sizeof *xs);
+    uint32_t *queries = malloc((size_t)nq * pairs * sizeof *queries);
     size_t stride = panel_padded(len) + 16; /* wider than needed: rows must not overlap */
     float *scores = malloc(nq * stride * sizeof *scores);
-    cr_assert(rows && panels && xs && scores);
+    cr_assert(rows && panels && xs && queries && scores);
     uint64_t x = 0x9e3779b97f4a7c15ull ^ (n * 31u + f);
     for (size_t i = 0; i < (size_t)n * f; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -161,30 +165,54 @@ static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, u
     for (size_t i = 0; i < (size_t)nq * f; i++)
         xs[i] = (float)((i * 7919) % 201) / 100.0f - 1.0f;
     panel_pack(rows, n, f, panels);
-    panel_scores(panels, f, first, len, xs, nq, scores, stride);
+    for (uint32_t q = 0; q < nq; q++)
+        panel_query(xs + (size_t)q * f, f, queries + (size_t)q * pairs);
+    panel_scores(panels, f, first, len, queries, nq, scores, stride);
+    double worst = 0;
     for (uint32_t q = 0; q < nq; q++) {
         for (uint32_t i = 0; i < panel_padded(len); i++) {
-            double want = 0;
-            if (first + i < n)
-                for (uint32_t d = 0; d < f; d++)
-                    want += (double)xs[q * f + d] * rows[(size_t)(first + i) * f + d];
-            cr_assert_float_eq(scores[q * stride + i], want, 1e-4, "n %u f %u query %u item %u", n,
-                               f, q, first + i);
+            double want = 0, xx = 0, yy = 0;
+            for (uint32_t d = 0; d < f && first + i < n; d++) {
+                double a = xs[q * f + d], b = rows[(size_t)(first + i) * f + d];
+                want += a * b, xx += a * a, yy += b * b;
+            }
+            double bound = panel_error(f) * sqrt(xx) * sqrt(yy) + PANEL_ERROR_ABS;
+            double err = fabs(scores[q * stride + i] - want);
+            cr_assert(err <= bound, "n %u f %u query %u item %u: %g from %g, bound %g", n, f, q,
+                      first + i, scores[q * stride + i], want, bound);
+            if (bound > 0 && err / bound > worst) worst = err / bound;
         }
     }
+    cr_assert(worst > 0.02, "n %u f %u: the error bound is 50x looser than any error", n, f);
     free(rows);
     free(panels);
     free(xs);
+    free(queries);
     free(scores);
 }
 
-Test(panel, scores_equal_dot_products_for_any_shape) {
+Test(panel, scores_within_the_error_bound_for_any_shape) {
     uint32_t queries[] = {1, 2, 3, 4, 5, 7, 8, 9, 32};
     for (size_t q = 0; q < sizeof queries / sizeof *queries; q++) {
-        check_panels(1, 3, 0, 1, queries[q]);
-        check_panels(37, 5, 0, 37, queries[q]);
+        check_panels(37, 5, 0, 37, queries[q]);     /* an odd factor count */
         check_panels(200, 64, 16, 150, queries[q]); /* a block inside, 4-panel chunks and a rest */
         check_panels(131, 65, 128, 3, queries[q]);  /* the padded last panel */
+    }
+}
+
+Test(panel, bfloat16_rounds_to_nearest_even) {
+    /* 1 + 2^-8 is halfway between two bfloat16 values: to even (1); just
+     * above it rounds up; 3.0 is exact. */
+    float v[] = {1.0f + 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-16f, 3.0f, -2.5f};
+    float want[] = {1.0f, 1.0f + 0x1p-7f, 3.0f, -2.5f};
+    for (int i = 0; i < 4; i++) {
+        float row[2] = {v[i], 0.0f}, x[2] = {1.0f, 0.0f}, got[PANEL_WIDTH];
+        uint16_t panel[PANEL_WIDTH * 2];
+        uint32_t query;
+        panel_pack(row, 1, 2, panel);
+        panel_query(x, 2, &query);
+        panel_scores(panel, 2, 0, 1, &query, 1, got, PANEL_WIDTH);
+        cr_assert_eq(got[0], want[i], "%a became %a, want %a", v[i], got[0], want[i]);
     }
 }
 
