@@ -120,6 +120,7 @@ struct model {
     model_meta meta;
     model_ids users, items;
     const float *user_factors, *item_factors, *item_norms;
+    float item_norm_max;         /* the largest of item_norms */
     const uint16_t *item_panels; /* into the map, or built_panels for a model without them */
     uint16_t *built_panels;      /* owned; NULL when the model stores its panels */
     const uint64_t *user_indptr; /* n_users + 1 */
@@ -1233,6 +1234,8 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_factors = p;
     if ((rc = model_get_blob(r, K_ITEM_NORMS, &norms, 0, 4, &p, e))) return rc;
     m->item_norms = p;
+    for (uint32_t i = 0; i < mt->n_items; i++)
+        if (m->item_norms[i] > m->item_norm_max) m->item_norm_max = m->item_norms[i];
     /* Models published before the panels existed get them built here. */
     uint64_t panels;
     if (!model_mul3(panel_padded(mt->n_items), panel_pairs(mt->factors), 2 * sizeof(uint16_t),
@@ -1433,6 +1436,10 @@ const float *model_item_factors(const model *m) {
 
 const uint16_t *model_item_panels(const model *m) {
     return m->item_panels;
+}
+
+float model_item_norm_max(const model *m) {
+    return m->item_norm_max;
 }
 
 const float *model_item_norms(const model *m) {

@@ -145,6 +145,8 @@ const char *model_item_id(const model *m, uint32_t index, size_t *len);
 const float *model_user_factors(const model *m);
 const float *model_item_factors(const model *m);
 const float *model_item_norms(const model *m);
+/* The largest item norm (0 without items). */
+float model_item_norm_max(const model *m);
 /* The item factors packed for scoring (panel.h): bfloat16 panels of
  * panel_padded(n_items) x panel_pairs(factors) x 2 values, owned by the
  * model. */

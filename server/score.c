@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "als.h"
+#include "panel.h"
 #include "eval.h"
 
 void score_gram(const model *m, float *yty) {
@@ -187,4 +188,149 @@ int score_top_k(const model *m, const float *scores, uint32_t k, float diversity
     free(max_sim);
     *n_out = picked;
     return ERR_OK;
+}
+
+/* --- batches ------------------------------------------------------------- */
+
+/* A query's running top-k while item blocks are scored from the panels,
+ * and the candidates that exact float32 scores could still put in it: every
+ * item whose panel score is within margin of the k-th best. */
+typedef struct block_topk {
+    topk_entry *kept; /* room for 2 k: the kept k, then a block's best k */
+    uint32_t n_kept;
+    topk_entry *cand; /* ascending item index */
+    uint32_t n_cand, cap_cand;
+    float margin;         /* 2 x the panel error bound, stretched by the multipliers */
+    size_t next_excluded; /* the first exclusion not yet applied */
+} block_topk;
+
+size_t score_batch_workspace(size_t n) {
+    return n * panel_padded(SCORE_BLOCK);
+}
+
+/* The score every kept item beats by at least margin: below it an item can
+ * neither be nor become one of the best k. */
+static float block_floor(const block_topk *t, uint32_t k) {
+    if (t->n_kept < k) return -INFINITY;
+    float kth = t->kept[k - 1].score;
+    /* The blend and multipliers round once more: a millionth on top. */
+    return kth - t->margin - 1e-6f * fabsf(kth);
+}
+
+/* Applies q's exclusions, the blend, multipliers and category to its panel
+ * scores of items [start, start + len) in row, folds the block's best into
+ * t and keeps the candidates near them. Returns 0, or -1 when out of
+ * memory. */
+static int block_add(const model *m, const score_query *q, block_topk *t, float *row,
+                     uint32_t start, uint32_t len) {
+    while (t->next_excluded < q->n_excluded && q->excluded[t->next_excluded] < start + len)
+        row[q->excluded[t->next_excluded++] - start] = -INFINITY;
+    score_add_popularity(m, start, len, row);
+    if (q->multipliers) score_apply_multipliers(row, q->multipliers + start, len);
+    if (q->category >= 0) {
+        const uint32_t *cat = model_item_categories(m);
+        for (uint32_t i = 0; i < len; i++)
+            if (!cat || cat[start + i] != (uint64_t)q->category) row[i] = -INFINITY;
+    }
+    uint32_t got = topk_select(row, len, q->k, t->kept + t->n_kept);
+    for (uint32_t i = 0; i < got; i++)
+        t->kept[t->n_kept + i].index += start;
+    /* The kept and the new entries together; the best k of them stay. */
+    topk_sort(t->kept, t->n_kept + got);
+    t->n_kept = t->n_kept + got < q->k ? t->n_kept + got : q->k;
+    float floor = block_floor(t, q->k);
+    for (uint32_t i = 0; i < len; i++) {
+        if ((i & 15) == 0 && len - i >= 16 && !topk_any_above(row + i, floor)) {
+            i += 15;
+            continue;
+        }
+        if (!(row[i] >= floor) || row[i] == -INFINITY) continue;
+        if (t->n_cand == t->cap_cand) {
+            /* Drop the candidates the floor has passed before growing. */
+            uint32_t w = 0;
+            for (uint32_t j = 0; j < t->n_cand; j++)
+                if (t->cand[j].score >= floor) t->cand[w++] = t->cand[j];
+            t->n_cand = w;
+            if (w >= t->cap_cand / 2) {
+                uint32_t cap = t->cap_cand ? 2 * t->cap_cand : 64;
+                topk_entry *grown = realloc(t->cand, cap * sizeof *grown);
+                if (!grown) return -1;
+                t->cand = grown;
+                t->cap_cand = cap;
+            }
+        }
+        t->cand[t->n_cand++] = (topk_entry){start + i, row[i]};
+    }
+    return 0;
+}
+
+/* q's best k by exact float32 scores (the dot product with the item's row,
+ * then the same blend and multipliers), chosen among the candidates still
+ * above the floor. Returns 0, or -1 when out of memory. */
+static int block_finish(const model *m, score_query *q, block_topk *t) {
+    uint32_t f = model_info(m)->factors;
+    const float *items = model_item_factors(m);
+    float floor = block_floor(t, q->k);
+    float *exact = malloc((t->n_cand ? t->n_cand : 1) * sizeof *exact);
+    uint32_t *index = malloc((t->n_cand ? t->n_cand : 1) * sizeof *index);
+    if (!exact || !index) {
+        free(exact);
+        free(index);
+        return -1;
+    }
+    uint32_t n = 0;
+    for (uint32_t j = 0; j < t->n_cand; j++) {
+        if (!(t->cand[j].score >= floor)) continue;
+        uint32_t item = t->cand[j].index;
+        const float *y = items + (size_t)item * f;
+        float dot = 0.0f;
+        for (uint32_t d = 0; d < f; d++)
+            dot += q->x[d] * y[d];
+        score_add_popularity(m, item, 1, &dot);
+        if (q->multipliers) score_apply_multipliers(&dot, q->multipliers + item, 1);
+        index[n] = item;
+        exact[n++] = dot;
+    }
+    /* Candidates are in item order, so ties still go to the lower item. */
+    q->n_best = topk_select(exact, n, q->k, q->best);
+    for (uint32_t i = 0; i < q->n_best; i++)
+        q->best[i].index = index[q->best[i].index];
+    free(exact);
+    free(index);
+    return 0;
+}
+
+int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e) {
+    const model_meta *mt = model_info(m);
+    uint32_t f = mt->factors, pairs = panel_pairs(f);
+    block_topk *t = calloc(n ? n : 1, sizeof *t);
+    uint32_t *queries = malloc((n ? n : 1) * pairs * sizeof *queries);
+    int failed = !t || !queries;
+    for (size_t j = 0; j < n && !failed; j++) {
+        panel_query(q[j].x, f, queries + j * pairs);
+        double norm = 0;
+        for (uint32_t d = 0; d < f; d++)
+            norm += (double)q[j].x[d] * q[j].x[d];
+        t[j].margin =
+            2.0f * q[j].max_slope *
+            (panel_error(f) * (float)sqrt(norm) * model_item_norm_max(m) + PANEL_ERROR_ABS);
+        failed = !(t[j].kept = malloc(2 * (size_t)q[j].k * sizeof *t[j].kept));
+    }
+    for (uint32_t start = 0; start < mt->n_items && !failed; start += SCORE_BLOCK) {
+        uint32_t len = mt->n_items - start < SCORE_BLOCK ? mt->n_items - start : SCORE_BLOCK;
+        size_t stride = panel_padded(len);
+        panel_scores(model_item_panels(m), f, start, len, queries, (uint32_t)n, work, stride);
+        for (size_t j = 0; j < n && !failed; j++)
+            failed = block_add(m, &q[j], &t[j], work + j * stride, start, len);
+    }
+    for (size_t j = 0; j < n && !failed; j++)
+        failed = block_finish(m, &q[j], &t[j]);
+    for (size_t j = 0; t && j < n; j++) {
+        free(t[j].kept);
+        free(t[j].cand);
+    }
+    free(t);
+    free(queries);
+    return failed ? err_set(e, ERR_NOMEM, "score: out of memory scoring %u items", mt->n_items)
+                  : ERR_OK;
 }

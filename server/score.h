@@ -35,6 +35,34 @@ void score_gram(const model *m, float *yty);
 int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
                   size_t n, float *x, err_t *e);
 
+#define SCORE_BLOCK 16384 /* items per block of score_batch: its score rows stay in cache */
+
+/* One query of score_batch: a shopper's vector and what to leave out. */
+typedef struct score_query {
+    const float *x;           /* factors floats */
+    uint32_t k;               /* >= 1 */
+    const uint32_t *excluded; /* ascending item indexes never returned (NULL when none) */
+    size_t n_excluded;
+    const float
+        *multipliers; /* n_items storefront multipliers (score_apply_multipliers), or NULL */
+    float max_slope;  /* the largest of m and 1 / m over multipliers m > 0; 1 without */
+    int64_t category; /* only items of this category; -1: any */
+    topk_entry *best; /* room for k: the answer, best first */
+    uint32_t n_best;  /* set by score_batch */
+} score_query;
+
+/* Floats of the workspace score_batch needs for n queries. */
+size_t score_batch_workspace(size_t n);
+
+/* The best k items of each of n queries by x . y_i (plus the model's
+ * popularity blend, then the multipliers), exactly as float32 scoring would
+ * rank them, into each query's best. The item matrix is read once for all
+ * n queries, block by block, from the model's bfloat16 panels; the few items
+ * whose panel scores come within the error bound of a query's cut are scored
+ * again in float32. work has score_batch_workspace(n) floats. Returns ERR_OK
+ * or ERR_NOMEM. */
+int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e);
+
 /* scores[i] = x . y_i for every item of m (one sgemv over the item matrix). */
 void score_items(const model *m, const float *x, float *scores);
 

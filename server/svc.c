@@ -16,7 +16,6 @@
 #include "idstate.h"
 #include "log.h"
 #include "model.h"
-#include "panel.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "score.h"
 #include "topk.h"
@@ -35,9 +34,8 @@ typedef struct multipliers {
 /* A model in service, shared by the requests that use it. */
 typedef struct served_model {
     model *m;
-    atomic_uint refs;    /* one for being current, one per request using it */
-    float *yty;          /* factors x factors, for fold-ins */
-    float max_item_norm; /* bounds the panel scores' error (panel_error) */
+    atomic_uint refs; /* one for being current, one per request using it */
+    float *yty;       /* factors x factors, for fold-ins */
     pthread_mutex_t mult_lock;
     multipliers *mult; /* rebuilt when the catalog changes */
 } served_model;
@@ -166,8 +164,6 @@ static int svc_load(svc *s, uint32_t v, err_t *e) {
     atomic_init(&sm->refs, 1);
     pthread_mutex_init(&sm->mult_lock, NULL);
     score_gram(m, sm->yty);
-    for (uint32_t i = 0; i < meta->n_items; i++)
-        if (model_item_norms(m)[i] > sm->max_item_norm) sm->max_item_norm = model_item_norms(m)[i];
     log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "
              "categories=%u",
              s->exp.names[v], s->slots[v].dir, meta->version, meta->n_users, meta->n_items,
@@ -694,114 +690,6 @@ static long recommend_exclusions(const recommend_call *c, uint32_t **out) {
     return (long)w;
 }
 
-/* A call's running top-k while item blocks are scored from the bfloat16
- * panels, and the candidates that exact float32 scores could still put in
- * it: every item whose panel score is within margin of the k-th best. */
-typedef struct block_topk {
-    topk_entry *best; /* room for 2 k: the kept k, then a block's best k */
-    uint32_t n;
-    topk_entry *cand; /* ascending item index */
-    uint32_t n_cand, cap_cand;
-    float margin; /* 2 x the panel error bound, stretched by the multipliers */
-    uint32_t *excluded;
-    long n_excluded, next; /* next exclusion not yet applied */
-} block_topk;
-
-/* The score every kept item beats by at least margin: below it an item can
- * neither be nor become one of the best k. */
-static float block_topk_floor(const block_topk *t, uint32_t k) {
-    if (t->n < k) return -INFINITY;
-    float kth = t->best[k - 1].score;
-    /* Rules (blend, multipliers) round once more: a millionth on top. */
-    return kth - t->margin - 1e-6f * fabsf(kth);
-}
-
-/* Applies a call's exclusions, the popularity blend, rules and category to
- * its panel scores of items [start, start + len) in row, folds the block's
- * best into t and keeps the candidates near them. Returns 0, or -1 when out
- * of memory. */
-static int block_topk_add(const recommend_call *c, block_topk *t, float *row, uint32_t start,
-                          uint32_t len) {
-    const model *m = c->sm->m;
-    while (t->next < t->n_excluded && t->excluded[t->next] < start + len)
-        row[t->excluded[t->next++] - start] = -INFINITY;
-    score_add_popularity(m, start, len, row);
-    if (c->mu->any) score_apply_multipliers(row, c->mu->v + start, len);
-    if (c->rq->category[0]) {
-        const uint32_t *cat = model_item_categories(m);
-        for (uint32_t i = 0; i < len; i++)
-            if (cat[start + i] != c->category) row[i] = -INFINITY;
-    }
-    uint32_t k = c->rq->k, got = topk_select(row, len, k, t->best + t->n);
-    for (uint32_t i = 0; i < got; i++)
-        t->best[t->n + i].index += start;
-    /* The kept and the new entries together; the best k of them stay. */
-    topk_sort(t->best, t->n + got);
-    t->n = t->n + got < k ? t->n + got : k;
-    float floor = block_topk_floor(t, k);
-    for (uint32_t i = 0; i < len; i++) {
-        if ((i & 15) == 0 && len - i >= 16 && !topk_any_above(row + i, floor)) {
-            i += 15;
-            continue;
-        }
-        if (!(row[i] >= floor) || row[i] == -INFINITY) continue;
-        if (t->n_cand == t->cap_cand) {
-            /* Drop the candidates the floor has passed before growing. */
-            uint32_t w = 0;
-            for (uint32_t j = 0; j < t->n_cand; j++)
-                if (t->cand[j].score >= floor) t->cand[w++] = t->cand[j];
-            t->n_cand = w;
-            if (w >= t->cap_cand / 2) {
-                uint32_t cap = t->cap_cand ? 2 * t->cap_cand : 64;
-                topk_entry *grown = realloc(t->cand, cap * sizeof *grown);
-                if (!grown) return -1;
-                t->cand = grown;
-                t->cap_cand = cap;
-            }
-        }
-        t->cand[t->n_cand++] = (topk_entry){start + i, row[i]};
-    }
-    return 0;
-}
-
-/* The call's best k by exact float32 scores (the dot product with the
- * item's row, then the same blend and multipliers), chosen among the
- * candidates still above the floor; written over t->best. Returns 0, or -1
- * when out of memory. */
-static int block_topk_finish(const recommend_call *c, block_topk *t) {
-    const model *m = c->sm->m;
-    uint32_t f = model_info(m)->factors, k = c->rq->k;
-    const float *items = model_item_factors(m);
-    float floor = block_topk_floor(t, k);
-    float *exact = malloc((t->n_cand ? t->n_cand : 1) * sizeof *exact);
-    uint32_t *index = malloc((t->n_cand ? t->n_cand : 1) * sizeof *index);
-    if (!exact || !index) {
-        free(exact);
-        free(index);
-        return -1;
-    }
-    uint32_t n = 0;
-    for (uint32_t j = 0; j < t->n_cand; j++) {
-        if (!(t->cand[j].score >= floor)) continue;
-        uint32_t item = t->cand[j].index;
-        const float *y = items + (size_t)item * f;
-        float dot = 0.0f;
-        for (uint32_t d = 0; d < f; d++)
-            dot += c->x[d] * y[d];
-        score_add_popularity(m, item, 1, &dot);
-        if (c->mu->any) score_apply_multipliers(&dot, c->mu->v + item, 1);
-        index[n] = item;
-        exact[n++] = dot;
-    }
-    /* Candidates are in item order, so ties still go to the lower item. */
-    t->n = topk_select(exact, n, k, t->best);
-    for (uint32_t i = 0; i < t->n; i++)
-        t->best[i].index = index[t->best[i].index];
-    free(exact);
-    free(index);
-    return 0;
-}
-
 /* Recommend calls that queued up together: each is prepared on its own, then
  * the personalized ones of one model are scored together, block of items by
  * block, from the model's bfloat16 panels: one pass over a block serves all
@@ -835,50 +723,40 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
     for (size_t i = 0; i < n; i++) {
         if (!ready[i]) continue;
         const model *m = calls[i].sm->m;
-        const model_meta *meta = model_info(m);
-        uint32_t f = meta->factors, n_items = meta->n_items, pairs = panel_pairs(f);
         size_t group[RPC_MAX_BATCH], g = 0;
         for (size_t j = i; j < n; j++)
             if (ready[j] && calls[j].sm == calls[i].sm) group[g++] = j;
-        block_topk t[RPC_MAX_BATCH];
-        memset(t, 0, sizeof t);
-        uint32_t *queries = malloc((size_t)g * pairs * sizeof *queries);
-        float *rows = scores_buffer((size_t)g * panel_padded(SVC_BATCH_BLOCK));
-        int failed = !queries || !rows;
-        for (size_t k = 0; k < g && !failed; k++) {
+        score_query q[RPC_MAX_BATCH] = {0};
+        uint32_t *excluded[RPC_MAX_BATCH] = {0};
+        float *work = scores_buffer(score_batch_workspace(g));
+        int rc = work ? ERR_OK : ERR_NOMEM;
+        for (size_t k = 0; k < g && rc == ERR_OK; k++) {
             recommend_call *c = &calls[group[k]];
-            panel_query(c->x, f, queries + k * pairs);
-            double norm = 0;
-            for (uint32_t d = 0; d < f; d++)
-                norm += (double)c->x[d] * c->x[d];
-            t[k].margin =
-                2.0f * c->mu->max_slope *
-                (panel_error(f) * (float)sqrt(norm) * c->sm->max_item_norm + PANEL_ERROR_ABS);
-            t[k].best = malloc(2 * (size_t)c->rq->k * sizeof *t[k].best);
-            t[k].n_excluded = recommend_exclusions(c, &t[k].excluded);
-            failed = !t[k].best || t[k].n_excluded < 0;
+            long n_excluded = recommend_exclusions(c, &excluded[k]);
+            q[k] = (score_query){
+                .x = c->x,
+                .k = c->rq->k,
+                .excluded = excluded[k],
+                .n_excluded = n_excluded > 0 ? (size_t)n_excluded : 0,
+                .multipliers = c->mu->any ? c->mu->v : NULL,
+                .max_slope = c->mu->any ? c->mu->max_slope : 1.0f,
+                .category = c->rq->category[0] ? (int64_t)c->category : -1,
+                .best = malloc(c->rq->k * sizeof *q[k].best),
+            };
+            if (n_excluded < 0 || !q[k].best) rc = ERR_NOMEM;
         }
-        for (uint32_t start = 0; start < n_items && !failed; start += SVC_BATCH_BLOCK) {
-            uint32_t len = n_items - start < SVC_BATCH_BLOCK ? n_items - start : SVC_BATCH_BLOCK;
-            size_t stride = panel_padded(len);
-            panel_scores(model_item_panels(m), f, start, len, queries, (uint32_t)g, rows, stride);
-            for (size_t k = 0; k < g && !failed; k++)
-                failed = block_topk_add(&calls[group[k]], &t[k], rows + k * stride, start, len);
-        }
-        for (size_t k = 0; k < g && !failed; k++)
-            failed = block_topk_finish(&calls[group[k]], &t[k]);
+        err_t e;
+        if (rc == ERR_OK) rc = score_batch(m, q, g, work, &e);
         for (size_t k = 0; k < g; k++) {
-            if (failed)
+            if (rc)
                 rpc_reply_error(&replies[group[k]], RPC_RESOURCE_EXHAUSTED,
-                                "out of memory scoring %u items", n_items);
+                                "out of memory scoring %u items", model_info(m)->n_items);
             else
-                recommend_respond(s, &calls[group[k]], t[k].best, t[k].n, &replies[group[k]]);
-            free(t[k].best);
-            free(t[k].cand);
-            free(t[k].excluded);
+                recommend_respond(s, &calls[group[k]], q[k].best, q[k].n_best, &replies[group[k]]);
+            free(q[k].best);
+            free(excluded[k]);
             ready[group[k]] = 0;
         }
-        free(queries);
     }
     for (size_t i = 0; i < n; i++)
         recommend_free(&calls[i]);

@@ -21,7 +21,6 @@
 #define SVC_MAX_LIST 10000     /* most ids in one list field, events in one call */
 #define SVC_MAX_QUANTITY 10000 /* largest quantity of one event */
 #define SVC_MAX_PRICE 1e9      /* largest unit price of one event */
-#define SVC_BATCH_BLOCK 16384  /* items per block of a batch: its score rows stay in cache */
 
 typedef struct svc_options {
     const char *model_dir; /* the model of variant "control" */

@@ -28,6 +28,7 @@
 #include "model.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
+#include "panel.h"
 #include "score.h"
 #include "topk.h"
 
@@ -42,9 +43,10 @@ static const char bench_usage[] =
     "      as raw row-major float32, the bytes the server reads\n"
     "      (defaults: N 100000, F 64, U 10000)\n"
     "  score --model DIR [-k K] [--batch B] [--seconds S] [--rounds R]\n"
-    "      times score_items + topk_select per query (users' own vectors) on one\n"
-    "      thread, then one cblas_sgemm for B queries + B top-k, R rounds of\n"
-    "      about S seconds each (defaults: K 10, B 32, S 1, R 3)\n"
+    "      times recd's scoring (score_batch: bfloat16 panels, exact float32 near\n"
+    "      the cut) per query (users' own vectors) on one thread, next to float32\n"
+    "      score_items + topk_select, then batches of B queries per pass over the\n"
+    "      items; R rounds of about S seconds each (defaults: K 10, B 32, S 1, R 3)\n"
     "  train [--users U] [--items N] [--nnz Z] [--factors F] [--threads T]\n"
     "        [--iterations I] [--seed S]\n"
     "      ALS on a random U x N matrix with Z nonzeros (count 1, spread evenly\n"
@@ -323,49 +325,62 @@ static void round_sort(round_times *r) {
     qsort(r->part2, r->n, sizeof *r->part2, cmp_double);
 }
 
-/* r->n queries with the users' stored vectors, as Recommend does for a known
- * user without fresh events (minus exclusions and the response); part1 is
- * score_items (the sgemv), part2 topk_select. */
-static void run_single(const model *m, uint32_t k, float *scores, topk_entry *top, round_times *r) {
+/* One query of a round through score_batch, with the user's stored vector
+ * (as Recommend does for a known user without fresh events, minus the
+ * exclusions and the response). */
+static int score_one(const model *m, const float *x, uint32_t k, topk_entry *top, float *work) {
+    score_query q = {.x = x, .k = k, .max_slope = 1.0f, .category = -1, .best = top};
+    err_t e;
+    return score_batch(m, &q, 1, work, &e);
+}
+
+/* r->n queries one at a time: total is recd's path (score_batch of one:
+ * bfloat16 panels, exact re-scoring near the cut); part1 the float32
+ * reference inside recd, score_items (one sgemv) + topk_select over all
+ * the items, for the same queries in a loop of its own (interleaved, each
+ * would evict the other's matrix from the cache). */
+static int run_single(const model *m, uint32_t k, float *scores, float *work, topk_entry *top,
+                      round_times *r) {
     const model_meta *mt = model_info(m);
     const float *x = model_user_factors(m);
     double start = bench_now();
     for (size_t q = 0; q < r->n; q++) {
         double t0 = bench_now();
-        score_items(m, x + (size_t)(q % mt->n_users) * mt->factors, scores);
-        double t1 = bench_now();
-        topk_select(scores, mt->n_items, k, top);
-        double t2 = bench_now();
-        r->part1[q] = (t1 - t0) * 1e3;
-        r->part2[q] = (t2 - t1) * 1e3;
-        r->total[q] = (t2 - t0) * 1e3;
+        if (score_one(m, x + (size_t)(q % mt->n_users) * mt->factors, k, top, work)) return -1;
+        r->total[q] = (bench_now() - t0) * 1e3;
     }
     r->wall_s = bench_now() - start;
+    for (size_t q = 0; q < r->n; q++) {
+        double t0 = bench_now();
+        score_items(m, x + (size_t)(q % mt->n_users) * mt->factors, scores);
+        topk_select(scores, mt->n_items, k, top);
+        r->part1[q] = (bench_now() - t0) * 1e3;
+    }
+    return 0;
 }
 
-/* r->n batches, each one sgemm of b user vectors against every item (b x
- * n_items scores, one row per query: part1) and b top-k selections (part2). */
-static void run_batches(const model *m, uint32_t k, uint32_t b, float *scores, topk_entry *top,
-                        round_times *r) {
+/* r->n batches of b consecutive users, each one score_batch: the item
+ * panels read once for all b queries. */
+static int run_batches(const model *m, uint32_t k, uint32_t b, float *work, topk_entry *top,
+                       score_query *q, round_times *r) {
     const model_meta *mt = model_info(m);
-    const float *x = model_user_factors(m), *y = model_item_factors(m);
-    int n = (int)mt->n_items, f = (int)mt->factors;
+    const float *x = model_user_factors(m);
     double start = bench_now();
     for (size_t i = 0; i < r->n; i++) {
-        /* The queries are b consecutive users: already one b x f matrix. */
         size_t first = (i * b) % (mt->n_users - b + 1);
+        for (uint32_t j = 0; j < b; j++)
+            q[j] = (score_query){.x = x + (first + j) * mt->factors,
+                                 .k = k,
+                                 .max_slope = 1.0f,
+                                 .category = -1,
+                                 .best = top + (size_t)j * k};
         double t0 = bench_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, n, f, 1.0f,
-                    x + first * (size_t)f, f, y, f, 0.0f, scores, n);
-        double t1 = bench_now();
-        for (uint32_t q = 0; q < b; q++)
-            topk_select(scores + (size_t)q * (size_t)n, (uint32_t)n, k, top);
-        double t2 = bench_now();
-        r->part1[i] = (t1 - t0) * 1e3;
-        r->part2[i] = (t2 - t1) * 1e3;
-        r->total[i] = (t2 - t0) * 1e3;
+        err_t e;
+        if (score_batch(m, q, b, work, &e)) return -1;
+        r->total[i] = (bench_now() - t0) * 1e3;
     }
     r->wall_s = bench_now() - start;
+    return 0;
 }
 
 /* Prints ,"name":[v0,v1,...] of n values. */
@@ -378,23 +393,19 @@ static void print_list(const char *name, const double *v, size_t n) {
 
 /* The figures of the score JSON line, one value per round each. */
 enum {
-    F_P50,   /* ms of one query (score + top-k), median */
+    F_P50,   /* ms of one query through score_batch, median */
     F_P99,   /* its 99th percentile */
     F_QPS,   /* queries per second over the whole round */
-    F_SGEMV, /* ms of score_items, median */
-    F_TOPK,  /* ms of topk_select, median */
-    F_BATCH, /* ms per query of a batch (sgemm + b top-k), median batch / b */
+    F_F32,   /* ms of the float32 reference (score_items + topk_select), median */
+    F_BATCH, /* ms per query of a batch of b, median batch / b */
     F_BQPS,  /* batched queries per second over the whole round */
-    F_SGEMM, /* ms of the batch's sgemm, median */
-    F_BTOPK, /* ms of one top-k within a batch, median batch / b */
     F_FIGURES
 };
-static const char *const figure_names[F_FIGURES] = {"p50_ms",    "p99_ms",   "qps",
-                                                    "sgemv_ms",  "topk_ms",  "batch_ms",
-                                                    "batch_qps", "sgemm_ms", "batch_topk_ms"};
+static const char *const figure_names[F_FIGURES] = {"p50_ms", "p99_ms",   "qps",
+                                                    "f32_ms", "batch_ms", "batch_qps"};
 
 /* Times recd's scoring on the model of a->model_dir on this one thread (a
- * server worker's view: the server pins BLAS to one thread per worker). */
+ * server handler thread's view). */
 static int bench_score(const bench_args *a) {
     model *m;
     err_t e;
@@ -406,59 +417,61 @@ static int bench_score(const bench_args *a) {
     uint32_t b = a->batch < mt->n_users ? a->batch : mt->n_users;
     uint32_t k = a->k < mt->n_items ? a->k : mt->n_items;
     openblas_set_num_threads(1);
-    float *scores = malloc((size_t)mt->n_items * b * sizeof *scores);
-    topk_entry *top = malloc((size_t)k * sizeof *top);
+    float *scores = malloc((size_t)mt->n_items * sizeof *scores);
+    float *work = malloc(score_batch_workspace(b) * sizeof *work);
+    topk_entry *top = malloc((size_t)k * b * sizeof *top);
+    score_query *q = malloc(b * sizeof *q);
     double *fig = malloc((size_t)F_FIGURES * a->rounds * sizeof *fig);
     round_times warm = {0}, sr = {0}, br = {0};
     int rc = 1;
-    if (!scores || !top || !fig || round_alloc(&warm, 3)) {
+    if (!scores || !work || !top || !q || !fig || round_alloc(&warm, 3)) {
         fprintf(stderr, "recd bench: score: out of memory for %u x %u scores\n", b, mt->n_items);
         goto done;
     }
-    /* Warm-up: the first calls fault the mapped matrix and the score buffer
-     * in; the last ones size the rounds to about a->seconds each. */
-    run_single(m, k, scores, top, &warm);
+    /* Warm-up: the first calls fault the mapped matrix and the buffers in;
+     * the last ones size the rounds to about a->seconds each. */
+    if (run_single(m, k, scores, work, top, &warm)) goto oom;
     size_t n_single =
         (size_t)fmax(20.0, fmin(200000.0, a->seconds / fmax(warm.total[2] * 1e-3, 1e-7)));
-    run_batches(m, k, b, scores, top, &warm);
+    if (run_batches(m, k, b, work, top, q, &warm)) goto oom;
     size_t n_batch =
         (size_t)fmax(3.0, fmin(100000.0, a->seconds / fmax(warm.total[2] * 1e-3, 1e-7)));
-    if (round_alloc(&sr, n_single) || round_alloc(&br, n_batch)) {
-        fprintf(stderr, "recd bench: score: out of memory\n");
-        goto done;
-    }
+    if (round_alloc(&sr, n_single) || round_alloc(&br, n_batch)) goto oom;
     for (uint32_t r = 0; r < a->rounds; r++) {
         double *v = fig + r;
 #define FIG(i) v[(size_t)(i)*a->rounds]
-        run_single(m, k, scores, top, &sr);
+        if (run_single(m, k, scores, work, top, &sr)) goto oom;
         round_sort(&sr);
         FIG(F_P50) = quantile(sr.total, sr.n, 0.5);
         FIG(F_P99) = quantile(sr.total, sr.n, 0.99);
         FIG(F_QPS) = (double)sr.n / sr.wall_s;
-        FIG(F_SGEMV) = quantile(sr.part1, sr.n, 0.5);
-        FIG(F_TOPK) = quantile(sr.part2, sr.n, 0.5);
-        run_batches(m, k, b, scores, top, &br);
+        FIG(F_F32) = quantile(sr.part1, sr.n, 0.5);
+        if (run_batches(m, k, b, work, top, q, &br)) goto oom;
         round_sort(&br);
         FIG(F_BATCH) = quantile(br.total, br.n, 0.5) / b;
         FIG(F_BQPS) = (double)(br.n * b) / br.wall_s;
-        FIG(F_SGEMM) = quantile(br.part1, br.n, 0.5);
-        FIG(F_BTOPK) = quantile(br.part2, br.n, 0.5) / b;
 #undef FIG
     }
     printf("{\"what\":\"score\",\"items\":%u,\"factors\":%u,\"k\":%u,\"queries_per_round\":%zu,"
-           "\"batch\":%u,\"batches_per_round\":%zu,\"matrix_bytes\":%zu",
+           "\"batch\":%u,\"batches_per_round\":%zu,\"matrix_bytes\":%zu,\"panel_bytes\":%zu",
            mt->n_items, mt->factors, k, sr.n, b, br.n,
-           (size_t)mt->n_items * mt->factors * sizeof(float));
+           (size_t)mt->n_items * mt->factors * sizeof(float),
+           (size_t)panel_padded(mt->n_items) * panel_pairs(mt->factors) * 2 * sizeof(uint16_t));
     for (size_t i = 0; i < F_FIGURES; i++)
         print_list(figure_names[i], fig + i * a->rounds, a->rounds);
     printf("}\n");
     rc = 0;
+    goto done;
+oom:
+    fprintf(stderr, "recd bench: score: out of memory\n");
 done:
     free(warm.total);
     free(sr.total);
     free(br.total);
     free(fig);
+    free(q);
     free(top);
+    free(work);
     free(scores);
     model_close(m);
     return rc;
