@@ -68,15 +68,32 @@ static inline void vaxpy(float *restrict y, float s, const float *restrict x, si
             y[j + l] += s * x[j + l];
 }
 
+/* y += s[0] x[0] + ... + s[3] x[3] over ld floats: one pass over y for four
+ * rows, so consecutive rows do not wait on each other's update of y. */
+static inline void vaxpy4(float *restrict y, const float *s, const float *const *x, size_t ld) {
+    y = __builtin_assume_aligned(y, ALS_ALIGN);
+    const float *x0 = __builtin_assume_aligned(x[0], ALS_ALIGN);
+    const float *x1 = __builtin_assume_aligned(x[1], ALS_ALIGN);
+    const float *x2 = __builtin_assume_aligned(x[2], ALS_ALIGN);
+    const float *x3 = __builtin_assume_aligned(x[3], ALS_ALIGN);
+    for (size_t j = 0; j < ld; j += ALS_LANES)
+        for (size_t l = 0; l < ALS_LANES; l++)
+            y[j + l] +=
+                (s[0] * x0[j + l] + s[1] * x1[j + l]) + (s[2] * x2[j + l] + s[3] * x3[j + l]);
+}
+
 /* out = G v for a symmetric ld x ld matrix G (row-major, padded): summed as
- * rows scaled by v[j], which vectorizes over the output instead of needing a
- * horizontal reduction per row. */
+ * rows scaled by v[j], four rows per pass over out, which vectorizes over
+ * the output instead of needing a horizontal reduction per row. ld is a
+ * multiple of ALS_LANES, hence of four. */
 static void vsymv(const float *restrict g, const float *restrict v, float *restrict out,
                   size_t ld) {
     out = __builtin_assume_aligned(out, ALS_ALIGN);
     memset(out, 0, ld * sizeof *out);
-    for (size_t j = 0; j < ld; j++)
-        if (v[j] != 0.0f) vaxpy(out, v[j], g + j * ld, ld);
+    for (size_t j = 0; j < ld; j += 4) {
+        const float *rows[4] = {g + j * ld, g + (j + 1) * ld, g + (j + 2) * ld, g + (j + 3) * ld};
+        vaxpy4(out, v + j, rows, ld);
+    }
 }
 
 /* Rows of the fixed factors are read in the order of a row's nonzeros, i.e.
@@ -150,6 +167,37 @@ typedef struct worker {
     int loss_pass;
 } worker;
 
+/* The nonzeros' part of a row's products, with c_k = 1 + alpha m_k and
+ * d_k = y_k . v over the nonzeros k in [begin, end):
+ *   rhs:  out += sum (c_k - (c_k - 1) d_k) y_k   (Yt C p - Yt (C - I) Y v)
+ *   else: out += sum (c_k - 1) d_k y_k           (Yt (C - I) Y v)
+ * Four nonzeros at a time: their dot products are independent of each
+ * other, and one pass over out takes all four rows. */
+static void add_nonzeros(const half_step *h, uint64_t begin, uint64_t end, const float *v,
+                         float *out, int rhs) {
+    const size_t ld = h->ld;
+    const uint32_t *idx = h->m->indices;
+    const float *val = h->m->values;
+    for (uint64_t k = begin; k < end; k += 4) {
+        uint32_t n = end - k < 4 ? (uint32_t)(end - k) : 4;
+        const float *y[4];
+        float s[4];
+        for (uint32_t i = 0; i < n; i++) {
+            /* The rows are first touched in the rhs pass: fetch ahead. */
+            if (rhs && k + i + ALS_PREFETCH < end)
+                prefetch_row(h->y + (size_t)idx[k + i + ALS_PREFETCH] * ld, ld);
+            y[i] = h->y + (size_t)idx[k + i] * ld;
+            float cm1 = h->alpha * val[k + i], d = vdot(y[i], v, ld);
+            s[i] = rhs ? 1.0f + cm1 - cm1 * d : cm1 * d;
+        }
+        if (n == 4)
+            vaxpy4(out, s, y, ld);
+        else
+            for (uint32_t i = 0; i < n; i++)
+                vaxpy(out, s[i], y[i], ld);
+    }
+}
+
 /* Solves (YtY + lambda I + Yt (C_u - I) Y) x = Yt C_u p(u) for row u with
  * cg_steps conjugate-gradient steps from the current x (Takacs 2011, as
  * benfred/implicit's _least_squares_cg). The products with Yt (C_u - I) Y
@@ -163,30 +211,19 @@ static void solve_row(const half_step *h, uint32_t u, float *restrict r, float *
         memset(x, 0, ld * sizeof *x);
         return;
     }
-    const uint32_t *idx = h->m->indices;
-    const float *val = h->m->values;
 
     /* r = b - A x */
     vsymv(h->g, x, r, ld);
     for (size_t j = 0; j < ld; j++)
         r[j] = -r[j];
-    for (uint64_t k = begin; k < end; k++) {
-        if (k + ALS_PREFETCH < end) prefetch_row(h->y + (size_t)idx[k + ALS_PREFETCH] * ld, ld);
-        const float *y = h->y + (size_t)idx[k] * ld;
-        float c = 1.0f + h->alpha * val[k];
-        vaxpy(r, c - (c - 1.0f) * vdot(y, x, ld), y, ld);
-    }
+    add_nonzeros(h, begin, end, x, r, 1);
     memcpy(p, r, ld * sizeof *p);
     float rsold = vdot(r, r, ld);
     if (rsold < ALS_CG_EPS) return;
 
     for (uint32_t it = 0; it < h->cg_steps; it++) {
         vsymv(h->g, p, ap, ld);
-        for (uint64_t k = begin; k < end; k++) {
-            const float *y = h->y + (size_t)idx[k] * ld;
-            float cm1 = h->alpha * val[k];
-            vaxpy(ap, cm1 * vdot(y, p, ld), y, ld);
-        }
+        add_nonzeros(h, begin, end, p, ap, 0);
         float step = rsold / vdot(p, ap, ld);
         vaxpy(x, step, p, ld);
         vaxpy(r, -step, ap, ld);
