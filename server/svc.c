@@ -938,13 +938,90 @@ done:
     recd__v1__rerank_request__free_unpacked(rq, NULL);
 }
 
-/* --- RecordEvents ---------------------------------------------------------- */
+/* --- writes: RecordEvents, RecordFeedback ------------------------------- */
 
-/* Why event ev cannot be stored, or NULL; fills *out with the event as it
- * will be stored (timestamp 0 = now, quantity 0 = 1). */
-static const char *event_problem(svc *s, const Recd__V1__Event *ev, int64_t now, evstore_event *out,
-                                 char *buf, size_t cap) {
+#define SVC_REASON 96 /* bytes of a rejected record's reason made up for it */
+
+/* Why record i of a write call's request cannot be stored, or NULL; fills
+ * *out with it as it will be stored and *tag with what the caller counts it
+ * under. A reason made up for this record goes into buf (SVC_REASON bytes). */
+typedef const char *(*record_check)(svc *s, const void *request, size_t i, int64_t now,
+                                    evstore_event *out, int *tag, char *buf);
+
+/* What a write call's records came to: the good ones, stored all or none,
+ * and the rejected ones with their reasons. Owned by the handler:
+ * write_batch_free. */
+typedef struct write_batch {
+    evstore_event *good;
+    int *tags; /* parallel to good */
+    size_t n_good, n_rejected;
+    Recd__V1__RejectedEvent *rejected, **rejected_ptrs;
+    char (*reasons)[SVC_REASON];
+} write_batch;
+
+static void write_batch_free(write_batch *b) {
+    free(b->good);
+    free(b->tags);
+    free(b->rejected);
+    free(b->rejected_ptrs);
+    free(b->reasons);
+}
+
+/* Checks the n records of a write call's request one by one (each bad one
+ * is rejected on its own) and stores the good ones in store. what names the records in
+ * messages. Returns 0, or -1 with reply filled: too many records, out of
+ * memory, or the store failed - then nothing of the call is stored, and
+ * the client must not think so. */
+static int write_batch_store(svc *s, evstore *store, const void *request, size_t n,
+                             record_check check, const char *what, write_batch *b,
+                             rpc_reply *reply) {
+    if (n > SVC_MAX_LIST) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu %s in one call, more than %d", n, what,
+                        SVC_MAX_LIST);
+        return -1;
+    }
+    size_t cap = n ? n : 1;
+    b->good = malloc(cap * sizeof *b->good);
+    b->tags = malloc(cap * sizeof *b->tags);
+    b->rejected = malloc(cap * sizeof *b->rejected);
+    b->rejected_ptrs = malloc(cap * sizeof *b->rejected_ptrs);
+    b->reasons = malloc(cap * sizeof *b->reasons);
+    if (!b->good || !b->tags || !b->rejected || !b->rejected_ptrs || !b->reasons) {
+        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu %s", n, what);
+        return -1;
+    }
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        char *buf = b->reasons[b->n_rejected];
+        const char *problem =
+            check(s, request, i, now, &b->good[b->n_good], &b->tags[b->n_good], buf);
+        if (!problem) {
+            b->n_good++;
+            continue;
+        }
+        Recd__V1__RejectedEvent *r = &b->rejected[b->n_rejected];
+        recd__v1__rejected_event__init(r);
+        r->index = (uint32_t)i;
+        r->reason = (char *)problem; /* protobuf-c wants char *; packing only reads it */
+        b->rejected_ptrs[b->n_rejected++] = r;
+    }
+    err_t e;
+    if (b->n_good && evstore_append(store, b->good, b->n_good, NULL, &e)) {
+        rpc_reply_error(reply, RPC_UNAVAILABLE, "%s not stored: %s", what, e.msg);
+        log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, b->n_good, e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* A record_check of a RecordEventsRequest: event i as it will be stored
+ * (timestamp 0 = now, quantity 0 = 1). Events have no tag. */
+static const char *check_event(svc *s, const void *request, size_t i, int64_t now,
+                               evstore_event *out, int *tag, char *buf) {
+    const Recd__V1__Event *ev = ((const Recd__V1__RecordEventsRequest *)request)->events[i];
+    const size_t cap = SVC_REASON;
     const char *problem;
+    *tag = 0;
     if ((problem = id_problem(ev->user_id))) {
         snprintf(buf, cap, "user_id %s", problem);
         return buf;
@@ -987,64 +1064,20 @@ static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_rep
                         "malformed RecordEventsRequest: not a valid protobuf message");
         return;
     }
-    evstore_event *good = NULL;
-    Recd__V1__RejectedEvent *rejected = NULL, **rejected_ptrs = NULL;
-    char(*reasons)[96] = NULL;
+    write_batch b = {0};
     if (!s->events) {
         rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
                         "this server keeps no events: start recd serve with --events DIR");
-        goto done;
+    } else if (write_batch_store(s, s->events, rq, rq->n_events, check_event, "events", &b,
+                                 reply) == 0) {
+        atomic_fetch_add(&s->events_ingested, b.n_good);
+        Recd__V1__RecordEventsResponse resp = RECD__V1__RECORD_EVENTS_RESPONSE__INIT;
+        resp.accepted = (uint32_t)b.n_good;
+        resp.rejected = b.rejected_ptrs;
+        resp.n_rejected = b.n_rejected;
+        reply_pack(reply, &resp.base);
     }
-    size_t n = rq->n_events;
-    if (n > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu events in one call, more than %d", n,
-                        SVC_MAX_LIST);
-        goto done;
-    }
-    good = malloc((n ? n : 1) * sizeof *good);
-    rejected = malloc((n ? n : 1) * sizeof *rejected);
-    rejected_ptrs = malloc((n ? n : 1) * sizeof *rejected_ptrs);
-    reasons = malloc((n ? n : 1) * sizeof *reasons);
-    if (!good || !rejected || !rejected_ptrs || !reasons) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu events", n);
-        goto done;
-    }
-    /* Each bad event is rejected on its own; the good ones are stored. */
-    int64_t now = (int64_t)time(NULL);
-    size_t n_good = 0, n_rejected = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *problem = event_problem(s, rq->events[i], now, &good[n_good],
-                                            reasons[n_rejected], sizeof reasons[n_rejected]);
-        if (!problem) {
-            n_good++;
-            continue;
-        }
-        if (problem != reasons[n_rejected])
-            snprintf(reasons[n_rejected], sizeof reasons[n_rejected], "%s", problem);
-        recd__v1__rejected_event__init(&rejected[n_rejected]);
-        rejected[n_rejected].index = (uint32_t)i;
-        rejected[n_rejected].reason = reasons[n_rejected];
-        rejected_ptrs[n_rejected] = &rejected[n_rejected];
-        n_rejected++;
-    }
-    err_t e;
-    if (n_good && evstore_append(s->events, good, n_good, NULL, &e)) {
-        /* Nothing of this call is stored: the client must not think so. */
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "events not stored: %s", e.msg);
-        log_error("msg=\"events not stored\" events=%zu error=\"%s\"", n_good, e.msg);
-        goto done;
-    }
-    atomic_fetch_add(&s->events_ingested, n_good);
-    Recd__V1__RecordEventsResponse resp = RECD__V1__RECORD_EVENTS_RESPONSE__INIT;
-    resp.accepted = (uint32_t)n_good;
-    resp.rejected = rejected_ptrs;
-    resp.n_rejected = n_rejected;
-    reply_pack(reply, &resp.base);
-done:
-    free(good);
-    free(rejected);
-    free(rejected_ptrs);
-    free(reasons);
+    write_batch_free(&b);
     recd__v1__record_events_request__free_unpacked(rq, NULL);
 }
 
@@ -1485,11 +1518,14 @@ done:
  * records always name an item. */
 #define SVC_WHOLE_LIST "*"
 
-/* Why feedback f cannot be stored, or NULL; fills *out and *variant. In the
- * feedback store the "user" of a record is the request id (it carries the
- * variant), the item is the item, the type the FeedbackType. */
-static const char *feedback_problem(svc *s, const Recd__V1__Feedback *f, int64_t now,
-                                    evstore_event *out, int *variant) {
+/* A record_check of a RecordFeedbackRequest, tagged with the variant. In
+ * the feedback store the "user" of a record is the request id (it carries
+ * the variant), the item is the item, the type the FeedbackType. Its
+ * reasons are all fixed strings. */
+static const char *check_feedback(svc *s, const void *request, size_t i, int64_t now,
+                                  evstore_event *out, int *variant, char *buf) {
+    const Recd__V1__Feedback *f = ((const Recd__V1__RecordFeedbackRequest *)request)->feedback[i];
+    (void)buf;
     if (id_problem(f->request_id)) return "request_id is empty, too long or not UTF-8";
     if ((*variant = exp_variant_of_request(&s->exp, f->request_id)) < 0)
         return "request_id was not issued by this experiment's variants";
@@ -1520,62 +1556,21 @@ static void svc_record_feedback(void *ctx, const uint8_t *req, size_t len, rpc_r
                         "malformed RecordFeedbackRequest: not a valid protobuf message");
         return;
     }
-    size_t n = rq->n_feedback;
-    evstore_event *good = NULL;
-    int *variants = NULL;
-    Recd__V1__RejectedEvent *rejected = NULL, **rejected_ptrs = NULL;
+    write_batch b = {0};
     if (!s->feedback) {
         rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
                         "this server keeps no feedback: start recd serve with --events DIR");
-        goto done;
+    } else if (write_batch_store(s, s->feedback, rq, rq->n_feedback, check_feedback,
+                                 "feedback records", &b, reply) == 0) {
+        for (size_t i = 0; i < b.n_good; i++)
+            atomic_fetch_add(&s->feedback_counts[b.tags[i]][b.good[i].type], 1);
+        Recd__V1__RecordFeedbackResponse resp = RECD__V1__RECORD_FEEDBACK_RESPONSE__INIT;
+        resp.accepted = (uint32_t)b.n_good;
+        resp.rejected = b.rejected_ptrs;
+        resp.n_rejected = b.n_rejected;
+        reply_pack(reply, &resp.base);
     }
-    if (n > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
-                        "%zu feedback records in one call, more "
-                        "than %d",
-                        n, SVC_MAX_LIST);
-        goto done;
-    }
-    good = malloc((n ? n : 1) * sizeof *good);
-    variants = malloc((n ? n : 1) * sizeof *variants);
-    rejected = malloc((n ? n : 1) * sizeof *rejected);
-    rejected_ptrs = malloc((n ? n : 1) * sizeof *rejected_ptrs);
-    if (!good || !variants || !rejected || !rejected_ptrs) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu records", n);
-        goto done;
-    }
-    int64_t now = (int64_t)time(NULL);
-    size_t n_good = 0, n_rejected = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *problem =
-            feedback_problem(s, rq->feedback[i], now, &good[n_good], &variants[n_good]);
-        if (!problem) {
-            n_good++;
-            continue;
-        }
-        recd__v1__rejected_event__init(&rejected[n_rejected]);
-        rejected[n_rejected].index = (uint32_t)i;
-        rejected[n_rejected].reason = (char *)problem;
-        rejected_ptrs[n_rejected] = &rejected[n_rejected];
-        n_rejected++;
-    }
-    err_t e;
-    if (n_good && evstore_append(s->feedback, good, n_good, NULL, &e)) {
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "feedback not stored: %s", e.msg);
-        goto done;
-    }
-    for (size_t i = 0; i < n_good; i++)
-        atomic_fetch_add(&s->feedback_counts[variants[i]][good[i].type], 1);
-    Recd__V1__RecordFeedbackResponse resp = RECD__V1__RECORD_FEEDBACK_RESPONSE__INIT;
-    resp.accepted = (uint32_t)n_good;
-    resp.rejected = rejected_ptrs;
-    resp.n_rejected = n_rejected;
-    reply_pack(reply, &resp.base);
-done:
-    free(good);
-    free(variants);
-    free(rejected);
-    free(rejected_ptrs);
+    write_batch_free(&b);
     recd__v1__record_feedback_request__free_unpacked(rq, NULL);
 }
 
