@@ -6,11 +6,19 @@
 #include <immintrin.h>
 #endif
 
-/* One panel row: the 16 items' factor pairs, 16 x 32 bits; and 16 floats.
- * Declared with the element's alignment so that loads need no aligned
- * buffer. */
-typedef uint32_t panel_row __attribute__((vector_size(PANEL_WIDTH * 4), aligned(4)));
-typedef float panel_vec __attribute__((vector_size(PANEL_WIDTH * 4), aligned(4)));
+/* The vectors the kernel computes with: a whole panel row (16 lanes) with
+ * AVX-512, half of one otherwise - a vector wider than the registers would
+ * be kept in memory. A panel_row holds the factor pairs of PANEL_VEC items
+ * (32 bits each), a panel_vec their PANEL_VEC scores. Declared with the
+ * element's alignment so that loads need no aligned buffer. */
+#if defined(__AVX512F__)
+#define PANEL_VEC 16
+#else
+#define PANEL_VEC 8
+#endif
+#define PANEL_SPLIT (PANEL_WIDTH / PANEL_VEC) /* vectors per panel row */
+typedef uint32_t panel_row __attribute__((vector_size(PANEL_VEC * 4), aligned(4)));
+typedef float panel_vec __attribute__((vector_size(PANEL_VEC * 4), aligned(4)));
 
 uint32_t panel_padded(uint32_t n_rows) {
     return (n_rows + PANEL_WIDTH - 1) / PANEL_WIDTH * PANEL_WIDTH;
@@ -70,19 +78,13 @@ float panel_error(uint32_t f) {
  * builds with and without AVX-512). */
 static inline __attribute__((always_inline)) void pair_madd(panel_vec *acc, uint32_t query,
                                                             const panel_row *items) {
-#if defined(__AVX512BF16__)
-    __m512 a;
-    __m512i y;
-    memcpy(&a, acc, sizeof a);
-    memcpy(&y, items, sizeof y);
-    a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_set1_epi32((int)query), (__m512bh)y);
-    memcpy(acc, &a, sizeof a);
+#if defined(__AVX512BF16__) && PANEL_VEC == 16
+    *acc = (panel_vec)_mm512_dpbf16_ps((__m512)*acc, (__m512bh)_mm512_set1_epi32((int)query),
+                                       (__m512bh)*items);
 #else
-    /* A bfloat16 is the top half of a float: shifts make two float vectors. */
-    panel_row even_bits = *items << 16, odd_bits = *items & 0xffff0000u;
-    panel_vec even, odd;
-    memcpy(&even, &even_bits, sizeof even);
-    memcpy(&odd, &odd_bits, sizeof odd);
+    /* A bfloat16 is the top half of a float: shifts make two float vectors
+     * (vector casts reinterpret the bits). */
+    panel_vec even = (panel_vec)(*items << 16), odd = (panel_vec)(*items & 0xffff0000u);
     uint32_t xe_bits = query << 16, xo_bits = query & 0xffff0000u;
     float xe, xo;
     memcpy(&xe, &xe_bits, sizeof xe);
@@ -91,82 +93,80 @@ static inline __attribute__((always_inline)) void pair_madd(panel_vec *acc, uint
 #endif
 }
 
-/* nq queries x np consecutive panels: nq * np independent accumulators, so
- * the multiply-adds of one pair do not wait on each other. nq and np are
- * constants at every call, which lets the compiler keep the accumulators in
- * registers. */
+/* nq queries x np consecutive panels: nq * np * PANEL_SPLIT independent
+ * accumulators, so the multiply-adds of one pair do not wait on each other.
+ * nq and np are constants at every call, which lets the compiler keep the
+ * accumulators in registers. */
 static inline __attribute__((always_inline)) void panel_tile(const uint16_t *p, size_t panel_values,
                                                              const uint32_t *x, uint32_t pairs,
                                                              float *out, size_t stride,
                                                              const int nq, const int np) {
-    panel_vec acc[4][4];
+    panel_vec acc[4][4 * PANEL_SPLIT];
 #pragma GCC unroll 4
     for (int q = 0; q < nq; q++)
-#pragma GCC unroll 4
-        for (int a = 0; a < np; a++)
-            acc[q][a] = (panel_vec){0};
+#pragma GCC unroll 8
+        for (int v = 0; v < np * PANEL_SPLIT; v++)
+            acc[q][v] = (panel_vec){0};
     for (uint32_t r = 0; r < pairs; r++)
-#pragma GCC unroll 4
-        for (int a = 0; a < np; a++) {
-            panel_row y = *(const panel_row *)(p + a * panel_values + (size_t)r * PANEL_WIDTH * 2);
+#pragma GCC unroll 8
+        for (int v = 0; v < np * PANEL_SPLIT; v++) {
+            /* Vector v: panel v / PANEL_SPLIT, part v % PANEL_SPLIT of its row r. */
+            panel_row y = *(const panel_row *)(p + (size_t)(v / PANEL_SPLIT) * panel_values +
+                                               ((size_t)r * PANEL_WIDTH +
+                                                (size_t)(v % PANEL_SPLIT) * PANEL_VEC) *
+                                                   2);
 #pragma GCC unroll 4
             for (int q = 0; q < nq; q++)
-                pair_madd(&acc[q][a], x[(size_t)q * pairs + r], &y);
+                pair_madd(&acc[q][v], x[(size_t)q * pairs + r], &y);
         }
 #pragma GCC unroll 4
     for (int q = 0; q < nq; q++)
-#pragma GCC unroll 4
-        for (int a = 0; a < np; a++)
-            *(panel_vec *)(out + q * stride + (size_t)a * PANEL_WIDTH) = acc[q][a];
+#pragma GCC unroll 8
+        for (int v = 0; v < np * PANEL_SPLIT; v++)
+            *(panel_vec *)(out + q * stride + (size_t)v * PANEL_VEC) = acc[q][v];
 }
 
-/* Up to 4 queries against 4 panels (or fewer at the end of the range), in
- * tiles of about 8 accumulators with AVX-512: enough to keep the
- * multiply-add units busy, few enough to stay in registers. Without it a
- * vector is two or four registers and the bfloat16 pairs are unpacked by
- * hand, so one panel at a time is all that fits. */
+/* Runs tiles of nq queries x np panels over n panels (n a multiple of np). */
+#define PANEL_TILES(nq, np)                                                                        \
+    for (uint32_t a = 0; a < n; a += (np))                                                         \
+    panel_tile(p + a * panel_values, panel_values, x, pairs, out + a * PANEL_WIDTH, stride, (nq),  \
+               (np))
+
+/* Up to 4 queries against n of 4 panels (fewer only at the end of the
+ * range), in tiles of at most 8 vector accumulators: enough to keep the
+ * multiply-add units busy, few enough to stay in registers with the
+ * temporaries. */
 static void panel_chunk(const uint16_t *p, size_t panel_values, const uint32_t *x, uint32_t pairs,
-                        float *out, size_t stride, uint32_t nq, uint32_t np) {
-#if defined(__AVX512BF16__)
-    const int one_panel = 0;
-#else
-    const int one_panel = 1;
-#endif
-    if (np < 4 || one_panel) {
-        for (uint32_t a = 0; a < np; a++, p += panel_values, out += PANEL_WIDTH)
-            switch (nq) {
-            case 4:
-                panel_tile(p, panel_values, x, pairs, out, stride, 4, 1);
-                break;
-            case 3:
-                panel_tile(p, panel_values, x, pairs, out, stride, 3, 1);
-                break;
-            case 2:
-                panel_tile(p, panel_values, x, pairs, out, stride, 2, 1);
-                break;
-            default:
-                panel_tile(p, panel_values, x, pairs, out, stride, 1, 1);
-                break;
-            }
+                        float *out, size_t stride, uint32_t nq, uint32_t n) {
+    if (n < 4) {
+        switch (nq) {
+        case 4:
+            PANEL_TILES(4, 1);
+            break;
+        case 3:
+            PANEL_TILES(3, 1);
+            break;
+        case 2:
+            PANEL_TILES(2, 1);
+            break;
+        default:
+            PANEL_TILES(1, 1);
+            break;
+        }
         return;
     }
-    const uint16_t *p2 = p + 2 * panel_values;
-    float *out2 = out + 2 * PANEL_WIDTH;
     switch (nq) {
     case 4:
-        panel_tile(p, panel_values, x, pairs, out, stride, 4, 2);
-        panel_tile(p2, panel_values, x, pairs, out2, stride, 4, 2);
+        PANEL_TILES(4, 2 / PANEL_SPLIT);
         break;
     case 3:
-        panel_tile(p, panel_values, x, pairs, out, stride, 3, 2);
-        panel_tile(p2, panel_values, x, pairs, out2, stride, 3, 2);
+        PANEL_TILES(3, 2 / PANEL_SPLIT);
         break;
     case 2:
-        panel_tile(p, panel_values, x, pairs, out, stride, 2, 2);
-        panel_tile(p2, panel_values, x, pairs, out2, stride, 2, 2);
+        PANEL_TILES(2, 4 / PANEL_SPLIT);
         break;
     default:
-        panel_tile(p, panel_values, x, pairs, out, stride, 1, 4);
+        PANEL_TILES(1, 4);
         break;
     }
 }
