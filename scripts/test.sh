@@ -37,13 +37,15 @@ valgrind_units() {
   return $rc
 }
 
+# The tests are built only when asked for; warnings fail the suite's builds.
+suite=(-DRECD_TESTS=ON -DRECD_WERROR=ON)
 stage "format" bash -c 'clang-format --dry-run -Werror $(git ls-files "*.c" "*.h")'
-if scripts/build.sh build; then
+if scripts/build.sh build "${suite[@]}"; then
   stage "tests (build/)" ctest_in build
 else
   failed=$((failed + 1))
 fi
-if scripts/build.sh build-valgrind -DRECD_MARCH=x86-64-v3; then
+if scripts/build.sh build-valgrind "${suite[@]}" -DRECD_MARCH=x86-64-v3; then
   stage "valgrind unit tests" valgrind_units
   stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build-valgrind && ctest --output-on-failure -R "integration.(service|realtime|churn|bad_inputs)"'
 else
@@ -51,7 +53,7 @@ else
 fi
 # Not the soak: ASan's quarantine of freed memory (256 MiB) makes RSS grow
 # by design, so its verdict means nothing there.
-if scripts/build.sh build-asan -DRECD_SANITIZE=ON; then
+if scripts/build.sh build-asan "${suite[@]}" -DRECD_SANITIZE=ON; then
   stage "tests under ASan+UBSan (build-asan/)" env ASAN_OPTIONS=detect_leaks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash -c 'cd build-asan && ctest --output-on-failure -E "quality|soak"'
 else
@@ -59,7 +61,7 @@ else
 fi
 # Only the libraries and the fuzz targets: the rest is built by gcc above.
 if { cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
-    -DRECD_FUZZ=ON && cmake --build build-fuzz -j"$(nproc)" --target fuzz_svc fuzz_ingest \
+    -DRECD_FUZZ=ON -DRECD_WERROR=ON && cmake --build build-fuzz -j"$(nproc)" --target fuzz_svc fuzz_ingest \
     fuzz_model fuzz_seed_corpora; } >build-fuzz.log 2>&1 || { cat build-fuzz.log; false; }; then
   stage "fuzz (short run)" bash -c 'cd build-fuzz && ctest --output-on-failure -R "^fuzz\."'
 else
