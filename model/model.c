@@ -611,8 +611,9 @@ static int model_put_f64(model_writer *w, const char *key, double f, err_t *e) {
 
 /* Reserves a blob of len logical bytes (padded, zero-filled beyond len) and
  * returns where to write it in *p: LMDB's dirty page memory, valid only
- * until the next put, so the caller fills it at once. */
+ * until the next put, so the caller fills it at once. *p is NULL on error. */
 static int model_reserve(model_writer *w, const char *key, uint64_t len, void **p, err_t *e) {
+    *p = NULL;
     uint64_t padded = model_padded(len, w->psize);
     MDB_val k = {strlen(key), (void *)key}, v = {(size_t)padded, NULL};
     int rc = mdb_put(w->txn, w->dbi, &k, &v, MDB_RESERVE);
@@ -1012,9 +1013,11 @@ static int model_get_str(model_reader *r, const char *key, char *out, size_t cap
 
 /* Finds blob key, checks that it is aligned to align and, when len is not
  * NULL, holds exactly *len logical bytes (padded as written); with len NULL
- * only at least min bytes. Fills *p with a pointer into the map. */
+ * only at least min bytes. Fills *p with a pointer into the map (NULL on
+ * error). */
 static int model_get_blob(model_reader *r, const char *key, const uint64_t *len, uint64_t min,
                           unsigned align, const void **p, err_t *e) {
+    *p = NULL;
     MDB_val v;
     int rc = model_get(r, key, &v, e);
     if (rc) return rc;

@@ -42,10 +42,11 @@ static const char serve_usage[] =
     "                           (repeatable; --model is variant control; traffic splits evenly\n"
     "                           until SetExperiment changes it)\n"
     "  --experiment-salt S      seed of the assignment of members to variants (default recd)\n"
-    "  --write-token-file FILE  write RPCs (RecordEvents, SetItemAvailability, SetItemBoosts,\n"
-    "                           ForgetUser, SetPersonalization) need 'authorization: Bearer\n"
-    "                           <token>' with the token in FILE (a file, not a flag: flags\n"
-    "                           show in ps)\n";
+    "  --write-token-file FILE  the write RPCs (RecordEvents, RecordFeedback,\n"
+    "                           SetItemAvailability, SetItemBoosts, ForgetUser,\n"
+    "                           SetPersonalization, SetExperiment) need 'authorization:\n"
+    "                           Bearer <token>' with the token in FILE (a file, not a flag:\n"
+    "                           flags show in ps)\n";
 
 enum {
     OPT_MODEL = OPT_FIRST_FREE,

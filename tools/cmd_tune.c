@@ -447,7 +447,10 @@ done:
 static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tune_result *r,
                         const uint32_t *order, const comparison *cmp, const char *decision) {
     char prefix[4096];
-    snprintf(prefix, sizeof prefix, "%s", a->report);
+    if (snprintf(prefix, sizeof prefix, "%s", a->report) >= (int)sizeof prefix) {
+        fprintf(stderr, "recd: tune: --report path longer than %zu bytes\n", sizeof prefix - 1);
+        return -1;
+    }
     size_t len = strlen(prefix);
     if (len > 3 && strcmp(prefix + len - 3, ".md") == 0) prefix[len - 3] = '\0';
     const char *link = strrchr(prefix, '/') ? strrchr(prefix, '/') + 1 : prefix;
@@ -505,7 +508,7 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
         snprintf(names[q], sizeof names[q], "stopped at round %u", q);
         ser[q] = (eval_series){names[q], x + begin, y + begin, at - begin};
     }
-    char png[4096];
+    char png[sizeof prefix + sizeof "-trials.png"];
     snprintf(png, sizeof png, "%s-trials.png", prefix);
     if (eval_plot_series(png, "tuning trials", "regularization (log)", "validation NDCG", 1, 1, ser,
                          rounds, &e)) {

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from conftest import Server, run, train
+from conftest import Server, raw_call, run, train
 
 
 def openssl(*args, cwd):
@@ -76,6 +76,33 @@ def test_mutual_tls(model_dir, pki, tmp_path, pb):
         assert out.strip() == "SERVING"
     finally:
         assert s.stop() == 0
+
+
+def test_the_token_guards_exactly_the_rpcs_serve_help_names(model_dir, tmp_path, pb):
+    """Every unary method of the service, called with an empty request and no
+    token: the ones answering UNAUTHENTICATED are the write RPCs, and
+    `recd serve --help` must name exactly those."""
+    (tmp_path / "token").write_text("s3cret-token\n")
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--write-token-file",
+               tmp_path / "token")
+    try:
+        guarded = set()
+        service = pb.rec.DESCRIPTOR.services_by_name["Recommender"]
+        for m in service.methods:
+            if m.server_streaming:
+                continue
+            try:
+                raw_call(s.channel, f"/recd.v1.Recommender/{m.name}", b"")
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    guarded.add(m.name)
+    finally:
+        assert s.stop() == 0
+    assert len(guarded) >= 7
+    help_text = run("serve", "--help").stdout
+    start = help_text.index("--write-token-file")
+    named = {m.name for m in service.methods if m.name in help_text[start:start + 400]}
+    assert named == guarded
 
 
 def test_write_rpcs_need_the_token(model_dir, tmp_path, pb):
