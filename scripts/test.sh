@@ -4,6 +4,7 @@
 #   2. an ASan+UBSan build: unit and integration tests
 #   3. valgrind: unit tests, and the server under valgrind for the gRPC tests
 #   4. a clang build with libFuzzer: each fuzz target runs for a short while
+#   5. Debug, Release, RelWithDebInfo and MinSizeRel with gcc and clang-14, warnings as errors
 # Prints one summary line per stage and "N passed, N failed" at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ if scripts/build.sh build-valgrind "${suite[@]}" -DRECD_MARCH=x86-64-v3; then
 else
   failed=$((failed + 1))
 fi
+stage "every build type with gcc and clang-14, no warning" scripts/build_matrix.sh
 # Not the soak: ASan's quarantine of freed memory (256 MiB) makes RSS grow
 # by design, so its verdict means nothing there.
 if scripts/build.sh build-asan "${suite[@]}" -DRECD_SANITIZE=ON; then
