@@ -557,6 +557,20 @@ static void *rpc_poller_main(void *arg) {
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
+/* True when address ends in ":PORT" with PORT a decimal number 0-65535:
+ * gRPC itself takes 127.0.0.1:99999 and binds the port it wraps to. */
+static int rpc_listen_address_ok(const char *address) {
+    const char *colon = strrchr(address, ':');
+    if (!colon || !colon[1]) return 0;
+    unsigned long port = 0;
+    for (const char *c = colon + 1; *c; c++) {
+        if (*c < '0' || *c > '9') return 0;
+        port = port * 10 + (unsigned long)(*c - '0');
+        if (port > 65535) return 0;
+    }
+    return 1;
+}
+
 int rpc_server_port(const rpc_server *s) {
     return s->port;
 }
@@ -656,6 +670,12 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     if (!creds) {
         rpc_server_free(s);
         return ERR_INVALID;
+    }
+    if (!rpc_listen_address_ok(o->listen)) {
+        grpc_server_credentials_release(creds);
+        rpc_server_free(s);
+        return err_set(e, ERR_INVALID,
+                       "cannot listen on %s: expected HOST:PORT with a port 0-65535", o->listen);
     }
     s->port = grpc_server_add_http2_port(s->grpc, o->listen, creds);
     grpc_server_credentials_release(creds);

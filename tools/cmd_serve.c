@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -248,6 +249,36 @@ static int write_port(const char *path, int port) {
     return 0;
 }
 
+/* Signals that must not end a server: SIGPIPE comes from a log pipe whose
+ * reader died (`recd serve 2>&1 | tee log`, tee killed), and a failed log
+ * write must not stop serving; SIGHUP and SIGUSR1/2 are sent by operators and
+ * scripts that expect a daemon to survive them. */
+static void ignore_stray_signals(void) {
+    static const int ignored[] = {SIGPIPE, SIGHUP, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+        signal(ignored[i], SIG_IGN);
+}
+
+/* Raises the descriptor soft limit to the hard one: systemd and shells
+ * start services with a soft limit of 1024, and every client connection is
+ * a descriptor, so the soft limit is where the server stops accepting. */
+static void raise_descriptor_limit(void) {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim)) return;
+    rlim_t was = lim.rlim_cur;
+    /* An unlimited hard limit is still capped by the kernel's nr_open,
+     * 2^20 by default. */
+    rlim_t want = lim.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : lim.rlim_max;
+    if (was >= want) return;
+    lim.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &lim))
+        log_warn("msg=\"cannot raise the descriptor limit\" soft=%llu wanted=%llu",
+                 (unsigned long long)was, (unsigned long long)want);
+    else
+        log_info("msg=\"raised the descriptor limit\" from=%llu to=%llu", (unsigned long long)was,
+                 (unsigned long long)want);
+}
+
 /* Runs the server until SIGINT or SIGTERM; returns the exit code. */
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
                  const rpc_options *ro_in, svc_options *so_in, float reload) {
@@ -263,6 +294,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    ignore_stray_signals();
+    raise_descriptor_limit();
 
     err_t e;
     svc *service;
