@@ -59,7 +59,7 @@ deb=$(echo "$tmp"/pkg/recd_"$version"_*.deb)
 depends=$(dpkg-deb -f "$deb" Depends)
 # dpkg-shlibdeps names the library packages (their soname numbers vary by release).
 for dep in adduser libc6 libgrpc libprotobuf-c liblmdb libopenblas libcsv libxxhash libmicrohttpd; do
-  echo "$depends" | grep -Eq "(^|, )$dep[0-9]*( |,|$)" || fail "Depends lacks $dep: $depends"
+  echo "$depends" | grep -Eq "(^|, )${dep}[0-9]*( |,|$)" || fail "Depends lacks $dep: $depends"
 done
 dpkg-deb -c "$deb" | awk '{print $6}' >"$tmp/contents"
 for f in ./usr/bin/recd ./usr/share/man/man1/recd.1.gz ./usr/share/doc/recd/README.md \
@@ -91,6 +91,7 @@ as_recd=(setpriv --reuid=recd --regid=recd --init-groups --)
 
 # The unit's command line with the flags of /etc/default/recd, on a free port.
 line=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/recd.service)
+# shellcheck source=/dev/null
 RECD_OPTS=$(. /etc/default/recd && echo "${RECD_OPTS-}")
 read -ra cmd <<<"${line//\$RECD_OPTS/$RECD_OPTS} --listen 127.0.0.1:0 --port-file /var/lib/recd/port"
 "${as_recd[@]}" "${cmd[@]}" 2>"$tmp/serve.log" &

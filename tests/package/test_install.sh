@@ -42,4 +42,4 @@ grep -qxF "ExecStart=$p/bin/recd serve --model /var/lib/recd/model --events /var
 grep -qxF "EnvironmentFile=-$p/etc/default/recd" "$unit" || fail "EnvironmentFile of $unit is not $p/etc/default/recd"
 # --man=no: recd.1 is under P, where man does not look.
 systemd-analyze verify --man=no "$unit" || fail "systemd-analyze verify rejects $unit"
-echo "package.install: ok ($p: recd $version, man page with $(echo $commands | wc -w) commands, unit)"
+echo "package.install: ok ($p: recd $version, man page with $(wc -w <<<"$commands") commands, unit)"
