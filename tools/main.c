@@ -23,7 +23,8 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: recd COMMAND [options]   (recd COMMAND --help for its options)\n\n"
+    fprintf(f, "usage: recd COMMAND [options]   (recd COMMAND --help for its options)\n"
+               "       recd --version\n\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
@@ -37,6 +38,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        puts("recd " RECD_VERSION);
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
