@@ -3,7 +3,10 @@
 # and its flags file under the prefix; README says how the package is built,
 # installed and removed.
 include(GNUInstallDirs)
-find_program(HELP2MAN help2man REQUIRED)
+find_program(HELP2MAN help2man)
+if(NOT HELP2MAN)
+  message(FATAL_ERROR "the man page needs the Debian package help2man (scripts/setup.sh build installs it)")
+endif()
 find_program(GZIP gzip REQUIRED)
 
 # recd.1: help2man over `recd --help` and `recd --version`, with every
