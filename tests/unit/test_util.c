@@ -282,14 +282,14 @@ Test(cpu, parses_levels_and_refuses_what_the_cpu_lacks) {
         int rc = cpu_parse(cpu_level_name((cpu_level)level), &got, &e);
         if (cpu_supports((cpu_level)level)) {
             cr_assert_eq(rc, ERR_OK, "%s", e.msg);
-            cr_assert_eq(got, level);
+            cr_assert_eq((int)got, level);
             cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_OK);
-            cr_assert_eq(cpu_level_in_use(), level);
+            cr_assert_eq((int)cpu_level_in_use(), level);
         } else {
             cr_assert_eq(rc, ERR_INVALID);
             cr_assert_not_null(strstr(e.msg, "cannot run"), "%s", e.msg);
             cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_INVALID);
-            cr_assert_neq(cpu_level_in_use(), level);
+            cr_assert_neq((int)cpu_level_in_use(), level);
         }
     }
     cpu_level got;
