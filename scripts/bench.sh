@@ -22,6 +22,8 @@
 #     --shop-iterations N (default 15)
 #     --skip-scoring, --skip-grpc, --skip-als, --skip-shop
 #     --recd PATH         a recd binary to measure (default: build build/ first)
+#     --against PATH      another recd binary (e.g. built -DRECD_MARCH=native) whose
+#                         scoring is timed round by round next to recd's
 #     --json FILE         also keep every raw figure (one JSON object a line)
 # Needs `scripts/setup.sh bench` (h2load, numpy, faiss). Temporary files (GBs
 # at the default sizes) go to a folder under ${TMPDIR:-/tmp}, removed at exit.
@@ -29,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 items=10000,100000,1000000 factors=64 rounds=3 grpc_seconds=2 grpc_rounds=2
 als=100000,20000,5000000 als_iterations=5 shop=1000000,100000,20000000 shop_iterations=15
-skip_scoring= skip_grpc= skip_als= skip_shop= recd= json=
+skip_scoring= skip_grpc= skip_als= skip_shop= recd= json= against=()
 while [ $# -gt 0 ]; do
   case $1 in
     --items) items=$2; shift ;;
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
     --skip-als) skip_als=1 ;;
     --skip-shop) skip_shop=1 ;;
     --recd) recd=$(realpath "$2"); shift ;;
+    --against) against=(--against "$(realpath "$2")"); shift ;;
     --json) json=$(realpath -m "$2"); shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $1 (--help)" >&2; exit 2 ;;
@@ -92,7 +95,7 @@ catalogue() {
     --matrix "$work/items.f32" --queries "$work/queries.f32" >>"$out"
   if [ -z "$skip_scoring" ]; then
     note "catalogue $n: recd scoring"
-    "$recd" bench score --model "$m" --rounds "$rounds" >>"$out"
+    "$recd" bench score --model "$m" --rounds "$rounds" "${against[@]}" >>"$out"
     note "catalogue $n: numpy and faiss"
     "$py" tools/bench/score_ref.py --matrix "$work/items.f32" --queries "$work/queries.f32" \
       --factors "$factors" --rounds "$rounds" >>"$out"

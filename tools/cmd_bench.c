@@ -19,15 +19,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "als.h"
 #include "client.h"
 #include "cmd.h"
+#include "cpu.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "model.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
+#include "recd_version.h"
 #include "panel.h"
 #include "score.h"
 #include "topk.h"
@@ -43,10 +47,14 @@ static const char bench_usage[] =
     "      as raw row-major float32, the bytes the server reads\n"
     "      (defaults: N 100000, F 64, U 10000)\n"
     "  score --model DIR [-k K] [--batch B] [--seconds S] [--rounds R]\n"
+    "        [--chosen] [--against RECD]\n"
     "      times recd's scoring (score_batch: bfloat16 panels, exact float32 near\n"
     "      the cut) per query (users' own vectors) on one thread, next to float32\n"
     "      score_items + topk_select, then batches of B queries per pass over the\n"
-    "      items; R rounds of about S seconds each (defaults: K 10, B 32, S 1, R 3)\n"
+    "      items; R rounds of about S seconds each (defaults: K 10, B 32, S 1, R 3).\n"
+    "      Each round runs every scoring kernel copy this CPU can (only the chosen\n"
+    "      one with --chosen), then, with --against, another recd binary's chosen\n"
+    "      one on the same model (e.g. a -DRECD_MARCH=native build), side by side\n"
     "  train [--users U] [--items N] [--nnz Z] [--factors F] [--threads T]\n"
     "        [--iterations I] [--seed S]\n"
     "      ALS on a random U x N matrix with Z nonzeros (count 1, spread evenly\n"
@@ -81,6 +89,8 @@ enum {
     B_SINCE,
     B_USER,
     B_TIMEOUT,
+    B_AGAINST,
+    B_CHOSEN,
     B_HELP
 };
 
@@ -89,12 +99,12 @@ enum {
 #define BENCH_QUERY_VECTORS 1000
 
 typedef struct bench_args {
-    const char *model_dir, *matrix, *queries, *output, *port_file, *user;
+    const char *model_dir, *matrix, *queries, *output, *port_file, *user, *against;
     uint32_t items, factors, users, k, batch, rounds, threads, iterations;
     uint64_t seed, nnz;
     float seconds, timeout;
     double since;
-    int since_set;
+    int since_set, chosen_only;
 } bench_args;
 
 static double bench_now(void) {
@@ -404,8 +414,74 @@ enum {
 static const char *const figure_names[F_FIGURES] = {"p50_ms", "p99_ms",   "qps",
                                                     "f32_ms", "batch_ms", "batch_qps"};
 
+/* Runs `path bench score` on a->model_dir for one round of only its chosen
+ * kernel (the same -k, --batch, --seconds) and reads its score line: the
+ * one-query and batched medians into *p50_ms, *batch_ms, its kernel and
+ * -march into kernel and march (cap bytes each). Returns 0, or -1 after
+ * printing why. */
+static int run_against(const char *path, const bench_args *a, double *p50_ms, double *batch_ms,
+                       char *kernel, char *march, size_t cap) {
+    char k[16], batch[16], seconds[32];
+    snprintf(k, sizeof k, "%u", a->k);
+    snprintf(batch, sizeof batch, "%u", a->batch);
+    snprintf(seconds, sizeof seconds, "%g", (double)a->seconds);
+    char *const args[] = {(char *)path, "bench",    "score",   "--model",  (char *)a->model_dir,
+                          "-k",         k,          "--batch", batch,      "--seconds",
+                          seconds,      "--rounds", "1",       "--chosen", NULL};
+    int fds[2];
+    if (pipe(fds)) {
+        fprintf(stderr, "recd bench: score: pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "recd bench: score: fork: %s\n", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execv(path, args);
+        fprintf(stderr, "recd bench: score: --against %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *out = fdopen(fds[0], "r");
+    char line[8192];
+    int found = 0;
+    while (out && fgets(line, sizeof line, out)) {
+        if (!strstr(line, "\"what\":\"score\"")) continue;
+        const char *p50 = strstr(line, "\"p50_ms\":["), *bat = strstr(line, "\"batch_ms\":[");
+        const char *ker = strstr(line, "\"kernel\":\""), *mar = strstr(line, "\"march\":\"");
+        if (!p50 || !bat || !ker || !mar) continue;
+        *p50_ms = strtod(p50 + strlen("\"p50_ms\":["), NULL);
+        *batch_ms = strtod(bat + strlen("\"batch_ms\":["), NULL);
+        ker += strlen("\"kernel\":\"");
+        mar += strlen("\"march\":\"");
+        snprintf(kernel, cap, "%.*s", (int)strcspn(ker, "\""), ker);
+        snprintf(march, cap, "%.*s", (int)strcspn(mar, "\""), mar);
+        found = 1;
+    }
+    if (out)
+        fclose(out);
+    else
+        close(fds[0]);
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !found) {
+        fprintf(stderr, "recd bench: score: --against %s gave no score line\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Times recd's scoring on the model of a->model_dir on this one thread (a
- * server handler thread's view). */
+ * server handler thread's view): with every kernel copy this CPU runs (the
+ * chosen one's figures make the score line; unless a->chosen_only), and the
+ * binary a->against's chosen one, round after round so that the machine's
+ * load falls on all alike. */
 static int bench_score(const bench_args *a) {
     model *m;
     err_t e;
@@ -417,17 +493,27 @@ static int bench_score(const bench_args *a) {
     uint32_t b = a->batch < mt->n_users ? a->batch : mt->n_users;
     uint32_t k = a->k < mt->n_items ? a->k : mt->n_items;
     openblas_set_num_threads(1);
+    const cpu_level chosen = cpu_level_in_use();
+    cpu_level levels[CPU_LEVELS];
+    size_t n_levels = 0;
+    for (int l = CPU_BASELINE; l <= (int)cpu_best(); l++)
+        if (!a->chosen_only || l == (int)chosen) levels[n_levels++] = (cpu_level)l;
     float *scores = malloc((size_t)mt->n_items * sizeof *scores);
     float *work = malloc(score_batch_workspace(b) * sizeof *work);
     topk_entry *top = malloc((size_t)k * b * sizeof *top);
     score_query *q = malloc(b * sizeof *q);
-    double *fig = malloc((size_t)F_FIGURES * a->rounds * sizeof *fig);
+    /* Per level, per figure, per round; then the other binary's two and
+     * ratios, per round. */
+    double *fig = malloc(((size_t)F_FIGURES * n_levels + 3) * a->rounds * sizeof *fig);
+    char vs_kernel[64] = "", vs_march[64] = "";
     round_times warm = {0}, sr = {0}, br = {0};
     int rc = 1;
     if (!scores || !work || !top || !q || !fig || round_alloc(&warm, 3)) {
         fprintf(stderr, "recd bench: score: out of memory for %u x %u scores\n", b, mt->n_items);
         goto done;
     }
+    double *vs_p50 = fig + (size_t)F_FIGURES * n_levels * a->rounds, *vs_batch = vs_p50 + a->rounds;
+    double *ratio = vs_batch + a->rounds;
     /* Warm-up: the first calls fault the mapped matrix and the buffers in;
      * the last ones size the rounds to about a->seconds each. */
     if (run_single(m, k, scores, work, top, &warm)) goto oom;
@@ -438,33 +524,80 @@ static int bench_score(const bench_args *a) {
         (size_t)fmax(3.0, fmin(100000.0, a->seconds / fmax(warm.total[2] * 1e-3, 1e-7)));
     if (round_alloc(&sr, n_single) || round_alloc(&br, n_batch)) goto oom;
     for (uint32_t r = 0; r < a->rounds; r++) {
-        double *v = fig + r;
+        for (size_t l = 0; l < n_levels; l++) {
+            double *v = fig + (size_t)F_FIGURES * l * a->rounds + r;
 #define FIG(i) v[(size_t)(i)*a->rounds]
-        if (run_single(m, k, scores, work, top, &sr)) goto oom;
-        round_sort(&sr);
-        FIG(F_P50) = quantile(sr.total, sr.n, 0.5);
-        FIG(F_P99) = quantile(sr.total, sr.n, 0.99);
-        FIG(F_QPS) = (double)sr.n / sr.wall_s;
-        FIG(F_F32) = quantile(sr.part1, sr.n, 0.5);
-        if (run_batches(m, k, b, work, top, q, &br)) goto oom;
-        round_sort(&br);
-        FIG(F_BATCH) = quantile(br.total, br.n, 0.5) / b;
-        FIG(F_BQPS) = (double)(br.n * b) / br.wall_s;
+            cpu_use(levels[l], NULL);
+            if (run_single(m, k, scores, work, top, &sr)) goto oom;
+            round_sort(&sr);
+            FIG(F_P50) = quantile(sr.total, sr.n, 0.5);
+            FIG(F_P99) = quantile(sr.total, sr.n, 0.99);
+            FIG(F_QPS) = (double)sr.n / sr.wall_s;
+            FIG(F_F32) = quantile(sr.part1, sr.n, 0.5);
+            if (run_batches(m, k, b, work, top, q, &br)) goto oom;
+            round_sort(&br);
+            FIG(F_BATCH) = quantile(br.total, br.n, 0.5) / b;
+            FIG(F_BQPS) = (double)(br.n * b) / br.wall_s;
 #undef FIG
+        }
+        cpu_use(chosen, NULL);
+        if (a->against && run_against(a->against, a, &vs_p50[r], &vs_batch[r], vs_kernel, vs_march,
+                                      sizeof vs_kernel))
+            goto done;
     }
+    size_t c = 0;
+    while (levels[c] != chosen)
+        c++;
+    const double *mine = fig + (size_t)F_FIGURES * c * a->rounds;
     printf("{\"what\":\"score\",\"items\":%u,\"factors\":%u,\"k\":%u,\"queries_per_round\":%zu,"
-           "\"batch\":%u,\"batches_per_round\":%zu,\"matrix_bytes\":%zu,\"panel_bytes\":%zu",
+           "\"batch\":%u,\"batches_per_round\":%zu,\"matrix_bytes\":%zu,\"panel_bytes\":%zu,"
+           "\"kernel\":\"%s\",\"march\":\"%s\"",
            mt->n_items, mt->factors, k, sr.n, b, br.n,
            (size_t)mt->n_items * mt->factors * sizeof(float),
-           (size_t)panel_padded(mt->n_items) * panel_pairs(mt->factors) * 2 * sizeof(uint16_t));
+           (size_t)panel_padded(mt->n_items) * panel_pairs(mt->factors) * 2 * sizeof(uint16_t),
+           cpu_level_name(chosen), RECD_BUILD_MARCH);
     for (size_t i = 0; i < F_FIGURES; i++)
-        print_list(figure_names[i], fig + i * a->rounds, a->rounds);
+        print_list(figure_names[i], mine + i * a->rounds, a->rounds);
     printf("}\n");
+    for (size_t l = 0; l < n_levels && n_levels > 1; l++) {
+        const double *v = fig + (size_t)F_FIGURES * l * a->rounds;
+        printf("{\"what\":\"score_kernel\",\"items\":%u,\"kernel\":\"%s\",\"chosen\":%s",
+               mt->n_items, cpu_level_name(levels[l]), l == c ? "true" : "false");
+        print_list("p50_ms", v + F_P50 * a->rounds, a->rounds);
+        print_list("batch_ms", v + F_BATCH * a->rounds, a->rounds);
+        for (uint32_t r = 0; r < a->rounds; r++)
+            ratio[r] = v[F_P50 * a->rounds + r] / mine[F_P50 * a->rounds + r];
+        print_list("p50_vs_chosen", ratio, a->rounds);
+        printf("}\n");
+        fprintf(stderr,
+                "bench: score %u items, kernel %-10s%s %7.1f us one query, %7.1f us "
+                "batched (x%.2f of the chosen, round 1)\n",
+                mt->n_items, cpu_level_name(levels[l]), l == c ? " (chosen)" : "         ",
+                v[F_P50 * a->rounds] * 1e3, v[F_BATCH * a->rounds] * 1e3, ratio[0]);
+    }
+    if (a->against) {
+        printf("{\"what\":\"score_against\",\"items\":%u,\"kernel\":\"%s\",\"march\":\"%s\"",
+               mt->n_items, vs_kernel, vs_march);
+        print_list("p50_ms", vs_p50, a->rounds);
+        print_list("batch_ms", vs_batch, a->rounds);
+        for (uint32_t r = 0; r < a->rounds; r++)
+            ratio[r] = vs_p50[r] / mine[F_P50 * a->rounds + r];
+        print_list("p50_vs_this", ratio, a->rounds);
+        printf("}\n");
+        for (uint32_t r = 0; r < a->rounds; r++)
+            fprintf(stderr,
+                    "bench: score %u items, round %u: this build (-march %s, %s) %.1f us one "
+                    "query, %.1f batched; %s (-march %s, %s) %.1f, %.1f (x%.2f)\n",
+                    mt->n_items, r + 1, RECD_BUILD_MARCH, cpu_level_name(chosen),
+                    mine[F_P50 * a->rounds + r] * 1e3, mine[F_BATCH * a->rounds + r] * 1e3,
+                    a->against, vs_march, vs_kernel, vs_p50[r] * 1e3, vs_batch[r] * 1e3, ratio[r]);
+    }
     rc = 0;
     goto done;
 oom:
     fprintf(stderr, "recd bench: score: out of memory\n");
 done:
+    cpu_use(chosen, NULL);
     free(warm.total);
     free(sr.total);
     free(br.total);
@@ -654,7 +787,7 @@ static const unsigned flag_users[B_HELP + 1] = {
     [B_SECONDS] = S_SCORE,         [B_ROUNDS] = S_SCORE,          [B_NNZ] = S_TRAIN,
     [B_THREADS] = S_TRAIN,         [B_ITERATIONS] = S_TRAIN,      [B_OUTPUT] = S_BODY,
     [B_PORT_FILE] = S_READY,       [B_SINCE] = S_READY,           [B_USER] = S_READY,
-    [B_TIMEOUT] = S_READY};
+    [B_TIMEOUT] = S_READY,         [B_AGAINST] = S_SCORE,         [B_CHOSEN] = S_SCORE};
 
 int cmd_bench(int argc, char **argv) {
     static const struct option longopts[] = {{"model", required_argument, 0, B_MODEL},
@@ -676,6 +809,8 @@ int cmd_bench(int argc, char **argv) {
                                              {"since", required_argument, 0, B_SINCE},
                                              {"user", required_argument, 0, B_USER},
                                              {"timeout", required_argument, 0, B_TIMEOUT},
+                                             {"against", required_argument, 0, B_AGAINST},
+                                             {"chosen", no_argument, 0, B_CHOSEN},
                                              {"help", no_argument, 0, B_HELP},
                                              {0, 0, 0, 0}};
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -781,6 +916,12 @@ int cmd_bench(int argc, char **argv) {
             break;
         case B_TIMEOUT:
             bad = opts_float("timeout", optarg, 0.1, 3600, &a.timeout);
+            break;
+        case B_AGAINST:
+            a.against = optarg;
+            break;
+        case B_CHOSEN:
+            a.chosen_only = 1;
             break;
         default:
             bad = 1;

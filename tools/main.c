@@ -2,7 +2,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "als.h"
 #include "cmd.h"
+#include "cpu.h"
+#include "panel.h"
+#include "recd_version.h"
 
 static const struct {
     const char *name;
@@ -30,7 +34,21 @@ static void usage(FILE *f) {
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
 }
 
+/* What was built and which kernel copies run on this CPU (RECD_KERNEL may
+ * have asked for a lower level than the best). */
+static void version(void) {
+    printf("recd %s (git %s)\n", RECD_VERSION, RECD_GIT_REVISION);
+    printf("compiler: %s, -march %s\n", RECD_COMPILER, RECD_BUILD_MARCH);
+    printf("kernels: scoring %s, als %s (this CPU supports up to %s)\n", panel_scores_kernel(),
+           als_train_kernel(), cpu_level_name(cpu_best()));
+}
+
 int main(int argc, char **argv) {
+    err_t e;
+    if (cpu_init(&e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 2;
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -40,8 +58,8 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "--version") == 0) {
-        puts("recd " RECD_VERSION);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        version();
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

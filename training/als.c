@@ -8,20 +8,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "als_kernel.h"
+
 /* Internally every factor row is padded to a multiple of ALS_LANES floats and
- * 64-byte aligned, so the per-nonzero loops below run whole vectors with no
- * remainder: plain C loops over a fixed LANES-wide inner block that GCC and
- * Clang turn into full-width SIMD at -O2 with -march=native. The padding
- * columns are zero and stay zero (their right-hand side and Gram rows are
- * zero), so they never change a result. */
-#define ALS_LANES 16
-#define ALS_ALIGN 64
+ * ALS_ALIGN-byte aligned for the row kernels (als_kernel.h). */
 /* Fold-in keeps an f x f double matrix; training keeps per-thread vectors.
  * Above this the dense solves stop making sense for a recommender. */
 #define ALS_MAX_FACTORS 4096
-/* CG stops early when the squared residual norm falls below this (the value
- * benfred/implicit uses), which also avoids dividing by zero. */
-#define ALS_CG_EPS 1e-20f
 
 void als_params_init(als_params *p) {
     memset(p, 0, sizeof *p);
@@ -39,72 +32,6 @@ void als_factors_free(als_factors *f) {
     free(f->user_factors);
     free(f->item_factors);
     memset(f, 0, sizeof *f);
-}
-
-/* ---- vector kernels over padded rows (ld a multiple of ALS_LANES) ------- */
-
-/* Returns a . b over ld floats; both 64-byte aligned. The lanes are summed in
- * a fixed tree so the result does not depend on anything but the inputs. */
-static inline float vdot(const float *restrict a, const float *restrict b, size_t ld) {
-    a = __builtin_assume_aligned(a, ALS_ALIGN);
-    b = __builtin_assume_aligned(b, ALS_ALIGN);
-    float acc[ALS_LANES] = {0};
-    for (size_t j = 0; j < ld; j += ALS_LANES)
-        for (size_t l = 0; l < ALS_LANES; l++)
-            acc[l] += a[j + l] * b[j + l];
-    for (size_t l = 0; l < 8; l++)
-        acc[l] += acc[l + 8];
-    for (size_t l = 0; l < 4; l++)
-        acc[l] += acc[l + 4];
-    return (acc[0] + acc[2]) + (acc[1] + acc[3]);
-}
-
-/* y += s * x over ld floats; both 64-byte aligned. */
-static inline void vaxpy(float *restrict y, float s, const float *restrict x, size_t ld) {
-    y = __builtin_assume_aligned(y, ALS_ALIGN);
-    x = __builtin_assume_aligned(x, ALS_ALIGN);
-    for (size_t j = 0; j < ld; j += ALS_LANES)
-        for (size_t l = 0; l < ALS_LANES; l++)
-            y[j + l] += s * x[j + l];
-}
-
-/* y += s[0] x[0] + ... + s[3] x[3] over ld floats: one pass over y for four
- * rows, so consecutive rows do not wait on each other's update of y. */
-static inline void vaxpy4(float *restrict y, const float *s, const float *const *x, size_t ld) {
-    y = __builtin_assume_aligned(y, ALS_ALIGN);
-    const float *x0 = __builtin_assume_aligned(x[0], ALS_ALIGN);
-    const float *x1 = __builtin_assume_aligned(x[1], ALS_ALIGN);
-    const float *x2 = __builtin_assume_aligned(x[2], ALS_ALIGN);
-    const float *x3 = __builtin_assume_aligned(x[3], ALS_ALIGN);
-    for (size_t j = 0; j < ld; j += ALS_LANES)
-        for (size_t l = 0; l < ALS_LANES; l++)
-            y[j + l] +=
-                (s[0] * x0[j + l] + s[1] * x1[j + l]) + (s[2] * x2[j + l] + s[3] * x3[j + l]);
-}
-
-/* out = G v for a symmetric ld x ld matrix G (row-major, padded): summed as
- * rows scaled by v[j], four rows per pass over out, which vectorizes over
- * the output instead of needing a horizontal reduction per row. ld is a
- * multiple of ALS_LANES, hence of four. */
-static void vsymv(const float *restrict g, const float *restrict v, float *restrict out,
-                  size_t ld) {
-    out = __builtin_assume_aligned(out, ALS_ALIGN);
-    memset(out, 0, ld * sizeof *out);
-    for (size_t j = 0; j < ld; j += 4) {
-        const float *rows[4] = {g + j * ld, g + (j + 1) * ld, g + (j + 2) * ld, g + (j + 3) * ld};
-        vaxpy4(out, v + j, rows, ld);
-    }
-}
-
-/* Rows of the fixed factors are read in the order of a row's nonzeros, i.e.
- * at random: without help every first touch is a cache miss (about half of
- * training time on a 100k x 20k matrix). Requesting the row ALS_PREFETCH
- * nonzeros ahead overlaps those misses with the arithmetic. */
-#define ALS_PREFETCH 8
-
-static inline void prefetch_row(const float *row, size_t ld) {
-    for (size_t j = 0; j < ld; j += ALS_LANES)
-        __builtin_prefetch(row + j, 0, 3);
 }
 
 static size_t round_up(size_t n, size_t to) {
@@ -146,20 +73,29 @@ void als_gram(const float *y, uint32_t n, uint32_t factors, float *yty) {
 
 /* ---- one half-iteration ------------------------------------------------- */
 
-/* What a worker needs to solve rows [begin, end) of m against the fixed
- * factors y: x_r for each row, with A = YtY + lambda I in g. */
-typedef struct half_step {
-    const csr *m;
-    const float *y; /* n_cols x ld */
-    float *x;       /* n_rows x ld, updated in place (warm start) */
-    const float *g; /* ld x ld: YtY + lambda I (padding rows/cols zero) */
-    size_t ld;
-    float alpha;
-    uint32_t cg_steps;
-} half_step;
+/* The row kernel copy of the cpu level in use (AVX512-BF16 adds nothing to
+ * these loops: that level runs the AVX-512 copy). */
+static const als_kernel *kernel_in_use(void) {
+    switch (cpu_level_in_use()) {
+#if defined(RECD_X86_KERNELS)
+    case CPU_AVX512BF16:
+    case CPU_AVX512:
+        return &als_kernel_avx512;
+    case CPU_AVX2:
+        return &als_kernel_avx2;
+#endif
+    default:
+        return &als_kernel_baseline;
+    }
+}
+
+const char *als_train_kernel(void) {
+    return cpu_level_name(kernel_in_use()->level);
+}
 
 typedef struct worker {
-    const half_step *h;
+    const als_half_step *h;
+    const als_kernel *kernel; /* train_state's */
     uint32_t begin, end;
     float *r, *p, *ap; /* ld floats each, owned by train_state */
     /* Loss pass: per-row loss terms and confidence sums, indexed by row. */
@@ -167,107 +103,13 @@ typedef struct worker {
     int loss_pass;
 } worker;
 
-/* The nonzeros' part of a row's products, with c_k = 1 + alpha m_k and
- * d_k = y_k . v over the nonzeros k in [begin, end):
- *   rhs:  out += sum (c_k - (c_k - 1) d_k) y_k   (Yt C p - Yt (C - I) Y v)
- *   else: out += sum (c_k - 1) d_k y_k           (Yt (C - I) Y v)
- * Four nonzeros at a time: their dot products are independent of each
- * other, and one pass over out takes all four rows. */
-static void add_nonzeros(const half_step *h, uint64_t begin, uint64_t end, const float *v,
-                         float *out, int rhs) {
-    const size_t ld = h->ld;
-    const uint32_t *idx = h->m->indices;
-    const float *val = h->m->values;
-    for (uint64_t k = begin; k < end; k += 4) {
-        uint32_t n = end - k < 4 ? (uint32_t)(end - k) : 4;
-        const float *y[4];
-        float s[4];
-        for (uint32_t i = 0; i < n; i++) {
-            /* The rows are first touched in the rhs pass: fetch ahead. */
-            if (rhs && k + i + ALS_PREFETCH < end)
-                prefetch_row(h->y + (size_t)idx[k + i + ALS_PREFETCH] * ld, ld);
-            y[i] = h->y + (size_t)idx[k + i] * ld;
-            float cm1 = h->alpha * val[k + i], d = vdot(y[i], v, ld);
-            s[i] = rhs ? 1.0f + cm1 - cm1 * d : cm1 * d;
-        }
-        if (n == 4)
-            vaxpy4(out, s, y, ld);
-        else
-            for (uint32_t i = 0; i < n; i++)
-                vaxpy(out, s[i], y[i], ld);
-    }
-}
-
-/* Solves (YtY + lambda I + Yt (C_u - I) Y) x = Yt C_u p(u) for row u with
- * cg_steps conjugate-gradient steps from the current x (Takacs 2011, as
- * benfred/implicit's _least_squares_cg). The products with Yt (C_u - I) Y
- * run over the row's nonzeros only. */
-static void solve_row(const half_step *h, uint32_t u, float *restrict r, float *restrict p,
-                      float *restrict ap) {
-    const size_t ld = h->ld;
-    float *x = h->x + (size_t)u * ld;
-    uint64_t begin = h->m->indptr[u], end = h->m->indptr[u + 1];
-    if (begin == end) {
-        memset(x, 0, ld * sizeof *x);
-        return;
-    }
-
-    /* r = b - A x */
-    vsymv(h->g, x, r, ld);
-    for (size_t j = 0; j < ld; j++)
-        r[j] = -r[j];
-    add_nonzeros(h, begin, end, x, r, 1);
-    memcpy(p, r, ld * sizeof *p);
-    float rsold = vdot(r, r, ld);
-    if (rsold < ALS_CG_EPS) return;
-
-    for (uint32_t it = 0; it < h->cg_steps; it++) {
-        vsymv(h->g, p, ap, ld);
-        add_nonzeros(h, begin, end, p, ap, 0);
-        float step = rsold / vdot(p, ap, ld);
-        vaxpy(x, step, p, ld);
-        vaxpy(r, -step, ap, ld);
-        float rsnew = vdot(r, r, ld);
-        if (rsnew < ALS_CG_EPS) break;
-        float beta = rsnew / rsold;
-        for (size_t j = 0; j < ld; j++)
-            p[j] = r[j] + beta * p[j];
-        rsold = rsnew;
-    }
-}
-
-/* Loss terms of row u as implicit's calculate_loss computes them: with
- * d_i = x.y_i and g = YtY (no lambda here),
- *   sum over all cells of c (p - d)^2 = x YtY x + sum_nz (c - 2 c d + (c - 1) d^2)
- * since unobserved cells have c = 1 and p = 0. Also returns sum_nz c for the
- * normalization. */
-static void loss_row(const half_step *h, uint32_t u, float *restrict r, double *loss,
-                     double *conf) {
-    const size_t ld = h->ld;
-    const float *x = h->x + (size_t)u * ld;
-    vsymv(h->g, x, r, ld);
-    double l = (double)vdot(r, x, ld), sum_c = 0.0;
-    uint64_t end = h->m->indptr[u + 1];
-    for (uint64_t k = h->m->indptr[u]; k < end; k++) {
-        if (k + ALS_PREFETCH < end)
-            prefetch_row(h->y + (size_t)h->m->indices[k + ALS_PREFETCH] * ld, ld);
-        const float *y = h->y + (size_t)h->m->indices[k] * ld;
-        double c = 1.0 + (double)h->alpha * (double)h->m->values[k];
-        double d = (double)vdot(y, x, ld);
-        l += c - 2.0 * c * d + (c - 1.0) * d * d;
-        sum_c += c;
-    }
-    *loss = l;
-    *conf = sum_c;
-}
-
 static void *worker_run(void *arg) {
     worker *w = arg;
     for (uint32_t u = w->begin; u < w->end; u++) {
         if (w->loss_pass)
-            loss_row(w->h, u, w->r, &w->row_loss[u], &w->row_conf[u]);
+            w->kernel->loss_row(w->h, u, w->r, &w->row_loss[u], &w->row_conf[u]);
         else
-            solve_row(w->h, u, w->r, w->p, w->ap);
+            w->kernel->solve_row(w->h, u, w->r, w->p, w->ap);
     }
     return NULL;
 }
@@ -295,6 +137,7 @@ static void partition(const csr *m, size_t ld, uint32_t threads, uint32_t *split
 
 /* Per-training scratch: one worker (and its three CG vectors) per thread. */
 typedef struct train_state {
+    const als_kernel *kernel; /* one for the whole training */
     uint32_t threads;
     worker *workers;
     float *scratch;                    /* threads x 3 x ld */
@@ -306,7 +149,7 @@ typedef struct train_state {
  * the calling thread takes block 0. Rows are independent, so the result is
  * the same whatever the split. A thread that cannot be started has its block
  * run here instead. */
-static void run_parallel(train_state *st, const half_step *h, const uint32_t *split,
+static void run_parallel(train_state *st, const als_half_step *h, const uint32_t *split,
                          int loss_pass) {
     pthread_t tid[st->threads];
     int started[st->threads];
@@ -337,27 +180,20 @@ static void gram_regularized(const float *y, size_t n, size_t f, size_t ld, floa
         g[j * ld + j] += lambda;
 }
 
-static double sum_squares(const float *x, size_t n, size_t ld) {
-    double s = 0.0;
-    for (size_t r = 0; r < n; r++)
-        s += (double)vdot(x + r * ld, x + r * ld, ld);
-    return s;
-}
-
 /* implicit's normalized training loss of the current factors. g is scratch
  * (ld x ld). */
 static double train_loss(train_state *st, const csr *counts, float *x, float *y, float *g, size_t f,
                          size_t ld, const als_params *p) {
     gram_regularized(y, counts->n_cols, f, ld, 0.0f, g);
-    half_step h = {.m = counts, .y = y, .x = x, .g = g, .ld = ld, .alpha = p->alpha};
+    als_half_step h = {.m = counts, .y = y, .x = x, .g = g, .ld = ld, .alpha = p->alpha};
     run_parallel(st, &h, st->user_split, 1);
     double loss = 0.0, conf = 0.0;
     for (uint32_t u = 0; u < counts->n_rows; u++) {
         loss += st->row_loss[u];
         conf += st->row_conf[u];
     }
-    loss += (double)p->regularization *
-            (sum_squares(x, counts->n_rows, ld) + sum_squares(y, counts->n_cols, ld));
+    loss += (double)p->regularization * (st->kernel->sum_squares(x, counts->n_rows, ld) +
+                                         st->kernel->sum_squares(y, counts->n_cols, ld));
     double cells = (double)counts->n_rows * (double)counts->n_cols - (double)csr_nnz(counts);
     return loss / (conf + cells);
 }
@@ -432,7 +268,7 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
     csr t;
     rc = csr_transpose(counts, &t, e);
     if (rc) return rc;
-    train_state st = {.threads = threads};
+    train_state st = {.kernel = kernel_in_use(), .threads = threads};
     float *x = alloc_aligned((size_t)n_users * ld), *y = alloc_aligned((size_t)n_items * ld);
     float *g = alloc_aligned(ld * ld);
     st.workers = calloc(threads, sizeof *st.workers);
@@ -453,6 +289,7 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
         w->p = w->r + ld;
         w->ap = w->p + ld;
         w->row_loss = st.row_loss;
+        w->kernel = st.kernel;
         w->row_conf = st.row_conf;
     }
     partition(counts, ld, threads, st.user_split);
@@ -466,16 +303,16 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
     double loss = NAN;
     for (uint32_t it = 1; it <= p->iterations; it++) {
         double t0 = now_seconds();
-        half_step users = {.m = counts,
-                           .y = y,
-                           .x = x,
-                           .g = g,
-                           .ld = ld,
-                           .alpha = p->alpha,
-                           .cg_steps = p->cg_steps};
+        als_half_step users = {.m = counts,
+                               .y = y,
+                               .x = x,
+                               .g = g,
+                               .ld = ld,
+                               .alpha = p->alpha,
+                               .cg_steps = p->cg_steps};
         gram_regularized(y, n_items, f, ld, p->regularization, g);
         run_parallel(&st, &users, st.user_split, 0);
-        half_step items = {
+        als_half_step items = {
             .m = &t, .y = x, .x = y, .g = g, .ld = ld, .alpha = p->alpha, .cg_steps = p->cg_steps};
         gram_regularized(x, n_users, f, ld, p->regularization, g);
         run_parallel(&st, &items, st.item_split, 0);

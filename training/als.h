@@ -60,6 +60,11 @@ int als_fold_in(const float *item_factors, uint32_t factors, const float *yty,
                 const uint32_t *items, const float *counts, uint32_t n, float regularization,
                 float alpha, float *x, err_t *e);
 
+/* The name of the row kernel copy als_train runs now for the cpu level in
+ * use (cpu.h): "baseline", "avx2" or "avx512". Static. Every copy computes
+ * the same factors. */
+const char *als_train_kernel(void);
+
 /* Computes YtY (factors x factors, row-major) of an n x factors matrix. */
 void als_gram(const float *y, uint32_t n, uint32_t factors, float *yty);
 

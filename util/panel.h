@@ -40,9 +40,15 @@ void panel_query(const float *x, uint32_t f, uint32_t *pairs);
  * of PANEL_WIDTH) against n_queries queries from panel_query (pairs of one
  * query after another): scores[q * stride + i] ~ x_q . item (first + i).
  * Writes panel_padded(len) scores per query (the padding scores 0), so
- * stride is at least that. */
+ * stride is at least that. Runs the kernel copy of the cpu level in use
+ * (cpu.h), whose scores may differ from another copy's within
+ * panel_error. */
 void panel_scores(const uint16_t *panels, uint32_t f, uint32_t first, uint32_t len,
                   const uint32_t *queries, uint32_t n_queries, float *scores, size_t stride);
+
+/* The name of the kernel copy panel_scores runs now: the cpu level in use
+ * (cpu.h), e.g. "avx2". Static. */
+const char *panel_scores_kernel(void);
 
 /* The relative error bound of panel_scores: |score - x . y| <=
  * panel_error(f) * |x| * |y| (Euclidean norms of the float vectors), plus

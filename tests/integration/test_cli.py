@@ -1,7 +1,12 @@
 """The recd command line: query (the C client on the same gRPC API), train's
-import diagnostics, model refusal at start-up, and hot publication."""
+import diagnostics, model refusal at start-up, hot publication, and --version
+with the kernel copies chosen on this CPU (RECD_KERNEL)."""
 import json
+import os
+import platform
+import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -116,3 +121,41 @@ def test_publication_is_picked_up_without_restart(shop, tmp_path, pb):
         assert r.model_version == second
     finally:
         assert s.stop() == 0
+
+
+def cpuinfo_level():
+    """The kernel level /proc/cpuinfo's flags allow, as util/cpu.c names it."""
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split()
+    if not {"avx2", "fma"} <= set(flags):
+        return "baseline"
+    if not {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
+        return "avx2"
+    return "avx512bf16" if "avx512_bf16" in flags else "avx512"
+
+
+def test_version_names_the_revision_and_the_kernels_of_this_cpu():
+    lines = run("--version").stdout.splitlines()
+    m = re.fullmatch(r"recd (\d+\.\d+\.\d+) \(git (\S+)\)", lines[0])
+    assert m, lines[0]
+    head = subprocess.run(["git", "-C", os.environ["RECD_SOURCE_DIR"], "rev-parse", "--short",
+                           "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        # A binary built before the last commit fails here too: rebuild.
+        assert head.stdout.strip() in m.group(2), f"HEAD {head.stdout.strip()}, built {lines[0]}"
+    assert re.fullmatch(r"compiler: (GNU|Clang) [\d.]+, -march .+", lines[1]), lines[1]
+    best = cpuinfo_level() if platform.machine() == "x86_64" else "baseline"
+    als = "avx512" if best == "avx512bf16" else best
+    assert lines[2] == f"kernels: scoring {best}, als {als} (this CPU supports up to {best})"
+
+
+def test_recd_kernel_picks_a_lower_level_and_refuses_one_the_cpu_lacks():
+    env = dict(os.environ, RECD_KERNEL="baseline")
+    assert "kernels: scoring baseline, als baseline" in run("--version", env=env).stdout
+    env["RECD_KERNEL"] = "avx1024"
+    p = run("--version", env=env, check=False)
+    assert p.returncode == 2 and "RECD_KERNEL" in p.stderr and "unknown" in p.stderr
+    if cpuinfo_level() != "avx512bf16":
+        env["RECD_KERNEL"] = "avx512bf16"
+        p = run("gen", "--help", env=env, check=False)
+        assert p.returncode == 2 and "cannot run" in p.stderr, p.stderr

@@ -1,5 +1,6 @@
 /* Unit tests of training/als: known-answer structure, agreement of the CG
- * training step with the exact (Cholesky) fold-in, the loss, determinism and
+ * training step with the exact (Cholesky) fold-in, the loss, determinism (also
+ * across the row kernel copies of every cpu level this CPU runs) and
  * argument checks. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "als.h"
+#include "cpu.h"
 
 /* Builds a csr from a dense row-major matrix (zeros are not stored). */
 static csr dense_to_csr(const float *d, uint32_t rows, uint32_t cols) {
@@ -278,6 +280,30 @@ Test(als, deterministic_for_seed_and_threads) {
     als_factors_free(&c);
     als_factors_free(&d);
     als_factors_free(&other);
+    csr_free(&m);
+}
+
+/* Every row kernel copy this CPU runs computes the very same floats as the
+ * baseline one (no reassociation, no fused multiply-adds), and
+ * als_train_kernel names the copy of the level in use. */
+Test(als, every_kernel_copy_trains_the_same_factors) {
+    csr m = random_counts(90, 60, 0.1, 5);
+    size_t xu = (size_t)m.n_rows * 40 * sizeof(float), xi = (size_t)m.n_cols * 40 * sizeof(float);
+    err_t e;
+    cr_assert_eq(cpu_use(CPU_BASELINE, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(als_train_kernel(), "baseline");
+    als_factors base = train_with(&m, 2, 7, 40);
+    for (int level = CPU_BASELINE + 1; level <= (int)cpu_best(); level++) {
+        cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_OK, "%s", e.msg);
+        const char *want = level == CPU_AVX512BF16 ? "avx512" : cpu_level_name((cpu_level)level);
+        cr_assert_str_eq(als_train_kernel(), want);
+        als_factors f = train_with(&m, 2, 7, 40);
+        cr_expect(memcmp(base.user_factors, f.user_factors, xu) == 0, "%s: users differ", want);
+        cr_expect(memcmp(base.item_factors, f.item_factors, xi) == 0, "%s: items differ", want);
+        cr_expect_eq(base.loss, f.loss, "%s: loss %g, baseline %g", want, f.loss, base.loss);
+        als_factors_free(&f);
+    }
+    als_factors_free(&base);
     csr_free(&m);
 }
 

@@ -1,11 +1,13 @@
 /* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
- * the scoring panels, UTF-8 validation, the per-user temporal ordering of events. */
+ * the scoring panels (every kernel copy this CPU runs), the choice of kernel
+ * level, UTF-8 validation, the per-user temporal ordering of events. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
@@ -145,9 +147,11 @@ Test(topk, runs_passed_over_in_blocks_still_see_every_winner) {
 }
 
 /* Checks panel_scores against dot products in double for items [first,
- * first + len) of an n x f matrix and nq queries: each score within the
- * error bound panel_error promises (and the bound not loose by more than
- * 50x, so that a wrong bound cannot pass for a safe one). */
+ * first + len) of an n x f matrix and nq queries, with the kernel copy of
+ * every cpu level this CPU runs: each score within the error bound
+ * panel_error promises (and the bound not loose by more than 50x, so that a
+ * wrong bound cannot pass for a safe one), and within twice the bound of
+ * the baseline copy's score. */
 static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, uint32_t nq) {
     uint32_t pairs = panel_pairs(f);
     float *rows = malloc((size_t)n * f * sizeof *rows);
@@ -156,7 +160,8 @@ static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, u
     uint32_t *queries = malloc((size_t)nq * pairs * sizeof *queries);
     size_t stride = panel_padded(len) + 16; /* wider than needed: rows must not overlap */
     float *scores = malloc(nq * stride * sizeof *scores);
-    cr_assert(rows && panels && xs && queries && scores);
+    float *baseline = malloc(nq * stride * sizeof *baseline);
+    cr_assert(rows && panels && xs && queries && scores && baseline);
     uint64_t x = 0x9e3779b97f4a7c15ull ^ (n * 31u + f);
     for (size_t i = 0; i < (size_t)n * f; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
@@ -167,28 +172,40 @@ static void check_panels(uint32_t n, uint32_t f, uint32_t first, uint32_t len, u
     panel_pack(rows, n, f, panels);
     for (uint32_t q = 0; q < nq; q++)
         panel_query(xs + (size_t)q * f, f, queries + (size_t)q * pairs);
-    panel_scores(panels, f, first, len, queries, nq, scores, stride);
-    double worst = 0;
-    for (uint32_t q = 0; q < nq; q++) {
-        for (uint32_t i = 0; i < panel_padded(len); i++) {
-            double want = 0, xx = 0, yy = 0;
-            for (uint32_t d = 0; d < f && first + i < n; d++) {
-                double a = xs[q * f + d], b = rows[(size_t)(first + i) * f + d];
-                want += a * b, xx += a * a, yy += b * b;
+    for (int level = CPU_BASELINE; level <= (int)cpu_best(); level++) {
+        err_t e;
+        cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_OK, "%s", e.msg);
+        cr_assert_str_eq(panel_scores_kernel(), cpu_level_name((cpu_level)level));
+        panel_scores(panels, f, first, len, queries, nq, scores, stride);
+        if (level == CPU_BASELINE) memcpy(baseline, scores, nq * stride * sizeof *scores);
+        double worst = 0;
+        for (uint32_t q = 0; q < nq; q++) {
+            for (uint32_t i = 0; i < panel_padded(len); i++) {
+                double want = 0, xx = 0, yy = 0;
+                for (uint32_t d = 0; d < f && first + i < n; d++) {
+                    double a = xs[q * f + d], b = rows[(size_t)(first + i) * f + d];
+                    want += a * b, xx += a * a, yy += b * b;
+                }
+                double bound = panel_error(f) * sqrt(xx) * sqrt(yy) + PANEL_ERROR_ABS;
+                float got = scores[q * stride + i], base = baseline[q * stride + i];
+                double err = fabs(got - want);
+                cr_assert(err <= bound, "%s: n %u f %u query %u item %u: %g from %g, bound %g",
+                          panel_scores_kernel(), n, f, q, first + i, got, want, bound);
+                cr_assert(fabs(got - base) <= 2 * bound,
+                          "%s: n %u f %u query %u item %u: %g, baseline %g, bound %g",
+                          panel_scores_kernel(), n, f, q, first + i, got, base, bound);
+                if (bound > 0 && err / bound > worst) worst = err / bound;
             }
-            double bound = panel_error(f) * sqrt(xx) * sqrt(yy) + PANEL_ERROR_ABS;
-            double err = fabs(scores[q * stride + i] - want);
-            cr_assert(err <= bound, "n %u f %u query %u item %u: %g from %g, bound %g", n, f, q,
-                      first + i, scores[q * stride + i], want, bound);
-            if (bound > 0 && err / bound > worst) worst = err / bound;
         }
+        cr_assert(worst > 0.02, "%s: n %u f %u: the error bound is 50x looser than any error",
+                  panel_scores_kernel(), n, f);
     }
-    cr_assert(worst > 0.02, "n %u f %u: the error bound is 50x looser than any error", n, f);
     free(rows);
     free(panels);
     free(xs);
     free(queries);
     free(scores);
+    free(baseline);
 }
 
 Test(panel, scores_within_the_error_bound_for_any_shape) {
@@ -214,6 +231,72 @@ Test(panel, bfloat16_rounds_to_nearest_even) {
         panel_scores(panel, 2, 0, 1, &query, 1, got, PANEL_WIDTH);
         cr_assert_eq(got[0], want[i], "%a became %a, want %a", v[i], got[0], want[i]);
     }
+}
+
+/* The level cpuid gives, from the flags the kernel reports in
+ * /proc/cpuinfo: 0 baseline .. 3 avx512bf16, -1 when not known here. */
+static int cpuinfo_level(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return -1;
+    char line[8192];
+    int level = -1;
+    while (level < 0 && fgets(line, sizeof line, f))
+        if (strncmp(line, "flags", 5) == 0) {
+            int has[8] = {0};
+            static const char *const names[8] = {" avx2 ",     " fma ",        " avx512f ",
+                                                 " avx512cd ", " avx512bw ",   " avx512dq ",
+                                                 " avx512vl ", " avx512_bf16 "};
+            line[strcspn(line, "\n")] = ' ';
+            for (int i = 0; i < 8; i++)
+                has[i] = strstr(line, names[i]) != NULL;
+            level = !(has[0] && has[1])                                 ? CPU_BASELINE
+                    : !(has[2] && has[3] && has[4] && has[5] && has[6]) ? CPU_AVX2
+                    : !has[7]                                           ? CPU_AVX512
+                                                                        : CPU_AVX512BF16;
+        }
+    fclose(f);
+    return level;
+}
+
+/* Never a level the CPU lacks (that would be SIGILL), and AVX2 whenever the
+ * CPU has it (valgrind's emulated CPU has AVX2 but no AVX-512). */
+Test(cpu, detects_what_the_kernel_reports) {
+    int want = cpuinfo_level();
+#if defined(__x86_64__)
+    cr_assert_geq(want, 0, "no flags line in /proc/cpuinfo");
+    cr_assert_leq((int)cpu_best(), want, "cpu_best %s, cpuinfo %s", cpu_level_name(cpu_best()),
+                  cpu_level_name((cpu_level)want));
+    cr_assert_geq((int)cpu_best(), want < CPU_AVX2 ? want : CPU_AVX2, "cpu_best %s, cpuinfo %s",
+                  cpu_level_name(cpu_best()), cpu_level_name((cpu_level)want));
+#else
+    (void)want;
+    cr_assert_eq(cpu_best(), CPU_BASELINE);
+#endif
+    cr_assert(cpu_supports(CPU_BASELINE));
+}
+
+Test(cpu, parses_levels_and_refuses_what_the_cpu_lacks) {
+    for (int level = CPU_BASELINE; level < CPU_LEVELS; level++) {
+        cpu_level got = CPU_LEVELS;
+        err_t e = {0};
+        int rc = cpu_parse(cpu_level_name((cpu_level)level), &got, &e);
+        if (cpu_supports((cpu_level)level)) {
+            cr_assert_eq(rc, ERR_OK, "%s", e.msg);
+            cr_assert_eq((int)got, level);
+            cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_OK);
+            cr_assert_eq((int)cpu_level_in_use(), level);
+        } else {
+            cr_assert_eq(rc, ERR_INVALID);
+            cr_assert_not_null(strstr(e.msg, "cannot run"), "%s", e.msg);
+            cr_assert_eq(cpu_use((cpu_level)level, &e), ERR_INVALID);
+            cr_assert_neq((int)cpu_level_in_use(), level);
+        }
+    }
+    cpu_level got;
+    err_t e;
+    cr_assert_eq(cpu_parse("avx1024", &got, &e), ERR_INVALID);
+    cr_assert_not_null(strstr(e.msg, "unknown"), "%s", e.msg);
+    cr_assert_not_null(strstr(e.msg, "baseline"), "%s", e.msg);
 }
 
 Test(utf8, accepts_valid_and_refuses_malformed) {

@@ -32,7 +32,7 @@ def mb(n):
     return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
 
 
-def scoring(score, ref):
+def scoring(score, ref, kernels, against):
     n, f, k, b = score["items"], score["factors"], score["k"], score["batch"]
     print(f"\nScoring {n:,} items x {f} factors ({mb(score['matrix_bytes'])} as float32, "
           f"{mb(score['panel_bytes'])} as recd's bfloat16 panels), top-{k}, one thread; "
@@ -57,6 +57,14 @@ def scoring(score, ref):
         print(f"  {name:48} {spread(v):>24} {1e3 / med(v):10.0f} {med(v) / recd_ms:11.2f}")
     print(f"  recd one query: p99 {med(score['p99_ms']):.3g} ms, {med(score['qps']):.0f} queries/s "
           f"over whole rounds; reads the panels at {score['panel_bytes'] / recd_ms / 1e6:.1f} GB/s")
+    print(f"  this build: -march {score['march']}, scoring kernel {score['kernel']} (chosen on this CPU)")
+    rows = [(f"kernel {r['kernel']}" + (" (chosen)" if r["chosen"] else ""), r) for r in kernels]
+    if against:
+        rows.append((f"other build: -march {against['march']}, kernel {against['kernel']}", against))
+    for name, r in rows:
+        ratio = med(r["p50_ms"]) / recd_ms
+        print(f"  {name:48} {spread(r['p50_ms']):>24} batched {spread(r['batch_ms'])}, "
+              f"x{ratio:.2f} of this build's")
 
 
 def grpc(cat, runs, rss, ready, model, score):
@@ -123,11 +131,13 @@ def main():
             cats.append(cur)
         elif r["what"] == "grpc":
             cur["runs"].setdefault((r["method"], r["concurrency"]), []).append(r)
-        elif r["what"] in ("model", "score", "reference", "ready", "rss"):
+        elif r["what"] in ("model", "score", "reference", "ready", "rss", "score_against"):
             cur[r["what"]] = r
+        elif r["what"] == "score_kernel":
+            cur.setdefault("kernels", []).append(r)
     for c in cats:
         if "score" in c:
-            scoring(c["score"], c.get("reference"))
+            scoring(c["score"], c.get("reference"), c.get("kernels", []), c.get("score_against"))
         grpc(c["cat"], c["runs"], c.get("rss"), c.get("ready"), c.get("model"), c.get("score"))
     for r in recs:
         if r["what"] == "train":
