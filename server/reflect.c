@@ -305,6 +305,8 @@ static bool request_strings_valid(const reflect_request *q) {
 /* What one answer points to while it is packed; owns only its arrays. */
 typedef struct answer {
     reflect_response resp;
+    reflect_request echo; /* the request's known fields */
+    Grpc__Reflection__V1__ExtensionRequest echo_extension;
     Grpc__Reflection__V1__FileDescriptorResponse files;
     Grpc__Reflection__V1__ListServiceResponse list;
     Grpc__Reflection__V1__ExtensionNumberResponse numbers;
@@ -312,6 +314,38 @@ typedef struct answer {
     Grpc__Reflection__V1__ServiceResponse *service_msgs;
     char *error_message;
 } answer;
+
+/* Points a->echo (the response's original_request) at the fields of q that
+ * were understood. Not q itself: protobuf-c keeps unknown fields, even ones
+ * that stricter decoders refuse (field number 0), and would send them back. */
+static void echo_request(const reflect_request *q, answer *a) {
+    a->echo = (reflect_request)GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+    a->echo.host = q->host;
+    a->echo.message_request_case = q->message_request_case;
+    switch (q->message_request_case) {
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
+        a->echo.file_by_filename = q->file_by_filename;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
+        a->echo.file_containing_symbol = q->file_containing_symbol;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
+        a->echo_extension =
+            (Grpc__Reflection__V1__ExtensionRequest)GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+        a->echo_extension.containing_type = q->file_containing_extension->containing_type;
+        a->echo_extension.extension_number = q->file_containing_extension->extension_number;
+        a->echo.file_containing_extension = &a->echo_extension;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
+        a->echo.all_extension_numbers_of_type = q->all_extension_numbers_of_type;
+        break;
+    case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
+        a->echo.list_services = q->list_services;
+        break;
+    default:
+        break;
+    }
+}
 
 /* Makes a an error_response with code and "what: name". */
 static int answer_error(answer *a, int code, const char *what, const char *name) {
@@ -450,8 +484,9 @@ void reflect_answer(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply)
                 .list = GRPC__REFLECTION__V1__LIST_SERVICE_RESPONSE__INIT,
                 .numbers = GRPC__REFLECTION__V1__EXTENSION_NUMBER_RESPONSE__INIT,
                 .error = GRPC__REFLECTION__V1__ERROR_RESPONSE__INIT};
+    echo_request(q, &a);
     a.resp.valid_host = q->host;
-    a.resp.original_request = q;
+    a.resp.original_request = &a.echo;
     if (answer_request(r, q, &a) == ERR_OK) {
         reply->len = protobuf_c_message_get_packed_size(&a.resp.base);
         reply->body = malloc(reply->len ? reply->len : 1);

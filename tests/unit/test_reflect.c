@@ -323,6 +323,24 @@ Test(reflect, malformed_or_non_utf8_requests_are_invalid_argument) {
         cr_expect_eq(reply.status, RPC_INVALID_ARGUMENT, "case %zu", i);
         cr_expect_null(reply.body);
     }
+    /* Unknown fields, one with field number 0 that protobuf-c takes and
+     * stricter decoders refuse (found by fuzz_reflect): not echoed back. */
+    static const uint8_t unknown_fields[] = {
+        0x81, 0x00, 1,    0,    0,    0,    0, 0, 0, 0,       /* field 0, 64 bits */
+        0x2a, 0x0f, 0x10, 0x05, 0x81, 0x00, 1, 0, 0, 0, 0, 0, /* extension request ... */
+        0,    0,    0x98, 0x06, 0x07,                         /* ... with fields 0 and 99 */
+    };
+    rpc_reply reply = {.status = RPC_OK};
+    reflect_answer(r, unknown_fields, sizeof unknown_fields, &reply);
+    cr_assert_eq(reply.status, RPC_OK, "%s", reply.message);
+    response *echoed =
+        grpc__reflection__v1__server_reflection_response__unpack(NULL, reply.len, reply.body);
+    cr_assert_not_null(echoed);
+    cr_expect_eq(echoed->original_request->base.n_unknown_fields, 0);
+    cr_expect_eq(echoed->original_request->file_containing_extension->extension_number, 5);
+    cr_expect_eq(echoed->original_request->file_containing_extension->base.n_unknown_fields, 0);
+    free(reply.body);
+    grpc__reflection__v1__server_reflection_response__free_unpacked(echoed, NULL);
     /* No request at all: an error_response, not the end of the stream. */
     request q = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
     response *resp;
