@@ -5,7 +5,7 @@
 #   scripts/setup.sh bench   that, plus what scripts/bench.sh needs (h2load, numpy, faiss)
 # README says why each package is there.
 set -euo pipefail
-build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto
+build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto
        libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox libmicrohttpd-dev help2man dpkg-dev)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
       clang-format clang-14 libclang-rt-14-dev python3-h2 python3-prometheus-client openssl

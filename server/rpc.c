@@ -61,7 +61,8 @@ typedef struct rpc_poller {
     pthread_t thread;
 } rpc_poller;
 
-/* A server-streaming call, owned by the thread running its handler. The
+/* A streaming call (server-streaming or bidirectional), owned by the thread
+ * running its handler. The
  * poller whose queue the call is bound to reports each batch's completion
  * through lock/cond. */
 struct rpc_stream {
@@ -152,9 +153,10 @@ static void rpc_request(rpc_poller *p, int method) {
     grpc_metadata_array_init(&c->request_metadata);
     grpc_call_error rc;
     if (method >= 0) {
-        rc = grpc_server_request_registered_call(s->grpc, s->registered[method], &c->call,
-                                                 &c->deadline, &c->request_metadata, &c->payload,
-                                                 p->cq, p->cq, c);
+        /* Bidirectional calls read their messages themselves: they come with none. */
+        rc = grpc_server_request_registered_call(
+            s->grpc, s->registered[method], &c->call, &c->deadline, &c->request_metadata,
+            s->methods[method].bidi ? NULL : &c->payload, p->cq, p->cq, c);
     } else {
         grpc_call_details_init(&c->details);
         rc = grpc_server_request_call(s->grpc, &c->call, &c->details, &c->request_metadata, p->cq,
@@ -276,30 +278,88 @@ int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len) {
     return ok ? 0 : -1;
 }
 
+/* Waits for the client's next message of a bidirectional call. Returns 1 with
+ * *msg (malloc'ed, the caller frees it) and *len; 0 once the client has
+ * half-closed; -1 when the call is gone (cancelled, deadline passed,
+ * connection lost, a message over the size limit) or memory ran out. */
+static int rpc_stream_recv(rpc_stream *st, uint8_t **msg, size_t *len) {
+    grpc_byte_buffer *bb = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &bb;
+    if (!rpc_stream_batch(st, &op, 1)) {
+        if (bb) grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    if (!bb) return 0;
+    *msg = rpc_read_payload(bb, len);
+    grpc_byte_buffer_destroy(bb);
+    return *msg ? 1 : -1;
+}
+
+/* Runs a bidirectional call: each request message to m->bidi, each OK
+ * answer back, until the client half-closes or an answer is an error.
+ * reply gets the status that ends the call. */
+static void rpc_run_bidi(rpc_stream *st, const rpc_method *m, rpc_reply *reply) {
+    for (;;) {
+        uint8_t *req;
+        size_t len;
+        int got = rpc_stream_recv(st, &req, &len);
+        if (got == 0) return;
+        if (got < 0) {
+            rpc_reply_error(reply, RPC_CANCELLED, "the call ended before its next request");
+            return;
+        }
+        rpc_reply answer = {.status = RPC_OK};
+        m->bidi(m->ctx, req, len, &answer);
+        free(req);
+        if (answer.status != RPC_OK) {
+            *reply = answer;
+            return;
+        }
+        int sent = rpc_stream_send(st, answer.body, answer.len);
+        free(answer.body);
+        if (sent) {
+            rpc_reply_error(reply, RPC_CANCELLED, "the client went away");
+            return;
+        }
+    }
+}
+
 static void rpc_stream_finished(rpc_server *s) {
     pthread_mutex_lock(&s->streams_lock);
     if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
     pthread_mutex_unlock(&s->streams_lock);
 }
 
-/* Runs a streaming handler on its own thread, then ends the call with the
- * handler's status and frees it. */
+/* Runs a server-streaming call's handler on its request message. */
+static void rpc_run_server_stream(rpc_stream *st, const rpc_method *m, rpc_reply *reply) {
+    rpc_call *c = st->call;
+    size_t len;
+    uint8_t *req = c->payload ? rpc_read_payload(c->payload, &len) : NULL;
+    if (!c->payload) {
+        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
+    } else if (!req) {
+        rpc_reply_error(reply, RPC_INTERNAL, "cannot read the request message");
+    } else {
+        m->stream(m->ctx, req, len, st, reply);
+        free(req);
+    }
+}
+
+/* Runs a streaming call on its own thread, then ends it with the handler's
+ * status and frees it. */
 static void *rpc_stream_main(void *arg) {
     rpc_stream *st = arg;
     rpc_call *c = st->call;
     rpc_server *s = c->poller->server;
     rpc_reply reply = {.status = RPC_OK};
-    size_t len;
-    uint8_t *req = c->payload ? rpc_read_payload(c->payload, &len) : NULL;
-    if (!c->payload) {
-        rpc_reply_error(&reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
-    } else if (!req) {
-        rpc_reply_error(&reply, RPC_INTERNAL, "cannot read the request message");
-    } else {
-        const rpc_method *m = &s->methods[c->method];
-        m->stream(m->ctx, req, len, st, &reply);
-        free(req);
-    }
+    const rpc_method *m = &s->methods[c->method];
+    if (m->bidi)
+        rpc_run_bidi(st, m, &reply);
+    else
+        rpc_run_server_stream(st, m, &reply);
     free(reply.body);
     rpc_observe(c, reply.status);
     if (reply.status != RPC_OK) {
@@ -420,7 +480,7 @@ static void rpc_accept(rpc_call *c) {
         rpc_reply_error(&reply, RPC_DEADLINE_EXCEEDED,
                         "the deadline passed before the call "
                         "arrived");
-    } else if (m->stream) {
+    } else if (m->stream || m->bidi) {
         if (rpc_start_stream(c, &reply) == 0) return; /* the stream's thread owns c now */
     } else if (rpc_enqueue(s, c) == 0) {
         return; /* a handler thread owns c now */
@@ -660,7 +720,8 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->grpc = grpc_server_create(&channel_args, NULL);
     for (size_t m = 0; m < n; m++) {
         s->registered[m] = grpc_server_register_method(
-            s->grpc, methods[m].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            s->grpc, methods[m].path, NULL,
+            methods[m].bidi ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         if (!s->registered[m]) {
             rpc_server_free(s);
             return err_set(e, ERR_INTERNAL, "rpc: cannot register %s", methods[m].path);

@@ -86,13 +86,21 @@ typedef struct rpc_method {
     void *ctx;
     int write;               /* changes state: needs the bearer token when one is set */
     rpc_batch_handler batch; /* optional, unary: used when calls queue up */
+    /* Bidirectional-streaming methods whose every request message gets one
+     * response message (handler and stream are NULL). Called once per
+     * request as it arrives, on the call's own thread (a streaming call:
+     * counts against max_streams); an OK reply's body is sent back and the
+     * next request awaited, a non-OK reply ends the call with its status.
+     * The call ends OK once the client half-closes. */
+    rpc_handler bidi;
 } rpc_method;
 
 typedef struct rpc_options {
     const char *listen;         /* host:port; port 0 picks a free one */
     uint32_t threads;           /* threads running handlers, >= 1 */
     uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
-    uint32_t max_streams;       /* streaming calls at once; more get RESOURCE_EXHAUSTED */
+    uint32_t max_streams;       /* streaming calls at once (server-streaming and
+                                 * bidirectional); more get RESOURCE_EXHAUSTED */
     /* Load shedding: at most max_queue calls wait for a handler thread, and
      * none waits longer than max_queue_ms; others get RESOURCE_EXHAUSTED at
      * once instead of making everyone slow. 0 = defaults (1024, 1000 ms). */

@@ -1878,8 +1878,12 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
     _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
                    "one rpc_method per table row");
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        s->methods[i] = (rpc_method){table[i].path,  table[i].handler, table[i].stream, s,
-                                     table[i].write, table[i].batch};
+        s->methods[i] = (rpc_method){.path = table[i].path,
+                                     .handler = table[i].handler,
+                                     .stream = table[i].stream,
+                                     .ctx = s,
+                                     .write = table[i].write,
+                                     .batch = table[i].batch};
     *out = s;
     return ERR_OK;
 }

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "opts.h"
+#include "reflect.h"
 #include "rpc.h"
 #include "svc.h"
 
@@ -39,6 +40,8 @@ static const char serve_usage[] =
     "  --metrics-listen H:P     Prometheus metrics at http://H:P/metrics (port 0 = any free)\n"
     "  --metrics-port-file FILE write the metrics port to FILE once serving\n"
     "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
+    "  --reflection on|off      serve gRPC server reflection (grpc.reflection.v1 and v1alpha),\n"
+    "                           so that grpcurl and other tools need no .proto (default on)\n"
     "  --variant NAME=DIR       A/B experiment: also serve the model in DIR as variant NAME\n"
     "                           (repeatable; --model is variant control; traffic splits evenly\n"
     "                           until SetExperiment changes it)\n"
@@ -68,7 +71,8 @@ enum {
     OPT_SALT,
     OPT_METRICS_LISTEN,
     OPT_METRICS_PORT_FILE,
-    OPT_LOG_FORMAT
+    OPT_LOG_FORMAT,
+    OPT_REFLECTION
 };
 
 /* Where the metrics endpoint goes; both may be NULL. */
@@ -95,7 +99,7 @@ static int read_secret(const char *flag, const char *path, int trim, char **out)
 }
 
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload);
+                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection);
 
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -118,6 +122,7 @@ int cmd_serve(int argc, char **argv) {
         {"metrics-listen", required_argument, 0, OPT_METRICS_LISTEN},
         {"metrics-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
+        {"reflection", required_argument, 0, OPT_REFLECTION},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
@@ -129,6 +134,7 @@ int cmd_serve(int argc, char **argv) {
                       .max_streams = 4};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
+    int reflection = 1;
     float reload = 1.0f;
     svc_options so;
     svc_options_init(&so);
@@ -206,6 +212,13 @@ int cmd_serve(int argc, char **argv) {
             }
             log_set_format(!strcmp(optarg, "json") ? LOG_FORMAT_JSON : LOG_FORMAT_LOGFMT);
             break;
+        case OPT_REFLECTION:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "recd: --reflection is on or off, not '%s'\n", optarg);
+                return 2;
+            }
+            reflection = !strcmp(optarg, "on");
+            break;
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
@@ -234,7 +247,7 @@ int cmd_serve(int argc, char **argv) {
     ro.tls_key = secrets.key;
     ro.tls_client_ca = secrets.client_ca;
     ro.write_token = secrets.token;
-    int status = serve(model_dir, port_file, &sm, &ro, &so, reload);
+    int status = serve(model_dir, port_file, &sm, &ro, &so, reload, reflection);
     secrets_free(&secrets);
     return status;
 }
@@ -279,9 +292,10 @@ static void raise_descriptor_limit(void) {
                  (unsigned long long)want);
 }
 
-/* Runs the server until SIGINT or SIGTERM; returns the exit code. */
+/* Runs the server (with server reflection when reflection is set) until
+ * SIGINT or SIGTERM; returns the exit code. */
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload) {
+                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection) {
     rpc_options ro = *ro_in;
     svc_options so = *so_in;
     /* Each worker scores its own requests; BLAS threads on top would fight
@@ -305,20 +319,42 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
         return 1;
     }
-    size_t n_methods;
-    const rpc_method *methods = svc_methods(service, &n_methods);
-    rpc_server *server;
-    if (rpc_server_start(&ro, methods, n_methods, &server, &e)) {
-        log_error("msg=\"cannot start server\" error=\"%s\"", e.msg);
+    size_t n_svc;
+    const rpc_method *svc_list = svc_methods(service, &n_svc);
+    reflect *reflector = NULL;
+    if (reflection && reflect_open(reflect_descriptor_set, reflect_descriptor_set_len, svc_list,
+                                   n_svc, &reflector, &e)) {
+        log_error("msg=\"cannot start reflection\" error=\"%s\"", e.msg);
         svc_close(service);
         return 1;
     }
-    log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s",
+    size_t n_reflect = 0;
+    const rpc_method *reflect_list = reflector ? reflect_methods(reflector, &n_reflect) : NULL;
+    size_t n_methods = n_svc + n_reflect;
+    rpc_method *methods = malloc(n_methods * sizeof *methods); /* svc's, then reflection's */
+    if (!methods) {
+        log_error("msg=\"cannot start server\" error=\"out of memory\"");
+        reflect_close(reflector);
+        svc_close(service);
+        return 1;
+    }
+    memcpy(methods, svc_list, n_svc * sizeof *methods);
+    if (n_reflect) memcpy(methods + n_svc, reflect_list, n_reflect * sizeof *methods);
+    rpc_server *server;
+    if (rpc_server_start(&ro, methods, n_methods, &server, &e)) {
+        log_error("msg=\"cannot start server\" error=\"%s\"", e.msg);
+        free(methods);
+        reflect_close(reflector);
+        svc_close(service);
+        return 1;
+    }
+    log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
+             "reflection=%s",
              ro.listen, rpc_server_port(server), ro.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
-             ro.write_token ? "required" : "off");
+             ro.write_token ? "required" : "off", reflector ? "on" : "off");
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {
@@ -341,6 +377,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     }
     rpc_server_stop(server);
     metrics_http_stop(metrics);
+    free(methods);
+    reflect_close(reflector);
     svc_close(service);
     log_info("msg=\"stopped\"");
     return status;

@@ -1,8 +1,9 @@
 /* Writes the seed corpora of the fuzz targets (run at build time):
- *   fuzz_seeds DIR   ->  DIR/svc, DIR/ingest, DIR/model
+ *   fuzz_seeds DIR   ->  DIR/svc, DIR/ingest, DIR/model, DIR/reflect
  * Seeds are valid inputs that reach deep: one request per method (and a
  * few variants) for fuzz_svc, small CSV files in every dialect fuzz_ingest
- * picks, and corruption recipes for fuzz_model. Generated rather than
+ * picks, corruption recipes for fuzz_model, and one reflection request of
+ * each kind for fuzz_reflect. Generated rather than
  * committed so that they follow the .proto and the method table. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "fuzz_fixture.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "log.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "svc.h"
@@ -197,6 +199,41 @@ static void model_seeds(void) {
         write_seed("model", seeds[i], lens[i], "", 0);
 }
 
+static void reflect_seeds(void) {
+    Grpc__Reflection__V1__ExtensionRequest x = GRPC__REFLECTION__V1__EXTENSION_REQUEST__INIT;
+    x.containing_type = "recd.v1.RecommendRequest";
+    x.extension_number = 100;
+    const struct {
+        Grpc__Reflection__V1__ServerReflectionRequest__MessageRequestCase kind;
+        const char *text;
+    } seeds[] = {
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES, ""},
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME,
+         "recd/v1/recommender.proto"},
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL,
+         "recd.v1.Recommender.Recommend"},
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL,
+         "grpc.health.v1.HealthCheckResponse.SERVING"},
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE,
+         "recd.v1.RecommendRequest"},
+        {GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        Grpc__Reflection__V1__ServerReflectionRequest q =
+            GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+        q.host = "localhost";
+        q.message_request_case = seeds[i].kind;
+        if (seeds[i].text)
+            q.list_services = (char *)seeds[i].text; /* every string case shares the union */
+        else
+            q.file_containing_extension = &x;
+        uint8_t buf[512];
+        size_t len = protobuf_c_message_pack(&q.base, buf);
+        write_seed("reflect", buf, len, "", 0);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_seeds DIR\n");
@@ -204,8 +241,8 @@ int main(int argc, char **argv) {
     }
     log_set_level(LOG_ERROR);
     out_dir = argv[1];
-    const char *targets[] = {"", "/svc", "/ingest", "/model"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *targets[] = {"", "/svc", "/ingest", "/model", "/reflect"};
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s%s", out_dir, targets[i]);
         mkdir(path, 0755);
@@ -213,5 +250,6 @@ int main(int argc, char **argv) {
     svc_seeds();
     ingest_seeds();
     model_seeds();
+    reflect_seeds();
     return 0;
 }
