@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "evstore.h"
 #include "idmap.h"
@@ -210,12 +211,6 @@ static void *bench_thread(void *p) {
     return NULL;
 }
 
-static double bench_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 typedef struct bench_result {
     double secs, events_per_s, commits_per_s;
     uint64_t commits;
@@ -238,7 +233,7 @@ static int bench_run(const char *dir, uint32_t threads, uint32_t batch, uint64_t
     pthread_t *tid = calloc(threads, sizeof *tid);
     int rc = a && tid ? 0 : 1;
     uint32_t started = 0;
-    double t0 = bench_now();
+    double t0 = clock_seconds();
     for (uint32_t t = 0; !rc && t < threads; t++, started++) {
         a[t] = (bench_arg){.s = s, .batch = batch};
         a[t].first = count * t / threads;
@@ -252,7 +247,7 @@ static int bench_run(const char *dir, uint32_t threads, uint32_t batch, uint64_t
             rc = 1;
         }
     }
-    r->secs = bench_now() - t0;
+    r->secs = clock_seconds() - t0;
     r->commits = evstore_commits(s);
     r->events_per_s = (double)count / r->secs;
     r->commits_per_s = (double)r->commits / r->secs;

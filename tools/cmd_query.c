@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "clock.h"
 #include "rpc.h"
 #include "cmd.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -158,12 +159,6 @@ static uint8_t *call(client *c, const char *method, const ProtobufCMessage *msg,
     return r.body;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -175,9 +170,9 @@ static int repeat_call(client *c, const char *method, const ProtobufCMessage *ms
                        uint32_t n, int json) {
     double *ms = malloc((size_t)n * sizeof *ms);
     if (!ms) return 1;
-    double start = now_seconds();
+    double start = clock_seconds();
     for (uint32_t i = 0; i < n; i++) {
-        double t = now_seconds();
+        double t = clock_seconds();
         size_t len;
         uint8_t *body = call(c, method, msg, timeout, &len);
         if (!body) {
@@ -185,9 +180,9 @@ static int repeat_call(client *c, const char *method, const ProtobufCMessage *ms
             return 1;
         }
         free(body);
-        ms[i] = (now_seconds() - t) * 1e3;
+        ms[i] = (clock_seconds() - t) * 1e3;
     }
-    double total = now_seconds() - start;
+    double total = clock_seconds() - start;
     qsort(ms, n, sizeof *ms, cmp_double);
     double p50 = ms[n / 2], p99 = ms[(size_t)((double)n * 0.99)], max = ms[n - 1];
     if (json)

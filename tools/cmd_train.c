@@ -3,12 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "als.h"
 #include "churn.h"
+#include "clock.h"
 #include "cmd.h"
 #include "csr.h"
 #include "eval.h"
@@ -116,12 +116,6 @@ static int parse_ascending(const char *name, const char *arg, size_t n, double m
             return -1;
         }
     return 0;
-}
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 static void train_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
@@ -355,7 +349,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "recd: --churn-horizon needs the purchase history of --input\n");
         return 2;
     }
-    double start = now_seconds();
+    double start = clock_seconds();
     ev_set history;
     size_t n_from_csv;
     if (load_histories(input, &io, events_dir, weights, &history, &n_from_csv)) return 1;
@@ -440,7 +434,7 @@ int cmd_train(int argc, char **argv) {
             ap.alpha, half_life, ap.threads, blend);
     ap.progress = train_progress;
     ap.progress_ctx = &ap;
-    double train_start = now_seconds();
+    double train_start = clock_seconds();
     if (als_train(&counts, &ap, &factors, &e)) {
         fprintf(stderr, "recd: training failed: %s\n", e.msg);
         goto out;
@@ -456,7 +450,7 @@ int cmd_train(int argc, char **argv) {
     in.meta.alpha = ap.alpha;
     in.meta.loss = factors.loss;
     in.meta.popularity_blend = blend;
-    in.meta.train_seconds = now_seconds() - train_start;
+    in.meta.train_seconds = clock_seconds() - train_start;
     memcpy(in.meta.source_fingerprint, fingerprint, sizeof fingerprint);
     in.users = history.users;
     in.items = history.items;
@@ -484,7 +478,7 @@ int cmd_train(int argc, char **argv) {
             "train: published %s to %s: %u users, %u items, %zu events, loss %.6f, "
             "training %.1f s, total %.1f s\n",
             published.version, model_dir, n_users, n_items, history.n, factors.loss,
-            in.meta.train_seconds, now_seconds() - start);
+            in.meta.train_seconds, clock_seconds() - start);
     printf("%s\n", published.version);
     status = 0;
 out:

@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "als.h"
+#include "clock.h"
 #include "cmd.h"
 #include "eval.h"
 #include "knn.h"
@@ -322,12 +322,6 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
     return rc;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* Index of the objective's k (a->to.k) among a->ec.ks. */
 static uint32_t objective_index(const tune_args *a) {
     for (uint32_t q = 0; q < a->ec.n_ks; q++)
@@ -353,11 +347,11 @@ static int search_blend(eval_mf *mf, const csr *train, const csr *valid, const e
     eval_metrics m[EVAL_MAX_KS];
     cmp->chosen = -1;
     for (uint32_t i = 0; i < TUNE_BLEND_STEPS; i++) {
-        double start = now_seconds();
+        double start = clock_seconds();
         mf->blend = w[i];
         if ((rc = eval_ranking(eval_mf_recommend, mf, train, valid, ec, m, NULL, e))) break;
         blend_trial *b = &cmp->blends[cmp->n_blends++];
-        *b = (blend_trial){w[i], m[qk].ndcg, now_seconds() - start};
+        *b = (blend_trial){w[i], m[qk].ndcg, clock_seconds() - start};
         fprintf(stderr, "tune: blend w %.4g  NDCG@%u %.4f  %.2f s\n", (double)b->w, ec->ks[qk],
                 b->ndcg, b->seconds);
         /* Ties go to the smaller weight: the more personal list. */

@@ -5,8 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 const char OPTS_INGEST_HELP[] =
     "Input columns (the CSV needs a header row):\n"
@@ -164,19 +165,13 @@ char *opts_read_file(const char *flag, const char *path, int trim) {
     return buf;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 struct load_progress {
     double start, last;
 };
 
 static void load_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t total_bytes) {
     struct load_progress *p = ctx;
-    double now = now_seconds();
+    double now = clock_seconds();
     if (now - p->last < 1.0) return;
     p->last = now;
     if (total_bytes)
@@ -190,7 +185,7 @@ static void load_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t tot
 int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
     err_t e;
     ingest_stats stats;
-    struct load_progress progress = {now_seconds(), now_seconds()};
+    struct load_progress progress = {clock_seconds(), clock_seconds()};
     ingest_options with_progress = *o;
     if (!with_progress.progress) {
         with_progress.progress = load_progress;
@@ -207,6 +202,6 @@ int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
     }
     ingest_print_summary(stderr, path, &stats);
     fprintf(stderr, "import: %u users, %u items, %zu events in %.2f s\n", idmap_size(s->users),
-            idmap_size(s->items), s->n, now_seconds() - progress.start);
+            idmap_size(s->items), s->n, clock_seconds() - progress.start);
     return 0;
 }

@@ -1,15 +1,18 @@
 /* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
- * the scoring panels, UTF-8 validation, the per-user temporal ordering of events. */
+ * the scoring panels, UTF-8 validation, the per-user temporal ordering of events,
+ * the random generator and the clock. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
 #include "panel.h"
+#include "rng.h"
 #include "stats.h"
 #include "topk.h"
 #include "utf8.h"
@@ -272,4 +275,24 @@ Test(stats, wilson_interval_and_quantile) {
     cr_assert(lo == 0 && hi == 1);
     cr_assert_float_eq(stats_z_for_alpha(0.05), 1.959964, 1e-5);
     cr_assert_float_eq(stats_z_for_alpha(0.01), 2.575829, 1e-5);
+}
+
+/* The published splitmix64 stream for seed 0 (Vigna's reference code): the
+ * initial factors and tuning samples of every model depend on it. */
+Test(rng, splitmix64_reference_stream) {
+    uint64_t state = 0;
+    cr_assert_eq(rng_next(&state), 0xE220A8397B1DCDAFull);
+    cr_assert_eq(rng_next(&state), 0x6E789E6AA1B965F4ull);
+    cr_assert_eq(rng_next(&state), 0x06C45D188009454Full);
+    state = 42;
+    for (int i = 0; i < 1000; i++) {
+        double u = rng_unit(&state);
+        cr_assert(u >= 0.0 && u < 1.0);
+    }
+}
+
+Test(clock, monotonic_seconds_do_not_go_back) {
+    double a = clock_seconds(), b = clock_seconds();
+    cr_assert(a > 0.0);
+    cr_assert(b >= a);
 }
