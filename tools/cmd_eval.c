@@ -388,7 +388,7 @@ int cmd_eval(int argc, char **argv) {
         snprintf(o.split, sizeof o.split, "global cutoff: events at or after %s held out%s", when,
                  a.cutoff_date ? "" : " (--cutoff-fraction)");
     }
-    eval_event_weights(&s, s.n, a.half_life, eval_train_end(&s, is_test), weights);
+    eval_event_weights(&s, a.half_life, eval_train_end(&s, is_test), weights);
     if (eval_split_matrices(&s, is_test, weights, &train, &test, &e)) goto fail;
 
     uint32_t evaluated = 0;

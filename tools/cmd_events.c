@@ -39,9 +39,6 @@ static const char events_usage[] =
     "      (defaults: T 8, B 1, N 200000, M 2000)\n\n"
     "  --help   this text\n";
 
-static const char *const type_names[EVSTORE_TYPES] = {"unknown", "view", "add_to_cart", "purchase",
-                                                      "favorite"};
-
 enum { EV_EVENTS = 1, EV_OUTPUT, EV_SINCE, EV_THREADS, EV_BATCH, EV_COUNT, EV_BASELINE, EV_HELP };
 
 /* --- export -------------------------------------------------------------- */
@@ -86,7 +83,8 @@ static int export_visit(void *arg, uint64_t seq, const evstore_event *ev) {
         if (strtod(price, NULL) != ev->price) snprintf(price, sizeof price, "%.17g", ev->price);
         fputs(price, c->f);
     }
-    fprintf(c->f, ",%s\n", type_names[ev->type < EVSTORE_TYPES ? ev->type : 0]);
+    const char *type = ev_type_name(ev->type);
+    fprintf(c->f, ",%s\n", type ? type : "unknown");
     c->rows++;
     return ferror(c->f) != 0;
 }
@@ -119,7 +117,7 @@ static int events_export(evstore *s, const char *output, uint64_t since) {
 /* --- stats --------------------------------------------------------------- */
 
 typedef struct stats_ctx {
-    uint64_t n, by_type[EVSTORE_TYPES];
+    uint64_t n, by_type[EV_TYPE_END];
     int64_t first_ts, last_ts;
     idmap *users, *items;
     int rc;
@@ -132,7 +130,7 @@ static int stats_visit(void *arg, uint64_t seq, const evstore_event *ev) {
     if (c->n == 0 || ev->ts < c->first_ts) c->first_ts = ev->ts;
     if (c->n == 0 || ev->ts > c->last_ts) c->last_ts = ev->ts;
     c->n++;
-    c->by_type[ev->type < EVSTORE_TYPES ? ev->type : 0]++;
+    c->by_type[ev->type < EV_TYPE_END ? ev->type : 0]++;
     if ((c->rc = idmap_intern(c->users, ev->user_id, ev->user_len, &idx)) ||
         (c->rc = idmap_intern(c->items, ev->item_id, ev->item_len, &idx)))
         return 1;
@@ -157,8 +155,8 @@ static int events_stats(evstore *s) {
     if (!rc && c.rc) rc = err_set(&e, c.rc, "out of memory");
     if (!rc) {
         printf("%-14s%" PRIu64 "\n", "events", c.n);
-        for (int t = EVSTORE_VIEW; t < EVSTORE_TYPES; t++)
-            printf("  %-12s%" PRIu64 "\n", type_names[t], c.by_type[t]);
+        for (uint32_t t = 1; t < EV_TYPE_END; t++)
+            if (ev_type_known(t)) printf("  %-12s%" PRIu64 "\n", ev_type_name(t), c.by_type[t]);
         printf("%-14s%u\n%-14s%u\n%-14s%" PRIu64 "\n", "users", idmap_size(c.users), "items",
                idmap_size(c.items), "next_seq", next_seq);
         if (c.n) {

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "rpc.h"
 #include "cmd.h"
+#include "experiment.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
@@ -358,20 +359,13 @@ static int q_rerank(client *c, const query_args *a) {
                     &recd__v1__rerank_response__descriptor, show_rerank);
 }
 
-/* The proto enum value (1..4) a command-line word names, or 0. */
-static int type_of_word(const char *const words[5], const char *word) {
-    for (int t = 1; t < 5; t++)
-        if (!strcmp(word, words[t])) return t;
-    return 0;
-}
-
 static int q_event(client *c, const query_args *a) {
-    static const char *const types[] = {NULL, "view", "cart", "purchase", "favorite"};
     if (a->n_pos != 3) return 2;
-    int type = type_of_word(types, a->pos[2]);
+    uint32_t type = ev_type_of_word(a->pos[2], strlen(a->pos[2]));
     if (!type) {
-        fprintf(stderr, "recd: event type '%s' is not view, cart, purchase or favorite\n",
-                a->pos[2]);
+        char words[256];
+        ev_type_words(words, sizeof words);
+        fprintf(stderr, "recd: event type '%s' is not %s\n", a->pos[2], words);
         return 2;
     }
     Recd__V1__Event ev = RECD__V1__EVENT__INIT, *evp = &ev;
@@ -617,12 +611,12 @@ static void show_feedback(const ProtobufCMessage *msg, int json) {
 }
 
 static int q_feedback(client *c, const query_args *a) {
-    static const char *const types[] = {NULL, "impression", "click", "cart", "conversion"};
     if (a->n_pos != 3) return 2;
-    int type = type_of_word(types, a->pos[2]);
+    uint32_t type = exp_feedback_of_word(a->pos[2]);
     if (!type) {
-        fprintf(stderr, "recd: feedback type '%s' is not impression, click, cart or conversion\n",
-                a->pos[2]);
+        char words[256];
+        exp_feedback_words(words, sizeof words);
+        fprintf(stderr, "recd: feedback type '%s' is not %s\n", a->pos[2], words);
         return 2;
     }
     Recd__V1__Feedback f = RECD__V1__FEEDBACK__INIT, *fp = &f;

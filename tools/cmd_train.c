@@ -16,6 +16,7 @@
 #include "idstate.h"
 #include "model.h"
 #include "opts.h"
+#include "privacy.h"
 
 static const char train_usage[] =
     "usage: recd train --input FILE.csv [--events DIR] --model DIR [options]\n"
@@ -139,7 +140,10 @@ static void history_fingerprint(const ev_set *s, char out[17]) {
         XXH64_update(h, &len, sizeof len);
         XXH64_update(h, id, len);
         XXH64_update(h, &s->events[i].ts, sizeof s->events[i].ts);
-        XXH64_update(h, &s->events[i].quantity, sizeof s->events[i].quantity);
+        /* A recorded event's weight where older versions kept it (in
+         * quantity), so that the same data keeps its fingerprint. */
+        const ev_event *ev = &s->events[i];
+        XXH64_update(h, ev->recorded ? &ev->weight : &ev->quantity, sizeof ev->quantity);
     }
     snprintf(out, 17, "%016llx", (unsigned long long)XXH64_digest(h));
     XXH64_freeState(h);
@@ -154,8 +158,8 @@ typedef struct forgotten_scan {
 static void mark_forgotten(void *ctx, const char *id, size_t len, const void *value) {
     forgotten_scan *f = ctx;
     uint32_t u;
-    /* 2 = forgotten (ForgetUser); an opt-out only stops personal serving. */
-    if (*(const unsigned char *)value == 2 &&
+    /* An opt-out only stops personal serving. */
+    if (privacy_of_value(value) == PRIVACY_FORGOTTEN &&
         idmap_find(f->history->users, id, len, &u) == ERR_OK && !f->drop[u]) {
         f->drop[u] = 1;
         f->n++;
@@ -163,13 +167,13 @@ static void mark_forgotten(void *ctx, const char *id, size_t len, const void *va
 }
 
 /* Leaves the members that a server was told to forget (ForgetUser, kept in
- * events_dir/privacy) out of the whole history, CSV rows included, and
- * updates *n_from_csv. Returns 0, or -1 after printing why. */
-static int leave_out_forgotten(const char *events_dir, ev_set *history, size_t *n_from_csv) {
+ * events_dir/privacy) out of the whole history, CSV rows included. Returns
+ * 0, or -1 after printing why. */
+static int leave_out_forgotten(const char *events_dir, ev_set *history) {
     char dir[4096];
     idstate *privacy;
     err_t e;
-    if (snprintf(dir, sizeof dir, "%s/privacy", events_dir) >= (int)sizeof dir ||
+    if (snprintf(dir, sizeof dir, "%s/" PRIVACY_DIR, events_dir) >= (int)sizeof dir ||
         idstate_open(dir, 1, &privacy, &e)) {
         fprintf(stderr, "recd: cannot read the privacy choices in %s: %s\n", dir, e.msg);
         return -1;
@@ -179,11 +183,7 @@ static int leave_out_forgotten(const char *events_dir, ev_set *history, size_t *
     if (f.drop) idstate_each(privacy, mark_forgotten, &f);
     idstate_close(privacy);
     if (f.n) {
-        size_t kept_csv = 0;
-        for (size_t i = 0; i < *n_from_csv; i++)
-            kept_csv += !f.drop[history->events[i].user];
         rc = ev_set_drop_users(history, f.drop, &e);
-        if (!rc) *n_from_csv = kept_csv;
         fprintf(stderr, "privacy: %u forgotten members left out of the training data\n", f.n);
     }
     if (rc) fprintf(stderr, "recd: out of memory leaving out forgotten members\n");
@@ -193,16 +193,15 @@ static int leave_out_forgotten(const char *events_dir, ev_set *history, size_t *
 
 /* Loads the CSV history (when input is set) and then the recorded events of
  * events_dir (when set) into one set, initialized here (caller frees with
- * ev_set_free); *n_from_csv gets how many events came from the CSV. Returns 0,
- * or -1 after printing why (an empty history included). */
+ * ev_set_free). Returns 0, or -1 after printing why (an empty history
+ * included). */
 static int load_histories(const char *input, const ingest_options *io, const char *events_dir,
-                          const float *weights, ev_set *history, size_t *n_from_csv) {
+                          const float *weights, ev_set *history) {
     err_t e;
     if (input ? opts_load_history(input, io, history) : ev_set_init(history, &e)) {
         if (!input) fprintf(stderr, "recd: %s\n", e.msg);
         return -1;
     }
-    *n_from_csv = history->n;
     if (events_dir) {
         evstore *store;
         size_t added = 0;
@@ -217,7 +216,7 @@ static int load_histories(const char *input, const ingest_options *io, const cha
             return -1;
         }
         fprintf(stderr, "events: %zu recorded events from %s\n", added, events_dir);
-        if (leave_out_forgotten(events_dir, history, n_from_csv)) {
+        if (leave_out_forgotten(events_dir, history)) {
             ev_set_free(history);
             return -1;
         }
@@ -252,9 +251,10 @@ int cmd_train(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
-    /* The serving defaults (svc_options_init), so that a fold-in and a
-     * retraining weigh an event alike. */
-    float weights[EVSTORE_TYPES] = {0, 0.1f, 0.3f, 1.0f, 0.5f};
+    /* The defaults of the server too, so that a fold-in and a retraining
+     * weigh an event alike. */
+    float weights[EV_TYPE_END];
+    ev_type_default_weights(weights);
     ingest_options io;
     ingest_options_init(&io);
     als_params ap;
@@ -351,8 +351,12 @@ int cmd_train(int argc, char **argv) {
     }
     double start = clock_seconds();
     ev_set history;
-    size_t n_from_csv;
-    if (load_histories(input, &io, events_dir, weights, &history, &n_from_csv)) return 1;
+    if (load_histories(input, &io, events_dir, weights, &history)) return 1;
+    /* The CSV rows come first: the recorded events were appended after
+     * them, and leaving members out keeps the order. */
+    size_t n_from_csv = 0;
+    while (n_from_csv < history.n && !history.events[n_from_csv].recorded)
+        n_from_csv++;
     uint32_t n_users = idmap_size(history.users), n_items = idmap_size(history.items);
     err_t e;
     uint32_t *rows = malloc(history.n * sizeof *rows), *cols = malloc(history.n * sizeof *cols);
@@ -374,10 +378,9 @@ int cmd_train(int argc, char **argv) {
         if (history.events[i].ts > data_until) data_until = history.events[i].ts;
     /* r_ui = number of purchase rows of item i by user u: repeat purchases
      * count, quantities do not (wholesale quantities would swamp the rest).
-     * A recorded event counts its type's weight (evstore_load put it in
-     * quantity). With --half-life each counts 0.5^(age / half-life), age
-     * from data_until: the code evaluation and tuning measure with. */
-    eval_event_weights(&history, n_from_csv, half_life, data_until, vals);
+     * A recorded event counts its type's weight (ev_event.weight). With --half-life each counts
+     * 0.5^(age / half-life), age from data_until: the code evaluation and tuning measure with. */
+    eval_event_weights(&history, half_life, data_until, vals);
     for (size_t i = 0; i < history.n; i++) {
         rows[i] = history.events[i].user;
         cols[i] = history.events[i].item;

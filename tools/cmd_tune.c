@@ -301,7 +301,7 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
                err_t *e) {
     float *w = malloc((s->n ? s->n : 1) * sizeof *w);
     if (!w) return err_set(e, ERR_NOMEM, "tune: out of memory for %zu events", s->n);
-    eval_event_weights(s, s->n, c->half_life_days, eval_train_end(s, is_valid), w);
+    eval_event_weights(s, c->half_life_days, eval_train_end(s, is_valid), w);
     int rc = eval_split_matrices(s, is_valid, w, train, valid, e);
     free(w);
     if (rc) return rc;
@@ -633,7 +633,7 @@ int cmd_tune(int argc, char **argv) {
     progress_ctx pc = {a.to.k};
     a.to.progress = on_trial;
     a.to.progress_ctx = &pc;
-    if (tune_run(&s, is_valid, s.n, &a.to, &res, &e)) goto fail;
+    if (tune_run(&s, is_valid, &a.to, &res, &e)) goto fail;
     order = malloc(res.n * sizeof *order);
     if (!order) {
         err_set(&e, ERR_NOMEM, "tune: out of memory");

@@ -108,23 +108,19 @@ int opts_float(const char *name, const char *arg, double min, double max, float 
     return 0;
 }
 
-int opts_event_weights(const char *arg, float w[5]) {
-    static const char *const names[] = {NULL, "view", "cart", "purchase", "favorite"};
+int opts_event_weights(const char *arg, float w[EV_TYPE_END]) {
     const char *p = arg;
     while (*p) {
         const char *eq = strchr(p, '=');
         size_t end = strcspn(p, ",");
-        int type = 0;
-        for (int t = 1; t < 5 && eq; t++)
-            if ((size_t)(eq - p) == strlen(names[t]) && !strncmp(p, names[t], (size_t)(eq - p)))
-                type = t;
+        uint32_t type = eq ? ev_type_of_word(p, (size_t)(eq - p)) : 0;
         char num[32];
         size_t num_len = eq ? end - (size_t)(eq - p) - 1 : 0;
         if (!type || !eq || (size_t)(eq - p) > end || num_len == 0 || num_len >= sizeof num) {
-            fprintf(stderr,
-                    "recd: --event-weights: '%.*s' is not TYPE=WEIGHT with TYPE view, cart, "
-                    "purchase or favorite\n",
-                    (int)end, p);
+            char words[256];
+            ev_type_words(words, sizeof words);
+            fprintf(stderr, "recd: --event-weights: '%.*s' is not TYPE=WEIGHT with TYPE %s\n",
+                    (int)end, p, words);
             return -1;
         }
         memcpy(num, eq + 1, num_len);

@@ -50,11 +50,11 @@ int opts_u32(const char *name, const char *arg, uint32_t min, uint32_t max, uint
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out);
 int opts_float(const char *name, const char *arg, double min, double max, float *out);
 
-/* Parses "view=0.1,cart=0.3,purchase=1,favorite=0.5" (any subset, any
- * order) into w, indexed by event type (1 view, 2 cart, 3 purchase, 4
- * favorite); entries not named keep their value. Returns 0, or -1 after
- * printing why. */
-int opts_event_weights(const char *arg, float w[5]);
+/* Parses "view=0.1,cart=0.3,purchase=1,favorite=0.5" (TYPE=WEIGHT with the
+ * words of EV_TYPE_MAP, any subset, any order) into w, indexed by event
+ * type; entries not named keep their value. Returns 0, or -1 after printing
+ * why. */
+int opts_event_weights(const char *arg, float w[EV_TYPE_END]);
 
 /* Reads a small text file (a PEM certificate, a token) into a malloc'ed
  * NUL-terminated string (caller frees); with trim, trailing white space goes.

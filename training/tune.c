@@ -49,9 +49,9 @@ static void keep_loss(void *ctx, uint32_t iteration, double seconds, double loss
     ((double *)ctx)[iteration - 1] = loss;
 }
 
-int tune_evaluate(const ev_set *s, const uint8_t *is_valid, size_t n_purchases,
-                  const tune_config *c, uint32_t iterations, uint32_t k, uint32_t threads,
-                  uint64_t seed, double *ndcg, double **loss, err_t *e) {
+int tune_evaluate(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
+                  uint32_t iterations, uint32_t k, uint32_t threads, uint64_t seed, double *ndcg,
+                  double **loss, err_t *e) {
     *ndcg = 0.0;
     if (loss) *loss = NULL;
     float *w = malloc((s->n ? s->n : 1) * sizeof *w);
@@ -64,7 +64,7 @@ int tune_evaluate(const ev_set *s, const uint8_t *is_valid, size_t n_purchases,
         rc = err_set(e, ERR_NOMEM, "tune: out of memory for %zu events", s->n);
         goto done;
     }
-    eval_event_weights(s, n_purchases, c->half_life_days, eval_train_end(s, is_valid), w);
+    eval_event_weights(s, c->half_life_days, eval_train_end(s, is_valid), w);
     if ((rc = eval_split_matrices(s, is_valid, w, &train, &valid, e))) goto done;
     als_params p;
     als_params_init(&p);
@@ -120,8 +120,8 @@ static int cmp_trial(const void *pa, const void *pb) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const tune_options *o,
-             tune_result *r, err_t *e) {
+int tune_run(const ev_set *s, const uint8_t *is_valid, const tune_options *o, tune_result *r,
+             err_t *e) {
     memset(r, 0, sizeof *r);
     if (o->budget == 0 || o->iterations == 0 || o->k == 0)
         return err_set(e, ERR_INVALID, "tune: budget, iterations and k must be at least 1");
@@ -165,8 +165,8 @@ int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const
         for (uint32_t a = 0; a < n_alive; a++) {
             tune_trial *t = &r->trials[alive[a]];
             double start = clock_seconds(), *loss = NULL;
-            rc = tune_evaluate(s, is_valid, n_purchases, &t->c, iters[q], o->k, o->threads, o->seed,
-                               &t->ndcg, &loss, e);
+            rc = tune_evaluate(s, is_valid, &t->c, iters[q], o->k, o->threads, o->seed, &t->ndcg,
+                               &loss, e);
             if (rc) goto done;
             free(t->loss);
             t->loss = loss;
