@@ -296,3 +296,24 @@ Test(clock, monotonic_seconds_do_not_go_back) {
     cr_assert(a > 0.0);
     cr_assert(b >= a);
 }
+
+/* The event-type table: one row gives the value, both spellings, the
+ * default weight, and the word list of messages. */
+Test(events, type_table) {
+    cr_assert_eq(ev_type_of_word("cart", 4), EV_TYPE_ADD_TO_CART);
+    cr_assert_eq(ev_type_of_word("add_to_cart", 11), 0, "the export name is not a word");
+    cr_assert_eq(ev_type_of_word("viewed", 4), EV_TYPE_VIEW, "length-bounded");
+    cr_assert_str_eq(ev_type_name(EV_TYPE_ADD_TO_CART), "add_to_cart");
+    cr_assert_str_eq(ev_type_word(EV_TYPE_FAVORITE), "favorite");
+    cr_assert(!ev_type_known(0) && !ev_type_known(EV_TYPE_END) && ev_type_known(EV_TYPE_VIEW));
+    cr_assert_null(ev_type_name(EV_TYPE_END));
+    char words[64];
+    ev_type_words(words, sizeof words);
+    cr_assert_str_eq(words, "view, cart, purchase or favorite");
+    ev_type_words(words, 8);
+    cr_assert_str_eq(words, "view, c", "truncated, terminated");
+    float w[EV_TYPE_END];
+    ev_type_default_weights(w);
+    cr_assert(w[0] == 0.0f && w[EV_TYPE_VIEW] == 0.1f && w[EV_TYPE_ADD_TO_CART] == 0.3f &&
+              w[EV_TYPE_PURCHASE] == 1.0f && w[EV_TYPE_FAVORITE] == 0.5f);
+}
