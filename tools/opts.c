@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "pipeline.h"
 
 const char OPTS_INGEST_HELP[] =
     "Input columns (the CSV needs a header row):\n"
@@ -62,6 +63,18 @@ int opts_ingest(int opt, const char *arg, ingest_options *o) {
         return opts_char("delimiter", arg, &o->delimiter);
     case OPT_QUOTE:
         return opts_char("quote", arg, &o->quote);
+    default:
+        return 0;
+    }
+}
+
+int opts_als(int opt, const char *arg, als_params *als, float *half_life) {
+    switch (opt) {
+#define OPTS_ALS_CASE(id, name, kind, min, max, dest)                                              \
+    case OPT_ALS_##id:                                                                             \
+        return opts_##kind(name, arg, min, max, &(dest)) ? -1 : 1;
+        OPTS_ALS_MAP(OPTS_ALS_CASE)
+#undef OPTS_ALS_CASE
     default:
         return 0;
     }
@@ -199,5 +212,41 @@ int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
     ingest_print_summary(stderr, path, &stats);
     fprintf(stderr, "import: %u users, %u items, %zu events in %.2f s\n", idmap_size(s->users),
             idmap_size(s->items), s->n, clock_seconds() - progress.start);
+    return 0;
+}
+
+static void train_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
+    const als_params *p = ctx;
+    fprintf(stderr, "train: iteration %2u/%u  %7.3f s  loss %.6f\n", iteration, p->iterations,
+            seconds, loss);
+}
+
+static void train_matrix(void *ctx, uint32_t n_users, uint32_t n_items, uint64_t nonzeros) {
+    const pipeline_params *p = ctx;
+    fprintf(stderr,
+            "train: %u users x %u items, %llu nonzeros, factors %u, lambda %g, alpha %g, "
+            "half-life %g days, %u threads, popularity blend %g\n",
+            n_users, n_items, (unsigned long long)nonzeros, p->als.factors, p->als.regularization,
+            p->als.alpha, p->half_life_days, p->als.threads, p->popularity_blend);
+}
+
+int opts_train_publish(ev_set *history, pipeline_params *p, const char *model_dir, double start) {
+    p->als.progress = train_progress;
+    p->als.progress_ctx = &p->als;
+    p->matrix = train_matrix;
+    p->matrix_ctx = p;
+    model_meta published;
+    err_t e;
+    if (pipeline_train(history, p, model_dir, &published, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr,
+            "train: published %s to %s: %u users, %u items, %llu events, loss %.6f, "
+            "training %.1f s, total %.1f s\n",
+            published.version, model_dir, published.n_users, published.n_items,
+            (unsigned long long)published.interactions, published.loss, published.train_seconds,
+            clock_seconds() - start);
+    printf("%s\n", published.version);
     return 0;
 }
