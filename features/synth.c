@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
+
 /* Shape of the shop. Purchases that are not repeats follow the user's
  * favourite categories with probability TASTE_SHARE, else global popularity:
  * tastes dominate, so a factor model beats most-popular, yet popularity
@@ -36,27 +38,20 @@ void synth_params_init(synth_params *p) {
 
 /* ---- xoshiro256** seeded through splitmix64 (Vigna) --------------------- */
 
-typedef struct rng {
+typedef struct xoshiro {
     uint64_t s[4];
-} rng;
+} xoshiro;
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(rng *r, uint64_t seed) {
+static void xoshiro_seed(xoshiro *r, uint64_t seed) {
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
+        r->s[i] = rng_next(&seed);
 }
 
 static inline uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }
 
-static inline uint64_t rng_next(rng *r) {
+static inline uint64_t xoshiro_next(xoshiro *r) {
     uint64_t *s = r->s;
     uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
@@ -69,18 +64,18 @@ static inline uint64_t rng_next(rng *r) {
 }
 
 /* Uniform in [0, 1). */
-static inline double rng_unit(rng *r) {
-    return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+static inline double xoshiro_unit(xoshiro *r) {
+    return (double)(xoshiro_next(r) >> 11) * 0x1.0p-53;
 }
 
 /* Uniform in [0, n), by Lemire's multiply-shift (bias < n / 2^32, irrelevant here). */
-static inline uint32_t rng_below(rng *r, uint64_t n) {
-    return (uint32_t)(((rng_next(r) >> 32) * n) >> 32);
+static inline uint32_t xoshiro_below(xoshiro *r, uint64_t n) {
+    return (uint32_t)(((xoshiro_next(r) >> 32) * n) >> 32);
 }
 
 /* Standard normal, Box-Muller; used per user and per item, never per event. */
-static double rng_normal(rng *r) {
-    double u = 1.0 - rng_unit(r), v = rng_unit(r);
+static double xoshiro_normal(xoshiro *r) {
+    double u = 1.0 - xoshiro_unit(r), v = xoshiro_unit(r);
     return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
 }
 
@@ -117,8 +112,9 @@ static void alias_build(const double *w, uint32_t n, float *prob, uint32_t *alia
         prob[work[--ns]] = 1.0f;
 }
 
-static inline uint32_t alias_draw(const float *prob, const uint32_t *alias, uint32_t n, rng *r) {
-    uint64_t x = rng_next(r);
+static inline uint32_t alias_draw(const float *prob, const uint32_t *alias, uint32_t n,
+                                  xoshiro *r) {
+    uint64_t x = xoshiro_next(r);
     uint32_t i = (uint32_t)(((x >> 32) * n) >> 32);
     return (float)(x & 0xFFFFFF) * 0x1.0p-24f < prob[i] ? i : alias[i];
 }
@@ -209,7 +205,7 @@ static void apportion(const double *w, uint32_t n, uint64_t total, uint64_t *par
     }
 }
 
-static int shop_build(const synth_params *p, rng *r, shop *s, err_t *e) {
+static int shop_build(const synth_params *p, xoshiro *r, shop *s, err_t *e) {
     uint32_t ni = p->items, nc = p->categories, nu = p->users;
     size_t nw = ni > nu ? ni : nu;
     memset(s, 0, sizeof *s);
@@ -254,7 +250,7 @@ static int shop_build(const synth_params *p, rng *r, shop *s, err_t *e) {
     for (uint32_t i = 0; i < ni; i++)
         s->item_at[i] = i;
     for (uint32_t i = ni - 1; i > 0; i--) {
-        uint32_t j = rng_below(r, (uint64_t)i + 1), t = s->item_at[i];
+        uint32_t j = xoshiro_below(r, (uint64_t)i + 1), t = s->item_at[i];
         s->item_at[i] = s->item_at[j];
         s->item_at[j] = t;
     }
@@ -275,13 +271,13 @@ static int shop_build(const synth_params *p, rng *r, shop *s, err_t *e) {
 
     /* Prices: log-normal per item around a per-category level. */
     for (uint32_t c = 0; c < nc; c++)
-        cat_price[c] = log(PRICE_MEDIAN) + 0.5 * rng_normal(r);
+        cat_price[c] = log(PRICE_MEDIAN) + 0.5 * xoshiro_normal(r);
     int iw = digits10(ni - 1) < 2 ? 2 : digits10(ni - 1);
     int cw = digits10(nc - 1) < 2 ? 2 : digits10(nc - 1);
     for (uint32_t c = 0; c < nc; c++) {
         for (uint32_t pos = s->cat_start[c]; pos < s->cat_start[c + 1]; pos++) {
             uint32_t it = s->item_at[pos];
-            double price = exp(cat_price[c] + 0.8 * rng_normal(r));
+            double price = exp(cat_price[c] + 0.8 * xoshiro_normal(r));
             uint64_t cents = (uint64_t)llround((price < 1 ? 1 : price > 200 ? 200 : price) * 100);
             char *t = s->item_txt + (size_t)it * ITEM_TXT;
             char *q = t;
@@ -304,7 +300,7 @@ static int shop_build(const synth_params *p, rng *r, shop *s, err_t *e) {
     /* Events per user: log-normal activity (a heavy tail of big buyers),
      * everyone buys at least once when there are enough events. */
     for (uint32_t u = 0; u < nu; u++)
-        w[u] = exp(ACTIVITY_SIGMA * rng_normal(r));
+        w[u] = exp(ACTIVITY_SIGMA * xoshiro_normal(r));
     uint64_t base = p->events >= nu ? 1 : 0;
     apportion(w, nu, p->events - base * nu, s->n_events);
     for (uint32_t u = 0; u < nu; u++)
@@ -340,7 +336,7 @@ static int user_buf_reserve(user_buf *b, uint64_t n) {
 }
 
 /* Writes all events of user u, in time order. */
-static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, user_buf *ub,
+static int write_user(const synth_params *p, const shop *s, xoshiro *r, uint32_t u, user_buf *ub,
                       outbuf *o, uint64_t *written, err_t *e) {
     uint64_t n = s->n_events[u];
     if (n == 0) return ERR_OK;
@@ -348,7 +344,7 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
 
     /* Tastes: 1 to MAX_FAVS distinct categories with random weights. */
     uint32_t fav[MAX_FAVS];
-    double fav_cum[MAX_FAVS], x = rng_unit(r);
+    double fav_cum[MAX_FAVS], x = xoshiro_unit(r);
     int nf = x < 0.3 ? 1 : x < 0.7 ? 2 : x < 0.9 ? 3 : 4;
     if ((uint32_t)nf > s->n_cats) nf = (int)s->n_cats;
     double cum = 0;
@@ -362,23 +358,23 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
                 dup |= fav[j] == c;
         } while (dup);
         fav[k] = c;
-        fav_cum[k] = cum += -log(1.0 - rng_unit(r));
+        fav_cum[k] = cum += -log(1.0 - xoshiro_unit(r));
     }
 
     /* Active window: joins in the first half of the span; churners stop
      * between 5% and 75% of the way to the end, the others buy up to the
      * last couple of days. */
     int64_t span = (int64_t)p->days * 86400, start = p->end_unix - span;
-    int64_t a = start + (int64_t)(rng_unit(r) * 0.5 * (double)span), b;
-    if (rng_unit(r) < p->churn_share)
-        b = a + (int64_t)((0.05 + 0.7 * rng_unit(r)) * (double)(p->end_unix - a));
+    int64_t a = start + (int64_t)(xoshiro_unit(r) * 0.5 * (double)span), b;
+    if (xoshiro_unit(r) < p->churn_share)
+        b = a + (int64_t)((0.05 + 0.7 * xoshiro_unit(r)) * (double)(p->end_unix - a));
     else
         b = p->end_unix -
-            (int64_t)(rng_unit(r) * (double)(span / 10 < 172800 ? span / 10 : 172800));
+            (int64_t)(xoshiro_unit(r) * (double)(span / 10 < 172800 ? span / 10 : 172800));
     /* n sorted times in (a, b], the last at b: cumulative exponential gaps. */
     double g = 0;
     for (uint64_t k = 0; k < n; k++)
-        ub->gaps[k] = g += -log(1.0 - rng_unit(r));
+        ub->gaps[k] = g += -log(1.0 - xoshiro_unit(r));
     double scale = (double)(b - a) / g;
 
     char user_id[24] = "";
@@ -389,11 +385,11 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
 
     for (uint64_t k = 0; k < n; k++) {
         uint32_t it;
-        double y = rng_unit(r);
+        double y = xoshiro_unit(r);
         if (y < repeat && k > 0) {
-            it = ub->items[rng_below(r, k)];
+            it = ub->items[xoshiro_below(r, k)];
         } else if (y < taste) {
-            double f = rng_unit(r) * cum;
+            double f = xoshiro_unit(r) * cum;
             int j = 0;
             while (j < nf - 1 && f >= fav_cum[j])
                 j++;
@@ -403,7 +399,7 @@ static int write_user(const synth_params *p, const shop *s, rng *r, uint32_t u, 
             it = s->item_at[alias_draw(s->pop_prob, s->pop_alias, s->n_items, r)];
         }
         ub->items[k] = it;
-        double qx = rng_unit(r);
+        double qx = xoshiro_unit(r);
         uint64_t qty = qx < 0.75 ? 1 : qx < 0.9 ? 2 : 3 + (uint64_t)((qx - 0.9) * 40);
 
         if (o->len + MAX_LINE > OUT_BUF) {
@@ -445,8 +441,8 @@ int synth_write_csv(const synth_params *p, FILE *out, uint64_t *written, err_t *
     if (p->end_unix < (int64_t)p->days * 86400)
         return err_set(e, ERR_INVALID, "synth: the span starts before 1970");
 
-    rng r;
-    rng_seed(&r, p->seed);
+    xoshiro r;
+    xoshiro_seed(&r, p->seed);
     shop s;
     int rc = shop_build(p, &r, &s, e);
     if (rc) return rc;

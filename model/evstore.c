@@ -595,7 +595,7 @@ int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *
             bad = "user id must be 1 to 256 bytes of UTF-8";
         else if (!evs_id_ok(ev->item_id, ev->item_len))
             bad = "item id must be 1 to 256 bytes of UTF-8";
-        else if (ev->type < EVSTORE_VIEW || ev->type > EVSTORE_FAVORITE)
+        else if (!ev_type_known(ev->type))
             bad = "unknown event type";
         else if (ev->ts < 0)
             bad = "negative timestamp";
@@ -724,21 +724,26 @@ typedef struct evs_load_ctx {
 static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
     (void)seq;
     evs_load_ctx *c = arg;
-    float w = ev->type < EVSTORE_TYPES ? c->weights[ev->type] : 0;
+    float w = ev->type < EV_TYPE_END ? c->weights[ev->type] : 0;
     if (w == 0) return 0;
     /* The proto cannot tell an absent price from 0; ev_set marks an
      * unknown price NAN. */
-    float price = ev->price > 0 ? (float)ev->price : NAN;
-    c->rc = ev_set_add(c->out, ev->user_id, ev->user_len, ev->item_id, ev->item_len, ev->ts, w,
-                       price, c->e);
+    ev_event fields = {.ts = ev->ts,
+                       .quantity = (float)ev->quantity,
+                       .price = ev->price > 0 ? (float)ev->price : NAN,
+                       .weight = w,
+                       .type = (uint8_t)ev->type,
+                       .recorded = 1};
+    c->rc = ev_set_add_event(c->out, ev->user_id, ev->user_len, ev->item_id, ev->item_len, &fields,
+                             c->e);
     if (c->rc) return 1;
     c->added++;
     return 0;
 }
 
-int evstore_load(evstore *s, const float weights[EVSTORE_TYPES], ev_set *out, size_t *added,
+int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size_t *added,
                  err_t *e) {
-    for (int t = EVSTORE_VIEW; t < EVSTORE_TYPES; t++)
+    for (int t = 1; t < EV_TYPE_END; t++)
         if (!isfinite(weights[t]) || weights[t] < 0)
             return err_set(e, ERR_INVALID, "evstore: weight of type %d must be finite and >= 0", t);
     evs_load_ctx c = {.weights = weights, .out = out, .e = e};

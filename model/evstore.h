@@ -28,15 +28,6 @@
 #define EVSTORE_FORMAT_VERSION 1
 #define EVSTORE_MAX_ID_LEN 256 /* bytes of a user or item id, as the service accepts */
 
-/* Event types; the values are those of the public proto's EventType. */
-enum {
-    EVSTORE_VIEW = 1,
-    EVSTORE_ADD_TO_CART = 2,
-    EVSTORE_PURCHASE = 3,
-    EVSTORE_FAVORITE = 4,
-    EVSTORE_TYPES = 5 /* size of an array indexed by type (index 0 unused) */
-};
-
 /* One event. Ids are byte strings (1..EVSTORE_MAX_ID_LEN bytes of UTF-8,
  * not NUL-terminated). In events handed to a visitor, the ids point into
  * the store's memory map and are valid only during that call. */
@@ -45,7 +36,7 @@ typedef struct evstore_event {
     size_t user_len;
     const char *item_id;
     size_t item_len;
-    uint32_t type; /* EVSTORE_VIEW .. EVSTORE_FAVORITE */
+    uint32_t type; /* an ev_type of util/events.h */
     int64_t ts;    /* unix seconds, >= 0 */
     uint32_t quantity;
     double price; /* unit price, finite and >= 0; 0 = unknown */
@@ -118,12 +109,13 @@ int evstore_scan(evstore *s, uint64_t from_seq, evstore_visit_fn fn, void *ctx, 
 int evstore_count(evstore *s, uint64_t *n, uint64_t *next_seq, err_t *e);
 
 /* Appends every stored event to out (initialized by the caller with
- * ev_set_init), in sequence order, with quantity = weights[type] and price
- * NAN when unknown (0), so that a trainer can merge the store with a CSV
+ * ev_set_init), in sequence order, as recorded events (ev_event.recorded
+ * 1) of their type and quantity, with weight = weights[type] and price NAN
+ * when unknown (0), so that a trainer can merge the store with a CSV
  * history. Types with weight 0 are skipped. Fills *added (may be NULL) with
  * the events appended. Returns ERR_OK, ERR_INVALID (a weight negative or
  * not finite), ERR_NOMEM, ERR_FORMAT, ERR_INTERNAL. */
-int evstore_load(evstore *s, const float weights[EVSTORE_TYPES], ev_set *out, size_t *added,
+int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size_t *added,
                  err_t *e);
 
 /* Number of group commits (fsynced write transactions of appends) since

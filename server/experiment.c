@@ -7,6 +7,46 @@
 #include <time.h>
 #include <xxhash.h>
 
+#define EXP_FEEDBACK_CHECK(name, value, word)                                                      \
+    _Static_assert(value > 0 && value < EXP_FEEDBACK_END, "EXP_FEEDBACK_MAP rows ascend by "       \
+                                                          "value");
+EXP_FEEDBACK_MAP(EXP_FEEDBACK_CHECK)
+#undef EXP_FEEDBACK_CHECK
+
+static const struct {
+    uint32_t value;
+    const char *word;
+} exp_feedback_types[] = {
+#define EXP_FEEDBACK_ROW(name, value, word) {value, word},
+    EXP_FEEDBACK_MAP(EXP_FEEDBACK_ROW)
+#undef EXP_FEEDBACK_ROW
+};
+
+#define EXP_N_FEEDBACK (sizeof exp_feedback_types / sizeof exp_feedback_types[0])
+
+const char *exp_feedback_word(uint32_t t) {
+    for (size_t i = 0; i < EXP_N_FEEDBACK; i++)
+        if (exp_feedback_types[i].value == t) return exp_feedback_types[i].word;
+    return NULL;
+}
+
+uint32_t exp_feedback_of_word(const char *word) {
+    for (size_t i = 0; i < EXP_N_FEEDBACK; i++)
+        if (!strcmp(exp_feedback_types[i].word, word)) return exp_feedback_types[i].value;
+    return 0;
+}
+
+void exp_feedback_words(char *buf, size_t size) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < EXP_N_FEEDBACK && at < size; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == EXP_N_FEEDBACK ? " or " : ", ";
+        int n = snprintf(buf + at, size - at, "%s%s", sep, exp_feedback_types[i].word);
+        if (n < 0) break;
+        at += (size_t)n;
+    }
+}
+
 int exp_name_valid(const char *name) {
     size_t len = strlen(name);
     if (len == 0 || len > EXP_MAX_NAME) return 0;

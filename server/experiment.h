@@ -30,6 +30,35 @@ typedef struct experiment {
     double shares[EXP_MAX_VARIANTS]; /* add up to 1 */
 } experiment;
 
+/* The feedback types of RecordFeedback, one row each: XX(NAME, value, word).
+ *   value  the public proto's FeedbackType value (server/svc.c asserts that
+ *          they agree), also the type of the record in the feedback store
+ *   word   the spelling of recd query feedback and of the metrics
+ * Rows ascend by value: EXP_FEEDBACK_END is one past the last. */
+#define EXP_FEEDBACK_MAP(XX)                                                                       \
+    XX(IMPRESSION, 1, "impression")                                                                \
+    XX(CLICK, 2, "click")                                                                          \
+    XX(CART, 3, "cart")                                                                            \
+    XX(CONVERSION, 4, "conversion")
+
+typedef enum exp_feedback {
+#define EXP_FEEDBACK_ENUM(name, value, word) EXP_FEEDBACK_##name = value,
+    EXP_FEEDBACK_MAP(EXP_FEEDBACK_ENUM)
+#undef EXP_FEEDBACK_ENUM
+        EXP_FEEDBACK_END /* size of an array indexed by type (0 is no type) */
+} exp_feedback;
+
+/* The word of feedback type t, or NULL when t is not a type of the table
+ * (so also the test of a known type). The string is static. */
+const char *exp_feedback_word(uint32_t t);
+
+/* The feedback type whose word is word, or 0 when none is. */
+uint32_t exp_feedback_of_word(const char *word);
+
+/* Writes the words as a sentence, "impression, click, cart or conversion",
+ * into buf (truncated to size - 1 bytes, NUL-terminated). */
+void exp_feedback_words(char *buf, size_t size);
+
 /* True when name is 1..EXP_MAX_NAME bytes of [A-Za-z0-9_-]. */
 int exp_name_valid(const char *name);
 

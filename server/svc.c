@@ -16,6 +16,7 @@
 #include "idstate.h"
 #include "log.h"
 #include "model.h"
+#include "privacy.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "score.h"
 #include "topk.h"
@@ -54,12 +55,12 @@ struct svc {
     pthread_mutex_t exp_update; /* one SetExperiment (store, then apply) at a time */
     idstate *exp_state;         /* exp's shares and salt as last set; NULL without --events */
     evstore *feedback;          /* NULL without --events */
-    atomic_ullong feedback_counts[EXP_MAX_VARIANTS][5]; /* by variant and FeedbackType */
+    atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
     evstore *events; /* NULL without --events */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
-    float weights[EVSTORE_TYPES];
+    float weights[EV_TYPE_END];
     double reload_interval_s;
     pthread_t watcher;
     int watcher_running;
@@ -69,22 +70,28 @@ struct svc {
     rpc_method methods[14];
 };
 
-/* A member's privacy choice (one byte in the privacy store). */
-enum { PRIVACY_NONE = 0, PRIVACY_OPTED_OUT = 1, PRIVACY_FORGOTTEN = 2 };
+/* The C tables of event and feedback types hold the public proto's values. */
+#define SVC_EV_TYPE_PROTO(name, value, str, word, weight)                                          \
+    _Static_assert((int)EV_TYPE_##name == (int)RECD__V1__EVENT_TYPE__##name, "EventType " #name);
+EV_TYPE_MAP(SVC_EV_TYPE_PROTO)
+#undef SVC_EV_TYPE_PROTO
+/* Feedback records go to an event store, which takes event types only. */
+#define SVC_FEEDBACK_PROTO(name, value, word)                                                      \
+    _Static_assert((int)EXP_FEEDBACK_##name == (int)RECD__V1__FEEDBACK_TYPE__##name,               \
+                   "FeedbackType " #name);                                                         \
+    _Static_assert((int)EXP_FEEDBACK_##name < (int)EV_TYPE_END,                                    \
+                   "feedback type " #name " fits the store");
+EXP_FEEDBACK_MAP(SVC_FEEDBACK_PROTO)
+#undef SVC_FEEDBACK_PROTO
 
-static int svc_privacy(svc *s, const char *user, size_t len) {
-    unsigned char v = PRIVACY_NONE;
-    idstate_get(s->privacy, user, len, &v);
-    return v;
+static privacy_state svc_privacy(svc *s, const char *user, size_t len) {
+    return privacy_get(s->privacy, user, len);
 }
 
 void svc_options_init(svc_options *o) {
     memset(o, 0, sizeof *o);
     o->reload_interval_s = 1.0;
-    o->event_weights[EVSTORE_VIEW] = 0.1f;
-    o->event_weights[EVSTORE_ADD_TO_CART] = 0.3f;
-    o->event_weights[EVSTORE_PURCHASE] = 1.0f;
-    o->event_weights[EVSTORE_FAVORITE] = 0.5f;
+    ev_type_default_weights(o->event_weights);
 }
 
 /* --- the served model ------------------------------------------------------ */
@@ -360,7 +367,7 @@ static int shopper_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     if (model_item_index(sh->m, ev->item_id, ev->item_len, &item) != ERR_OK) return 0;
     float w = sh->weights[ev->type];
     if (w > 0) shopper_signal(sh, item, w);
-    if (ev->type == EVSTORE_PURCHASE) shopper_bought(sh, item);
+    if (ev->type == EV_TYPE_PURCHASE) shopper_bought(sh, item);
     return sh->failed;
 }
 
@@ -385,7 +392,7 @@ static int shopper_collect(svc *s, const model *m, const char *user_id, char **c
     for (size_t i = 0; i < n_context; i++) {
         uint32_t item;
         if (model_item_index(m, context[i], strlen(context[i]), &item) == ERR_OK)
-            shopper_signal(sh, item, s->weights[EVSTORE_ADD_TO_CART]);
+            shopper_signal(sh, item, s->weights[EV_TYPE_ADD_TO_CART]);
     }
     if (sh->failed) {
         rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reading the user's events");
@@ -1032,7 +1039,7 @@ static const char *check_event(svc *s, const void *request, size_t i, int64_t no
         snprintf(buf, cap, "item_id %s", problem);
         return buf;
     }
-    if (ev->type < RECD__V1__EVENT_TYPE__VIEW || ev->type > RECD__V1__EVENT_TYPE__FAVORITE) {
+    if (!ev_type_known((uint32_t)ev->type)) {
         snprintf(buf, cap, "unknown event type %d", (int)ev->type);
         return buf;
     }
@@ -1294,9 +1301,9 @@ static int looked_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
         return 0;
     uint32_t u;
     if (model_user_index(ls->m, ev->user_id, ev->user_len, &u) != ERR_OK) return 0;
-    if (ev->type == EVSTORE_VIEW || ev->type == EVSTORE_ADD_TO_CART)
+    if (ev->type == EV_TYPE_VIEW || ev->type == EV_TYPE_ADD_TO_CART)
         ls->eligible[u] = 1;
-    else if (ev->type == EVSTORE_PURCHASE)
+    else if (ev->type == EV_TYPE_PURCHASE)
         ls->eligible[u] = 0;
     return 0;
 }
@@ -1309,8 +1316,7 @@ typedef struct private_scan {
 static void unmark_private(void *ctx, const char *id, size_t len, const void *value) {
     private_scan *ps = ctx;
     uint32_t u;
-    if (*(const unsigned char *)value != PRIVACY_NONE &&
-        model_user_index(ps->m, id, len, &u) == ERR_OK)
+    if (privacy_of_value(value) != PRIVACY_NONE && model_user_index(ps->m, id, len, &u) == ERR_OK)
         ps->eligible[u] = 0;
 }
 
@@ -1530,9 +1536,7 @@ static const char *check_feedback(svc *s, const void *request, size_t i, int64_t
     if ((*variant = exp_variant_of_request(&s->exp, f->request_id)) < 0)
         return "request_id was not issued by this experiment's variants";
     if (f->user_id[0] && id_problem(f->user_id)) return "user_id is too long or not UTF-8";
-    if (f->type < RECD__V1__FEEDBACK_TYPE__IMPRESSION ||
-        f->type > RECD__V1__FEEDBACK_TYPE__CONVERSION)
-        return "unknown feedback type";
+    if (!exp_feedback_word((uint32_t)f->type)) return "unknown feedback type";
     const char *item = f->item_id;
     if (!item[0]) {
         if (f->type != RECD__V1__FEEDBACK_TYPE__IMPRESSION)
@@ -1700,7 +1704,6 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
 
 void svc_write_metrics(void *ctx, FILE *out) {
     svc *s = ctx;
-    static const char *const feedback_types[] = {"", "impression", "click", "cart", "conversion"};
     fprintf(out, "# HELP recd_model_info The model each variant serves (value 1).\n"
                  "# TYPE recd_model_info gauge\n");
     double now = (double)time(NULL);
@@ -1752,9 +1755,11 @@ void svc_write_metrics(void *ctx, FILE *out) {
     fprintf(out, "# HELP recd_feedback_total Feedback recorded, by variant and type.\n"
                  "# TYPE recd_feedback_total counter\n");
     for (uint32_t v = 0; v < s->exp.n; v++)
-        for (int t = 1; t < 5; t++)
-            fprintf(out, "recd_feedback_total{variant=\"%s\",type=\"%s\"} %llu\n", s->exp.names[v],
-                    feedback_types[t], (unsigned long long)atomic_load(&s->feedback_counts[v][t]));
+        for (uint32_t t = 1; t < EXP_FEEDBACK_END; t++)
+            if (exp_feedback_word(t))
+                fprintf(out, "recd_feedback_total{variant=\"%s\",type=\"%s\"} %llu\n",
+                        s->exp.names[v], exp_feedback_word(t),
+                        (unsigned long long)atomic_load(&s->feedback_counts[v][t]));
 }
 
 /* --- lifecycle ------------------------------------------------------------- */
@@ -1829,7 +1834,7 @@ int svc_open(const svc_options *o, svc **out, err_t *e) {
     char rules_dir[4096], privacy_dir[4096], feedback_dir[4096], exp_dir[4096];
     const char *ev = o->events_dir;
     if (!rc && ev && !(rc = svc_subdir(rules_dir, ev, "item-rules", e)) &&
-        !(rc = svc_subdir(privacy_dir, ev, "privacy", e)) &&
+        !(rc = svc_subdir(privacy_dir, ev, PRIVACY_DIR, e)) &&
         !(rc = svc_subdir(feedback_dir, ev, "feedback", e)) &&
         !(rc = svc_subdir(exp_dir, ev, "experiment", e))) {
         if ((rc = evstore_open(ev, NULL, &s->events, e)))

@@ -39,7 +39,7 @@ typedef struct svc_options {
     const char *events_dir;
     /* Weight of one event of each type (index = EventType) in a fold-in, in
      * purchase counts: the confidence is 1 + alpha * sum of weights. */
-    float event_weights[EVSTORE_TYPES];
+    float event_weights[EV_TYPE_END];
 } svc_options;
 
 /* Fills o with no model, reload every second, no event store and the default

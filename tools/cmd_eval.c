@@ -22,15 +22,8 @@ enum {
     OPT_TEST_FRACTION,
     OPT_CUTOFF_DATE,
     OPT_CUTOFF_FRACTION,
-    OPT_FACTORS,
-    OPT_ITERATIONS,
-    OPT_REGULARIZATION,
-    OPT_ALPHA,
-    OPT_HALF_LIFE,
     OPT_NEIGHBORS,
     OPT_NEW_USER_MAX,
-    OPT_THREADS,
-    OPT_SEED,
     OPT_TIE_ORDER,
     OPT_REPORT
 };
@@ -123,16 +116,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
         {"cutoff-date", required_argument, 0, OPT_CUTOFF_DATE},
         {"cutoff-fraction", required_argument, 0, OPT_CUTOFF_FRACTION},
-        {"factors", required_argument, 0, OPT_FACTORS},
-        {"iterations", required_argument, 0, OPT_ITERATIONS},
-        {"regularization", required_argument, 0, OPT_REGULARIZATION},
-        {"alpha", required_argument, 0, OPT_ALPHA},
-        {"half-life", required_argument, 0, OPT_HALF_LIFE},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"seed", required_argument, 0, OPT_SEED},
-        {"tie-order", required_argument, 0, OPT_TIE_ORDER},
+        OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"report", required_argument, 0, OPT_REPORT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -145,7 +131,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     a->per_user = 1;
     a->neighbors = 100;
     int split_flags = 0; /* how many of the three split flags were given */
-    float fraction, days;
+    float fraction, half_life = 0.0f;
     err_t e;
     /* 0 makes glibc's getopt start over, so cmd_eval can run twice in one
      * process (tests). */
@@ -153,6 +139,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     int opt;
     while ((opt = getopt_long(argc, argv, "hk:", longopts, NULL)) != -1) {
         int r = opts_ingest(opt, optarg, &a->io);
+        if (r == 0) r = opts_als(opt, optarg, &a->als, &half_life);
         if (r < 0) return 2;
         if (r > 0) continue;
         switch (opt) {
@@ -199,31 +186,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_NEW_USER_MAX:
             if (opts_u32("new-user-max", optarg, 0, 1000000, &a->ec.new_user_max)) return 2;
             break;
-        case OPT_FACTORS:
-            if (opts_u32("factors", optarg, 1, 1024, &a->als.factors)) return 2;
-            break;
-        case OPT_ITERATIONS:
-            if (opts_u32("iterations", optarg, 1, 100000, &a->als.iterations)) return 2;
-            break;
-        case OPT_REGULARIZATION:
-            if (opts_float("regularization", optarg, 0.0, 1e9, &a->als.regularization)) return 2;
-            break;
-        case OPT_ALPHA:
-            if (opts_float("alpha", optarg, 0.0, 1e9, &a->als.alpha)) return 2;
-            break;
-        case OPT_HALF_LIFE:
-            if (opts_float("half-life", optarg, 0.0, 1e6, &days)) return 2;
-            a->half_life = days;
-            break;
         case OPT_NEIGHBORS:
             if (opts_u32("neighbors", optarg, 1, 100000, &a->neighbors)) return 2;
-            break;
-        case OPT_THREADS:
-            if (opts_u32("threads", optarg, 1, 256, &a->als.threads)) return 2;
-            a->ec.threads = a->als.threads;
-            break;
-        case OPT_SEED:
-            if (opts_u64("seed", optarg, 0, UINT64_MAX, &a->als.seed)) return 2;
             break;
         case OPT_TIE_ORDER:
             if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
@@ -240,6 +204,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             return 2;
         }
     }
+    a->half_life = half_life;
+    a->ec.threads = a->als.threads;
     if (optind < argc) {
         fprintf(stderr, "recd: eval: unexpected argument '%s'\n", argv[optind]);
         return 2;
@@ -388,7 +354,7 @@ int cmd_eval(int argc, char **argv) {
         snprintf(o.split, sizeof o.split, "global cutoff: events at or after %s held out%s", when,
                  a.cutoff_date ? "" : " (--cutoff-fraction)");
     }
-    eval_event_weights(&s, s.n, a.half_life, eval_train_end(&s, is_test), weights);
+    eval_event_weights(&s, a.half_life, eval_train_end(&s, is_test), weights);
     if (eval_split_matrices(&s, is_test, weights, &train, &test, &e)) goto fail;
 
     uint32_t evaluated = 0;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "evstore.h"
 #include "idmap.h"
@@ -37,9 +38,6 @@ static const char events_usage[] =
     "      with one commit per event; prints events/s and commits/s of both\n"
     "      (defaults: T 8, B 1, N 200000, M 2000)\n\n"
     "  --help   this text\n";
-
-static const char *const type_names[EVSTORE_TYPES] = {"unknown", "view", "add_to_cart", "purchase",
-                                                      "favorite"};
 
 enum { EV_EVENTS = 1, EV_OUTPUT, EV_SINCE, EV_THREADS, EV_BATCH, EV_COUNT, EV_BASELINE, EV_HELP };
 
@@ -85,7 +83,8 @@ static int export_visit(void *arg, uint64_t seq, const evstore_event *ev) {
         if (strtod(price, NULL) != ev->price) snprintf(price, sizeof price, "%.17g", ev->price);
         fputs(price, c->f);
     }
-    fprintf(c->f, ",%s\n", type_names[ev->type < EVSTORE_TYPES ? ev->type : 0]);
+    const char *type = ev_type_name(ev->type);
+    fprintf(c->f, ",%s\n", type ? type : "unknown");
     c->rows++;
     return ferror(c->f) != 0;
 }
@@ -118,7 +117,7 @@ static int events_export(evstore *s, const char *output, uint64_t since) {
 /* --- stats --------------------------------------------------------------- */
 
 typedef struct stats_ctx {
-    uint64_t n, by_type[EVSTORE_TYPES];
+    uint64_t n, by_type[EV_TYPE_END];
     int64_t first_ts, last_ts;
     idmap *users, *items;
     int rc;
@@ -131,7 +130,7 @@ static int stats_visit(void *arg, uint64_t seq, const evstore_event *ev) {
     if (c->n == 0 || ev->ts < c->first_ts) c->first_ts = ev->ts;
     if (c->n == 0 || ev->ts > c->last_ts) c->last_ts = ev->ts;
     c->n++;
-    c->by_type[ev->type < EVSTORE_TYPES ? ev->type : 0]++;
+    c->by_type[ev->type < EV_TYPE_END ? ev->type : 0]++;
     if ((c->rc = idmap_intern(c->users, ev->user_id, ev->user_len, &idx)) ||
         (c->rc = idmap_intern(c->items, ev->item_id, ev->item_len, &idx)))
         return 1;
@@ -156,8 +155,8 @@ static int events_stats(evstore *s) {
     if (!rc && c.rc) rc = err_set(&e, c.rc, "out of memory");
     if (!rc) {
         printf("%-14s%" PRIu64 "\n", "events", c.n);
-        for (int t = EVSTORE_VIEW; t < EVSTORE_TYPES; t++)
-            printf("  %-12s%" PRIu64 "\n", type_names[t], c.by_type[t]);
+        for (uint32_t t = 1; t < EV_TYPE_END; t++)
+            if (ev_type_known(t)) printf("  %-12s%" PRIu64 "\n", ev_type_name(t), c.by_type[t]);
         printf("%-14s%u\n%-14s%u\n%-14s%" PRIu64 "\n", "users", idmap_size(c.users), "items",
                idmap_size(c.items), "next_seq", next_seq);
         if (c.n) {
@@ -210,12 +209,6 @@ static void *bench_thread(void *p) {
     return NULL;
 }
 
-static double bench_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 typedef struct bench_result {
     double secs, events_per_s, commits_per_s;
     uint64_t commits;
@@ -238,7 +231,7 @@ static int bench_run(const char *dir, uint32_t threads, uint32_t batch, uint64_t
     pthread_t *tid = calloc(threads, sizeof *tid);
     int rc = a && tid ? 0 : 1;
     uint32_t started = 0;
-    double t0 = bench_now();
+    double t0 = clock_seconds();
     for (uint32_t t = 0; !rc && t < threads; t++, started++) {
         a[t] = (bench_arg){.s = s, .batch = batch};
         a[t].first = count * t / threads;
@@ -252,7 +245,7 @@ static int bench_run(const char *dir, uint32_t threads, uint32_t batch, uint64_t
             rc = 1;
         }
     }
-    r->secs = bench_now() - t0;
+    r->secs = clock_seconds() - t0;
     r->commits = evstore_commits(s);
     r->events_per_s = (double)count / r->secs;
     r->commits_per_s = (double)r->commits / r->secs;

@@ -4,9 +4,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "opts.h"
 #include "synth.h"
@@ -41,12 +41,6 @@ enum {
     GEN_OUTPUT,
     GEN_HELP
 };
-
-static double gen_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void gen_progress(void *ctx, uint64_t written, uint64_t target) {
     (void)ctx;
@@ -154,7 +148,7 @@ int cmd_gen(int argc, char **argv) {
     }
     if (p.events > GEN_PROGRESS_MIN_EVENTS) p.progress = gen_progress;
 
-    double t0 = gen_now();
+    double t0 = clock_seconds();
     uint64_t written;
     err_t e;
     int rc = synth_write_csv(&p, out, &written, &e);
@@ -169,7 +163,7 @@ int cmd_gen(int argc, char **argv) {
         if (!to_stdout) unlink(output);
         return 1;
     }
-    double secs = gen_now() - t0;
+    double secs = clock_seconds() - t0;
     fprintf(
         stderr, "gen: %llu events, %u users, %u items, %u categories -> %s in %.2f s (%.0f MB/s)\n",
         (unsigned long long)written, p.users, p.items, p.categories, to_stdout ? "stdout" : output,

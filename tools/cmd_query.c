@@ -6,8 +6,10 @@
 #include <time.h>
 
 #include "client.h"
+#include "clock.h"
 #include "rpc.h"
 #include "cmd.h"
+#include "experiment.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
@@ -158,12 +160,6 @@ static uint8_t *call(client *c, const char *method, const ProtobufCMessage *msg,
     return r.body;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -175,9 +171,9 @@ static int repeat_call(client *c, const char *method, const ProtobufCMessage *ms
                        uint32_t n, int json) {
     double *ms = malloc((size_t)n * sizeof *ms);
     if (!ms) return 1;
-    double start = now_seconds();
+    double start = clock_seconds();
     for (uint32_t i = 0; i < n; i++) {
-        double t = now_seconds();
+        double t = clock_seconds();
         size_t len;
         uint8_t *body = call(c, method, msg, timeout, &len);
         if (!body) {
@@ -185,9 +181,9 @@ static int repeat_call(client *c, const char *method, const ProtobufCMessage *ms
             return 1;
         }
         free(body);
-        ms[i] = (now_seconds() - t) * 1e3;
+        ms[i] = (clock_seconds() - t) * 1e3;
     }
-    double total = now_seconds() - start;
+    double total = clock_seconds() - start;
     qsort(ms, n, sizeof *ms, cmp_double);
     double p50 = ms[n / 2], p99 = ms[(size_t)((double)n * 0.99)], max = ms[n - 1];
     if (json)
@@ -363,20 +359,13 @@ static int q_rerank(client *c, const query_args *a) {
                     &recd__v1__rerank_response__descriptor, show_rerank);
 }
 
-/* The proto enum value (1..4) a command-line word names, or 0. */
-static int type_of_word(const char *const words[5], const char *word) {
-    for (int t = 1; t < 5; t++)
-        if (!strcmp(word, words[t])) return t;
-    return 0;
-}
-
 static int q_event(client *c, const query_args *a) {
-    static const char *const types[] = {NULL, "view", "cart", "purchase", "favorite"};
     if (a->n_pos != 3) return 2;
-    int type = type_of_word(types, a->pos[2]);
+    uint32_t type = ev_type_of_word(a->pos[2], strlen(a->pos[2]));
     if (!type) {
-        fprintf(stderr, "recd: event type '%s' is not view, cart, purchase or favorite\n",
-                a->pos[2]);
+        char words[256];
+        ev_type_words(words, sizeof words);
+        fprintf(stderr, "recd: event type '%s' is not %s\n", a->pos[2], words);
         return 2;
     }
     Recd__V1__Event ev = RECD__V1__EVENT__INIT, *evp = &ev;
@@ -622,12 +611,12 @@ static void show_feedback(const ProtobufCMessage *msg, int json) {
 }
 
 static int q_feedback(client *c, const query_args *a) {
-    static const char *const types[] = {NULL, "impression", "click", "cart", "conversion"};
     if (a->n_pos != 3) return 2;
-    int type = type_of_word(types, a->pos[2]);
+    uint32_t type = exp_feedback_of_word(a->pos[2]);
     if (!type) {
-        fprintf(stderr, "recd: feedback type '%s' is not impression, click, cart or conversion\n",
-                a->pos[2]);
+        char words[256];
+        exp_feedback_words(words, sizeof words);
+        fprintf(stderr, "recd: feedback type '%s' is not %s\n", a->pos[2], words);
         return 2;
     }
     Recd__V1__Feedback f = RECD__V1__FEEDBACK__INIT, *fp = &f;

@@ -8,6 +8,7 @@
 
 #include "cmd.h"
 #include "evstore.h"
+#include "experiment.h"
 #include "opts.h"
 #include "stats.h"
 
@@ -21,10 +22,10 @@ static const char report_usage[] =
 #define REPORT_MAX_VARIANTS 16
 #define REPORT_NAME 33
 
-/* Feedback counts of one variant, by FeedbackType (1 impression .. 4 conversion). */
+/* Feedback counts of one variant, by feedback type (EXP_FEEDBACK_*). */
 typedef struct variant_counts {
     char name[REPORT_NAME];
-    uint64_t n[5];
+    uint64_t n[EXP_FEEDBACK_END];
 } variant_counts;
 
 typedef struct tally {
@@ -39,7 +40,7 @@ static int tally_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     tally *t = ctx;
     const char *colon = memchr(ev->user_id, ':', ev->user_len);
     size_t len = colon ? (size_t)(colon - ev->user_id) : 0;
-    if (!len || len >= REPORT_NAME || ev->type < 1 || ev->type > 4) {
+    if (!len || len >= REPORT_NAME || !exp_feedback_word(ev->type)) {
         t->unreadable++;
         return 0;
     }
@@ -124,21 +125,23 @@ int cmd_report(int argc, char **argv) {
     for (uint32_t i = 0; i < t.n; i++) {
         const variant_counts *v = &t.v[i];
         printf("%s: impressions %llu, clicks %llu, carts %llu, conversions %llu\n", v->name,
-               (unsigned long long)v->n[1], (unsigned long long)v->n[2],
-               (unsigned long long)v->n[3], (unsigned long long)v->n[4]);
-        print_rate("CTR", v->n[2], v->n[1], z);
-        print_rate("conversion", v->n[4], v->n[1], z);
+               (unsigned long long)v->n[EXP_FEEDBACK_IMPRESSION],
+               (unsigned long long)v->n[EXP_FEEDBACK_CLICK],
+               (unsigned long long)v->n[EXP_FEEDBACK_CART],
+               (unsigned long long)v->n[EXP_FEEDBACK_CONVERSION]);
+        print_rate("CTR", v->n[EXP_FEEDBACK_CLICK], v->n[EXP_FEEDBACK_IMPRESSION], z);
+        print_rate("conversion", v->n[EXP_FEEDBACK_CONVERSION], v->n[EXP_FEEDBACK_IMPRESSION], z);
         printf("\n");
         if (base < 0 || (int)i == base) continue;
         const variant_counts *c = &t.v[base];
         static const struct {
             const char *what;
             int type;
-        } rates[] = {{"CTR", 2}, {"conversion", 4}};
+        } rates[] = {{"CTR", EXP_FEEDBACK_CLICK}, {"conversion", EXP_FEEDBACK_CONVERSION}};
         for (size_t r = 0; r < 2; r++) {
             double zz, p;
-            stats_two_proportion(v->n[rates[r].type], v->n[1], c->n[rates[r].type], c->n[1], &zz,
-                                 &p);
+            stats_two_proportion(v->n[rates[r].type], v->n[EXP_FEEDBACK_IMPRESSION],
+                                 c->n[rates[r].type], c->n[EXP_FEEDBACK_IMPRESSION], &zz, &p);
             printf("  %s vs %s: z = %+.3f, p = %.4g: %s\n", rates[r].what, control, zz, p,
                    p < alpha ? "significant" : "not significant");
         }

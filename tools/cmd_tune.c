@@ -1,8 +1,8 @@
 /* recd tune: hyperparameter search for implicit ALS on a validation split
  * carved out of the input (each user's latest events, the split of recd
  * eval), then training on the whole input with the winner and publishing it
- * through recd train. A winner that loses to the most-popular list on
- * validation is published blended with popularity, or as popularity alone
+ * with the training pipeline of recd train, from the history already read. A winner that loses to
+ * the most-popular list on validation is published blended with popularity, or as popularity alone
  * when no blend beats it: what is served never loses to popularity there. */
 #include <errno.h>
 #include <getopt.h>
@@ -10,23 +10,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "als.h"
+#include "clock.h"
 #include "cmd.h"
 #include "eval.h"
 #include "knn.h"
 #include "opts.h"
+#include "pipeline.h"
 #include "tune.h"
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
     OPT_MODEL,
     OPT_BUDGET,
-    OPT_SEED,
     OPT_REPORT,
-    OPT_THREADS,
-    OPT_ITERATIONS,
     OPT_VALIDATION_FRACTION,
     OPT_NEIGHBORS
 };
@@ -47,7 +45,7 @@ static const char tune_usage[] =
     "serves the most-popular list to everyone (w = inf; see recd train\n"
     "--popularity-blend). The decision is printed last.\n"
     "\n"
-    "  --input FILE            purchase-history CSV (a file: it is read twice)\n"
+    "  --input FILE            purchase-history CSV ('-' = stdin)\n"
     "  --model DIR             model directory to publish into\n"
     "  --budget N              configurations to sample (default 20)\n"
     "  --seed N                sampling and factor seed (default 42)\n"
@@ -65,9 +63,6 @@ static const char tune_usage[] =
 typedef struct tune_args {
     const char *input, *model, *report;
     ingest_options io;
-    /* The column flags as given, passed on to recd train. */
-    char *fwd[2 * 16];
-    int n_fwd;
     tune_options to;
     eval_config ec;
     double validation_fraction;
@@ -82,10 +77,11 @@ static int parse_args(int argc, char **argv, tune_args *a) {
         {"input", required_argument, 0, OPT_INPUT},
         {"model", required_argument, 0, OPT_MODEL},
         {"budget", required_argument, 0, OPT_BUDGET},
-        {"seed", required_argument, 0, OPT_SEED},
         {"report", required_argument, 0, OPT_REPORT},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"iterations", required_argument, 0, OPT_ITERATIONS},
+        /* The ALS flags that the search does not choose. */
+        {"seed", required_argument, 0, OPT_ALS_SEED},
+        {"threads", required_argument, 0, OPT_ALS_THREADS},
+        {"iterations", required_argument, 0, OPT_ALS_ITERATIONS},
         {"validation-fraction", required_argument, 0, OPT_VALIDATION_FRACTION},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"help", no_argument, 0, 'h'},
@@ -94,28 +90,23 @@ static int parse_args(int argc, char **argv, tune_args *a) {
     ingest_options_init(&a->io);
     tune_options_init(&a->to);
     eval_config_init(&a->ec);
-    als_params defaults;
-    als_params_init(&defaults);
-    a->to.threads = a->ec.threads = defaults.threads;
+    /* The ALS flags land here, the search's own options after parsing. */
+    als_params als;
+    als_params_init(&als);
+    als.iterations = a->to.iterations;
+    als.seed = a->to.seed;
+    float half_life = 0.0f;
     a->validation_fraction = 0.2;
     a->neighbors = 100;
     float fraction;
     err_t e;
     optind = 0;
-    int opt, idx = -1;
-    while ((opt = getopt_long(argc, argv, "hk:", longopts, &idx)) != -1) {
+    int opt;
+    while ((opt = getopt_long(argc, argv, "hk:", longopts, NULL)) != -1) {
         int r = opts_ingest(opt, optarg, &a->io);
+        if (r == 0) r = opts_als(opt, optarg, &als, &half_life);
         if (r < 0) return 2;
-        if (r > 0) {
-            if (a->n_fwd + 2 > (int)(sizeof a->fwd / sizeof a->fwd[0])) {
-                fprintf(stderr, "recd: tune: too many column flags\n");
-                return 2;
-            }
-            /* Column flags are long options only, so idx names the flag. */
-            a->fwd[a->n_fwd++] = (char *)longopts[idx].name;
-            a->fwd[a->n_fwd++] = optarg;
-            continue;
-        }
+        if (r > 0) continue;
         switch (opt) {
         case 'h':
             printf("%s%s", tune_usage, OPTS_INGEST_HELP);
@@ -129,18 +120,8 @@ static int parse_args(int argc, char **argv, tune_args *a) {
         case OPT_BUDGET:
             if (opts_u32("budget", optarg, 1, 10000, &a->to.budget)) return 2;
             break;
-        case OPT_SEED:
-            if (opts_u64("seed", optarg, 0, UINT64_MAX, &a->to.seed)) return 2;
-            break;
         case OPT_REPORT:
             a->report = optarg;
-            break;
-        case OPT_THREADS:
-            if (opts_u32("threads", optarg, 1, 256, &a->to.threads)) return 2;
-            a->ec.threads = a->to.threads;
-            break;
-        case OPT_ITERATIONS:
-            if (opts_u32("iterations", optarg, 1, 1000, &a->to.iterations)) return 2;
             break;
         case OPT_VALIDATION_FRACTION:
             if (opts_float("validation-fraction", optarg, 0.0, 1.0, &fraction)) return 2;
@@ -164,17 +145,14 @@ static int parse_args(int argc, char **argv, tune_args *a) {
             fprintf(stderr, "%s%s", tune_usage, OPTS_INGEST_HELP);
             return 2;
         }
-        idx = -1;
     }
     if (!a->input || !a->model || optind != argc) {
         fprintf(stderr, "%s%s", tune_usage, OPTS_INGEST_HELP);
         return 2;
     }
-    if (strcmp(a->input, "-") == 0) {
-        fprintf(stderr, "recd: tune: --input must be a file: it is read again for the final "
-                        "training\n");
-        return 2;
-    }
+    a->to.iterations = als.iterations;
+    a->to.seed = als.seed;
+    a->to.threads = a->ec.threads = als.threads;
     a->to.k = a->ec.ks[0];
     for (uint32_t q = 0; q < a->ec.n_ks; q++)
         if (a->ec.ks[q] == 10) a->to.k = 10;
@@ -301,7 +279,7 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
                err_t *e) {
     float *w = malloc((s->n ? s->n : 1) * sizeof *w);
     if (!w) return err_set(e, ERR_NOMEM, "tune: out of memory for %zu events", s->n);
-    eval_event_weights(s, s->n, c->half_life_days, eval_train_end(s, is_valid), w);
+    eval_event_weights(s, c->half_life_days, eval_train_end(s, is_valid), w);
     int rc = eval_split_matrices(s, is_valid, w, train, valid, e);
     free(w);
     if (rc) return rc;
@@ -320,12 +298,6 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
         csr_free(valid);
     }
     return rc;
-}
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 /* Index of the objective's k (a->to.k) among a->ec.ks. */
@@ -353,11 +325,11 @@ static int search_blend(eval_mf *mf, const csr *train, const csr *valid, const e
     eval_metrics m[EVAL_MAX_KS];
     cmp->chosen = -1;
     for (uint32_t i = 0; i < TUNE_BLEND_STEPS; i++) {
-        double start = now_seconds();
+        double start = clock_seconds();
         mf->blend = w[i];
         if ((rc = eval_ranking(eval_mf_recommend, mf, train, valid, ec, m, NULL, e))) break;
         blend_trial *b = &cmp->blends[cmp->n_blends++];
-        *b = (blend_trial){w[i], m[qk].ndcg, now_seconds() - start};
+        *b = (blend_trial){w[i], m[qk].ndcg, clock_seconds() - start};
         fprintf(stderr, "tune: blend w %.4g  NDCG@%u %.4f  %.2f s\n", (double)b->w, ec->ks[qk],
                 b->ndcg, b->seconds);
         /* Ties go to the smaller weight: the more personal list. */
@@ -548,49 +520,22 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
     return 0;
 }
 
-/* Trains on the whole input with c and publishes into a->model, with the
- * popularity blend w, through recd train, so the published model is
- * exactly what `recd train` with these flags makes. Returns cmd_train's
- * exit status. */
-static int publish(const tune_args *a, const tune_config *c, float blend) {
-    char factors[16], reg[32], alpha[32], hl[32], iters[16], threads[16], seed[32], w[32];
-    snprintf(factors, sizeof factors, "%u", c->factors);
-    snprintf(reg, sizeof reg, "%.9g", (double)c->regularization);
-    snprintf(alpha, sizeof alpha, "%.9g", (double)c->alpha);
-    snprintf(hl, sizeof hl, "%.9g", c->half_life_days);
-    snprintf(iters, sizeof iters, "%u", a->to.iterations);
-    snprintf(threads, sizeof threads, "%u", a->to.threads);
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->to.seed);
-    char *argv[64];
-    char flags[16][40];
-    int n = 0;
-    argv[n++] = "train";
-    argv[n++] = "--input";
-    argv[n++] = (char *)a->input;
-    for (int i = 0; i < a->n_fwd; i += 2) {
-        snprintf(flags[i / 2], sizeof flags[i / 2], "--%s", a->fwd[i]);
-        argv[n++] = flags[i / 2];
-        argv[n++] = a->fwd[i + 1];
-    }
-    const char *rest[] = {"--model",   a->model, "--factors",   factors, "--regularization", reg,
-                          "--alpha",   alpha,    "--half-life", hl,      "--iterations",     iters,
-                          "--threads", threads,  "--seed",      seed};
-    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-        argv[n++] = (char *)rest[i];
-    if (blend != 0.0f) {
-        if (isinf(blend))
-            snprintf(w, sizeof w, "inf");
-        else
-            snprintf(w, sizeof w, "%.9g", (double)blend);
-        argv[n++] = "--popularity-blend";
-        argv[n++] = w;
-    }
-    argv[n] = NULL;
-    fprintf(stderr, "tune: recd");
-    for (int i = 0; i < n; i++)
-        fprintf(stderr, " %s", argv[i]);
-    fprintf(stderr, "\n");
-    return cmd_train(n, argv);
+/* Trains on the whole history s (in the order it was read) with c and
+ * publishes into a->model with the popularity blend, as recd train with
+ * these parameters would. Returns the exit status. */
+static int publish(const tune_args *a, ev_set *s, const tune_config *c, float blend) {
+    double start = clock_seconds();
+    pipeline_params pp;
+    pipeline_params_init(&pp);
+    pp.als.factors = c->factors;
+    pp.als.regularization = c->regularization;
+    pp.als.alpha = c->alpha;
+    pp.als.iterations = a->to.iterations;
+    pp.als.threads = a->to.threads;
+    pp.als.seed = a->to.seed;
+    pp.half_life_days = (float)c->half_life_days;
+    pp.popularity_blend = blend;
+    return opts_train_publish(s, &pp, a->model, start);
 }
 
 int cmd_tune(int argc, char **argv) {
@@ -616,6 +561,15 @@ int cmd_tune(int argc, char **argv) {
     uint32_t *order = NULL;
     tune_result res = {0};
     comparison cmp = {0};
+    /* The search needs the events by user and time; the winner is trained
+     * on them in the order read, as recd train would (the fingerprint and
+     * the summing of each cell follow that order). */
+    ev_event *as_read = malloc((s.n ? s.n : 1) * sizeof *as_read);
+    if (!as_read) {
+        err_set(&e, ERR_NOMEM, "tune: out of memory for %zu events", s.n);
+        goto fail;
+    }
+    memcpy(as_read, s.events, s.n * sizeof *as_read);
     if (ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &user_start, &e)) goto fail;
     is_valid = malloc(s.n ? s.n : 1);
     if (!is_valid) {
@@ -639,7 +593,7 @@ int cmd_tune(int argc, char **argv) {
     progress_ctx pc = {a.to.k};
     a.to.progress = on_trial;
     a.to.progress_ctx = &pc;
-    if (tune_run(&s, is_valid, s.n, &a.to, &res, &e)) goto fail;
+    if (tune_run(&s, is_valid, &a.to, &res, &e)) goto fail;
     order = malloc(res.n * sizeof *order);
     if (!order) {
         err_set(&e, ERR_NOMEM, "tune: out of memory");
@@ -689,7 +643,8 @@ int cmd_tune(int argc, char **argv) {
         if (bad) goto out;
     }
     fprintf(stderr, "tune: training the winner on all %zu events, to publish as %s\n", s.n, what);
-    status = publish(&a, &best->c, cmp.blend);
+    memcpy(s.events, as_read, s.n * sizeof *s.events);
+    status = publish(&a, &s, &best->c, cmp.blend);
     goto out;
 fail:
     fprintf(stderr, "recd: tune: %s\n", e.msg);
@@ -701,6 +656,7 @@ out:
     tune_result_free(&res);
     free(is_valid);
     free(user_start);
+    free(as_read);
     ev_set_free(&s);
     return status;
 }

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
+#include "pipeline.h"
 
 const char OPTS_INGEST_HELP[] =
     "Input columns (the CSV needs a header row):\n"
@@ -66,6 +68,18 @@ int opts_ingest(int opt, const char *arg, ingest_options *o) {
     }
 }
 
+int opts_als(int opt, const char *arg, als_params *als, float *half_life) {
+    switch (opt) {
+#define OPTS_ALS_CASE(id, name, kind, min, max, dest)                                              \
+    case OPT_ALS_##id:                                                                             \
+        return opts_##kind(name, arg, min, max, &(dest)) ? -1 : 1;
+        OPTS_ALS_MAP(OPTS_ALS_CASE)
+#undef OPTS_ALS_CASE
+    default:
+        return 0;
+    }
+}
+
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out) {
     char *end;
     errno = 0;
@@ -107,23 +121,19 @@ int opts_float(const char *name, const char *arg, double min, double max, float 
     return 0;
 }
 
-int opts_event_weights(const char *arg, float w[5]) {
-    static const char *const names[] = {NULL, "view", "cart", "purchase", "favorite"};
+int opts_event_weights(const char *arg, float w[EV_TYPE_END]) {
     const char *p = arg;
     while (*p) {
         const char *eq = strchr(p, '=');
         size_t end = strcspn(p, ",");
-        int type = 0;
-        for (int t = 1; t < 5 && eq; t++)
-            if ((size_t)(eq - p) == strlen(names[t]) && !strncmp(p, names[t], (size_t)(eq - p)))
-                type = t;
+        uint32_t type = eq ? ev_type_of_word(p, (size_t)(eq - p)) : 0;
         char num[32];
         size_t num_len = eq ? end - (size_t)(eq - p) - 1 : 0;
         if (!type || !eq || (size_t)(eq - p) > end || num_len == 0 || num_len >= sizeof num) {
-            fprintf(stderr,
-                    "recd: --event-weights: '%.*s' is not TYPE=WEIGHT with TYPE view, cart, "
-                    "purchase or favorite\n",
-                    (int)end, p);
+            char words[256];
+            ev_type_words(words, sizeof words);
+            fprintf(stderr, "recd: --event-weights: '%.*s' is not TYPE=WEIGHT with TYPE %s\n",
+                    (int)end, p, words);
             return -1;
         }
         memcpy(num, eq + 1, num_len);
@@ -164,19 +174,13 @@ char *opts_read_file(const char *flag, const char *path, int trim) {
     return buf;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 struct load_progress {
     double start, last;
 };
 
 static void load_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t total_bytes) {
     struct load_progress *p = ctx;
-    double now = now_seconds();
+    double now = clock_seconds();
     if (now - p->last < 1.0) return;
     p->last = now;
     if (total_bytes)
@@ -190,7 +194,7 @@ static void load_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t tot
 int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
     err_t e;
     ingest_stats stats;
-    struct load_progress progress = {now_seconds(), now_seconds()};
+    struct load_progress progress = {clock_seconds(), clock_seconds()};
     ingest_options with_progress = *o;
     if (!with_progress.progress) {
         with_progress.progress = load_progress;
@@ -207,6 +211,42 @@ int opts_load_history(const char *path, const ingest_options *o, ev_set *s) {
     }
     ingest_print_summary(stderr, path, &stats);
     fprintf(stderr, "import: %u users, %u items, %zu events in %.2f s\n", idmap_size(s->users),
-            idmap_size(s->items), s->n, now_seconds() - progress.start);
+            idmap_size(s->items), s->n, clock_seconds() - progress.start);
+    return 0;
+}
+
+static void train_progress(void *ctx, uint32_t iteration, double seconds, double loss) {
+    const als_params *p = ctx;
+    fprintf(stderr, "train: iteration %2u/%u  %7.3f s  loss %.6f\n", iteration, p->iterations,
+            seconds, loss);
+}
+
+static void train_matrix(void *ctx, uint32_t n_users, uint32_t n_items, uint64_t nonzeros) {
+    const pipeline_params *p = ctx;
+    fprintf(stderr,
+            "train: %u users x %u items, %llu nonzeros, factors %u, lambda %g, alpha %g, "
+            "half-life %g days, %u threads, popularity blend %g\n",
+            n_users, n_items, (unsigned long long)nonzeros, p->als.factors, p->als.regularization,
+            p->als.alpha, p->half_life_days, p->als.threads, p->popularity_blend);
+}
+
+int opts_train_publish(ev_set *history, pipeline_params *p, const char *model_dir, double start) {
+    p->als.progress = train_progress;
+    p->als.progress_ctx = &p->als;
+    p->matrix = train_matrix;
+    p->matrix_ctx = p;
+    model_meta published;
+    err_t e;
+    if (pipeline_train(history, p, model_dir, &published, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr,
+            "train: published %s to %s: %u users, %u items, %llu events, loss %.6f, "
+            "training %.1f s, total %.1f s\n",
+            published.version, model_dir, published.n_users, published.n_items,
+            (unsigned long long)published.interactions, published.loss, published.train_seconds,
+            clock_seconds() - start);
+    printf("%s\n", published.version);
     return 0;
 }

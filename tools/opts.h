@@ -1,14 +1,30 @@
 /* opts: command-line pieces shared by several subcommands: number parsing
  * with range checks, the column-mapping flags of every command that reads a
- * purchase history, and loading that history with progress and a summary. */
+ * purchase history, the ALS flags of train, eval and tune, and loading that
+ * history with progress and a summary. */
 #ifndef RECD_OPTS_H
 #define RECD_OPTS_H
 
 #include <getopt.h>
 #include <stdint.h>
 
+#include "als.h"
 #include "events.h"
 #include "ingest.h"
+#include "pipeline.h"
+
+/* The ALS flags, one row each: XX(ID, name, kind, min, max, destination).
+ * kind names the parser (opts_u32, opts_u64, opts_float); destination is
+ * the field opts_als fills, of als or half_life. One range per flag for
+ * every command that takes it. */
+#define OPTS_ALS_MAP(XX)                                                                           \
+    XX(FACTORS, "factors", u32, 1, 1024, als->factors)                                             \
+    XX(ITERATIONS, "iterations", u32, 1, 100000, als->iterations)                                  \
+    XX(REGULARIZATION, "regularization", float, 0, 1e9, als->regularization)                       \
+    XX(ALPHA, "alpha", float, 0, 1e9, als->alpha)                                                  \
+    XX(HALF_LIFE, "half-life", float, 0, 1e6, *half_life)                                          \
+    XX(THREADS, "threads", u32, 1, 256, als->threads)                                              \
+    XX(SEED, "seed", u64, 0, UINT64_MAX, als->seed)
 
 /* getopt_long ids of the column-mapping flags (above any short option). */
 enum {
@@ -21,7 +37,10 @@ enum {
     OPT_CATEGORY_COL,
     OPT_DELIMITER,
     OPT_QUOTE,
-    OPT_FIRST_FREE /* first id a command may use for its own flags */
+#define OPTS_ALS_ID(id, name, kind, min, max, dest) OPT_ALS_##id,
+    OPTS_ALS_MAP(OPTS_ALS_ID)
+#undef OPTS_ALS_ID
+        OPT_FIRST_FREE /* first id a command may use for its own flags */
 };
 
 /* Spread into a command's struct option table. */
@@ -40,6 +59,16 @@ enum {
 /* Help text of those flags, for a command's --help. */
 extern const char OPTS_INGEST_HELP[];
 
+/* All the ALS flags, spread into the struct option table of a command that
+ * takes them all (train, eval). */
+#define OPTS_ALS_OPTION(id, name, kind, min, max, dest) {name, required_argument, 0, OPT_ALS_##id},
+#define OPTS_ALS_LONG OPTS_ALS_MAP(OPTS_ALS_OPTION)
+
+/* Applies an ALS flag to *als or *half_life (days). Returns 1 when opt was
+ * one of them, 0 when it is not, -1 (after printing why) when its argument
+ * is bad. */
+int opts_als(int opt, const char *arg, als_params *als, float *half_life);
+
 /* Applies a column-mapping flag to o. Returns 1 when opt was one of them, 0
  * when it is not, -1 (after printing why) when its argument is bad. */
 int opts_ingest(int opt, const char *arg, ingest_options *o);
@@ -50,11 +79,11 @@ int opts_u32(const char *name, const char *arg, uint32_t min, uint32_t max, uint
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out);
 int opts_float(const char *name, const char *arg, double min, double max, float *out);
 
-/* Parses "view=0.1,cart=0.3,purchase=1,favorite=0.5" (any subset, any
- * order) into w, indexed by event type (1 view, 2 cart, 3 purchase, 4
- * favorite); entries not named keep their value. Returns 0, or -1 after
- * printing why. */
-int opts_event_weights(const char *arg, float w[5]);
+/* Parses "view=0.1,cart=0.3,purchase=1,favorite=0.5" (TYPE=WEIGHT with the
+ * words of EV_TYPE_MAP, any subset, any order) into w, indexed by event
+ * type; entries not named keep their value. Returns 0, or -1 after printing
+ * why. */
+int opts_event_weights(const char *arg, float w[EV_TYPE_END]);
 
 /* Reads a small text file (a PEM certificate, a token) into a malloc'ed
  * NUL-terminated string (caller frees); with trim, trailing white space goes.
@@ -65,5 +94,12 @@ char *opts_read_file(const char *flag, const char *path, int trim);
  * ev_set_free), printing progress and the import summary to stderr. Returns
  * 0 or -1 after printing the error. */
 int opts_load_history(const char *path, const ingest_options *o, ev_set *s);
+
+/* Trains on history with p and publishes into model_dir (pipeline_train),
+ * reporting the matrix, every ALS iteration and the published model (the
+ * total time counted from start, a clock_seconds value) on stderr and its
+ * version on stdout: what recd train and recd tune print alike. Sets p's
+ * callbacks. Returns the exit status, 0 or 1 (after printing why). */
+int opts_train_publish(ev_set *history, pipeline_params *p, const char *model_dir, double start);
 
 #endif

@@ -5,10 +5,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "als_kernel.h"
+#include "clock.h"
+#include "rng.h"
 
 /* Internally every factor row is padded to a multiple of ALS_LANES floats and
  * ALS_ALIGN-byte aligned for the row kernels (als_kernel.h). */
@@ -42,12 +43,6 @@ static size_t round_up(size_t n, size_t to) {
 static float *alloc_aligned(size_t floats) {
     size_t bytes = round_up(floats ? floats * sizeof(float) : 1, ALS_ALIGN);
     return aligned_alloc(ALS_ALIGN, bytes);
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- Gram matrix ------------------------------------------------------- */
@@ -198,21 +193,12 @@ static double train_loss(train_state *st, const csr *counts, float *x, float *y,
     return loss / (conf + cells);
 }
 
-/* splitmix64: a small, well-mixed generator; the stream depends only on the
- * seed, which makes the initial factors reproducible everywhere. */
-static uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform [0, 0.01) like implicit 0.7 (random * 0.01); padding zero. */
 static void init_factors(float *x, size_t n, size_t f, size_t ld, uint64_t *state) {
     for (size_t r = 0; r < n; r++) {
         float *row = x + r * ld;
         for (size_t j = 0; j < f; j++)
-            row[j] = (float)(splitmix64(state) >> 40) * 0x1p-24f * 0.01f;
+            row[j] = (float)(rng_next(state) >> 40) * 0x1p-24f * 0.01f;
         memset(row + f, 0, (ld - f) * sizeof *row);
     }
 }
@@ -302,7 +288,7 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
 
     double loss = NAN;
     for (uint32_t it = 1; it <= p->iterations; it++) {
-        double t0 = now_seconds();
+        double t0 = clock_seconds();
         als_half_step users = {.m = counts,
                                .y = y,
                                .x = x,
@@ -316,7 +302,7 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
             .m = &t, .y = x, .x = y, .g = g, .ld = ld, .alpha = p->alpha, .cg_steps = p->cg_steps};
         gram_regularized(x, n_users, f, ld, p->regularization, g);
         run_parallel(&st, &items, st.item_split, 0);
-        double seconds = now_seconds() - t0;
+        double seconds = clock_seconds() - t0;
         if (p->progress || it == p->iterations) loss = train_loss(&st, counts, x, y, g, f, ld, p);
         if (p->progress) p->progress(p->progress_ctx, it, seconds, loss);
     }

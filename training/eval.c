@@ -69,12 +69,10 @@ double eval_decay(int64_t ts, int64_t end, double half_life_days) {
     return exp2(-age_days / half_life_days);
 }
 
-void eval_event_weights(const ev_set *s, size_t n_purchases, double half_life_days, int64_t end,
-                        float *w) {
-    for (size_t i = 0; i < s->n; i++) {
-        double type = i < n_purchases ? 1.0 : (double)s->events[i].quantity;
-        w[i] = (float)(type * eval_decay(s->events[i].ts, end, half_life_days));
-    }
+void eval_event_weights(const ev_set *s, double half_life_days, int64_t end, float *w) {
+    for (size_t i = 0; i < s->n; i++)
+        w[i] =
+            (float)((double)s->events[i].weight * eval_decay(s->events[i].ts, end, half_life_days));
 }
 
 int eval_split_matrices(const ev_set *s, const uint8_t *is_test, const float *train_weights,

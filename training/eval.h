@@ -48,13 +48,11 @@ int64_t eval_train_end(const ev_set *s, const uint8_t *is_test);
  * is 0 (no decay) or the event is not older than end. */
 double eval_decay(int64_t ts, int64_t end, double half_life_days);
 
-/* Weight of each event in the confidence (s->n floats to w): its type weight
- * x eval_decay(ts, end, half_life_days). The first n_purchases events are
- * CSV purchase rows (type weight 1: their quantity is units, not a weight);
- * the others come from the event store, whose loader put the type weight in
- * quantity. The value of an interaction is the sum of its events' weights. */
-void eval_event_weights(const ev_set *s, size_t n_purchases, double half_life_days, int64_t end,
-                        float *w);
+/* Weight of each event in the confidence (s->n floats to w): its weight
+ * (ev_event.weight: 1 for a purchase-history row, its type's for a recorded
+ * event) x eval_decay(ts, end, half_life_days). The value of an interaction
+ * is the sum of its events' weights. */
+void eval_event_weights(const ev_set *s, double half_life_days, int64_t end, float *w);
 
 /* Builds the users x items train and test matrices of an is_test split.
  * Train values = sum of train_weights over the user's events on the item

@@ -4,10 +4,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "als.h"
+#include "clock.h"
 #include "eval.h"
+#include "rng.h"
 
 #define TUNE_ETA 3
 #define TUNE_MAX_RUNGS 3
@@ -21,29 +22,16 @@ void tune_options_init(tune_options *o) {
     o->threads = 1;
 }
 
-/* splitmix64 (Steele et al. 2014): tiny, and the same sequence everywhere. */
-static uint64_t next_u64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1) from the top 53 bits. */
-static double next_unit(uint64_t *state) {
-    return (double)(next_u64(state) >> 11) * 0x1.0p-53;
-}
-
 static double log_uniform(uint64_t *state, double lo, double hi) {
-    return pow(10.0, log10(lo) + next_unit(state) * (log10(hi) - log10(lo)));
+    return pow(10.0, log10(lo) + rng_unit(state) * (log10(hi) - log10(lo)));
 }
 
 void tune_sample(uint64_t *rng, tune_config *c) {
     static const uint32_t factors[4] = {16, 32, 64, 128};
-    c->factors = factors[next_u64(rng) % 4];
+    c->factors = factors[rng_next(rng) % 4];
     c->regularization = (float)log_uniform(rng, 1e-3, 1e2);
     c->alpha = (float)log_uniform(rng, 0.1, 50.0);
-    c->half_life_days = next_unit(rng) < 0.25 ? 0.0 : log_uniform(rng, 7.0, 730.0);
+    c->half_life_days = rng_unit(rng) < 0.25 ? 0.0 : log_uniform(rng, 7.0, 730.0);
 }
 
 void tune_default(tune_config *c) {
@@ -55,21 +43,15 @@ void tune_default(tune_config *c) {
     c->half_life_days = 0.0;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* Collects the loss of each iteration into the array behind ctx. */
 static void keep_loss(void *ctx, uint32_t iteration, double seconds, double loss) {
     (void)seconds;
     ((double *)ctx)[iteration - 1] = loss;
 }
 
-int tune_evaluate(const ev_set *s, const uint8_t *is_valid, size_t n_purchases,
-                  const tune_config *c, uint32_t iterations, uint32_t k, uint32_t threads,
-                  uint64_t seed, double *ndcg, double **loss, err_t *e) {
+int tune_evaluate(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
+                  uint32_t iterations, uint32_t k, uint32_t threads, uint64_t seed, double *ndcg,
+                  double **loss, err_t *e) {
     *ndcg = 0.0;
     if (loss) *loss = NULL;
     float *w = malloc((s->n ? s->n : 1) * sizeof *w);
@@ -82,7 +64,7 @@ int tune_evaluate(const ev_set *s, const uint8_t *is_valid, size_t n_purchases,
         rc = err_set(e, ERR_NOMEM, "tune: out of memory for %zu events", s->n);
         goto done;
     }
-    eval_event_weights(s, n_purchases, c->half_life_days, eval_train_end(s, is_valid), w);
+    eval_event_weights(s, c->half_life_days, eval_train_end(s, is_valid), w);
     if ((rc = eval_split_matrices(s, is_valid, w, &train, &valid, e))) goto done;
     als_params p;
     als_params_init(&p);
@@ -138,8 +120,8 @@ static int cmp_trial(const void *pa, const void *pb) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
-int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const tune_options *o,
-             tune_result *r, err_t *e) {
+int tune_run(const ev_set *s, const uint8_t *is_valid, const tune_options *o, tune_result *r,
+             err_t *e) {
     memset(r, 0, sizeof *r);
     if (o->budget == 0 || o->iterations == 0 || o->k == 0)
         return err_set(e, ERR_INVALID, "tune: budget, iterations and k must be at least 1");
@@ -182,15 +164,15 @@ int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const
         const tune_trial *best = NULL;
         for (uint32_t a = 0; a < n_alive; a++) {
             tune_trial *t = &r->trials[alive[a]];
-            double start = now_seconds(), *loss = NULL;
-            rc = tune_evaluate(s, is_valid, n_purchases, &t->c, iters[q], o->k, o->threads, o->seed,
-                               &t->ndcg, &loss, e);
+            double start = clock_seconds(), *loss = NULL;
+            rc = tune_evaluate(s, is_valid, &t->c, iters[q], o->k, o->threads, o->seed, &t->ndcg,
+                               &loss, e);
             if (rc) goto done;
             free(t->loss);
             t->loss = loss;
             t->rung = q;
             t->iterations = iters[q];
-            t->seconds = now_seconds() - start;
+            t->seconds = clock_seconds() - start;
             r->fits++;
             if (!best || t->ndcg > best->ndcg || (t->ndcg == best->ndcg && t->id < best->id))
                 best = t;

@@ -80,19 +80,19 @@ void tune_sample(uint64_t *rng, tune_config *c);
 void tune_default(tune_config *c);
 
 /* Trains ALS with c for iterations on the training events of s (is_valid
- * 0; weights by eval_event_weights with the first n_purchases events
- * purchases, ages from the end of the training events) and measures
+ * 0; weights by eval_event_weights, ages from the end of the training
+ * events) and measures
  * NDCG@k on the validation events (is_valid 1). s must be sorted by user
  * and time. Fills *ndcg and, when loss is not NULL, *loss with iterations
  * values (caller frees). */
-int tune_evaluate(const ev_set *s, const uint8_t *is_valid, size_t n_purchases,
-                  const tune_config *c, uint32_t iterations, uint32_t k, uint32_t threads,
-                  uint64_t seed, double *ndcg, double **loss, err_t *e);
+int tune_evaluate(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
+                  uint32_t iterations, uint32_t k, uint32_t threads, uint64_t seed, double *ndcg,
+                  double **loss, err_t *e);
 
 /* Runs the search on the split (as tune_evaluate). Fills *r (caller frees
  * with tune_result_free). */
-int tune_run(const ev_set *s, const uint8_t *is_valid, size_t n_purchases, const tune_options *o,
-             tune_result *r, err_t *e);
+int tune_run(const ev_set *s, const uint8_t *is_valid, const tune_options *o, tune_result *r,
+             err_t *e);
 
 void tune_result_free(tune_result *r);
 

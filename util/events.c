@@ -1,5 +1,6 @@
 #include "events.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +25,84 @@ void ev_set_free(ev_set *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Every value is below EV_TYPE_END only if the rows ascend. */
+#define EV_TYPE_CHECK(name, value, str, word, weight)                                              \
+    _Static_assert(value > 0 && value < EV_TYPE_END, "EV_TYPE_MAP rows ascend by value");
+EV_TYPE_MAP(EV_TYPE_CHECK)
+#undef EV_TYPE_CHECK
+
+typedef struct ev_type_row {
+    uint32_t value;
+    const char *name, *word;
+    float weight;
+} ev_type_row;
+
+static const ev_type_row ev_types[] = {
+#define EV_TYPE_ROW(name, value, str, word, weight) {value, str, word, weight},
+    EV_TYPE_MAP(EV_TYPE_ROW)
+#undef EV_TYPE_ROW
+};
+
+#define EV_N_TYPES (sizeof ev_types / sizeof ev_types[0])
+
+static const ev_type_row *ev_type_row_of(uint32_t t) {
+    for (size_t i = 0; i < EV_N_TYPES; i++)
+        if (ev_types[i].value == t) return &ev_types[i];
+    return NULL;
+}
+
+int ev_type_known(uint32_t t) {
+    return ev_type_row_of(t) != NULL;
+}
+
+const char *ev_type_name(uint32_t t) {
+    const ev_type_row *r = ev_type_row_of(t);
+    return r ? r->name : NULL;
+}
+
+const char *ev_type_word(uint32_t t) {
+    const ev_type_row *r = ev_type_row_of(t);
+    return r ? r->word : NULL;
+}
+
+uint32_t ev_type_of_word(const char *word, size_t len) {
+    for (size_t i = 0; i < EV_N_TYPES; i++)
+        if (strlen(ev_types[i].word) == len && memcmp(ev_types[i].word, word, len) == 0)
+            return ev_types[i].value;
+    return 0;
+}
+
+void ev_type_words(char *buf, size_t size) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < EV_N_TYPES && at < size; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == EV_N_TYPES ? " or " : ", ";
+        int n = snprintf(buf + at, size - at, "%s%s", sep, ev_types[i].word);
+        if (n < 0) break;
+        at += (size_t)n;
+    }
+}
+
+void ev_type_default_weights(float w[EV_TYPE_END]) {
+    for (uint32_t t = 0; t < EV_TYPE_END; t++)
+        w[t] = 0.0f;
+    for (size_t i = 0; i < EV_N_TYPES; i++)
+        w[ev_types[i].value] = ev_types[i].weight;
+}
+
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e) {
+    ev_event fields = {.ts = ts,
+                       .quantity = quantity,
+                       .price = price,
+                       .weight = 1.0f,
+                       .type = EV_TYPE_PURCHASE,
+                       .recorded = 0};
+    return ev_set_add_event(s, user, user_len, item, item_len, &fields, e);
+}
+
+int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *item,
+                     size_t item_len, const ev_event *fields, err_t *e) {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 1024;
         ev_event *ev = realloc(s->events, cap * sizeof *ev);
@@ -37,9 +114,10 @@ int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, s
     if (idmap_intern(s->users, user, user_len, &ev->user) ||
         idmap_intern(s->items, item, item_len, &ev->item))
         return err_set(e, ERR_NOMEM, "events: out of memory interning ids");
-    ev->ts = ts;
-    ev->quantity = quantity;
-    ev->price = price;
+    uint32_t u = ev->user, i = ev->item;
+    *ev = *fields;
+    ev->user = u;
+    ev->item = i;
     s->n++;
     return ERR_OK;
 }
@@ -72,7 +150,7 @@ int ev_set_drop_users(ev_set *s, const uint8_t *drop, err_t *e) {
         size_t ul, il;
         const char *u = idmap_key(s->users, ev->user, &ul),
                    *it = idmap_key(s->items, ev->item, &il);
-        rc = ev_set_add(&kept, u, ul, it, il, ev->ts, ev->quantity, ev->price, e);
+        rc = ev_set_add_event(&kept, u, ul, it, il, ev, e);
         uint32_t cat = rc ? UINT32_MAX : ev_set_item_category(s, ev->item);
         if (cat != UINT32_MAX) {
             size_t cl;

@@ -12,11 +12,60 @@
 #include "err.h"
 #include "idmap.h"
 
+/* The event types, one row each: XX(NAME, value, name, word, weight).
+ *   value   the public proto's EventType value (server/svc.c asserts that
+ *           they agree), also what the event store keeps
+ *   name    the spelling of exports and counts (the proto's, lower case)
+ *   word    the spelling of the command line (recd query event,
+ *           --event-weights)
+ *   weight  its default weight in purchases, for the server's fold-in and
+ *           for retraining alike
+ * Rows ascend by value: EV_TYPE_END is one past the last. Adding a type is
+ * a row here and its value in the proto. */
+#define EV_TYPE_MAP(XX)                                                                            \
+    XX(VIEW, 1, "view", "view", 0.1f)                                                              \
+    XX(ADD_TO_CART, 2, "add_to_cart", "cart", 0.3f)                                                \
+    XX(PURCHASE, 3, "purchase", "purchase", 1.0f)                                                  \
+    XX(FAVORITE, 4, "favorite", "favorite", 0.5f)
+
+typedef enum ev_type {
+#define EV_TYPE_ENUM(name, value, str, word, weight) EV_TYPE_##name = value,
+    EV_TYPE_MAP(EV_TYPE_ENUM)
+#undef EV_TYPE_ENUM
+        EV_TYPE_END /* size of an array indexed by type (0 is no type) */
+} ev_type;
+
+/* 1 when t is a value of the table, else 0. */
+int ev_type_known(uint32_t t);
+
+/* The name / command-line word of type t; NULL when t is not known. The
+ * strings are static. */
+const char *ev_type_name(uint32_t t);
+const char *ev_type_word(uint32_t t);
+
+/* The type whose word is word[0..len), or 0 when none is. */
+uint32_t ev_type_of_word(const char *word, size_t len);
+
+/* Writes the words as a sentence, "view, cart, purchase or favorite", into
+ * buf (truncated to size - 1 bytes, NUL-terminated), for messages that
+ * list the choices. */
+void ev_type_words(char *buf, size_t size);
+
+/* Fills w[0..EV_TYPE_END) with the default weight of each type (0 for
+ * index 0 and any value no type has). */
+void ev_type_default_weights(float w[EV_TYPE_END]);
+
 typedef struct ev_event {
     uint32_t user, item; /* indexes into the set's idmaps */
     int64_t ts;          /* unix seconds, UTC */
     float quantity;      /* >= 0; 1 when the input had no quantity */
     float price;         /* unit price; NAN when the input had no price */
+    /* Its weight in the confidence of training before time decay: 1 for a
+     * purchase-history row (its quantity is units, not a weight), the
+     * weight of its type for a recorded event. */
+    float weight;
+    uint8_t type;     /* ev_type; EV_TYPE_PURCHASE for a purchase-history row */
+    uint8_t recorded; /* 1 = from the event store, 0 = a purchase-history row */
 } ev_event;
 
 typedef struct ev_set {
@@ -35,9 +84,15 @@ typedef struct ev_set {
 int ev_set_init(ev_set *s, err_t *e);
 void ev_set_free(ev_set *s);
 
-/* Appends one event, interning the ids. */
+/* Appends one purchase-history row (type EV_TYPE_PURCHASE, weight 1, not
+ * recorded), interning the ids. */
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e);
+
+/* Appends one event with every field but user and item copied from *fields
+ * (its user and item are ignored), interning the ids. */
+int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *item,
+                     size_t item_len, const ev_event *fields, err_t *e);
 
 /* Records that item (an index of s->items) belongs to the category with the
  * given id; a later call for the same item replaces the earlier one. */

@@ -287,7 +287,7 @@ Test(eval, global_cutoff_split) {
 
 /* Half-life weighting: 0.5^(age / half-life) days before the end of the
  * training data; purchases weigh 1 before decay, event-store events their
- * type weight (in quantity); cells sum their events. */
+ * type weight (ev_event.weight); cells sum their events. */
 Test(eval, half_life_weighting) {
     const int64_t day = 86400, end = 1000 * day;
     cr_expect_float_eq(eval_decay(end - 10 * day, end, 10.0), 0.5, 1e-12);
@@ -301,12 +301,18 @@ Test(eval, half_life_weighting) {
     cr_assert_eq(ev_set_init(&s, &e), ERR_OK);
     add(&s, "u", "a", end - 10 * day);
     add(&s, "u", "a", end - 20 * day);
-    cr_assert_eq(ev_set_add(&s, "u", 1, "b", 1, end, 0.3f, NAN, &e), ERR_OK); /* a cart, 0.3 */
+    ev_event cart = {.ts = end,
+                     .quantity = 1,
+                     .price = NAN,
+                     .weight = 0.3f,
+                     .type = EV_TYPE_ADD_TO_CART,
+                     .recorded = 1};
+    cr_assert_eq(ev_set_add_event(&s, "u", 1, "b", 1, &cart, &e), ERR_OK);
     add(&s, "u", "c", end + 5 * day); /* test: does not move the end */
     float w[4];
     uint8_t is_test[4] = {0, 0, 0, 1};
     cr_expect_eq(eval_train_end(&s, is_test), end);
-    eval_event_weights(&s, 2, 10.0, eval_train_end(&s, is_test), w);
+    eval_event_weights(&s, 10.0, eval_train_end(&s, is_test), w);
     cr_expect_float_eq(w[0], 0.5f, 1e-6);
     cr_expect_float_eq(w[1], 0.25f, 1e-6);
     cr_expect_float_eq(w[2], 0.3f, 1e-6, "type weight, age 0");
@@ -318,8 +324,9 @@ Test(eval, half_life_weighting) {
     cr_expect_eq(csr_nnz(&test), 1);
     csr_free(&train);
     csr_free(&test);
-    eval_event_weights(&s, 4, 0.0, end, w);
-    cr_expect(w[0] == 1.0f && w[1] == 1.0f && w[2] == 1.0f, "purchases count 1 without decay");
+    eval_event_weights(&s, 0.0, end, w);
+    cr_expect(w[0] == 1.0f && w[1] == 1.0f, "purchase rows count 1 without decay");
+    cr_expect_float_eq(w[2], 0.3f, 1e-6, "a recorded event its type's weight");
     ev_set_free(&s);
 }
 

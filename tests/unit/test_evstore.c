@@ -104,10 +104,10 @@ Test(evstore, round_trip) {
     char long_id[EVSTORE_MAX_ID_LEN];
     memset(long_id, 'x', sizeof long_id);
     evstore_event ev[4] = {
-        {"alice", 5, "apple", 5, EVSTORE_VIEW, 1700000000, 0, 0},
-        {"bob", 3, "pe,ar\"\n", 7, EVSTORE_PURCHASE, INT64_MAX, UINT32_MAX, 1234.5678},
-        {"a\0b", 3, "\xc3\xa9t\xc3\xa9", 5, EVSTORE_FAVORITE, 0, 7, 1e-300},
-        {long_id, sizeof long_id, long_id, sizeof long_id, EVSTORE_ADD_TO_CART, 42, 3, 0.1},
+        {"alice", 5, "apple", 5, EV_TYPE_VIEW, 1700000000, 0, 0},
+        {"bob", 3, "pe,ar\"\n", 7, EV_TYPE_PURCHASE, INT64_MAX, UINT32_MAX, 1234.5678},
+        {"a\0b", 3, "\xc3\xa9t\xc3\xa9", 5, EV_TYPE_FAVORITE, 0, 7, 1e-300},
+        {long_id, sizeof long_id, long_id, sizeof long_id, EV_TYPE_ADD_TO_CART, 42, 3, 0.1},
     };
     uint64_t first, n, next;
     append(s, ev, 2, &first);
@@ -159,7 +159,7 @@ Test(evstore, invalid_events_store_nothing) {
     evstore *s = open_store(NULL);
     char long_id[EVSTORE_MAX_ID_LEN + 1];
     memset(long_id, 'x', sizeof long_id);
-    evstore_event good = event("u", "i", EVSTORE_VIEW, 1), bad[8];
+    evstore_event good = event("u", "i", EV_TYPE_VIEW, 1), bad[8];
     for (int i = 0; i < 8; i++)
         bad[i] = good;
     bad[0].user_len = 0;
@@ -194,13 +194,13 @@ Test(evstore, user_range_since_and_order) {
     /* Users whose keys would interleave with a 0x00 terminator ("a" and
      * "a\0b") or share a prefix ("a" and "ab"); events out of ts order. */
     evstore_event ev[] = {
-        {"a", 1, "i1", 2, EVSTORE_VIEW, 300, 1, 0},
-        {"ab", 2, "i2", 2, EVSTORE_VIEW, 100, 1, 0},
-        {"a\0b", 3, "i3", 2, EVSTORE_VIEW, 100, 1, 0},
-        {"a", 1, "i4", 2, EVSTORE_PURCHASE, 100, 1, 0},
-        {"b", 1, "i5", 2, EVSTORE_VIEW, 500, 1, 0},
-        {"a", 1, "i6", 2, EVSTORE_FAVORITE, 200, 1, 0},
-        {"a", 1, "i7", 2, EVSTORE_ADD_TO_CART, 400, 1, 0},
+        {"a", 1, "i1", 2, EV_TYPE_VIEW, 300, 1, 0},
+        {"ab", 2, "i2", 2, EV_TYPE_VIEW, 100, 1, 0},
+        {"a\0b", 3, "i3", 2, EV_TYPE_VIEW, 100, 1, 0},
+        {"a", 1, "i4", 2, EV_TYPE_PURCHASE, 100, 1, 0},
+        {"b", 1, "i5", 2, EV_TYPE_VIEW, 500, 1, 0},
+        {"a", 1, "i6", 2, EV_TYPE_FAVORITE, 200, 1, 0},
+        {"a", 1, "i7", 2, EV_TYPE_ADD_TO_CART, 400, 1, 0},
     };
     size_t n = sizeof ev / sizeof ev[0];
     for (size_t i = 0; i < n; i++)
@@ -261,7 +261,7 @@ static void *ct_main(void *p) {
                                     strlen(user),
                                     items[k],
                                     (size_t)len,
-                                    EVSTORE_VIEW,
+                                    EV_TYPE_VIEW,
                                     j,
                                     (uint32_t)a->thread * 100000 + j,
                                     0};
@@ -359,7 +359,7 @@ static void *dur_child_thread(void *p) {
         evstore_event ev[8];
         for (uint32_t k = 0; k < n; k++) {
             dur_item(items[k], sizeof items[k], a->round, a->thread, counter + k);
-            ev[k] = event("durable", items[k], EVSTORE_PURCHASE, counter + k);
+            ev[k] = event("durable", items[k], EV_TYPE_PURCHASE, counter + k);
         }
         ack r;
         memset(&r, 0, sizeof r); /* padding too: it goes through write(2) */
@@ -452,7 +452,7 @@ Test(evstore, acknowledged_events_survive_kill_9) {
         cr_assert_eq(evstore_count(s, &n, &next, NULL), ERR_OK);
         cr_assert_gt(next, max_seq);
         cr_assert_eq(n, next - 1); /* no holes: nothing half-committed */
-        evstore_event ev = event("parent", "check", EVSTORE_VIEW, 1);
+        evstore_event ev = event("parent", "check", EV_TYPE_VIEW, 1);
         append(s, &ev, 1, &first);
         cr_assert_eq(first, next);
         last_max = first;
@@ -508,7 +508,7 @@ Test(evstore, map_grows) {
     memset(item, 'i', sizeof item);
     evstore_event ev[50];
     for (int k = 0; k < 50; k++)
-        ev[k] = (evstore_event){"grower", 6, item, sizeof item, EVSTORE_VIEW, k, 1, 0};
+        ev[k] = (evstore_event){"grower", 6, item, sizeof item, EV_TYPE_VIEW, k, 1, 0};
     for (int b = 0; b < 60; b++)
         append(s, ev, 50, NULL); /* 3000 events, about 1.5 MB with both copies */
     g.stop = 1;
@@ -543,7 +543,7 @@ Test(evstore, map_grown_by_another_process) {
     memset(item, 'j', sizeof item);
     evstore_event ev[50];
     for (int k = 0; k < 50; k++)
-        ev[k] = (evstore_event){"other", 5, item, sizeof item, EVSTORE_VIEW, k, 1, 0};
+        ev[k] = (evstore_event){"other", 5, item, sizeof item, EV_TYPE_VIEW, k, 1, 0};
     evstore_options o;
     evstore_options_init(&o);
     o.map_size = 64 << 10;
@@ -583,9 +583,9 @@ Test(evstore, map_grown_by_another_process) {
 
 Test(evstore, forget_user) {
     evstore *s = open_store(NULL);
-    evstore_event ev[] = {event("a", "1", EVSTORE_VIEW, 1), event("b", "2", EVSTORE_VIEW, 2),
-                          event("a", "3", EVSTORE_VIEW, 3), event("ab", "4", EVSTORE_VIEW, 4),
-                          event("a", "5", EVSTORE_VIEW, 5)};
+    evstore_event ev[] = {event("a", "1", EV_TYPE_VIEW, 1), event("b", "2", EV_TYPE_VIEW, 2),
+                          event("a", "3", EV_TYPE_VIEW, 3), event("ab", "4", EV_TYPE_VIEW, 4),
+                          event("a", "5", EV_TYPE_VIEW, 5)};
     append(s, ev, 5, NULL);
     uint64_t deleted, n, next;
     cr_assert_eq(evstore_forget_user(s, "a", 1, &deleted, NULL), ERR_OK);
@@ -612,18 +612,20 @@ Test(evstore, forget_user) {
 Test(evstore, load_with_weights) {
     evstore *s = open_store(NULL);
     evstore_event ev[] = {
-        event("u1", "i1", EVSTORE_VIEW, 10), event("u1", "i2", EVSTORE_ADD_TO_CART, 20),
-        event("u2", "i1", EVSTORE_PURCHASE, 30), event("u2", "i3", EVSTORE_FAVORITE, 40)};
+        event("u1", "i1", EV_TYPE_VIEW, 10), event("u1", "i2", EV_TYPE_ADD_TO_CART, 20),
+        event("u2", "i1", EV_TYPE_PURCHASE, 30), event("u2", "i3", EV_TYPE_FAVORITE, 40)};
     ev[2].price = 2.5;
+    ev[1].quantity = 3;
     append(s, ev, 4, NULL);
-    float w[EVSTORE_TYPES] = {0, 0.1f, 0.3f, 1.0f, 0};
+    float w[EV_TYPE_END] = {0, 0.1f, 0.3f, 1.0f, 0};
     ev_set set;
     cr_assert_eq(ev_set_init(&set, NULL), ERR_OK);
     size_t added;
     cr_assert_eq(evstore_load(s, w, &set, &added, NULL), ERR_OK);
     cr_assert_eq(added, 3);
     cr_assert_eq(set.n, 3);
-    float want_q[] = {0.1f, 0.3f, 1.0f};
+    float want_w[] = {0.1f, 0.3f, 1.0f};
+    uint8_t want_type[] = {EV_TYPE_VIEW, EV_TYPE_ADD_TO_CART, EV_TYPE_PURCHASE};
     int64_t want_ts[] = {10, 20, 30};
     const char *want_user[] = {"u1", "u1", "u2"}, *want_item[] = {"i1", "i2", "i1"};
     for (size_t i = 0; i < 3; i++) {
@@ -632,13 +634,16 @@ Test(evstore, load_with_weights) {
         cr_assert(len == 2 && memcmp(id, want_user[i], 2) == 0);
         id = idmap_key(set.items, set.events[i].item, &len);
         cr_assert(len == 2 && memcmp(id, want_item[i], 2) == 0);
-        cr_assert_eq(set.events[i].quantity, want_q[i]);
+        cr_assert_eq(set.events[i].weight, want_w[i]);
+        cr_assert_eq(set.events[i].type, want_type[i]);
+        cr_assert_eq(set.events[i].recorded, 1);
+        cr_assert_eq(set.events[i].quantity, (float)ev[i].quantity);
         cr_assert_eq(set.events[i].ts, want_ts[i]);
     }
     cr_assert(isnan(set.events[0].price));
     cr_assert_eq(set.events[2].price, 2.5f);
     cr_assert_eq(idmap_size(set.items), 2); /* i3 (favorite, weight 0) never seen */
-    w[EVSTORE_FAVORITE] = -1;
+    w[EV_TYPE_FAVORITE] = -1;
     cr_assert_eq(evstore_load(s, w, &set, NULL, NULL), ERR_INVALID);
     ev_set_free(&set);
     evstore_close(s);

@@ -121,3 +121,14 @@ Test(experiment, stored_state_restores_shares_for_the_same_names) {
     cr_assert_eq(exp_restore(&x, damaged, &e), ERR_INVALID);
     cr_expect(strstr(e.msg, "salt"), "%s", e.msg);
 }
+
+Test(experiment, feedback_type_table) {
+    cr_assert_eq(exp_feedback_of_word("conversion"), EXP_FEEDBACK_CONVERSION);
+    cr_assert_eq(exp_feedback_of_word("view"), 0);
+    cr_assert_str_eq(exp_feedback_word(EXP_FEEDBACK_CART), "cart");
+    cr_assert_null(exp_feedback_word(0));
+    cr_assert_null(exp_feedback_word(EXP_FEEDBACK_END));
+    char words[64];
+    exp_feedback_words(words, sizeof words);
+    cr_assert_str_eq(words, "impression, click, cart or conversion");
+}

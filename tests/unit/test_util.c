@@ -1,17 +1,20 @@
 /* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
  * the scoring panels (every kernel copy this CPU runs), the choice of kernel
- * level, UTF-8 validation, the per-user temporal ordering of events. */
+ * level, UTF-8 validation, the per-user temporal ordering of events, the
+ * random generator and the clock. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "cpu.h"
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
 #include "panel.h"
+#include "rng.h"
 #include "stats.h"
 #include "topk.h"
 #include "utf8.h"
@@ -355,4 +358,45 @@ Test(stats, wilson_interval_and_quantile) {
     cr_assert(lo == 0 && hi == 1);
     cr_assert_float_eq(stats_z_for_alpha(0.05), 1.959964, 1e-5);
     cr_assert_float_eq(stats_z_for_alpha(0.01), 2.575829, 1e-5);
+}
+
+/* The published splitmix64 stream for seed 0 (Vigna's reference code): the
+ * initial factors and tuning samples of every model depend on it. */
+Test(rng, splitmix64_reference_stream) {
+    uint64_t state = 0;
+    cr_assert_eq(rng_next(&state), 0xE220A8397B1DCDAFull);
+    cr_assert_eq(rng_next(&state), 0x6E789E6AA1B965F4ull);
+    cr_assert_eq(rng_next(&state), 0x06C45D188009454Full);
+    state = 42;
+    for (int i = 0; i < 1000; i++) {
+        double u = rng_unit(&state);
+        cr_assert(u >= 0.0 && u < 1.0);
+    }
+}
+
+Test(clock, monotonic_seconds_do_not_go_back) {
+    double a = clock_seconds(), b = clock_seconds();
+    cr_assert(a > 0.0);
+    cr_assert(b >= a);
+}
+
+/* The event-type table: one row gives the value, both spellings, the
+ * default weight, and the word list of messages. */
+Test(events, type_table) {
+    cr_assert_eq(ev_type_of_word("cart", 4), EV_TYPE_ADD_TO_CART);
+    cr_assert_eq(ev_type_of_word("add_to_cart", 11), 0, "the export name is not a word");
+    cr_assert_eq(ev_type_of_word("viewed", 4), EV_TYPE_VIEW, "length-bounded");
+    cr_assert_str_eq(ev_type_name(EV_TYPE_ADD_TO_CART), "add_to_cart");
+    cr_assert_str_eq(ev_type_word(EV_TYPE_FAVORITE), "favorite");
+    cr_assert(!ev_type_known(0) && !ev_type_known(EV_TYPE_END) && ev_type_known(EV_TYPE_VIEW));
+    cr_assert_null(ev_type_name(EV_TYPE_END));
+    char words[64];
+    ev_type_words(words, sizeof words);
+    cr_assert_str_eq(words, "view, cart, purchase or favorite");
+    ev_type_words(words, 8);
+    cr_assert_str_eq(words, "view, c", "truncated, terminated");
+    float w[EV_TYPE_END];
+    ev_type_default_weights(w);
+    cr_assert(w[0] == 0.0f && w[EV_TYPE_VIEW] == 0.1f && w[EV_TYPE_ADD_TO_CART] == 0.3f &&
+              w[EV_TYPE_PURCHASE] == 1.0f && w[EV_TYPE_FAVORITE] == 0.5f);
 }

@@ -1,0 +1,230 @@
+#include "pipeline.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "clock.h"
+#include "csr.h"
+#include "eval.h"
+#include "evstore.h"
+#include "idstate.h"
+#include "privacy.h"
+
+/* The churn codes and sizes are stored by model.c, which does not know
+ * churn.h: they must agree. */
+_Static_assert(CHURN_BANDS - 1 == MODEL_CHURN_BANDS, "band thresholds");
+_Static_assert(CHURN_TIERS - 1 == MODEL_CHURN_TIERS, "tier thresholds");
+_Static_assert(CHURN_NONE == MODEL_CHURN_NONE, "unscored code");
+_Static_assert(CHURN_INPUTS <= MODEL_CHURN_MAX_FEATURES, "churn inputs");
+_Static_assert(CHURN_SEGMENTS == 6 && CHURN_SEG_DORMANT == 5 && CHURN_TIER_DIAMOND == 4 &&
+                   CHURN_BAND_HEAVY == 2,
+               "codes documented in model.h");
+
+int pipeline_add_recorded(ev_set *history, const char *events_dir, const float weights[EV_TYPE_END],
+                          size_t *added, err_t *e) {
+    evstore *store;
+    *added = 0;
+    int rc = evstore_open(events_dir, NULL, &store, e);
+    if (!rc) {
+        rc = evstore_load(store, weights, history, added, e);
+        evstore_close(store);
+    }
+    if (rc) err_wrap(e, "event store %s", events_dir);
+    return rc;
+}
+
+typedef struct forgotten_scan {
+    const ev_set *history;
+    uint8_t *drop;
+    uint32_t n;
+} forgotten_scan;
+
+static void mark_forgotten(void *ctx, const char *id, size_t len, const void *value) {
+    forgotten_scan *f = ctx;
+    uint32_t u;
+    if (privacy_of_value(value) == PRIVACY_FORGOTTEN &&
+        idmap_find(f->history->users, id, len, &u) == ERR_OK && !f->drop[u]) {
+        f->drop[u] = 1;
+        f->n++;
+    }
+}
+
+int pipeline_leave_out_forgotten(ev_set *history, const char *events_dir, uint32_t *forgotten,
+                                 err_t *e) {
+    char dir[PATH_MAX];
+    idstate *privacy;
+    *forgotten = 0;
+    if (snprintf(dir, sizeof dir, "%s/" PRIVACY_DIR, events_dir) >= (int)sizeof dir)
+        return err_set(e, ERR_IO, "the events folder path %s is too long", events_dir);
+    int rc = idstate_open(dir, 1, &privacy, e);
+    if (rc) {
+        err_wrap(e, "cannot read the privacy choices in %s", dir);
+        return rc;
+    }
+    forgotten_scan f = {history, calloc(idmap_size(history->users) + 1, 1), 0};
+    if (f.drop) idstate_each(privacy, mark_forgotten, &f);
+    idstate_close(privacy);
+    if (!f.drop) return err_set(e, ERR_NOMEM, "out of memory leaving out forgotten members");
+    if (f.n && (rc = ev_set_drop_users(history, f.drop, e)))
+        err_set(e, rc, "out of memory leaving out forgotten members");
+    if (!rc) *forgotten = f.n;
+    free(f.drop);
+    return rc;
+}
+
+void pipeline_params_init(pipeline_params *p) {
+    memset(p, 0, sizeof *p);
+    als_params_init(&p->als);
+}
+
+/* Fingerprint of the training data itself (ids, times, quantities), so that
+ * two models trained from the same history can be recognised. */
+static void history_fingerprint(const ev_set *s, char out[17]) {
+    XXH64_state_t *h = XXH64_createState();
+    XXH64_reset(h, 0);
+    for (size_t i = 0; i < s->n; i++) {
+        const ev_event *ev = &s->events[i];
+        size_t len;
+        /* Lengths go in too, so that ("ab", "c") and ("a", "bc") differ. */
+        const char *id = idmap_key(s->users, ev->user, &len);
+        XXH64_update(h, &len, sizeof len);
+        XXH64_update(h, id, len);
+        id = idmap_key(s->items, ev->item, &len);
+        XXH64_update(h, &len, sizeof len);
+        XXH64_update(h, id, len);
+        XXH64_update(h, &ev->ts, sizeof ev->ts);
+        /* A recorded event's weight where older versions kept it (in
+         * quantity), so that the same data keeps its fingerprint. */
+        XXH64_update(h, ev->recorded ? &ev->weight : &ev->quantity, sizeof ev->quantity);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)XXH64_digest(h));
+    XXH64_freeState(h);
+}
+
+/* Trains churn on the purchase rows of history and fills *cr and *mc (which
+ * points into *cr). Users known only from recorded events stay unscored. */
+static int train_churn(ev_set *history, const pipeline_params *p, churn_result *cr, model_churn *mc,
+                       err_t *e) {
+    /* The purchase rows come first (the recorded events were appended after
+     * them, and leaving members out keeps the order): churn sees them alone
+     * through a shortened set. Its sort permutes only those rows. */
+    size_t n_all = history->n, n_rows = 0;
+    while (n_rows < n_all && !history->events[n_rows].recorded)
+        n_rows++;
+    history->n = n_rows;
+    int rc = churn_run(history, p->churn, p->churn_report, cr, e);
+    history->n = n_all;
+    if (rc) {
+        char why[sizeof e->msg];
+        memcpy(why, e->msg, sizeof why);
+        return err_set(e, rc, "%s; no model published", why);
+    }
+    *mc = (model_churn){.n_features = CHURN_INPUTS,
+                        .feature_names = churn_input_names,
+                        .coef = cr->model.coef,
+                        .mean = cr->model.mean,
+                        .scale = cr->model.scale,
+                        .intercept = cr->model.intercept,
+                        .platt_a = cr->model.platt_a,
+                        .platt_b = cr->model.platt_b,
+                        .horizon_days = cr->horizon_days,
+                        .scored_at = cr->scored_at,
+                        .features = cr->inputs,
+                        .probability = cr->probability,
+                        .band = cr->band,
+                        .segment = cr->segment,
+                        .tier = cr->tier,
+                        .recency_days = cr->recency_days,
+                        .frequency = cr->frequency,
+                        .monetary = cr->monetary};
+    memcpy(mc->bands, cr->bands, sizeof mc->bands);
+    memcpy(mc->tiers, cr->tiers, sizeof mc->tiers);
+    return ERR_OK;
+}
+
+int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_dir,
+                   model_meta *published, err_t *e) {
+    if (history->n == 0)
+        return err_set(e, ERR_INVALID, "no usable purchase rows or events; no model published");
+    uint32_t n_users = idmap_size(history->users), n_items = idmap_size(history->items);
+    uint32_t *rows = malloc(history->n * sizeof *rows), *cols = malloc(history->n * sizeof *cols);
+    float *vals = malloc(history->n * sizeof *vals);
+    float *popularity = malloc((size_t)n_items * sizeof *popularity);
+    uint32_t *item_category = NULL;
+    csr counts = {0}, by_item = {0};
+    als_factors factors = {0};
+    churn_result cr = {0};
+    model_churn mc = {0};
+    model_input in = {0};
+    int64_t data_until = INT64_MIN;
+    int rc;
+    if (!rows || !cols || !vals || !popularity) {
+        rc = err_set(e, ERR_NOMEM, "out of memory for %zu events", history->n);
+        goto out;
+    }
+    for (size_t i = 0; i < history->n; i++)
+        if (history->events[i].ts > data_until) data_until = history->events[i].ts;
+    /* Ages from data_until: the code evaluation and tuning measure with. */
+    eval_event_weights(history, p->half_life_days, data_until, vals);
+    for (size_t i = 0; i < history->n; i++) {
+        rows[i] = history->events[i].user;
+        cols[i] = history->events[i].item;
+    }
+    if ((rc = csr_from_triplets(n_users, n_items, rows, cols, vals, history->n, &counts, e)) ||
+        (rc = csr_transpose(&counts, &by_item, e)))
+        goto out;
+    /* Before churn sorts the history: the fingerprint follows event order. */
+    history_fingerprint(history, in.meta.source_fingerprint);
+    if (p->churn && (rc = train_churn(history, p, &cr, &mc, e))) goto out;
+    /* Popularity = distinct buyers: the most-popular fallback's order. */
+    for (uint32_t i = 0; i < n_items; i++)
+        popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
+    if (p->matrix) p->matrix(p->matrix_ctx, n_users, n_items, csr_nnz(&counts));
+    double train_start = clock_seconds();
+    if ((rc = als_train(&counts, &p->als, &factors, e))) {
+        err_wrap(e, "training failed");
+        goto out;
+    }
+    in.meta.data_until = data_until;
+    in.meta.factors = p->als.factors;
+    in.meta.n_users = n_users;
+    in.meta.n_items = n_items;
+    in.meta.interactions = history->n;
+    in.meta.iterations = p->als.iterations;
+    in.meta.regularization = p->als.regularization;
+    in.meta.alpha = p->als.alpha;
+    in.meta.loss = factors.loss;
+    in.meta.popularity_blend = p->popularity_blend;
+    in.meta.train_seconds = clock_seconds() - train_start;
+    in.users = history->users;
+    in.items = history->items;
+    if (idmap_size(history->categories) > 0) {
+        if (!(item_category = malloc((size_t)n_items * sizeof *item_category))) {
+            rc = err_set(e, ERR_NOMEM, "out of memory for item categories");
+            goto out;
+        }
+        for (uint32_t i = 0; i < n_items; i++)
+            item_category[i] = ev_set_item_category(history, i);
+        in.categories = history->categories;
+        in.item_category = item_category;
+    }
+    in.user_factors = factors.user_factors;
+    in.item_factors = factors.item_factors;
+    in.user_items = &counts;
+    in.item_popularity = popularity;
+    in.churn = p->churn ? &mc : NULL;
+    if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
+out:
+    free(rows);
+    free(cols);
+    free(vals);
+    free(popularity);
+    free(item_category);
+    csr_free(&counts);
+    csr_free(&by_item);
+    als_factors_free(&factors);
+    churn_result_free(&cr);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* pipeline: the training job as library calls, shared by recd train and
+ * recd tune: a history (purchase rows, then the events a server recorded)
+ * -> the users x items confidence matrix -> implicit ALS, and churn on the
+ * purchase rows -> a published model. What tune publishes is therefore what
+ * train makes with the same parameters, from the history tune already holds.
+ *
+ * Nothing here prints: progress comes through callbacks and the figures to
+ * report through out-parameters; churn's evaluation report goes to the
+ * stream the caller names. Below it: model (publishing, the event and
+ * privacy stores), features and util. */
+#ifndef RECD_PIPELINE_H
+#define RECD_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "als.h"
+#include "churn.h"
+#include "err.h"
+#include "events.h"
+#include "model.h"
+
+/* Appends every event recorded in events_dir (recd serve --events) to
+ * history as recorded events weighing weights[type] (types weighing 0 are
+ * skipped, see evstore_load) and fills *added with their number. Returns
+ * ERR_OK, or the event store's error (ERR_INVALID for a bad weight,
+ * ERR_IO, ERR_FORMAT, ERR_VERSION, ERR_INTERNAL, ERR_NOMEM), its message
+ * naming the store; history may then hold part of the events. Not
+ * thread-safe on one history. */
+int pipeline_add_recorded(ev_set *history, const char *events_dir, const float weights[EV_TYPE_END],
+                          size_t *added, err_t *e);
+
+/* Leaves the members that the server of events_dir was told to forget
+ * (ForgetUser, PRIVACY_FORGOTTEN in its privacy store) out of the whole
+ * history, purchase rows included, keeping the order of the other events,
+ * and fills *forgotten with the members left out. An opt-out only stops
+ * personal serving: those members stay. Returns ERR_OK, or ERR_IO /
+ * ERR_FORMAT / ERR_INTERNAL (the privacy store), ERR_NOMEM. */
+int pipeline_leave_out_forgotten(ev_set *history, const char *events_dir, uint32_t *forgotten,
+                                 err_t *e);
+
+typedef struct pipeline_params {
+    als_params als;         /* its progress callback hears of every iteration */
+    float half_life_days;   /* an event counts 0.5^(age / this) of its weight; 0 = no decay */
+    float popularity_blend; /* model_meta.popularity_blend: 0 pure ALS, +inf popularity only */
+    /* Trains churn beside the recommendations when not NULL (not owned),
+     * writing its evaluation report to churn_report. */
+    const churn_params *churn;
+    FILE *churn_report;
+    /* Called once the matrix is built and churn trained, as ALS starts;
+     * may be NULL. */
+    void (*matrix)(void *ctx, uint32_t n_users, uint32_t n_items, uint64_t nonzeros);
+    void *matrix_ctx;
+} pipeline_params;
+
+/* ALS defaults (als_params_init), no decay, no blend, no churn, no callback. */
+void pipeline_params_init(pipeline_params *p);
+
+/* Trains on history and publishes the model into model_dir (see
+ * model_publish), filling *published with its metadata (version, sizes,
+ * loss, training seconds). r_ui = the sum of the weights of user u's events
+ * on item i (ev_event.weight: a purchase row counts 1, whatever its
+ * quantity), each decayed by its age from the latest event of the history
+ * (eval_event_weights: what evaluation and tuning measure). Churn, when
+ * asked for, learns from the purchase rows only (recorded events are not
+ * purchases with money); it sorts those rows in place, so history's event
+ * order changes. Returns ERR_OK; ERR_INVALID for an empty history (no
+ * usable purchase rows or events), or a churn problem; ERR_NOMEM; the
+ * errors of als_train and model_publish. Nothing is published on error. */
+int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_dir,
+                   model_meta *published, err_t *e);
+
+#endif
