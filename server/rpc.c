@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Call requests each poller keeps posted per method: enough that a burst of
@@ -108,12 +109,6 @@ struct rpc_server {
 static const double rpc_bucket_s[RPC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                  0.01,   0.025,   0.05,   0.1,   0.25,   1};
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -193,7 +188,7 @@ static const char *rpc_method_name(const rpc_call *c) {
 static void rpc_observe(rpc_call *c, int status) {
     rpc_server *s = c->poller->server;
     size_t m = c->method >= 0 ? (size_t)c->method : s->n_methods;
-    double seconds = now_seconds() - c->accepted_at;
+    double seconds = clock_seconds() - c->accepted_at;
     int b = 0;
     while (b < RPC_BUCKETS && seconds > rpc_bucket_s[b])
         b++;
@@ -452,7 +447,7 @@ static int rpc_enqueue(rpc_server *s, rpc_call *c) {
     pthread_mutex_lock(&s->queue_lock);
     int full = s->ring_count == s->ring_cap;
     if (!full) {
-        c->queued_at = now_seconds();
+        c->queued_at = clock_seconds();
         s->ring[(s->ring_head + s->ring_count++) % s->ring_cap] = c;
         pthread_cond_signal(&s->queue_ready);
     }
@@ -464,7 +459,7 @@ static int rpc_enqueue(rpc_server *s, rpc_call *c) {
  * needs no handler, else hand it on. */
 static void rpc_accept(rpc_call *c) {
     rpc_server *s = c->poller->server;
-    c->accepted_at = now_seconds();
+    c->accepted_at = clock_seconds();
     rpc_reply reply = {.status = RPC_OK};
     const rpc_method *m = c->method >= 0 ? &s->methods[c->method] : NULL;
     if (!m) {
@@ -499,7 +494,7 @@ static void rpc_accept(rpc_call *c) {
  * keeps an overload from snowballing. Returns 0 when the call should run,
  * else -1 with reply filled. */
 static int rpc_admit(const rpc_server *s, const rpc_call *c, rpc_reply *reply) {
-    double waited = now_seconds() - c->queued_at;
+    double waited = clock_seconds() - c->queued_at;
     if (rpc_deadline_passed(c))
         rpc_reply_error(reply, RPC_DEADLINE_EXCEEDED,
                         "the deadline passed after %.0f ms in the server's queue", waited * 1e3);

@@ -25,6 +25,7 @@
 
 #include "als.h"
 #include "client.h"
+#include "clock.h"
 #include "cmd.h"
 #include "cpu.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -33,6 +34,7 @@
 #include "recd/v1/recommender.pb-c.h"
 #include "recd_version.h"
 #include "panel.h"
+#include "rng.h"
 #include "score.h"
 #include "topk.h"
 
@@ -107,29 +109,15 @@ typedef struct bench_args {
     int since_set, chosen_only;
 } bench_args;
 
-static double bench_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* splitmix64: fast, seedable, good enough for benchmark data. */
-static uint64_t bench_rand(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [0, n). */
 static uint32_t bench_below(uint64_t *s, uint32_t n) {
-    return (uint32_t)((bench_rand(s) >> 32) * n >> 32);
+    return (uint32_t)((rng_next(s) >> 32) * n >> 32);
 }
 
 /* Standard normal (Box-Muller). */
 static float bench_gauss(uint64_t *s) {
-    double u = ((double)(bench_rand(s) >> 11) + 0.5) * 0x1p-53;
-    double v = (double)(bench_rand(s) >> 11) * 0x1p-53;
+    double u = ((double)(rng_next(s) >> 11) + 0.5) * 0x1p-53;
+    double v = (double)(rng_next(s) >> 11) * 0x1p-53;
     return (float)(sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
 }
 
@@ -269,13 +257,13 @@ static int bench_model(const bench_args *a) {
     in.meta.alpha = 1.0f;
     snprintf(in.meta.source_fingerprint, sizeof in.meta.source_fingerprint, "%016llx",
              (unsigned long long)a->seed);
-    double t0 = bench_now();
+    double t0 = clock_seconds();
     model_meta meta;
     if (model_publish(a->model_dir, &in, &meta, &e)) {
         fprintf(stderr, "recd bench: model: %s\n", e.msg);
         goto done;
     }
-    double publish_s = bench_now() - t0;
+    double publish_s = clock_seconds() - t0;
     /* Write the matrices as the server reads them, from the published
      * model, so the references score the very same bytes. */
     model *m;
@@ -353,18 +341,18 @@ static int run_single(const model *m, uint32_t k, float *scores, float *work, to
                       round_times *r) {
     const model_meta *mt = model_info(m);
     const float *x = model_user_factors(m);
-    double start = bench_now();
+    double start = clock_seconds();
     for (size_t q = 0; q < r->n; q++) {
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         if (score_one(m, x + (size_t)(q % mt->n_users) * mt->factors, k, top, work)) return -1;
-        r->total[q] = (bench_now() - t0) * 1e3;
+        r->total[q] = (clock_seconds() - t0) * 1e3;
     }
-    r->wall_s = bench_now() - start;
+    r->wall_s = clock_seconds() - start;
     for (size_t q = 0; q < r->n; q++) {
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         score_items(m, x + (size_t)(q % mt->n_users) * mt->factors, scores);
         topk_select(scores, mt->n_items, k, top);
-        r->part1[q] = (bench_now() - t0) * 1e3;
+        r->part1[q] = (clock_seconds() - t0) * 1e3;
     }
     return 0;
 }
@@ -375,7 +363,7 @@ static int run_batches(const model *m, uint32_t k, uint32_t b, float *work, topk
                        score_query *q, round_times *r) {
     const model_meta *mt = model_info(m);
     const float *x = model_user_factors(m);
-    double start = bench_now();
+    double start = clock_seconds();
     for (size_t i = 0; i < r->n; i++) {
         size_t first = (i * b) % (mt->n_users - b + 1);
         for (uint32_t j = 0; j < b; j++)
@@ -384,12 +372,12 @@ static int run_batches(const model *m, uint32_t k, uint32_t b, float *work, topk
                                  .max_slope = 1.0f,
                                  .category = -1,
                                  .best = top + (size_t)j * k};
-        double t0 = bench_now();
+        double t0 = clock_seconds();
         err_t e;
         if (score_batch(m, q, b, work, &e)) return -1;
-        r->total[i] = (bench_now() - t0) * 1e3;
+        r->total[i] = (clock_seconds() - t0) * 1e3;
     }
-    r->wall_s = bench_now() - start;
+    r->wall_s = clock_seconds() - start;
     return 0;
 }
 
@@ -628,12 +616,12 @@ static void train_progress(void *ctx, uint32_t iteration, double seconds, double
 static int bench_train(const bench_args *a) {
     csr counts;
     err_t e;
-    double t0 = bench_now();
+    double t0 = clock_seconds();
     if (random_csr(a->users, a->items, a->nnz, a->seed, &counts, &e)) {
         fprintf(stderr, "recd bench: train: %s\n", e.msg);
         return 1;
     }
-    double build_s = bench_now() - t0;
+    double build_s = clock_seconds() - t0;
     train_log log = {malloc(a->iterations * sizeof(double)), 0};
     if (!log.seconds) {
         csr_free(&counts);
