@@ -1,4 +1,4 @@
-/* client: unary gRPC calls over the C core API, for `recd query` and tools.
+/* client: unary gRPC calls over the C core API, for `recd query` and `recd bench`.
  * The other half of rpc: nothing else on the client side sees gRPC. */
 #ifndef RECD_CLIENT_H
 #define RECD_CLIENT_H
