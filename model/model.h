@@ -42,8 +42,8 @@ typedef struct model_meta {
     char version[MODEL_VERSION_MAX]; /* set by model_publish: <UTC time>-<fingerprint> */
     char source_fingerprint[17];     /* hex xxh64 of the input data, set by the caller */
     /* Popularity blend w: a personalized score is x_u . y_i + w * p_i with
-     * p_i the item's popularity scaled to [0, 1] (eval_blend_popularity in
-     * training/eval.h, the arithmetic offline evaluation measures). 0 = pure
+     * p_i the item's popularity scaled to [0, 1] (mf_blend_popularity in
+     * util/mf.h, the arithmetic offline evaluation measures). 0 = pure
      * ALS (also what a model published without it reads as); +INFINITY = the
      * most-popular list for everyone. Never NaN or negative. */
     float popularity_blend;

@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "als.h"
+#include "linalg.h"
+#include "mf.h"
 #include "panel.h"
-#include "eval.h"
 
 void score_gram(const model *m, float *yty) {
     const model_meta *mt = model_info(m);
-    als_gram(model_item_factors(m), mt->n_items, mt->factors, yty);
+    linalg_gram(model_item_factors(m), mt->n_items, mt->factors, mt->factors, yty, mt->factors);
 }
 
 static int cmp_signal_item(const void *a, const void *b) {
@@ -60,8 +60,8 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
         items[out] = item;
         counts[out++] = w;
     }
-    int rc = als_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out,
-                         mt->regularization, mt->alpha, x, e);
+    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out,
+                        mt->regularization, mt->alpha, x, e);
     free(sig);
     free(items);
     free(counts);
@@ -105,8 +105,8 @@ void score_add_popularity(const model *m, uint32_t start, uint32_t len, float *s
     const model_meta *mt = model_info(m);
     if (mt->popularity_blend == 0.0f || isinf(mt->popularity_blend) || mt->n_items == 0) return;
     const float *popularity = model_item_popularity(m);
-    eval_blend_popularity(scores, popularity + start, len, popularity[model_popular_items(m)[0]],
-                          mt->popularity_blend);
+    mf_blend_popularity(scores, popularity + start, len, popularity[model_popular_items(m)[0]],
+                        mt->popularity_blend);
 }
 
 void score_apply_multipliers(float *scores, const float *mult, uint32_t n) {

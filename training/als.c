@@ -9,13 +9,12 @@
 
 #include "als_kernel.h"
 #include "clock.h"
+#include "linalg.h"
+#include "mf.h"
 #include "rng.h"
 
 /* Internally every factor row is padded to a multiple of ALS_LANES floats and
  * ALS_ALIGN-byte aligned for the row kernels (als_kernel.h). */
-/* Fold-in keeps an f x f double matrix; training keeps per-thread vectors.
- * Above this the dense solves stop making sense for a recommender. */
-#define ALS_MAX_FACTORS 4096
 
 void als_params_init(als_params *p) {
     memset(p, 0, sizeof *p);
@@ -43,27 +42,6 @@ static size_t round_up(size_t n, size_t to) {
 static float *alloc_aligned(size_t floats) {
     size_t bytes = round_up(floats ? floats * sizeof(float) : 1, ALS_ALIGN);
     return aligned_alloc(ALS_ALIGN, bytes);
-}
-
-/* ---- Gram matrix ------------------------------------------------------- */
-
-/* Fills g (f x f with row stride ldg) with YtY of the n x f matrix y (row
- * stride ldy), both triangles. OpenBLAS computes the upper one. */
-static void gram(const float *y, size_t n, size_t f, size_t ldy, float *g, size_t ldg) {
-    if (n == 0) {
-        for (size_t j = 0; j < f; j++)
-            memset(g + j * ldg, 0, f * sizeof *g);
-        return;
-    }
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)f, (int)n, 1.0f, y, (int)ldy, 0.0f, g,
-                (int)ldg);
-    for (size_t j = 0; j < f; j++)
-        for (size_t l = 0; l < j; l++)
-            g[j * ldg + l] = g[l * ldg + j];
-}
-
-void als_gram(const float *y, uint32_t n, uint32_t factors, float *yty) {
-    gram(y, n, factors, factors, yty, factors);
 }
 
 /* ---- one half-iteration ------------------------------------------------- */
@@ -170,7 +148,7 @@ static void run_parallel(train_state *st, const als_half_step *h, const uint32_t
 static void gram_regularized(const float *y, size_t n, size_t f, size_t ld, float lambda,
                              float *g) {
     memset(g, 0, ld * ld * sizeof *g);
-    gram(y, n, f, ld, g, ld);
+    linalg_gram(y, n, f, ld, g, ld);
     for (size_t j = 0; j < f; j++)
         g[j * ld + j] += lambda;
 }
@@ -213,8 +191,8 @@ static void compact_rows(float *x, size_t n, size_t f, size_t ld) {
 }
 
 static int check_params(const csr *counts, const als_params *p, err_t *e) {
-    if (p->factors == 0 || p->factors > ALS_MAX_FACTORS)
-        return err_set(e, ERR_INVALID, "als: factors must be in 1..%d (got %u)", ALS_MAX_FACTORS,
+    if (p->factors == 0 || p->factors > MF_MAX_FACTORS)
+        return err_set(e, ERR_INVALID, "als: factors must be in 1..%d (got %u)", MF_MAX_FACTORS,
                        p->factors);
     if (p->cg_steps == 0) return err_set(e, ERR_INVALID, "als: cg_steps must be at least 1");
     if (!(p->regularization >= 0.0f) || !isfinite(p->regularization))
@@ -329,94 +307,4 @@ done:
     free(st.row_conf);
     csr_free(&t);
     return rc;
-}
-
-/* ---- fold-in ---------------------------------------------------------- */
-
-/* Cholesky-Banachiewicz factorization of the symmetric f x f matrix whose
- * lower triangle is in a (row-major, double), in place: a's lower triangle
- * becomes L with L L^T = A. Returns 0, or -1 when A is not positive
- * definite. Row-oriented so the inner products run over contiguous memory. */
-static int cholesky(double *a, size_t f) {
-    for (size_t i = 0; i < f; i++) {
-        double *ri = a + i * f;
-        for (size_t j = 0; j <= i; j++) {
-            const double *rj = a + j * f;
-            double s = ri[j];
-            for (size_t l = 0; l < j; l++)
-                s -= ri[l] * rj[l];
-            if (i == j) {
-                if (!(s > 0.0)) return -1;
-                ri[i] = sqrt(s);
-            } else {
-                ri[j] = s / rj[j];
-            }
-        }
-    }
-    return 0;
-}
-
-int als_fold_in(const float *item_factors, uint32_t factors, const float *yty,
-                const uint32_t *items, const float *counts, uint32_t n, float regularization,
-                float alpha, float *x, err_t *e) {
-    if (factors == 0 || factors > ALS_MAX_FACTORS)
-        return err_set(e, ERR_INVALID, "als: factors must be in 1..%d (got %u)", ALS_MAX_FACTORS,
-                       factors);
-    if (!(regularization >= 0.0f) || !isfinite(regularization) || !(alpha >= 0.0f) ||
-        !isfinite(alpha))
-        return err_set(e, ERR_INVALID, "als: regularization and alpha must be finite and >= 0");
-    for (uint32_t k = 0; k < n; k++)
-        if (!(counts[k] >= 0.0f) || !isfinite(counts[k]))
-            return err_set(e, ERR_INVALID, "als: fold-in count %u is negative or not finite", k);
-    const size_t f = factors;
-    if (n == 0) {
-        /* As in training: a user with no events gets the zero vector. */
-        memset(x, 0, f * sizeof *x);
-        return ERR_OK;
-    }
-    /* Double precision: A can be ill-conditioned when lambda is small, and
-     * the f^2 accumulation per item would otherwise lose digits. */
-    double *a = malloc((f * f + 2 * f) * sizeof *a);
-    if (!a) return err_set(e, ERR_NOMEM, "als: out of memory for a %zu x %zu fold-in", f, f);
-    double *b = a + f * f, *z = b + f;
-    for (size_t j = 0; j < f; j++) {
-        for (size_t l = 0; l <= j; l++)
-            a[j * f + l] = (double)yty[j * f + l];
-        a[j * f + j] += (double)regularization;
-        b[j] = 0.0;
-    }
-    for (uint32_t k = 0; k < n; k++) {
-        const float *y = item_factors + (size_t)items[k] * f;
-        double c = 1.0 + (double)alpha * (double)counts[k];
-        for (size_t j = 0; j < f; j++) {
-            double wj = (c - 1.0) * (double)y[j];
-            double *row = a + j * f;
-            for (size_t l = 0; l <= j; l++)
-                row[l] += wj * (double)y[l];
-            b[j] += c * (double)y[j];
-        }
-    }
-    if (cholesky(a, f)) {
-        free(a);
-        return err_set(e, ERR_INVALID,
-                       "als: fold-in system is not positive definite (regularization %g)",
-                       (double)regularization);
-    }
-    /* L z = b, then L^T x = z. */
-    for (size_t i = 0; i < f; i++) {
-        double s = b[i];
-        for (size_t l = 0; l < i; l++)
-            s -= a[i * f + l] * z[l];
-        z[i] = s / a[i * f + i];
-    }
-    for (size_t i = f; i-- > 0;) {
-        double s = z[i];
-        for (size_t l = i + 1; l < f; l++)
-            s -= a[l * f + i] * z[l];
-        z[i] = s / a[i * f + i];
-    }
-    for (size_t j = 0; j < f; j++)
-        x[j] = (float)z[j];
-    free(a);
-    return ERR_OK;
 }

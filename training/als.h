@@ -10,7 +10,10 @@
  * with a few CG steps warm-started from the previous x_u. YtY comes from
  * OpenBLAS (single-threaded); users/items are split across worker threads
  * in contiguous blocks balanced by nonzeros. Results depend only on the seed
- * and the input (each row's solve is independent of thread count). */
+ * and the input (each row's solve is independent of thread count).
+ *
+ * The exact solve of one user against fixed items (the fold-in a server
+ * runs) is mf_fold_in of util/mf.h, below training and serving alike. */
 #ifndef RECD_ALS_H
 #define RECD_ALS_H
 
@@ -33,7 +36,7 @@ typedef struct als_params {
     void *progress_ctx;
 } als_params;
 
-/* Fills p with the defaults above. */
+/* Fills p with the defaults above (threads from sysconf). Thread-safe. */
 void als_params_init(als_params *p);
 
 /* Factor matrices, row-major float32: user_factors is n_users x factors,
@@ -46,26 +49,23 @@ typedef struct als_factors {
 } als_factors;
 
 /* Trains on counts (users x items, values = purchase counts r_ui; rows with
- * no nonzeros get a zero vector). Fills *out. Returns ERR_OK, ERR_INVALID
- * (factors 0, bad params), ERR_NOMEM. */
+ * no nonzeros get a zero vector), reading counts only. Fills *out, which
+ * the caller owns and frees with als_factors_free; on failure *out is
+ * zeroed and needs no freeing. Calls p->progress from the calling thread.
+ * Sets OpenBLAS to one thread for the whole process (recd parallelizes
+ * over rows itself). Returns ERR_OK, ERR_INVALID (factors not in
+ * 1..MF_MAX_FACTORS of mf.h, cg_steps 0, a negative or non-finite
+ * regularization, alpha or count), ERR_LIMIT (a dimension beyond the BLAS
+ * int range), ERR_NOMEM. Keeps no state between calls: concurrent calls
+ * on different outputs work, though each already uses p->threads cores. */
 int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e);
 
+/* Frees f's matrices and zeroes it; safe on a zeroed struct. */
 void als_factors_free(als_factors *f);
-
-/* Fold-in: solves one user's vector with the items fixed, the same step as a
- * training half-iteration (exact Cholesky solve, not CG, since it runs once).
- * items/counts: n the user's items and their counts; yty: precomputed
- * YtY (factors x factors) of item_factors. Writes factors floats to x. */
-int als_fold_in(const float *item_factors, uint32_t factors, const float *yty,
-                const uint32_t *items, const float *counts, uint32_t n, float regularization,
-                float alpha, float *x, err_t *e);
 
 /* The name of the row kernel copy als_train runs now for the cpu level in
  * use (cpu.h): "baseline", "avx2" or "avx512". Static. Every copy computes
  * the same factors. */
 const char *als_train_kernel(void);
-
-/* Computes YtY (factors x factors, row-major) of an n x factors matrix. */
-void als_gram(const float *y, uint32_t n, uint32_t factors, float *yty);
 
 #endif

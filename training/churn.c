@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "linalg.h"
+
 const char *const churn_input_names[CHURN_INPUTS] = {
     [CHURN_IN_LOG_RECENCY] = "log_recency_days",
     [CHURN_IN_LOG_ORDERS] = "log_orders",
@@ -103,39 +105,6 @@ static double sigmoid(double z) {
     return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
 }
 
-/* Cholesky factorization in place of the symmetric positive definite n x n
- * row-major a (lower triangle used and overwritten), then solves a x = b in
- * place of b. Returns 0, or -1 when a is not positive definite. */
-static int cholesky_solve(double *a, double *b, size_t n) {
-    for (size_t j = 0; j < n; j++) {
-        double d = a[j * n + j];
-        for (size_t k = 0; k < j; k++)
-            d -= a[j * n + k] * a[j * n + k];
-        if (!(d > 0)) return -1;
-        d = sqrt(d);
-        a[j * n + j] = d;
-        for (size_t i = j + 1; i < n; i++) {
-            double v = a[i * n + j];
-            for (size_t k = 0; k < j; k++)
-                v -= a[i * n + k] * a[j * n + k];
-            a[i * n + j] = v / d;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        double v = b[i];
-        for (size_t k = 0; k < i; k++)
-            v -= a[i * n + k] * b[k];
-        b[i] = v / a[i * n + i];
-    }
-    for (size_t i = n; i-- > 0;) {
-        double v = b[i];
-        for (size_t k = i + 1; k < n; k++)
-            v -= a[k * n + i] * b[k];
-        b[i] = v / a[i * n + i];
-    }
-    return 0;
-}
-
 /* Weighted penalized log-loss of beta on z (n x CHURN_P, last column 1):
  * sum_i w_i (softplus(eta_i) - y_i eta_i) + l2/2 |beta without intercept|^2.
  * Fills eta. */
@@ -189,7 +158,7 @@ static int newton(const float *z, const uint8_t *y, const double *w, size_t n, d
             h[j * CHURN_P + j] += 1e-9 * (double)n;
         double step[CHURN_P];
         memcpy(step, g, sizeof step);
-        if (cholesky_solve(h, step, CHURN_P))
+        if (linalg_solve_spd(h, step, CHURN_P))
             return err_set(e, ERR_INTERNAL, "churn: Hessian not positive definite at step %u", it);
         double gmax = 0, smax = 0;
         for (size_t j = 0; j < CHURN_P; j++) {

@@ -8,7 +8,7 @@
  * purchase days in the last 30 / 90 days, mean gap and recency / mean gap,
  * plus trend, basket, breadth and gap spread), fitted by Newton's method
  * (IRLS): the Hessian X^T W X comes from cblas_ssyrk, the gradient and the
- * small (CHURN_INPUTS + 1)^2 Cholesky solve are in double. Classes are
+ * small (CHURN_INPUTS + 1)^2 Cholesky solve (linalg.h) are in double. Classes are
  * weighted n / (2 n_class) so that the retained majority does not dominate
  * the fit; that weighting (and the L2 shrinkage) biases probabilities, so a
  * Platt scaling p = sigmoid(a * s + b) of the linear score s is fitted

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mf.h"
 #include "topk.h"
 
 /* Marks train/test per user. The train count is floor((1 - f) n) computed
@@ -503,16 +504,6 @@ uint32_t eval_popular_recommend(void *ctx, uint32_t u, uint32_t k, const csr *tr
 
 /* ---- matrix-factorization recommender --------------------------------- */
 
-/* The weight is divided once, outside the loop, so the server's blocks of
- * items and evaluation's whole rows add exactly the same float to an item. */
-void eval_blend_popularity(float *scores, const float *popularity, uint32_t n, float max_popularity,
-                           float w) {
-    if (w == 0.0f || !(max_popularity > 0.0f)) return;
-    float scale = w / max_popularity;
-    for (uint32_t i = 0; i < n; i++)
-        scores[i] += scale * popularity[i];
-}
-
 /* Scores with one sgemv (OpenBLAS is expected to be single-threaded, as
  * als_train leaves it, since eval_ranking already runs users in parallel). */
 uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out,
@@ -536,8 +527,8 @@ uint32_t eval_mf_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, 
                 mf->item_factors, (int)mf->factors, mf->user_factors + (size_t)u * mf->factors, 1,
                 0.0f, scores, 1);
     if (mf->blend > 0.0f)
-        eval_blend_popularity(scores, mf->fallback->popularity, mf->n_items,
-                              mf->fallback->max_popularity, mf->blend);
+        mf_blend_popularity(scores, mf->fallback->popularity, mf->n_items,
+                            mf->fallback->max_popularity, mf->blend);
     for (uint64_t i = begin; i < end; i++)
         scores[train->indices[i]] = -INFINITY;
     uint32_t n = topk_select(scores, mf->n_items, k, top);

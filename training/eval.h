@@ -132,19 +132,9 @@ void eval_popular_free(eval_popular *p);
 uint32_t eval_popular_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out,
                                 int *personalized);
 
-/* The popularity blend of a served model (model_meta.popularity_blend):
- * adds w * popularity[i] / max_popularity to scores[i] for i < n, so a
- * personalized score becomes x_u . y_i + w * p_i with p_i in [0, 1] when
- * max_popularity is the largest popularity of the catalogue. The server and
- * offline evaluation both call this, so validation measures the arithmetic
- * that is served. Needs a finite w >= 0 (+inf, "popularity only", is the
- * most-popular list, which callers serve instead); does nothing when w is 0
- * or max_popularity is not positive. An item at -INFINITY stays there. */
-void eval_blend_popularity(float *scores, const float *popularity, uint32_t n, float max_popularity,
-                           float w);
-
 /* Matrix-factorization recommender (ctx is an eval_mf): items ranked by
- * x_u . y_i (+ the popularity blend of fallback's counts when blend > 0),
+ * x_u . y_i (+ the popularity blend of fallback's counts when blend > 0:
+ * mf_blend_popularity of util/mf.h, the arithmetic the server runs),
  * training items excluded. A user whose training row is empty, and every
  * user when blend is +inf, gets fallback's list when fallback is set (what
  * the server serves; not personalized), else nothing. blend > 0 needs

@@ -9,6 +9,8 @@
 
 #include "als.h"
 #include "cpu.h"
+#include "linalg.h"
+#include "mf.h"
 
 /* Builds a csr from a dense row-major matrix (zeros are not stored). */
 static csr dense_to_csr(const float *d, uint32_t rows, uint32_t cols) {
@@ -88,7 +90,7 @@ Test(als, block_diagonal_ranks_own_block_first) {
 }
 
 /* At a fixed point of ALS every user vector is the exact solution of its
- * normal equations against the final item factors; als_fold_in solves those
+ * normal equations against the final item factors; mf_fold_in solves those
  * equations by Cholesky. With as many CG steps as factors (CG's exact
  * convergence in exact arithmetic) and enough iterations to converge, the
  * trained user vectors and the fold-in must agree. */
@@ -105,11 +107,11 @@ Test(als, cg_training_matches_exact_fold_in_at_convergence) {
     err_t e;
     cr_assert_eq(als_train(&m, &p, &f, &e), ERR_OK, "%s", e.msg);
     float yty[5 * 5], x[5];
-    als_gram(f.item_factors, f.n_items, f.factors, yty);
+    linalg_gram(f.item_factors, f.n_items, f.factors, f.factors, yty, f.factors);
     for (uint32_t u = 0; u < m.n_rows; u++) {
         uint64_t b = m.indptr[u], n = m.indptr[u + 1] - b;
-        cr_assert_eq(als_fold_in(f.item_factors, f.factors, yty, m.indices + b, m.values + b,
-                                 (uint32_t)n, p.regularization, p.alpha, x, &e),
+        cr_assert_eq(mf_fold_in(f.item_factors, f.factors, yty, m.indices + b, m.values + b,
+                                (uint32_t)n, p.regularization, p.alpha, x, &e),
                      ERR_OK, "%s", e.msg);
         for (uint32_t j = 0; j < f.factors; j++)
             cr_expect_float_eq(x[j], f.user_factors[u * f.factors + j], 2e-4,
@@ -118,52 +120,6 @@ Test(als, cg_training_matches_exact_fold_in_at_convergence) {
     }
     als_factors_free(&f);
     csr_free(&m);
-}
-
-/* The fold-in solves (YtY + Yt(C - I)Y + lambda I) x = Yt C p exactly:
- * check the residual of that system, built densely here. */
-Test(als, fold_in_solves_normal_equations) {
-    enum { F = 6, N = 9 };
-    float y[N * F], yty[F * F], x[F];
-    srand(3);
-    for (int i = 0; i < N * F; i++)
-        y[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-    als_gram(y, N, F, yty);
-    uint32_t items[3] = {1, 4, 7};
-    float counts[3] = {1.0f, 3.0f, 2.0f};
-    const float lambda = 0.1f, alpha = 2.0f;
-    err_t e;
-    cr_assert_eq(als_fold_in(y, F, yty, items, counts, 3, lambda, alpha, x, &e), ERR_OK, "%s",
-                 e.msg);
-    for (int j = 0; j < F; j++) {
-        double ax = 0.0, b = 0.0;
-        for (int l = 0; l < F; l++) {
-            double a = lambda * (j == l);
-            for (int i = 0; i < N; i++)
-                a += (double)y[i * F + j] * y[i * F + l];
-            for (int k = 0; k < 3; k++)
-                a += alpha * counts[k] * y[items[k] * F + j] * y[items[k] * F + l];
-            ax += a * x[l];
-        }
-        for (int k = 0; k < 3; k++)
-            b += (1.0 + alpha * counts[k]) * y[items[k] * F + j];
-        cr_expect(fabs(ax - b) < 1e-4, "row %d: Ax %g, b %g", j, ax, b);
-    }
-}
-
-Test(als, gram_matches_naive_product) {
-    enum { F = 7, N = 13 };
-    float y[N * F], g[F * F];
-    for (int i = 0; i < N * F; i++)
-        y[i] = (float)((i * 37) % 11) - 5.0f;
-    als_gram(y, N, F, g);
-    for (int j = 0; j < F; j++)
-        for (int l = 0; l < F; l++) {
-            float s = 0.0f;
-            for (int i = 0; i < N; i++)
-                s += y[i * F + j] * y[i * F + l];
-            cr_expect_float_eq(g[j * F + l], s, 1e-3, "YtY[%d][%d]", j, l);
-        }
 }
 
 /* The reported loss must be implicit's: sum over every cell of
@@ -320,8 +276,8 @@ Test(als, empty_rows_get_zero_vectors) {
     cr_expect(f.loss > 0.0 && isfinite(f.loss));
     float x[3] = {1, 1, 1}, yty[9];
     err_t e;
-    als_gram(f.item_factors, 5, 3, yty);
-    cr_expect_eq(als_fold_in(f.item_factors, 3, yty, NULL, NULL, 0, 0.01f, 1.0f, x, &e), ERR_OK);
+    linalg_gram(f.item_factors, 5, 3, 3, yty, 3);
+    cr_expect_eq(mf_fold_in(f.item_factors, 3, yty, NULL, NULL, 0, 0.01f, 1.0f, x, &e), ERR_OK);
     cr_expect(x[0] == 0.0f && x[1] == 0.0f && x[2] == 0.0f);
     als_factors_free(&f);
     csr_free(&m);
@@ -345,13 +301,6 @@ Test(als, rejects_bad_arguments) {
     als_params_init(&p);
     p.cg_steps = 0;
     cr_expect_eq(als_train(&ok, &p, &f, &e), ERR_INVALID, "0 CG steps accepted");
-    /* Without regularization a user of one item leaves A singular: the
-     * Cholesky must report it rather than return garbage. */
-    float y[2 * 2] = {1, 0, 0, 0}, yty[4], x[2];
-    uint32_t item = 0;
-    float count = 1;
-    als_gram(y, 2, 2, yty);
-    cr_expect_eq(als_fold_in(y, 2, yty, &item, &count, 1, 0.0f, 1.0f, x, &e), ERR_INVALID);
     csr_free(&neg);
     csr_free(&ok);
 }

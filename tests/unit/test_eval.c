@@ -389,31 +389,6 @@ Test(eval, factor_recommender) {
     csr_free(&train);
 }
 
-/* The blend adds w * popularity / max to each score: item i with
- * popularity p gets w * p / max more, the most popular exactly w; items at
- * -INFINITY stay there; w 0 or no positive maximum changes nothing. */
-Test(eval, blend_adds_scaled_popularity) {
-    const float pop[4] = {0, 2, 8, 4};
-    float s[4] = {1.0f, -0.5f, 0.25f, -INFINITY};
-    eval_blend_popularity(s, pop, 4, 8.0f, 0.5f);
-    cr_expect_float_eq(s[0], 1.0f, 1e-7);
-    cr_expect_float_eq(s[1], -0.5f + 0.125f, 1e-7);
-    cr_expect_float_eq(s[2], 0.25f + 0.5f, 1e-7);
-    cr_expect(isinf(s[3]) && s[3] < 0, "an excluded item stays excluded");
-    /* A block of the same row (the server scores items in blocks) gets
-     * bit-identical values. */
-    float whole[4] = {0.3f, 0.7f, 0.1f, 0.9f}, part[4];
-    memcpy(part, whole, sizeof whole);
-    eval_blend_popularity(whole, pop, 4, 8.0f, 3.0f);
-    eval_blend_popularity(part, pop, 2, 8.0f, 3.0f);
-    eval_blend_popularity(part + 2, pop + 2, 2, 8.0f, 3.0f);
-    cr_expect(memcmp(whole, part, sizeof whole) == 0, "blocks and rows agree");
-    float t[2] = {1.0f, 2.0f};
-    eval_blend_popularity(t, pop, 2, 8.0f, 0.0f);
-    eval_blend_popularity(t, pop, 2, 0.0f, 5.0f);
-    cr_expect(t[0] == 1.0f && t[1] == 2.0f, "w 0 or no popularity: unchanged");
-}
-
 /* The factor recommender with a blend: a large w ranks by popularity
  * among the non-training items, +inf is the most-popular list (not
  * personalized) even for users with training items. */

@@ -1,7 +1,8 @@
 /* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
  * the scoring panels (every kernel copy this CPU runs), the choice of kernel
  * level, UTF-8 validation, the per-user temporal ordering of events, the
- * random generator and the clock. */
+ * random generator, the clock, the Gram matrix and SPD solve, and the
+ * fold-in and popularity blend that serving and evaluation share. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 #include "csr.h"
 #include "events.h"
 #include "idmap.h"
+#include "linalg.h"
+#include "mf.h"
 #include "panel.h"
 #include "rng.h"
 #include "stats.h"
@@ -399,4 +402,130 @@ Test(events, type_table) {
     ev_type_default_weights(w);
     cr_assert(w[0] == 0.0f && w[EV_TYPE_VIEW] == 0.1f && w[EV_TYPE_ADD_TO_CART] == 0.3f &&
               w[EV_TYPE_PURCHASE] == 1.0f && w[EV_TYPE_FAVORITE] == 0.5f);
+}
+
+Test(linalg, gram_matches_naive_product) {
+    enum { F = 7, N = 13 };
+    float y[N * F], g[F * F];
+    for (int i = 0; i < N * F; i++)
+        y[i] = (float)((i * 37) % 11) - 5.0f;
+    linalg_gram(y, N, F, F, g, F);
+    for (int j = 0; j < F; j++)
+        for (int l = 0; l < F; l++) {
+            float s = 0.0f;
+            for (int i = 0; i < N; i++)
+                s += y[i * F + j] * y[i * F + l];
+            cr_expect_float_eq(g[j * F + l], s, 1e-3, "YtY[%d][%d]", j, l);
+        }
+}
+
+/* Training keeps rows padded: the strides must be honoured, the padding
+ * columns of g left alone, and no rows mean a zero matrix. */
+Test(linalg, gram_with_strides_and_no_rows) {
+    enum { F = 3, LD = 8, N = 4 };
+    float y[N * LD], g[F * LD];
+    for (int i = 0; i < N * LD; i++)
+        y[i] = (i % LD) < F ? (float)(i % 5) - 2.0f : NAN;
+    for (int i = 0; i < F * LD; i++)
+        g[i] = -7.0f;
+    linalg_gram(y, N, F, LD, g, LD);
+    for (int j = 0; j < F; j++) {
+        for (int l = 0; l < F; l++) {
+            float s = 0.0f;
+            for (int i = 0; i < N; i++)
+                s += y[i * LD + j] * y[i * LD + l];
+            cr_expect_float_eq(g[j * LD + l], s, 1e-5, "YtY[%d][%d]", j, l);
+        }
+        for (int l = F; l < LD; l++)
+            cr_expect_eq(g[j * LD + l], -7.0f, "padding [%d][%d] written", j, l);
+    }
+    linalg_gram(y, 0, F, LD, g, LD);
+    for (int j = 0; j < F; j++)
+        for (int l = 0; l < F; l++)
+            cr_expect_eq(g[j * LD + l], 0.0f);
+}
+
+/* A known system, given by its lower triangle only (the upper one holds
+ * garbage that must not be read), and one that is not positive definite. */
+Test(linalg, solves_spd_system_and_refuses_indefinite) {
+    /* A = [4 2 0; 2 5 3; 0 3 6], x = (1, -1, 2): b = A x. */
+    double a[9] = {4, NAN, NAN, 2, 5, NAN, 0, 3, 6}, b[3] = {2, 3, 9};
+    cr_assert_eq(linalg_solve_spd(a, b, 3), 0);
+    cr_expect(fabs(b[0] - 1) < 1e-12 && fabs(b[1] + 1) < 1e-12 && fabs(b[2] - 2) < 1e-12,
+              "x = %g %g %g", b[0], b[1], b[2]);
+    /* The factor: L L^T = A with L[0][0] = 2, L[1][0] = 1, L[1][1] = 2. */
+    cr_expect(fabs(a[0] - 2) < 1e-12 && fabs(a[3] - 1) < 1e-12 && fabs(a[4] - 2) < 1e-12);
+    double s[4] = {1, NAN, 2, 1}, c[2] = {1, 1}; /* eigenvalues 1 +- 2 */
+    cr_expect_eq(linalg_solve_spd(s, c, 2), -1);
+}
+
+/* The fold-in solves (YtY + Yt(C - I)Y + lambda I) x = Yt C p exactly:
+ * check the residual of that system, built densely here. */
+Test(mf, fold_in_solves_normal_equations) {
+    enum { F = 6, N = 9 };
+    float y[N * F], yty[F * F], x[F];
+    srand(3);
+    for (int i = 0; i < N * F; i++)
+        y[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    linalg_gram(y, N, F, F, yty, F);
+    uint32_t items[3] = {1, 4, 7};
+    float counts[3] = {1.0f, 3.0f, 2.0f};
+    const float lambda = 0.1f, alpha = 2.0f;
+    err_t e;
+    cr_assert_eq(mf_fold_in(y, F, yty, items, counts, 3, lambda, alpha, x, &e), ERR_OK, "%s",
+                 e.msg);
+    for (int j = 0; j < F; j++) {
+        double ax = 0.0, b = 0.0;
+        for (int l = 0; l < F; l++) {
+            double a = lambda * (j == l);
+            for (int i = 0; i < N; i++)
+                a += (double)y[i * F + j] * y[i * F + l];
+            for (int k = 0; k < 3; k++)
+                a += alpha * counts[k] * y[items[k] * F + j] * y[items[k] * F + l];
+            ax += a * x[l];
+        }
+        for (int k = 0; k < 3; k++)
+            b += (1.0 + alpha * counts[k]) * y[items[k] * F + j];
+        cr_expect(fabs(ax - b) < 1e-4, "row %d: Ax %g, b %g", j, ax, b);
+    }
+}
+
+Test(mf, fold_in_refuses_bad_arguments_and_singular_systems) {
+    /* Without regularization a user of one item leaves A singular: the
+     * Cholesky must report it rather than return garbage. */
+    float y[2 * 2] = {1, 0, 0, 0}, yty[4], x[2] = {5, 5};
+    uint32_t item = 0;
+    float count = 1, negative = -1;
+    err_t e;
+    linalg_gram(y, 2, 2, 2, yty, 2);
+    cr_expect_eq(mf_fold_in(y, 2, yty, &item, &count, 1, 0.0f, 1.0f, x, &e), ERR_INVALID);
+    cr_expect(x[0] == 5 && x[1] == 5, "x written on failure");
+    cr_expect_eq(mf_fold_in(y, 2, yty, &item, &negative, 1, 0.1f, 1.0f, x, &e), ERR_INVALID);
+    cr_expect_eq(mf_fold_in(y, 2, yty, &item, &count, 1, 0.1f, NAN, x, &e), ERR_INVALID);
+    cr_expect_eq(mf_fold_in(y, 0, yty, &item, &count, 1, 0.1f, 1.0f, x, &e), ERR_INVALID);
+}
+
+/* The blend adds w * popularity / max to each score: item i with
+ * popularity p gets w * p / max more, the most popular exactly w; items at
+ * -INFINITY stay there; w 0 or no positive maximum changes nothing. */
+Test(mf, blend_adds_scaled_popularity) {
+    const float pop[4] = {0, 2, 8, 4};
+    float s[4] = {1.0f, -0.5f, 0.25f, -INFINITY};
+    mf_blend_popularity(s, pop, 4, 8.0f, 0.5f);
+    cr_expect_float_eq(s[0], 1.0f, 1e-7);
+    cr_expect_float_eq(s[1], -0.5f + 0.125f, 1e-7);
+    cr_expect_float_eq(s[2], 0.25f + 0.5f, 1e-7);
+    cr_expect(isinf(s[3]) && s[3] < 0, "an excluded item stays excluded");
+    /* A block of the same row (the server scores items in blocks) gets
+     * bit-identical values. */
+    float whole[4] = {0.3f, 0.7f, 0.1f, 0.9f}, part[4];
+    memcpy(part, whole, sizeof whole);
+    mf_blend_popularity(whole, pop, 4, 8.0f, 3.0f);
+    mf_blend_popularity(part, pop, 2, 8.0f, 3.0f);
+    mf_blend_popularity(part + 2, pop + 2, 2, 8.0f, 3.0f);
+    cr_expect(memcmp(whole, part, sizeof whole) == 0, "blocks and rows agree");
+    float t[2] = {1.0f, 2.0f};
+    mf_blend_popularity(t, pop, 2, 8.0f, 0.0f);
+    mf_blend_popularity(t, pop, 2, 0.0f, 5.0f);
+    cr_expect(t[0] == 1.0f && t[1] == 2.0f, "w 0 or no popularity: unchanged");
 }
