@@ -101,10 +101,6 @@
 #define K_CHURN_RECENCY "churn_recency_days"
 #define K_CHURN_FREQUENCY "churn_frequency"
 #define K_CHURN_MONETARY "churn_monetary"
-/* Codes of model_churn (model.h): bands, segments, tiers. */
-#define MODEL_CHURN_N_BANDS 3
-#define MODEL_CHURN_N_SEGMENTS 6
-#define MODEL_CHURN_N_TIERS 5
 
 /* One id space as read from the map: the id table and its hash index. */
 typedef struct model_ids {
@@ -1509,4 +1505,39 @@ int model_churn_contributions(const model *m, uint32_t u, double *out) {
     for (uint32_t j = 0; j < c->n_features; j++)
         out[j] = c->coef[j] * ((x[j] - c->mean[j]) / c->scale[j]);
     return ERR_OK;
+}
+
+/* ---- churn codes ------------------------------------------------------- */
+
+#define CHURN_CODE_NAME(name, code, str) [code] = str,
+static const char *const band_names[MODEL_CHURN_N_BANDS] = {MODEL_CHURN_BAND_MAP(CHURN_CODE_NAME)};
+static const char *const segment_names[MODEL_CHURN_N_SEGMENTS] = {
+    MODEL_CHURN_SEGMENT_MAP(CHURN_CODE_NAME)};
+static const char *const tier_names[MODEL_CHURN_N_TIERS] = {MODEL_CHURN_TIER_MAP(CHURN_CODE_NAME)};
+#undef CHURN_CODE_NAME
+
+const char *model_churn_band_name(uint32_t code) {
+    return code < MODEL_CHURN_N_BANDS ? band_names[code] : "";
+}
+
+const char *model_churn_segment_name(uint32_t code) {
+    return code < MODEL_CHURN_N_SEGMENTS ? segment_names[code] : "";
+}
+
+const char *model_churn_tier_name(uint32_t code) {
+    return code < MODEL_CHURN_N_TIERS ? tier_names[code] : "";
+}
+
+static int code_of(const char *const *names, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+int model_churn_segment_code(const char *name) {
+    return code_of(segment_names, MODEL_CHURN_N_SEGMENTS, name);
+}
+
+int model_churn_tier_code(const char *name) {
+    return code_of(tier_names, MODEL_CHURN_N_TIERS, name);
 }

@@ -56,19 +56,63 @@ typedef struct model_meta {
  *     s = intercept + sum_j coef[j] * (features[j] - mean[j]) / scale[j]
  * and coef[j] * (features[j] - mean[j]) / scale[j] is how much input j
  * pushes the score (positive = towards churn): the explanation.
- * Codes: band 0 light, 1 medium, 2 heavy (p < bands[0], < bands[1], else);
- * segment 0 high-value active, 1 mid-value active, 2 low-value active,
- * 3 promising, 4 at-risk, 5 dormant; tier 0 ordinary, 1 bronze, 2 silver,
- * 3 gold, 4 diamond (spend in the 365 days before scored_at >= tiers[t-1]);
+ * Codes: those of the tables below (a band by p < bands[0], < bands[1],
+ * else; a tier by spend in the 365 days before scored_at >= tiers[t-1]);
  * MODEL_CHURN_NONE with probability NaN for a user who had not bought before
  * scored_at. In model_input every pointer is borrowed for the call; from
  * model_churn_info every pointer points into the map (valid until
  * model_close). */
 #define MODEL_CHURN_MAX_FEATURES 256
 #define MODEL_CHURN_NAME_MAX 64 /* bytes of a feature name, with NUL */
-#define MODEL_CHURN_BANDS 2     /* band thresholds: medium, heavy */
-#define MODEL_CHURN_TIERS 4     /* tier thresholds: bronze, silver, gold, diamond */
+
+/* The churn codes, one table each: XX(NAME, code, name).
+ *   code  the byte stored per user (model_churn.band, .segment, .tier), and
+ *         the value of training/churn.h's CHURN_BAND_NAME, CHURN_SEG_NAME,
+ *         CHURN_TIER_NAME
+ *   name  the spelling of the public API (the strings risk_band, segment
+ *         and tier of the proto, which has no enum for them; the segments
+ *         and tiers of a campaign filter) and of the training report
+ * Rows ascend by code from 0; a row added here is a code everywhere. */
+#define MODEL_CHURN_BAND_MAP(XX)                                                                   \
+    XX(LIGHT, 0, "light")                                                                          \
+    XX(MEDIUM, 1, "medium")                                                                        \
+    XX(HEAVY, 2, "heavy")
+#define MODEL_CHURN_SEGMENT_MAP(XX)                                                                \
+    XX(HIGH_VALUE_ACTIVE, 0, "high-value active")                                                  \
+    XX(MID_VALUE_ACTIVE, 1, "mid-value active")                                                    \
+    XX(LOW_VALUE_ACTIVE, 2, "low-value active")                                                    \
+    XX(PROMISING, 3, "promising")                                                                  \
+    XX(AT_RISK, 4, "at-risk")                                                                      \
+    XX(DORMANT, 5, "dormant")
+#define MODEL_CHURN_TIER_MAP(XX)                                                                   \
+    XX(ORDINARY, 0, "ordinary")                                                                    \
+    XX(BRONZE, 1, "bronze")                                                                        \
+    XX(SILVER, 2, "silver")                                                                        \
+    XX(GOLD, 3, "gold")                                                                            \
+    XX(DIAMOND, 4, "diamond")
+
+enum {
+#define MODEL_CHURN_COUNT(name, code, str) +1
+    MODEL_CHURN_N_BANDS = 0 MODEL_CHURN_BAND_MAP(MODEL_CHURN_COUNT),
+    MODEL_CHURN_N_SEGMENTS = 0 MODEL_CHURN_SEGMENT_MAP(MODEL_CHURN_COUNT),
+    MODEL_CHURN_N_TIERS = 0 MODEL_CHURN_TIER_MAP(MODEL_CHURN_COUNT),
+#undef MODEL_CHURN_COUNT
+    MODEL_CHURN_BANDS = MODEL_CHURN_N_BANDS - 1, /* band thresholds: medium, heavy */
+    MODEL_CHURN_TIERS = MODEL_CHURN_N_TIERS - 1  /* tier thresholds: bronze, ..., diamond */
+};
 #define MODEL_CHURN_NONE 255
+
+/* The name of a band / segment / tier code, "" when code is none of the
+ * table's (MODEL_CHURN_NONE included). Static strings; thread-safe. */
+const char *model_churn_band_name(uint32_t code);
+const char *model_churn_segment_name(uint32_t code);
+const char *model_churn_tier_name(uint32_t code);
+
+/* The code of a segment / tier name (exact, case-sensitive), or -1 when
+ * none has that name. Thread-safe. */
+int model_churn_segment_code(const char *name);
+int model_churn_tier_code(const char *name);
+
 typedef struct model_churn {
     uint32_t n_features;               /* model inputs per user, 1..MODEL_CHURN_MAX_FEATURES */
     const char *const *feature_names;  /* n_features NUL-terminated names */

@@ -8,36 +8,8 @@
 
 #include "topk.h"
 
-static const char *const band_names[] = {"light", "medium", "heavy"};
-static const char *const segment_names[] = {
-    "high-value active", "mid-value active", "low-value active", "promising", "at-risk", "dormant"};
-static const char *const tier_names[] = {"ordinary", "bronze", "silver", "gold", "diamond"};
-
-#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *campaign_band_name(uint8_t band) {
-    return band < N_OF(band_names) ? band_names[band] : "";
-}
-
-const char *campaign_segment_name(uint8_t segment) {
-    return segment < N_OF(segment_names) ? segment_names[segment] : "";
-}
-
-const char *campaign_tier_name(uint8_t tier) {
-    return tier < N_OF(tier_names) ? tier_names[tier] : "";
-}
-
-int campaign_segment_code(const char *name) {
-    for (size_t i = 0; i < N_OF(segment_names); i++)
-        if (!strcmp(name, segment_names[i])) return (int)i;
-    return -1;
-}
-
-int campaign_tier_code(const char *name) {
-    for (size_t i = 0; i < N_OF(tier_names); i++)
-        if (!strcmp(name, tier_names[i])) return (int)i;
-    return -1;
-}
+/* campaign_filter keeps a bit per segment and per tier. */
+_Static_assert(MODEL_CHURN_N_SEGMENTS <= 32 && MODEL_CHURN_N_TIERS <= 32, "code masks");
 
 int campaign_top_factors(const model *m, uint32_t u, uint32_t n, uint32_t *feature,
                          double *contribution, uint32_t *n_out, err_t *e) {

@@ -1,7 +1,7 @@
-/* campaign: push-campaign targeting over a model's churn scores - names of
- * the churn codes, the factors that explain one member's score, members'
- * affinity to an item or category, and the ordered, filtered member list that
- * StreamCampaignTargets sends.
+/* campaign: push-campaign targeting over a model's churn scores - the
+ * factors that explain one member's score, members' affinity to an item or
+ * category, and the ordered, filtered member list that StreamCampaignTargets
+ * sends. The names of the churn codes are model.h's tables.
  *
  * Only members with a churn score (they bought before the model's scoring
  * time) are ever targets. */
@@ -12,15 +12,6 @@
 
 #include "err.h"
 #include "model.h"
-
-/* Names of the codes of model_churn (band, segment, tier); "" when unknown. */
-const char *campaign_band_name(uint8_t band);
-const char *campaign_segment_name(uint8_t segment);
-const char *campaign_tier_name(uint8_t tier);
-
-/* The code of a segment / tier name, or -1 when there is none by that name. */
-int campaign_segment_code(const char *name);
-int campaign_tier_code(const char *name);
 
 /* Fills feature[] and contribution[] with up to n of user u's churn-score
  * contributions, largest magnitude first; *n_out gets how many. Returns

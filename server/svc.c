@@ -1227,9 +1227,9 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
             Recd__V1__ChurnScore resp = RECD__V1__CHURN_SCORE__INIT;
             resp.user_id = rq->user_id;
             resp.probability = cu.probability;
-            resp.risk_band = (char *)campaign_band_name(cu.band);
-            resp.segment = (char *)campaign_segment_name(cu.segment);
-            resp.tier = (char *)campaign_tier_name(cu.tier);
+            resp.risk_band = (char *)model_churn_band_name(cu.band);
+            resp.segment = (char *)model_churn_segment_name(cu.segment);
+            resp.tier = (char *)model_churn_tier_name(cu.tier);
             resp.rfm = &rfm;
             resp.top_factors = factor_ptrs;
             resp.n_top_factors = n;
@@ -1265,9 +1265,9 @@ static int target_emit(void *ctx, uint32_t u) {
     Recd__V1__CampaignTarget t = RECD__V1__CAMPAIGN_TARGET__INIT;
     t.user_id = user;
     t.churn_probability = ts->churn->probability[u];
-    t.risk_band = (char *)campaign_band_name(ts->churn->band[u]);
-    t.segment = (char *)campaign_segment_name(ts->churn->segment[u]);
-    t.tier = (char *)campaign_tier_name(ts->churn->tier[u]);
+    t.risk_band = (char *)model_churn_band_name(ts->churn->band[u]);
+    t.segment = (char *)model_churn_segment_name(ts->churn->segment[u]);
+    t.tier = (char *)model_churn_tier_name(ts->churn->tier[u]);
     t.monetary = ts->churn->monetary[u];
     t.affinity = ts->affinity ? ts->affinity[u] : 0.0f;
     size_t n = recd__v1__campaign_target__get_packed_size(&t);
@@ -1337,7 +1337,7 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
         return -1;
     }
     for (size_t i = 0; i < rq->n_segments; i++) {
-        int code = campaign_segment_code(rq->segments[i]);
+        int code = model_churn_segment_code(rq->segments[i]);
         if (code < 0) {
             rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "segments[%zu] '%.*s' is not a segment", i,
                             64, rq->segments[i]);
@@ -1346,7 +1346,7 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
         f->segments |= 1u << code;
     }
     for (size_t i = 0; i < rq->n_tiers; i++) {
-        int code = campaign_tier_code(rq->tiers[i]);
+        int code = model_churn_tier_code(rq->tiers[i]);
         if (code < 0) {
             rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "tiers[%zu] '%.*s' is not a tier", i, 64,
                             rq->tiers[i]);

@@ -26,11 +26,12 @@ const char *const churn_input_names[CHURN_INPUTS] = {
     [CHURN_IN_LOG_BASKET] = "log_basket_lines",
     [CHURN_IN_LOG_BREADTH] = "log_breadth",
 };
-const char *const churn_band_names[CHURN_BANDS] = {"light", "medium", "heavy"};
-const char *const churn_segment_names[CHURN_SEGMENTS] = {
-    "high-value active", "mid-value active", "low-value active", "promising", "at-risk", "dormant"};
-const char *const churn_tier_names[CHURN_TIERS] = {"ordinary", "bronze", "silver", "gold",
-                                                   "diamond"};
+/* A gap or a repeated code in model.h's tables would leave the count
+ * short of the last code + 1. */
+_Static_assert((int)CHURN_BANDS == MODEL_CHURN_N_BANDS &&
+                   (int)CHURN_SEGMENTS == MODEL_CHURN_N_SEGMENTS &&
+                   (int)CHURN_TIERS == MODEL_CHURN_N_TIERS,
+               "churn codes ascend from 0 without gaps");
 
 /* Newton on a strictly convex objective converges quadratically; 100 steps
  * without meeting the tolerance means the data are broken, not slow. */
@@ -579,14 +580,14 @@ static void print_report(FILE *f, const churn_params *p, const churn_result *r) 
     fprintf(f, "churn: risk bands at %s (light < %.2f <= medium < %.2f <= heavy):", b3, r->bands[0],
             r->bands[1]);
     for (int b = 0; b < CHURN_BANDS; b++)
-        fprintf(f, " %s %u", churn_band_names[b], bands[b]);
+        fprintf(f, " %s %u", model_churn_band_name(b), bands[b]);
     fprintf(f, "\nchurn: segments:");
     for (int s = 0; s < CHURN_SEGMENTS; s++)
-        fprintf(f, " %s %u;", churn_segment_names[s], segs[s]);
+        fprintf(f, " %s %u;", model_churn_segment_name(s), segs[s]);
     fprintf(f, "\nchurn: tiers by spend in the last 365 days (%g / %g / %g / %g):", r->tiers[0],
             r->tiers[1], r->tiers[2], r->tiers[3]);
     for (int t = 0; t < CHURN_TIERS; t++)
-        fprintf(f, " %s %u", churn_tier_names[t], tiers[t]);
+        fprintf(f, " %s %u", model_churn_tier_name(t), tiers[t]);
     fprintf(f, "\n");
 }
 

@@ -45,6 +45,7 @@
 
 #include "err.h"
 #include "events.h"
+#include "model.h"
 #include "rfm.h"
 
 /* Model inputs, computed from one feat_matrix row by churn_inputs. */
@@ -70,29 +71,29 @@ enum {
 
 extern const char *const churn_input_names[CHURN_INPUTS];
 
-enum { CHURN_BAND_LIGHT, CHURN_BAND_MEDIUM, CHURN_BAND_HEAVY, CHURN_BANDS };
+/* Bands, segments and tiers are the model's codes (model.h's tables, whose
+ * names are model_churn_band_name ...): CHURN_BANDS, CHURN_SEGMENTS and
+ * CHURN_TIERS of them. */
 enum {
-    CHURN_SEG_HIGH_VALUE_ACTIVE,
-    CHURN_SEG_MID_VALUE_ACTIVE,
-    CHURN_SEG_LOW_VALUE_ACTIVE,
-    CHURN_SEG_PROMISING,
-    CHURN_SEG_AT_RISK,
-    CHURN_SEG_DORMANT,
-    CHURN_SEGMENTS
+#define CHURN_BAND_ENUM(name, code, str) CHURN_BAND_##name = code,
+    MODEL_CHURN_BAND_MAP(CHURN_BAND_ENUM)
+#undef CHURN_BAND_ENUM
+        CHURN_BANDS
 };
 enum {
-    CHURN_TIER_ORDINARY,
-    CHURN_TIER_BRONZE,
-    CHURN_TIER_SILVER,
-    CHURN_TIER_GOLD,
-    CHURN_TIER_DIAMOND,
-    CHURN_TIERS
+#define CHURN_SEG_ENUM(name, code, str) CHURN_SEG_##name = code,
+    MODEL_CHURN_SEGMENT_MAP(CHURN_SEG_ENUM)
+#undef CHURN_SEG_ENUM
+        CHURN_SEGMENTS
 };
-#define CHURN_NONE 255 /* band / segment / tier of a user inactive at the scoring time */
-
-extern const char *const churn_band_names[CHURN_BANDS];       /* "light", ... */
-extern const char *const churn_segment_names[CHURN_SEGMENTS]; /* "high-value active", ... */
-extern const char *const churn_tier_names[CHURN_TIERS];       /* "ordinary", ... */
+enum {
+#define CHURN_TIER_ENUM(name, code, str) CHURN_TIER_##name = code,
+    MODEL_CHURN_TIER_MAP(CHURN_TIER_ENUM)
+#undef CHURN_TIER_ENUM
+        CHURN_TIERS
+};
+/* Band / segment / tier of a user inactive at the scoring time. */
+#define CHURN_NONE MODEL_CHURN_NONE
 
 #define CHURN_MIN_CLASS 5 /* churners and stayers each needed at a cutoff */
 #define CHURN_CALIB_BINS 10

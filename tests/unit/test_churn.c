@@ -149,8 +149,8 @@ Test(churn, bands_and_tiers) {
     cr_expect_eq(churn_tier(8000, tiers), CHURN_TIER_SILVER);
     cr_expect_eq(churn_tier(49999, tiers), CHURN_TIER_GOLD);
     cr_expect_eq(churn_tier(1e9, tiers), CHURN_TIER_DIAMOND);
-    cr_expect_str_eq(churn_tier_names[CHURN_TIER_DIAMOND], "diamond");
-    cr_expect_str_eq(churn_band_names[CHURN_BAND_HEAVY], "heavy");
+    cr_expect_str_eq(model_churn_tier_name(CHURN_TIER_DIAMOND), "diamond");
+    cr_expect_str_eq(model_churn_band_name(CHURN_BAND_HEAVY), "heavy");
 }
 
 /* 10 active users and one inactive. With n = 10 the quintile of mid-rank k
@@ -192,7 +192,7 @@ Test(churn, segments_follow_the_quantile_rules) {
                         CHURN_NONE};
     for (int u = 0; u < 11; u++)
         cr_expect_eq(seg[u], want[u], "user %d: %s", u,
-                     seg[u] < CHURN_SEGMENTS ? churn_segment_names[seg[u]] : "none");
+                     seg[u] < CHURN_SEGMENTS ? model_churn_segment_name(seg[u]) : "none");
     /* Ties share the mid-rank: with equal orders and spend everyone has
      * f = m = 3 (mid-rank 5.5), so r alone decides: r <= 2 dormant, else
      * mid-value (f 3 is not "few orders"). */

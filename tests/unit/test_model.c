@@ -870,3 +870,25 @@ Test(model, churn_refuses_inconsistent_input_and_keys) {
     cr_assert_not_null(strstr(msg, "missing key churn_tier"), "%s", msg);
     fixture_free(&f);
 }
+
+/* The churn code tables: every code has its name and back, the public
+ * spellings are the ones the API has always sent, and anything else has
+ * no name or code. */
+Test(model, churn_code_names) {
+    cr_expect_str_eq(model_churn_band_name(0), "light");
+    cr_expect_str_eq(model_churn_band_name(MODEL_CHURN_N_BANDS - 1), "heavy");
+    cr_expect_str_eq(model_churn_segment_name(4), "at-risk");
+    cr_expect_str_eq(model_churn_tier_name(MODEL_CHURN_N_TIERS - 1), "diamond");
+    cr_expect_str_eq(model_churn_band_name(MODEL_CHURN_NONE), "");
+    cr_expect_str_eq(model_churn_segment_name(MODEL_CHURN_N_SEGMENTS), "");
+    cr_expect_str_eq(model_churn_tier_name(MODEL_CHURN_N_TIERS), "");
+    for (uint32_t c = 0; c < MODEL_CHURN_N_SEGMENTS; c++)
+        cr_expect_eq(model_churn_segment_code(model_churn_segment_name(c)), (int)c);
+    for (uint32_t c = 0; c < MODEL_CHURN_N_TIERS; c++)
+        cr_expect_eq(model_churn_tier_code(model_churn_tier_name(c)), (int)c);
+    cr_expect_eq(model_churn_segment_code("Dormant"), -1);
+    cr_expect_eq(model_churn_tier_code("platinum"), -1);
+    cr_expect_eq(model_churn_tier_code(""), -1);
+    cr_expect_eq(MODEL_CHURN_BANDS, 2);
+    cr_expect_eq(MODEL_CHURN_TIERS, 4);
+}
