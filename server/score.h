@@ -3,7 +3,11 @@
  * (availability, boosts, category), similarity to seed items, and a top-k
  * that can trade relevance for diversity (maximal marginal relevance).
  *
- * Everything reads the model in place; the caller provides the buffers. */
+ * Everything reads the model in place (it must stay open for the call) and
+ * writes only the caller's buffers, so concurrent calls are safe, on one
+ * model or several. Item indexes passed in (signals, seeds, exclusions)
+ * must be below the model's n_items: they are not checked here. OpenBLAS
+ * is expected single-threaded (`recd serve` sets it). */
 #ifndef RECD_SCORE_H
 #define RECD_SCORE_H
 
@@ -23,15 +27,18 @@ typedef struct score_signal {
     float weight;
 } score_signal;
 
-/* Computes YtY (factors x factors) of m's item factors into yty: once per
- * model, for every fold-in. */
+/* Computes YtY (factors x factors floats, both triangles) of m's item
+ * factors into yty: once per model, for every fold-in. */
 void score_gram(const model *m, float *yty);
 
 /* Folds a shopper in: solves x with the item factors fixed, exactly as an ALS
  * training step would for a user whose counts are the stored history of user
- * (none when user is SCORE_NO_USER) plus the signals (weights of repeated
- * items add up). Writes factors floats to x. Returns ERR_OK, ERR_INVALID,
- * ERR_NOMEM. */
+ * (an index below n_users, or SCORE_NO_USER for none) plus the n signals
+ * (read only; weights of repeated items add up), by mf_fold_in with the
+ * model's regularization and alpha; yty from score_gram. Writes factors
+ * floats to x. Returns ERR_OK, ERR_INVALID (a negative or non-finite
+ * weight, or a system that is not positive definite), ERR_NOMEM; x is
+ * unchanged on failure. */
 int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
                   size_t n, float *x, err_t *e);
 
@@ -51,7 +58,7 @@ typedef struct score_query {
     uint32_t n_best;  /* set by score_batch */
 } score_query;
 
-/* Floats of the workspace score_batch needs for n queries. */
+/* Floats of the workspace score_batch needs for n queries (any model). */
 size_t score_batch_workspace(size_t n);
 
 /* The best k items of each of n queries by x . y_i (plus the model's
@@ -59,36 +66,44 @@ size_t score_batch_workspace(size_t n);
  * rank them, into each query's best. The item matrix is read once for all
  * n queries, block by block, from the model's bfloat16 panels; the few items
  * whose panel scores come within the error bound of a query's cut are scored
- * again in float32. work has score_batch_workspace(n) floats. Returns ERR_OK
- * or ERR_NOMEM. */
+ * again in float32. work has score_batch_workspace(n) floats, owned by the
+ * caller (one per thread). Returns ERR_OK or ERR_NOMEM (then the queries'
+ * best and n_best are not to be used). */
 int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e);
 
-/* scores[i] = x . y_i for every item of m (one sgemv over the item matrix). */
+/* scores[i] = x . y_i for every item of m (one sgemv over the item matrix;
+ * x has factors floats, scores n_items). */
 void score_items(const model *m, const float *x, float *scores);
 
-/* scores[i] = mean cosine similarity of item i to the seed items. */
+/* scores[i] = mean cosine similarity of item i to the n seed items
+ * (n_items floats); -INFINITY for an item whose vector is zero. Cannot
+ * fail: without memory for its query vector every score is -INFINITY, so
+ * nothing is recommended. */
 void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores);
 
 /* Adds m's popularity blend (model_meta.popularity_blend, through
- * eval_blend_popularity) to the personalized scores of items [start,
+ * mf_blend_popularity) to the personalized scores of items [start,
  * start + len) in scores[0, len). Nothing for a pure ALS model (blend 0);
  * a blend of +inf is answered as POPULAR and never scored here. */
 void score_add_popularity(const model *m, uint32_t start, uint32_t len, float *scores);
 
-/* Applies the storefront's per-item multipliers (catalog_multipliers): 0
- * excludes an item (-INFINITY); otherwise a positive score is multiplied
- * and a negative one divided, so a boost always moves an item up. */
+/* Applies the storefront's per-item multipliers (catalog_multipliers; n of
+ * them, each >= 0) to n scores: 0 excludes an item (-INFINITY); otherwise a
+ * positive score is multiplied and a negative one divided, so a boost
+ * always moves an item up. */
 void score_apply_multipliers(float *scores, const float *mult, uint32_t n);
 
-/* Excludes every item whose category is not category (-INFINITY). */
+/* Excludes (-INFINITY) every item of the n_items scores whose category is
+ * not category; all of them when the model has no categories. */
 void score_keep_category(const model *m, uint32_t category, float *scores);
 
 /* Top k of scores (entries at -INFINITY never), best first. With diversity
  * d in (0, 1], picks greedily by (1 - d) * relevance - d * (highest cosine
  * similarity to an item already picked) among the best candidates, with
  * relevance min-max scaled to [0, 1]; the entries keep their original
- * scores. Writes up to k entries to out and their number to *n_out.
- * Returns ERR_OK or ERR_NOMEM. */
+ * scores. scores has n_items floats; out has room for k. Writes up to k
+ * entries to out and their number to *n_out. Returns ERR_OK or ERR_NOMEM
+ * (only with diversity; out and *n_out then untouched). */
 int score_top_k(const model *m, const float *scores, uint32_t k, float diversity, topk_entry *out,
                 uint32_t *n_out, err_t *e);
 

@@ -3,7 +3,10 @@
  * per-user purchased-item lists of a model.
  *
  * A csr owns its three arrays (malloc'ed); free them with csr_free. Column
- * indexes within a row are sorted ascending and distinct. */
+ * indexes within a row are sorted ascending and distinct. Functions keep no
+ * state: concurrent calls are safe on different matrices, and any number of
+ * readers (csr_nnz, csr_has, csr_transpose's input) may share one matrix
+ * that nobody writes. */
 #ifndef RECD_CSR_H
 #define RECD_CSR_H
 
@@ -19,23 +22,30 @@ typedef struct csr {
     float *values;     /* nnz values */
 } csr;
 
+/* The number of stored entries of m (which must have its indptr). */
 static inline uint64_t csr_nnz(const csr *m) {
     return m->indptr[m->n_rows];
 }
 
 /* Builds an n_rows x n_cols matrix from n triplets (rows[i], cols[i],
- * vals[i]); duplicates are summed. vals may be NULL (every value 1). Every
- * row/col must be in range. Fills *out (caller frees with csr_free). */
+ * vals[i]), reading the arrays only; duplicates are summed. vals may be
+ * NULL (every value 1). Fills *out, which the caller owns and frees with
+ * csr_free. Returns ERR_OK, ERR_INVALID (a row or column out of range: the
+ * message names the triplet), ERR_NOMEM; on failure *out is untouched and
+ * nothing needs freeing. */
 int csr_from_triplets(uint32_t n_rows, uint32_t n_cols, const uint32_t *rows, const uint32_t *cols,
                       const float *vals, size_t n, csr *out, err_t *e);
 
-/* Fills *out with the transpose of m (caller frees with csr_free). */
+/* Fills *out with the transpose of m (rows sorted by column as in any csr),
+ * leaving m alone. The caller owns *out and frees it with csr_free.
+ * Returns ERR_OK or ERR_NOMEM; on failure *out is untouched and nothing
+ * needs freeing. */
 int csr_transpose(const csr *m, csr *out, err_t *e);
 
 /* Frees the arrays of m and zeroes it; safe on a zeroed csr. */
 void csr_free(csr *m);
 
-/* True when column col is stored in row r (binary search). */
+/* 1 when column col is stored in row r < n_rows (binary search), else 0. */
 int csr_has(const csr *m, uint32_t r, uint32_t col);
 
 #endif

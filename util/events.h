@@ -2,7 +2,15 @@
  * importers (CSV, generator), training and evaluation.
  *
  * Users and items are interned into idmaps, so events carry dense indexes.
- * An ev_set owns its events array and both idmaps; free with ev_set_free. */
+ * An ev_set owns its events array, its idmaps and its category table; free
+ * with ev_set_free. Functions that fail return ERR_NOMEM (the only error
+ * here) with a message in e.
+ *
+ * Thread-safety: the type table functions are pure and thread-safe. An
+ * ev_set is not synchronized: one thread changes it at a time, readers may
+ * share one nobody changes. ev_set_sort_by_user_time keeps its comparison
+ * context in file-level variables (qsort has no context argument), so no
+ * two sorts may run at once, even on different sets. */
 #ifndef RECD_EVENTS_H
 #define RECD_EVENTS_H
 
@@ -43,7 +51,8 @@ int ev_type_known(uint32_t t);
 const char *ev_type_name(uint32_t t);
 const char *ev_type_word(uint32_t t);
 
-/* The type whose word is word[0..len), or 0 when none is. */
+/* The type whose word is word[0..len) (exact bytes; word need not be
+ * NUL-terminated), or 0 when none is. */
 uint32_t ev_type_of_word(const char *word, size_t len);
 
 /* Writes the words as a sentence, "view, cart, purchase or favorite", into
@@ -80,22 +89,31 @@ typedef struct ev_set {
     uint32_t n_item_category;
 } ev_set;
 
-/* Initializes an empty set (both idmaps allocated). */
+/* Initializes *s as an empty set (the user, item and category idmaps
+ * allocated), which the caller frees with ev_set_free. Returns ERR_OK or
+ * ERR_NOMEM (*s then zeroed, nothing to free). */
 int ev_set_init(ev_set *s, err_t *e);
+
+/* Frees everything s owns and zeroes it; safe on a zeroed set. */
 void ev_set_free(ev_set *s);
 
 /* Appends one purchase-history row (type EV_TYPE_PURCHASE, weight 1, not
- * recorded), interning the ids. */
+ * recorded), interning the ids (the set copies the bytes; they need no NUL).
+ * Returns ERR_OK or ERR_NOMEM; on failure no event is added, though the
+ * user id may already be interned. */
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e);
 
 /* Appends one event with every field but user and item copied from *fields
- * (its user and item are ignored), interning the ids. */
+ * (its user and item are ignored), interning the ids. Returns as
+ * ev_set_add. */
 int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *item,
                      size_t item_len, const ev_event *fields, err_t *e);
 
 /* Records that item (an index of s->items) belongs to the category with the
- * given id; a later call for the same item replaces the earlier one. */
+ * given id (category[0..len), copied and interned); a later call for the
+ * same item replaces the earlier one. Returns ERR_OK or ERR_NOMEM (the
+ * item's category then unchanged). */
 int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t len, err_t *e);
 
 /* The category index of item, or UINT32_MAX when it has none. */
@@ -103,7 +121,10 @@ uint32_t ev_set_item_category(const ev_set *s, uint32_t item);
 
 /* Removes every event of the users with drop[user] != 0 (drop has one entry
  * per user of s) and re-interns the remaining ids, so that dropped users
- * leave no trace in s, not even their id. Item categories are kept. */
+ * leave no trace in s, not even their id; indexes therefore change. Item
+ * categories are kept for the items that remain. Builds the new set beside
+ * the old one (twice the memory for a moment). Returns ERR_OK or ERR_NOMEM
+ * (s then unchanged). */
 int ev_set_drop_users(ev_set *s, const uint8_t *drop, err_t *e);
 
 /* How events at the same second are ordered by item id. Ascending is the
@@ -113,9 +134,12 @@ int ev_set_drop_users(ev_set *s, const uint8_t *drop, err_t *e);
 typedef enum { EV_TIES_ASCENDING, EV_TIES_DESCENDING } ev_tie_order;
 
 /* Sorts each user's events by (timestamp, item id) and groups users
- * together: the order the temporal split and the fold-in need. Numeric ids
- * compare as numbers, others bytewise. Fills *user_start with n_users + 1
- * offsets into s->events (caller frees). */
+ * together, in place: the order the temporal split and the fold-in need.
+ * Numeric ids compare as numbers, others bytewise. Fills *user_start with
+ * n_users + 1 offsets into s->events (user u's events are [user_start[u],
+ * user_start[u + 1]); malloc'ed, the caller frees it). Returns ERR_OK or
+ * ERR_NOMEM (s then unsorted, *user_start untouched). Not reentrant: see the
+ * file comment. */
 int ev_set_sort_by_user_time(ev_set *s, ev_tie_order ties, uint64_t **user_start, err_t *e);
 
 #endif
