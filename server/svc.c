@@ -48,7 +48,11 @@ typedef struct variant_slot {
 } variant_slot;
 
 struct svc {
-    pthread_mutex_t lock; /* guards every slot's current and exp */
+    /* Guards every slot's current, and exp's salt and shares: SetExperiment
+     * changes those (and only those) while calls read them. exp's n and
+     * names are set by svc_open and never change, so calls read them
+     * without the lock. */
+    pthread_mutex_t lock;
     variant_slot slots[EXP_MAX_VARIANTS];
     experiment exp;             /* names of the slots, shares, salt */
     pthread_mutex_t exp_update; /* one SetExperiment (store, then apply) at a time */
@@ -1635,8 +1639,11 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         }
     }
     if (!bad) {
+        /* Not s->exp = x: that would write the names, which are read
+         * without the lock. */
         pthread_mutex_lock(&s->lock);
-        s->exp = x;
+        memcpy(s->exp.salt, x.salt, sizeof x.salt);
+        memcpy(s->exp.shares, x.shares, sizeof x.shares);
         pthread_mutex_unlock(&s->lock);
     }
     pthread_mutex_unlock(&s->exp_update);
