@@ -4,6 +4,7 @@
 #   2. an ASan+UBSan build: unit and integration tests
 #   3. valgrind: unit tests, and the server under valgrind for the gRPC tests
 #   4. a clang build with libFuzzer: each fuzz target runs for a short while
+#   5. the quick start on a bare Debian 12 root (mmdebstrap, chroot; needs root and the mirror)
 # Prints one summary line per stage and "N passed, N failed" at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,9 @@ if { cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPIL
 else
   failed=$((failed + 1))
 fi
+# A clean clone of HEAD (what is committed) in a minimal bookworm root: only
+# what scripts/setup.sh build installs there, as on a fresh machine.
+stage "quick start on a bare Debian 12 root" scripts/bare_quickstart.sh
 echo
 echo "stages: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
