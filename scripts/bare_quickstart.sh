@@ -9,7 +9,8 @@
 #                      it holds only the base root, never what recd installs
 #   RECD_BARE_REFRESH=1  rebuild the base root even if it is cached
 #   RECD_BARE_TIMEOUT  seconds for the quick start in the root (default 1800)
-#   RECD_BARE_KEEP=1   keep the root and log (for debugging)
+#   RECD_BARE_TMPFS=0  the root on the disk (/tmp) instead of a tmpfs
+#   RECD_BARE_KEEP=1   keep the root (on the disk) and the log, for debugging
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "bare: $*" >&2; }
@@ -98,14 +99,19 @@ root=$tmp/root
 log=$tmp/quickstart.log
 # Anything still mounted under $root (deepest first).
 mounts_under() { awk -v r="$root" '$5 == r || index($5, r "/") == 1 {print $5}' /proc/self/mountinfo | sort -r; }
+qs='' tailer=''
 cleanup() {
   local rc=$? p m
   trap - EXIT INT TERM
   set +e
+  [ -n "$qs" ] && kill -TERM "$qs" 2>/dev/null
+  [ -n "$tailer" ] && kill -TERM "$tailer" 2>/dev/null
   # Processes left in the root (a server after a timeout): ours, by pid.
+  local killed=0
   for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && kill -KILL "${p#/proc/}" 2>/dev/null && killed=1
   done
+  [ "$killed" = 1 ] && sleep 1
   for m in $(mounts_under); do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "could not unmount $m"
   done
@@ -123,6 +129,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 mkdir "$root"
+# On a tmpfs by default (dpkg's syncs and the removal cost nothing there; about
+# 1 GB of memory while it runs); RECD_BARE_TMPFS=0 puts it on the disk.
+if [ "${RECD_BARE_TMPFS:-1}" = 1 ] && [ "${RECD_BARE_KEEP:-0}" != 1 ]; then
+  mount -t tmpfs -o size=6g,mode=755 tmpfs "$root"
+fi
 t1=$SECONDS
 tar -C "$root" -xf "$base"
 say "base root extracted into $root ($((SECONDS - t1)) s)"
@@ -153,8 +164,16 @@ limit=${RECD_BARE_TIMEOUT:-1800}
 say "running scripts/quickstart.sh in the root (at most $limit s)"
 t1=$SECONDS
 rc=0
+# In the background, so that a signal to this script runs the cleanup at once.
 timeout -k 30 "$limit" chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 TERM=dumb bash -c 'cd /root/recd && scripts/quickstart.sh' </dev/null 2>&1 | tee "$log" || rc=$?
+  LANG=C.UTF-8 TERM=dumb bash -c 'cd /root/recd && scripts/quickstart.sh' </dev/null >"$log" 2>&1 &
+qs=$!
+tail -n +1 -f --pid="$qs" "$log" &
+tailer=$!
+wait "$qs" || rc=$?
+qs=
+wait "$tailer" || true
+tailer=
 say "quick start in the root: exit $rc after $((SECONDS - t1)) s"
 
 # Recommendations: a ranked list with scores after the "guess you like" step;
@@ -168,7 +187,8 @@ grep -Eq '^churn probability  [01]\.[0-9]{3}  \([a-z]+ risk\)$' "$log" || fail+=
 grep -q '^user_id,churn_probability,risk_band' "$log" || fail+=("no churn targets")
 grep -qx 'done.' "$log" || fail+=("did not finish")
 if [ ${#fail[@]} -gt 0 ]; then
-  say "FAILED: ${fail[*]}; the log's tail:"
+  why=$(printf '%s, ' "${fail[@]}")
+  say "FAILED: ${why%, }; the log's tail:"
   tail -n 40 "$log" >&2
   exit 1
 fi
