@@ -7,7 +7,8 @@
 # Needs root and the Debian mirror. Run by scripts/test.sh.
 #   RECD_BARE_CACHE    cache folder (default ${XDG_CACHE_HOME:-/var/cache}/recd-test);
 #                      it holds only the base root, never what recd installs
-#   RECD_BARE_REFRESH=1  rebuild the base root even if it is cached
+#   RECD_BARE_REFRESH=1  rebuild the base root even if it is cached (it is
+#                      rebuilt anyway when older than 30 days)
 #   RECD_BARE_TIMEOUT  seconds for the quick start in the root (default 1800)
 #   RECD_BARE_TMPFS=0  the root on the disk (/tmp) instead of a tmpfs
 #   RECD_BARE_KEEP=1   keep the root (on the disk) and the log, for debugging
@@ -79,7 +80,11 @@ cache=${RECD_BARE_CACHE:-${XDG_CACHE_HOME:-/var/cache}/recd-test}
 base=$cache/bookworm-$variant-$arch-$key.tar
 mkdir -p "$cache"
 t0=$SECONDS
-if [ ! -s "$base" ] || [ "${RECD_BARE_REFRESH:-0}" = 1 ]; then
+# One builder at a time; a base root older than 30 days is built again (it is
+# what a fresh install would be, and building it takes about a minute).
+exec 9>"$cache/lock"
+flock 9
+if [ ! -s "$base" ] || [ "${RECD_BARE_REFRESH:-0}" = 1 ] || [ -n "$(find "$base" -mtime +30)" ]; then
   say "building the base root ($variant) from: ${mirrors[*]}"
   rm -f "$base.tmp"
   if ! mmdebstrap --quiet --variant="$variant" --architectures="$arch" --format=tar bookworm \
@@ -93,6 +98,7 @@ if [ ! -s "$base" ] || [ "${RECD_BARE_REFRESH:-0}" = 1 ]; then
 else
   say "base root from the cache: $base"
 fi
+exec 9>&-
 
 tmp=$(mktemp -d /tmp/recd-bare.XXXXXX)
 root=$tmp/root
