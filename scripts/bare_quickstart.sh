@@ -71,11 +71,22 @@ if ! printf '%s\n' "${mirrors[@]+"${mirrors[@]}"}" | grep -q ' bookworm main$'; 
   mirrors=("deb http://deb.debian.org/debian bookworm main" "${mirrors[@]+"${mirrors[@]}"}")
 fi
 
+# A proxy host apt goes through is the network's, not the machine's: the root's
+# apt gets it too (mmdebstrap writes --aptopt into the root), as do the
+# *_proxy variables.
+aptopts=()
+while IFS= read -r opt; do aptopts+=("--aptopt=$opt"); done < <(apt-config dump |
+  grep -E '^Acquire::(http|https|ftp)::Proxy(::[^ ]+)? ' || true)
+envs=()
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  [ -n "${!v:-}" ] && envs+=("$v=${!v}")
+done
+
 # minbase: Essential and Priority: required (apt, bash, coreutils, mawk, ...),
 # no compiler, cmake, git or python: the quick start must install those.
 variant=minbase
 arch=$(dpkg --print-architecture)
-key=$(printf '%s\n' "$variant" "$arch" "${mirrors[@]}" | sha256sum | cut -c1-12)
+key=$(printf '%s\n' "$variant" "$arch" "${mirrors[@]}" "${aptopts[@]+"${aptopts[@]}"}" | sha256sum | cut -c1-12)
 cache=${RECD_BARE_CACHE:-${XDG_CACHE_HOME:-/var/cache}/recd-test}
 base=$cache/bookworm-$variant-$arch-$key.tar
 mkdir -p "$cache"
@@ -87,8 +98,8 @@ flock 9
 if [ ! -s "$base" ] || [ "${RECD_BARE_REFRESH:-0}" = 1 ] || [ -n "$(find "$base" -mtime +30)" ]; then
   say "building the base root ($variant) from: ${mirrors[*]}"
   rm -f "$base.tmp"
-  if ! mmdebstrap --quiet --variant="$variant" --architectures="$arch" --format=tar bookworm \
-    "$base.tmp" "${mirrors[@]}" >"$cache/mmdebstrap.log" 2>&1; then
+  if ! mmdebstrap --quiet --variant="$variant" --architectures="$arch" --format=tar \
+    "${aptopts[@]+"${aptopts[@]}"}" bookworm "$base.tmp" "${mirrors[@]}" >"$cache/mmdebstrap.log" 2>&1; then
     tail -n 30 "$cache/mmdebstrap.log" >&2
     rm -f "$base.tmp"
     die "mmdebstrap failed (log: $cache/mmdebstrap.log)"
@@ -172,7 +183,7 @@ t1=$SECONDS
 rc=0
 # In the background, so that a signal to this script runs the cleanup at once.
 timeout -k 30 "$limit" chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-  LANG=C.UTF-8 TERM=dumb bash -c 'cd /root/recd && scripts/quickstart.sh' </dev/null >"$log" 2>&1 &
+  LANG=C.UTF-8 TERM=dumb "${envs[@]+"${envs[@]}"}" bash -c 'cd /root/recd && scripts/quickstart.sh' </dev/null >"$log" 2>&1 &
 qs=$!
 tail -n +1 -f --pid="$qs" "$log" &
 tailer=$!
