@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, then
-#   1. the normal build: unit tests, integration tests over gRPC, quality on ../shared/data
-#   2. an ASan+UBSan build: unit and integration tests
-#   2b. a ThreadSanitizer build (clang): the suites that run threads at once
-#   3. valgrind (on the normal build): unit tests, and the server under valgrind
-#      for the gRPC tests
-#   4. a clang build with libFuzzer: each fuzz target runs for a short while
-#   5. Debug, Release, RelWithDebInfo and MinSizeRel with gcc and clang-14, warnings as errors
+# The whole test suite: installs what is missing, then, in this order (README
+# "Tests" says what each covers):
+#   format; the normal build (unit, integration, quality, soak, package);
+#   valgrind on it; every build type with gcc and clang-14; ASan+UBSan;
+#   ThreadSanitizer; libFuzzer short runs; the quick start on a bare Debian 12
+#   root (mmdebstrap, chroot; needs root and the mirror).
 # Prints one summary line per stage and "N passed, N failed" at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +83,9 @@ if { cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPIL
 else
   failed=$((failed + 1))
 fi
+# A clean clone of HEAD (what is committed) in a minimal bookworm root: only
+# what scripts/setup.sh build installs there, as on a fresh machine.
+stage "quick start on a bare Debian 12 root" scripts/bare_quickstart.sh
 echo
 echo "stages: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
