@@ -76,10 +76,9 @@ int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e)
 void score_items(const model *m, const float *x, float *scores);
 
 /* scores[i] = mean cosine similarity of item i to the n seed items
- * (n_items floats); -INFINITY for an item whose vector is zero. Cannot
- * fail: without memory for its query vector every score is -INFINITY, so
- * nothing is recommended. */
-void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores);
+ * (n_items floats); -INFINITY for an item whose vector is zero. Returns
+ * ERR_OK, or ERR_NOMEM (scores is then not filled). */
+int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e);
 
 /* Adds m's popularity blend (model_meta.popularity_blend, through
  * mf_blend_popularity) to the personalized scores of items [start,

@@ -49,7 +49,11 @@ typedef struct variant_slot {
 } variant_slot;
 
 struct svc {
-    pthread_mutex_t lock; /* guards every slot's current and exp */
+    /* Guards every slot's current, and exp's salt and shares: SetExperiment
+     * changes those (and only those) while calls read them. exp's n and
+     * names are set by svc_open and never change, so calls read them
+     * without the lock. */
+    pthread_mutex_t lock;
     variant_slot slots[EXP_MAX_VARIANTS];
     experiment exp;             /* names of the slots, shares, salt */
     pthread_mutex_t exp_update; /* one SetExperiment (store, then apply) at a time */
@@ -236,24 +240,23 @@ static int check_id(const char *field, const char *id, rpc_reply *reply) {
     if (!problem) return 0;
     size_t len = strlen(id);
     if (len > SVC_MAX_ID_BYTES)
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s is %zu bytes, longer than %d", field, len,
+        rpc_reply_error(reply, ERR_INVALID, "%s is %zu bytes, longer than %d", field, len,
                         SVC_MAX_ID_BYTES);
     else
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s %s", field, problem);
+        rpc_reply_error(reply, ERR_INVALID, "%s %s", field, problem);
     return -1;
 }
 
 /* Checks a repeated id field of n entries. */
 static int check_ids(const char *field, char **ids, size_t n, rpc_reply *reply) {
     if (n > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu %s, more than %d", n, field,
-                        SVC_MAX_LIST);
+        rpc_reply_error(reply, ERR_INVALID, "%zu %s, more than %d", n, field, SVC_MAX_LIST);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         const char *problem = id_problem(ids[i]);
         if (problem) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s[%zu] %s", field, i, problem);
+            rpc_reply_error(reply, ERR_INVALID, "%s[%zu] %s", field, i, problem);
             return -1;
         }
     }
@@ -262,8 +265,7 @@ static int check_ids(const char *field, char **ids, size_t n, rpc_reply *reply) 
 
 static int check_k(uint32_t k, rpc_reply *reply) {
     if (k == 0 || k > SVC_MAX_K) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "k must be between 1 and %d, got %u",
-                        SVC_MAX_K, k);
+        rpc_reply_error(reply, ERR_INVALID, "k must be between 1 and %d, got %u", SVC_MAX_K, k);
         return -1;
     }
     return 0;
@@ -385,7 +387,7 @@ static int shopper_collect(svc *s, const model *m, const char *user_id, char **c
         err_t e;
         if (s->events && evstore_user_events(s->events, user_id, strlen(user_id),
                                              model_info(m)->data_until, shopper_visit, sh, &e)) {
-            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot read the user's events: %s", e.msg);
+            rpc_reply_error(reply, e.code, "cannot read the user's events: %s", e.msg);
             return -1;
         }
     }
@@ -395,7 +397,7 @@ static int shopper_collect(svc *s, const model *m, const char *user_id, char **c
             shopper_signal(sh, item, s->weights[EV_TYPE_ADD_TO_CART]);
     }
     if (sh->failed) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reading the user's events");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory reading the user's events");
         return -1;
     }
     return 0;
@@ -414,7 +416,7 @@ static int shopper_vector(const served_model *sm, const shopper *sh, int anonymo
     if (sh->n_signals > 0) {
         err_t e;
         if (score_fold_in(sm->m, sm->yty, sh->user, sh->signals, sh->n_signals, x, &e)) {
-            rpc_reply_error(reply, RPC_INTERNAL, "fold-in failed: %s", e.msg);
+            rpc_reply_error(reply, e.code, "fold-in failed: %s", e.msg);
             return -1;
         }
         return strategy;
@@ -478,11 +480,11 @@ static void reply_pack(rpc_reply *reply, const ProtobufCMessage *msg) {
     size_t len = protobuf_c_message_get_packed_size(msg);
     reply->body = malloc(len ? len : 1);
     if (!reply->body) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for the response");
         return;
     }
     reply->len = protobuf_c_message_pack(msg, reply->body);
-    reply->status = RPC_OK;
+    reply->err.code = ERR_OK;
 }
 
 /* Sets scores of the named items that the model knows to -INFINITY. */
@@ -500,7 +502,7 @@ static int recommend_check(const Recd__V1__RecommendRequest *rq, rpc_reply *repl
     if (check_k(rq->k, reply)) return -1;
     if (rq->user_id[0] || rq->n_context_item_ids == 0) {
         if (!rq->user_id[0]) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+            rpc_reply_error(reply, ERR_INVALID,
                             "user_id is empty and there are no context_item_ids");
             return -1;
         }
@@ -510,7 +512,7 @@ static int recommend_check(const Recd__V1__RecommendRequest *rq, rpc_reply *repl
         check_ids("exclude_item_ids", rq->exclude_item_ids, rq->n_exclude_item_ids, reply))
         return -1;
     if (!(rq->diversity >= 0.0f && rq->diversity <= 1.0f)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "diversity must be between 0 and 1, got %g",
+        rpc_reply_error(reply, ERR_INVALID, "diversity must be between 0 and 1, got %g",
                         rq->diversity);
         return -1;
     }
@@ -548,7 +550,7 @@ static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_c
     memset(c, 0, sizeof *c);
     Recd__V1__RecommendRequest *rq = c->rq = recd__v1__recommend_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed RecommendRequest: not a valid protobuf message");
         return -1;
     }
@@ -565,17 +567,16 @@ static int recommend_prepare(svc *s, const uint8_t *req, size_t len, recommend_c
     c->x = malloc(meta->factors * sizeof *c->x);
     c->mu = svc_multipliers(s, c->sm);
     if (!c->x || !c->mu) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
-                        meta->n_items);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
         return -1;
     }
     if (rq->category[0] &&
         model_category_index(m, rq->category, strlen(rq->category), &c->category)) {
         if (model_n_categories(m) == 0)
-            rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
-                            "model %s has no item categories to filter by", meta->version);
+            rpc_reply_error(reply, ERR_PRECONDITION, "model %s has no item categories to filter by",
+                            meta->version);
         else
-            rpc_reply_error(reply, RPC_NOT_FOUND, "category '%.*s' is not in model %s", 64,
+            rpc_reply_error(reply, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64,
                             rq->category, meta->version);
         return -1;
     }
@@ -628,11 +629,11 @@ static void recommend_answer(svc *s, recommend_call *c, float *scores, rpc_reply
     err_t e;
     topk_entry *top = malloc(rq->k * sizeof *top);
     if (!top) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for the top %u", rq->k);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for the top %u", rq->k);
         return;
     }
     if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &e))
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "%s", e.msg);
+        rpc_reply_error(reply, e.code, "%s", e.msg);
     else
         recommend_respond(s, c, top, n, reply);
     free(top);
@@ -645,7 +646,7 @@ static void recommend_respond(svc *s, const recommend_call *c, const topk_entry 
     const model_meta *meta = model_info(m);
     scored_list list;
     if (scored_list_build(m, top, n, NULL, &list)) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
     } else {
         Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
         resp.strategy = (Recd__V1__Strategy)c->strategy;
@@ -719,7 +720,7 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         if (c->strategy == RECD__V1__STRATEGY__POPULAR || c->rq->diversity > 0) {
             float *scores = scores_buffer(model_info(c->sm->m)->n_items);
             if (!scores) {
-                rpc_reply_error(&replies[i], RPC_RESOURCE_EXHAUSTED, "out of memory scoring");
+                rpc_reply_error(&replies[i], ERR_NOMEM, "out of memory scoring");
             } else {
                 if (c->strategy != RECD__V1__STRATEGY__POPULAR) score_items(c->sm->m, c->x, scores);
                 recommend_answer(s, c, scores, &replies[i]);
@@ -736,7 +737,10 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
         score_query q[RPC_MAX_BATCH] = {0};
         uint32_t *excluded[RPC_MAX_BATCH] = {0};
         float *work = scores_buffer(score_batch_workspace(g));
-        int rc = work ? ERR_OK : ERR_NOMEM;
+        err_t e;
+        int rc =
+            work ? ERR_OK
+                 : err_set(&e, ERR_NOMEM, "out of memory scoring %u items", model_info(m)->n_items);
         for (size_t k = 0; k < g && rc == ERR_OK; k++) {
             recommend_call *c = &calls[group[k]];
             long n_excluded = recommend_exclusions(c, &excluded[k]);
@@ -750,14 +754,14 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
                 .category = c->rq->category[0] ? (int64_t)c->category : -1,
                 .best = malloc(c->rq->k * sizeof *q[k].best),
             };
-            if (n_excluded < 0 || !q[k].best) rc = ERR_NOMEM;
+            if (n_excluded < 0 || !q[k].best)
+                rc = err_set(&e, ERR_NOMEM, "out of memory scoring %u items",
+                             model_info(m)->n_items);
         }
-        err_t e;
         if (rc == ERR_OK) rc = score_batch(m, q, g, work, &e);
         for (size_t k = 0; k < g; k++) {
             if (rc)
-                rpc_reply_error(&replies[group[k]], RPC_RESOURCE_EXHAUSTED,
-                                "out of memory scoring %u items", model_info(m)->n_items);
+                rpc_reply_error(&replies[group[k]], e.code, "%s", e.msg);
             else
                 recommend_respond(s, &calls[group[k]], q[k].best, q[k].n_best, &replies[group[k]]);
             free(q[k].best);
@@ -780,7 +784,7 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
     svc *s = ctx;
     Recd__V1__SimilarItemsRequest *rq = recd__v1__similar_items_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed SimilarItemsRequest: not a valid protobuf message");
         return;
     }
@@ -801,8 +805,7 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
     top = malloc(rq->k * sizeof *top);
     mu = svc_multipliers(s, sm);
     if (!scores || !seeds || !top || !mu) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory scoring %u items",
-                        meta->n_items);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
         goto done;
     }
     /* Seeds the model does not know (new items) are passed over as long as
@@ -818,11 +821,15 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
             unknown = id;
     }
     if (n_seeds == 0) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "item '%.*s' is not in model %s", 64, unknown,
+        rpc_reply_error(reply, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown,
                         meta->version);
         goto done;
     }
-    score_similar(m, seeds, n_seeds, scores);
+    err_t e;
+    if (score_similar(m, seeds, n_seeds, scores, &e)) {
+        rpc_reply_error(reply, e.code, "%s", e.msg);
+        goto done;
+    }
     for (size_t i = 0; i < n_seeds; i++)
         scores[seeds[i]] = -INFINITY;
     if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
@@ -830,7 +837,7 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
     scored_list list;
     Recd__V1__SimilarItemsResponse resp = RECD__V1__SIMILAR_ITEMS_RESPONSE__INIT;
     if (scored_list_build(m, top, n, NULL, &list)) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
     } else {
         resp.items = list.ptrs;
         resp.n_items = list.n;
@@ -852,7 +859,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     svc *s = ctx;
     Recd__V1__RerankRequest *rq = recd__v1__rerank_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed RerankRequest: not a valid protobuf message");
         return;
     }
@@ -864,7 +871,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     shopper sh;
     memset(&sh, 0, sizeof sh);
     if (rq->n_candidate_item_ids == 0) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "candidate_item_ids is empty");
+        rpc_reply_error(reply, ERR_INVALID, "candidate_item_ids is empty");
         goto done;
     }
     if ((rq->user_id[0] && check_id("user_id", rq->user_id, reply)) ||
@@ -880,7 +887,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     x = malloc(meta->factors * sizeof *x);
     mu = svc_multipliers(s, sm);
     if (!known || !unknown || !x || !mu) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory reranking");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory reranking");
         goto done;
     }
     int private = rq->user_id[0] && svc_privacy(s, rq->user_id, strlen(rq->user_id));
@@ -922,7 +929,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     Recd__V1__ScoredItem **all = malloc((n_known + n_unknown + 1) * sizeof *all);
     if (!all || scored_list_build(m, known, n_known, NULL, &a) ||
         scored_list_build(m, NULL, n_unknown, unknown, &b)) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
     } else {
         memcpy(all, a.ptrs, n_known * sizeof *all);
         memcpy(all + n_known, b.ptrs, n_unknown * sizeof *all);
@@ -983,7 +990,7 @@ static int write_batch_store(svc *s, evstore *store, const void *request, size_t
                              record_check check, const char *what, write_batch *b,
                              rpc_reply *reply) {
     if (n > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu %s in one call, more than %d", n, what,
+        rpc_reply_error(reply, ERR_INVALID, "%zu %s in one call, more than %d", n, what,
                         SVC_MAX_LIST);
         return -1;
     }
@@ -994,7 +1001,7 @@ static int write_batch_store(svc *s, evstore *store, const void *request, size_t
     b->rejected_ptrs = malloc(cap * sizeof *b->rejected_ptrs);
     b->reasons = malloc(cap * sizeof *b->reasons);
     if (!b->good || !b->tags || !b->rejected || !b->rejected_ptrs || !b->reasons) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu %s", n, what);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu %s", n, what);
         return -1;
     }
     int64_t now = (int64_t)time(NULL);
@@ -1014,7 +1021,7 @@ static int write_batch_store(svc *s, evstore *store, const void *request, size_t
     }
     err_t e;
     if (b->n_good && evstore_append(store, b->good, b->n_good, NULL, &e)) {
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "%s not stored: %s", what, e.msg);
+        rpc_reply_error(reply, e.code, "%s not stored: %s", what, e.msg);
         log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, b->n_good, e.msg);
         return -1;
     }
@@ -1067,13 +1074,13 @@ static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_rep
     svc *s = ctx;
     Recd__V1__RecordEventsRequest *rq = recd__v1__record_events_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed RecordEventsRequest: not a valid protobuf message");
         return;
     }
     write_batch b = {0};
     if (!s->events) {
-        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+        rpc_reply_error(reply, ERR_PRECONDITION,
                         "this server keeps no events: start recd serve with --events DIR");
     } else if (write_batch_store(s, s->events, rq, rq->n_events, check_event, "events", &b,
                                  reply) == 0) {
@@ -1095,20 +1102,19 @@ static void svc_set_availability(void *ctx, const uint8_t *req, size_t len, rpc_
     Recd__V1__SetItemAvailabilityRequest *rq =
         recd__v1__set_item_availability_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed SetItemAvailabilityRequest: not a valid protobuf message");
         return;
     }
     if (rq->n_items > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu items, more than %d", rq->n_items,
-                        SVC_MAX_LIST);
+        rpc_reply_error(reply, ERR_INVALID, "%zu items, more than %d", rq->n_items, SVC_MAX_LIST);
         goto done;
     }
     /* All or nothing: a bad entry is reported before anything changes. */
     for (size_t i = 0; i < rq->n_items; i++) {
         const char *problem = id_problem(rq->items[i]->item_id);
         if (problem) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "items[%zu].item_id %s", i, problem);
+            rpc_reply_error(reply, ERR_INVALID, "items[%zu].item_id %s", i, problem);
             goto done;
         }
     }
@@ -1116,7 +1122,7 @@ static void svc_set_availability(void *ctx, const uint8_t *req, size_t len, rpc_
         err_t e;
         const char *id = rq->items[i]->item_id;
         if (catalog_set_available(s->rules, id, strlen(id), rq->items[i]->available, &e)) {
-            rpc_reply_error(reply, RPC_UNAVAILABLE, "items[%zu] not stored: %s", i, e.msg);
+            rpc_reply_error(reply, e.code, "items[%zu] not stored: %s", i, e.msg);
             goto done;
         }
     }
@@ -1131,26 +1137,24 @@ static void svc_set_boosts(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     svc *s = ctx;
     Recd__V1__SetItemBoostsRequest *rq = recd__v1__set_item_boosts_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed SetItemBoostsRequest: not a valid protobuf message");
         return;
     }
     if (rq->n_boosts > SVC_MAX_LIST) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%zu boosts, more than %d", rq->n_boosts,
-                        SVC_MAX_LIST);
+        rpc_reply_error(reply, ERR_INVALID, "%zu boosts, more than %d", rq->n_boosts, SVC_MAX_LIST);
         goto done;
     }
     for (size_t i = 0; i < rq->n_boosts; i++) {
         const char *problem = id_problem(rq->boosts[i]->item_id);
         float mult = rq->boosts[i]->multiplier;
         if (problem) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "boosts[%zu].item_id %s", i, problem);
+            rpc_reply_error(reply, ERR_INVALID, "boosts[%zu].item_id %s", i, problem);
             goto done;
         }
         if (!(mult > 0.0f && mult <= CATALOG_MAX_BOOST)) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
-                            "boosts[%zu].multiplier must be in (0, %g], got %g", i,
-                            CATALOG_MAX_BOOST, mult);
+            rpc_reply_error(reply, ERR_INVALID, "boosts[%zu].multiplier must be in (0, %g], got %g",
+                            i, CATALOG_MAX_BOOST, mult);
             goto done;
         }
     }
@@ -1158,7 +1162,7 @@ static void svc_set_boosts(void *ctx, const uint8_t *req, size_t len, rpc_reply 
         err_t e;
         const char *id = rq->boosts[i]->item_id;
         if (catalog_set_boost(s->rules, id, strlen(id), rq->boosts[i]->multiplier, &e)) {
-            rpc_reply_error(reply, RPC_UNAVAILABLE, "boosts[%zu] not stored: %s", i, e.msg);
+            rpc_reply_error(reply, e.code, "boosts[%zu] not stored: %s", i, e.msg);
             goto done;
         }
     }
@@ -1177,7 +1181,7 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
     svc *s = ctx;
     Recd__V1__ChurnScoreRequest *rq = recd__v1__churn_score_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed ChurnScoreRequest: not a valid protobuf message");
         return;
     }
@@ -1193,17 +1197,17 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
     model_churn_user cu;
     int private = svc_privacy(s, rq->user_id, strlen(rq->user_id));
     if (!churn) {
-        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+        rpc_reply_error(reply, ERR_PRECONDITION,
                         "model %s has no churn model: train with --churn-horizon", meta->version);
     } else if (private) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "member '%.*s' %s", 64, rq->user_id,
+        rpc_reply_error(reply, ERR_NOTFOUND, "member '%.*s' %s", 64, rq->user_id,
                         private == PRIVACY_FORGOTTEN ? "was forgotten (ForgetUser)"
                                                      : "opted out of personalization");
     } else if (model_user_index(m, rq->user_id, strlen(rq->user_id), &u) != ERR_OK) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "user '%.*s' is not in model %s", 64, rq->user_id,
+        rpc_reply_error(reply, ERR_NOTFOUND, "user '%.*s' is not in model %s", 64, rq->user_id,
                         meta->version);
     } else if (model_churn_user_scores(m, u, &cu) || isnan(cu.probability)) {
-        rpc_reply_error(reply, RPC_NOT_FOUND,
+        rpc_reply_error(reply, ERR_NOTFOUND,
                         "user '%.*s' has no purchase before the scoring time of model %s", 64,
                         rq->user_id, meta->version);
     } else {
@@ -1212,7 +1216,7 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
         err_t e;
         Recd__V1__Factor factors[SVC_TOP_FACTORS], *factor_ptrs[SVC_TOP_FACTORS];
         if (campaign_top_factors(m, u, SVC_TOP_FACTORS, feature, contribution, &n, &e)) {
-            rpc_reply_error(reply, RPC_INTERNAL, "%s", e.msg);
+            rpc_reply_error(reply, e.code, "%s", e.msg);
         } else {
             for (uint32_t i = 0; i < n; i++) {
                 recd__v1__factor__init(&factors[i]);
@@ -1251,7 +1255,8 @@ typedef struct target_stream {
     rpc_stream *st;
     uint8_t *buf;
     size_t cap;
-    int gone; /* the client went away */
+    int gone;  /* the client went away */
+    int nomem; /* no buffer for the next message: the stream stops, and says why */
 } target_stream;
 
 static int target_emit(void *ctx, uint32_t u) {
@@ -1274,7 +1279,7 @@ static int target_emit(void *ctx, uint32_t u) {
     if (n > ts->cap) {
         free(ts->buf);
         ts->cap = n * 2;
-        if (!(ts->buf = malloc(ts->cap))) return ts->gone = 1;
+        if (!(ts->buf = malloc(ts->cap))) return ts->nomem = 1;
     }
     recd__v1__campaign_target__pack(&t, ts->buf);
     if (rpc_stream_send(ts->st, ts->buf, n)) ts->gone = 1;
@@ -1331,16 +1336,15 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
     f->max_probability = rq->max_probability == 0.0f ? 1.0f : rq->max_probability;
     if (!(f->min_probability >= 0 && f->max_probability <= 1 &&
           f->min_probability <= f->max_probability)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
-                        "churn probability range [%g, %g] is not within [0, 1]", f->min_probability,
-                        f->max_probability);
+        rpc_reply_error(reply, ERR_INVALID, "churn probability range [%g, %g] is not within [0, 1]",
+                        f->min_probability, f->max_probability);
         return -1;
     }
     for (size_t i = 0; i < rq->n_segments; i++) {
         int code = model_churn_segment_code(rq->segments[i]);
         if (code < 0) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "segments[%zu] '%.*s' is not a segment", i,
-                            64, rq->segments[i]);
+            rpc_reply_error(reply, ERR_INVALID, "segments[%zu] '%.*s' is not a segment", i, 64,
+                            rq->segments[i]);
             return -1;
         }
         f->segments |= 1u << code;
@@ -1348,7 +1352,7 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
     for (size_t i = 0; i < rq->n_tiers; i++) {
         int code = model_churn_tier_code(rq->tiers[i]);
         if (code < 0) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "tiers[%zu] '%.*s' is not a tier", i, 64,
+            rpc_reply_error(reply, ERR_INVALID, "tiers[%zu] '%.*s' is not a tier", i, 64,
                             rq->tiers[i]);
             return -1;
         }
@@ -1362,40 +1366,45 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
     if (rq->item_id[0] || rq->category[0]) {
         uint32_t idx;
         if (!(*affinity = malloc(((size_t)meta->n_users + 1) * sizeof **affinity))) {
-            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_reply_error(reply, ERR_NOMEM, "out of memory");
             return -1;
         }
         if (rq->item_id[0]) {
             if (model_item_index(m, rq->item_id, strlen(rq->item_id), &idx)) {
-                rpc_reply_error(reply, RPC_NOT_FOUND, "item '%.*s' is not in model %s", 64,
+                rpc_reply_error(reply, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64,
                                 rq->item_id, meta->version);
                 return -1;
             }
-            campaign_affinity_item(m, idx, *affinity, &e);
-        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx) ||
-                   campaign_affinity_category(m, idx, *affinity, &e)) {
-            rpc_reply_error(reply, RPC_NOT_FOUND, "category '%.*s' is not in model %s", 64,
+            if (campaign_affinity_item(m, idx, *affinity, &e)) {
+                rpc_reply_error(reply, e.code, "%s", e.msg);
+                return -1;
+            }
+        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx)) {
+            rpc_reply_error(reply, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64,
                             rq->category, meta->version);
+            return -1;
+        } else if (campaign_affinity_category(m, idx, *affinity, &e)) {
+            rpc_reply_error(reply, e.code, "category '%.*s': %s", 64, rq->category, e.msg);
             return -1;
         }
         f->affinity = *affinity;
     }
     if (rq->viewed_not_bought_days) {
         if (!s->events) {
-            rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+            rpc_reply_error(reply, ERR_PRECONDITION,
                             "viewed_not_bought_days needs the event store: start recd serve with "
                             "--events DIR");
             return -1;
         }
         if (!(*eligible = calloc((size_t)meta->n_users + 1, 1))) {
-            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_reply_error(reply, ERR_NOMEM, "out of memory");
             return -1;
         }
         looked_scan ls = {m, *eligible,
                           (int64_t)time(NULL) - 86400 * (int64_t)rq->viewed_not_bought_days,
                           rq->item_id[0] ? rq->item_id : NULL};
         if (evstore_scan(s->events, 1, looked_visit, &ls, &e)) {
-            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot read the events: %s", e.msg);
+            rpc_reply_error(reply, e.code, "cannot read the events: %s", e.msg);
             return -1;
         }
         f->eligible = *eligible;
@@ -1403,7 +1412,7 @@ static int targets_filter(svc *s, const model *m, const Recd__V1__CampaignTarget
     /* Members who opted out or were forgotten are never campaign targets. */
     if (!*eligible) {
         if (!(*eligible = malloc((size_t)meta->n_users + 1))) {
-            rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory");
+            rpc_reply_error(reply, ERR_NOMEM, "out of memory");
             return -1;
         }
         memset(*eligible, 1, (size_t)meta->n_users + 1);
@@ -1420,7 +1429,7 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
     Recd__V1__CampaignTargetsRequest *rq =
         recd__v1__campaign_targets_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed CampaignTargetsRequest: not a valid protobuf message");
         return;
     }
@@ -1437,17 +1446,18 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
     uint8_t *eligible = NULL;
     campaign_filter f;
     if (!model_churn_info(m)) {
-        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+        rpc_reply_error(reply, ERR_PRECONDITION,
                         "model %s has no churn model: train with --churn-horizon",
                         model_info(m)->version);
     } else if (!targets_filter(s, m, rq, &f, &affinity, &eligible, reply)) {
-        target_stream ts = {m, model_churn_info(m), affinity, st, NULL, 0, 0};
+        target_stream ts = {m, model_churn_info(m), affinity, st, NULL, 0, 0, 0};
         err_t e;
         if (campaign_select(m, &f, target_emit, &ts, &e))
-            rpc_reply_error(reply, e.code == ERR_INVALID ? RPC_INVALID_ARGUMENT : RPC_INTERNAL,
-                            "%s", e.msg);
+            rpc_reply_error(reply, e.code, "%s", e.msg);
+        else if (ts.nomem)
+            rpc_reply_error(reply, ERR_NOMEM, "out of memory for a target; stream stopped");
         else if (ts.gone)
-            rpc_reply_error(reply, RPC_CANCELLED, "the client went away; stream stopped");
+            rpc_reply_error(reply, ERR_CANCELLED, "the client went away; stream stopped");
         free(ts.buf);
     }
     free(affinity);
@@ -1462,7 +1472,7 @@ static void svc_forget_user(void *ctx, const uint8_t *req, size_t len, rpc_reply
     svc *s = ctx;
     Recd__V1__ForgetUserRequest *rq = recd__v1__forget_user_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed ForgetUserRequest: not a valid protobuf message");
         return;
     }
@@ -1474,11 +1484,11 @@ static void svc_forget_user(void *ctx, const uint8_t *req, size_t len, rpc_reply
     /* The flag first: from this moment nothing about the member is served,
      * whatever happens to the deletion below. */
     if (idstate_put(s->privacy, rq->user_id, n, &forgotten, &e)) {
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "not stored: %s", e.msg);
+        rpc_reply_error(reply, e.code, "not stored: %s", e.msg);
         goto done;
     }
     if (s->events && evstore_forget_user(s->events, rq->user_id, n, &deleted, &e)) {
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "events not deleted: %s", e.msg);
+        rpc_reply_error(reply, e.code, "events not deleted: %s", e.msg);
         goto done;
     }
     log_info("msg=\"member forgotten\" events_deleted=%llu", (unsigned long long)deleted);
@@ -1494,14 +1504,14 @@ static void svc_set_personalization(void *ctx, const uint8_t *req, size_t len, r
     Recd__V1__SetPersonalizationRequest *rq =
         recd__v1__set_personalization_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed SetPersonalizationRequest: not a valid protobuf message");
         return;
     }
     if (check_id("user_id", rq->user_id, reply)) goto done;
     size_t n = strlen(rq->user_id);
     if (svc_privacy(s, rq->user_id, n) == PRIVACY_FORGOTTEN) {
-        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+        rpc_reply_error(reply, ERR_PRECONDITION,
                         "member was forgotten (ForgetUser) and stays non-personalized; a new "
                         "start needs a new id");
         goto done;
@@ -1509,7 +1519,7 @@ static void svc_set_personalization(void *ctx, const uint8_t *req, size_t len, r
     unsigned char v = rq->opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
     err_t e;
     if (idstate_put(s->privacy, rq->user_id, n, &v, &e)) {
-        rpc_reply_error(reply, RPC_UNAVAILABLE, "not stored: %s", e.msg);
+        rpc_reply_error(reply, e.code, "not stored: %s", e.msg);
         goto done;
     }
     Recd__V1__SetPersonalizationResponse resp = RECD__V1__SET_PERSONALIZATION_RESPONSE__INIT;
@@ -1556,13 +1566,13 @@ static void svc_record_feedback(void *ctx, const uint8_t *req, size_t len, rpc_r
     svc *s = ctx;
     Recd__V1__RecordFeedbackRequest *rq = recd__v1__record_feedback_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed RecordFeedbackRequest: not a valid protobuf message");
         return;
     }
     write_batch b = {0};
     if (!s->feedback) {
-        rpc_reply_error(reply, RPC_FAILED_PRECONDITION,
+        rpc_reply_error(reply, ERR_PRECONDITION,
                         "this server keeps no feedback: start recd serve with --events DIR");
     } else if (write_batch_store(s, s->feedback, rq, rq->n_feedback, check_feedback,
                                  "feedback records", &b, reply) == 0) {
@@ -1590,7 +1600,7 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
     svc *s = ctx;
     Recd__V1__SetExperimentRequest *rq = recd__v1__set_experiment_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed SetExperimentRequest: not a valid protobuf message");
         return;
     }
@@ -1603,7 +1613,7 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
     err_t e;
     int bad = 0;
     if (salt_len > EXP_MAX_SALT || !utf8_valid(rq->salt, salt_len)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "salt is longer than %d bytes or not UTF-8",
+        rpc_reply_error(reply, ERR_INVALID, "salt is longer than %d bytes or not UTF-8",
                         EXP_MAX_SALT);
         bad = 1;
     }
@@ -1612,15 +1622,15 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         for (uint32_t w = 0; w < x.n; w++)
             if (!strcmp(x.names[w], rq->shares[i]->variant)) v = (int)w;
         if (v < 0) {
-            rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "shares[%zu]: no variant named '%.*s'", i,
-                            32, rq->shares[i]->variant);
+            rpc_reply_error(reply, ERR_INVALID, "shares[%zu]: no variant named '%.*s'", i, 32,
+                            rq->shares[i]->variant);
             bad = 1;
         } else {
             shares[v] = rq->shares[i]->share;
         }
     }
     if (!bad && rq->n_shares && exp_set_shares(&x, shares, x.n, &e)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "%s", e.msg);
+        rpc_reply_error(reply, ERR_INVALID, "%s", e.msg);
         bad = 1;
     }
     if (!bad && salt_len) memcpy(x.salt, rq->salt, salt_len + 1);
@@ -1628,13 +1638,16 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         unsigned char state[EXP_STATE_BYTES];
         exp_encode(&x, state);
         if (idstate_put(s->exp_state, SVC_EXP_KEY, strlen(SVC_EXP_KEY), state, &e)) {
-            rpc_reply_error(reply, RPC_UNAVAILABLE, "cannot store the experiment: %s", e.msg);
+            rpc_reply_error(reply, e.code, "cannot store the experiment: %s", e.msg);
             bad = 1;
         }
     }
     if (!bad) {
+        /* Not s->exp = x: that would write the names, which are read
+         * without the lock. */
         pthread_mutex_lock(&s->lock);
-        s->exp = x;
+        memcpy(s->exp.salt, x.salt, sizeof x.salt);
+        memcpy(s->exp.shares, x.shares, sizeof x.shares);
         pthread_mutex_unlock(&s->lock);
     }
     pthread_mutex_unlock(&s->exp_update);
@@ -1652,7 +1665,7 @@ static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     svc *s = ctx;
     Recd__V1__GetModelInfoRequest *rq = recd__v1__get_model_info_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed GetModelInfoRequest: not a valid protobuf message");
         return;
     }
@@ -1683,7 +1696,7 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     Grpc__Health__V1__HealthCheckRequest *rq =
         grpc__health__v1__health_check_request__unpack(NULL, len, req);
     if (!rq) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "malformed HealthCheckRequest: not a valid protobuf message");
         return;
     }
@@ -1691,7 +1704,7 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
      * whole ("") and the Recommender service are serving. */
     if (rq->service[0] && strcmp(rq->service, "recd.v1.Recommender") != 0 &&
         strcmp(rq->service, "grpc.health.v1.Health") != 0) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "unknown service '%.*s'", 64, rq->service);
+        rpc_reply_error(reply, ERR_NOTFOUND, "unknown service '%.*s'", 64, rq->service);
     } else {
         Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;

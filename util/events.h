@@ -3,8 +3,8 @@
  *
  * Users and items are interned into idmaps, so events carry dense indexes.
  * An ev_set owns its events array, its idmaps and its category table; free
- * with ev_set_free. Functions that fail return ERR_NOMEM (the only error
- * here) with a message in e.
+ * with ev_set_free. Functions that fail return an error code with a
+ * message in e.
  *
  * Thread-safety: the type table functions are pure and thread-safe. An
  * ev_set is not synchronized: one thread changes it at a time, readers may
@@ -99,8 +99,9 @@ void ev_set_free(ev_set *s);
 
 /* Appends one purchase-history row (type EV_TYPE_PURCHASE, weight 1, not
  * recorded), interning the ids (the set copies the bytes; they need no NUL).
- * Returns ERR_OK or ERR_NOMEM; on failure no event is added, though the
- * user id may already be interned. */
+ * Returns ERR_OK, ERR_NOMEM, or ERR_LIMIT (more users or items than an
+ * idmap holds); on failure no event is added, though the user id may
+ * already be interned. */
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e);
 
@@ -112,8 +113,9 @@ int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *i
 
 /* Records that item (an index of s->items) belongs to the category with the
  * given id (category[0..len), copied and interned); a later call for the
- * same item replaces the earlier one. Returns ERR_OK or ERR_NOMEM (the
- * item's category then unchanged). */
+ * same item replaces the earlier one. Returns ERR_OK, ERR_NOMEM, or
+ * ERR_LIMIT (more categories than an idmap holds); on failure the item's
+ * category is unchanged. */
 int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t len, err_t *e);
 
 /* The category index of item, or UINT32_MAX when it has none. */
