@@ -7,10 +7,10 @@
  * libopenblas0 builds LAPACK in). Declared here rather than taken from
  * LAPACKE (a separate package, liblapacke-dev) or from OpenBLAS's
  * f77blas.h, which leaves out the hidden length argument that gfortran
- * passes for each CHARACTER argument: dpotrs_ is Fortran code, and a caller
- * that omits the length lets it read a stack slot that is not there. The
- * integer type is blasint of openblas_config.h, int in Debian's LP64
- * build. */
+ * passes for each CHARACTER argument: dpotrs_ is Fortran code, and without
+ * the length it may read a stack slot the caller never wrote (what LAPACK's
+ * own lapack.h passes LAPACK_FORTRAN_STRLEN_END for). The integer type is
+ * blasint of openblas_config.h, int in Debian's LP64 build. */
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
 void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *lda,
              double *b, const int *ldb, int *info, size_t uplo_len);
