@@ -99,7 +99,7 @@ static int read_secret(const char *flag, const char *path, int trim, char **out)
 }
 
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection);
+                 const rpc_options *ro_in, core_options *so_in, float reload, int reflection);
 
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -136,8 +136,8 @@ int cmd_serve(int argc, char **argv) {
     serve_metrics sm = {NULL, NULL};
     int reflection = 1;
     float reload = 1.0f;
-    svc_options so;
-    svc_options_init(&so);
+    core_options so;
+    core_options_init(&so);
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -295,9 +295,9 @@ static void raise_descriptor_limit(void) {
 /* Runs the server (with server reflection when reflection is set) until
  * SIGINT or SIGTERM; returns the exit code. */
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection) {
+                 const rpc_options *ro_in, core_options *so_in, float reload, int reflection) {
     rpc_options ro = *ro_in;
-    svc_options so = *so_in;
+    core_options so = *so_in;
     /* Each worker scores its own requests; BLAS threads on top would fight
      * them for the same cores. */
     openblas_set_num_threads(1);
@@ -312,11 +312,17 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     raise_descriptor_limit();
 
     err_t e;
+    core *service_core;
     svc *service;
     so.model_dir = model_dir;
     so.reload_interval_s = reload;
-    if (svc_open(&so, &service, &e)) {
+    if (core_open(&so, &service_core, &e)) {
         log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
+        return 1;
+    }
+    if (svc_open(service_core, &service, &e)) {
+        log_error("msg=\"cannot start the service\" error=\"%s\"", e.msg);
+        core_close(service_core);
         return 1;
     }
     size_t n_svc;
@@ -326,6 +332,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
                                    n_svc, &reflector, &e)) {
         log_error("msg=\"cannot start reflection\" error=\"%s\"", e.msg);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     size_t n_reflect = 0;
@@ -336,6 +343,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         log_error("msg=\"cannot start server\" error=\"out of memory\"");
         reflect_close(reflector);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     memcpy(methods, svc_list, n_svc * sizeof *methods);
@@ -346,6 +354,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         free(methods);
         reflect_close(reflector);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
@@ -358,8 +367,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {
-        metrics_writer writers[] = {rpc_write_metrics, svc_write_metrics};
-        void *ctxs[] = {server, service};
+        metrics_writer writers[] = {rpc_write_metrics, core_write_metrics};
+        void *ctxs[] = {server, service_core};
         if (metrics_http_start(sm->listen, writers, ctxs, 2, &metrics, &e)) {
             log_error("msg=\"cannot start metrics\" error=\"%s\"", e.msg);
             status = 1;
@@ -380,6 +389,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     free(methods);
     reflect_close(reflector);
     svc_close(service);
+    core_close(service_core);
     log_info("msg=\"stopped\"");
     return status;
 }

@@ -22,6 +22,8 @@ const char *err_name(int code) {
         return "unsupported version";
     case ERR_LIMIT:
         return "limit exceeded";
+    case ERR_PRECONDITION:
+        return "failed precondition";
     default:
         return "internal error";
     }

@@ -10,14 +10,15 @@
 
 enum {
     ERR_OK = 0,
-    ERR_NOMEM,    /* allocation failed */
-    ERR_INVALID,  /* bad argument or input */
-    ERR_NOTFOUND, /* id, file or key does not exist */
-    ERR_IO,       /* read/write/open of a file failed */
-    ERR_FORMAT,   /* a file exists but its content is not what we expect */
-    ERR_VERSION,  /* a model written by an incompatible format version */
-    ERR_LIMIT,    /* a size limit was exceeded */
-    ERR_INTERNAL  /* a dependency (LMDB, gRPC, BLAS) reported an error */
+    ERR_NOMEM,       /* allocation failed */
+    ERR_INVALID,     /* bad argument or input */
+    ERR_NOTFOUND,    /* id, file or key does not exist */
+    ERR_IO,          /* read/write/open of a file failed */
+    ERR_FORMAT,      /* a file exists but its content is not what we expect */
+    ERR_VERSION,     /* a model written by an incompatible format version */
+    ERR_LIMIT,       /* a size limit was exceeded */
+    ERR_INTERNAL,    /* a dependency (LMDB, gRPC, BLAS) reported an error */
+    ERR_PRECONDITION /* the server, model or member is not in the state the call needs */
 };
 
 typedef struct err_t {
