@@ -23,7 +23,8 @@ struct idstate {
 /* Stores value as id's in memory (caller holds the lock). */
 static int idstate_set(idstate *s, const char *id, size_t len, const void *value) {
     uint32_t idx;
-    if (idmap_intern(s->ids, id, len, &idx)) return ERR_NOMEM;
+    int rc = idmap_intern(s->ids, id, len, &idx);
+    if (rc) return rc;
     if (idx >= s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 256;
         unsigned char *v = realloc(s->values, cap * s->value_size);
@@ -33,6 +34,25 @@ static int idstate_set(idstate *s, const char *id, size_t len, const void *value
     }
     memcpy(s->values + (size_t)idx * s->value_size, value, s->value_size);
     return ERR_OK;
+}
+
+/* The recd code of a failed LMDB write: a full map is a limit, a failing
+ * disk is I/O (both say more than "internal" to whoever must act on it). */
+static int idstate_mdb_code(int rc) {
+    switch (rc) {
+    case MDB_MAP_FULL:
+        return ERR_LIMIT;
+    case ENOMEM:
+        return ERR_NOMEM;
+    case EIO:
+    case ENOSPC:
+    case EDQUOT:
+    case EACCES:
+    case EROFS:
+        return ERR_IO;
+    default:
+        return ERR_INTERNAL;
+    }
 }
 
 int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e) {
@@ -46,9 +66,11 @@ int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t
             mrc = mdb_put(txn, s->dbi, &k, &v, 0);
             mrc = mrc ? (mdb_txn_abort(txn), mrc) : mdb_txn_commit(txn);
         }
-        if (mrc) rc = err_set(e, ERR_INTERNAL, "idstate: cannot store: %s", mdb_strerror(mrc));
+        if (mrc)
+            rc = err_set(e, idstate_mdb_code(mrc), "idstate: cannot store: %s", mdb_strerror(mrc));
     }
-    if (!rc && idstate_set(s, id, len, value)) rc = err_set(e, ERR_NOMEM, "idstate: out of memory");
+    if (!rc && (rc = idstate_set(s, id, len, value)))
+        err_set(e, rc, "idstate: cannot keep the value in memory: %s", err_message(rc));
     if (!rc) atomic_fetch_add(&s->generation, 1);
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -95,8 +117,8 @@ static int idstate_load(idstate *s, const char *dir, err_t *e) {
         if (v.mv_size != s->value_size)
             err = err_set(e, ERR_FORMAT, "idstate: %s holds a value of %zu bytes, expected %zu",
                           dir, v.mv_size, s->value_size);
-        else if (idstate_set(s, k.mv_data, k.mv_size, v.mv_data))
-            err = err_set(e, ERR_NOMEM, "idstate: out of memory loading %s", dir);
+        else if ((err = idstate_set(s, k.mv_data, k.mv_size, v.mv_data)))
+            err_set(e, err, "idstate: loading %s: %s", dir, err_message(err));
     }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);

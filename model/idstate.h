@@ -23,8 +23,10 @@ typedef struct idstate idstate;
 int idstate_open(const char *dir, size_t value_size, idstate **out, err_t *e);
 void idstate_close(idstate *s);
 
-/* Sets id's value durably. Returns ERR_OK, ERR_NOMEM, ERR_INTERNAL (nothing
- * changed then). */
+/* Sets id's value durably. Returns ERR_OK; ERR_LIMIT (the store's map is
+ * full), ERR_IO, ERR_INTERNAL (LMDB), and nothing changed; or ERR_NOMEM /
+ * ERR_LIMIT (too many ids) when the stored value could not be kept in
+ * memory: it is then served after the next restart. */
 int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e);
 
 /* Copies id's value into value; ERR_OK, or ERR_NOTFOUND when none was set. */

@@ -139,7 +139,8 @@ struct model {
 
 /* Maps an LMDB return code to a recd error naming what was being done. */
 static int model_mdb_err(err_t *e, int rc, const char *what, const char *path) {
-    return err_set(e, ERR_INTERNAL, "lmdb: %s %s: %s", what, path, mdb_strerror(rc));
+    return err_set(e, rc == MDB_MAP_FULL ? ERR_LIMIT : ERR_INTERNAL, "lmdb: %s %s: %s", what, path,
+                   mdb_strerror(rc));
 }
 
 /* Formats into buf (size PATH_MAX); ERR_INVALID when the path does not fit,
@@ -575,13 +576,27 @@ typedef struct model_writer {
     const char *path;
 } model_writer;
 
+/* The recd error of a failed put: a full map means model_publish's size
+ * estimate (model_map_size) missed something, which is a limit of this
+ * publication and says so, not an anonymous internal error. */
+static int model_put_err(model_writer *w, int rc, const char *key, uint64_t len, err_t *e) {
+    if (rc == MDB_MAP_FULL) {
+        MDB_envinfo info;
+        mdb_env_info(mdb_txn_env(w->txn), &info);
+        return err_set(e, ERR_LIMIT,
+                       "lmdb: put %s (%llu bytes) in %s: the map of %zu bytes, estimated from "
+                       "the model's size, is full (a bug: the estimate must count every key)",
+                       key, (unsigned long long)len, w->path, info.me_mapsize);
+    }
+    return err_set(e, ERR_INTERNAL, "lmdb: put %s (%llu bytes) in %s: %s", key,
+                   (unsigned long long)len, w->path, mdb_strerror(rc));
+}
+
 /* Puts one small value (copied by LMDB). */
 static int model_put(model_writer *w, const char *key, const void *val, size_t len, err_t *e) {
     MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
     int rc = mdb_put(w->txn, w->dbi, &k, &v, 0);
-    if (rc)
-        return err_set(e, ERR_INTERNAL, "lmdb: put %s in %s: %s", key, w->path, mdb_strerror(rc));
-    return ERR_OK;
+    return rc ? model_put_err(w, rc, key, len, e) : ERR_OK;
 }
 
 /* Puts a metadata value encoded little-endian (floats by their bit pattern). */
@@ -617,9 +632,7 @@ static int model_reserve(model_writer *w, const char *key, uint64_t len, void **
     uint64_t padded = model_padded(len, w->psize);
     MDB_val k = {strlen(key), (void *)key}, v = {(size_t)padded, NULL};
     int rc = mdb_put(w->txn, w->dbi, &k, &v, MDB_RESERVE);
-    if (rc)
-        return err_set(e, ERR_INTERNAL, "lmdb: put %s (%llu bytes) in %s: %s", key,
-                       (unsigned long long)padded, w->path, mdb_strerror(rc));
+    if (rc) return model_put_err(w, rc, key, padded, e);
     memset((char *)v.mv_data + len, 0, (size_t)(padded - len));
     *p = v.mv_data;
     return ERR_OK;
@@ -636,13 +649,47 @@ static uint64_t model_ids_size(const idmap *m) {
     return ((uint64_t)idmap_size(m) + 1) * sizeof(uint64_t) + bytes;
 }
 
-/* Writes the id table and hash index of one id space under the given keys. */
-static int model_write_ids(model_writer *w, const idmap *m, const char *table_key,
-                           const char *index_key, err_t *e) {
+/* --- the blobs of a model --------------------------------------------------- */
+
+/* One blob (a value on overflow pages) of a model: its key, its logical
+ * length, and where its bytes come from: copied from src, or made by
+ * fill(in, arg, p) into len bytes at p. model_blobs lists them once, and
+ * both the map-size estimate and the writer go through that list, so the
+ * estimate cannot leave out a blob that is written. */
+typedef struct model_blob {
+    const char *key;
+    uint64_t len;
+    const void *src;
+    void (*fill)(const model_input *in, const void *arg, void *p);
+    const void *arg;
+} model_blob;
+
+/* Most blobs of one model: 11 always, 3 of categories, 14 of churn. */
+#define MODEL_MAX_BLOBS 32
+
+static void model_fill_panels(const model_input *in, const void *arg, void *p) {
+    (void)arg;
+    panel_pack(in->item_factors, in->meta.n_items, in->meta.factors, p);
+}
+
+static void model_fill_norms(const model_input *in, const void *arg, void *p) {
+    (void)arg;
+    float *norms = p;
+    uint32_t k = in->meta.factors;
+    for (uint32_t i = 0; i < in->meta.n_items; i++) {
+        const float *row = in->item_factors + (size_t)i * k;
+        double sum = 0;
+        for (uint32_t j = 0; j < k; j++)
+            sum += (double)row[j] * row[j];
+        norms[i] = (float)sqrt(sum);
+    }
+}
+
+/* The id table of the idmap arg (model_ids_size bytes). */
+static void model_fill_id_table(const model_input *in, const void *arg, void *p) {
+    (void)in;
+    const idmap *m = arg;
     uint32_t n = idmap_size(m);
-    void *p;
-    int rc = model_reserve(w, table_key, model_ids_size(m), &p, e);
-    if (rc) return rc;
     uint64_t *off = p;
     char *bytes = (char *)(off + (size_t)n + 1);
     off[0] = 0;
@@ -652,9 +699,14 @@ static int model_write_ids(model_writer *w, const idmap *m, const char *table_ke
         memcpy(bytes + off[i], id, len);
         off[i + 1] = off[i] + len;
     }
+}
+
+/* The hash index of the idmap arg (model_slot_count slots). */
+static void model_fill_id_index(const model_input *in, const void *arg, void *p) {
+    (void)in;
+    const idmap *m = arg;
+    uint32_t n = idmap_size(m);
     uint64_t n_slots = model_slot_count(n);
-    rc = model_reserve(w, index_key, n_slots * sizeof(uint32_t), &p, e);
-    if (rc) return rc;
     uint32_t *slots = p;
     memset(slots, 0xff, (size_t)n_slots * sizeof *slots);
     for (uint32_t i = 0; i < n; i++) {
@@ -665,7 +717,15 @@ static int model_write_ids(model_writer *w, const idmap *m, const char *table_ke
             s = (s + 1) & (n_slots - 1);
         slots[s] = i;
     }
-    return ERR_OK;
+}
+
+/* user_items: the CSR's indptr, then its indices. */
+static void model_fill_user_items(const model_input *in, const void *arg, void *p) {
+    (void)arg;
+    const csr *ui = in->user_items;
+    size_t indptr = ((size_t)in->meta.n_users + 1) * sizeof(uint64_t);
+    memcpy(p, ui->indptr, indptr);
+    if (csr_nnz(ui)) memcpy((char *)p + indptr, ui->indices, csr_nnz(ui) * sizeof(uint32_t));
 }
 
 /* qsort_r order of popular_items: popularity (ctx) descending, then index. */
@@ -676,59 +736,150 @@ static int model_pop_cmp(const void *a, const void *b, void *ctx) {
     return (x > y) - (x < y);
 }
 
-/* Reserves blob key of len bytes and copies src into it. */
-static int model_put_blob(model_writer *w, const char *key, const void *src, uint64_t len,
-                          err_t *e) {
-    void *p;
-    int rc = model_reserve(w, key, len, &p, e);
-    if (!rc && len) memcpy(p, src, (size_t)len);
-    return rc;
+static void model_fill_popular(const model_input *in, const void *arg, void *p) {
+    (void)arg;
+    uint32_t *order = p, ni = in->meta.n_items;
+    for (uint32_t i = 0; i < ni; i++)
+        order[i] = i;
+    qsort_r(order, ni, sizeof *order, model_pop_cmp, (void *)in->item_popularity);
 }
 
-/* Writes the churn keys (docs/model-format.md, "Churn") of a checked input. */
-static int model_write_churn(model_writer *w, const model_churn *c, uint32_t nu, err_t *e) {
-    uint32_t nf = c->n_features;
-    uint64_t names = ((uint64_t)nf + 1) * sizeof(uint64_t);
-    for (uint32_t j = 0; j < nf; j++)
+/* Bytes of the churn feature names: offsets u64[n+1], then each name with
+ * its NUL, so that a reader can hand out C strings that point into the map. */
+static uint64_t model_churn_names_size(const model_churn *c) {
+    uint64_t names = ((uint64_t)c->n_features + 1) * sizeof(uint64_t);
+    for (uint32_t j = 0; j < c->n_features; j++)
         names += strlen(c->feature_names[j]) + 1;
-    void *p;
-    int rc;
-    if ((rc = model_put_u32v(w, K_CHURN_N, nf, e)) ||
-        (rc = model_put_u32v(w, K_CHURN_HORIZON, c->horizon_days, e)) ||
-        (rc = model_put_u64v(w, K_CHURN_SCORED_AT, (uint64_t)c->scored_at, e)) ||
-        (rc = model_put_f64(w, K_CHURN_INTERCEPT, c->intercept, e)) ||
-        (rc = model_put_f64(w, K_CHURN_PLATT_A, c->platt_a, e)) ||
-        (rc = model_put_f64(w, K_CHURN_PLATT_B, c->platt_b, e)) ||
-        (rc = model_reserve(w, K_CHURN_NAMES, names, &p, e)))
-        return rc;
-    /* Names keep their NUL, so that a reader can hand out C strings that
-     * point into the map. */
+    return names;
+}
+
+static void model_fill_churn_names(const model_input *in, const void *arg, void *p) {
+    (void)arg;
+    const model_churn *c = in->churn;
     uint64_t *off = p;
-    char *bytes = (char *)(off + (size_t)nf + 1);
+    char *bytes = (char *)(off + (size_t)c->n_features + 1);
     off[0] = 0;
-    for (uint32_t j = 0; j < nf; j++) {
+    for (uint32_t j = 0; j < c->n_features; j++) {
         size_t len = strlen(c->feature_names[j]) + 1;
         memcpy(bytes + off[j], c->feature_names[j], len);
         off[j + 1] = off[j] + len;
     }
-    uint64_t f64 = (uint64_t)nf * sizeof(double), per = (uint64_t)nu * sizeof(float);
-    if ((rc = model_put_blob(w, K_CHURN_COEF, c->coef, f64, e)) ||
-        (rc = model_put_blob(w, K_CHURN_MEAN, c->mean, f64, e)) ||
-        (rc = model_put_blob(w, K_CHURN_SCALE, c->scale, f64, e)) ||
-        (rc = model_put_blob(w, K_CHURN_BANDS, c->bands, sizeof c->bands, e)) ||
-        (rc = model_put_blob(w, K_CHURN_TIERS, c->tiers, sizeof c->tiers, e)) ||
-        (rc = model_put_blob(w, K_CHURN_FEATURES, c->features, per * nf, e)) ||
-        (rc = model_put_blob(w, K_CHURN_PROB, c->probability, per, e)) ||
-        (rc = model_put_blob(w, K_CHURN_BAND, c->band, nu, e)) ||
-        (rc = model_put_blob(w, K_CHURN_SEGMENT, c->segment, nu, e)) ||
-        (rc = model_put_blob(w, K_CHURN_TIER, c->tier, nu, e)) ||
-        (rc = model_put_blob(w, K_CHURN_RECENCY, c->recency_days, per, e)) ||
-        (rc = model_put_blob(w, K_CHURN_FREQUENCY, c->frequency, per, e)))
-        return rc;
-    return model_put_blob(w, K_CHURN_MONETARY, c->monetary, per, e);
 }
 
-/* Writes every key of the model in one transaction of env. */
+/* Lists every blob of the checked input in into out (MODEL_MAX_BLOBS
+ * entries) in the order they are written; returns how many. */
+static size_t model_blobs(const model_input *in, model_blob *out) {
+    const model_meta *mt = &in->meta;
+    uint64_t nu = mt->n_users, ni = mt->n_items, k = mt->factors, nnz = csr_nnz(in->user_items);
+    size_t n = 0;
+#define BLOB_COPY(key_, len_, src_) out[n++] = (model_blob){key_, len_, src_, NULL, NULL}
+#define BLOB_FILL(key_, len_, fill_, arg_)                                                         \
+    out[n++] = (model_blob) {                                                                      \
+        key_, len_, NULL, fill_, arg_                                                              \
+    }
+    BLOB_COPY(K_USER_FACTORS, nu * k * sizeof(float), in->user_factors);
+    BLOB_COPY(K_ITEM_FACTORS, ni * k * sizeof(float), in->item_factors);
+    /* Stored beside the rows, not instead of them: fold-ins and similar
+     * items read single rows; only scoring wants panels. */
+    BLOB_FILL(K_ITEM_PANELS,
+              (uint64_t)panel_padded(mt->n_items) * panel_pairs(mt->factors) * 2 * sizeof(uint16_t),
+              model_fill_panels, NULL);
+    BLOB_FILL(K_ITEM_NORMS, ni * sizeof(float), model_fill_norms, NULL);
+    BLOB_FILL(K_USER_IDS, model_ids_size(in->users), model_fill_id_table, in->users);
+    BLOB_FILL(K_USER_INDEX, model_slot_count(mt->n_users) * sizeof(uint32_t), model_fill_id_index,
+              in->users);
+    BLOB_FILL(K_ITEM_IDS, model_ids_size(in->items), model_fill_id_table, in->items);
+    BLOB_FILL(K_ITEM_INDEX, model_slot_count(mt->n_items) * sizeof(uint32_t), model_fill_id_index,
+              in->items);
+    BLOB_FILL(K_USER_ITEMS, (nu + 1) * sizeof(uint64_t) + nnz * sizeof(uint32_t),
+              model_fill_user_items, NULL);
+    BLOB_COPY(K_USER_ITEM_COUNTS, nnz * sizeof(float), in->user_items->values);
+    if (in->categories) {
+        BLOB_FILL(K_CATEGORY_IDS, model_ids_size(in->categories), model_fill_id_table,
+                  in->categories);
+        BLOB_FILL(K_CATEGORY_INDEX, model_slot_count(idmap_size(in->categories)) * sizeof(uint32_t),
+                  model_fill_id_index, in->categories);
+        BLOB_COPY(K_ITEM_CATEGORY, ni * sizeof(uint32_t), in->item_category);
+    }
+    const model_churn *c = in->churn;
+    if (c) {
+        uint64_t f64 = (uint64_t)c->n_features * sizeof(double), per = nu * sizeof(float);
+        BLOB_FILL(K_CHURN_NAMES, model_churn_names_size(c), model_fill_churn_names, NULL);
+        BLOB_COPY(K_CHURN_COEF, f64, c->coef);
+        BLOB_COPY(K_CHURN_MEAN, f64, c->mean);
+        BLOB_COPY(K_CHURN_SCALE, f64, c->scale);
+        BLOB_COPY(K_CHURN_BANDS, sizeof c->bands, c->bands);
+        BLOB_COPY(K_CHURN_TIERS, sizeof c->tiers, c->tiers);
+        BLOB_COPY(K_CHURN_FEATURES, per * c->n_features, c->features);
+        BLOB_COPY(K_CHURN_PROB, per, c->probability);
+        BLOB_COPY(K_CHURN_BAND, nu, c->band);
+        BLOB_COPY(K_CHURN_SEGMENT, nu, c->segment);
+        BLOB_COPY(K_CHURN_TIER, nu, c->tier);
+        BLOB_COPY(K_CHURN_RECENCY, per, c->recency_days);
+        BLOB_COPY(K_CHURN_FREQUENCY, per, c->frequency);
+        BLOB_COPY(K_CHURN_MONETARY, per, c->monetary);
+    }
+    BLOB_COPY(K_POPULARITY, ni * sizeof(float), in->item_popularity);
+    BLOB_FILL(K_POPULAR, ni * sizeof(uint32_t), model_fill_popular, NULL);
+#undef BLOB_COPY
+#undef BLOB_FILL
+    return n;
+}
+
+/* The map size for writing in: every blob padded to a page, on overflow
+ * pages with their header (a page more each), twice over for LMDB's
+ * copy-on-write branch and free pages, plus 64 MiB for the small values
+ * and the tree. Rounded up to a MiB. */
+static uint64_t model_map_size(const model_input *in) {
+    model_blob blobs[MODEL_MAX_BLOBS];
+    size_t n = model_blobs(in, blobs);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += blobs[i].len + 4096;
+    return (2 * total + (64u << 20) + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+}
+
+/* Writes the small values of the model: its metadata, and the counts and
+ * scalars of its optional parts. */
+static int model_write_values(model_writer *w, const model_input *in, const model_meta *meta,
+                              err_t *e) {
+    int rc;
+    if ((rc = model_put_u32v(w, K_FORMAT, meta->format_version, e)) ||
+        (rc = model_put_u32v(w, K_FACTORS, meta->factors, e)) ||
+        (rc = model_put_u32v(w, K_USERS, meta->n_users, e)) ||
+        (rc = model_put_u32v(w, K_ITEMS, meta->n_items, e)) ||
+        (rc = model_put_u64v(w, K_INTERACTIONS, meta->interactions, e)) ||
+        (rc = model_put_u32v(w, K_ITERATIONS, meta->iterations, e)) ||
+        (rc = model_put_f32(w, K_REG, meta->regularization, e)) ||
+        (rc = model_put_f32(w, K_ALPHA, meta->alpha, e)) ||
+        (rc = model_put_f64(w, K_LOSS, meta->loss, e)) ||
+        (rc = model_put_f64(w, K_SECONDS, meta->train_seconds, e)) ||
+        (rc = model_put_u64v(w, K_TRAINED_AT, (uint64_t)meta->trained_at, e)) ||
+        (rc = model_put_u64v(w, K_DATA_UNTIL, (uint64_t)meta->data_until, e)) ||
+        (rc = model_put(w, K_VERSION, meta->version, strlen(meta->version), e)) ||
+        (rc =
+             model_put(w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint), e)))
+        return rc;
+    /* Only when set: a pure ALS model stays exactly what it was before the
+     * key existed. */
+    if (meta->popularity_blend != 0.0f &&
+        (rc = model_put_f32(w, K_BLEND, meta->popularity_blend, e)))
+        return rc;
+    if (in->categories && (rc = model_put_u32v(w, K_CATEGORIES, idmap_size(in->categories), e)))
+        return rc;
+    const model_churn *c = in->churn;
+    if (c && ((rc = model_put_u32v(w, K_CHURN_N, c->n_features, e)) ||
+              (rc = model_put_u32v(w, K_CHURN_HORIZON, c->horizon_days, e)) ||
+              (rc = model_put_u64v(w, K_CHURN_SCORED_AT, (uint64_t)c->scored_at, e)) ||
+              (rc = model_put_f64(w, K_CHURN_INTERCEPT, c->intercept, e)) ||
+              (rc = model_put_f64(w, K_CHURN_PLATT_A, c->platt_a, e)) ||
+              (rc = model_put_f64(w, K_CHURN_PLATT_B, c->platt_b, e))))
+        return rc;
+    return ERR_OK;
+}
+
+/* Writes every key of the model in one transaction of env: the small
+ * values, then each blob of model_blobs. */
 static int model_write(MDB_env *env, const char *path, const model_input *in,
                        const model_meta *meta, err_t *e) {
     MDB_stat st;
@@ -741,75 +892,17 @@ static int model_write(MDB_env *env, const char *path, const model_input *in,
         mdb_txn_abort(w.txn);
         return model_mdb_err(e, rc, "open main database of", path);
     }
-    uint32_t nu = meta->n_users, ni = meta->n_items, k = meta->factors;
-    const csr *ui = in->user_items;
-    uint64_t nnz = csr_nnz(ui);
-    void *p;
-    if ((rc = model_put_u32v(&w, K_FORMAT, meta->format_version, e)) ||
-        (rc = model_put_u32v(&w, K_FACTORS, k, e)) || (rc = model_put_u32v(&w, K_USERS, nu, e)) ||
-        (rc = model_put_u32v(&w, K_ITEMS, ni, e)) ||
-        (rc = model_put_u64v(&w, K_INTERACTIONS, meta->interactions, e)) ||
-        (rc = model_put_u32v(&w, K_ITERATIONS, meta->iterations, e)) ||
-        (rc = model_put_f32(&w, K_REG, meta->regularization, e)) ||
-        (rc = model_put_f32(&w, K_ALPHA, meta->alpha, e)) ||
-        (rc = model_put_f64(&w, K_LOSS, meta->loss, e)) ||
-        (rc = model_put_f64(&w, K_SECONDS, meta->train_seconds, e)) ||
-        (rc = model_put_u64v(&w, K_TRAINED_AT, (uint64_t)meta->trained_at, e)) ||
-        (rc = model_put_u64v(&w, K_DATA_UNTIL, (uint64_t)meta->data_until, e)) ||
-        (rc = model_put(&w, K_VERSION, meta->version, strlen(meta->version), e)) ||
-        (rc = model_put(&w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint),
-                        e)))
-        goto fail;
-    /* Only when set: a pure ALS model stays exactly what it was before the
-     * key existed. */
-    if (meta->popularity_blend != 0.0f &&
-        (rc = model_put_f32(&w, K_BLEND, meta->popularity_blend, e)))
-        goto fail;
-    size_t uf = (size_t)nu * k * sizeof(float), itf = (size_t)ni * k * sizeof(float);
-    if ((rc = model_reserve(&w, K_USER_FACTORS, uf, &p, e))) goto fail;
-    if (uf) memcpy(p, in->user_factors, uf);
-    if ((rc = model_reserve(&w, K_ITEM_FACTORS, itf, &p, e))) goto fail;
-    if (itf) memcpy(p, in->item_factors, itf);
-    /* Stored beside the rows, not instead of them: fold-ins and similar
-     * items read single rows; only scoring wants panels. */
-    if ((rc = model_reserve(&w, K_ITEM_PANELS,
-                            (uint64_t)panel_padded(ni) * panel_pairs(k) * 2 * sizeof(uint16_t), &p,
-                            e)))
-        goto fail;
-    panel_pack(in->item_factors, ni, k, p);
-    if ((rc = model_reserve(&w, K_ITEM_NORMS, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
-    float *norms = p;
-    for (uint32_t i = 0; i < ni; i++) {
-        const float *row = in->item_factors + (size_t)i * k;
-        double sum = 0;
-        for (uint32_t j = 0; j < k; j++)
-            sum += (double)row[j] * row[j];
-        norms[i] = (float)sqrt(sum);
+    if ((rc = model_write_values(&w, in, meta, e))) goto fail;
+    model_blob blobs[MODEL_MAX_BLOBS];
+    size_t n = model_blobs(in, blobs);
+    for (size_t i = 0; i < n; i++) {
+        void *p;
+        if ((rc = model_reserve(&w, blobs[i].key, blobs[i].len, &p, e))) goto fail;
+        if (blobs[i].fill)
+            blobs[i].fill(in, blobs[i].arg, p);
+        else if (blobs[i].len)
+            memcpy(p, blobs[i].src, (size_t)blobs[i].len);
     }
-    if ((rc = model_write_ids(&w, in->users, K_USER_IDS, K_USER_INDEX, e)) ||
-        (rc = model_write_ids(&w, in->items, K_ITEM_IDS, K_ITEM_INDEX, e)))
-        goto fail;
-    size_t indptr = ((size_t)nu + 1) * sizeof(uint64_t);
-    if ((rc = model_reserve(&w, K_USER_ITEMS, indptr + nnz * sizeof(uint32_t), &p, e))) goto fail;
-    memcpy(p, ui->indptr, indptr);
-    if (nnz) memcpy((char *)p + indptr, ui->indices, nnz * sizeof(uint32_t));
-    if ((rc = model_reserve(&w, K_USER_ITEM_COUNTS, nnz * sizeof(float), &p, e))) goto fail;
-    if (nnz) memcpy(p, ui->values, nnz * sizeof(float));
-    if (in->categories) {
-        if ((rc = model_put_u32v(&w, K_CATEGORIES, idmap_size(in->categories), e)) ||
-            (rc = model_write_ids(&w, in->categories, K_CATEGORY_IDS, K_CATEGORY_INDEX, e)) ||
-            (rc = model_reserve(&w, K_ITEM_CATEGORY, (uint64_t)ni * sizeof(uint32_t), &p, e)))
-            goto fail;
-        if (ni) memcpy(p, in->item_category, (size_t)ni * sizeof(uint32_t));
-    }
-    if (in->churn && (rc = model_write_churn(&w, in->churn, nu, e))) goto fail;
-    if ((rc = model_reserve(&w, K_POPULARITY, (uint64_t)ni * sizeof(float), &p, e))) goto fail;
-    if (ni) memcpy(p, in->item_popularity, (size_t)ni * sizeof(float));
-    if ((rc = model_reserve(&w, K_POPULAR, (uint64_t)ni * sizeof(uint32_t), &p, e))) goto fail;
-    uint32_t *order = p;
-    for (uint32_t i = 0; i < ni; i++)
-        order[i] = i;
-    qsort_r(order, ni, sizeof *order, model_pop_cmp, (void *)in->item_popularity);
     rc = mdb_txn_commit(w.txn);
     if (rc) return model_mdb_err(e, rc, "commit", path);
     return ERR_OK;
@@ -825,11 +918,10 @@ fail:
  * LMDB's two per-commit syncs, which only order data before the meta page -
  * unnecessary here, as the folder becomes visible only after the sync. */
 static int model_build(const char *path, const model_input *in, const model_meta *meta,
-                       uint64_t total, err_t *e) {
+                       uint64_t mapsize, err_t *e) {
     MDB_env *env;
     int rc = mdb_env_create(&env);
     if (rc) return model_mdb_err(e, rc, "create environment for", path);
-    uint64_t mapsize = (2 * total + (64u << 20) + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
     if ((rc = mdb_env_set_mapsize(env, (size_t)mapsize))) {
         mdb_env_close(env);
         return model_mdb_err(e, rc, "set map size of", path);
@@ -921,29 +1013,7 @@ int model_publish(const char *dir, const model_input *in, model_meta *meta_out, 
         rc = err_set(e, ERR_IO, "model: mkdir %s: %s", tmp, strerror(errno));
         goto out;
     }
-    /* Logical bytes of all blobs, each padded to a page; the map gets twice
-     * that plus room for LMDB's own pages (model_build). */
-    const model_meta *im = &in->meta;
-    uint64_t blobs[] = {
-        (uint64_t)im->n_users * im->factors * sizeof(float),
-        (uint64_t)im->n_items * im->factors * sizeof(float),
-        (uint64_t)im->n_items * sizeof(float),
-        model_ids_size(in->users),
-        model_ids_size(in->items),
-        model_slot_count(im->n_users) * sizeof(uint32_t),
-        model_slot_count(im->n_items) * sizeof(uint32_t),
-        ((uint64_t)im->n_users + 1) * sizeof(uint64_t) + csr_nnz(in->user_items) * sizeof(uint32_t),
-        (uint64_t)im->n_items * sizeof(uint32_t),
-        (uint64_t)im->n_items * sizeof(float),
-        csr_nnz(in->user_items) * sizeof(float),
-        in->categories ? model_ids_size(in->categories) : 0,
-        in->categories ? model_slot_count(idmap_size(in->categories)) * sizeof(uint32_t) : 0,
-        in->categories ? (uint64_t)im->n_items * sizeof(uint32_t) : 0,
-    };
-    uint64_t total = 0;
-    for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
-        total += blobs[i] + 4096;
-    if ((rc = model_build(tmp, in, &meta, total, e))) {
+    if ((rc = model_build(tmp, in, &meta, model_map_size(in), e))) {
         model_rmtree(tmp);
         goto out;
     }

@@ -103,7 +103,8 @@ typedef struct model_input {
 /* Writes in as a new version under dir (created if missing) and makes it
  * current. Fills meta_out (may be NULL) with the published metadata
  * (version, trained_at). Returns ERR_OK, ERR_INVALID (inconsistent sizes),
- * ERR_IO, ERR_INTERNAL (LMDB). */
+ * ERR_IO, ERR_LIMIT (LMDB's map is full: the size estimate missed a key,
+ * never expected), ERR_INTERNAL (LMDB). */
 int model_publish(const char *dir, const model_input *in, model_meta *meta_out, err_t *e);
 
 typedef struct model model;

@@ -42,7 +42,8 @@ int campaign_tier_code(const char *name) {
 int campaign_top_factors(const model *m, uint32_t u, uint32_t n, uint32_t *feature,
                          double *contribution, uint32_t *n_out, err_t *e) {
     const model_churn *c = model_churn_info(m);
-    if (!c) return err_set(e, ERR_NOTFOUND, "model %s has no churn model", model_info(m)->version);
+    if (!c)
+        return err_set(e, ERR_PRECONDITION, "model %s has no churn model", model_info(m)->version);
     double *all = malloc(c->n_features * sizeof *all);
     if (!all) return err_set(e, ERR_NOMEM, "out of memory");
     model_churn_contributions(m, u, all);
@@ -102,7 +103,8 @@ int campaign_affinity_category(const model *m, uint32_t category, float *out, er
 int campaign_select(const model *m, const campaign_filter *f, campaign_emit_fn emit, void *ctx,
                     err_t *e) {
     const model_churn *c = model_churn_info(m);
-    if (!c) return err_set(e, ERR_NOTFOUND, "model %s has no churn model", model_info(m)->version);
+    if (!c)
+        return err_set(e, ERR_PRECONDITION, "model %s has no churn model", model_info(m)->version);
     if (f->order == CAMPAIGN_BY_AFFINITY && !f->affinity)
         return err_set(e, ERR_INVALID, "ordering by affinity needs an item or a category");
     uint32_t n_users = model_info(m)->n_users;

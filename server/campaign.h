@@ -52,7 +52,7 @@ typedef int (*campaign_emit_fn)(void *ctx, uint32_t user);
 /* Selects the members that pass f, orders them (highest key first, ties by
  * index) and emits them. Holds one float per member and the selected
  * indexes, never the messages. Returns ERR_OK (also when emit stopped it),
- * ERR_NOTFOUND (no churn model), ERR_INVALID, ERR_NOMEM. */
+ * ERR_PRECONDITION (no churn model), ERR_INVALID, ERR_NOMEM. */
 int campaign_select(const model *m, const campaign_filter *f, campaign_emit_fn emit, void *ctx,
                     err_t *e);
 

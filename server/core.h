@@ -12,8 +12,10 @@
  * and a message in *e: ERR_INVALID (a bad request: fix it), ERR_NOTFOUND (an
  * id the model or store does not have), ERR_PRECONDITION (the server or
  * model lacks what the call needs), ERR_IO (a store failed: retry later),
- * ERR_NOMEM, ERR_LIMIT, ERR_INTERNAL. A front end turns the code into its
- * own status; the message is for the client as it is.
+ * ERR_NOMEM, ERR_LIMIT, ERR_INTERNAL; a failure below the core keeps its
+ * code (util/err.h's contract). A front end turns the code into its own
+ * status through util/err's table only (err_to_status, err_status_http);
+ * the message is for the client as it is.
  *
  * Requests borrow their strings (NUL-terminated) from the caller for the
  * call only. Replies own what they hold: each reply type has a free

@@ -43,7 +43,7 @@ int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t 
                       user_id, meta->version);
     else if (campaign_top_factors(m, u, CORE_TOP_FACTORS, feature, out->contribution,
                                   &out->n_factors, &why))
-        err = err_set(e, ERR_INTERNAL, "%s", why.msg);
+        err = err_set(e, why.code, "%s", why.msg);
     if (err) {
         core__release(sm);
         memset(out, 0, sizeof *out);
@@ -179,11 +179,13 @@ static int targets_filter(core *c, const model *m, const core_targets_req *rq, c
             if (model_item_index(m, rq->item_id, strlen(rq->item_id), &idx))
                 return err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, rq->item_id,
                                meta->version);
-            campaign_affinity_item(m, idx, *affinity, &why);
-        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx) ||
-                   campaign_affinity_category(m, idx, *affinity, &why)) {
+            if (campaign_affinity_item(m, idx, *affinity, &why))
+                return err_set(e, why.code, "%s", why.msg);
+        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx)) {
             return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, rq->category,
                            meta->version);
+        } else if (campaign_affinity_category(m, idx, *affinity, &why)) {
+            return err_set(e, why.code, "category '%.*s': %s", 64, rq->category, why.msg);
         }
         f->affinity = *affinity;
     }
@@ -198,7 +200,7 @@ static int targets_filter(core *c, const model *m, const core_targets_req *rq, c
                           (int64_t)time(NULL) - 86400 * (int64_t)rq->viewed_not_bought_days,
                           rq->item_id[0] ? rq->item_id : NULL};
         if (evstore_scan(c->events, 1, looked_visit, &ls, &why))
-            return err_set(e, ERR_IO, "cannot read the events: %s", why.msg);
+            return err_set(e, why.code, "cannot read the events: %s", why.msg);
         f->eligible = *eligible;
     }
     /* Members who opted out or were forgotten are never campaign targets. */
@@ -230,7 +232,7 @@ int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn em
         target_stream ts = {m, model_churn_info(m), affinity, emit, ctx};
         err_t why;
         if (campaign_select(m, &f, target_emit, &ts, &why))
-            err = err_set(e, why.code == ERR_INVALID ? ERR_INVALID : ERR_INTERNAL, "%s", why.msg);
+            err = err_set(e, why.code, "%s", why.msg);
     }
     free(affinity);
     free(eligible);

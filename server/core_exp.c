@@ -153,11 +153,14 @@ int core_set_experiment(core *c, const char *salt, const core_share *req_shares,
         unsigned char state[EXP_STATE_BYTES];
         exp_encode(&x, state);
         if (idstate_put(c->exp_state, CORE_EXP_KEY, strlen(CORE_EXP_KEY), state, &why))
-            err = err_set(e, ERR_IO, "cannot store the experiment: %s", why.msg);
+            err = err_set(e, why.code, "cannot store the experiment: %s", why.msg);
     }
     if (!err) {
+        /* Not c->exp = x: that would write the names, which are read
+         * without the lock. */
         pthread_mutex_lock(&c->lock);
-        c->exp = x;
+        memcpy(c->exp.salt, x.salt, sizeof x.salt);
+        memcpy(c->exp.shares, x.shares, sizeof x.shares);
         pthread_mutex_unlock(&c->lock);
     }
     pthread_mutex_unlock(&c->exp_update);

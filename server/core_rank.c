@@ -179,7 +179,7 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     topk_entry *top = malloc(rq->k * sizeof *top);
     if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
     int err = score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)
-                  ? err_set(e, ERR_NOMEM, "%s", why.msg)
+                  ? err_set(e, why.code, "%s", why.msg)
                   : recommend_respond(c, rc, top, n, out, e);
     free(top);
     return err;
@@ -263,7 +263,10 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
         score_query q[CORE_MAX_BATCH] = {0};
         uint32_t *excluded[CORE_MAX_BATCH] = {0};
         float *work = core__scores_buffer(score_batch_workspace(g));
-        int rc = work ? ERR_OK : ERR_NOMEM;
+        err_t why;
+        int rc = work ? ERR_OK
+                      : err_set(&why, ERR_NOMEM, "out of memory scoring %u items",
+                                model_info(m)->n_items);
         for (size_t k = 0; k < g && rc == ERR_OK; k++) {
             recommend_call *call = &calls[group[k]];
             long n_excluded = recommend_exclusions(call, &excluded[k]);
@@ -277,14 +280,15 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
                 .category = call->rq->category[0] ? (int64_t)call->category : -1,
                 .best = malloc(call->rq->k * sizeof *q[k].best),
             };
-            if (n_excluded < 0 || !q[k].best) rc = ERR_NOMEM;
+            if (n_excluded < 0 || !q[k].best)
+                rc = err_set(&why, ERR_NOMEM, "out of memory scoring %u items",
+                             model_info(m)->n_items);
         }
-        if (rc == ERR_OK) rc = score_batch(m, q, g, work, NULL);
+        if (rc == ERR_OK) rc = score_batch(m, q, g, work, &why);
         for (size_t k = 0; k < g; k++) {
             size_t at = group[k];
             if (rc)
-                err_set(&errs[at], ERR_NOMEM, "out of memory scoring %u items",
-                        model_info(m)->n_items);
+                errs[at] = why;
             else
                 recommend_respond(c, &calls[at], q[k].best, q[k].n_best, &out[at], &errs[at]);
             free(q[k].best);
@@ -341,7 +345,7 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
             err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
         goto done;
     }
-    score_similar(m, seeds, n_seeds, scores);
+    if ((err = score_similar(m, seeds, n_seeds, scores, e))) goto done;
     for (size_t i = 0; i < n_seeds; i++)
         scores[seeds[i]] = -INFINITY;
     if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);

@@ -107,7 +107,7 @@ int core__shopper_collect(core *c, const model *m, const char *user_id, char *co
         err_t why;
         if (c->events && evstore_user_events(c->events, user_id, strlen(user_id),
                                              model_info(m)->data_until, shopper_visit, sh, &why))
-            return err_set(e, ERR_IO, "cannot read the user's events: %s", why.msg);
+            return err_set(e, why.code, "cannot read the user's events: %s", why.msg);
     }
     for (size_t i = 0; i < n_context; i++) {
         uint32_t item;
@@ -126,7 +126,7 @@ int core__shopper_vector(const core__model *sm, const core__shopper *sh, int ano
     if (sh->n_signals > 0) {
         err_t why;
         if (score_fold_in(sm->m, sm->yty, sh->user, sh->signals, sh->n_signals, x, &why))
-            return err_set(e, ERR_INTERNAL, "fold-in failed: %s", why.msg);
+            return err_set(e, why.code, "fold-in failed: %s", why.msg);
     } else if (sh->user == SCORE_NO_USER) {
         return ERR_OK;
     } else {

@@ -51,7 +51,7 @@ int core__write_records(core *c, evstore *store, const void *records, size_t n,
     err_t why;
     if (good->n_good && evstore_append(store, good->good, good->n_good, NULL, &why)) {
         log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good, why.msg);
-        return err_set(e, ERR_IO, "%s not stored: %s", what, why.msg);
+        return err_set(e, why.code, "%s not stored: %s", what, why.msg);
     }
     out->accepted = (uint32_t)good->n_good;
     return ERR_OK;
@@ -128,7 +128,7 @@ int core_set_availability(core *c, const core_availability *items, size_t n, err
         err_t why;
         const char *id = items[i].item_id;
         if (catalog_set_available(c->rules, id, strlen(id), items[i].available, &why))
-            return err_set(e, ERR_IO, "items[%zu] not stored: %s", i, why.msg);
+            return err_set(e, why.code, "items[%zu] not stored: %s", i, why.msg);
     }
     return ERR_OK;
 }
@@ -148,7 +148,7 @@ int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
         err_t why;
         const char *id = boosts[i].item_id;
         if (catalog_set_boost(c->rules, id, strlen(id), boosts[i].multiplier, &why))
-            return err_set(e, ERR_IO, "boosts[%zu] not stored: %s", i, why.msg);
+            return err_set(e, why.code, "boosts[%zu] not stored: %s", i, why.msg);
     }
     return ERR_OK;
 }
@@ -165,9 +165,9 @@ int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err
     /* The flag first: from this moment nothing about the member is served,
      * whatever happens to the deletion below. */
     if (idstate_put(c->privacy, user_id, n, &forgotten, &why))
-        return err_set(e, ERR_IO, "not stored: %s", why.msg);
+        return err_set(e, why.code, "not stored: %s", why.msg);
     if (c->events && evstore_forget_user(c->events, user_id, n, events_deleted, &why))
-        return err_set(e, ERR_IO, "events not deleted: %s", why.msg);
+        return err_set(e, why.code, "events not deleted: %s", why.msg);
     log_info("msg=\"member forgotten\" events_deleted=%llu", (unsigned long long)*events_deleted);
     return ERR_OK;
 }
@@ -183,6 +183,6 @@ int core_set_personalization(core *c, const char *user_id, int opted_out, err_t 
     unsigned char v = opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
     err_t why;
     if (idstate_put(c->privacy, user_id, n, &v, &why))
-        return err_set(e, ERR_IO, "not stored: %s", why.msg);
+        return err_set(e, why.code, "not stored: %s", why.msg);
     return ERR_OK;
 }

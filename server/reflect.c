@@ -437,31 +437,33 @@ static int answer_request(const reflect *r, const reflect_request *q, answer *a)
         return answer_list(r, a);
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
         file = find_file(r, q->file_by_filename);
-        return file >= 0 ? answer_file(r, a, (size_t)file)
-                         : answer_error(a, RPC_NOT_FOUND, "file not found", q->file_by_filename);
+        return file >= 0
+                   ? answer_file(r, a, (size_t)file)
+                   : answer_error(a, ERR_STATUS_NOT_FOUND, "file not found", q->file_by_filename);
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
         sym = find_symbol(r, q->file_containing_symbol);
         return sym ? answer_file(r, a, sym->file)
-                   : answer_error(a, RPC_NOT_FOUND, "symbol not found", q->file_containing_symbol);
+                   : answer_error(a, ERR_STATUS_NOT_FOUND, "symbol not found",
+                                  q->file_containing_symbol);
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: {
         const Grpc__Reflection__V1__ExtensionRequest *x = q->file_containing_extension;
         sym = find_symbol(r, x->containing_type);
         if (!sym || sym->kind != SYMBOL_MESSAGE)
-            return answer_error(a, RPC_NOT_FOUND, "type not found", x->containing_type);
+            return answer_error(a, ERR_STATUS_NOT_FOUND, "type not found", x->containing_type);
         for (size_t i = 0; i < r->n_extensions; i++)
             if (r->extensions[i].number == x->extension_number &&
                 !strcmp(r->extensions[i].extendee, x->containing_type))
                 return answer_file(r, a, r->extensions[i].file);
-        return answer_error(a, RPC_NOT_FOUND, "extension not found", x->containing_type);
+        return answer_error(a, ERR_STATUS_NOT_FOUND, "extension not found", x->containing_type);
     }
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:
         sym = find_symbol(r, q->all_extension_numbers_of_type);
         return sym && sym->kind == SYMBOL_MESSAGE
                    ? answer_extension_numbers(r, a, q->all_extension_numbers_of_type)
-                   : answer_error(a, RPC_NOT_FOUND, "type not found",
+                   : answer_error(a, ERR_STATUS_NOT_FOUND, "type not found",
                                   q->all_extension_numbers_of_type);
     default:
-        return answer_error(a, RPC_UNIMPLEMENTED, "unsupported request",
+        return answer_error(a, ERR_STATUS_UNIMPLEMENTED, "unsupported request",
                             "it asks for none of the reflection requests this server knows");
     }
 }
@@ -470,12 +472,12 @@ void reflect_answer(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply)
     const reflect *r = ctx;
     reflect_request *q = grpc__reflection__v1__server_reflection_request__unpack(NULL, len, req);
     if (!q) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT,
+        rpc_reply_error(reply, ERR_INVALID,
                         "the request is not a valid ServerReflectionRequest message");
         return;
     }
     if (!request_strings_valid(q)) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "a string of the request is not UTF-8");
+        rpc_reply_error(reply, ERR_INVALID, "a string of the request is not UTF-8");
         grpc__reflection__v1__server_reflection_request__free_unpacked(q, NULL);
         return;
     }
@@ -492,7 +494,7 @@ void reflect_answer(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply)
         reply->body = malloc(reply->len ? reply->len : 1);
         if (reply->body) protobuf_c_message_pack(&a.resp.base, reply->body);
     }
-    if (!reply->body) rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "reflect: out of memory");
+    if (!reply->body) rpc_reply_error(reply, ERR_NOMEM, "reflect: out of memory");
     free(a.files.file_descriptor_proto);
     free(a.list.service);
     free(a.service_msgs);

@@ -23,7 +23,6 @@
 /* Seconds a stop waits for calls in flight before cancelling them. */
 #define RPC_STOP_GRACE_S 5
 
-#define RPC_STATUSES 17 /* gRPC status codes 0..16 */
 #define RPC_BUCKETS 12
 
 #define RPC_DEFAULT_MAX_QUEUE 1024
@@ -41,7 +40,11 @@ typedef enum {
  * thread, or a stream's thread; freed by the poller when the answer batch
  * completes. */
 typedef struct rpc_call {
-    call_state state;
+    /* Atomic: the thread that starts a batch sets it and the poller reads it
+     * when the batch completes; the hand-off goes through gRPC's completion
+     * queue, which (uninstrumented) ThreadSanitizer cannot see, and this
+     * makes it one TSan can, for everything written before the batch. */
+    _Atomic call_state state;
     int method; /* index into methods, or -1 for an unregistered method */
     struct rpc_poller *poller;
     grpc_call *call;
@@ -66,7 +69,7 @@ typedef struct rpc_poller {
  * poller whose queue the call is bound to reports each batch's completion
  * through lock/cond. */
 struct rpc_stream {
-    call_state state; /* STREAM_BATCH */
+    _Atomic call_state state; /* STREAM_BATCH */
     struct rpc_call *call;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -100,7 +103,7 @@ struct rpc_server {
 
     /* Per method (index n_methods: unregistered methods): calls by status,
      * and the latency histogram (cumulative counts are made at scrape). */
-    atomic_ullong (*calls)[RPC_STATUSES];
+    atomic_ullong (*calls)[ERR_STATUSES];
     atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
     atomic_ullong *latency_us;                 /* sum, microseconds */
 };
@@ -108,11 +111,10 @@ struct rpc_server {
 static const double rpc_bucket_s[RPC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                  0.01,   0.025,   0.05,   0.1,   0.25,   1};
 
-void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...) {
+void rpc_reply_error(rpc_reply *r, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    r->status = status;
-    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    err_vset(&r->err, code, fmt, ap);
     va_end(ap);
     free(r->body);
     r->body = NULL;
@@ -160,11 +162,15 @@ static void rpc_request(rpc_poller *p, int method) {
 }
 
 /* Copies the request message into one contiguous buffer (gRPC may hold it
- * in several slices). Returns a malloc'ed buffer (caller frees) or NULL. */
-static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len) {
+ * in several slices). Returns a malloc'ed buffer (caller frees), or NULL
+ * with reply filled (ERR_NOMEM, or ERR_INTERNAL when gRPC cannot read it). */
+static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len, rpc_reply *reply) {
     grpc_byte_buffer_reader reader;
     *len = 0;
-    if (!grpc_byte_buffer_reader_init(&reader, bb)) return NULL;
+    if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+        rpc_reply_error(reply, ERR_INTERNAL, "cannot read the request message");
+        return NULL;
+    }
     grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
     size_t n = GRPC_SLICE_LENGTH(all);
@@ -172,6 +178,8 @@ static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len) {
     if (buf) {
         memcpy(buf, GRPC_SLICE_START_PTR(all), n);
         *len = n;
+    } else {
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for a request of %zu bytes", n);
     }
     grpc_slice_unref(all);
     return buf;
@@ -183,7 +191,8 @@ static const char *rpc_method_name(const rpc_call *c) {
 
 /* Starts the batch that answers c with reply (whose body it frees). The
  * poller frees c when the batch completes. */
-/* Counts a finished call of c's method with status, accepted at c->accepted_at. */
+/* Counts a finished call of c's method with its gRPC status, accepted at
+ * c->accepted_at. */
 static void rpc_observe(rpc_call *c, int status) {
     rpc_server *s = c->poller->server;
     size_t m = c->method >= 0 ? (size_t)c->method : s->n_methods;
@@ -191,43 +200,46 @@ static void rpc_observe(rpc_call *c, int status) {
     int b = 0;
     while (b < RPC_BUCKETS && seconds > rpc_bucket_s[b])
         b++;
-    atomic_fetch_add(&s->calls[m][status >= 0 && status < RPC_STATUSES ? status : 2], 1);
+    atomic_fetch_add(&s->calls[m][status], 1);
     atomic_fetch_add(&s->latency[m][b], 1);
     atomic_fetch_add(&s->latency_us[m], (unsigned long long)(seconds * 1e6));
 }
 
 static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
-    rpc_observe(c, reply->status);
-    if (reply->status != RPC_OK) {
+    int status = err_to_status(reply->err.code);
+    rpc_observe(c, status);
+    if (status != ERR_STATUS_OK) {
         /* Details often quote what the client sent: escaped, it cannot forge
          * a line or a key of the log. */
-        char details[sizeof reply->message * 4];
+        char details[sizeof reply->err.msg * 4];
         log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 reply->status, log_escape(reply->message, details, sizeof details));
+                 status, log_escape(reply->err.msg, details, sizeof details));
     }
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (reply->status == RPC_OK) {
+    if (status == ERR_STATUS_OK) {
         grpc_slice body = grpc_slice_from_copied_buffer((const char *)reply->body, reply->len);
         c->response = grpc_raw_byte_buffer_create(&body, 1);
         grpc_slice_unref(body);
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->response;
     } else {
-        c->status_details = grpc_slice_from_copied_string(reply->message);
+        c->status_details = grpc_slice_from_copied_string(reply->err.msg);
     }
     free(reply->body);
     reply->body = NULL;
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)reply->status;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)status;
     ops[n++].data.send_status_from_server.status_details =
-        reply->status == RPC_OK ? NULL : &c->status_details;
+        status == ERR_STATUS_OK ? NULL : &c->status_details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    /* c belongs to the poller from the state change on: read it first. */
+    grpc_call *call = c->call;
     c->state = CALL_ANSWERING;
-    grpc_call_error rc = grpc_call_start_batch(c->call, ops, n, c, NULL);
+    grpc_call_error rc = grpc_call_start_batch(call, ops, n, c, NULL);
     if (rc != GRPC_CALL_OK) {
         log_error("msg=\"cannot answer a call\" grpc_call_error=%d", (int)rc);
         rpc_call_free(c);
@@ -275,8 +287,9 @@ int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len) {
 /* Waits for the client's next message of a bidirectional call. Returns 1 with
  * *msg (malloc'ed, the caller frees it) and *len; 0 once the client has
  * half-closed; -1 when the call is gone (cancelled, deadline passed,
- * connection lost, a message over the size limit) or memory ran out. */
-static int rpc_stream_recv(rpc_stream *st, uint8_t **msg, size_t *len) {
+ * connection lost, a message over the size limit) or the message could not
+ * be read, with why in *reply. */
+static int rpc_stream_recv(rpc_stream *st, uint8_t **msg, size_t *len, rpc_reply *reply) {
     grpc_byte_buffer *bb = NULL;
     grpc_op op;
     memset(&op, 0, sizeof op);
@@ -284,10 +297,11 @@ static int rpc_stream_recv(rpc_stream *st, uint8_t **msg, size_t *len) {
     op.data.recv_message.recv_message = &bb;
     if (!rpc_stream_batch(st, &op, 1)) {
         if (bb) grpc_byte_buffer_destroy(bb);
+        rpc_reply_error(reply, ERR_CANCELLED, "the call ended before its next request");
         return -1;
     }
     if (!bb) return 0;
-    *msg = rpc_read_payload(bb, len);
+    *msg = rpc_read_payload(bb, len, reply);
     grpc_byte_buffer_destroy(bb);
     return *msg ? 1 : -1;
 }
@@ -299,23 +313,19 @@ static void rpc_run_bidi(rpc_stream *st, const rpc_method *m, rpc_reply *reply) 
     for (;;) {
         uint8_t *req;
         size_t len;
-        int got = rpc_stream_recv(st, &req, &len);
-        if (got == 0) return;
-        if (got < 0) {
-            rpc_reply_error(reply, RPC_CANCELLED, "the call ended before its next request");
-            return;
-        }
-        rpc_reply answer = {.status = RPC_OK};
+        int got = rpc_stream_recv(st, &req, &len, reply);
+        if (got <= 0) return;
+        rpc_reply answer = {.err.code = ERR_OK};
         m->bidi(m->ctx, req, len, &answer);
         free(req);
-        if (answer.status != RPC_OK) {
+        if (answer.err.code != ERR_OK) {
             *reply = answer;
             return;
         }
         int sent = rpc_stream_send(st, answer.body, answer.len);
         free(answer.body);
         if (sent) {
-            rpc_reply_error(reply, RPC_CANCELLED, "the client went away");
+            rpc_reply_error(reply, ERR_CANCELLED, "the client went away");
             return;
         }
     }
@@ -331,12 +341,10 @@ static void rpc_stream_finished(rpc_server *s) {
 static void rpc_run_server_stream(rpc_stream *st, const rpc_method *m, rpc_reply *reply) {
     rpc_call *c = st->call;
     size_t len;
-    uint8_t *req = c->payload ? rpc_read_payload(c->payload, &len) : NULL;
+    uint8_t *req = c->payload ? rpc_read_payload(c->payload, &len, reply) : NULL;
     if (!c->payload) {
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
-    } else if (!req) {
-        rpc_reply_error(reply, RPC_INTERNAL, "cannot read the request message");
-    } else {
+        rpc_reply_error(reply, ERR_INVALID, "no complete request message arrived");
+    } else if (req) {
         m->stream(m->ctx, req, len, st, reply);
         free(req);
     }
@@ -348,28 +356,29 @@ static void *rpc_stream_main(void *arg) {
     rpc_stream *st = arg;
     rpc_call *c = st->call;
     rpc_server *s = c->poller->server;
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     const rpc_method *m = &s->methods[c->method];
     if (m->bidi)
         rpc_run_bidi(st, m, &reply);
     else
         rpc_run_server_stream(st, m, &reply);
     free(reply.body);
-    rpc_observe(c, reply.status);
-    if (reply.status != RPC_OK) {
-        char details[sizeof reply.message * 4];
+    int status = err_to_status(reply.err.code);
+    rpc_observe(c, status);
+    if (status != ERR_STATUS_OK) {
+        char details[sizeof reply.err.msg * 4];
         log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 reply.status, log_escape(reply.message, details, sizeof details));
+                 status, log_escape(reply.err.msg, details, sizeof details));
     }
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     if (!st->sent_initial) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (reply.status != RPC_OK) c->status_details = grpc_slice_from_copied_string(reply.message);
+    if (status != ERR_STATUS_OK) c->status_details = grpc_slice_from_copied_string(reply.err.msg);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)reply.status;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)status;
     ops[n++].data.send_status_from_server.status_details =
-        reply.status == RPC_OK ? NULL : &c->status_details;
+        status == ERR_STATUS_OK ? NULL : &c->status_details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
     rpc_stream_batch(st, ops, n);
@@ -390,8 +399,8 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
     if (!full) s->streams++;
     pthread_mutex_unlock(&s->streams_lock);
     if (full) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED,
-                        "%u streaming calls are running already; try again later", s->max_streams);
+        rpc_reply_error(reply, ERR_LIMIT, "%u streaming calls are running already; try again later",
+                        s->max_streams);
         return -1;
     }
     rpc_stream *st = calloc(1, sizeof *st);
@@ -414,7 +423,7 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
             free(st);
         }
         rpc_stream_finished(s);
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "cannot start a streaming call now");
+        rpc_reply_error(reply, st ? ERR_LIMIT : ERR_NOMEM, "cannot start a streaming call now");
         return -1;
     }
     return 0;
@@ -459,19 +468,19 @@ static int rpc_enqueue(rpc_server *s, rpc_call *c) {
 static void rpc_accept(rpc_call *c) {
     rpc_server *s = c->poller->server;
     c->accepted_at = clock_seconds();
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     const rpc_method *m = c->method >= 0 ? &s->methods[c->method] : NULL;
     if (!m) {
         char *method = grpc_slice_to_c_string(c->details.method);
-        rpc_reply_error(&reply, RPC_UNIMPLEMENTED, "method %s is not implemented by recd", method);
+        rpc_reply_error(&reply, ERR_UNIMPLEMENTED, "method %s is not implemented by recd", method);
         gpr_free(method);
     } else if (m->write && s->write_token && !rpc_authorized(s, c)) {
-        rpc_reply_error(&reply, RPC_UNAUTHENTICATED,
+        rpc_reply_error(&reply, ERR_UNAUTHENTICATED,
                         "%s changes data: it needs metadata 'authorization: Bearer <token>' with "
                         "the server's write token",
                         m->path);
     } else if (rpc_deadline_passed(c)) {
-        rpc_reply_error(&reply, RPC_DEADLINE_EXCEEDED,
+        rpc_reply_error(&reply, ERR_DEADLINE,
                         "the deadline passed before the call "
                         "arrived");
     } else if (m->stream || m->bidi) {
@@ -479,7 +488,7 @@ static void rpc_accept(rpc_call *c) {
     } else if (rpc_enqueue(s, c) == 0) {
         return; /* a handler thread owns c now */
     } else {
-        rpc_reply_error(&reply, RPC_RESOURCE_EXHAUSTED,
+        rpc_reply_error(&reply, ERR_LIMIT,
                         "server overloaded: %u calls are waiting already; retry later",
                         s->ring_cap);
     }
@@ -495,15 +504,15 @@ static void rpc_accept(rpc_call *c) {
 static int rpc_admit(const rpc_server *s, const rpc_call *c, rpc_reply *reply) {
     double waited = clock_seconds() - c->queued_at;
     if (rpc_deadline_passed(c))
-        rpc_reply_error(reply, RPC_DEADLINE_EXCEEDED,
+        rpc_reply_error(reply, ERR_DEADLINE,
                         "the deadline passed after %.0f ms in the server's queue", waited * 1e3);
     else if (waited > s->max_wait_s)
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED,
-                        "server overloaded: the call waited %.0f ms; retry later", waited * 1e3);
+        rpc_reply_error(reply, ERR_LIMIT, "server overloaded: the call waited %.0f ms; retry later",
+                        waited * 1e3);
     else if (!c->payload)
         /* gRPC gives no payload when the stream ended before a whole message
          * came (or none was sent): never read that as empty. */
-        rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "no complete request message arrived");
+        rpc_reply_error(reply, ERR_INVALID, "no complete request message arrived");
     else
         return 0;
     return -1;
@@ -540,12 +549,10 @@ static void *rpc_handler_main(void *arg) {
     while ((n = rpc_dequeue(s, calls)) > 0) {
         size_t n_run = 0;
         for (size_t i = 0; i < n; i++) {
-            replies[i] = (rpc_reply){.status = RPC_OK};
+            replies[i] = (rpc_reply){.err.code = ERR_OK};
             reqs[i] = NULL;
             if (rpc_admit(s, calls[i], &replies[i])) continue;
-            if (!(reqs[i] = rpc_read_payload(calls[i]->payload, &lens[i])))
-                rpc_reply_error(&replies[i], RPC_INTERNAL, "cannot read the request message");
-            else
+            if ((reqs[i] = rpc_read_payload(calls[i]->payload, &lens[i], &replies[i])))
                 run[n_run++] = i;
         }
         const rpc_method *m = &s->methods[calls[0]->method];
@@ -556,7 +563,7 @@ static void *rpc_handler_main(void *arg) {
             rpc_reply batch_replies[RPC_MAX_BATCH];
             for (size_t k = 0; k < n_run; k++) {
                 batch_reqs[k] = reqs[run[k]];
-                batch_replies[k] = (rpc_reply){.status = RPC_OK};
+                batch_replies[k] = (rpc_reply){.err.code = ERR_OK};
             }
             size_t batch_lens[RPC_MAX_BATCH];
             for (size_t k = 0; k < n_run; k++)
@@ -585,7 +592,7 @@ static void *rpc_poller_main(void *arg) {
         grpc_event ev = grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
-        if (*(call_state *)ev.tag == STREAM_BATCH) {
+        if (*(_Atomic call_state *)ev.tag == STREAM_BATCH) {
             rpc_stream *st = ev.tag;
             pthread_mutex_lock(&st->lock);
             st->pending = 0;
@@ -765,37 +772,16 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     return ERR_OK;
 }
 
-const char *rpc_status_name(int status) {
-    static const char *const names[RPC_STATUSES] = {"OK",
-                                                    "CANCELLED",
-                                                    "UNKNOWN",
-                                                    "INVALID_ARGUMENT",
-                                                    "DEADLINE_EXCEEDED",
-                                                    "NOT_FOUND",
-                                                    "ALREADY_EXISTS",
-                                                    "PERMISSION_DENIED",
-                                                    "RESOURCE_EXHAUSTED",
-                                                    "FAILED_PRECONDITION",
-                                                    "ABORTED",
-                                                    "OUT_OF_RANGE",
-                                                    "UNIMPLEMENTED",
-                                                    "INTERNAL",
-                                                    "UNAVAILABLE",
-                                                    "DATA_LOSS",
-                                                    "UNAUTHENTICATED"};
-    return status >= 0 && status < RPC_STATUSES ? names[status] : "UNKNOWN";
-}
-
 void rpc_write_metrics(void *ctx, FILE *out) {
     rpc_server *s = ctx;
     fprintf(out, "# HELP recd_grpc_calls_total Calls answered, by method and gRPC status.\n"
                  "# TYPE recd_grpc_calls_total counter\n");
     for (size_t m = 0; m <= s->n_methods; m++)
-        for (int st = 0; st < RPC_STATUSES; st++) {
+        for (int st = 0; st < ERR_STATUSES; st++) {
             unsigned long long n = atomic_load(&s->calls[m][st]);
             if (n || st == 0)
                 fprintf(out, "recd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
-                        m < s->n_methods ? s->methods[m].path : "unregistered", rpc_status_name(st),
+                        m < s->n_methods ? s->methods[m].path : "unregistered", err_status_name(st),
                         n);
         }
     fprintf(out, "# HELP recd_grpc_call_seconds Time from accepting a call to its answer.\n"

@@ -18,37 +18,20 @@
 
 #include "err.h"
 
-/* gRPC status codes (the values of grpc_status_code), so that handlers need
- * no gRPC header. */
-enum {
-    RPC_OK = 0,
-    RPC_CANCELLED = 1,
-    RPC_INVALID_ARGUMENT = 3,
-    RPC_DEADLINE_EXCEEDED = 4,
-    RPC_NOT_FOUND = 5,
-    RPC_RESOURCE_EXHAUSTED = 8,
-    RPC_FAILED_PRECONDITION = 9,
-    RPC_UNIMPLEMENTED = 12,
-    RPC_INTERNAL = 13,
-    RPC_UNAVAILABLE = 14,
-    RPC_UNAUTHENTICATED = 16
-};
-
-/* The name of a gRPC status code ("NOT_FOUND"); "UNKNOWN" for any other value. */
-const char *rpc_status_name(int status);
-
-/* What a handler answers. On RPC_OK, body/len is the serialized response
- * message, malloc'ed by the handler and freed by rpc; otherwise message says
- * what went wrong (it becomes the status details) and body is NULL. */
+/* What a handler answers. On success (err.code ERR_OK), body/len is the
+ * serialized response message, malloc'ed by the handler and freed by rpc;
+ * otherwise err says what went wrong: its code picks the gRPC status
+ * (err_to_status, the only mapping), its message becomes the status
+ * details, and body is NULL. */
 typedef struct rpc_reply {
-    int status;
-    char message[256];
+    err_t err;
     uint8_t *body;
     size_t len;
 } rpc_reply;
 
-/* Sets a non-OK status with a printf-style message on r. */
-void rpc_reply_error(rpc_reply *r, int status, const char *fmt, ...)
+/* Sets a failure with an ERR_* code and a printf-style message on r (cut
+ * with "..." when too long, as err_set) and frees any body. */
+void rpc_reply_error(rpc_reply *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* A unary handler: req/len is the request message (possibly empty). */
@@ -64,7 +47,7 @@ typedef struct rpc_stream rpc_stream;
 int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len);
 
 /* A server-streaming handler: sends any number of messages with
- * rpc_stream_send, then returns; reply's status (and message) end the
+ * rpc_stream_send, then returns; reply->err (its code and message) ends the
  * stream (reply->body is not used). Runs on a thread of its own, so a long
  * export does not hold a worker. */
 typedef void (*rpc_stream_handler)(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,

@@ -74,17 +74,13 @@ void score_items(const model *m, const float *x, float *scores) {
                 model_item_factors(m), (int)mt->factors, x, 1, 0.0f, scores, 1);
 }
 
-void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores) {
+int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e) {
     const model_meta *mt = model_info(m);
     const float *y = model_item_factors(m), *norms = model_item_norms(m);
     /* The mean of cosines to the seeds is the dot product with the mean of
      * the seeds' unit vectors, so one sgemv serves any number of seeds. */
     float *q = calloc(mt->factors, sizeof *q);
-    if (!q) {
-        for (uint32_t i = 0; i < mt->n_items; i++)
-            scores[i] = -INFINITY;
-        return;
-    }
+    if (!q) return err_set(e, ERR_NOMEM, "out of memory for the seeds' mean");
     for (size_t s = 0; s < n; s++) {
         float norm = norms[seeds[s]];
         if (norm <= 0.0f) continue;
@@ -97,6 +93,7 @@ void score_similar(const model *m, const uint32_t *seeds, size_t n, float *score
     for (uint32_t i = 0; i < mt->n_items; i++)
         /* An all-zero vector has no direction: it is similar to nothing. */
         scores[i] = norms[i] > 0.0f ? scores[i] / norms[i] : -INFINITY;
+    return ERR_OK;
 }
 
 /* The largest popularity is that of the first item of the popularity

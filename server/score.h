@@ -66,8 +66,9 @@ int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e)
 /* scores[i] = x . y_i for every item of m (one sgemv over the item matrix). */
 void score_items(const model *m, const float *x, float *scores);
 
-/* scores[i] = mean cosine similarity of item i to the seed items. */
-void score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores);
+/* scores[i] = mean cosine similarity of item i to the seed items. Returns
+ * ERR_OK, or ERR_NOMEM (scores is then not filled). */
+int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e);
 
 /* Adds m's popularity blend (model_meta.popularity_blend, through
  * eval_blend_popularity) to the personalized scores of items [start,

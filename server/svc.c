@@ -31,36 +31,13 @@ _Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy"
 _Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
 _Static_assert(RPC_MAX_BATCH <= CORE_MAX_BATCH, "a batch of rpc fits the core's");
 
-/* The gRPC status of a core error code. */
-static int svc_status(int code) {
-    switch (code) {
-    case ERR_OK:
-        return RPC_OK;
-    case ERR_NOMEM:
-    case ERR_LIMIT:
-        return RPC_RESOURCE_EXHAUSTED;
-    case ERR_INVALID:
-        return RPC_INVALID_ARGUMENT;
-    case ERR_NOTFOUND:
-        return RPC_NOT_FOUND;
-    case ERR_IO:
-        return RPC_UNAVAILABLE;
-    case ERR_VERSION:
-    case ERR_PRECONDITION:
-        return RPC_FAILED_PRECONDITION;
-    default:
-        return RPC_INTERNAL;
-    }
-}
-
-/* Answers a core error. */
+/* Answers a core error: its code becomes the status (rpc's err_to_status). */
 static void reply_err(rpc_reply *reply, const err_t *e) {
-    rpc_reply_error(reply, svc_status(e->code), "%s", e->msg);
+    rpc_reply_error(reply, e->code, "%s", e->msg);
 }
 
 static void reply_malformed(rpc_reply *reply, const char *type) {
-    rpc_reply_error(reply, RPC_INVALID_ARGUMENT, "malformed %s: not a valid protobuf message",
-                    type);
+    rpc_reply_error(reply, ERR_INVALID, "malformed %s: not a valid protobuf message", type);
 }
 
 /* Serializes msg into reply->body. */
@@ -68,11 +45,11 @@ static void reply_pack(rpc_reply *reply, const ProtobufCMessage *msg) {
     size_t len = protobuf_c_message_get_packed_size(msg);
     reply->body = malloc(len ? len : 1);
     if (!reply->body) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for the response");
         return;
     }
     reply->len = protobuf_c_message_pack(msg, reply->body);
-    reply->status = RPC_OK;
+    reply->err.code = ERR_OK;
 }
 
 /* n entries of size bytes for a request of n records, or NULL: then the
@@ -107,7 +84,7 @@ static Recd__V1__ScoredItem **scored_items(const core_list *l) {
 static void recommend_encode(const core_list *l, rpc_reply *reply) {
     Recd__V1__ScoredItem **items = scored_items(l);
     if (!items) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
         return;
     }
     Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
@@ -181,7 +158,7 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
     if (core_similar(s->core, &creq, &l, &e)) {
         reply_err(reply, &e);
     } else if (!(items = scored_items(&l))) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
     } else {
         Recd__V1__SimilarItemsResponse resp = RECD__V1__SIMILAR_ITEMS_RESPONSE__INIT;
         resp.items = items;
@@ -209,7 +186,7 @@ static void svc_rerank(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
     if (core_rerank(s->core, &creq, &l, &e)) {
         reply_err(reply, &e);
     } else if (!(items = scored_items(&l))) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
     } else {
         Recd__V1__RerankResponse resp = RECD__V1__RERANK_RESPONSE__INIT;
         resp.items = items;
@@ -231,7 +208,7 @@ static void write_encode(const core_write_reply *w, int feedback, rpc_reply *rep
     size_t n = w->n_rejected;
     Recd__V1__RejectedEvent **ptrs = malloc((n ? n : 1) * (sizeof *ptrs + sizeof **ptrs));
     if (!ptrs) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory building the response");
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
         return;
     }
     Recd__V1__RejectedEvent *rejected = (Recd__V1__RejectedEvent *)(ptrs + n);
@@ -274,8 +251,7 @@ static void svc_record_events(void *ctx, const uint8_t *req, size_t len, rpc_rep
     core_write_reply w;
     err_t e;
     if (failed)
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu events",
-                        rq->n_events);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu events", rq->n_events);
     else if (core_record_events(s->core, evs, rq->n_events, &w, &e))
         reply_err(reply, &e);
     else
@@ -302,8 +278,7 @@ static void svc_record_feedback(void *ctx, const uint8_t *req, size_t len, rpc_r
     core_write_reply w;
     err_t e;
     if (failed)
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu feedback records",
-                        rq->n_feedback);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu feedback records", rq->n_feedback);
     else if (core_record_feedback(s->core, fb, rq->n_feedback, &w, &e))
         reply_err(reply, &e);
     else
@@ -327,7 +302,7 @@ static void svc_set_availability(void *ctx, const uint8_t *req, size_t len, rpc_
         items[i] = (core_availability){rq->items[i]->item_id, rq->items[i]->available};
     err_t e;
     if (failed) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu items", rq->n_items);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu items", rq->n_items);
     } else if (core_set_availability(s->core, items, rq->n_items, &e)) {
         reply_err(reply, &e);
     } else {
@@ -352,8 +327,7 @@ static void svc_set_boosts(void *ctx, const uint8_t *req, size_t len, rpc_reply 
         boosts[i] = (core_boost){rq->boosts[i]->item_id, rq->boosts[i]->multiplier};
     err_t e;
     if (failed) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu boosts",
-                        rq->n_boosts);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu boosts", rq->n_boosts);
     } else if (core_set_boosts(s->core, boosts, rq->n_boosts, &e)) {
         reply_err(reply, &e);
     } else {
@@ -414,8 +388,7 @@ static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_re
         shares[i] = (core_share){rq->shares[i]->variant, rq->shares[i]->share};
     err_t e;
     if (!shares) {
-        rpc_reply_error(reply, RPC_RESOURCE_EXHAUSTED, "out of memory for %zu shares",
-                        rq->n_shares);
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu shares", rq->n_shares);
     } else if (core_set_experiment(s->core, rq->salt, shares, rq->n_shares, &e)) {
         reply_err(reply, &e);
     } else {
@@ -499,7 +472,8 @@ typedef struct target_stream {
     rpc_stream *st;
     uint8_t *buf;
     size_t cap;
-    int gone; /* the client went away */
+    int gone;  /* the client went away */
+    int nomem; /* no buffer for the next message: the stream stops, and says why */
 } target_stream;
 
 static int target_send(void *ctx, const core_target *t) {
@@ -516,7 +490,7 @@ static int target_send(void *ctx, const core_target *t) {
     if (n > ts->cap) {
         free(ts->buf);
         ts->cap = n * 2;
-        if (!(ts->buf = malloc(ts->cap))) return ts->gone = 1;
+        if (!(ts->buf = malloc(ts->cap))) return ts->nomem = 1;
     }
     recd__v1__campaign_target__pack(&m, ts->buf);
     if (rpc_stream_send(ts->st, ts->buf, n)) ts->gone = 1;
@@ -547,12 +521,14 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
                  : rq->order == RECD__V1__TARGET_ORDER__BY_AFFINITY ? CAMPAIGN_BY_AFFINITY
                                                                     : CAMPAIGN_BY_PROBABILITY,
     };
-    target_stream ts = {st, NULL, 0, 0};
+    target_stream ts = {st, NULL, 0, 0, 0};
     err_t e;
     if (core_campaign_targets(s->core, &creq, target_send, &ts, &e))
         reply_err(reply, &e);
+    else if (ts.nomem)
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for a target; stream stopped");
     else if (ts.gone)
-        rpc_reply_error(reply, RPC_CANCELLED, "the client went away; stream stopped");
+        rpc_reply_error(reply, ERR_CANCELLED, "the client went away; stream stopped");
     free(ts.buf);
     recd__v1__campaign_targets_request__free_unpacked(rq, NULL);
 }
@@ -571,7 +547,7 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
      * a whole ("") and the Recommender service are serving. */
     if (rq->service[0] && strcmp(rq->service, "recd.v1.Recommender") != 0 &&
         strcmp(rq->service, "grpc.health.v1.Health") != 0) {
-        rpc_reply_error(reply, RPC_NOT_FOUND, "unknown service '%.*s'", 64, rq->service);
+        rpc_reply_error(reply, ERR_NOTFOUND, "unknown service '%.*s'", 64, rq->service);
     } else {
         Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
         resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;

@@ -152,7 +152,7 @@ static uint8_t *call(client *c, const char *method, const ProtobufCMessage *msg,
         return NULL;
     }
     if (r.status != 0) {
-        fprintf(stderr, "recd: %s: %s\n", rpc_status_name(r.status), r.details);
+        fprintf(stderr, "recd: %s: %s\n", err_status_name(r.status), r.details);
         free(r.body);
         return NULL;
     }
@@ -568,7 +568,7 @@ static int q_targets(client *c, const query_args *a) {
     client_stream_close(st, &r);
     if (bad) return 1;
     if (r.status != 0) {
-        fprintf(stderr, "recd: %s: %s\n", rpc_status_name(r.status), r.details);
+        fprintf(stderr, "recd: %s: %s\n", err_status_name(r.status), r.details);
         return 1;
     }
     fprintf(stderr, "targets: %llu members\n", (unsigned long long)rank);

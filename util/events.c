@@ -111,9 +111,13 @@ int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *i
         s->cap = cap;
     }
     ev_event *ev = &s->events[s->n];
-    if (idmap_intern(s->users, user, user_len, &ev->user) ||
-        idmap_intern(s->items, item, item_len, &ev->item))
-        return err_set(e, ERR_NOMEM, "events: out of memory interning ids");
+    int rc;
+    if ((rc = idmap_intern(s->users, user, user_len, &ev->user)))
+        return err_set(e, rc, "events: cannot intern user %u: %s", idmap_size(s->users),
+                       err_message(rc));
+    if ((rc = idmap_intern(s->items, item, item_len, &ev->item)))
+        return err_set(e, rc, "events: cannot intern item %u: %s", idmap_size(s->items),
+                       err_message(rc));
     uint32_t u = ev->user, i = ev->item;
     *ev = *fields;
     ev->user = u;
@@ -132,8 +136,10 @@ int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t l
         s->item_category = cat;
         s->n_item_category = n;
     }
-    if (idmap_intern(s->categories, category, len, &s->item_category[item]))
-        return err_set(e, ERR_NOMEM, "events: out of memory interning categories");
+    int rc = idmap_intern(s->categories, category, len, &s->item_category[item]);
+    if (rc)
+        return err_set(e, rc, "events: cannot intern category %u: %s", idmap_size(s->categories),
+                       err_message(rc));
     return ERR_OK;
 }
 

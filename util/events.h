@@ -85,7 +85,8 @@ int ev_set_init(ev_set *s, err_t *e);
 void ev_set_free(ev_set *s);
 
 /* Appends one purchase-history row (type EV_TYPE_PURCHASE, weight 1, not
- * recorded), interning the ids. */
+ * recorded), interning the ids. Returns ERR_OK, ERR_NOMEM, or ERR_LIMIT
+ * (more users or items than an idmap holds). */
 int ev_set_add(ev_set *s, const char *user, size_t user_len, const char *item, size_t item_len,
                int64_t ts, float quantity, float price, err_t *e);
 
@@ -95,7 +96,9 @@ int ev_set_add_event(ev_set *s, const char *user, size_t user_len, const char *i
                      size_t item_len, const ev_event *fields, err_t *e);
 
 /* Records that item (an index of s->items) belongs to the category with the
- * given id; a later call for the same item replaces the earlier one. */
+ * given id; a later call for the same item replaces the earlier one.
+ * Returns ERR_OK, ERR_NOMEM, or ERR_LIMIT (more categories than an idmap
+ * holds). */
 int ev_set_set_category(ev_set *s, uint32_t item, const char *category, size_t len, err_t *e);
 
 /* The category index of item, or UINT32_MAX when it has none. */

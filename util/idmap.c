@@ -6,6 +6,13 @@
 
 #define EMPTY UINT32_MAX
 
+/* Most ids one map holds: indexes are uint32_t and EMPTY is one of them.
+ * A compile-time limit, as SQLite's are, so that a test can build the map
+ * with a small one and reach it (tests/CMakeLists.txt, test_limits). */
+#ifndef IDMAP_MAX_IDS
+#define IDMAP_MAX_IDS (UINT32_MAX - 1)
+#endif
+
 struct idmap {
     uint32_t *slots;   /* index into offsets, or EMPTY */
     uint64_t *hashes;  /* per index: full hash, so that growth needs no rehash of strings */
@@ -90,7 +97,7 @@ int idmap_intern(idmap *m, const char *key, size_t len, uint32_t *index) {
         *index = *slot;
         return ERR_OK;
     }
-    if (m->n >= UINT32_MAX - 1) return ERR_LIMIT;
+    if (m->n >= IDMAP_MAX_IDS) return ERR_LIMIT;
     if (m->n == m->cap_ids) {
         uint32_t cap = m->cap_ids ? m->cap_ids * 2 : 256;
         uint64_t *hashes = realloc(m->hashes, (size_t)cap * sizeof *hashes);

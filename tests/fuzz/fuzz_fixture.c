@@ -44,7 +44,7 @@ void fuzz_scratch_dir(const char *name, char dir[PATH_MAX]) {
 
 static void must(int rc, const err_t *e, const char *what) {
     if (rc == ERR_OK) return;
-    fprintf(stderr, "fuzz: %s: %s\n", what, e ? e->msg : err_name(rc));
+    fprintf(stderr, "fuzz: %s: %s\n", what, e ? e->msg : err_message(rc));
     abort();
 }
 

@@ -47,9 +47,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     reflect_answer(reflector, data, size, &reply);
-    if (reply.status == RPC_OK) {
+    if (reply.err.code == ERR_OK) {
         Grpc__Reflection__V1__ServerReflectionResponse *resp =
             grpc__reflection__v1__server_reflection_response__unpack(NULL, reply.len, reply.body);
         if (!resp) fail("an OK reply that is not a ServerReflectionResponse");
@@ -69,9 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
     } else {
         if (reply.body) fail("an error reply with a body");
-        if (!memchr(reply.message, '\0', sizeof reply.message) || !reply.message[0])
+        if (!memchr(reply.err.msg, '\0', sizeof reply.err.msg) || !reply.err.msg[0])
             fail("an error reply without a message");
-        if (reply.status != RPC_INVALID_ARGUMENT) fail(reply.message);
+        if (reply.err.code != ERR_INVALID) fail(reply.err.msg);
     }
     free(reply.body);
     return 0;

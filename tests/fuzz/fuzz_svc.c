@@ -126,23 +126,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return -1; /* not worth keeping */
     size_t which = data[0] % n_methods;
     const rpc_method *m = &methods[which];
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     if (m->stream) {
         fake_stream fs = {method_response[which], 0, data[0] / n_methods};
         m->stream(m->ctx, data + 1, size - 1, (rpc_stream *)&fs, &reply);
-        if (reply.status == RPC_OK && fs.give_up_after && fs.received >= fs.give_up_after)
+        if (reply.err.code == ERR_OK && fs.give_up_after && fs.received >= fs.give_up_after)
             fail(m->path, "OK although the client went away");
     } else {
         m->handler(m->ctx, data + 1, size - 1, &reply);
-        if (reply.status == RPC_OK &&
+        if (reply.err.code == ERR_OK &&
             (!reply.body || !decodes(method_response[which], reply.body, reply.len)))
             fail(m->path, "OK reply whose body is not the response message");
     }
-    if (reply.status != RPC_OK) {
+    if (reply.err.code != ERR_OK) {
         if (reply.body) fail(m->path, "an error reply with a body");
-        if (!memchr(reply.message, '\0', sizeof reply.message) || !reply.message[0])
+        if (!memchr(reply.err.msg, '\0', sizeof reply.err.msg) || !reply.err.msg[0])
             fail(m->path, "an error reply without a message");
-        if (reply.status == RPC_INTERNAL) fail(m->path, reply.message);
+        if (err_to_status(reply.err.code) == ERR_STATUS_INTERNAL) fail(m->path, reply.err.msg);
     }
     free(reply.body);
     return 0;

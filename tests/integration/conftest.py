@@ -18,12 +18,16 @@ SOURCE = Path(os.environ.get("RECD_SOURCE_DIR", Path(__file__).resolve().parents
 RECD = os.environ.get("RECD_BIN", str(SOURCE / "build" / "recd"))
 SHARED = Path(os.environ.get("RECD_SHARED_DATA", SOURCE.parent / "shared" / "data"))
 VALGRIND = os.environ.get("RECD_VALGRIND") == "1"
+# A ThreadSanitizer build (scripts/test.sh): its reports go to stderr, and a
+# report anywhere fails the test, whatever the exit code says.
+TSAN_REPORT = "WARNING: ThreadSanitizer"
 GRPC_PROTO = Path("/usr/share/grpc-proto")
 
 
 def run(*args, check=True, **kw):
     """Runs recd with args; returns the CompletedProcess (text mode)."""
     p = subprocess.run([RECD, *map(str, args)], capture_output=True, text=True, **kw)
+    assert TSAN_REPORT not in p.stderr, f"recd {' '.join(map(str, args))}:\n{p.stderr}"
     if check and p.returncode != 0:
         raise AssertionError(f"recd {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
     return p
@@ -126,15 +130,19 @@ class Server:
         return self.log.read()
 
     def stop(self):
-        """SIGTERM, then the exit code (0 after a clean shutdown)."""
+        """SIGTERM, then the exit code (0 after a clean shutdown). Fails when
+        the server's output holds a ThreadSanitizer report."""
         self.channel.close()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=120 if VALGRIND else 20)
+            rc = self.proc.wait(timeout=120 if VALGRIND else 20)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-            self.log.close()
+        out = self.output()
+        self.log.close()
+        assert TSAN_REPORT not in out, f"ThreadSanitizer report from the server:\n{out}"
+        return rc
 
 
 @pytest.fixture(scope="session")

@@ -870,3 +870,98 @@ Test(model, churn_refuses_inconsistent_input_and_keys) {
     cr_assert_not_null(strstr(msg, "missing key churn_tier"), "%s", msg);
     fixture_free(&f);
 }
+
+/* A shop whose churn inputs outweigh everything else: 100k members, one
+ * factor, 256 churn inputs each. The map-size estimate once counted only the
+ * factor, id and purchase blobs (2 x 4.4 MB + 64 MiB = 73 MB here) and not
+ * the churn arrays (102 MB of inputs alone): such a publication failed with
+ * MDB_MAP_FULL, reported as an internal error. */
+Test(model, publishes_a_model_whose_churn_outweighs_its_factors) {
+    enum { USERS = 100000, FEATURES = MODEL_CHURN_MAX_FEATURES };
+    idmap *users = idmap_new(), *items = idmap_new();
+    cr_assert(users && items);
+    char id[16];
+    uint32_t idx;
+    for (int u = 0; u < USERS; u++)
+        cr_assert_eq(idmap_intern(users, id, (size_t)snprintf(id, sizeof id, "u%06d", u), &idx),
+                     ERR_OK);
+    cr_assert_eq(idmap_intern(items, "i0", 2, &idx), ERR_OK);
+    cr_assert_eq(idmap_intern(items, "i1", 2, &idx), ERR_OK);
+    uint32_t *rows = malloc(USERS * sizeof *rows), *cols = calloc(USERS, sizeof *cols);
+    float *uf = malloc(USERS * sizeof *uf), itf[2] = {1, 0.5f}, pop[2] = {USERS, 0};
+    float *features = malloc((size_t)USERS * FEATURES * sizeof *features);
+    float *per_user = malloc(USERS * sizeof *per_user);
+    uint8_t *codes = calloc(USERS, 1);
+    cr_assert(rows && cols && uf && features && per_user && codes);
+    for (uint32_t u = 0; u < USERS; u++) {
+        rows[u] = u;
+        uf[u] = (float)u / USERS;
+        per_user[u] = 0.5f;
+    }
+    for (size_t i = 0; i < (size_t)USERS * FEATURES; i++)
+        features[i] = (float)(i % 7);
+    csr ui;
+    cr_assert_eq(csr_from_triplets(USERS, 2, rows, cols, NULL, USERS, &ui, NULL), ERR_OK);
+    static char names[FEATURES][8];
+    const char *name_ptrs[FEATURES];
+    static double coef[FEATURES], mean[FEATURES], scale[FEATURES];
+    for (int j = 0; j < FEATURES; j++) {
+        snprintf(names[j], sizeof names[j], "f%d", j);
+        name_ptrs[j] = names[j];
+        scale[j] = 1;
+    }
+    model_churn c = {.n_features = FEATURES,
+                     .feature_names = name_ptrs,
+                     .coef = coef,
+                     .mean = mean,
+                     .scale = scale,
+                     .horizon_days = 90,
+                     .scored_at = 1323435001,
+                     .bands = {0.4f, 0.7f},
+                     .tiers = {3000, 8000, 20000, 50000},
+                     .features = features,
+                     .probability = per_user,
+                     .band = codes,
+                     .segment = codes,
+                     .tier = codes,
+                     .recency_days = per_user,
+                     .frequency = per_user,
+                     .monetary = per_user};
+    model_input in = {.meta = {.factors = 1, .n_users = USERS, .n_items = 2, .interactions = USERS},
+                      .users = users,
+                      .items = items,
+                      .user_factors = uf,
+                      .item_factors = itf,
+                      .user_items = &ui,
+                      .item_popularity = pop,
+                      .churn = &c};
+    strcpy(in.meta.source_fingerprint, "0123456789abcdef");
+    /* What the old estimate counted, to show the case is the one it missed. */
+    uint64_t slots = 1;
+    while (slots < 2 * (uint64_t)USERS)
+        slots <<= 1;
+    uint64_t counted = (uint64_t)USERS * 4 * 2 + (USERS + 1) * 8 * 2 + USERS * 7 + slots * 4 +
+                       USERS * 4 + 14 * 4096;
+    cr_assert_gt((uint64_t)USERS * FEATURES * sizeof(float), 2 * counted + (64u << 20));
+    err_t e = {0};
+    const char *dir = at("%s", "big-churn");
+    cr_assert_eq(model_publish(dir, &in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const model_churn *got = model_churn_info(m);
+    cr_assert_not_null(got);
+    cr_assert_eq(got->n_features, FEATURES);
+    size_t last = (size_t)USERS * FEATURES - 1;
+    cr_assert_float_eq(got->features[last], (float)(last % 7), 0);
+    cr_assert_str_eq(got->feature_names[FEATURES - 1], "f255");
+    model_close(m);
+    csr_free(&ui);
+    idmap_free(users);
+    idmap_free(items);
+    free(rows);
+    free(cols);
+    free(uf);
+    free(features);
+    free(per_user);
+    free(codes);
+}

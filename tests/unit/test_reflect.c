@@ -28,16 +28,16 @@ static reflect *open_embedded(void) {
     return r;
 }
 
-/* The status and, when OK, the decoded response of reflect_answer on q. */
+/* The error code and, when ERR_OK, the decoded response of reflect_answer on q. */
 static int ask(reflect *r, const request *q, response **out) {
     size_t len = protobuf_c_message_get_packed_size(&q->base);
     uint8_t *buf = malloc(len + 1);
     protobuf_c_message_pack(&q->base, buf);
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     reflect_answer(r, buf, len, &reply);
     free(buf);
     *out = NULL;
-    if (reply.status == RPC_OK) {
+    if (reply.err.code == ERR_OK) {
         *out =
             grpc__reflection__v1__server_reflection_response__unpack(NULL, reply.len, reply.body);
         cr_assert_not_null(*out, "an OK answer must decode as a ServerReflectionResponse");
@@ -45,7 +45,7 @@ static int ask(reflect *r, const request *q, response **out) {
         cr_assert_null(reply.body);
     }
     free(reply.body);
-    return reply.status;
+    return reply.err.code;
 }
 
 static response *ask_symbol(reflect *r, const char *symbol) {
@@ -54,7 +54,7 @@ static response *ask_symbol(reflect *r, const char *symbol) {
         GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
     q.file_containing_symbol = (char *)symbol;
     response *resp;
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
     return resp;
 }
 
@@ -86,7 +86,7 @@ static void expect_not_found(reflect *r, const char *symbol) {
     cr_assert_eq(resp->message_response_case,
                  GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE,
                  "%s", symbol);
-    cr_expect_eq(resp->error_response->error_code, RPC_NOT_FOUND);
+    cr_expect_eq(resp->error_response->error_code, ERR_STATUS_NOT_FOUND);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
 }
 
@@ -97,7 +97,7 @@ Test(reflect, lists_the_served_services_once_each_then_reflection) {
         GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
     q.list_services = "";
     response *resp;
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
     const Grpc__Reflection__V1__ListServiceResponse *l = resp->list_services_response;
     cr_assert_eq(l->n_service, 4);
     cr_expect_str_eq(l->service[0]->name, "recd.v1.Recommender");
@@ -253,20 +253,20 @@ Test(reflect, follows_imports_and_finds_nested_symbols_and_extensions) {
     q.file_containing_extension = &x;
     x.containing_type = "a.Base";
     x.extension_number = 101;
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
     first = file_name(resp, 0);
     cr_expect_str_eq(first, "b.proto");
     free(first);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
     x.extension_number = 102;
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
-    cr_expect_eq(resp->error_response->error_code, RPC_NOT_FOUND);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
+    cr_expect_eq(resp->error_response->error_code, ERR_STATUS_NOT_FOUND);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
 
     q.message_request_case =
         GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE;
     q.all_extension_numbers_of_type = "a.Base";
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
     const Grpc__Reflection__V1__ExtensionNumberResponse *numbers =
         resp->all_extension_numbers_response;
     cr_assert_not_null(numbers);
@@ -275,8 +275,8 @@ Test(reflect, follows_imports_and_finds_nested_symbols_and_extensions) {
     cr_expect_eq(numbers->extension_number[0] + numbers->extension_number[1], 201);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
     q.all_extension_numbers_of_type = "b.note"; /* a symbol, but no message */
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
-    cr_expect_eq(resp->error_response->error_code, RPC_NOT_FOUND);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
+    cr_expect_eq(resp->error_response->error_code, ERR_STATUS_NOT_FOUND);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
     reflect_close(r);
 }
@@ -318,9 +318,9 @@ Test(reflect, malformed_or_non_utf8_requests_are_invalid_argument) {
         {"\xff\xff\xff", 3},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        rpc_reply reply = {.status = RPC_OK};
+        rpc_reply reply = {.err.code = ERR_OK};
         reflect_answer(r, (const uint8_t *)bad[i].bytes, bad[i].len, &reply);
-        cr_expect_eq(reply.status, RPC_INVALID_ARGUMENT, "case %zu", i);
+        cr_expect_eq(reply.err.code, ERR_INVALID, "case %zu", i);
         cr_expect_null(reply.body);
     }
     /* Unknown fields, one with field number 0 that protobuf-c takes and
@@ -330,9 +330,9 @@ Test(reflect, malformed_or_non_utf8_requests_are_invalid_argument) {
         0x2a, 0x0f, 0x10, 0x05, 0x81, 0x00, 1, 0, 0, 0, 0, 0, /* extension request ... */
         0,    0,    0x98, 0x06, 0x07,                         /* ... with fields 0 and 99 */
     };
-    rpc_reply reply = {.status = RPC_OK};
+    rpc_reply reply = {.err.code = ERR_OK};
     reflect_answer(r, unknown_fields, sizeof unknown_fields, &reply);
-    cr_assert_eq(reply.status, RPC_OK, "%s", reply.message);
+    cr_assert_eq(reply.err.code, ERR_OK, "%s", reply.err.msg);
     response *echoed =
         grpc__reflection__v1__server_reflection_response__unpack(NULL, reply.len, reply.body);
     cr_assert_not_null(echoed);
@@ -344,8 +344,8 @@ Test(reflect, malformed_or_non_utf8_requests_are_invalid_argument) {
     /* No request at all: an error_response, not the end of the stream. */
     request q = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
     response *resp;
-    cr_assert_eq(ask(r, &q, &resp), RPC_OK);
-    cr_expect_eq(resp->error_response->error_code, RPC_UNIMPLEMENTED);
+    cr_assert_eq(ask(r, &q, &resp), ERR_OK);
+    cr_expect_eq(resp->error_response->error_code, ERR_STATUS_UNIMPLEMENTED);
     grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
     reflect_close(r);
 }

@@ -1,9 +1,36 @@
-/* Unit tests of the server's pure parts: A/B assignment and request ids. */
+/* Unit tests of the server's pure parts: A/B assignment and request ids,
+ * the error table against gRPC's own codes, handler replies. */
 #include <criterion/criterion.h>
+#include <grpc/status.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "experiment.h"
+#include "rpc.h"
+
+Test(status, the_table_has_grpc_values) {
+#define CHECK_STATUS(name, code, http) cr_assert_eq(ERR_STATUS_##name, (int)GRPC_STATUS_##name);
+    ERR_STATUS_MAP(CHECK_STATUS)
+#undef CHECK_STATUS
+    cr_assert_eq(ERR_STATUSES, (int)GRPC_STATUS_UNAUTHENTICATED + 1, "the last code is 16");
+}
+
+Test(status, a_reply_error_keeps_a_long_message_and_marks_the_cut) {
+    rpc_reply r = {.err.code = ERR_OK, .body = malloc(8), .len = 8};
+    char detail[300];
+    memset(detail, 'd', sizeof detail - 1);
+    detail[sizeof detail - 1] = '\0';
+    /* 300-odd bytes: more than the old 256-byte replies held, all kept. */
+    rpc_reply_error(&r, ERR_NOTFOUND, "item '%s' is not in model", detail);
+    cr_assert_eq(r.err.code, ERR_NOTFOUND);
+    cr_assert_null(r.body);
+    cr_assert_eq(r.len, 0);
+    cr_assert_eq(strlen(r.err.msg), strlen(detail) + strlen("item '' is not in model"));
+    rpc_reply_error(&r, ERR_NOMEM, "%s%s", detail, detail);
+    cr_assert_eq(err_to_status(r.err.code), ERR_STATUS_RESOURCE_EXHAUSTED);
+    cr_assert_str_eq(r.err.msg + sizeof r.err.msg - 4, "...");
+}
 
 static experiment three_variants(void) {
     experiment x = {.salt = "s1", .n = 3};

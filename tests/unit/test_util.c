@@ -1,7 +1,7 @@
-/* Unit tests of the util layer: id maps, CSR matrices, top-k selection,
- * the scoring panels (every kernel copy this CPU runs), the choice of kernel
- * level, UTF-8 validation, the per-user temporal ordering of events, the
- * random generator and the clock. */
+/* Unit tests of the util layer: the error table and messages, id maps, CSR
+ * matrices, top-k selection, the scoring panels (every kernel copy this CPU
+ * runs), the choice of kernel level, UTF-8 validation, the per-user temporal
+ * ordering of events, the random generator and the clock. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "cpu.h"
 #include "csr.h"
+#include "err.h"
 #include "events.h"
 #include "idmap.h"
 #include "panel.h"
@@ -18,6 +19,112 @@
 #include "stats.h"
 #include "topk.h"
 #include "utf8.h"
+
+Test(err, every_code_has_a_name_a_message_and_a_failing_status) {
+    for (int code = 0; code < ERR_CODES; code++) {
+        cr_assert_str_neq(err_name(code), "UNKNOWN", "code %d", code);
+        cr_assert_str_neq(err_message(code), "unknown error", "code %d", code);
+        int status = err_to_status(code);
+        cr_assert(status >= 0 && status < ERR_STATUSES, "code %d: status %d", code, status);
+        /* Only ERR_OK may answer OK: no failure is ever turned into success. */
+        cr_assert_eq(status == ERR_STATUS_OK, code == ERR_OK, "code %s", err_name(code));
+    }
+    cr_assert_str_eq(err_name(ERR_NOTFOUND), "NOTFOUND");
+    cr_assert_str_eq(err_message(ERR_NOMEM), "out of memory");
+    cr_assert_str_eq(err_name(-1), "UNKNOWN");
+    cr_assert_str_eq(err_name(ERR_CODES), "UNKNOWN");
+    cr_assert_eq(err_to_status(-1), ERR_STATUS_INTERNAL);
+    cr_assert_eq(err_to_status(ERR_CODES), ERR_STATUS_INTERNAL);
+}
+
+Test(err, statuses_the_service_promises) {
+    /* Out of memory is RESOURCE_EXHAUSTED everywhere, and a limit is not
+     * "out of memory" but is retried the same way. */
+    cr_assert_eq(err_to_status(ERR_NOMEM), ERR_STATUS_RESOURCE_EXHAUSTED);
+    cr_assert_eq(err_to_status(ERR_LIMIT), ERR_STATUS_RESOURCE_EXHAUSTED);
+    cr_assert_str_neq(err_message(ERR_LIMIT), err_message(ERR_NOMEM));
+    cr_assert_eq(err_to_status(ERR_INVALID), ERR_STATUS_INVALID_ARGUMENT);
+    cr_assert_eq(err_to_status(ERR_NOTFOUND), ERR_STATUS_NOT_FOUND);
+    cr_assert_eq(err_to_status(ERR_PRECONDITION), ERR_STATUS_FAILED_PRECONDITION);
+    cr_assert_eq(err_to_status(ERR_IO), ERR_STATUS_UNAVAILABLE);
+    cr_assert_eq(err_to_status(ERR_INTERNAL), ERR_STATUS_INTERNAL);
+    cr_assert_eq(err_to_status(ERR_CANCELLED), ERR_STATUS_CANCELLED);
+    cr_assert_eq(err_to_status(ERR_DEADLINE), ERR_STATUS_DEADLINE_EXCEEDED);
+    cr_assert_eq(err_to_status(ERR_UNAUTHENTICATED), ERR_STATUS_UNAUTHENTICATED);
+    cr_assert_eq(err_to_status(ERR_UNIMPLEMENTED), ERR_STATUS_UNIMPLEMENTED);
+}
+
+Test(err, http_statuses_for_the_front_end) {
+    static const struct {
+        int status, http;
+        const char *name;
+    } want[] = {
+        {ERR_STATUS_OK, 200, "OK"},
+        {ERR_STATUS_INVALID_ARGUMENT, 400, "INVALID_ARGUMENT"},
+        {ERR_STATUS_FAILED_PRECONDITION, 400, "FAILED_PRECONDITION"},
+        {ERR_STATUS_UNAUTHENTICATED, 401, "UNAUTHENTICATED"},
+        {ERR_STATUS_PERMISSION_DENIED, 403, "PERMISSION_DENIED"},
+        {ERR_STATUS_NOT_FOUND, 404, "NOT_FOUND"},
+        {ERR_STATUS_RESOURCE_EXHAUSTED, 429, "RESOURCE_EXHAUSTED"},
+        {ERR_STATUS_INTERNAL, 500, "INTERNAL"},
+        {ERR_STATUS_UNIMPLEMENTED, 501, "UNIMPLEMENTED"},
+        {ERR_STATUS_UNAVAILABLE, 503, "UNAVAILABLE"},
+        {ERR_STATUS_DEADLINE_EXCEEDED, 504, "DEADLINE_EXCEEDED"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        cr_assert_eq(err_status_http(want[i].status), want[i].http, "%s", want[i].name);
+        cr_assert_str_eq(err_status_name(want[i].status), want[i].name);
+    }
+    /* The table has every status once (UNKNOWN is status 2). */
+    for (int status = 0; status < ERR_STATUSES; status++)
+        for (int other = 0; other < status; other++)
+            cr_assert_str_neq(err_status_name(status), err_status_name(other));
+    cr_assert_str_eq(err_status_name(ERR_STATUSES), "UNKNOWN");
+    cr_assert_eq(err_status_http(-1), 500);
+}
+
+Test(err, a_cut_message_ends_with_an_ellipsis) {
+    err_t e;
+    char long_text[700];
+    memset(long_text, 'x', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    cr_assert_eq(err_set(&e, ERR_IO, "%s", long_text), ERR_IO);
+    cr_assert_eq(e.code, ERR_IO);
+    cr_assert_eq(strlen(e.msg), sizeof e.msg - 1);
+    cr_assert_str_eq(e.msg + sizeof e.msg - 4, "...");
+    /* Exactly full is not cut. */
+    long_text[sizeof e.msg - 1] = '\0';
+    err_set(&e, ERR_IO, "%s", long_text);
+    cr_assert_eq(strlen(e.msg), sizeof e.msg - 1);
+    cr_assert_eq(e.msg[sizeof e.msg - 2], 'x');
+    /* A short message is left alone. */
+    err_set(&e, ERR_NOTFOUND, "no %s", "such item");
+    cr_assert_str_eq(e.msg, "no such item");
+    err_set(NULL, ERR_IO, "nowhere to go");
+}
+
+Test(err, wrap_keeps_the_code_and_marks_what_it_cut) {
+    err_t e;
+    err_set(&e, ERR_LIMIT, "map full");
+    err_wrap(&e, "store %s", "events");
+    cr_assert_eq(e.code, ERR_LIMIT);
+    cr_assert_str_eq(e.msg, "store events: map full");
+    char old[400];
+    memset(old, 'o', sizeof old - 1);
+    old[sizeof old - 1] = '\0';
+    err_set(&e, ERR_IO, "%s", old);
+    err_wrap(&e, "%s", old); /* 399 + 2 + 399 bytes do not fit in 511 */
+    cr_assert_eq(strlen(e.msg), sizeof e.msg - 1);
+    cr_assert(!strncmp(e.msg + 399, ": o", 3));
+    cr_assert_str_eq(e.msg + sizeof e.msg - 4, "...");
+    /* A context that alone fills the message is cut too. */
+    char context[600];
+    memset(context, 'c', sizeof context - 1);
+    context[sizeof context - 1] = '\0';
+    err_wrap(&e, "%s", context);
+    cr_assert_str_eq(e.msg + sizeof e.msg - 4, "...");
+    cr_assert_eq(e.msg[0], 'c');
+}
 
 Test(idmap, interns_in_first_seen_order_and_finds_again) {
     idmap *m = idmap_new();
