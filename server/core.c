@@ -54,6 +54,11 @@ privacy_state core__privacy(core *c, const char *user, size_t len) {
     return privacy_get(c->privacy, user, len);
 }
 
+int core_submit(core *c, sched_job *job, err_t *e) {
+    if (!c->scheduler) return err_set(e, ERR_PRECONDITION, "this core runs no scheduler");
+    return sched_submit(c->scheduler, job, e);
+}
+
 /* --- GetModelInfo ---------------------------------------------------------- */
 
 void core_model_info(core *c, model_meta *out) {
@@ -122,6 +127,11 @@ void core_write_metrics(void *ctx, FILE *out) {
                 fprintf(out, "recd_feedback_total{variant=\"%s\",type=\"%s\"} %llu\n",
                         c->exp.names[v], exp_feedback_word(t),
                         (unsigned long long)atomic_load(&c->feedback_counts[v][t]));
+    if (c->scheduler)
+        fprintf(out,
+                "# HELP recd_grpc_queue_length Calls waiting for a handler thread.\n"
+                "# TYPE recd_grpc_queue_length gauge\nrecd_grpc_queue_length %u\n",
+                sched_queued(c->scheduler));
 }
 
 /* --- lifecycle ------------------------------------------------------------- */
@@ -161,6 +171,8 @@ int core_open(const core_options *o, core **out, err_t *e) {
     for (uint32_t v = 0; !rc && v < c->exp.n; v++)
         rc = core__load(c, v, e);
     if (!rc) rc = core__watch_start(c, e);
+    sched_options so = {o->threads, o->max_queue, o->max_queue_ms};
+    if (!rc && o->threads) rc = sched_start(&so, &c->scheduler, e);
     if (rc) {
         core_close(c);
         return rc;
@@ -171,6 +183,8 @@ int core_open(const core_options *o, core **out, err_t *e) {
 
 void core_close(core *c) {
     if (!c) return;
+    /* Calls still queued are answered first, from the models still open. */
+    sched_stop(c->scheduler);
     core__watch_stop(c);
     for (uint32_t v = 0; v < EXP_MAX_VARIANTS; v++) {
         if (c->slots[v].current) core__release(c->slots[v].current);

@@ -35,6 +35,7 @@
 #include "events.h"
 #include "experiment.h"
 #include "model.h"
+#include "scheduler.h"
 
 #define CORE_MAX_K 1000         /* largest k a request may ask for */
 #define CORE_MAX_ID_BYTES 256   /* longest user, item or category id */
@@ -63,10 +64,17 @@ typedef struct core_options {
     /* Weight of one event of each type (index = EventType) in a fold-in, in
      * purchase counts: the confidence is 1 + alpha * sum of weights. */
     float event_weights[EV_TYPE_END];
+    /* The scheduler front ends queue their calls on (core_submit): worker
+     * threads (0 = none: callers run the operations on their own threads),
+     * and load shedding - at most max_queue calls wait, none longer than
+     * max_queue_ms; others are refused at once instead of making everyone
+     * slow (0 = 1024 calls, 1000 ms). */
+    uint32_t threads, max_queue, max_queue_ms;
 } core_options;
 
-/* Fills o with no model, reload every second, no event store and the default
- * weights view 0.1, cart 0.3, purchase 1, favorite 0.5. */
+/* Fills o with no model, reload every second, no event store, no
+ * scheduler and the default weights view 0.1, cart 0.3, purchase 1,
+ * favorite 0.5. */
 void core_options_init(core_options *o);
 
 typedef struct core core;
@@ -80,9 +88,16 @@ void core_close(core *c);
 
 /* Appends the core's metric families (Prometheus text) to out: model
  * version, age and size per variant, events ingested, fold-ins, experiment
- * shares, feedback by variant and type, and the event store's group
- * commits. ctx is the core (a metrics_writer). */
+ * shares, feedback by variant and type, the event store's group commits
+ * and the scheduler's queue length. ctx is the core (a metrics_writer). */
 void core_write_metrics(void *ctx, FILE *out);
+
+/* Queues a front end's call on the core's scheduler (sched.h: admission,
+ * load shedding, deadlines, batching by job->batch_key); its run function
+ * then calls the operations on a worker thread. Errors: ERR_LIMIT (the
+ * queue is full: job is the caller's again), ERR_PRECONDITION (the core has
+ * no scheduler), ERR_INTERNAL (stopping). Thread-safe. */
+int core_submit(core *c, sched_job *job, err_t *e);
 
 /* --- ranked lists: Recommend, SimilarItems, Rerank ------------------------ */
 

@@ -72,6 +72,7 @@ struct core {
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     int stopping;
+    sched *scheduler; /* NULL: no threads asked for */
 };
 
 /* The served model of variant v, with a reference the caller releases. */

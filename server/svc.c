@@ -30,6 +30,7 @@ _Static_assert((int)CORE_PERSONALIZED == (int)RECD__V1__STRATEGY__PERSONALIZED, 
 _Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy");
 _Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
 _Static_assert(RPC_MAX_BATCH <= CORE_MAX_BATCH, "a batch of rpc fits the core's");
+_Static_assert(SCHED_MAX_BATCH <= RPC_MAX_BATCH, "a run of the scheduler fits a batch handler");
 
 /* Answers a core error: its code becomes the status (rpc's err_to_status). */
 static void reply_err(rpc_reply *reply, const err_t *e) {
@@ -554,6 +555,71 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
         reply_pack(reply, &resp.base);
     }
     grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
+}
+
+/* --- calls on the core's scheduler ----------------------------------------- */
+
+/* A unary call while the scheduler holds it. */
+typedef struct svc_call {
+    sched_job job; /* first: the scheduler hands back &job */
+    rpc_unary *u;
+} svc_call;
+
+static void svc_refuse(sched_job *job, const err_t *why) {
+    svc_call *call = (svc_call *)job;
+    rpc_reply reply = {.err = *why};
+    rpc_unary_answer(call->u, &reply);
+    free(call);
+}
+
+/* Runs calls of one method: its handler for one, its batch handler for
+ * more (the scheduler gives several only to methods with a batch key). */
+static void svc_run(sched_job *const *jobs, size_t n) {
+    svc_call *calls[SCHED_MAX_BATCH];
+    rpc_reply replies[SCHED_MAX_BATCH];
+    uint8_t *reqs[SCHED_MAX_BATCH];
+    size_t lens[SCHED_MAX_BATCH], run[SCHED_MAX_BATCH], n_run = 0;
+    const rpc_method *m = rpc_unary_method(((svc_call *)jobs[0])->u);
+    for (size_t i = 0; i < n; i++) {
+        calls[i] = (svc_call *)jobs[i];
+        replies[i] = (rpc_reply){.err.code = ERR_OK};
+        if ((reqs[i] = rpc_unary_request(calls[i]->u, &lens[i], &replies[i]))) run[n_run++] = i;
+    }
+    if (n_run == 1) {
+        m->handler(m->ctx, reqs[run[0]], lens[run[0]], &replies[run[0]]);
+    } else if (n_run > 1) {
+        const uint8_t *batch_reqs[SCHED_MAX_BATCH];
+        size_t batch_lens[SCHED_MAX_BATCH];
+        rpc_reply batch_replies[SCHED_MAX_BATCH];
+        for (size_t k = 0; k < n_run; k++) {
+            batch_reqs[k] = reqs[run[k]];
+            batch_lens[k] = lens[run[k]];
+            batch_replies[k] = (rpc_reply){.err.code = ERR_OK};
+        }
+        m->batch(m->ctx, batch_reqs, batch_lens, n_run, batch_replies);
+        for (size_t k = 0; k < n_run; k++)
+            replies[run[k]] = batch_replies[k];
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(reqs[i]);
+        rpc_unary_answer(calls[i]->u, &replies[i]);
+        free(calls[i]);
+    }
+}
+
+int svc_dispatch(void *ctx, rpc_unary *u, err_t *e) {
+    svc *s = ctx;
+    const rpc_method *m = rpc_unary_method(u);
+    svc_call *call = malloc(sizeof *call);
+    if (!call) return err_set(e, ERR_NOMEM, "out of memory for a call");
+    call->job = (sched_job){.run = svc_run,
+                            .refuse = svc_refuse,
+                            .batch_key = m->batch ? m : NULL,
+                            .deadline = rpc_unary_deadline(u)};
+    call->u = u;
+    int rc = core_submit(s->core, &call->job, e);
+    if (rc) free(call);
+    return rc;
 }
 
 /* --- the method table ------------------------------------------------------ */

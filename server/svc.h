@@ -25,4 +25,10 @@ void svc_close(svc *s);
 /* The methods to serve (valid while s lives); *n gets their number. */
 const rpc_method *svc_methods(svc *s, size_t *n);
 
+/* rpc's dispatcher (ctx is the svc): queues each unary call on the core's
+ * scheduler, which admits, sheds, batches and runs it (the method's handler,
+ * or its batch handler for calls that waited together) and answers it. A
+ * call the scheduler refuses gets its error. */
+int svc_dispatch(void *ctx, rpc_unary *u, err_t *e);
+
 #endif

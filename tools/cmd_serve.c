@@ -128,16 +128,14 @@ int cmd_serve(int argc, char **argv) {
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    rpc_options ro = {.listen = "127.0.0.1:50051",
-                      .threads = cpus > 0 ? (uint32_t)cpus : 2,
-                      .max_message_bytes = 4u << 20,
-                      .max_streams = 4};
+    rpc_options ro = {.listen = "127.0.0.1:50051", .max_message_bytes = 4u << 20, .max_streams = 4};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
     int reflection = 1;
     float reload = 1.0f;
     core_options so;
     core_options_init(&so);
+    so.threads = cpus > 0 ? (uint32_t)cpus : 2;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -148,7 +146,7 @@ int cmd_serve(int argc, char **argv) {
             ro.listen = optarg;
             break;
         case OPT_THREADS:
-            if (opts_u32("threads", optarg, 1, 256, &ro.threads)) return 2;
+            if (opts_u32("threads", optarg, 1, 256, &so.threads)) return 2;
             break;
         case OPT_MAX_MSG:
             if (opts_u32("max-message-bytes", optarg, 1024, 1u << 30, &ro.max_message_bytes))
@@ -167,10 +165,10 @@ int cmd_serve(int argc, char **argv) {
             if (opts_event_weights(optarg, so.event_weights)) return 2;
             break;
         case OPT_MAX_QUEUE:
-            if (opts_u32("max-queue", optarg, 1, 1u << 20, &ro.max_queue)) return 2;
+            if (opts_u32("max-queue", optarg, 1, 1u << 20, &so.max_queue)) return 2;
             break;
         case OPT_MAX_QUEUE_MS:
-            if (opts_u32("max-queue-ms", optarg, 1, 3600000, &ro.max_queue_ms)) return 2;
+            if (opts_u32("max-queue-ms", optarg, 1, 3600000, &so.max_queue_ms)) return 2;
             break;
         case OPT_TLS_CERT:
             cert_path = optarg;
@@ -325,6 +323,11 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         core_close(service_core);
         return 1;
     }
+    /* The pollers do the HTTP/2 work; one per two worker threads keeps the
+     * cores for the workers, which is where the time goes. */
+    ro.pollers = so.threads > 1 ? so.threads / 2 : 1;
+    ro.dispatch = svc_dispatch;
+    ro.dispatch_ctx = service;
     size_t n_svc;
     const rpc_method *svc_list = svc_methods(service, &n_svc);
     reflect *reflector = NULL;
@@ -359,7 +362,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
              "reflection=%s",
-             ro.listen, rpc_server_port(server), ro.threads, model_dir,
+             ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
