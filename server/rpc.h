@@ -65,11 +65,11 @@ typedef void (*rpc_batch_handler)(void *ctx, const uint8_t *const *reqs, const s
 
 typedef struct rpc_method {
     const char *path;          /* "/package.Service/Method" */
-    rpc_handler handler;       /* unary methods */
+    rpc_handler handler;       /* unary methods (run by whoever dispatch hands the call to) */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
     int write;               /* changes state: needs the bearer token when one is set */
-    rpc_batch_handler batch; /* optional, unary: used when calls queue up */
+    rpc_batch_handler batch; /* optional, unary: for calls that queued up together */
     /* Bidirectional-streaming methods whose every request message gets one
      * response message (handler and stream are NULL). Called once per
      * request as it arrives, on the call's own thread (a streaming call:
