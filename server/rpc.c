@@ -25,9 +25,6 @@
 
 #define RPC_BUCKETS 12
 
-#define RPC_DEFAULT_MAX_QUEUE 1024
-#define RPC_DEFAULT_MAX_QUEUE_MS 1000
-
 /* What a completion-queue tag is: every tag struct starts with one. */
 typedef enum {
     CALL_REQUESTED, /* rpc_call: a call request posted to the server */
@@ -36,10 +33,10 @@ typedef enum {
 } call_state;
 
 /* One call, from the request posted to the server until its answer batch
- * completes. Owned by whoever holds it: its poller, the queue, a handler
- * thread, or a stream's thread; freed by the poller when the answer batch
- * completes. */
-typedef struct rpc_call {
+ * completes. Owned by whoever holds it: its poller, the dispatcher (a unary
+ * call: the public rpc_unary is this), or a stream's thread; freed by the
+ * poller when the answer batch completes. */
+typedef struct rpc_unary {
     /* Atomic: the thread that starts a batch sets it and the poller reads it
      * when the batch completes; the hand-off goes through gRPC's completion
      * queue, which (uninstrumented) ThreadSanitizer cannot see, and this
@@ -55,7 +52,8 @@ typedef struct rpc_call {
     grpc_byte_buffer *response;
     grpc_slice status_details;
     int cancelled;
-    double accepted_at, queued_at; /* monotonic seconds */
+    double accepted_at; /* monotonic seconds */
+    double deadline_s;  /* deadline in clock_seconds(), 0 = none (unary calls) */
 } rpc_call;
 
 typedef struct rpc_poller {
@@ -70,7 +68,7 @@ typedef struct rpc_poller {
  * through lock/cond. */
 struct rpc_stream {
     _Atomic call_state state; /* STREAM_BATCH */
-    struct rpc_call *call;
+    struct rpc_unary *call;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int pending, success, sent_initial;
@@ -83,23 +81,19 @@ struct rpc_server {
     size_t n_methods;
     rpc_poller *pollers;
     uint32_t n_pollers, n_pollers_started;
-    pthread_t *handlers;
-    uint32_t n_handlers, n_handlers_started;
     int port;
     atomic_int stopping;
     char *write_token; /* NULL = write methods are open */
 
-    /* The bounded queue between pollers and handler threads. */
-    pthread_mutex_t queue_lock;
-    pthread_cond_t queue_ready;
-    rpc_call **ring;
-    uint32_t ring_cap, ring_head, ring_count;
-    int queue_closed;
-    double max_wait_s;
+    rpc_dispatch_fn dispatch;
+    void *dispatch_ctx;
 
+    /* Calls a thread other than the pollers answers: each answer must start
+     * before the pollers stop. */
     pthread_mutex_t streams_lock;
-    pthread_cond_t streams_done;
+    pthread_cond_t streams_done;   /* streams or unaries reached 0 */
     uint32_t streams, max_streams; /* running streaming calls, and the cap */
+    uint32_t unaries;              /* unary calls the dispatcher holds */
 
     /* Per method (index n_methods: unregistered methods): calls by status,
      * and the latency histogram (cumulative counts are made at scrape). */
@@ -429,7 +423,7 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
     return 0;
 }
 
-/* --- accepting calls (pollers) and running them (handler threads) ---------- */
+/* --- accepting calls (pollers) --------------------------------------------- */
 
 /* True when the call carries "authorization: Bearer <token>". The compare
  * takes the same time wherever the first difference is. */
@@ -450,17 +444,54 @@ static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
     return 0;
 }
 
-/* Puts c in the queue for a handler thread. Returns 0, or -1 when full. */
-static int rpc_enqueue(rpc_server *s, rpc_call *c) {
-    pthread_mutex_lock(&s->queue_lock);
-    int full = s->ring_count == s->ring_cap;
-    if (!full) {
-        c->queued_at = clock_seconds();
-        s->ring[(s->ring_head + s->ring_count++) % s->ring_cap] = c;
-        pthread_cond_signal(&s->queue_ready);
+/* The deadline of c in clock_seconds(), 0 when it has none. */
+static double rpc_deadline_seconds(const rpc_call *c) {
+    gpr_clock_type clock = c->deadline.clock_type;
+    if (gpr_time_cmp(c->deadline, gpr_inf_future(clock)) == 0) return 0;
+    gpr_timespec left = gpr_time_sub(c->deadline, gpr_now(clock));
+    return clock_seconds() + (double)gpr_timespec_to_micros(left) / 1e6;
+}
+
+/* Hands a unary call to the dispatcher. Returns 0, or -1 with reply filled
+ * when the dispatcher refuses it. */
+static int rpc_dispatch(rpc_server *s, rpc_call *c, rpc_reply *reply) {
+    c->deadline_s = rpc_deadline_seconds(c);
+    /* Counted first: the answer may come from another thread at once. */
+    pthread_mutex_lock(&s->streams_lock);
+    s->unaries++;
+    pthread_mutex_unlock(&s->streams_lock);
+    if (s->dispatch(s->dispatch_ctx, c, &reply->err) == ERR_OK) return 0;
+    pthread_mutex_lock(&s->streams_lock);
+    if (--s->unaries == 0) pthread_cond_broadcast(&s->streams_done);
+    pthread_mutex_unlock(&s->streams_lock);
+    return -1;
+}
+
+const rpc_method *rpc_unary_method(const rpc_unary *u) {
+    return &u->poller->server->methods[u->method];
+}
+
+double rpc_unary_deadline(const rpc_unary *u) {
+    return u->deadline_s;
+}
+
+uint8_t *rpc_unary_request(rpc_unary *u, size_t *len, rpc_reply *reply) {
+    *len = 0;
+    if (!u->payload) {
+        /* gRPC gives no payload when the stream ended before a whole message
+         * came (or none was sent): never read that as empty. */
+        rpc_reply_error(reply, ERR_INVALID, "no complete request message arrived");
+        return NULL;
     }
-    pthread_mutex_unlock(&s->queue_lock);
-    return full ? -1 : 0;
+    return rpc_read_payload(u->payload, len, reply);
+}
+
+void rpc_unary_answer(rpc_unary *u, rpc_reply *reply) {
+    rpc_server *s = u->poller->server; /* u is the poller's once answered */
+    rpc_send_answer(u, reply);
+    pthread_mutex_lock(&s->streams_lock);
+    if (--s->unaries == 0) pthread_cond_broadcast(&s->streams_done);
+    pthread_mutex_unlock(&s->streams_lock);
 }
 
 /* Decides what to do with a new call on its poller: answer at once what
@@ -485,99 +516,10 @@ static void rpc_accept(rpc_call *c) {
                         "arrived");
     } else if (m->stream || m->bidi) {
         if (rpc_start_stream(c, &reply) == 0) return; /* the stream's thread owns c now */
-    } else if (rpc_enqueue(s, c) == 0) {
-        return; /* a handler thread owns c now */
-    } else {
-        rpc_reply_error(&reply, ERR_LIMIT,
-                        "server overloaded: %u calls are waiting already; retry later",
-                        s->ring_cap);
+    } else if (rpc_dispatch(s, c, &reply) == 0) {
+        return; /* the dispatcher owns c now */
     }
     rpc_send_answer(c, &reply);
-}
-
-/* A handler thread: runs queued calls until the queue is closed and empty. */
-/* Checks a call taken from the queue before any work is done for it. Work
- * for a client that has given up, or that waited so long that answering it
- * would only make the calls behind it late too, is skipped: this is what
- * keeps an overload from snowballing. Returns 0 when the call should run,
- * else -1 with reply filled. */
-static int rpc_admit(const rpc_server *s, const rpc_call *c, rpc_reply *reply) {
-    double waited = clock_seconds() - c->queued_at;
-    if (rpc_deadline_passed(c))
-        rpc_reply_error(reply, ERR_DEADLINE,
-                        "the deadline passed after %.0f ms in the server's queue", waited * 1e3);
-    else if (waited > s->max_wait_s)
-        rpc_reply_error(reply, ERR_LIMIT, "server overloaded: the call waited %.0f ms; retry later",
-                        waited * 1e3);
-    else if (!c->payload)
-        /* gRPC gives no payload when the stream ended before a whole message
-         * came (or none was sent): never read that as empty. */
-        rpc_reply_error(reply, ERR_INVALID, "no complete request message arrived");
-    else
-        return 0;
-    return -1;
-}
-
-/* Takes the next call from the queue, and with it the calls of the same
- * method right behind it when the method has a batch handler (up to
- * RPC_MAX_BATCH). Returns how many were put in calls; 0 once the queue is
- * closed and empty. */
-static size_t rpc_dequeue(rpc_server *s, rpc_call **calls) {
-    pthread_mutex_lock(&s->queue_lock);
-    while (s->ring_count == 0 && !s->queue_closed)
-        pthread_cond_wait(&s->queue_ready, &s->queue_lock);
-    size_t n = 0;
-    while (s->ring_count > 0 && n < RPC_MAX_BATCH) {
-        rpc_call *c = s->ring[s->ring_head];
-        if (n > 0 && (c->method != calls[0]->method || !s->methods[c->method].batch)) break;
-        calls[n++] = c;
-        s->ring_head = (s->ring_head + 1) % s->ring_cap;
-        s->ring_count--;
-        if (!s->methods[c->method].batch) break;
-    }
-    pthread_mutex_unlock(&s->queue_lock);
-    return n;
-}
-
-static void *rpc_handler_main(void *arg) {
-    rpc_server *s = arg;
-    rpc_call *calls[RPC_MAX_BATCH];
-    rpc_reply replies[RPC_MAX_BATCH];
-    uint8_t *reqs[RPC_MAX_BATCH];
-    size_t lens[RPC_MAX_BATCH], run[RPC_MAX_BATCH];
-    size_t n;
-    while ((n = rpc_dequeue(s, calls)) > 0) {
-        size_t n_run = 0;
-        for (size_t i = 0; i < n; i++) {
-            replies[i] = (rpc_reply){.err.code = ERR_OK};
-            reqs[i] = NULL;
-            if (rpc_admit(s, calls[i], &replies[i])) continue;
-            if ((reqs[i] = rpc_read_payload(calls[i]->payload, &lens[i], &replies[i])))
-                run[n_run++] = i;
-        }
-        const rpc_method *m = &s->methods[calls[0]->method];
-        if (n_run == 1) {
-            m->handler(m->ctx, reqs[run[0]], lens[run[0]], &replies[run[0]]);
-        } else if (n_run > 1) {
-            const uint8_t *batch_reqs[RPC_MAX_BATCH];
-            rpc_reply batch_replies[RPC_MAX_BATCH];
-            for (size_t k = 0; k < n_run; k++) {
-                batch_reqs[k] = reqs[run[k]];
-                batch_replies[k] = (rpc_reply){.err.code = ERR_OK};
-            }
-            size_t batch_lens[RPC_MAX_BATCH];
-            for (size_t k = 0; k < n_run; k++)
-                batch_lens[k] = lens[run[k]];
-            m->batch(m->ctx, batch_reqs, batch_lens, n_run, batch_replies);
-            for (size_t k = 0; k < n_run; k++)
-                replies[run[k]] = batch_replies[k];
-        }
-        for (size_t i = 0; i < n; i++) {
-            free(reqs[i]);
-            rpc_send_answer(calls[i], &replies[i]);
-        }
-    }
-    return NULL;
 }
 
 static void *rpc_poller_main(void *arg) {
@@ -641,15 +583,11 @@ static void rpc_server_free(rpc_server *s) {
     for (uint32_t i = 0; i < s->n_pollers; i++)
         if (s->pollers[i].cq) grpc_completion_queue_destroy(s->pollers[i].cq);
     free(s->pollers);
-    free(s->handlers);
     free(s->registered);
-    free(s->ring);
     free(s->write_token);
     free(s->calls);
     free(s->latency);
     free(s->latency_us);
-    pthread_mutex_destroy(&s->queue_lock);
-    pthread_cond_destroy(&s->queue_ready);
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
     free(s);
@@ -675,36 +613,30 @@ static grpc_server_credentials *rpc_credentials(const rpc_options *o, err_t *e) 
 
 int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, rpc_server **out,
                      err_t *e) {
-    if (o->threads < 1) return err_set(e, ERR_INVALID, "rpc: at least one handler thread needed");
+    if (o->pollers < 1) return err_set(e, ERR_INVALID, "rpc: at least one poller thread needed");
+    if (!o->dispatch) return err_set(e, ERR_INVALID, "rpc: a dispatcher for unary calls needed");
     grpc_init();
     rpc_server *s = calloc(1, sizeof *s);
     if (!s) {
         grpc_shutdown();
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
-    pthread_mutex_init(&s->queue_lock, NULL);
-    pthread_cond_init(&s->queue_ready, NULL);
     pthread_mutex_init(&s->streams_lock, NULL);
     pthread_cond_init(&s->streams_done, NULL);
     s->methods = methods;
     s->n_methods = n;
     s->max_streams = o->max_streams ? o->max_streams : 4;
-    s->ring_cap = o->max_queue ? o->max_queue : RPC_DEFAULT_MAX_QUEUE;
-    s->max_wait_s = (o->max_queue_ms ? o->max_queue_ms : RPC_DEFAULT_MAX_QUEUE_MS) / 1e3;
-    /* The pollers do the HTTP/2 work; one per two handler threads keeps the
-     * cores for the handlers, which is where the time goes. */
-    s->n_pollers = o->threads > 1 ? o->threads / 2 : 1;
-    s->n_handlers = o->threads;
+    s->dispatch = o->dispatch;
+    s->dispatch_ctx = o->dispatch_ctx;
+    s->n_pollers = o->pollers;
     s->registered = calloc(n ? n : 1, sizeof *s->registered);
     s->pollers = calloc(s->n_pollers, sizeof *s->pollers);
-    s->handlers = calloc(s->n_handlers, sizeof *s->handlers);
-    s->ring = calloc(s->ring_cap, sizeof *s->ring);
     s->calls = calloc(n + 1, sizeof *s->calls);
     s->latency = calloc(n + 1, sizeof *s->latency);
     s->latency_us = calloc(n + 1, sizeof *s->latency_us);
     if (o->write_token) s->write_token = strdup(o->write_token);
-    if (!s->registered || !s->pollers || !s->handlers || !s->ring || !s->calls || !s->latency ||
-        !s->latency_us || (o->write_token && !s->write_token)) {
+    if (!s->registered || !s->pollers || !s->calls || !s->latency || !s->latency_us ||
+        (o->write_token && !s->write_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
@@ -754,13 +686,6 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
         grpc_server_register_completion_queue(s->grpc, s->pollers[i].cq, NULL);
     }
     grpc_server_start(s->grpc);
-    for (uint32_t i = 0; i < s->n_handlers; i++) {
-        if (pthread_create(&s->handlers[i], NULL, rpc_handler_main, s)) {
-            rpc_server_stop(s);
-            return err_set(e, ERR_INTERNAL, "rpc: cannot start handler thread %u", i);
-        }
-        s->n_handlers_started++;
-    }
     for (uint32_t i = 0; i < s->n_pollers; i++) {
         if (pthread_create(&s->pollers[i].thread, NULL, rpc_poller_main, &s->pollers[i])) {
             rpc_server_stop(s);
@@ -802,20 +727,13 @@ void rpc_write_metrics(void *ctx, FILE *out) {
                 (double)atomic_load(&s->latency_us[m]) / 1e6);
         fprintf(out, "recd_grpc_call_seconds_count{method=\"%s\"} %llu\n", path, cum);
     }
-    pthread_mutex_lock(&s->queue_lock);
-    uint32_t queued = s->ring_count;
-    pthread_mutex_unlock(&s->queue_lock);
-    fprintf(out,
-            "# HELP recd_grpc_queue_length Calls waiting for a handler thread.\n"
-            "# TYPE recd_grpc_queue_length gauge\nrecd_grpc_queue_length %u\n",
-            queued);
 }
 
 void rpc_server_stop(rpc_server *s) {
     atomic_store(&s->stopping, 1);
     /* Shutdown completes once every call in flight has been answered (the
-     * handler threads keep draining the queue meanwhile); the requests still
-     * posted then complete with success = 0 on the pollers. */
+     * dispatcher keeps answering meanwhile); the requests still posted then
+     * complete with success = 0 on the pollers. */
     grpc_completion_queue *done = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->grpc, done, s);
     /* Unary calls finish in moments; a long export gets a few seconds and is
@@ -828,16 +746,10 @@ void rpc_server_stop(rpc_server *s) {
     }
     grpc_completion_queue_shutdown(done);
     grpc_completion_queue_destroy(done);
-    pthread_mutex_lock(&s->queue_lock);
-    s->queue_closed = 1;
-    pthread_cond_broadcast(&s->queue_ready);
-    pthread_mutex_unlock(&s->queue_lock);
-    for (uint32_t i = 0; i < s->n_handlers_started; i++)
-        pthread_join(s->handlers[i], NULL);
-    /* Stream threads still free their calls after the last batch: the
-     * pollers must outlive them. */
+    /* Stream threads still free their calls after the last batch, and calls
+     * cancelled above may still be answered: the pollers must outlive them. */
     pthread_mutex_lock(&s->streams_lock);
-    while (s->streams)
+    while (s->streams || s->unaries)
         pthread_cond_wait(&s->streams_done, &s->streams_lock);
     pthread_mutex_unlock(&s->streams_lock);
     for (uint32_t i = 0; i < s->n_pollers; i++)

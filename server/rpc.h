@@ -1,14 +1,14 @@
 /* rpc: the only module that knows the gRPC C core API on the server side.
  *
  * Poller threads, each with its own completion queue and several outstanding
- * call requests per method, accept calls and put them in a bounded queue; a
- * fixed pool of handler threads takes them from there, hands each request
- * message to its handler as bytes and sends back what the handler produced.
- * The pollers answer by themselves what needs no handler: unknown methods
- * (UNIMPLEMENTED), write methods without the bearer token (UNAUTHENTICATED),
- * calls whose deadline has passed (DEADLINE_EXCEEDED) and calls that find the
- * queue full (RESOURCE_EXHAUSTED). Handlers run on several threads at once,
- * so they must be thread-safe. */
+ * call requests per method, accept calls and hand each unary one to the
+ * dispatcher (the front end, which queues it on the core's scheduler); it
+ * answers later, from any thread, with rpc_unary_answer. Streaming calls get
+ * a thread of their own here. The pollers answer by themselves what needs
+ * no handler: unknown methods (UNIMPLEMENTED), write methods without the
+ * bearer token (UNAUTHENTICATED), calls whose deadline has passed
+ * (DEADLINE_EXCEEDED) and calls the dispatcher refuses (its error).
+ * Handlers run on several threads at once, so they must be thread-safe. */
 #ifndef RECD_RPC_H
 #define RECD_RPC_H
 
@@ -57,18 +57,19 @@ typedef void (*rpc_stream_handler)(void *ctx, const uint8_t *req, size_t len, rp
 #define RPC_MAX_BATCH 32
 
 /* A unary handler for several calls of one method that were waiting in the
- * queue together (n <= RPC_MAX_BATCH): answers reqs[i] in replies[i], as n
- * calls of the plain handler would, but may share work between them. */
+ * dispatcher's queue together (n <= RPC_MAX_BATCH): answers reqs[i] in
+ * replies[i], as n calls of the plain handler would, but may share work
+ * between them. */
 typedef void (*rpc_batch_handler)(void *ctx, const uint8_t *const *reqs, const size_t *lens,
                                   size_t n, rpc_reply *replies);
 
 typedef struct rpc_method {
     const char *path;          /* "/package.Service/Method" */
-    rpc_handler handler;       /* unary methods */
+    rpc_handler handler;       /* unary methods (run by whoever dispatch hands the call to) */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
     int write;               /* changes state: needs the bearer token when one is set */
-    rpc_batch_handler batch; /* optional, unary: used when calls queue up */
+    rpc_batch_handler batch; /* optional, unary: for calls that queued up together */
     /* Bidirectional-streaming methods whose every request message gets one
      * response message (handler and stream are NULL). Called once per
      * request as it arrives, on the call's own thread (a streaming call:
@@ -78,16 +79,38 @@ typedef struct rpc_method {
     rpc_handler bidi;
 } rpc_method;
 
+/* A unary call on its way to its answer. */
+typedef struct rpc_unary rpc_unary;
+
+/* Takes a new unary call (of a method with a handler): returns ERR_OK and
+ * owns the call until it answers it with rpc_unary_answer, or refuses it
+ * with an ERR_* code and e filled (rpc answers with that). Called on a
+ * poller thread: must not block. */
+typedef int (*rpc_dispatch_fn)(void *ctx, rpc_unary *u, err_t *e);
+
+/* The call's method (one of the server's). */
+const rpc_method *rpc_unary_method(const rpc_unary *u);
+
+/* The call's deadline in clock_seconds(), 0 = none. */
+double rpc_unary_deadline(const rpc_unary *u);
+
+/* The request message, copied into one malloc'ed buffer (the caller frees)
+ * of *len bytes; NULL with reply filled when no complete message came
+ * (ERR_INVALID), ERR_NOMEM, or gRPC cannot read it (ERR_INTERNAL). */
+uint8_t *rpc_unary_request(rpc_unary *u, size_t *len, rpc_reply *reply);
+
+/* Answers the call with reply (whose body it frees); u is gone after.
+ * Thread-safe: any thread may answer any call, once. */
+void rpc_unary_answer(rpc_unary *u, rpc_reply *reply);
+
 typedef struct rpc_options {
     const char *listen;         /* host:port; port 0 picks a free one */
-    uint32_t threads;           /* threads running handlers, >= 1 */
+    uint32_t pollers;           /* threads doing the HTTP/2 work, >= 1 */
     uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
     uint32_t max_streams;       /* streaming calls at once (server-streaming and
                                  * bidirectional); more get RESOURCE_EXHAUSTED */
-    /* Load shedding: at most max_queue calls wait for a handler thread, and
-     * none waits longer than max_queue_ms; others get RESOURCE_EXHAUSTED at
-     * once instead of making everyone slow. 0 = defaults (1024, 1000 ms). */
-    uint32_t max_queue, max_queue_ms;
+    rpc_dispatch_fn dispatch;   /* takes every unary call */
+    void *dispatch_ctx;
     /* Write methods need "authorization: Bearer <write_token>" (NULL = open). */
     const char *write_token;
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,
@@ -97,8 +120,8 @@ typedef struct rpc_options {
 
 typedef struct rpc_server rpc_server;
 
-/* Binds, starts the workers and returns once the server accepts calls.
- * methods (n entries) must outlive the server. *out is owned by the caller:
+/* Binds, starts the pollers and returns once the server accepts calls.
+ * methods (n entries) and the dispatcher must outlive the server. *out is owned by the caller:
  * rpc_server_stop. Returns ERR_OK, ERR_INVALID (cannot listen there),
  * ERR_NOMEM, ERR_INTERNAL. */
 int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, rpc_server **out,
@@ -112,8 +135,9 @@ int rpc_server_port(const rpc_server *s);
  * acceptance to the answer). ctx is the rpc_server. Thread-safe. */
 void rpc_write_metrics(void *ctx, FILE *out);
 
-/* Graceful stop: refuses new calls, lets in-flight calls finish, joins the
- * workers and frees everything. */
+/* Graceful stop: refuses new calls, lets in-flight calls finish (the
+ * dispatcher must go on answering until this returns), joins the threads
+ * and frees everything. */
 void rpc_server_stop(rpc_server *s);
 
 #endif

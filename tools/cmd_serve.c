@@ -99,7 +99,7 @@ static int read_secret(const char *flag, const char *path, int trim, char **out)
 }
 
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection);
+                 const rpc_options *ro_in, core_options *so_in, float reload, int reflection);
 
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -128,16 +128,14 @@ int cmd_serve(int argc, char **argv) {
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    rpc_options ro = {.listen = "127.0.0.1:50051",
-                      .threads = cpus > 0 ? (uint32_t)cpus : 2,
-                      .max_message_bytes = 4u << 20,
-                      .max_streams = 4};
+    rpc_options ro = {.listen = "127.0.0.1:50051", .max_message_bytes = 4u << 20, .max_streams = 4};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
     int reflection = 1;
     float reload = 1.0f;
-    svc_options so;
-    svc_options_init(&so);
+    core_options so;
+    core_options_init(&so);
+    so.threads = cpus > 0 ? (uint32_t)cpus : 2;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -148,7 +146,7 @@ int cmd_serve(int argc, char **argv) {
             ro.listen = optarg;
             break;
         case OPT_THREADS:
-            if (opts_u32("threads", optarg, 1, 256, &ro.threads)) return 2;
+            if (opts_u32("threads", optarg, 1, 256, &so.threads)) return 2;
             break;
         case OPT_MAX_MSG:
             if (opts_u32("max-message-bytes", optarg, 1024, 1u << 30, &ro.max_message_bytes))
@@ -167,10 +165,10 @@ int cmd_serve(int argc, char **argv) {
             if (opts_event_weights(optarg, so.event_weights)) return 2;
             break;
         case OPT_MAX_QUEUE:
-            if (opts_u32("max-queue", optarg, 1, 1u << 20, &ro.max_queue)) return 2;
+            if (opts_u32("max-queue", optarg, 1, 1u << 20, &so.max_queue)) return 2;
             break;
         case OPT_MAX_QUEUE_MS:
-            if (opts_u32("max-queue-ms", optarg, 1, 3600000, &ro.max_queue_ms)) return 2;
+            if (opts_u32("max-queue-ms", optarg, 1, 3600000, &so.max_queue_ms)) return 2;
             break;
         case OPT_TLS_CERT:
             cert_path = optarg;
@@ -295,9 +293,9 @@ static void raise_descriptor_limit(void) {
 /* Runs the server (with server reflection when reflection is set) until
  * SIGINT or SIGTERM; returns the exit code. */
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
-                 const rpc_options *ro_in, svc_options *so_in, float reload, int reflection) {
+                 const rpc_options *ro_in, core_options *so_in, float reload, int reflection) {
     rpc_options ro = *ro_in;
-    svc_options so = *so_in;
+    core_options so = *so_in;
     /* Each worker scores its own requests; BLAS threads on top would fight
      * them for the same cores. */
     openblas_set_num_threads(1);
@@ -312,13 +310,24 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     raise_descriptor_limit();
 
     err_t e;
+    core *service_core;
     svc *service;
     so.model_dir = model_dir;
     so.reload_interval_s = reload;
-    if (svc_open(&so, &service, &e)) {
+    if (core_open(&so, &service_core, &e)) {
         log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
         return 1;
     }
+    if (svc_open(service_core, &service, &e)) {
+        log_error("msg=\"cannot start the service\" error=\"%s\"", e.msg);
+        core_close(service_core);
+        return 1;
+    }
+    /* The pollers do the HTTP/2 work; one per two worker threads keeps the
+     * cores for the workers, which is where the time goes. */
+    ro.pollers = so.threads > 1 ? so.threads / 2 : 1;
+    ro.dispatch = svc_dispatch;
+    ro.dispatch_ctx = service;
     size_t n_svc;
     const rpc_method *svc_list = svc_methods(service, &n_svc);
     reflect *reflector = NULL;
@@ -326,6 +335,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
                                    n_svc, &reflector, &e)) {
         log_error("msg=\"cannot start reflection\" error=\"%s\"", e.msg);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     size_t n_reflect = 0;
@@ -336,6 +346,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         log_error("msg=\"cannot start server\" error=\"out of memory\"");
         reflect_close(reflector);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     memcpy(methods, svc_list, n_svc * sizeof *methods);
@@ -346,11 +357,12 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         free(methods);
         reflect_close(reflector);
         svc_close(service);
+        core_close(service_core);
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
              "reflection=%s",
-             ro.listen, rpc_server_port(server), ro.threads, model_dir,
+             ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
@@ -358,8 +370,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {
-        metrics_writer writers[] = {rpc_write_metrics, svc_write_metrics};
-        void *ctxs[] = {server, service};
+        metrics_writer writers[] = {rpc_write_metrics, core_write_metrics};
+        void *ctxs[] = {server, service_core};
         if (metrics_http_start(sm->listen, writers, ctxs, 2, &metrics, &e)) {
             log_error("msg=\"cannot start metrics\" error=\"%s\"", e.msg);
             status = 1;
@@ -380,6 +392,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     free(methods);
     reflect_close(reflector);
     svc_close(service);
+    core_close(service_core);
     log_info("msg=\"stopped\"");
     return status;
 }

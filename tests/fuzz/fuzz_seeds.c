@@ -53,13 +53,14 @@ static void svc_seeds(void) {
     snprintf(model_dir, sizeof model_dir, "%s/model", root);
     model_meta meta;
     fuzz_publish_model(model_dir, &meta);
-    svc_options o;
-    svc_options_init(&o);
+    core_options o;
+    core_options_init(&o);
     o.model_dir = model_dir;
     o.reload_interval_s = 0;
+    core *c;
     svc *s;
     err_t e = {0};
-    if (svc_open(&o, &s, &e)) {
+    if (core_open(&o, &c, &e) || svc_open(c, &s, &e)) {
         fprintf(stderr, "fuzz_seeds: %s\n", e.msg);
         exit(1);
     }
@@ -164,6 +165,7 @@ static void svc_seeds(void) {
     hc.service = "recd.v1.Recommender";
     svc_seed(m, n, "/grpc.health.v1.Health/Check", 0, &hc.base);
     svc_close(s);
+    core_close(c);
 }
 
 static void ingest_seeds(void) {

@@ -54,6 +54,7 @@ static const ProtobufCMessageDescriptor *response_type(const char *path) {
     return NULL;
 }
 
+static core *service_core;
 static svc *service;
 static const rpc_method *methods;
 static size_t n_methods;
@@ -88,6 +89,7 @@ int __wrap_rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len) {
 
 static void close_service(void) {
     svc_close(service);
+    core_close(service_core);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -100,14 +102,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     snprintf(events_dir, sizeof events_dir, "%s/events", root);
     model_meta meta;
     fuzz_publish_model(model_dir, &meta);
-    svc_options o;
-    svc_options_init(&o);
+    core_options o;
+    core_options_init(&o);
     o.model_dir = model_dir;
     o.events_dir = events_dir;
     o.reload_interval_s = 0; /* no watcher thread: nothing is republished */
     err_t e = {0};
-    if (svc_open(&o, &service, &e)) {
-        fprintf(stderr, "fuzz_svc: svc_open: %s\n", e.msg);
+    if (core_open(&o, &service_core, &e) || svc_open(service_core, &service, &e)) {
+        fprintf(stderr, "fuzz_svc: core_open, svc_open: %s\n", e.msg);
         abort();
     }
     atexit(close_service); /* runs before the scratch folder is removed */

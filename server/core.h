@@ -1,0 +1,326 @@
+/* core: the service itself, with plain C requests and replies, for every
+ * front end (gRPC in svc, an HTTP/JSON one next to it).
+ *
+ * One function per operation: it checks the request (the same checks and
+ * messages whatever the front end), answers it from the served model, the
+ * event store and the storefront's item rules, and fills a reply of plain
+ * structs. The core keeps the model current: a watcher thread notices a new
+ * publication in a model directory, opens it, switches to it atomically,
+ * and closes the old model once its last in-flight request is done.
+ *
+ * Errors: an operation returns ERR_OK or an ERR_* code, with the same code
+ * and a message in *e: ERR_INVALID (a bad request: fix it), ERR_NOTFOUND (an
+ * id the model or store does not have), ERR_PRECONDITION (the server or
+ * model lacks what the call needs), ERR_IO (a store failed: retry later),
+ * ERR_NOMEM, ERR_LIMIT, ERR_INTERNAL; a failure below the core keeps its
+ * code (util/err.h's contract). A front end turns the code into its own
+ * status through util/err's table only (err_to_status, err_status_http);
+ * the message is for the client as it is.
+ *
+ * Requests borrow their strings (NUL-terminated) from the caller for the
+ * call only. Replies own what they hold: each reply type has a free
+ * function, safe on a zeroed reply and after a failed call.
+ *
+ * Every operation is thread-safe: front ends call them from many threads
+ * at once. */
+#ifndef RECD_CORE_H
+#define RECD_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "campaign.h"
+#include "err.h"
+#include "events.h"
+#include "experiment.h"
+#include "model.h"
+#include "scheduler.h"
+
+#define CORE_MAX_K 1000         /* largest k a request may ask for */
+#define CORE_MAX_ID_BYTES 256   /* longest user, item or category id */
+#define CORE_MAX_LIST 10000     /* most ids in one list field, records in one call */
+#define CORE_MAX_QUANTITY 10000 /* largest quantity of one event */
+#define CORE_MAX_PRICE 1e9      /* largest unit price of one event */
+#define CORE_MAX_BATCH 32       /* most Recommend requests core_recommend_batch takes */
+#define CORE_TOP_FACTORS 5      /* churn factors a churn score names */
+
+typedef struct core_options {
+    const char *model_dir; /* the model of variant "control" */
+    /* More variants for A/B experiments: name and model directory each. Traffic
+     * is split evenly at start (core_set_experiment changes it); salt seeds
+     * the assignment of members to variants. The shares and salt
+     * core_set_experiment set last, kept under events_dir, win over both at
+     * start when they are for the same variant names. */
+    uint32_t n_variants;
+    const char *variant_names[EXP_MAX_VARIANTS - 1], *variant_dirs[EXP_MAX_VARIANTS - 1];
+    const char *salt;
+    double reload_interval_s; /* how often to look for a new publication; 0 = never */
+    /* Folder of the durable event store, the item rules (availability,
+     * boosts), privacy choices, feedback and experiment shares; NULL = no
+     * events or feedback kept, the rest kept in memory only (shares: not at
+     * all). */
+    const char *events_dir;
+    /* Weight of one event of each type (index = EventType) in a fold-in, in
+     * purchase counts: the confidence is 1 + alpha * sum of weights. */
+    float event_weights[EV_TYPE_END];
+    /* The scheduler front ends queue their calls on (core_submit): worker
+     * threads (0 = none: callers run the operations on their own threads),
+     * and load shedding - at most max_queue calls wait, none longer than
+     * max_queue_ms; others are refused at once instead of making everyone
+     * slow (0 = 1024 calls, 1000 ms). */
+    uint32_t threads, max_queue, max_queue_ms;
+} core_options;
+
+/* Fills o with no model, reload every second, no event store, no
+ * scheduler and the default weights view 0.1, cart 0.3, purchase 1,
+ * favorite 0.5. */
+void core_options_init(core_options *o);
+
+typedef struct core core;
+
+/* Opens the current model of each variant's directory (refusing a bad one
+ * with its reason), the event store and item rules, and starts the
+ * watcher. *out is owned by the caller: core_close, once no front end calls
+ * it any more. */
+int core_open(const core_options *o, core **out, err_t *e);
+void core_close(core *c);
+
+/* Appends the core's metric families (Prometheus text) to out: model
+ * version, age and size per variant, events ingested, fold-ins, experiment
+ * shares, feedback by variant and type, the event store's group commits
+ * and the scheduler's queue length. ctx is the core (a metrics_writer). */
+void core_write_metrics(void *ctx, FILE *out);
+
+/* Queues a front end's call on the core's scheduler (sched.h: admission,
+ * load shedding, deadlines, batching by job->batch_key); its run function
+ * then calls the operations on a worker thread. Errors: ERR_LIMIT (the
+ * queue is full: job is the caller's again), ERR_PRECONDITION (the core has
+ * no scheduler), ERR_INTERNAL (stopping). Thread-safe. */
+int core_submit(core *c, sched_job *job, err_t *e);
+
+/* --- ranked lists: Recommend, SimilarItems, Rerank ------------------------ */
+
+/* How a list was made; the values of the public proto's Strategy. */
+typedef enum core_strategy {
+    CORE_PERSONALIZED = 1, /* from the member's factors (and fresh signals) */
+    CORE_POPULAR = 2,      /* the best sellers: nothing to personalize from */
+    CORE_SESSION = 3       /* from the context items of an anonymous visitor */
+} core_strategy;
+
+typedef struct core_item {
+    const char *id; /* NUL-terminated, owned by the list */
+    float score;
+} core_item;
+
+/* An answer of the ranked operations. items, and the ids they point to,
+ * are owned by the list: core_list_free. */
+typedef struct core_list {
+    core_item *items; /* best first */
+    size_t n_items;
+    core_strategy strategy;                /* 0 for SimilarItems */
+    char model_version[MODEL_VERSION_MAX]; /* of the model that answered */
+    char request_id[EXP_REQUEST_ID_MAX];   /* Recommend only: quote in feedback */
+    const char *variant;                   /* Recommend only: static while c lives */
+} core_list;
+
+/* Frees what l owns and zeroes it; l may be zeroed or half built. */
+void core_list_free(core_list *l);
+
+typedef struct core_recommend_req {
+    const char *user_id;           /* "" = an anonymous visitor (needs context items) */
+    uint32_t k;                    /* 1 .. CORE_MAX_K */
+    char *const *context_item_ids; /* cart or viewed items, never returned */
+    size_t n_context_item_ids;
+    char *const *exclude_item_ids; /* never returned */
+    size_t n_exclude_item_ids;
+    int include_purchased; /* allow items the member already bought */
+    float diversity;       /* 0 .. 1: maximal marginal relevance */
+    const char *category;  /* "" = any; else only items of this category */
+} core_recommend_req;
+
+/* The top req->k items for the member (their variant's model) or the
+ * visitor, with available items only and boosts applied. A member who
+ * opted out or was forgotten gets POPULAR. Fills *out (owned by the
+ * caller: core_list_free). Errors: ERR_INVALID (the request), ERR_NOTFOUND
+ * (category), ERR_PRECONDITION (a category filter on a model without
+ * categories), ERR_IO (the events cannot be read), ERR_NOMEM,
+ * ERR_INTERNAL. */
+int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e);
+
+/* n <= CORE_MAX_BATCH Recommend requests that came together: answers
+ * reqs[i] in out[i] or fails it with errs[i] (its code: the return of
+ * core_recommend), as n calls of core_recommend would, but scores the
+ * personalized ones of one model in one pass over the items. */
+void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t n, core_list *out,
+                          err_t *errs);
+
+typedef struct core_similar_req {
+    const char *item_id;   /* a seed; "" = only item_ids */
+    char *const *item_ids; /* more seeds (a cart); seeds never come back */
+    size_t n_item_ids;
+    uint32_t k; /* 1 .. CORE_MAX_K */
+} core_similar_req;
+
+/* The req->k items most like the seeds (cosine of the factors), available
+ * ones only, boosts applied; seeds the model does not know are passed over
+ * as long as one is known. Errors: ERR_INVALID, ERR_NOTFOUND (no seed
+ * known), ERR_NOMEM. */
+int core_similar(core *c, const core_similar_req *req, core_list *out, err_t *e);
+
+typedef struct core_rerank_req {
+    const char *user_id;             /* "" = anonymous */
+    char *const *candidate_item_ids; /* at least one */
+    size_t n_candidate_item_ids;
+    char *const *context_item_ids;
+    size_t n_context_item_ids;
+} core_rerank_req;
+
+/* Every candidate once, best first for the member or visitor; candidates
+ * the model does not know follow in their order with score 0, unavailable
+ * ones are left out. Errors: ERR_INVALID, ERR_IO, ERR_NOMEM, ERR_INTERNAL. */
+int core_rerank(core *c, const core_rerank_req *req, core_list *out, err_t *e);
+
+/* --- writes: events, feedback --------------------------------------------- */
+
+typedef struct core_event {
+    const char *user_id, *item_id;
+    uint32_t type;          /* an EventType */
+    int64_t timestamp_unix; /* 0 = now */
+    uint32_t quantity;      /* 0 = 1 */
+    double price;           /* unit price; 0 = unknown */
+} core_event;
+
+typedef struct core_feedback {
+    const char *request_id; /* from a Recommend reply */
+    const char *user_id;    /* "" = not said */
+    const char *item_id;    /* "" = the whole list (impressions only) */
+    uint32_t type;          /* an EXP_FEEDBACK_* type */
+    int64_t timestamp_unix; /* 0 = now */
+} core_feedback;
+
+#define CORE_REASON 96 /* bytes of a rejected record's reason */
+
+typedef struct core_rejected {
+    uint32_t index; /* in the request */
+    char reason[CORE_REASON];
+} core_rejected;
+
+/* What a write of records came to: the good ones were stored (all of them,
+ * durably), the rejected ones with their reasons. rejected is owned by the
+ * reply: core_write_reply_free. */
+typedef struct core_write_reply {
+    uint32_t accepted;
+    core_rejected *rejected;
+    size_t n_rejected;
+} core_write_reply;
+
+void core_write_reply_free(core_write_reply *r);
+
+/* Stores the good events of events[0..n) in the event store, all or none;
+ * each bad one is rejected on its own with its reason. Errors:
+ * ERR_PRECONDITION (no event store), ERR_INVALID (more than CORE_MAX_LIST),
+ * ERR_IO (nothing stored), ERR_NOMEM. */
+int core_record_events(core *c, const core_event *events, size_t n, core_write_reply *out,
+                       err_t *e);
+
+/* As core_record_events, for feedback on Recommend replies (counted by
+ * variant and type). */
+int core_record_feedback(core *c, const core_feedback *feedback, size_t n, core_write_reply *out,
+                         err_t *e);
+
+/* --- item rules, privacy, experiment ---------------------------------------- */
+
+typedef struct core_availability {
+    const char *item_id;
+    int available; /* 0: out of stock or delisted, never recommended */
+} core_availability;
+
+typedef struct core_boost {
+    const char *item_id;
+    float multiplier; /* 0 < m <= CATALOG_MAX_BOOST; 1 = none */
+} core_boost;
+
+/* Record items' availability / boosts: every entry is checked before any is
+ * stored. Errors: ERR_INVALID, ERR_IO (entries before the failing one are
+ * stored). */
+int core_set_availability(core *c, const core_availability *items, size_t n, err_t *e);
+int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e);
+
+/* Forgets a member: from now on nothing about them is served, then their
+ * recorded events are deleted (*events_deleted of them). Errors:
+ * ERR_INVALID, ERR_IO. */
+int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err_t *e);
+
+/* Opts a member out of personalization (POPULAR lists, no churn profile)
+ * or back in. Errors: ERR_INVALID, ERR_PRECONDITION (forgotten members stay
+ * out), ERR_IO. */
+int core_set_personalization(core *c, const char *user_id, int opted_out, err_t *e);
+
+typedef struct core_share {
+    const char *variant;
+    double share;
+} core_share;
+
+/* Sets the salt (when salt is not "") and the shares of the named variants
+ * (when n > 0; unnamed ones get 0), stored before they are served. Errors:
+ * ERR_INVALID, ERR_IO (the experiment is as it was). */
+int core_set_experiment(core *c, const char *salt, const core_share *shares, size_t n, err_t *e);
+
+/* --- models, churn, campaigns ------------------------------------------------ */
+
+/* The metadata of the model variant "control" serves, into *out. */
+void core_model_info(core *c, model_meta *out);
+
+typedef struct core_churn_reply {
+    float probability;                        /* of no purchase within the horizon */
+    const char *risk_band, *segment, *tier;   /* static names */
+    double recency_days, frequency, monetary; /* RFM at the scoring time */
+    uint32_t n_factors;                       /* <= CORE_TOP_FACTORS */
+    const char *feature[CORE_TOP_FACTORS];    /* the features that push most (in the model) */
+    double contribution[CORE_TOP_FACTORS];    /* > 0 towards churn */
+    const char *model_version;                /* in the model */
+    struct core__model *held;                 /* keeps the model, and so the names, alive */
+} core_churn_reply;
+
+/* Lets the model go; r may be zeroed or from a failed call. */
+void core_churn_reply_free(core_churn_reply *r);
+
+/* The member's churn score. Errors: ERR_INVALID, ERR_PRECONDITION (no churn
+ * model), ERR_NOTFOUND (opted out, forgotten, unknown or never bought),
+ * ERR_INTERNAL. *out is owned by the caller: core_churn_reply_free. */
+int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t *e);
+
+typedef struct core_targets_req {
+    float min_probability, max_probability; /* both 0 = any; max 0 = 1 */
+    char *const *segments;                  /* any of these names ("" = all) */
+    size_t n_segments;
+    char *const *tiers;
+    size_t n_tiers;
+    const char *item_id;             /* affinity to this item, or "" */
+    const char *category;            /* ... or to this category, or "" */
+    uint32_t viewed_not_bought_days; /* only members who looked lately (0 = any) */
+    uint32_t limit;                  /* 0 = no limit */
+    campaign_order order;
+} core_targets_req;
+
+typedef struct core_target {
+    const char *user_id; /* valid during the call of emit only */
+    float churn_probability, affinity;
+    const char *risk_band, *segment, *tier; /* static names */
+    double monetary;
+} core_target;
+
+/* Called once per target, in order; nonzero stops the selection. */
+typedef int (*core_target_fn)(void *ctx, const core_target *t);
+
+/* Selects the campaign targets of the control model (never members who
+ * opted out or were forgotten) and emits them one by one; returns ERR_OK
+ * also when emit stopped it (the caller knows why). Errors: ERR_INVALID,
+ * ERR_PRECONDITION (no churn model, or no event store for
+ * viewed_not_bought_days), ERR_NOTFOUND (item or category), ERR_IO,
+ * ERR_NOMEM, ERR_INTERNAL. */
+int core_campaign_targets(core *c, const core_targets_req *req, core_target_fn emit, void *ctx,
+                          err_t *e);
+
+#endif

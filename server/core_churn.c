@@ -1,0 +1,241 @@
+/* core_churn: churn scores of members and the campaign stream of members
+ * to win back, from the churn model published with the control model,
+ * leaving out members who opted out or were forgotten. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core_int.h"
+
+/* --- GetChurnScore --------------------------------------------------------- */
+
+void core_churn_reply_free(core_churn_reply *r) {
+    if (r->held) core__release(r->held);
+    memset(r, 0, sizeof *r);
+}
+
+int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    int err = core__check_id("user_id", user_id, e);
+    if (err) return err;
+    core__model *sm = core__acquire(c);
+    const model *m = sm->m;
+    const model_meta *meta = model_info(m);
+    const model_churn *churn = model_churn_info(m);
+    uint32_t u, feature[CORE_TOP_FACTORS];
+    model_churn_user cu;
+    int private = core__privacy(c, user_id, strlen(user_id));
+    err_t why;
+    if (!churn)
+        err = err_set(e, ERR_PRECONDITION,
+                      "model %s has no churn model: train with --churn-horizon", meta->version);
+    else if (private)
+        err = err_set(e, ERR_NOTFOUND, "member '%.*s' %s", 64, user_id,
+                      private == PRIVACY_FORGOTTEN ? "was forgotten (ForgetUser)"
+                                                   : "opted out of personalization");
+    else if (model_user_index(m, user_id, strlen(user_id), &u) != ERR_OK)
+        err =
+            err_set(e, ERR_NOTFOUND, "user '%.*s' is not in model %s", 64, user_id, meta->version);
+    else if (model_churn_user_scores(m, u, &cu) || isnan(cu.probability))
+        err = err_set(e, ERR_NOTFOUND,
+                      "user '%.*s' has no purchase before the scoring time of model %s", 64,
+                      user_id, meta->version);
+    else if (campaign_top_factors(m, u, CORE_TOP_FACTORS, feature, out->contribution,
+                                  &out->n_factors, &why))
+        err = err_set(e, why.code, "%s", why.msg);
+    if (err) {
+        core__release(sm);
+        memset(out, 0, sizeof *out);
+        return err;
+    }
+    for (uint32_t i = 0; i < out->n_factors; i++)
+        out->feature[i] = churn->feature_names[feature[i]];
+    out->probability = cu.probability;
+    out->risk_band = model_churn_band_name(cu.band);
+    out->segment = model_churn_segment_name(cu.segment);
+    out->tier = model_churn_tier_name(cu.tier);
+    out->recency_days = cu.recency_days;
+    out->frequency = cu.frequency;
+    out->monetary = cu.monetary;
+    out->model_version = meta->version;
+    out->held = sm;
+    return ERR_OK;
+}
+
+/* --- StreamCampaignTargets ------------------------------------------------- */
+
+/* State of one target selection: what emit needs to hand a member over. */
+typedef struct target_stream {
+    const model *m;
+    const model_churn *churn;
+    const float *affinity;
+    core_target_fn emit;
+    void *ctx;
+} target_stream;
+
+static int target_emit(void *ctx, uint32_t u) {
+    target_stream *ts = ctx;
+    size_t len;
+    const char *id = model_user_id(ts->m, u, &len);
+    char user[CORE_MAX_ID_BYTES * 4 + 1];
+    if (len >= sizeof user) len = sizeof user - 1;
+    memcpy(user, id, len);
+    user[len] = '\0';
+    core_target t = {
+        .user_id = user,
+        .churn_probability = ts->churn->probability[u],
+        .affinity = ts->affinity ? ts->affinity[u] : 0.0f,
+        .risk_band = model_churn_band_name(ts->churn->band[u]),
+        .segment = model_churn_segment_name(ts->churn->segment[u]),
+        .tier = model_churn_tier_name(ts->churn->tier[u]),
+        .monetary = ts->churn->monetary[u],
+    };
+    return ts->emit(ts->ctx, &t);
+}
+
+/* evstore visitor for viewed_not_bought_days: marks members who viewed or
+ * carted (the item, if one is set) after since, and unmarks those who bought
+ * it after their look. Events come in sequence order, so a later purchase
+ * wins over an earlier view. */
+typedef struct looked_scan {
+    const model *m;
+    uint8_t *eligible;
+    int64_t since;
+    const char *item; /* NULL = any item */
+} looked_scan;
+
+static int looked_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
+    (void)seq;
+    looked_scan *ls = ctx;
+    if (ev->ts < ls->since) return 0;
+    if (ls->item &&
+        (ev->item_len != strlen(ls->item) || memcmp(ev->item_id, ls->item, ev->item_len)))
+        return 0;
+    uint32_t u;
+    if (model_user_index(ls->m, ev->user_id, ev->user_len, &u) != ERR_OK) return 0;
+    if (ev->type == EV_TYPE_VIEW || ev->type == EV_TYPE_ADD_TO_CART)
+        ls->eligible[u] = 1;
+    else if (ev->type == EV_TYPE_PURCHASE)
+        ls->eligible[u] = 0;
+    return 0;
+}
+
+typedef struct private_scan {
+    const model *m;
+    uint8_t *eligible;
+} private_scan;
+
+static void unmark_private(void *ctx, const char *id, size_t len, const void *value) {
+    private_scan *ps = ctx;
+    uint32_t u;
+    if (privacy_of_value(value) != PRIVACY_NONE && model_user_index(ps->m, id, len, &u) == ERR_OK)
+        ps->eligible[u] = 0;
+}
+
+static int targets_check(const core_targets_req *rq, err_t *e) {
+    int err;
+    if ((rq->item_id[0] && (err = core__check_id("item_id", rq->item_id, e))) ||
+        (rq->category[0] && (err = core__check_id("category", rq->category, e))) ||
+        (err = core__check_ids("segments", rq->segments, rq->n_segments, e)) ||
+        (err = core__check_ids("tiers", rq->tiers, rq->n_tiers, e)))
+        return err;
+    return ERR_OK;
+}
+
+/* Turns the request into a filter (affinity and eligibility arrays
+ * allocated here, owned by the caller). */
+static int targets_filter(core *c, const model *m, const core_targets_req *rq, campaign_filter *f,
+                          float **affinity, uint8_t **eligible, err_t *e) {
+    const model_meta *meta = model_info(m);
+    memset(f, 0, sizeof *f);
+    f->min_probability = rq->min_probability;
+    f->max_probability = rq->max_probability == 0.0f ? 1.0f : rq->max_probability;
+    if (!(f->min_probability >= 0 && f->max_probability <= 1 &&
+          f->min_probability <= f->max_probability))
+        return err_set(e, ERR_INVALID, "churn probability range [%g, %g] is not within [0, 1]",
+                       f->min_probability, f->max_probability);
+    for (size_t i = 0; i < rq->n_segments; i++) {
+        int code = model_churn_segment_code(rq->segments[i]);
+        if (code < 0)
+            return err_set(e, ERR_INVALID, "segments[%zu] '%.*s' is not a segment", i, 64,
+                           rq->segments[i]);
+        f->segments |= 1u << code;
+    }
+    for (size_t i = 0; i < rq->n_tiers; i++) {
+        int code = model_churn_tier_code(rq->tiers[i]);
+        if (code < 0)
+            return err_set(e, ERR_INVALID, "tiers[%zu] '%.*s' is not a tier", i, 64, rq->tiers[i]);
+        f->tiers |= 1u << code;
+    }
+    f->limit = rq->limit;
+    f->order = rq->order;
+    err_t why;
+    if (rq->item_id[0] || rq->category[0]) {
+        uint32_t idx;
+        if (!(*affinity = malloc(((size_t)meta->n_users + 1) * sizeof **affinity)))
+            return err_set(e, ERR_NOMEM, "out of memory");
+        if (rq->item_id[0]) {
+            if (model_item_index(m, rq->item_id, strlen(rq->item_id), &idx))
+                return err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, rq->item_id,
+                               meta->version);
+            if (campaign_affinity_item(m, idx, *affinity, &why))
+                return err_set(e, why.code, "%s", why.msg);
+        } else if (model_category_index(m, rq->category, strlen(rq->category), &idx)) {
+            return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, rq->category,
+                           meta->version);
+        } else if (campaign_affinity_category(m, idx, *affinity, &why)) {
+            return err_set(e, why.code, "category '%.*s': %s", 64, rq->category, why.msg);
+        }
+        f->affinity = *affinity;
+    }
+    if (rq->viewed_not_bought_days) {
+        if (!c->events)
+            return err_set(e, ERR_PRECONDITION,
+                           "viewed_not_bought_days needs the event store: start recd serve with "
+                           "--events DIR");
+        if (!(*eligible = calloc((size_t)meta->n_users + 1, 1)))
+            return err_set(e, ERR_NOMEM, "out of memory");
+        looked_scan ls = {m, *eligible,
+                          (int64_t)time(NULL) - 86400 * (int64_t)rq->viewed_not_bought_days,
+                          rq->item_id[0] ? rq->item_id : NULL};
+        if (evstore_scan(c->events, 1, looked_visit, &ls, &why))
+            return err_set(e, why.code, "cannot read the events: %s", why.msg);
+        f->eligible = *eligible;
+    }
+    /* Members who opted out or were forgotten are never campaign targets. */
+    if (!*eligible) {
+        if (!(*eligible = malloc((size_t)meta->n_users + 1)))
+            return err_set(e, ERR_NOMEM, "out of memory");
+        memset(*eligible, 1, (size_t)meta->n_users + 1);
+    }
+    private_scan ps = {m, *eligible};
+    idstate_each(c->privacy, unmark_private, &ps);
+    f->eligible = *eligible;
+    return ERR_OK;
+}
+
+int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn emit, void *ctx,
+                          err_t *e) {
+    int err = targets_check(rq, e);
+    if (err) return err;
+    core__model *sm = core__acquire(c);
+    const model *m = sm->m;
+    float *affinity = NULL;
+    uint8_t *eligible = NULL;
+    campaign_filter f;
+    if (!model_churn_info(m)) {
+        err =
+            err_set(e, ERR_PRECONDITION, "model %s has no churn model: train with --churn-horizon",
+                    model_info(m)->version);
+    } else if (!(err = targets_filter(c, m, rq, &f, &affinity, &eligible, e))) {
+        target_stream ts = {m, model_churn_info(m), affinity, emit, ctx};
+        err_t why;
+        if (campaign_select(m, &f, target_emit, &ts, &why))
+            err = err_set(e, why.code, "%s", why.msg);
+    }
+    free(affinity);
+    free(eligible);
+    core__release(sm);
+    return err;
+}

@@ -1,0 +1,441 @@
+/* core_rank: the ranked operations - Recommend (alone or batched),
+ * SimilarItems and Rerank - from the served model, the shopper's fresh
+ * signals and the storefront's item multipliers. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_int.h"
+#include "topk.h"
+
+/* --- lists ----------------------------------------------------------------- */
+
+/* Fills out->items with n entries of top (best first) and then n_unknown
+ * ids the model does not know, with score 0, all in one block. */
+static int list_build(core_list *out, const model *m, const topk_entry *top, size_t n,
+                      char *const *unknown, size_t n_unknown, err_t *e) {
+    size_t bytes = 0, len;
+    for (size_t i = 0; i < n; i++) {
+        model_item_id(m, top[i].index, &len);
+        bytes += len + 1;
+    }
+    for (size_t i = 0; i < n_unknown; i++)
+        bytes += strlen(unknown[i]) + 1;
+    size_t total = n + n_unknown;
+    core_item *items = malloc(total * sizeof *items + (bytes ? bytes : 1));
+    if (!items) return err_set(e, ERR_NOMEM, "out of memory building the response");
+    char *at = (char *)(items + total);
+    for (size_t i = 0; i < total; i++) {
+        const char *id = i < n ? model_item_id(m, top[i].index, &len) : unknown[i - n];
+        if (i >= n) len = strlen(id);
+        memcpy(at, id, len);
+        at[len] = '\0';
+        items[i] = (core_item){at, i < n ? top[i].score : 0.0f};
+        at += len + 1;
+    }
+    out->items = items;
+    out->n_items = total;
+    return ERR_OK;
+}
+
+void core_list_free(core_list *l) {
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Sets scores of the named items that the model knows to -INFINITY. */
+static void exclude_ids(const model *m, char *const *ids, size_t n, float *scores) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t item;
+        if (model_item_index(m, ids[i], strlen(ids[i]), &item) == ERR_OK) scores[item] = -INFINITY;
+    }
+}
+
+/* --- Recommend ------------------------------------------------------------- */
+
+static int recommend_check(const core_recommend_req *rq, err_t *e) {
+    int rc;
+    if ((rc = core__check_k(rq->k, e))) return rc;
+    if (rq->user_id[0] || rq->n_context_item_ids == 0) {
+        if (!rq->user_id[0])
+            return err_set(e, ERR_INVALID, "user_id is empty and there are no context_item_ids");
+        if ((rc = core__check_id("user_id", rq->user_id, e))) return rc;
+    }
+    if ((rc = core__check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids,
+                              e)) ||
+        (rc = core__check_ids("exclude_item_ids", rq->exclude_item_ids, rq->n_exclude_item_ids, e)))
+        return rc;
+    if (!(rq->diversity >= 0.0f && rq->diversity <= 1.0f))
+        return err_set(e, ERR_INVALID, "diversity must be between 0 and 1, got %g", rq->diversity);
+    if (rq->category[0]) return core__check_id("category", rq->category, e);
+    return ERR_OK;
+}
+
+/* One Recommend call between its preparation and its answer. Owned by the
+ * function running it: recommend_free. */
+typedef struct recommend_call {
+    const core_recommend_req *rq;
+    core__model *sm;
+    core__multipliers *mu;
+    core__shopper sh;
+    float *x;
+    uint32_t category, variant;
+    core_strategy strategy;
+    char request_id[EXP_REQUEST_ID_MAX];
+} recommend_call;
+
+static void recommend_free(recommend_call *rc) {
+    core__shopper_free(&rc->sh);
+    core__multipliers_release(rc->mu);
+    free(rc->x);
+    if (rc->sm) core__release(rc->sm);
+}
+
+/* Validates and prepares a call up to its scores: the variant and its
+ * model, the rules, the shopper's vector in rc->x (unless the strategy is
+ * POPULAR). Either way the caller frees rc with recommend_free. */
+static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_call *rc, err_t *e) {
+    memset(rc, 0, sizeof *rc);
+    rc->rq = rq;
+    int err = recommend_check(rq, e);
+    if (err) return err;
+    /* The member's variant answers; anonymous visitors get control's. */
+    pthread_mutex_lock(&c->lock);
+    if (rq->user_id[0] && c->exp.n > 1)
+        rc->variant = exp_assign(&c->exp, rq->user_id, strlen(rq->user_id));
+    exp_request_id(&c->exp, rc->variant, rc->request_id);
+    pthread_mutex_unlock(&c->lock);
+    rc->sm = core__acquire_variant(c, rc->variant);
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    rc->x = malloc(meta->factors * sizeof *rc->x);
+    rc->mu = core__multipliers_get(c, rc->sm);
+    if (!rc->x || !rc->mu)
+        return err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
+    if (rq->category[0] &&
+        model_category_index(m, rq->category, strlen(rq->category), &rc->category)) {
+        if (model_n_categories(m) == 0)
+            return err_set(e, ERR_PRECONDITION, "model %s has no item categories to filter by",
+                           meta->version);
+        return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, rq->category,
+                       meta->version);
+    }
+    /* A member who opted out (or was forgotten) gets what anyone would. */
+    int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
+    if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
+                                                 rq->n_context_item_ids, &rc->sh, e)))
+        return err;
+    rc->strategy = CORE_POPULAR;
+    if (!private &&
+        (err = core__shopper_vector(rc->sm, &rc->sh, !rq->user_id[0], rc->x, &rc->strategy, e)))
+        return err;
+    if (rc->sh.n_signals && rc->strategy != CORE_POPULAR) atomic_fetch_add(&c->fold_ins, 1);
+    if (private) rc->sh.user = SCORE_NO_USER;
+    return ERR_OK;
+}
+
+/* Answers a call with its chosen items (best first). */
+static int recommend_respond(core *c, const recommend_call *rc, const topk_entry *top, uint32_t n,
+                             core_list *out, err_t *e) {
+    int err = list_build(out, rc->sm->m, top, n, NULL, 0, e);
+    if (err) return err;
+    out->strategy = rc->strategy;
+    memcpy(out->model_version, model_info(rc->sm->m)->version, sizeof out->model_version);
+    memcpy(out->request_id, rc->request_id, sizeof out->request_id);
+    out->variant = c->exp.names[rc->variant];
+    return ERR_OK;
+}
+
+/* Answers a prepared call from scores: n_items floats holding x . y_i for
+ * every item (for POPULAR anything: replaced here), used as scratch. A
+ * member answered POPULAR (by a popularity-only model) still does not get
+ * what they bought. */
+static int recommend_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    const core__shopper *sh = &rc->sh;
+    if (rc->strategy == CORE_POPULAR) {
+        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
+        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
+    } else {
+        score_add_popularity(m, 0, meta->n_items, scores);
+    }
+    if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
+        uint32_t n_bought;
+        const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
+        for (uint32_t i = 0; i < n_bought; i++)
+            scores[bought[i]] = -INFINITY;
+    }
+    if (!rq->include_purchased)
+        for (size_t i = 0; i < sh->n_bought; i++)
+            scores[sh->bought[i]] = -INFINITY;
+    exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
+    exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
+    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
+    if (rq->category[0]) score_keep_category(m, rc->category, scores);
+    uint32_t n;
+    err_t why;
+    topk_entry *top = malloc(rq->k * sizeof *top);
+    if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
+    int err = score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)
+                  ? err_set(e, why.code, "%s", why.msg)
+                  : recommend_respond(c, rc, top, n, out, e);
+    free(top);
+    return err;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every item a call must not return (what the user bought, unless
+ * include_purchased; context and excluded items), sorted and deduplicated
+ * into *out (caller frees). Returns the count, or -1 when out of memory. */
+static long recommend_exclusions(const recommend_call *rc, uint32_t **out) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    uint32_t n_stored = 0;
+    const uint32_t *stored = NULL;
+    if (!rq->include_purchased && rc->sh.user != SCORE_NO_USER)
+        stored = model_user_items(m, rc->sh.user, &n_stored);
+    size_t n_bought = rq->include_purchased ? 0 : rc->sh.n_bought;
+    size_t cap = n_stored + n_bought + rq->n_context_item_ids + rq->n_exclude_item_ids;
+    uint32_t *ex = malloc((cap ? cap : 1) * sizeof *ex);
+    if (!ex) return -1;
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_stored; i++)
+        ex[n++] = stored[i];
+    for (size_t i = 0; i < n_bought; i++)
+        ex[n++] = rc->sh.bought[i];
+    char *const *lists[2] = {rq->context_item_ids, rq->exclude_item_ids};
+    size_t lens[2] = {rq->n_context_item_ids, rq->n_exclude_item_ids};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < lens[l]; i++)
+            if (model_item_index(m, lists[l][i], strlen(lists[l][i]), &ex[n]) == ERR_OK) n++;
+    qsort(ex, n, sizeof *ex, cmp_u32);
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w == 0 || ex[i] != ex[w - 1]) ex[w++] = ex[i];
+    *out = ex;
+    return (long)w;
+}
+
+/* Each call is prepared on its own, then the personalized ones of one model
+ * are scored together, block of items by block, from the model's bfloat16
+ * panels: one pass over a block serves all of the calls (instead of one
+ * pass per call: the whole cost on a large catalogue), and each call keeps
+ * a running top-k, so no call needs a row of all the items. The few items
+ * whose panel scores come within the error bound of the cut are scored
+ * again in float32, so the answer is exactly the float32 ranking. Calls
+ * with diversity (MMR looks at a pool of candidates) and POPULAR ones are
+ * answered one by one. */
+void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t n, core_list *out,
+                          err_t *errs) {
+    recommend_call calls[CORE_MAX_BATCH];
+    int ready[CORE_MAX_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        errs[i].code = ERR_OK;
+        ready[i] = recommend_prepare(c, reqs[i], &calls[i], &errs[i]) == ERR_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!ready[i]) continue;
+        recommend_call *rc = &calls[i];
+        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0) {
+            float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
+            if (!scores) {
+                err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
+            } else {
+                if (rc->strategy != CORE_POPULAR) score_items(rc->sm->m, rc->x, scores);
+                recommend_answer(c, rc, scores, &out[i], &errs[i]);
+            }
+            ready[i] = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!ready[i]) continue;
+        const model *m = calls[i].sm->m;
+        size_t group[CORE_MAX_BATCH], g = 0;
+        for (size_t j = i; j < n; j++)
+            if (ready[j] && calls[j].sm == calls[i].sm) group[g++] = j;
+        score_query q[CORE_MAX_BATCH] = {0};
+        uint32_t *excluded[CORE_MAX_BATCH] = {0};
+        float *work = core__scores_buffer(score_batch_workspace(g));
+        err_t why;
+        int rc = work ? ERR_OK
+                      : err_set(&why, ERR_NOMEM, "out of memory scoring %u items",
+                                model_info(m)->n_items);
+        for (size_t k = 0; k < g && rc == ERR_OK; k++) {
+            recommend_call *call = &calls[group[k]];
+            long n_excluded = recommend_exclusions(call, &excluded[k]);
+            q[k] = (score_query){
+                .x = call->x,
+                .k = call->rq->k,
+                .excluded = excluded[k],
+                .n_excluded = n_excluded > 0 ? (size_t)n_excluded : 0,
+                .multipliers = call->mu->any ? call->mu->v : NULL,
+                .max_slope = call->mu->any ? call->mu->max_slope : 1.0f,
+                .category = call->rq->category[0] ? (int64_t)call->category : -1,
+                .best = malloc(call->rq->k * sizeof *q[k].best),
+            };
+            if (n_excluded < 0 || !q[k].best)
+                rc = err_set(&why, ERR_NOMEM, "out of memory scoring %u items",
+                             model_info(m)->n_items);
+        }
+        if (rc == ERR_OK) rc = score_batch(m, q, g, work, &why);
+        for (size_t k = 0; k < g; k++) {
+            size_t at = group[k];
+            if (rc)
+                errs[at] = why;
+            else
+                recommend_respond(c, &calls[at], q[k].best, q[k].n_best, &out[at], &errs[at]);
+            free(q[k].best);
+            free(excluded[k]);
+            ready[at] = 0;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        recommend_free(&calls[i]);
+}
+
+int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e) {
+    err_t why;
+    core_recommend_batch(c, &req, 1, out, &why);
+    if (why.code && e) *e = why;
+    return why.code;
+}
+
+/* --- SimilarItems ---------------------------------------------------------- */
+
+int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    int err;
+    if ((err = core__check_k(rq->k, e))) return err;
+    if ((rq->item_id[0] || rq->n_item_ids == 0) &&
+        (err = core__check_id("item_id", rq->item_id, e)))
+        return err;
+    if ((err = core__check_ids("item_ids", rq->item_ids, rq->n_item_ids, e))) return err;
+    core__model *sm = core__acquire(c);
+    const model *m = sm->m;
+    const model_meta *meta = model_info(m);
+    float *scores = core__scores_buffer(meta->n_items);
+    uint32_t *seeds = malloc((rq->n_item_ids + 1) * sizeof *seeds);
+    topk_entry *top = malloc(rq->k * sizeof *top);
+    core__multipliers *mu = core__multipliers_get(c, sm);
+    if (!scores || !seeds || !top || !mu) {
+        err = err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
+        goto done;
+    }
+    /* Seeds the model does not know (new items) are passed over as long as
+     * one is known: a cart often holds something new. */
+    size_t n_seeds = 0;
+    const char *unknown = NULL;
+    for (size_t i = 0; i <= rq->n_item_ids; i++) {
+        const char *id = i == 0 ? rq->item_id : rq->item_ids[i - 1];
+        if (!id[0]) continue;
+        if (model_item_index(m, id, strlen(id), &seeds[n_seeds]) == ERR_OK)
+            n_seeds++;
+        else if (!unknown)
+            unknown = id;
+    }
+    if (n_seeds == 0) {
+        err =
+            err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
+        goto done;
+    }
+    if ((err = score_similar(m, seeds, n_seeds, scores, e))) goto done;
+    for (size_t i = 0; i < n_seeds; i++)
+        scores[seeds[i]] = -INFINITY;
+    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
+    uint32_t n = topk_select(scores, meta->n_items, rq->k, top);
+    if (!(err = list_build(out, m, top, n, NULL, 0, e)))
+        memcpy(out->model_version, meta->version, sizeof out->model_version);
+done:
+    core__multipliers_release(mu);
+    free(top);
+    free(seeds);
+    core__release(sm);
+    return err;
+}
+
+/* --- Rerank ---------------------------------------------------------------- */
+
+static int rerank_check(const core_rerank_req *rq, err_t *e) {
+    int err;
+    if (rq->n_candidate_item_ids == 0)
+        return err_set(e, ERR_INVALID, "candidate_item_ids is empty");
+    if ((rq->user_id[0] && (err = core__check_id("user_id", rq->user_id, e))) ||
+        (err = core__check_ids("candidate_item_ids", rq->candidate_item_ids,
+                               rq->n_candidate_item_ids, e)) ||
+        (err =
+             core__check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids, e)))
+        return err;
+    return ERR_OK;
+}
+
+int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    int err = rerank_check(rq, e);
+    if (err) return err;
+    core__shopper sh;
+    memset(&sh, 0, sizeof sh);
+    core__model *sm = core__acquire(c);
+    const model *m = sm->m;
+    const model_meta *meta = model_info(m);
+    size_t n = rq->n_candidate_item_ids;
+    topk_entry *known = malloc(n * sizeof *known);
+    char **unknown = malloc(n * sizeof *unknown);
+    float *x = malloc(meta->factors * sizeof *x);
+    core__multipliers *mu = core__multipliers_get(c, sm);
+    if (!known || !unknown || !x || !mu) {
+        err = err_set(e, ERR_NOMEM, "out of memory reranking");
+        goto done;
+    }
+    int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
+    if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
+                                                 rq->n_context_item_ids, &sh, e)))
+        goto done;
+    core_strategy strategy = CORE_POPULAR;
+    if (!private && (err = core__shopper_vector(sm, &sh, !rq->user_id[0], x, &strategy, e)))
+        goto done;
+    const float *y = model_item_factors(m), *popularity = model_item_popularity(m);
+    size_t n_known = 0, n_unknown = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rq->candidate_item_ids[i];
+        uint32_t item;
+        if (model_item_index(m, id, strlen(id), &item) != ERR_OK) {
+            unknown[n_unknown++] = rq->candidate_item_ids[i];
+            continue;
+        }
+        int seen = 0; /* a candidate listed twice is ranked once */
+        for (size_t j = 0; j < n_known && !seen; j++)
+            seen = known[j].index == item;
+        if (seen) continue;
+        float score = 0;
+        if (strategy == CORE_POPULAR) {
+            score = popularity[item];
+        } else {
+            const float *row = y + (size_t)item * meta->factors;
+            for (uint32_t f = 0; f < meta->factors; f++)
+                score += x[f] * row[f];
+            score_add_popularity(m, item, 1, &score);
+        }
+        if (mu->any) score_apply_multipliers(&score, &mu->v[item], 1);
+        if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
+    }
+    topk_sort(known, (uint32_t)n_known);
+    if (!(err = list_build(out, m, known, n_known, unknown, n_unknown, e))) {
+        out->strategy = strategy;
+        memcpy(out->model_version, meta->version, sizeof out->model_version);
+    }
+done:
+    core__shopper_free(&sh);
+    core__multipliers_release(mu);
+    free(x);
+    free(known);
+    free(unknown);
+    core__release(sm);
+    return err;
+}

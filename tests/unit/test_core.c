@@ -1,0 +1,381 @@
+/* Unit tests of the service core, called directly - no server, no
+ * protobuf - on the fuzz targets' tiny model (fuzz_fixture.h: users
+ * u0..u15, u bought items u, u+3, u+5; items i0..i23, i0 without a
+ * category; categories toys, tools, food) and a real event store. */
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "fuzz_fixture.h"
+#include "log.h"
+
+static core *c;
+
+/* Opens a core on a fresh copy of the tiny model, with an event store
+ * unless events is 0. */
+static void open_core(int events) {
+    log_set_level(LOG_ERROR);
+    char root[PATH_MAX], model_dir[PATH_MAX + 8], events_dir[PATH_MAX + 8];
+    fuzz_scratch_dir("test-core", root);
+    snprintf(model_dir, sizeof model_dir, "%s/model", root);
+    snprintf(events_dir, sizeof events_dir, "%s/events", root);
+    model_meta meta;
+    fuzz_publish_model(model_dir, &meta);
+    core_options o;
+    core_options_init(&o);
+    o.model_dir = model_dir;
+    o.events_dir = events ? events_dir : NULL;
+    o.reload_interval_s = 0;
+    err_t e = {0};
+    cr_assert_eq(core_open(&o, &c, &e), ERR_OK, "%s", e.msg);
+}
+
+static void with_events(void) {
+    open_core(1);
+}
+
+static void without_events(void) {
+    open_core(0);
+}
+
+static void close_core(void) {
+    core_close(c);
+}
+
+static int has(const core_list *l, const char *id) {
+    for (size_t i = 0; i < l->n_items; i++)
+        if (!strcmp(l->items[i].id, id)) return 1;
+    return 0;
+}
+
+static core_recommend_req member(const char *user, uint32_t k) {
+    return (core_recommend_req){.user_id = user, .k = k, .category = ""};
+}
+
+TestSuite(core_rank, .init = with_events, .fini = close_core);
+
+Test(core_rank, recommend_answers_a_member_best_first_without_what_they_bought) {
+    core_recommend_req rq = member("u2", 24);
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_PERSONALIZED);
+    cr_assert_eq(l.n_items, 21, "24 items less the 3 bought");
+    cr_assert(!has(&l, "i2") && !has(&l, "i5") && !has(&l, "i7"));
+    for (size_t i = 1; i < l.n_items; i++)
+        cr_assert(l.items[i - 1].score >= l.items[i].score);
+    cr_assert_str_eq(l.variant, "control");
+    cr_assert(l.model_version[0] && l.request_id[0]);
+    core_list_free(&l);
+    rq.include_purchased = 1;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    cr_assert_eq(l.n_items, 24);
+    core_list_free(&l);
+}
+
+Test(core_rank, recommend_checks_the_request) {
+    core_list l;
+    err_t e;
+    core_recommend_req rq = member("u2", 0);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert_str_eq(e.msg, "k must be between 1 and 1000, got 0");
+    rq = member("", 5);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert_str_eq(e.msg, "user_id is empty and there are no context_item_ids");
+    rq = member("u2", 5);
+    rq.diversity = 1.5f;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    rq = member("u2", 5);
+    rq.category = "garden";
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_NOTFOUND);
+    cr_assert(strstr(e.msg, "category 'garden' is not in model"), "%s", e.msg);
+    char *bad[] = {"ok", ""};
+    rq = member("u2", 5);
+    rq.exclude_item_ids = bad;
+    rq.n_exclude_item_ids = 2;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert_str_eq(e.msg, "exclude_item_ids[1] is empty");
+    cr_assert_null(l.items, "a failed call leaves an empty list");
+}
+
+Test(core_rank, recommend_filters_excludes_and_serves_visitors) {
+    core_list l;
+    err_t e;
+    core_recommend_req rq = member("u4", 24);
+    rq.category = "toys"; /* items i3, i6, ... (index % 3 == 0, not i0) */
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_gt(l.n_items, 0);
+    for (size_t i = 0; i < l.n_items; i++) {
+        int n = atoi(l.items[i].id + 1);
+        cr_assert(n != 0 && n % 3 == 0, "%s is no toy", l.items[i].id);
+    }
+    core_list_free(&l);
+    char *context[] = {"i10", "i11"}, *exclude[] = {"i12", "nope"};
+    rq = (core_recommend_req){.user_id = "",
+                              .k = 24,
+                              .context_item_ids = context,
+                              .n_context_item_ids = 2,
+                              .exclude_item_ids = exclude,
+                              .n_exclude_item_ids = 2,
+                              .category = ""};
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_SESSION);
+    cr_assert_eq(l.n_items, 21);
+    cr_assert(!has(&l, "i10") && !has(&l, "i11") && !has(&l, "i12"));
+    core_list_free(&l);
+    rq = member("stranger", 3); /* nothing known: the best sellers */
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    cr_assert_eq(l.strategy, CORE_POPULAR);
+    cr_assert_eq(l.n_items, 3);
+    core_list_free(&l);
+}
+
+Test(core_rank, a_batch_answers_as_calls_one_by_one) {
+    const char *users[] = {"u0", "u3", "u9", "u3", "nobody"};
+    enum { N = sizeof users / sizeof users[0] };
+    core_recommend_req rq[N];
+    const core_recommend_req *ptrs[N];
+    for (int i = 0; i < N; i++) {
+        rq[i] = member(users[i], 6);
+        ptrs[i] = &rq[i];
+    }
+    rq[2].k = 0; /* one bad call fails alone */
+    rq[3].diversity = 0.5f;
+    core_list batch[N], one;
+    err_t errs[N], e;
+    core_recommend_batch(c, ptrs, N, batch, errs);
+    for (int i = 0; i < N; i++) {
+        int rc = core_recommend(c, &rq[i], &one, &e);
+        cr_assert_eq(errs[i].code, rc, "call %d", i);
+        cr_assert_eq(batch[i].n_items, one.n_items, "call %d", i);
+        cr_assert_eq(batch[i].strategy, one.strategy);
+        for (size_t j = 0; j < one.n_items; j++) {
+            cr_assert_str_eq(batch[i].items[j].id, one.items[j].id, "call %d item %zu", i, j);
+            cr_assert_float_eq(batch[i].items[j].score, one.items[j].score, 1e-5);
+        }
+        core_list_free(&one);
+        core_list_free(&batch[i]);
+    }
+    cr_assert_eq(errs[2].code, ERR_INVALID);
+}
+
+Test(core_rank, similar_items_never_returns_a_seed) {
+    char *more[] = {"i5", "new-item"};
+    core_similar_req rq = {"i4", more, 2, 30};
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_similar(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 22);
+    cr_assert(!has(&l, "i4") && !has(&l, "i5"));
+    cr_assert(l.model_version[0]);
+    core_list_free(&l);
+    core_similar_req unknown = {"zz", NULL, 0, 3};
+    cr_assert_eq(core_similar(c, &unknown, &l, &e), ERR_NOTFOUND);
+    cr_assert(strstr(e.msg, "item 'zz' is not in model"), "%s", e.msg);
+}
+
+Test(core_rank, rerank_ranks_every_candidate_once) {
+    char *cands[] = {"i1", "zz", "i8", "i1", "yy", "i9"};
+    core_rerank_req rq = {"u0", cands, 6, NULL, 0};
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_rerank(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_PERSONALIZED);
+    cr_assert_eq(l.n_items, 5, "i1 once, two unknown ones");
+    cr_assert_str_eq(l.items[3].id, "zz");
+    cr_assert_str_eq(l.items[4].id, "yy");
+    cr_assert_eq(l.items[4].score, 0.0f);
+    cr_assert(l.items[0].score >= l.items[1].score && l.items[1].score >= l.items[2].score);
+    core_list_free(&l);
+    core_rerank_req empty = {"u0", NULL, 0, NULL, 0};
+    cr_assert_eq(core_rerank(c, &empty, &l, &e), ERR_INVALID);
+    cr_assert_str_eq(e.msg, "candidate_item_ids is empty");
+}
+
+TestSuite(core_write, .init = with_events, .fini = close_core);
+
+Test(core_write, events_are_checked_one_by_one_and_fold_in) {
+    core_event evs[] = {
+        {"newcomer", "i7", EV_TYPE_PURCHASE, 0, 1, 9.5},
+        {"newcomer", "i8", EV_TYPE_VIEW, 0, 0, 0},
+        {"", "i8", EV_TYPE_VIEW, 0, 0, 0},
+        {"newcomer", "i8", 99, 0, 0, 0},
+        {"newcomer", "i8", EV_TYPE_VIEW, 0, CORE_MAX_QUANTITY + 1, 0},
+    };
+    core_write_reply w;
+    err_t e;
+    cr_assert_eq(core_record_events(c, evs, 5, &w, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(w.accepted, 2);
+    cr_assert_eq(w.n_rejected, 3);
+    cr_assert_eq(w.rejected[0].index, 2);
+    cr_assert_str_eq(w.rejected[0].reason, "user_id is empty");
+    cr_assert_str_eq(w.rejected[1].reason, "unknown event type 99");
+    cr_assert_str_eq(w.rejected[2].reason, "quantity 10001 is absurd (more than 10000)");
+    core_write_reply_free(&w);
+    /* A member the model does not know is personalized from their events,
+     * and what they bought since is not offered again. */
+    core_recommend_req rq = member("newcomer", 24);
+    core_list l;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_PERSONALIZED);
+    cr_assert(!has(&l, "i7"));
+    core_list_free(&l);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    core_write_metrics(c, f);
+    fclose(f);
+    cr_assert(strstr(text, "recd_fold_ins_total 1\n"), "%s", text);
+    cr_assert(strstr(text, "recd_events_ingested_total 2\n"));
+    free(text);
+}
+
+Test(core_write, item_rules_change_what_is_recommended) {
+    core_recommend_req rq = member("stranger", 1); /* POPULAR: the best seller */
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    char best[32];
+    snprintf(best, sizeof best, "%s", l.items[0].id);
+    core_list_free(&l);
+    core_availability gone = {best, 0};
+    cr_assert_eq(core_set_availability(c, &gone, 1, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    cr_assert_str_neq(l.items[0].id, best);
+    core_list_free(&l);
+    core_boost boosts[] = {{"i1", 100.0f}, {"i2", 0.0f}};
+    cr_assert_eq(core_set_boosts(c, boosts, 2, &e), ERR_INVALID, "all or nothing");
+    cr_assert_str_eq(e.msg, "boosts[1].multiplier must be in (0, 100], got 0");
+    cr_assert_eq(core_set_boosts(c, boosts, 1, &e), ERR_OK);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    cr_assert_str_eq(l.items[0].id, "i1");
+    core_list_free(&l);
+}
+
+Test(core_write, privacy_choices_are_kept) {
+    core_recommend_req rq = member("u2", 5);
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_set_personalization(c, "u2", 1, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    cr_assert_eq(l.strategy, CORE_POPULAR);
+    core_list_free(&l);
+    core_churn_reply cs;
+    cr_assert_eq(core_churn_score(c, "u2", &cs, &e), ERR_NOTFOUND);
+    cr_assert(strstr(e.msg, "opted out of personalization"), "%s", e.msg);
+    core_event ev = {"u3", "i1", EV_TYPE_VIEW, 0, 0, 0};
+    core_write_reply w;
+    cr_assert_eq(core_record_events(c, &ev, 1, &w, &e), ERR_OK);
+    core_write_reply_free(&w);
+    uint64_t deleted;
+    cr_assert_eq(core_forget_user(c, "u3", &deleted, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(deleted, 1);
+    cr_assert_eq(core_record_events(c, &ev, 1, &w, &e), ERR_OK);
+    cr_assert_eq(w.accepted, 0);
+    cr_assert(strstr(w.rejected[0].reason, "forgotten"));
+    core_write_reply_free(&w);
+    cr_assert_eq(core_set_personalization(c, "u3", 0, &e), ERR_PRECONDITION);
+}
+
+Test(core_write, feedback_needs_a_request_id_of_the_experiment) {
+    core_recommend_req rq = member("u5", 3);
+    core_list l;
+    err_t e;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK);
+    core_feedback fb[] = {
+        {l.request_id, "u5", "", EXP_FEEDBACK_IMPRESSION, 0},
+        {l.request_id, "u5", "", EXP_FEEDBACK_CLICK, 0},
+        {"made-up", "u5", "i1", EXP_FEEDBACK_CLICK, 0},
+    };
+    core_write_reply w;
+    cr_assert_eq(core_record_feedback(c, fb, 3, &w, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(w.accepted, 1);
+    cr_assert_eq(w.n_rejected, 2);
+    cr_assert_str_eq(w.rejected[0].reason,
+                     "item_id is empty (only an impression may be of the whole list)");
+    cr_assert_str_eq(w.rejected[1].reason,
+                     "request_id was not issued by this experiment's variants");
+    core_write_reply_free(&w);
+    core_list_free(&l);
+    core_share bad = {"treatment", 1.0};
+    cr_assert_eq(core_set_experiment(c, "", &bad, 1, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "no variant named 'treatment'"), "%s", e.msg);
+    core_share all = {"control", 1.0};
+    cr_assert_eq(core_set_experiment(c, "new-salt", &all, 1, &e), ERR_OK, "%s", e.msg);
+}
+
+TestSuite(core_bare, .init = without_events, .fini = close_core);
+
+Test(core_bare, writes_need_an_event_store) {
+    core_event ev = {"u1", "i1", EV_TYPE_VIEW, 0, 0, 0};
+    core_write_reply w;
+    err_t e;
+    cr_assert_eq(core_record_events(c, &ev, 1, &w, &e), ERR_PRECONDITION);
+    cr_assert(strstr(e.msg, "--events DIR"));
+    core_feedback fb = {"x", "", "", EXP_FEEDBACK_IMPRESSION, 0};
+    cr_assert_eq(core_record_feedback(c, &fb, 1, &w, &e), ERR_PRECONDITION);
+    core_targets_req rq = {.item_id = "", .category = "", .viewed_not_bought_days = 7};
+    cr_assert_eq(core_campaign_targets(c, &rq, NULL, NULL, &e), ERR_PRECONDITION);
+}
+
+Test(core_bare, model_info_is_the_control_model) {
+    model_meta meta;
+    core_model_info(c, &meta);
+    cr_assert_eq(meta.n_users, FUZZ_USERS);
+    cr_assert_eq(meta.n_items, FUZZ_ITEMS);
+    cr_assert_eq(meta.factors, FUZZ_FACTORS);
+}
+
+TestSuite(core_churn, .init = with_events, .fini = close_core);
+
+Test(core_churn, scores_members_with_their_factors) {
+    core_churn_reply cs;
+    err_t e;
+    cr_assert_eq(core_churn_score(c, "u8", &cs, &e), ERR_OK, "%s", e.msg);
+    cr_assert_float_eq(cs.probability, 0.5f, 1e-6);
+    cr_assert_gt(cs.n_factors, 0);
+    cr_assert(!strcmp(cs.feature[0], "log_recency_days") || !strcmp(cs.feature[0], "orders_90d"));
+    cr_assert(cs.model_version && cs.model_version[0]);
+    core_churn_reply_free(&cs);
+    cr_assert_eq(core_churn_score(c, "u1", &cs, &e), ERR_NOTFOUND, "u1 has no churn score");
+    cr_assert_eq(core_churn_score(c, "nobody", &cs, &e), ERR_NOTFOUND);
+    cr_assert_eq(core_churn_score(c, "", &cs, &e), ERR_INVALID);
+    cr_assert_str_eq(e.msg, "user_id is empty");
+}
+
+typedef struct seen {
+    size_t n, stop_after;
+    float last;
+    int ordered;
+    int saw_u6;
+} seen;
+
+static int collect(void *ctx, const core_target *t) {
+    seen *s = ctx;
+    if (s->n && t->churn_probability > s->last) s->ordered = 0;
+    s->last = t->churn_probability;
+    s->saw_u6 |= !strcmp(t->user_id, "u6");
+    return ++s->n == s->stop_after;
+}
+
+Test(core_churn, campaign_targets_leave_out_private_members_and_can_stop) {
+    err_t e;
+    cr_assert_eq(core_set_personalization(c, "u6", 1, &e), ERR_OK);
+    core_targets_req rq = {.item_id = "", .category = ""};
+    seen s = {.ordered = 1};
+    cr_assert_eq(core_campaign_targets(c, &rq, collect, &s, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(s.n, FUZZ_USERS - 2, "all scored members but u1 (none) and u6 (opted out)");
+    cr_assert(s.ordered, "highest churn probability first");
+    cr_assert_not(s.saw_u6);
+    seen stop = {.ordered = 1, .stop_after = 3};
+    cr_assert_eq(core_campaign_targets(c, &rq, collect, &stop, &e), ERR_OK);
+    cr_assert_eq(stop.n, 3);
+    char *segments[] = {"no-such-segment"};
+    rq.segments = segments;
+    rq.n_segments = 1;
+    cr_assert_eq(core_campaign_targets(c, &rq, collect, &s, &e), ERR_INVALID);
+}
