@@ -173,3 +173,23 @@ def test_scrapes_work_with_descriptors_above_fd_setsize(model_dir, tmp_path):
         for c in socks:
             c.close()
         assert s.stop() == 0
+
+
+def test_an_idle_client_does_not_delay_the_stop(model_dir, tmp_path, pb):
+    """The stop waits for calls in flight, not for connections: a client
+    connected with no call must not hold it for the grace period (5 s)."""
+    import grpc
+    s = Server(model_dir, tmp_path)
+    idle = grpc.insecure_channel(s.address)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(idle)
+        stub.Recommend(pb.rec.RecommendRequest(user_id="anyone", k=3), timeout=10)
+        time.sleep(0.2)  # connected, no call in flight
+        t = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=20) == 0
+        took = time.monotonic() - t
+        assert took < 2, f"the stop took {took:.1f} s with one idle client"
+    finally:
+        idle.close()
+        assert s.stop() == 0
