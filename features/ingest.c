@@ -37,6 +37,9 @@ typedef struct ingest_ctx {
     uint64_t end_line; /* line where the last complete record ended */
     size_t field;      /* index of the next field in the current record */
     bool in_header;
+    int64_t now;    /* import time, for the future bound */
+    size_t bom_len; /* bytes of a UTF-8 byte order mark matched at the start */
+    bool bom_done;  /* the start of the input is past */
 
     /* Header names, NUL-separated, kept for the missing-column message. */
     char *hdr;
@@ -71,6 +74,10 @@ const char *ingest_skip_name(int reason) {
         return "missing item";
     case SKIP_BAD_TIME:
         return "bad timestamp";
+    case SKIP_FUTURE_TIME:
+        return "timestamp more than a day after the import";
+    case SKIP_OLD_TIME:
+        return "timestamp before 1970-01-02";
     case SKIP_BAD_QUANTITY:
         return "bad quantity";
     case SKIP_NEGATIVE_QTY:
@@ -258,6 +265,8 @@ static int ingest_check_row(const ingest_ctx *c, int64_t *ts, double *qty, doubl
     if (bad >= 0) return bad;
     if (ingest_parse_time(c->row + c->off[COL_TIME], c->len[COL_TIME], c->o->time_format, ts))
         return SKIP_BAD_TIME;
+    if (*ts > c->now + INGEST_MAX_AHEAD_S) return SKIP_FUTURE_TIME;
+    if (*ts < INGEST_MIN_TS) return SKIP_OLD_TIME;
     *qty = 1;
     *price = NAN;
     /* An empty quantity is an error (the column was asked for), an empty
@@ -320,13 +329,20 @@ static int ingest_header(ingest_ctx *c) {
     size_t mlen = 0;
     for (int r = 0; r < COL_ROLES; r++) {
         const char *name = c->hdr;
+        size_t first = 0;
         for (size_t col = 0; col < c->n_cols; col++, name += strlen(name) + 1) {
-            if (strcmp(name, want[r]) == 0 && c->col_role[col] < 0) {
-                c->col_role[col] = (signed char)r;
-                c->has_role[r] = true;
-                if (col + 1 > c->need_cols) c->need_cols = col + 1;
-                break;
-            }
+            if (strcmp(name, want[r]) != 0) continue;
+            /* Two columns of one name: taking either would be a guess. */
+            if (c->has_role[r])
+                return err_set(c->e, ERR_FORMAT,
+                               "line %llu: column \"%s\" appears twice in the header (columns "
+                               "%zu and %zu): rename one",
+                               (unsigned long long)c->rec_line, want[r], first + 1, col + 1);
+            if (c->col_role[col] >= 0) continue; /* the column of an earlier role */
+            c->col_role[col] = (signed char)r;
+            c->has_role[r] = true;
+            first = col;
+            if (col + 1 > c->need_cols) c->need_cols = col + 1;
         }
         if (!c->has_role[r] && !optional_default[r]) {
             int n = snprintf(missing + mlen, sizeof missing - mlen, "%s\"%s\"", mlen ? ", " : "",
@@ -375,8 +391,6 @@ static void on_field(void *data, size_t len, void *arg) {
     }
     size_t col = c->field++;
     if (c->in_header) {
-        if (col == 0 && len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
-            data = (char *)data + 3, len -= 3; /* UTF-8 byte order mark of spreadsheet exports */
         if (grow(&c->hdr, &c->hdr_cap, c->hdr_len + len + 1)) {
             c->err = err_set(c->e, ERR_NOMEM, "ingest: out of memory");
             return;
@@ -421,15 +435,7 @@ static void on_record(int term, void *arg) {
 /* Feeds buf to libcsv one physical line at a time, so that c->line is the
  * line of every byte libcsv reports on. The last piece may be a partial
  * line; libcsv carries it over to the next call. */
-static int ingest_feed(ingest_ctx *c, struct csv_parser *p, const char *buf, size_t len) {
-    const char *z = memchr(buf, '\0', len);
-    if (z) {
-        uint64_t line = c->line;
-        for (const char *q = buf; (q = memchr(q, '\n', (size_t)(z - q))); q++)
-            line++;
-        return err_set(c->e, ERR_FORMAT, "line %llu: NUL byte: binary data, not CSV",
-                       (unsigned long long)line);
-    }
+static int ingest_feed_lines(ingest_ctx *c, struct csv_parser *p, const char *buf, size_t len) {
     const char *end = buf + len;
     while (buf < end) {
         const char *nl = memchr(buf, '\n', (size_t)(end - buf));
@@ -450,6 +456,35 @@ static int ingest_feed(ingest_ctx *c, struct csv_parser *p, const char *buf, siz
         buf += n;
     }
     return ERR_OK;
+}
+
+/* Checks buf for NUL bytes (an id with one would be cut short by every C
+ * string after it), drops a UTF-8 byte order mark at the very start of the
+ * input, and feeds the rest. The mark goes before libcsv sees it: in
+ * strict mode a quoted header behind it would be a quote inside an unquoted
+ * field. It may arrive split over reads (a pipe). */
+static int ingest_feed(ingest_ctx *c, struct csv_parser *p, const char *buf, size_t len) {
+    static const char bom[3] = {'\xEF', '\xBB', '\xBF'};
+    const char *z = memchr(buf, '\0', len);
+    if (z) {
+        uint64_t line = c->line;
+        for (const char *q = buf; (q = memchr(q, '\n', (size_t)(z - q))); q++)
+            line++;
+        return err_set(c->e, ERR_FORMAT, "line %llu: NUL byte: binary data, not CSV",
+                       (unsigned long long)line);
+    }
+    while (!c->bom_done && len > 0) {
+        if (*buf == bom[c->bom_len]) {
+            buf++, len--;
+            c->bom_done = ++c->bom_len == sizeof bom;
+            if (c->bom_done) c->bytes += sizeof bom;
+        } else {
+            c->bom_done = true; /* not a mark: its first bytes are data */
+            int rc = ingest_feed_lines(c, p, bom, c->bom_len);
+            if (rc) return rc;
+        }
+    }
+    return ingest_feed_lines(c, p, buf, len);
 }
 
 /* Runs the parser over a buffer (data != NULL) or a file descriptor. */
@@ -477,6 +512,7 @@ static int ingest_run(const char *data, size_t len, int fd, const ingest_options
     c.e = e;
     c.line = 1;
     c.in_header = true;
+    c.now = o->now ? o->now : (int64_t)time(NULL);
 
     int rc = ERR_OK;
     char *buf = NULL;

@@ -19,6 +19,16 @@
 #define INGEST_MAX_ID_LEN 256 /* bytes, as the service accepts */
 #define INGEST_FIRST_LINES 5  /* line numbers kept per skip reason */
 
+/* The timestamps a row may have. The future bound is the one RecordEvents
+ * applies (a day of clock skew): one row dated 2100 would otherwise become
+ * the model's data_until, and no live event would ever be folded in again.
+ * The floor, 1970-01-02T00:00:00Z, refuses what a missing date turns into -
+ * 0 (1970-01-01 in any time zone, UTC-14 to UTC+14), year 0, 1900 - while
+ * accepting every real date: old rows only weigh less, they switch nothing
+ * off, so a later floor would reject real history and protect nothing. */
+#define INGEST_MAX_AHEAD_S 86400 /* seconds after the import time */
+#define INGEST_MIN_TS 86400      /* 1970-01-02T00:00:00Z */
+
 typedef struct ingest_options {
     const char *user_col; /* header names; defaults user_id, item_id, timestamp */
     const char *item_col;
@@ -31,6 +41,9 @@ typedef struct ingest_options {
                                                                      present, else no price */
     char delimiter;                                               /* default ',' */
     char quote;                                                   /* default '"' */
+    /* Import time (unix s) for the future bound: rows later than now +
+     * INGEST_MAX_AHEAD_S are skipped. 0 = the clock when the import starts. */
+    int64_t now;
     /* Called every few hundred thousand rows with the rows read so far (for
      * a progress line); may be NULL. */
     void (*progress)(void *ctx, uint64_t rows, uint64_t bytes, uint64_t total_bytes);
@@ -44,6 +57,8 @@ enum ingest_skip_reason {
     SKIP_MISSING_USER, /* empty user id */
     SKIP_MISSING_ITEM, /* empty item id */
     SKIP_BAD_TIME,     /* timestamp does not parse */
+    SKIP_FUTURE_TIME,  /* timestamp after the import time + INGEST_MAX_AHEAD_S */
+    SKIP_OLD_TIME,     /* timestamp before INGEST_MIN_TS (a placeholder, not a date) */
     SKIP_BAD_QUANTITY, /* quantity not a number, or beyond a float's range */
     SKIP_NEGATIVE_QTY, /* quantity < 0 (a return) or 0 */
     SKIP_BAD_PRICE,    /* price not a number, negative or beyond a float's range */
@@ -66,7 +81,8 @@ const char *ingest_skip_name(int reason);
 /* Reads path (or stdin when path is "-") and appends its usable rows to out,
  * which the caller initialized with ev_set_init. Fills *stats. Returns ERR_OK,
  * ERR_IO (cannot open/read), ERR_FORMAT (not CSV, missing column: the message
- * names the line), ERR_NOMEM. */
+ * names the line; also a header naming a mapped column twice), ERR_NOMEM.
+ * A UTF-8 byte order mark before the header is dropped. */
 int ingest_csv_file(const char *path, const ingest_options *o, ev_set *out, ingest_stats *stats,
                     err_t *e);
 

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "utf8.h"
 
@@ -716,7 +717,8 @@ int evstore_count(evstore *s, uint64_t *n, uint64_t *next_seq, err_t *e) {
 typedef struct evs_load_ctx {
     const float *weights;
     ev_set *out;
-    size_t added;
+    size_t added, future;
+    int64_t latest; /* the last time accepted */
     int rc;
     err_t *e;
 } evs_load_ctx;
@@ -726,6 +728,10 @@ static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
     evs_load_ctx *c = arg;
     float w = ev->type < EV_TYPE_END ? c->weights[ev->type] : 0;
     if (w == 0) return 0;
+    if (ev->ts > c->latest) {
+        c->future++;
+        return 0;
+    }
     /* The proto cannot tell an absent price from 0; ev_set marks an
      * unknown price NAN. */
     ev_event fields = {.ts = ev->ts,
@@ -742,14 +748,18 @@ static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
 }
 
 int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size_t *added,
-                 err_t *e) {
+                 size_t *future, err_t *e) {
     for (int t = 1; t < EV_TYPE_END; t++)
         if (!isfinite(weights[t]) || weights[t] < 0)
             return err_set(e, ERR_INVALID, "evstore: weight of type %d must be finite and >= 0", t);
-    evs_load_ctx c = {.weights = weights, .out = out, .e = e};
+    evs_load_ctx c = {.weights = weights,
+                      .out = out,
+                      .latest = (int64_t)time(NULL) + EVSTORE_MAX_AHEAD_S,
+                      .e = e};
     int rc = evstore_scan(s, 0, evs_load_visit, &c, e);
     if (!rc) rc = c.rc;
     if (added) *added = c.added;
+    if (future) *future = c.future;
     return rc;
 }
 

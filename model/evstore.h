@@ -112,11 +112,19 @@ int evstore_count(evstore *s, uint64_t *n, uint64_t *next_seq, err_t *e);
  * ev_set_init), in sequence order, as recorded events (ev_event.recorded
  * 1) of their type and quantity, with weight = weights[type] and price NAN
  * when unknown (0), so that a trainer can merge the store with a CSV
- * history. Types with weight 0 are skipped. Fills *added (may be NULL) with
- * the events appended. Returns ERR_OK, ERR_INVALID (a weight negative or
- * not finite), ERR_NOMEM, ERR_FORMAT, ERR_INTERNAL. */
+ * history. Types with weight 0 are skipped, and so are events dated more
+ * than EVSTORE_MAX_AHEAD_S after the load (a server whose clock ran ahead
+ * recorded them; one would become the model's data_until and keep every
+ * later live event out of it). Fills *added (may be NULL) with the events
+ * appended and *future (may be NULL) with those skipped for their date.
+ * Returns ERR_OK, ERR_INVALID (a weight negative or not finite), ERR_NOMEM,
+ * ERR_FORMAT, ERR_INTERNAL. */
 int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size_t *added,
-                 err_t *e);
+                 size_t *future, err_t *e);
+
+/* How far after the clock an event may be dated: a day, as RecordEvents
+ * and the CSV importer allow. */
+#define EVSTORE_MAX_AHEAD_S 86400
 
 /* Number of group commits (fsynced write transactions of appends) since
  * evstore_open: events appended / commits is the batching achieved. */

@@ -1117,6 +1117,26 @@ static int model_below(const uint32_t *v, uint64_t n, uint32_t limit) {
     return 1;
 }
 
+/* True when none of the n words at p, IEEE floats of width 32 (exp the
+ * exponent mask 0x7f800000) or bfloat16 (0x7f80), is an infinity or a NaN,
+ * i.e. has every exponent bit set. One pass without branches, which the
+ * compiler vectorizes: model_open reads every factor with it. */
+static int model_finite32(const void *p, uint64_t n) {
+    const uint32_t *w = p;
+    uint32_t bad = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bad |= (w[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
+
+static int model_finite16(const void *p, uint64_t n) {
+    const uint16_t *w = p;
+    unsigned bad = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bad |= (w[i] & 0x7f80u) == 0x7f80u;
+    return !bad;
+}
+
 /* Reads one id space (table and hash index) of n ids. */
 static int model_get_ids(model_reader *r, const char *table_key, const char *index_key, uint32_t n,
                          model_ids *ids, err_t *e) {
@@ -1303,6 +1323,20 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->item_factors = p;
     if ((rc = model_get_blob(r, K_ITEM_NORMS, &norms, 0, 4, &p, e))) return rc;
     m->item_norms = p;
+    /* Publication refuses non-finite factors, so one here is a damaged or
+     * forged file; served, a NaN compares false with everything and the
+     * lists come out empty while still saying PERSONALIZED. */
+    const struct {
+        const char *key;
+        const void *p;
+        uint64_t bytes;
+    } floats[] = {{K_USER_FACTORS, m->user_factors, uf},
+                  {K_ITEM_FACTORS, m->item_factors, itf},
+                  {K_ITEM_NORMS, m->item_norms, norms}};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        if (!model_finite32(floats[i].p, floats[i].bytes / sizeof(float)))
+            return err_set(e, ERR_FORMAT, "model: %s: key %s holds a value that is not finite",
+                           r->path, floats[i].key);
     for (uint32_t i = 0; i < mt->n_items; i++)
         if (m->item_norms[i] > m->item_norm_max) m->item_norm_max = m->item_norms[i];
     /* Models published before the panels existed get them built here. */
@@ -1312,6 +1346,9 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         return err_set(e, ERR_FORMAT, "model: %s: counts overflow", r->path);
     if (model_has(r, K_ITEM_PANELS)) {
         if ((rc = model_get_blob(r, K_ITEM_PANELS, &panels, 0, 4, &p, e))) return rc;
+        if (!model_finite16(p, panels / sizeof(uint16_t)))
+            return err_set(e, ERR_FORMAT, "model: %s: key %s holds a value that is not finite",
+                           r->path, K_ITEM_PANELS);
         m->item_panels = p;
     } else {
         if (!(m->built_panels = malloc(panels ? panels : 1)))

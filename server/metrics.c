@@ -69,8 +69,17 @@ int metrics_http_start(const char *listen, const metrics_writer *writers, void *
     memcpy(m->writers, writers, n * sizeof *writers);
     memcpy(m->ctxs, ctxs, n * sizeof *ctxs);
     m->n = n;
-    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, metrics_answer, m,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_END);
+    /* epoll, not select(): the gRPC side holds one descriptor per client,
+     * and select() cannot watch one above FD_SETSIZE (1024), so every
+     * scrape failed once the server had that many. The timeout drops
+     * half-sent requests; the limits keep one address (or many) from
+     * holding every slot, the per-address one leaving room for the
+     * scraper beside a client that opens connections and sends nothing. */
+    m->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL, metrics_answer, m, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_MAX_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)METRICS_MAX_PER_ADDRESS, MHD_OPTION_END);
     if (!m->daemon) {
         free(m);
         return err_set(e, ERR_INVALID, "metrics: cannot listen on %s", listen);

@@ -16,6 +16,13 @@ typedef void (*metrics_writer)(void *ctx, FILE *out);
 
 #define METRICS_MAX_WRITERS 8
 
+/* The HTTP side's bounds: a connection idle this long (a request never
+ * finished, or a keep-alive between scrapes) is closed; at most this many
+ * connections in all, and from one address. A scraper needs one. */
+#define METRICS_TIMEOUT_S 10
+#define METRICS_MAX_CONNECTIONS 256
+#define METRICS_MAX_PER_ADDRESS 16
+
 typedef struct metrics_http metrics_http;
 
 /* Serves GET /metrics on listen ("host:port"; port 0 picks a free one) from

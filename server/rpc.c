@@ -22,6 +22,7 @@
 
 /* Seconds a stop waits for calls in flight before cancelling them. */
 #define RPC_STOP_GRACE_S 5
+#define RPC_STOP_LOOK_MS 20 /* how often a stop looks whether calls are left */
 
 #define RPC_BUCKETS 12
 
@@ -52,6 +53,7 @@ typedef struct rpc_unary {
     grpc_byte_buffer *response;
     grpc_slice status_details;
     int cancelled;
+    int arrived;        /* a client's call, counted in the server's in_flight */
     double accepted_at; /* monotonic seconds */
     double deadline_s;  /* deadline in clock_seconds(), 0 = none (unary calls) */
 } rpc_call;
@@ -83,7 +85,8 @@ struct rpc_server {
     uint32_t n_pollers, n_pollers_started;
     int port;
     atomic_int stopping;
-    char *write_token; /* NULL = write methods are open */
+    atomic_uint in_flight; /* calls arrived and not yet freed */
+    char *write_token;     /* NULL = write methods are open */
 
     rpc_dispatch_fn dispatch;
     void *dispatch_ctx;
@@ -116,6 +119,7 @@ void rpc_reply_error(rpc_reply *r, int code, const char *fmt, ...) {
 }
 
 static void rpc_call_free(rpc_call *c) {
+    if (c->arrived) atomic_fetch_sub(&c->poller->server->in_flight, 1);
     if (c->call) grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->request_metadata);
     if (c->method < 0) grpc_call_details_destroy(&c->details);
@@ -549,6 +553,8 @@ static void *rpc_poller_main(void *arg) {
                 rpc_call_free(c);
                 continue;
             }
+            c->arrived = 1;
+            atomic_fetch_add(&s->in_flight, 1);
             rpc_request(p, c->method); /* keep the pool of requests full first */
             rpc_accept(c);
         } else {
@@ -737,12 +743,26 @@ void rpc_server_stop(rpc_server *s) {
     grpc_completion_queue *done = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->grpc, done, s);
     /* Unary calls finish in moments; a long export gets a few seconds and is
-     * then cancelled, which makes its next send fail and its handler stop. */
+     * then cancelled, which makes its next send fail and its handler stop.
+     * Shutdown also waits for every connection to close, and an idle
+     * client keeps its own open after the GOAWAY: once no call has been in
+     * flight for two looks in a row (a call whose arrival is still queued
+     * for its poller gets the second), cancel_all_calls drops the
+     * connections left, with nothing to cancel. */
     gpr_timespec grace = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                                       gpr_time_from_seconds(RPC_STOP_GRACE_S, GPR_TIMESPAN));
-    if (grpc_completion_queue_pluck(done, s, grace, NULL).type == GRPC_QUEUE_TIMEOUT) {
-        grpc_server_cancel_all_calls(s->grpc);
-        grpc_completion_queue_pluck(done, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    for (int idle_looks = 0;;) {
+        gpr_timespec tick = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_millis(RPC_STOP_LOOK_MS, GPR_TIMESPAN));
+        if (grpc_completion_queue_pluck(done, s, gpr_time_min(tick, grace), NULL).type !=
+            GRPC_QUEUE_TIMEOUT)
+            break;
+        idle_looks = atomic_load(&s->in_flight) ? 0 : idle_looks + 1;
+        if (idle_looks == 2 || gpr_time_cmp(gpr_now(GPR_CLOCK_REALTIME), grace) >= 0) {
+            grpc_server_cancel_all_calls(s->grpc);
+            grpc_completion_queue_pluck(done, s, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            break;
+        }
     }
     grpc_completion_queue_shutdown(done);
     grpc_completion_queue_destroy(done);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -14,6 +15,7 @@
 #include "reflect.h"
 #include "rpc.h"
 #include "svc.h"
+#include "tlscert.h"
 
 static const char serve_usage[] =
     "usage: recd serve --model DIR [options]\n"
@@ -37,6 +39,8 @@ static const char serve_usage[] =
     "  --tls-cert FILE          serve TLS with this PEM certificate chain ...\n"
     "  --tls-key FILE           ... and its PEM private key\n"
     "  --tls-client-ca FILE     mutual TLS: clients need a certificate signed by this CA\n"
+    "  --tls-refuse-expired     refuse to start when the --tls-cert chain has expired\n"
+    "                           (without it: a warning naming the expiry date)\n"
     "  --metrics-listen H:P     Prometheus metrics at http://H:P/metrics (port 0 = any free)\n"
     "  --metrics-port-file FILE write the metrics port to FILE once serving\n"
     "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
@@ -66,6 +70,7 @@ enum {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_TLS_CLIENT_CA,
+    OPT_TLS_REFUSE_EXPIRED,
     OPT_WRITE_TOKEN_FILE,
     OPT_VARIANT,
     OPT_SALT,
@@ -101,6 +106,35 @@ static int read_secret(const char *flag, const char *path, int trim, char **out)
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
                  const rpc_options *ro_in, core_options *so_in, float reload, int reflection);
 
+/* Warns when the certificate chain pem (read from path) has expired, and
+ * refuses it with refuse set: clients would fail every handshake, with
+ * nothing in the server's log. Returns 0, or -1 to refuse after logging. A
+ * chain libcrypto cannot read is left to gRPC, which says why. */
+static int check_cert_expiry(const char *path, const char *pem, int refuse) {
+    int64_t not_after;
+    err_t e;
+    if (tlscert_not_after(pem, &not_after, &e)) {
+        log_warn("msg=\"cannot read the TLS certificate's expiry\" path=%s reason=\"%s\"", path,
+                 e.msg);
+        return 0;
+    }
+    if (not_after >= (int64_t)time(NULL)) return 0;
+    char when[32];
+    time_t t = (time_t)not_after;
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    if (refuse) {
+        log_error("msg=\"the TLS certificate has expired: not starting (--tls-refuse-expired)\" "
+                  "path=%s not_after=%s",
+                  path, when);
+        return -1;
+    }
+    log_warn("msg=\"the TLS certificate has expired: clients will refuse it\" path=%s "
+             "not_after=%s",
+             path, when);
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv) {
     static const struct option longopts[] = {
         {"model", required_argument, 0, OPT_MODEL},
@@ -116,6 +150,7 @@ int cmd_serve(int argc, char **argv) {
         {"tls-cert", required_argument, 0, OPT_TLS_CERT},
         {"tls-key", required_argument, 0, OPT_TLS_KEY},
         {"tls-client-ca", required_argument, 0, OPT_TLS_CLIENT_CA},
+        {"tls-refuse-expired", no_argument, 0, OPT_TLS_REFUSE_EXPIRED},
         {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
         {"variant", required_argument, 0, OPT_VARIANT},
         {"experiment-salt", required_argument, 0, OPT_SALT},
@@ -127,6 +162,7 @@ int cmd_serve(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
+    int refuse_expired = 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rpc_options ro = {.listen = "127.0.0.1:50051", .max_message_bytes = 4u << 20, .max_streams = 4};
     serve_secrets secrets = {0};
@@ -178,6 +214,9 @@ int cmd_serve(int argc, char **argv) {
             break;
         case OPT_TLS_CLIENT_CA:
             ca_path = optarg;
+            break;
+        case OPT_TLS_REFUSE_EXPIRED:
+            refuse_expired = 1;
             break;
         case OPT_WRITE_TOKEN_FILE:
             token_path = optarg;
@@ -240,6 +279,10 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "recd: --write-token-file: %s is empty\n", token_path);
         secrets_free(&secrets);
         return 2;
+    }
+    if (secrets.cert && check_cert_expiry(cert_path, secrets.cert, refuse_expired)) {
+        secrets_free(&secrets);
+        return 1;
     }
     ro.tls_cert = secrets.cert;
     ro.tls_key = secrets.key;

@@ -104,10 +104,15 @@ static int load_histories(const char *input, const ingest_options *io, const cha
         return -1;
     }
     if (!events_dir) return 0;
-    size_t added;
+    size_t added, future;
     uint32_t forgotten;
-    if (pipeline_add_recorded(history, events_dir, weights, &added, &e)) goto fail;
+    if (pipeline_add_recorded(history, events_dir, weights, &added, &future, &e)) goto fail;
     fprintf(stderr, "events: %zu recorded events from %s\n", added, events_dir);
+    if (future)
+        fprintf(stderr,
+                "events: %zu skipped: dated more than a day after now (the recording server's "
+                "clock ran ahead)\n",
+                future);
     if (pipeline_leave_out_forgotten(history, events_dir, &forgotten, &e)) goto fail;
     if (forgotten)
         fprintf(stderr, "privacy: %u forgotten members left out of the training data\n", forgotten);

@@ -17,12 +17,13 @@
 _Static_assert(CHURN_INPUTS <= MODEL_CHURN_MAX_FEATURES, "churn inputs");
 
 int pipeline_add_recorded(ev_set *history, const char *events_dir, const float weights[EV_TYPE_END],
-                          size_t *added, err_t *e) {
+                          size_t *added, size_t *future, err_t *e) {
     evstore *store;
     *added = 0;
+    if (future) *future = 0;
     int rc = evstore_open(events_dir, NULL, &store, e);
     if (!rc) {
-        rc = evstore_load(store, weights, history, added, e);
+        rc = evstore_load(store, weights, history, added, future, e);
         evstore_close(store);
     }
     if (rc) err_wrap(e, "event store %s", events_dir);

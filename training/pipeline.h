@@ -23,13 +23,15 @@
 
 /* Appends every event recorded in events_dir (recd serve --events) to
  * history as recorded events weighing weights[type] (types weighing 0 are
- * skipped, see evstore_load) and fills *added with their number. Returns
+ * skipped, and so are events dated more than a day ahead of the clock, see
+ * evstore_load) and fills *added with their number and *future (may be
+ * NULL) with the events skipped for their date. Returns
  * ERR_OK, or the event store's error (ERR_INVALID for a bad weight,
  * ERR_IO, ERR_FORMAT, ERR_VERSION, ERR_INTERNAL, ERR_NOMEM), its message
  * naming the store; history may then hold part of the events. Not
  * thread-safe on one history. */
 int pipeline_add_recorded(ev_set *history, const char *events_dir, const float weights[EV_TYPE_END],
-                          size_t *added, err_t *e);
+                          size_t *added, size_t *future, err_t *e);
 
 /* Leaves the members that the server of events_dir was told to forget
  * (ForgetUser, PRIVACY_FORGOTTEN in its privacy store) out of the whole

@@ -3,8 +3,10 @@ daemon must survive, the descriptor limit, addresses gRPC would wrap."""
 import os
 import resource
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -88,3 +90,106 @@ def test_a_port_out_of_range_is_refused_not_wrapped(model_dir, tmp_path, address
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 1
     assert "port 0-65535" in p.stderr
+
+
+def metrics_server(model_dir, tmp_path, *extra):
+    s = Server(model_dir, tmp_path, "--metrics-listen", "127.0.0.1:0", "--metrics-port-file",
+               tmp_path / "mport", *extra)
+    return s, int((tmp_path / "mport").read_text())
+
+
+def scrape(port, timeout=5):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def closed_by_peer(sock, timeout):
+    """True when the server closes sock (EOF or reset) within timeout s."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_half_sent_requests_do_not_blind_the_metrics_endpoint(model_dir, tmp_path):
+    """300 connections from one address that send half a request and wait:
+    beyond the per-address limit they are closed at once, the rest when the
+    connection timeout passes, and a scraper from another address is
+    answered meanwhile."""
+    s, port = metrics_server(model_dir, tmp_path)
+    socks = []
+    try:
+        for _ in range(300):
+            c = socket.socket()
+            c.bind(("127.0.0.2", 0))  # the whole of 127/8 is this host
+            c.connect(("127.0.0.1", port))
+            c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+            socks.append(c)
+        t = time.monotonic()
+        assert "recd_" in scrape(port, timeout=5)
+        assert time.monotonic() - t < 3
+        # Sockets the server refused are closed already (EOF, or a reset).
+        refused = sum(closed_by_peer(c, 0.2) for c in socks[-50:])
+        assert refused == 50, f"{refused} of the last 50 of 300 half-sent requests closed"
+        # The ones it holds are dropped after the timeout (10 s), not kept.
+        assert closed_by_peer(socks[0], 20), "a half-sent request was held past the timeout"
+        assert "recd_" in scrape(port)
+    finally:
+        for c in socks:
+            c.close()
+        assert s.stop() == 0
+
+
+def test_scrapes_work_with_descriptors_above_fd_setsize(model_dir, tmp_path):
+    """select() cannot watch a descriptor above 1023: with 1,100 idle gRPC
+    connections open, the scrape's connection gets one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard descriptor limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    s, port = metrics_server(model_dir, tmp_path)
+    host, grpc_port = s.address.rsplit(":", 1)
+    socks = []
+    try:
+        # HTTP/2 connections that say hello (preface, empty SETTINGS) and
+        # then nothing: each holds a descriptor in the server.
+        hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+        for _ in range(1100):
+            c = socket.create_connection((host, int(grpc_port)))
+            c.sendall(hello)
+            socks.append(c)
+        deadline = time.monotonic() + 20
+        while len(os.listdir(f"/proc/{s.proc.pid}/fd")) < 1100:
+            assert time.monotonic() < deadline, "the server did not accept the connections"
+            time.sleep(0.1)
+        t = time.monotonic()
+        assert "recd_" in scrape(port, timeout=5)
+        assert time.monotonic() - t < 3
+    finally:
+        for c in socks:
+            c.close()
+        assert s.stop() == 0
+
+
+def test_an_idle_client_does_not_delay_the_stop(model_dir, tmp_path, pb):
+    """The stop waits for calls in flight, not for connections: a client
+    connected with no call must not hold it for the grace period (5 s)."""
+    import grpc
+    s = Server(model_dir, tmp_path)
+    idle = grpc.insecure_channel(s.address)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(idle)
+        stub.Recommend(pb.rec.RecommendRequest(user_id="anyone", k=3), timeout=10)
+        time.sleep(0.2)  # connected, no call in flight
+        t = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=20) == 0
+        took = time.monotonic() - t
+        assert took < 2, f"the stop took {took:.1f} s with one idle client"
+    finally:
+        idle.close()
+        assert s.stop() == 0

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from conftest import Server, raw_call, run, train
+from conftest import RECD, Server, raw_call, run, train
 
 
 def openssl(*args, cwd):
@@ -57,6 +57,46 @@ def test_tls(model_dir, pki, tmp_path, pb):
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         out = run("query", "--server", s.address, "--tls-ca", pki / "ca.pem", "info").stdout
         assert "model_version" in out
+    finally:
+        assert s.stop() == 0
+
+
+def expired_certificate(d):
+    """A self-signed certificate valid only in January 2020: `openssl ca`
+    takes explicit dates, which `openssl req -x509` (OpenSSL 3.0) does not."""
+    (d / "ca.cnf").write_text("[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\n"
+                              "serial=serial\ndefault_md=sha256\npolicy=p\n[p]\n"
+                              "commonName=supplied\n")
+    (d / "index.txt").write_text("")
+    (d / "serial").write_text("01\n")
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+            "old.key", "-out", "old.csr", cwd=d)
+    openssl("ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "old.key", "-in",
+            "old.csr", "-out", "old.pem", "-startdate", "20200101000000Z", "-enddate",
+            "20200201000000Z", cwd=d)
+    return d / "old.pem", d / "old.key"
+
+
+def test_an_expired_certificate_is_named_or_refused(model_dir, pki, tmp_path):
+    cert, key = expired_certificate(tmp_path)
+    s = Server(model_dir, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    try:
+        time.sleep(0.2)
+        out = s.output()
+        assert "the TLS certificate has expired" in out and "not_after=2020-02-01T00:00:00Z" in out, out
+    finally:
+        assert s.stop() == 0
+    p = subprocess.run([RECD, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
+                        "--tls-cert", cert, "--tls-key", key, "--tls-refuse-expired"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1, p.stderr
+    assert "--tls-refuse-expired" in p.stderr and "not_after=2020-02-01T00:00:00Z" in p.stderr
+    # A valid chain starts without a word about expiry, also with the flag.
+    s = Server(model_dir, tmp_path, "--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--tls-refuse-expired")
+    try:
+        time.sleep(0.2)
+        assert "expire" not in s.output()
     finally:
         assert s.stop() == 0
 

@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "evstore.h"
@@ -609,6 +610,29 @@ Test(evstore, forget_user) {
     evstore_close(s);
 }
 
+/* An event dated far ahead (a recording server's clock ran ahead) would
+ * become the model's data_until: the load leaves it out and counts it. */
+Test(evstore, load_skips_events_dated_more_than_a_day_ahead) {
+    evstore *s = open_store(NULL);
+    int64_t now = (int64_t)time(NULL);
+    evstore_event ev[] = {event("u1", "i1", EV_TYPE_PURCHASE, now),
+                          event("u1", "i2", EV_TYPE_PURCHASE, now + 3600),
+                          event("u2", "i1", EV_TYPE_PURCHASE, 4102444800), /* 2100 */
+                          event("u2", "i3", EV_TYPE_VIEW, now + 2 * EVSTORE_MAX_AHEAD_S)};
+    append(s, ev, 4, NULL);
+    float w[EV_TYPE_END] = {0, 0.1f, 0.3f, 1.0f, 0};
+    ev_set set;
+    cr_assert_eq(ev_set_init(&set, NULL), ERR_OK);
+    size_t added, future;
+    cr_assert_eq(evstore_load(s, w, &set, &added, &future, NULL), ERR_OK);
+    cr_assert_eq(added, 2);
+    cr_assert_eq(future, 2);
+    for (size_t i = 0; i < set.n; i++)
+        cr_assert(set.events[i].ts <= now + 3600);
+    ev_set_free(&set);
+    evstore_close(s);
+}
+
 Test(evstore, load_with_weights) {
     evstore *s = open_store(NULL);
     evstore_event ev[] = {
@@ -621,7 +645,7 @@ Test(evstore, load_with_weights) {
     ev_set set;
     cr_assert_eq(ev_set_init(&set, NULL), ERR_OK);
     size_t added;
-    cr_assert_eq(evstore_load(s, w, &set, &added, NULL), ERR_OK);
+    cr_assert_eq(evstore_load(s, w, &set, &added, NULL, NULL), ERR_OK);
     cr_assert_eq(added, 3);
     cr_assert_eq(set.n, 3);
     float want_w[] = {0.1f, 0.3f, 1.0f};
@@ -644,7 +668,7 @@ Test(evstore, load_with_weights) {
     cr_assert_eq(set.events[2].price, 2.5f);
     cr_assert_eq(idmap_size(set.items), 2); /* i3 (favorite, weight 0) never seen */
     w[EV_TYPE_FAVORITE] = -1;
-    cr_assert_eq(evstore_load(s, w, &set, NULL, NULL), ERR_INVALID);
+    cr_assert_eq(evstore_load(s, w, &set, NULL, NULL, NULL), ERR_INVALID);
     ev_set_free(&set);
     evstore_close(s);
 }

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ingest.h"
@@ -64,31 +66,33 @@ static uint64_t total_skipped(void) {
 }
 
 Test(ingest, defaults_and_absent_optional_columns) {
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,100\nu2,i2,200\n"), ERR_OK, "%s", err.msg);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,1700000100\nu2,i2,1700000200\n"), ERR_OK,
+                 "%s", err.msg);
     cr_assert_eq(st.rows, 2);
     cr_assert_eq(st.accepted, 2);
     cr_assert_eq(set.n, 2);
     cr_assert_str_eq(user_of(1), "u2");
     cr_assert_str_eq(item_of(1), "i2");
-    cr_assert_eq(set.events[1].ts, 200);
+    cr_assert_eq(set.events[1].ts, 1700000200);
     cr_assert_float_eq(set.events[0].quantity, 1.0f, 0);
     cr_assert(isnan(set.events[0].price));
 }
 
 Test(ingest, last_row_without_newline_and_extra_columns) {
-    cr_assert_eq(load("x,user_id,y,timestamp,item_id\n1,u1,2,100,i1\n3,u2,4,200,i2"), ERR_OK);
+    cr_assert_eq(load("x,user_id,y,timestamp,item_id\n1,u1,2,1700000100,i1\n3,u2,4,1700000200,i2"),
+                 ERR_OK);
     cr_assert_eq(set.n, 2);
     cr_assert_str_eq(user_of(1), "u2");
     cr_assert_str_eq(item_of(1), "i2");
-    cr_assert_eq(set.events[1].ts, 200);
+    cr_assert_eq(set.events[1].ts, 1700000200);
 }
 
 Test(ingest, quoted_fields_keep_line_numbers) {
     const char *csv = "user_id,item_id,timestamp,note\n" /* 1 */
-                      "u1,\"i,1\",100,\"two\n"           /* 2 */
+                      "u1,\"i,1\",1700000100,\"two\n"    /* 2 */
                       "lines\"\n"                        /* 3 */
                       "u2,i2,bad,\"say \"\"hi\"\"\"\n"   /* 4: bad time */
-                      "\"u3\",i3,300,x\n"                /* 5 */
+                      "\"u3\",i3,1700000300,x\n"         /* 5 */
                       "\"u\n"                            /* 6: user id with a newline */
                       "4\",i4,nope,x\n"                  /* 7 */
                       "u5,\"i\n"                         /* 8 */
@@ -98,7 +102,7 @@ Test(ingest, quoted_fields_keep_line_numbers) {
     cr_assert_eq(st.accepted, 2);
     cr_assert_str_eq(item_of(0), "i,1");
     cr_assert_str_eq(user_of(1), "u3");
-    cr_assert_eq(set.events[1].ts, 300);
+    cr_assert_eq(set.events[1].ts, 1700000300);
     cr_assert_eq(st.skipped[SKIP_BAD_TIME], 3);
     cr_assert_eq(st.first_lines[SKIP_BAD_TIME][0], 4);
     cr_assert_eq(st.first_lines[SKIP_BAD_TIME][1], 6);
@@ -107,18 +111,19 @@ Test(ingest, quoted_fields_keep_line_numbers) {
 }
 
 Test(ingest, crlf_and_blank_lines) {
-    cr_assert_eq(load("user_id,item_id,timestamp\r\nu1,i1,100\r\n\r\nu2,,200\r\nu3,i3,300\r\n"),
+    cr_assert_eq(load("user_id,item_id,timestamp\r\nu1,i1,1700000100\r\n\r\nu2,,1700000200\r\nu3,"
+                      "i3,1700000300\r\n"),
                  ERR_OK, "%s", err.msg);
     cr_assert_eq(st.rows, 3);
     cr_assert_eq(st.accepted, 2);
     cr_assert_eq(st.skipped[SKIP_MISSING_ITEM], 1);
     cr_assert_eq(st.first_lines[SKIP_MISSING_ITEM][0], 4);
-    cr_assert_eq(set.events[1].ts, 300);
+    cr_assert_eq(set.events[1].ts, 1700000300);
     cr_assert_str_eq(item_of(1), "i3");
 }
 
 Test(ingest, missing_column_is_a_format_error) {
-    cr_assert_eq(load("user,item_id,timestamp\nu1,i1,100\n"), ERR_FORMAT);
+    cr_assert_eq(load("user,item_id,timestamp\nu1,i1,1700000100\n"), ERR_FORMAT);
     cr_assert(strstr(err.msg, "\"user_id\""), "%s", err.msg);
     cr_assert(strstr(err.msg, "user,item_id,timestamp"), "%s", err.msg);
     cr_assert(strstr(err.msg, "line 1"), "%s", err.msg);
@@ -128,7 +133,8 @@ Test(ingest, requested_optional_column_must_exist) {
     ingest_options o;
     ingest_options_init(&o);
     o.price_col = "UnitPrice";
-    cr_assert_eq(load_opts("user_id,item_id,timestamp,price\nu1,i1,100,1\n", &o), ERR_FORMAT);
+    cr_assert_eq(load_opts("user_id,item_id,timestamp,price\nu1,i1,1700000100,1\n", &o),
+                 ERR_FORMAT);
     cr_assert(strstr(err.msg, "UnitPrice"), "%s", err.msg);
 }
 
@@ -156,8 +162,8 @@ Test(ingest, column_remapping) {
 }
 
 Test(ingest, default_quantity_and_price_columns) {
-    cr_assert_eq(load("user_id,item_id,timestamp,quantity,price\nu1,i1,100,2.5,10\n"
-                      "u1,i2,100,3,\n"),
+    cr_assert_eq(load("user_id,item_id,timestamp,quantity,price\nu1,i1,1700000100,2.5,10\n"
+                      "u1,i2,1700000100,3,\n"),
                  ERR_OK);
     cr_assert_float_eq(set.events[0].quantity, 2.5f, 0);
     cr_assert_float_eq(set.events[0].price, 10.0f, 0);
@@ -234,19 +240,19 @@ Test(ingest, custom_time_format_in_a_file) {
 
 Test(ingest, skips_counted_by_reason_with_lines) {
     const char *csv = "user_id,item_id,timestamp,quantity,price\n" /* 1 */
-                      ",i1,100,1,1\n"                              /* 2 missing user */
-                      "u1,,100,1,1\n"                              /* 3 missing item */
+                      ",i1,1700000100,1,1\n"                       /* 2 missing user */
+                      "u1,,1700000100,1,1\n"                       /* 3 missing item */
                       "u1,i1,yesterday,1,1\n"                      /* 4 bad time */
-                      "u1,i1,100,many,1\n"                         /* 5 bad quantity */
-                      "u1,i1,100,,1\n"                             /* 6 bad quantity */
-                      "u1,i1,100,0,1\n"                            /* 7 quantity <= 0 */
-                      "u1,i1,100,-3,1\n"                           /* 8 quantity <= 0 */
-                      "u1,i1,100,1,-0.5\n"                         /* 9 bad price */
-                      "u1,i1,100,1,cheap\n"                        /* 10 bad price */
-                      "u1,i1,100,1,nan\n"                          /* 11 bad price */
-                      "u1,i1,100\n"                                /* 12 short row */
-                      ",i1,100,1,1\n"                              /* 13 missing user */
-                      "u1,i1,100,1e1,1.5e1\n";                     /* 14 accepted */
+                      "u1,i1,1700000100,many,1\n"                  /* 5 bad quantity */
+                      "u1,i1,1700000100,,1\n"                      /* 6 bad quantity */
+                      "u1,i1,1700000100,0,1\n"                     /* 7 quantity <= 0 */
+                      "u1,i1,1700000100,-3,1\n"                    /* 8 quantity <= 0 */
+                      "u1,i1,1700000100,1,-0.5\n"                  /* 9 bad price */
+                      "u1,i1,1700000100,1,cheap\n"                 /* 10 bad price */
+                      "u1,i1,1700000100,1,nan\n"                   /* 11 bad price */
+                      "u1,i1,1700000100\n"                         /* 12 short row */
+                      ",i1,1700000100,1,1\n"                       /* 13 missing user */
+                      "u1,i1,1700000100,1e1,1.5e1\n";              /* 14 accepted */
     cr_assert_eq(load(csv), ERR_OK, "%s", err.msg);
     cr_assert_eq(st.rows, 13);
     cr_assert_eq(st.accepted, 1);
@@ -274,9 +280,9 @@ Test(ingest, skips_counted_by_reason_with_lines) {
  * float quantity. Numbers a float cannot hold are skipped instead. */
 Test(ingest, quantity_and_price_beyond_float_range_are_skipped) {
     const char *csv = "user_id,item_id,timestamp,quantity,price\n"
-                      "u1,i1,100,1e64,1\n"
-                      "u1,i1,100,1,4e38\n"
-                      "u1,i1,100,3e38,3e38\n";
+                      "u1,i1,1700000100,1e64,1\n"
+                      "u1,i1,1700000100,1,4e38\n"
+                      "u1,i1,1700000100,3e38,3e38\n";
     cr_assert_eq(load(csv), ERR_OK, "%s", err.msg);
     cr_assert_eq(st.skipped[SKIP_BAD_QUANTITY], 1);
     cr_assert_eq(st.skipped[SKIP_BAD_PRICE], 1);
@@ -323,13 +329,15 @@ Test(ingest, binary_input_is_a_format_error) {
 }
 
 Test(ingest, bad_quoting_is_a_format_error) {
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1,100\nu2,i2,200\n"), ERR_FORMAT);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1,1700000100\nu2,i2,1700000200\n"),
+                 ERR_FORMAT);
     cr_assert(strstr(err.msg, "line 2: a quoted field is never closed"), "%s", err.msg);
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,100\n\"u2,i2,200\n"), ERR_FORMAT);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,1700000100\n\"u2,i2,1700000200\n"),
+                 ERR_FORMAT);
     cr_assert(strstr(err.msg, "after line 2: a quoted field is never closed"), "%s", err.msg);
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i\"1,100\n"), ERR_FORMAT);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i\"1,1700000100\n"), ERR_FORMAT);
     cr_assert(strstr(err.msg, "line 2"), "%s", err.msg);
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1\"x,100\n"), ERR_FORMAT);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu1,\"i1\"x,1700000100\n"), ERR_FORMAT);
 }
 
 Test(ingest, id_length_and_utf8) {
@@ -339,14 +347,14 @@ Test(ingest, id_length_and_utf8) {
     id[257] = '\0';
     strcat(csv, "u1,");
     strcat(csv, id); /* 257 bytes: too long */
-    strcat(csv, ",1\n");
+    strcat(csv, ",1700000001\n");
     id[256] = '\0';
     strcat(csv, "u1,");
     strcat(csv, id); /* 256 bytes: the limit */
-    strcat(csv, ",1\n");
-    strcat(csv, "u\xff,i1,1\n"
-                "u1,i\xc3\x28,1\n"            /* truncated sequence */
-                "u\xc3\xa9,caf\xc3\xa9,1\n"); /* é */
+    strcat(csv, ",1700000001\n");
+    strcat(csv, "u\xff,i1,1700000001\n"
+                "u1,i\xc3\x28,1700000001\n"            /* truncated sequence */
+                "u\xc3\xa9,caf\xc3\xa9,1700000001\n"); /* é */
     cr_assert_eq(load(csv), ERR_OK, "%s", err.msg);
     cr_assert_eq(st.skipped[SKIP_ID_TOO_LONG], 1);
     cr_assert_eq(st.first_lines[SKIP_ID_TOO_LONG][0], 2);
@@ -359,7 +367,9 @@ Test(ingest, id_length_and_utf8) {
 }
 
 Test(ingest, repeated_purchases_are_separate_events) {
-    cr_assert_eq(load("user_id,item_id,timestamp\nu1,i1,100\nu1,i1,100\nu1,i1,200\n"), ERR_OK);
+    cr_assert_eq(
+        load("user_id,item_id,timestamp\nu1,i1,1700000100\nu1,i1,1700000100\nu1,i1,1700000200\n"),
+        ERR_OK);
     cr_assert_eq(set.n, 3);
     cr_assert_eq(idmap_size(set.users), 1);
     cr_assert_eq(idmap_size(set.items), 1);
@@ -369,7 +379,9 @@ Test(ingest, semicolon_and_tab_delimiters) {
     ingest_options o;
     ingest_options_init(&o);
     o.delimiter = ';';
-    cr_assert_eq(load_opts("user_id;item_id;timestamp\nu1;\"i;1\";100\nu2;i,2;200\n", &o), ERR_OK);
+    cr_assert_eq(
+        load_opts("user_id;item_id;timestamp\nu1;\"i;1\";1700000100\nu2;i,2;1700000200\n", &o),
+        ERR_OK);
     cr_assert_eq(set.n, 2);
     cr_assert_str_eq(item_of(0), "i;1");
     cr_assert_str_eq(item_of(1), "i,2");
@@ -377,15 +389,135 @@ Test(ingest, semicolon_and_tab_delimiters) {
     ev_set_free(&set);
     setup();
     o.delimiter = '\t';
-    cr_assert_eq(load_opts("user_id\titem_id\ttimestamp\nu1\ti 1\t100\nu2\t\t200\n", &o), ERR_OK);
+    cr_assert_eq(
+        load_opts("user_id\titem_id\ttimestamp\nu1\ti 1\t1700000100\nu2\t\t1700000200\n", &o),
+        ERR_OK);
     cr_assert_eq(set.n, 1);
     cr_assert_str_eq(item_of(0), "i 1");
     cr_assert_eq(st.skipped[SKIP_MISSING_ITEM], 1, "an empty field between tabs stays empty");
 }
 
 Test(ingest, byte_order_mark_is_ignored) {
-    cr_assert_eq(load("\xef\xbb\xbfuser_id,item_id,timestamp\nu1,i1,1\n"), ERR_OK, "%s", err.msg);
+    cr_assert_eq(load("\xef\xbb\xbfuser_id,item_id,timestamp\nu1,i1,1700000001\n"), ERR_OK, "%s",
+                 err.msg);
     cr_assert_eq(set.n, 1);
+}
+
+Test(ingest, byte_order_mark_before_a_quoted_header) {
+    cr_assert_eq(load("\xef\xbb\xbf\"user_id\",\"item_id\",\"timestamp\"\nu1,i1,1700000001\n"),
+                 ERR_OK, "%s", err.msg);
+    cr_assert_eq(set.n, 1);
+    /* Only at the very start: elsewhere the bytes are data. */
+    cr_assert_eq(load("user_id,item_id,timestamp\n\xef\xbb\xbfu1,i1,1700000001\n"), ERR_OK);
+    cr_assert_str_eq(user_of(1), "\xef\xbb\xbfu1");
+}
+
+/* The mark split over reads of a pipe, and a start that only looks like one. */
+Test(ingest, byte_order_mark_split_over_reads) {
+    static const char *const parts[][2] = {
+        {"\xef", "\xbb\xbf\"user_id\",item_id,timestamp\nu1,i1,1700000001\n"},
+        {"\xef\xbb", "user_id,item_id,timestamp\nu1,i1,1700000001\n"}};
+    for (int t = 0; t < 2; t++) {
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            ssize_t w = write(fds[1], parts[t][0], strlen(parts[t][0]));
+            usleep(100000); /* so that the reader gets the first part alone */
+            w += write(fds[1], parts[t][1], strlen(parts[t][1]));
+            _exit(w > 0 ? 0 : 1);
+        }
+        close(fds[1]);
+        cr_assert(dup2(fds[0], STDIN_FILENO) == STDIN_FILENO);
+        close(fds[0]);
+        ingest_options o;
+        ingest_options_init(&o);
+        int rc = ingest_csv_file("-", &o, &set, &st, &err);
+        waitpid(pid, NULL, 0);
+        if (t == 0) {
+            cr_assert_eq(rc, ERR_OK, "%s", err.msg);
+            cr_assert_eq(set.n, 1);
+        } else {
+            /* Not a mark: the bytes stay in the first header name. */
+            cr_assert_eq(rc, ERR_FORMAT);
+            cr_assert(strstr(err.msg, "\"user_id\""), "%s", err.msg);
+        }
+    }
+}
+
+Test(ingest, a_mapped_column_named_twice_is_refused) {
+    cr_assert_eq(load("user_id,item_id,timestamp,item_id\nu1,i1,1700000001,i2\n"), ERR_FORMAT);
+    cr_assert(strstr(err.msg, "\"item_id\" appears twice") && strstr(err.msg, "columns 2 and 4"),
+              "%s", err.msg);
+    cr_assert(strstr(err.msg, "line 1"), "%s", err.msg);
+    /* An optional column found by its default name counts too. */
+    cr_assert_eq(load("user_id,item_id,timestamp,price,price\nu1,i1,1700000001,1,2\n"), ERR_FORMAT);
+    /* Columns that are not read may repeat (exports often have several blank names). */
+    cr_assert_eq(load("user_id,,note,item_id,timestamp,note,\nu1,,a,i1,1700000001,b,\n"), ERR_OK,
+                 "%s", err.msg);
+    cr_assert_eq(set.n, 1);
+}
+
+Test(ingest, timestamps_out_of_range_are_skipped) {
+    ingest_options o;
+    ingest_options_init(&o);
+    o.now = 1700000000;
+    const char *csv = "user_id,item_id,timestamp\n"        /* 1 */
+                      "u1,i1,1700086400\n"                 /* 2 now + 1 day: kept */
+                      "u1,i1,1700086401\n"                 /* 3 future */
+                      "u1,i1,2100-01-01T00:00:00Z\n"       /* 4 future */
+                      "u1,i1,9999-12-31 23:59\n"           /* 5 future */
+                      "u1,i1,0\n"                          /* 6 old */
+                      "u1,i1,1970-01-01T20:00:00\n"        /* 7 old */
+                      "u1,i1,1970-01-02T00:00:00Z\n"       /* 8 the floor: kept */
+                      "u1,i1,1900-01-01T00:00:00Z\n"       /* 9 old */
+                      "u1,i1,0000-01-01T00:00:00Z\n"       /* 10 old */
+                      "u1,i1,1970-01-01T00:00:00-14:00\n"; /* 11 old: midnight in UTC-14 */
+    cr_assert_eq(load_opts(csv, &o), ERR_OK, "%s", err.msg);
+    cr_assert_eq(set.n, 2);
+    cr_assert_eq(set.events[0].ts, 1700086400);
+    cr_assert_eq(set.events[1].ts, INGEST_MIN_TS);
+    cr_assert_eq(st.skipped[SKIP_FUTURE_TIME], 3);
+    cr_assert_eq(st.first_lines[SKIP_FUTURE_TIME][0], 3);
+    cr_assert_eq(st.first_lines[SKIP_FUTURE_TIME][2], 5);
+    cr_assert_eq(st.skipped[SKIP_OLD_TIME], 5);
+    cr_assert_eq(st.first_lines[SKIP_OLD_TIME][0], 6);
+    cr_assert_eq(st.first_lines[SKIP_OLD_TIME][4], 11);
+    cr_assert_eq(total_skipped(), 8);
+    char *text;
+    size_t len;
+    FILE *f = open_memstream(&text, &len);
+    ingest_print_summary(f, "x.csv", &st);
+    fclose(f);
+    cr_assert(strstr(text, "timestamp more than a day after the import 3 [lines 3, 4, 5]") &&
+                  strstr(text, "timestamp before 1970-01-02 5 [lines 6, 7, 9, 10, 11]"),
+              "%s", text);
+    free(text);
+
+    /* strptime formats obey the same bounds. */
+    ev_set_free(&set);
+    setup();
+    o.time_format = "%d/%m/%Y";
+    cr_assert_eq(load_opts("user_id,item_id,timestamp\nu1,i1,01/01/2100\nu1,i1,01/01/1900\n"
+                           "u1,i1,01/01/2020\n",
+                           &o),
+                 ERR_OK, "%s", err.msg);
+    cr_assert_eq(set.n, 1);
+    cr_assert_eq(st.skipped[SKIP_FUTURE_TIME], 1);
+    cr_assert_eq(st.skipped[SKIP_OLD_TIME], 1);
+}
+
+Test(ingest, the_future_bound_defaults_to_the_clock) {
+    char csv[256];
+    int64_t now = (int64_t)time(NULL);
+    snprintf(csv, sizeof csv,
+             "user_id,item_id,timestamp\nu1,i1,%lld\nu1,i1,%lld\nu1,i1,2100-01-01 00:00\n",
+             (long long)now, (long long)(now + 2 * 86400));
+    cr_assert_eq(load(csv), ERR_OK, "%s", err.msg);
+    cr_assert_eq(set.n, 1);
+    cr_assert_eq(st.skipped[SKIP_FUTURE_TIME], 2);
 }
 
 Test(ingest, delimiter_equal_to_quote_is_invalid) {
@@ -404,11 +536,12 @@ static void count_progress(void *ctx, uint64_t rows, uint64_t bytes, uint64_t to
 
 Test(ingest, progress_every_half_million_rows) {
     size_t n = 1200000, len = 0;
-    char *csv = malloc(26 + n * 6);
+    static const char row[] = "u,i,1700000001\n";
+    char *csv = malloc(26 + n * (sizeof row - 1));
     len += (size_t)sprintf(csv, "user_id,item_id,timestamp\n");
     for (size_t i = 0; i < n; i++)
-        memcpy(csv + len + i * 6, "u,i,1\n", 6);
-    len += n * 6;
+        memcpy(csv + len + i * (sizeof row - 1), row, sizeof row - 1);
+    len += n * (sizeof row - 1);
     uint64_t calls = 0;
     ingest_options o;
     ingest_options_init(&o);
@@ -431,7 +564,7 @@ static char *write_temp(const char *content) {
 }
 
 Test(ingest, file_and_stdin) {
-    const char *csv = "user_id,item_id,timestamp\nu1,i1,1\n,i2,2\n";
+    const char *csv = "user_id,item_id,timestamp\nu1,i1,1700000001\n,i2,2\n";
     char *path = write_temp(csv);
     ingest_options o;
     ingest_options_init(&o);
@@ -457,7 +590,7 @@ Test(ingest, file_and_stdin) {
 }
 
 Test(ingest, summary_lists_reasons_and_lines) {
-    cr_assert_eq(load("user_id,item_id,timestamp\nu,i,1\n,i,2\nu,,3\n,i,4\n"), ERR_OK);
+    cr_assert_eq(load("user_id,item_id,timestamp\nu,i,1700000001\n,i,2\nu,,3\n,i,4\n"), ERR_OK);
     char *text;
     size_t len;
     FILE *f = open_memstream(&text, &len);
@@ -501,10 +634,10 @@ Test(ingest, online_retail_uci) {
 
 Test(ingest, item_categories) {
     cr_assert_eq(load("user_id,item_id,timestamp,category\n"
-                      "u1,i1,100,tools\n"
-                      "u1,i2,101,\n"
-                      "u2,i3,102,toys\n"
-                      "u2,i1,103,garden\n"),
+                      "u1,i1,1700000100,tools\n"
+                      "u1,i2,1700000101,\n"
+                      "u2,i3,1700000102,toys\n"
+                      "u2,i1,1700000103,garden\n"),
                  ERR_OK, "%s", err.msg);
     cr_assert_eq(idmap_size(set.categories), 3);
     uint32_t i1, i2, garden;

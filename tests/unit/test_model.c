@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 
 #include <fcntl.h>
+#include <float.h>
 #include <ftw.h>
 #include <limits.h>
 #include <lmdb.h>
@@ -568,6 +569,42 @@ Test(model, refuses_offsets_and_indexes_outside_the_counts) {
     damage(copy_current(dir, "popular"), "popular_items", 0, &item, sizeof item);
     msg = refuse(at("%s", "popular"), ERR_FORMAT);
     cr_assert_not_null(strstr(msg, "popular_items has an item index"), "%s", msg);
+}
+
+/* Publication refuses non-finite factors, so a file holding one is damaged
+ * or forged: served, an item factor blob of NaNs gave PERSONALIZED lists of
+ * no items. Refused at open, in each float blob and in the panels. */
+Test(model, refuses_non_finite_factors_norms_and_panels) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    static float nans[NI * K];
+    for (size_t i = 0; i < NI * K; i++)
+        nans[i] = NAN;
+    damage(copy_current(dir, "allnan"), "item_factors", 0, nans, sizeof nans);
+    const char *msg = refuse(at("%s", "allnan"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "item_factors holds a value that is not finite"), "%s", msg);
+    float inf = -INFINITY;
+    damage(copy_current(dir, "uinf"), "user_factors", (NU * K - 1) * sizeof(float), &inf,
+           sizeof inf);
+    msg = refuse(at("%s", "uinf"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "user_factors holds"), "%s", msg);
+    float nan = NAN;
+    damage(copy_current(dir, "norm"), "item_norms", sizeof(float), &nan, sizeof nan);
+    msg = refuse(at("%s", "norm"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "item_norms holds"), "%s", msg);
+    uint16_t bf16_nan = 0x7fc0;
+    damage(copy_current(dir, "panel"), "item_panels", 2 * sizeof(uint16_t), &bf16_nan,
+           sizeof bf16_nan);
+    msg = refuse(at("%s", "panel"), ERR_FORMAT);
+    cr_assert_not_null(strstr(msg, "item_panels holds"), "%s", msg);
+    /* The largest finite values are fine. */
+    float big = FLT_MAX;
+    damage(copy_current(dir, "big"), "item_factors", 0, &big, sizeof big);
+    err_t e;
+    model *m;
+    cr_assert_eq(model_open(at("%s", "big"), &m, &e), ERR_OK, "%s", e.msg);
+    model_close(m);
 }
 
 Test(model, pruning_keeps_newest) {

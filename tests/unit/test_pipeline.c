@@ -82,7 +82,7 @@ Test(pipeline, recorded_events_are_typed_and_forgotten_members_left_out) {
     size_t added;
     uint32_t forgotten;
     err_t e;
-    cr_assert_eq(pipeline_add_recorded(&s, events_dir, w, &added, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(pipeline_add_recorded(&s, events_dir, w, &added, NULL, &e), ERR_OK, "%s", e.msg);
     cr_assert_eq(added, 3);
     cr_assert_eq(pipeline_leave_out_forgotten(&s, events_dir, &forgotten, &e), ERR_OK, "%s", e.msg);
     cr_assert_eq(forgotten, 1);
@@ -116,7 +116,7 @@ Test(pipeline, publishes_what_it_trained) {
     ev_type_default_weights(w);
     size_t added;
     err_t e;
-    cr_assert_eq(pipeline_add_recorded(&s, events_dir, w, &added, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(pipeline_add_recorded(&s, events_dir, w, &added, NULL, &e), ERR_OK, "%s", e.msg);
     pipeline_params p;
     pipeline_params_init(&p);
     p.als.factors = 4;
