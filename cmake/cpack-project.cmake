@@ -6,4 +6,10 @@ if(CPACK_GENERATOR STREQUAL "DEB")
     message(FATAL_ERROR "cpack -G DEB needs dpkg-shlibdeps for the package's Depends: "
                         "install the Debian package dpkg-dev")
   endif()
+  # CPack's shlibdeps step finds the binaries with file(1) and stops with a
+  # long error without it.
+  find_program(RECD_FILE file)
+  if(NOT RECD_FILE)
+    message(FATAL_ERROR "cpack -G DEB needs file(1) to find the binaries: install the Debian package file")
+  endif()
 endif()
