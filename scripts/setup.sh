@@ -9,7 +9,7 @@ build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-d
        libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox libmicrohttpd-dev libssl-dev help2man dpkg-dev file)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
       clang-format clang-14 libclang-rt-14-dev python3-h2 python3-prometheus-client openssl
-      python3-numpy nghttp2-client systemd groff-base mmdebstrap git)
+      python3-numpy nghttp2-client systemd groff-base mmdebstrap git haproxy)
 bench=(nghttp2-client python3-faiss python3-numpy)
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}")

@@ -6,12 +6,19 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
@@ -25,6 +32,16 @@
 #define RPC_STOP_LOOK_MS 20 /* how often a stop looks whether calls are left */
 
 #define RPC_BUCKETS 12
+
+/* A connection must finish its handshake (TLS and the HTTP/2 preface)
+ * within this; the core's default is 120 s of a descriptor per idle socket. */
+#define RPC_HANDSHAKE_TIMEOUT_MS 10000
+/* The server pings a connection quiet for this long and closes it when the
+ * ping is not answered in time: peers that vanished free their descriptor. */
+#define RPC_KEEPALIVE_MS 60000
+#define RPC_KEEPALIVE_TIMEOUT_MS 20000
+/* Failed self-checks in a row that make the listener dead. */
+#define RPC_SELF_CHECK_FAILS 3
 
 /* What a completion-queue tag is: every tag struct starts with one. */
 typedef enum {
@@ -103,6 +120,17 @@ struct rpc_server {
     atomic_ullong (*calls)[ERR_STATUSES];
     atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
     atomic_ullong *latency_us;                 /* sum, microseconds */
+
+    /* The listener self-check (rpc_watchdog_main). */
+    struct sockaddr_storage self_addr;
+    socklen_t self_addr_len;
+    uint32_t self_check_ms;
+    void (*on_listener_dead)(void *ctx);
+    void *listener_dead_ctx;
+    pthread_t watchdog;
+    int watchdog_started, watchdog_stop;
+    pthread_mutex_t watchdog_lock;
+    pthread_cond_t watchdog_wake;
 };
 
 static const double rpc_bucket_s[RPC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -165,6 +193,12 @@ static void rpc_request(rpc_poller *p, int method) {
 static uint8_t *rpc_read_payload(grpc_byte_buffer *bb, size_t *len, rpc_reply *reply) {
     grpc_byte_buffer_reader reader;
     *len = 0;
+    /* Per-message decompression is off: a compressed message would arrive
+     * as it was sent. Only identity is enabled, so none should. */
+    if (bb->type != GRPC_BB_RAW || bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+        rpc_reply_error(reply, ERR_UNIMPLEMENTED, "compressed requests are not accepted");
+        return NULL;
+    }
     if (!grpc_byte_buffer_reader_init(&reader, bb)) {
         rpc_reply_error(reply, ERR_INTERNAL, "cannot read the request message");
         return NULL;
@@ -564,6 +598,107 @@ static void *rpc_poller_main(void *arg) {
     return NULL;
 }
 
+/* --- listener self-check -------------------------------------------------------- */
+
+/* The address the self-check connects to: host of listen (brackets
+ * stripped; a wildcard host becomes loopback) and port. Returns 0, or -1
+ * when the host does not resolve. */
+static int rpc_self_address(const char *listen, int port, struct sockaddr_storage *ss,
+                            socklen_t *len) {
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    size_t n = (size_t)(colon - listen);
+    if (n >= sizeof host) return -1;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    char *h = host;
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        host[n - 1] = '\0';
+        h = host + 1;
+    }
+    if (!*h || !strcmp(h, "0.0.0.0")) h = "127.0.0.1";
+    if (!strcmp(h, "::")) h = "::1";
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(h, NULL, &hints, &ai)) return -1;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+    else if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        return -1;
+    return 0;
+}
+
+/* One self-check: connects to the server's own port, sends the HTTP/2
+ * client preface and an empty SETTINGS frame, and waits up to timeout_ms
+ * for anything back: the server's SETTINGS, or (TLS, which reads the
+ * preface as a bad ClientHello) the connection closed. Either means the
+ * connection was accepted. A connection the kernel completed into the
+ * listen backlog but gRPC never accepted sees nothing. Returns 1 when
+ * answered, 0 when not, also when no descriptor is left for the check. */
+static int rpc_listener_answers(const struct sockaddr_storage *ss, socklen_t len, int timeout_ms) {
+    static const char hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                                "\0\0\0\x04\0\0\0\0\0"; /* + SETTINGS, empty */
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int answered = 0;
+    if (connect(fd, (const struct sockaddr *)ss, len) == 0 || errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int soerr = 0;
+        socklen_t soerr_len = sizeof soerr;
+        if (poll(&pfd, 1, timeout_ms) == 1 &&
+            !getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) && !soerr &&
+            send(fd, hello, sizeof hello - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof hello - 1)) {
+            pfd.events = POLLIN;
+            answered = poll(&pfd, 1, timeout_ms) == 1;
+        }
+    }
+    close(fd);
+    return answered;
+}
+
+static void *rpc_watchdog_main(void *arg) {
+    rpc_server *s = arg;
+    int failed = 0;
+    pthread_mutex_lock(&s->watchdog_lock);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += s->self_check_ms / 1000;
+        until.tv_nsec += (long)(s->self_check_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!s->watchdog_stop &&
+               pthread_cond_timedwait(&s->watchdog_wake, &s->watchdog_lock, &until) == 0)
+            ;
+        if (s->watchdog_stop) break;
+        pthread_mutex_unlock(&s->watchdog_lock);
+        int answered = rpc_listener_answers(&s->self_addr, s->self_addr_len, (int)s->self_check_ms);
+        pthread_mutex_lock(&s->watchdog_lock);
+        if (answered) {
+            failed = 0;
+            continue;
+        }
+        if (++failed < RPC_SELF_CHECK_FAILS) {
+            log_warn("msg=\"listener self-check failed\" port=%d failed=%d", s->port, failed);
+            continue;
+        }
+        log_error("msg=\"the listener no longer accepts connections\" port=%d failed=%d "
+                  "hint=\"out of descriptors? see the descriptor limit\"",
+                  s->port, failed);
+        break;
+    }
+    int dead = !s->watchdog_stop;
+    pthread_mutex_unlock(&s->watchdog_lock);
+    if (dead && s->on_listener_dead) s->on_listener_dead(s->listener_dead_ctx);
+    return NULL;
+}
+
 /* --- lifecycle ---------------------------------------------------------------- */
 
 /* True when address ends in ":PORT" with PORT a decimal number 0-65535:
@@ -596,6 +731,8 @@ static void rpc_server_free(rpc_server *s) {
     free(s->latency_us);
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
+    pthread_mutex_destroy(&s->watchdog_lock);
+    pthread_cond_destroy(&s->watchdog_wake);
     free(s);
     grpc_shutdown();
 }
@@ -629,6 +766,15 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     }
     pthread_mutex_init(&s->streams_lock, NULL);
     pthread_cond_init(&s->streams_done, NULL);
+    pthread_mutex_init(&s->watchdog_lock, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->watchdog_wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
+    s->self_check_ms = o->self_check_ms;
+    s->on_listener_dead = o->on_listener_dead;
+    s->listener_dead_ctx = o->listener_dead_ctx;
     s->methods = methods;
     s->n_methods = n;
     s->max_streams = o->max_streams ? o->max_streams : 4;
@@ -646,16 +792,32 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
-    grpc_arg args[2];
+    grpc_arg args[16];
+    size_t n_args = 0;
     memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)o->max_message_bytes;
+#define RPC_ARG_INT(k, v)                                                                          \
+    do {                                                                                           \
+        args[n_args].type = GRPC_ARG_INTEGER;                                                      \
+        args[n_args].key = (char *)(k);                                                            \
+        args[n_args++].value.integer = (int)(v);                                                   \
+    } while (0)
+    RPC_ARG_INT(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, o->max_message_bytes);
     /* Two servers on one port would split traffic unpredictably. */
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = GRPC_ARG_ALLOW_REUSEPORT;
-    args[1].value.integer = 0;
-    grpc_channel_args channel_args = {2, args};
+    RPC_ARG_INT(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    /* Compressed requests: identity only. The core inflates a gzip message
+     * fully before its size check (a 1 MB bomb of 1 GiB), so gzip and
+     * deflate get UNIMPLEMENTED from the core, and it inflates nothing. */
+    RPC_ARG_INT(GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET, 1u << GRPC_COMPRESS_NONE);
+    RPC_ARG_INT(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
+    /* Descriptors: close connections without calls, connections that never
+     * finish the HTTP/2 (or TLS) handshake, and peers that stop answering
+     * pings; every connection is a descriptor until then. */
+    if (o->idle_timeout_ms) RPC_ARG_INT(GRPC_ARG_MAX_CONNECTION_IDLE_MS, o->idle_timeout_ms);
+    RPC_ARG_INT(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, RPC_HANDSHAKE_TIMEOUT_MS);
+    RPC_ARG_INT(GRPC_ARG_KEEPALIVE_TIME_MS, RPC_KEEPALIVE_MS);
+    RPC_ARG_INT(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, RPC_KEEPALIVE_TIMEOUT_MS);
+#undef RPC_ARG_INT
+    grpc_channel_args channel_args = {n_args, args};
     s->grpc = grpc_server_create(&channel_args, NULL);
     for (size_t m = 0; m < n; m++) {
         s->registered[m] = grpc_server_register_method(
@@ -699,6 +861,17 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
         }
         s->n_pollers_started++;
     }
+    if (s->self_check_ms) {
+        if (rpc_self_address(o->listen, s->port, &s->self_addr, &s->self_addr_len)) {
+            rpc_server_stop(s);
+            return err_set(e, ERR_INVALID, "rpc: cannot resolve %s for the self-check", o->listen);
+        }
+        if (pthread_create(&s->watchdog, NULL, rpc_watchdog_main, s)) {
+            rpc_server_stop(s);
+            return err_set(e, ERR_INTERNAL, "rpc: cannot start the self-check thread");
+        }
+        s->watchdog_started = 1;
+    }
     *out = s;
     return ERR_OK;
 }
@@ -737,6 +910,13 @@ void rpc_write_metrics(void *ctx, FILE *out) {
 
 void rpc_server_stop(rpc_server *s) {
     atomic_store(&s->stopping, 1);
+    if (s->watchdog_started) {
+        pthread_mutex_lock(&s->watchdog_lock);
+        s->watchdog_stop = 1;
+        pthread_cond_signal(&s->watchdog_wake);
+        pthread_mutex_unlock(&s->watchdog_lock);
+        pthread_join(s->watchdog, NULL);
+    }
     /* Shutdown completes once every call in flight has been answered (the
      * dispatcher keeps answering meanwhile); the requests still posted then
      * complete with success = 0 on the pollers. */

@@ -116,6 +116,20 @@ typedef struct rpc_options {
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,
      * clients must present a certificate signed by it (mutual TLS). */
     const char *tls_cert, *tls_key, *tls_client_ca;
+    /* A connection without calls for this long is closed (GOAWAY); 0 = never. */
+    uint32_t idle_timeout_ms;
+    /* Listener self-check: every self_check_ms (0 = no checks) the server
+     * connects to its own port and sends the HTTP/2 preface; an accepted
+     * connection answers. gRPC 1.51's listener stops accepting for good
+     * after one failed accept (EMFILE: out of descriptors), while the
+     * kernel still queues connections. After 3 checks in a row without an
+     * answer (each waits up to self_check_ms) the listener is dead: it is
+     * logged and on_listener_dead(listener_dead_ctx) is called, once, from
+     * the checking thread; it should stop the server (rpc_server_stop) from
+     * another thread and exit non-zero, so that a supervisor restarts it. */
+    uint32_t self_check_ms;
+    void (*on_listener_dead)(void *ctx);
+    void *listener_dead_ctx;
 } rpc_options;
 
 typedef struct rpc_server rpc_server;

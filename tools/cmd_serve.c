@@ -1,6 +1,7 @@
 #include <cblas.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,15 @@ static const char serve_usage[] =
     "                           SetItemAvailability, SetItemBoosts, ForgetUser,\n"
     "                           SetPersonalization, SetExperiment) need 'authorization:\n"
     "                           Bearer <token>' with the token in FILE (a file, not a flag:\n"
-    "                           flags show in ps)\n";
+    "                           flags show in ps)\n"
+    "  --idle-timeout S         close a connection without calls for S seconds (default 300,\n"
+    "                           0 = never)\n"
+    "  --self-check-interval S  every S seconds the server connects to its own port; when\n"
+    "                           3 checks in a row get no answer (gRPC's listener stops for\n"
+    "                           good after running out of descriptors) it stops and exits\n"
+    "                           with status 3, for the supervisor to restart it (default 5,\n"
+    "                           0 = no self-check)\n"
+    "Exit status: 0 stopped by a signal, 1 error, 2 usage, 3 the listener died.\n";
 
 enum {
     OPT_MODEL = OPT_FIRST_FREE,
@@ -73,6 +82,8 @@ enum {
     OPT_TLS_REFUSE_EXPIRED,
     OPT_WRITE_TOKEN_FILE,
     OPT_VARIANT,
+    OPT_IDLE_TIMEOUT,
+    OPT_SELF_CHECK,
     OPT_SALT,
     OPT_METRICS_LISTEN,
     OPT_METRICS_PORT_FILE,
@@ -158,13 +169,19 @@ int cmd_serve(int argc, char **argv) {
         {"metrics-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"reflection", required_argument, 0, OPT_REFLECTION},
+        {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
+        {"self-check-interval", required_argument, 0, OPT_SELF_CHECK},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
     int refuse_expired = 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    rpc_options ro = {.listen = "127.0.0.1:50051", .max_message_bytes = 4u << 20, .max_streams = 4};
+    rpc_options ro = {.listen = "127.0.0.1:50051",
+                      .max_message_bytes = 4u << 20,
+                      .max_streams = 4,
+                      .idle_timeout_ms = 300000,
+                      .self_check_ms = 5000};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
     int reflection = 1;
@@ -256,6 +273,18 @@ int cmd_serve(int argc, char **argv) {
             }
             reflection = !strcmp(optarg, "on");
             break;
+        case OPT_IDLE_TIMEOUT: {
+            uint32_t seconds;
+            if (opts_u32("idle-timeout", optarg, 0, 86400, &seconds)) return 2;
+            ro.idle_timeout_ms = seconds * 1000;
+            break;
+        }
+        case OPT_SELF_CHECK: {
+            uint32_t seconds;
+            if (opts_u32("self-check-interval", optarg, 0, 3600, &seconds)) return 2;
+            ro.self_check_ms = seconds * 1000;
+            break;
+        }
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
@@ -333,8 +362,21 @@ static void raise_descriptor_limit(void) {
                  (unsigned long long)want);
 }
 
+/* The exit status after the listener self-check found the listener dead. */
+#define SERVE_EXIT_LISTENER_DEAD 3
+
+static atomic_int listener_dead;
+
+/* rpc's self-check calls this from its thread: the stop then goes the way
+ * of an operator's SIGTERM (sigwait in serve), with another exit status. */
+static void stop_listener_dead(void *ctx) {
+    (void)ctx;
+    atomic_store(&listener_dead, 1);
+    kill(getpid(), SIGTERM);
+}
+
 /* Runs the server (with server reflection when reflection is set) until
- * SIGINT or SIGTERM; returns the exit code. */
+ * SIGINT or SIGTERM, or until the listener dies; returns the exit code. */
 static int serve(const char *model_dir, const char *port_file, const serve_metrics *sm,
                  const rpc_options *ro_in, core_options *so_in, float reload, int reflection) {
     rpc_options ro = *ro_in;
@@ -394,6 +436,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     }
     memcpy(methods, svc_list, n_svc * sizeof *methods);
     if (n_reflect) memcpy(methods + n_svc, reflect_list, n_reflect * sizeof *methods);
+    ro.on_listener_dead = stop_listener_dead;
     rpc_server *server;
     if (rpc_server_start(&ro, methods, n_methods, &server, &e)) {
         log_error("msg=\"cannot start server\" error=\"%s\"", e.msg);
@@ -404,12 +447,13 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
-             "reflection=%s",
+             "reflection=%s idle_timeout_s=%u self_check_s=%u",
              ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
-             ro.write_token ? "required" : "off", reflector ? "on" : "off");
+             ro.write_token ? "required" : "off", reflector ? "on" : "off",
+             ro.idle_timeout_ms / 1000, ro.self_check_ms / 1000);
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {
@@ -428,7 +472,12 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     if (!status) {
         int sig;
         sigwait(&stop, &sig);
-        log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        if (atomic_load(&listener_dead)) {
+            log_error("msg=\"stopping: the listener died\" exit=%d", SERVE_EXIT_LISTENER_DEAD);
+            status = SERVE_EXIT_LISTENER_DEAD;
+        } else {
+            log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        }
     }
     rpc_server_stop(server);
     metrics_http_stop(metrics);

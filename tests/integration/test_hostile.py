@@ -1,5 +1,8 @@
 """Hostile clients and clumsy operators at the process level: signals a
-daemon must survive, the descriptor limit, addresses gRPC would wrap."""
+daemon must survive, the descriptor limit, addresses gRPC would wrap,
+compression bombs, idle connections and a listener that died. After each
+attack the server's resident set (VmRSS, and its peak VmHWM) is measured.
+The CONTINUATION flood, which nothing in recd bounds, is in test_proxy.py."""
 import os
 import resource
 import signal
@@ -8,8 +11,10 @@ import subprocess
 import time
 import urllib.request
 
+import grpc
 import pytest
 
+import attacks
 from conftest import RECD, Server
 
 
@@ -193,3 +198,165 @@ def test_an_idle_client_does_not_delay_the_stop(model_dir, tmp_path, pb):
     finally:
         idle.close()
         assert s.stop() == 0
+
+
+# --- compression ---------------------------------------------------------------
+# gRPC core 1.51 inflates a gzip message completely before its size check:
+# a 1 MB bomb of 1 GiB peaked at 1.1 GB and left 465 MB resident. recd
+# enables identity only, so the core refuses gzip and deflate at the headers.
+
+MB = 1024  # kB per MB, for memory_kb figures
+
+
+def assert_serving(s, pb):
+    assert s.proc.poll() is None, f"the server died:\n{s.output()}"
+    stub = pb.rec_grpc.RecommenderStub(s.channel)
+    assert stub.Recommend(pb.rec.RecommendRequest(user_id="anyone", k=3), timeout=10).items
+
+
+@pytest.mark.parametrize("algorithm", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_a_compressed_request_is_unimplemented(model_dir, tmp_path, pb, algorithm):
+    s = Server(model_dir, tmp_path)
+    try:
+        channel = grpc.insecure_channel(s.address, compression=algorithm)
+        stub = pb.rec_grpc.RecommenderStub(channel)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Recommend(pb.rec.RecommendRequest(user_id="anyone", k=3), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, e.value
+        channel.close()
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_inflated(model_dir, tmp_path, pb):
+    """1 MB of gzip that inflates to 1 GiB, with the compressed flag set."""
+    bomb = attacks.grpc_message(attacks.gzip_bomb(1 << 30), compressed=True)
+    s = Server(model_dir, tmp_path)
+    try:
+        rss0, _ = attacks.memory_kb(s.proc.pid)
+        outcome = attacks.raw_unary(s.address, "/recd.v1.Recommender/Recommend", bomb,
+                                    [("grpc-encoding", "gzip")])
+        assert outcome[:2] == ("status", 12), outcome  # UNIMPLEMENTED
+        time.sleep(0.5)
+        rss, peak = attacks.memory_kb(s.proc.pid)
+        print(f"gzip bomb: VmRSS {rss0 // MB} -> {rss // MB} MB, VmHWM {peak // MB} MB")
+        assert peak < rss0 + 32 * MB, (rss0, rss, peak)
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0
+
+
+# --- idle connections and a dead listener ---------------------------------------
+
+def test_an_idle_connection_is_closed(model_dir, tmp_path, pb):
+    """--idle-timeout: an HTTP/2 connection that makes no calls gets GOAWAY."""
+    s = Server(model_dir, tmp_path, "--idle-timeout", "1")
+    try:
+        sock = attacks.connect(s.address)
+        t0 = time.monotonic()
+        assert attacks.wait_goaway(sock, timeout=15) in ("goaway", "eof")
+        print(f"idle connection closed after {time.monotonic() - t0:.1f} s")
+        sock.close()
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_connection_that_never_speaks_is_closed(model_dir, tmp_path, pb):
+    """A TCP connection without the HTTP/2 preface costs a descriptor until
+    the handshake timeout (10 s; gRPC's default is 120 s)."""
+    s = Server(model_dir, tmp_path)
+    try:
+        host, port = s.address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=20)
+        t0 = time.monotonic()
+        assert attacks.wait_goaway(sock, timeout=20) in ("goaway", "eof")
+        waited = time.monotonic() - t0
+        print(f"silent connection closed after {waited:.1f} s")
+        assert waited < 15
+        sock.close()
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0
+
+
+def test_the_self_check_leaves_a_healthy_server_alone(model_dir, tmp_path, pb):
+    s = Server(model_dir, tmp_path, "--self-check-interval", "1")
+    try:
+        time.sleep(5)
+        assert_serving(s, pb)
+        assert "self-check failed" not in s.output()
+    finally:
+        assert s.stop() == 0
+
+
+def test_the_self_check_works_with_tls(model_dir, tmp_path):
+    """With TLS the check's HTTP/2 preface is a bad ClientHello: the server
+    closing the connection is the answer."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    s = Server(model_dir, tmp_path, "--tls-cert", tmp_path / "cert.pem", "--tls-key",
+               tmp_path / "key.pem", "--self-check-interval", "1")
+    try:
+        time.sleep(5)
+        assert s.proc.poll() is None, s.output()
+        assert "self-check failed" not in s.output()
+    finally:
+        assert s.stop() == 0
+
+
+def log_text(log):
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
+def test_a_dead_listener_stops_the_server_with_status_3(model_dir, tmp_path):
+    """Soft and hard descriptor limit 256, so that raising the soft limit
+    cannot help; 300 idle connections make accept4 fail with EMFILE once,
+    after which gRPC 1.51's listener never accepts again, though the
+    connections close. The self-check must notice and exit 3."""
+    port_file = tmp_path / "port"
+    log = open(tmp_path / "log", "w+")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    proc = subprocess.Popen([RECD, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
+                             "--threads", "2", "--self-check-interval", "1",
+                             "--port-file", port_file], stdout=log, stderr=log, preexec_fn=limit)
+    socks = []
+    try:
+        port = wait_port(port_file, proc)
+        rss0, _ = attacks.memory_kb(proc.pid)
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # The server takes them from the backlog at its pace: wait until it
+        # has run out of descriptors, else closing them would end the attack.
+        deadline = time.monotonic() + 30
+        while "Too many open files" not in log_text(log):
+            assert time.monotonic() < deadline, "accept4 never failed"
+            time.sleep(0.1)
+        rss, _ = attacks.memory_kb(proc.pid)
+        fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        print(f"{len(socks)} idle connections: VmRSS {rss0 // MB} -> {rss // MB} MB, {fds} fds")
+        for sock in socks:
+            sock.close()
+        t0 = time.monotonic()
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            rc = None
+        out = log_text(log)
+        print(f"exited {rc} {time.monotonic() - t0:.1f} s after the connections closed")
+        assert rc == 3, out
+        assert "Failed accept4: Too many open files" in out
+        assert "the listener no longer accepts connections" in out
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
