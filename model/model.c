@@ -49,20 +49,8 @@
 #define MODEL_FP_LEN 8    /* hex digits of the content fingerprint in a version */
 #define MODEL_MAX_SUFFIX 999
 
-/* Keys of the metadata values (small, little-endian) and of the blobs. */
-#define K_FORMAT "format_version"
-#define K_FACTORS "factors"
-#define K_USERS "n_users"
-#define K_ITEMS "n_items"
-#define K_INTERACTIONS "interactions"
-#define K_ITERATIONS "iterations"
-#define K_REG "regularization"
-#define K_ALPHA "alpha"
-#define K_LOSS "loss"
-#define K_SECONDS "train_seconds"
-#define K_TRAINED_AT "trained_at"
-#define K_VERSION "version"
-#define K_SOURCE "source_fingerprint"
+/* Keys of the small values of the optional parts and of the blobs (those of
+ * the metadata are MODEL_META_MAP's). */
 #define K_USER_FACTORS "user_factors"
 #define K_ITEM_FACTORS "item_factors"
 #define K_ITEM_NORMS "item_norms"
@@ -74,13 +62,11 @@
 #define K_USER_ITEMS "user_items"
 #define K_POPULAR "popular_items"
 #define K_POPULARITY "item_popularity"
-#define K_DATA_UNTIL "data_until"
 #define K_USER_ITEM_COUNTS "user_item_counts"
 #define K_CATEGORIES "n_categories"
 #define K_CATEGORY_IDS "category_ids"
 #define K_CATEGORY_INDEX "category_index"
 #define K_ITEM_CATEGORY "item_category"
-#define K_BLEND "popularity_blend"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -101,6 +87,13 @@
 #define K_CHURN_RECENCY "churn_recency_days"
 #define K_CHURN_FREQUENCY "churn_frequency"
 #define K_CHURN_MONETARY "churn_monetary"
+
+/* Each model_meta member has its row's kind. */
+#define META_KIND_CHECK(member, key, kind, opt, pb, pb_name, show, label, fmt)                     \
+    _Static_assert(_Generic(((model_meta *)0)->member, MODEL_META_TYPE_##kind : 1, default : 0),   \
+                   "model_meta." #member " is not of kind " #kind);
+MODEL_META_MAP(META_KIND_CHECK)
+#undef META_KIND_CHECK
 
 /* One id space as read from the map: the id table and its hash index. */
 typedef struct model_ids {
@@ -840,27 +833,30 @@ static uint64_t model_map_size(const model_input *in) {
 static int model_write_values(model_writer *w, const model_input *in, const model_meta *meta,
                               err_t *e) {
     int rc;
-    if ((rc = model_put_u32v(w, K_FORMAT, meta->format_version, e)) ||
-        (rc = model_put_u32v(w, K_FACTORS, meta->factors, e)) ||
-        (rc = model_put_u32v(w, K_USERS, meta->n_users, e)) ||
-        (rc = model_put_u32v(w, K_ITEMS, meta->n_items, e)) ||
-        (rc = model_put_u64v(w, K_INTERACTIONS, meta->interactions, e)) ||
-        (rc = model_put_u32v(w, K_ITERATIONS, meta->iterations, e)) ||
-        (rc = model_put_f32(w, K_REG, meta->regularization, e)) ||
-        (rc = model_put_f32(w, K_ALPHA, meta->alpha, e)) ||
-        (rc = model_put_f64(w, K_LOSS, meta->loss, e)) ||
-        (rc = model_put_f64(w, K_SECONDS, meta->train_seconds, e)) ||
-        (rc = model_put_u64v(w, K_TRAINED_AT, (uint64_t)meta->trained_at, e)) ||
-        (rc = model_put_u64v(w, K_DATA_UNTIL, (uint64_t)meta->data_until, e)) ||
-        (rc = model_put(w, K_VERSION, meta->version, strlen(meta->version), e)) ||
-        (rc =
-             model_put(w, K_SOURCE, meta->source_fingerprint, strlen(meta->source_fingerprint), e)))
-        return rc;
-    /* Only when set: a pure ALS model stays exactly what it was before the
-     * key existed. */
-    if (meta->popularity_blend != 0.0f &&
-        (rc = model_put_f32(w, K_BLEND, meta->popularity_blend, e)))
-        return rc;
+#define META_PUT_U32(key, v) model_put_u32v(w, key, v, e)
+#define META_PUT_U64(key, v) model_put_u64v(w, key, v, e)
+#define META_PUT_I64(key, v) model_put_u64v(w, key, (uint64_t)(v), e)
+#define META_PUT_TIME META_PUT_I64
+#define META_PUT_F32(key, v) model_put_f32(w, key, v, e)
+#define META_PUT_F64(key, v) model_put_f64(w, key, v, e)
+#define META_PUT_STR(key, v) model_put(w, key, v, strlen(v), e)
+#define META_WANT_REQ(v) 1
+#define META_WANT_FMT(v) 1
+#define META_WANT_OPT(v) ((v) != 0)
+#define META_WRITE(member, key, kind, opt, pb, pb_name, show, label, fmt)                          \
+    if (META_WANT_##opt(meta->member) && (rc = META_PUT_##kind(key, meta->member))) return rc;
+    MODEL_META_MAP(META_WRITE)
+#undef META_WRITE
+#undef META_WANT_OPT
+#undef META_WANT_FMT
+#undef META_WANT_REQ
+#undef META_PUT_STR
+#undef META_PUT_F64
+#undef META_PUT_F32
+#undef META_PUT_TIME
+#undef META_PUT_I64
+#undef META_PUT_U64
+#undef META_PUT_U32
     if (in->categories && (rc = model_put_u32v(w, K_CATEGORIES, idmap_size(in->categories), e)))
         return rc;
     const model_churn *c = in->churn;
@@ -1061,6 +1057,21 @@ static int model_get_fixed(model_reader *r, const char *key, size_t size, uint64
         return err_set(e, ERR_FORMAT, "model: %s: key %s has %zu bytes, expected %zu", r->path, key,
                        v.mv_size, size);
     *out = size == 4 ? model_get_u32(v.mv_data) : model_get_u64(v.mv_data);
+    return ERR_OK;
+}
+
+/* Reads a small fixed-size metadata value of size 4 or 8 bytes into out (an
+ * object of that size: an integer, or a float by its bits). */
+static int model_get_num(model_reader *r, const char *key, void *out, size_t size, err_t *e) {
+    uint64_t v;
+    int rc = model_get_fixed(r, key, size, &v, e);
+    if (rc) return rc;
+    if (size == 4) {
+        uint32_t x = (uint32_t)v;
+        memcpy(out, &x, 4);
+    } else {
+        memcpy(out, &v, 8);
+    }
     return ERR_OK;
 }
 
@@ -1266,51 +1277,61 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
 /* Reads and checks every key; the environment has passed the size check. */
 static int model_read(model_reader *r, model *m, err_t *e) {
     model_meta *mt = &m->meta;
-    uint64_t v;
-    int rc = model_get_fixed(r, K_FORMAT, 4, &v, e);
-    if (rc) return rc;
-    /* Checked before anything else: another format may have other keys. */
-    if (v != MODEL_FORMAT_VERSION)
-        return err_set(e, ERR_VERSION,
-                       "model: %s has format version %llu, this recd reads format version %d",
-                       r->path, (unsigned long long)v, MODEL_FORMAT_VERSION);
-    mt->format_version = (uint32_t)v;
-    struct {
-        const char *key;
-        size_t size;
-        void *out;
-    } fixed[] = {
-        {K_FACTORS, 4, &mt->factors},       {K_USERS, 4, &mt->n_users},
-        {K_ITEMS, 4, &mt->n_items},         {K_INTERACTIONS, 8, &mt->interactions},
-        {K_ITERATIONS, 4, &mt->iterations}, {K_REG, 4, &mt->regularization},
-        {K_ALPHA, 4, &mt->alpha},           {K_LOSS, 8, &mt->loss},
-        {K_SECONDS, 8, &mt->train_seconds}, {K_TRAINED_AT, 8, &mt->trained_at},
-        {K_DATA_UNTIL, 8, &mt->data_until},
-    };
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
-        if ((rc = model_get_fixed(r, fixed[i].key, fixed[i].size, &v, e))) return rc;
-        if (fixed[i].size == 4) {
-            uint32_t x = (uint32_t)v;
-            memcpy(fixed[i].out, &x, 4);
-        } else {
-            memcpy(fixed[i].out, &v, 8);
-        }
-    }
-    if ((rc = model_get_str(r, K_VERSION, mt->version, sizeof mt->version, e)) ||
-        (rc = model_get_str(r, K_SOURCE, mt->source_fingerprint, sizeof mt->source_fingerprint, e)))
+    int rc;
+    /* The FMT row first, alone: another format may have other keys. Then
+     * every other row; an OPT one that is missing reads as 0. */
+#define META_GET_STR(key, member) model_get_str(r, key, mt->member, sizeof mt->member, e)
+#define META_GET_NUM(key, member) model_get_num(r, key, &mt->member, sizeof mt->member, e)
+#define META_GET_U32 META_GET_NUM
+#define META_GET_U64 META_GET_NUM
+#define META_GET_I64 META_GET_NUM
+#define META_GET_TIME META_GET_NUM
+#define META_GET_F32 META_GET_NUM
+#define META_GET_F64 META_GET_NUM
+#define META_FIRST_REQ(member, key, kind)
+#define META_FIRST_OPT(member, key, kind)
+#define META_FIRST_FMT(member, key, kind)                                                          \
+    if ((rc = META_GET_##kind(key, member))) return rc;                                            \
+    if (mt->member != MODEL_FORMAT_VERSION)                                                        \
+        return err_set(e, ERR_VERSION,                                                             \
+                       "model: %s has format version %llu, this recd reads format version %d",     \
+                       r->path, (unsigned long long)mt->member, MODEL_FORMAT_VERSION);
+#define META_REST_FMT(member, key, kind)
+#define META_REST_REQ(member, key, kind)                                                           \
+    if ((rc = META_GET_##kind(key, member))) return rc;
+#define META_REST_OPT(member, key, kind)                                                           \
+    if (!model_has(r, key))                                                                        \
+        mt->member = 0;                                                                            \
+    else if ((rc = META_GET_##kind(key, member)))                                                  \
         return rc;
+#define META_FIRST(member, key, kind, opt, pb, pb_name, show, label, fmt)                          \
+    META_FIRST_##opt(member, key, kind)
+#define META_REST(member, key, kind, opt, pb, pb_name, show, label, fmt)                           \
+    META_REST_##opt(member, key, kind)
+    MODEL_META_MAP(META_FIRST)
+    MODEL_META_MAP(META_REST)
+#undef META_REST
+#undef META_FIRST
+#undef META_REST_OPT
+#undef META_REST_REQ
+#undef META_REST_FMT
+#undef META_FIRST_FMT
+#undef META_FIRST_OPT
+#undef META_FIRST_REQ
+#undef META_GET_F64
+#undef META_GET_F32
+#undef META_GET_TIME
+#undef META_GET_I64
+#undef META_GET_U64
+#undef META_GET_U32
+#undef META_GET_NUM
+#undef META_GET_STR
     if (mt->factors == 0) return err_set(e, ERR_FORMAT, "model: %s: factors is 0", r->path);
-    /* Optional: a model published without it is pure ALS. A NaN or negative
-     * weight would turn the served scores into garbage, so it is refused. */
-    mt->popularity_blend = 0.0f;
-    if (model_has(r, K_BLEND)) {
-        if ((rc = model_get_fixed(r, K_BLEND, 4, &v, e))) return rc;
-        uint32_t bits = (uint32_t)v;
-        memcpy(&mt->popularity_blend, &bits, sizeof bits);
-        if (!(mt->popularity_blend >= 0.0f))
-            return err_set(e, ERR_FORMAT, "model: %s: key %s is %g, not >= 0", r->path, K_BLEND,
-                           (double)mt->popularity_blend);
-    }
+    /* A NaN or negative popularity blend would turn the served scores into
+     * garbage, so it is refused (a missing one is pure ALS: 0). */
+    if (!(mt->popularity_blend >= 0.0f))
+        return err_set(e, ERR_FORMAT, "model: %s: key popularity_blend is %g, not >= 0", r->path,
+                       (double)mt->popularity_blend);
     uint64_t uf, itf;
     if (!model_mul3(mt->n_users, mt->factors, sizeof(float), &uf) ||
         !model_mul3(mt->n_items, mt->factors, sizeof(float), &itf))
@@ -1392,6 +1413,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     if (model_has(r, K_CHURN_N) && (rc = model_read_churn(r, m, e))) return rc;
     /* Categories are optional: a history without a category column has none. */
     if (!model_has(r, K_CATEGORIES)) return ERR_OK;
+    uint64_t v;
     if ((rc = model_get_fixed(r, K_CATEGORIES, 4, &v, e)) ||
         (rc = model_get_ids(r, K_CATEGORY_IDS, K_CATEGORY_INDEX, (uint32_t)v, &m->categories, e)))
         return rc;

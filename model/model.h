@@ -49,6 +49,59 @@ typedef struct model_meta {
     float popularity_blend;
 } model_meta;
 
+/* The metadata fields, one row each, in the order recd inspect and recd query
+ * info print them: X(member, key, kind, opt, pb, pb_name, show, label, fmt).
+ *   member   the model_meta member
+ *   key      its LMDB key (docs/model-format.md): part of the format
+ *   kind     U32, U64, I64, F32, F64 (stored little-endian, floats by their
+ *            bits), STR (stored without NUL; a char array here) or TIME
+ *            (an int64 of unix seconds, stored like I64, printed as a UTC date
+ *            with the number beside it in JSON as <label>_unix)
+ *   opt      REQ: always written, a model without it is refused; FMT: REQ,
+ *            and read and checked (== MODEL_FORMAT_VERSION) before any other
+ *            key, since another format may have other keys; OPT: written
+ *            only when not 0, so a model without the feature stays exactly
+ *            what it was before the key existed, and read as 0 when missing
+ *   pb       PB: served as field pb_name of ModelInfo (the generated
+ *            Recd__V1__ModelInfo must have it with the kind's C type: the
+ *            server checks at compile time); NO: not served (pb_name _)
+ *   show     SHOW: printed from this table by recd inspect, and by recd
+ *            query info when PB; HIDE: printed by neither; HAND: printed by
+ *            hand after the others (popularity_blend: JSON has no infinity,
+ *            so inf is the string "inf", and the text says popularity only)
+ *   label    its name in text and JSON output
+ *   fmt      the printf conversion of its value in text output */
+#define MODEL_META_MAP(X)                                                                          \
+    X(version, "version", STR, REQ, PB, model_version, SHOW, "model_version", "%s")                \
+    X(format_version, "format_version", U32, FMT, PB, format_version, SHOW, "format_version",      \
+      "%u")                                                                                        \
+    X(factors, "factors", U32, REQ, PB, factors, SHOW, "factors", "%u")                            \
+    X(n_users, "n_users", U32, REQ, PB, users, SHOW, "users", "%u")                                \
+    X(n_items, "n_items", U32, REQ, PB, items, SHOW, "items", "%u")                                \
+    X(interactions, "interactions", U64, REQ, PB, interactions, SHOW, "interactions", "%llu")      \
+    X(iterations, "iterations", U32, REQ, PB, iterations, SHOW, "iterations", "%u")                \
+    X(regularization, "regularization", F32, REQ, PB, regularization, SHOW, "regularization",      \
+      "%g")                                                                                        \
+    X(alpha, "alpha", F32, REQ, PB, alpha, SHOW, "alpha", "%g")                                    \
+    X(loss, "loss", F64, REQ, NO, _, SHOW, "loss", "%g")                                           \
+    X(train_seconds, "train_seconds", F64, REQ, NO, _, SHOW, "train_seconds", "%.3f")              \
+    X(trained_at, "trained_at", TIME, REQ, PB, trained_at_unix, SHOW, "trained_at", "%s")          \
+    X(data_until, "data_until", I64, REQ, NO, _, HIDE, "data_until", "%lld")                       \
+    X(source_fingerprint, "source_fingerprint", STR, REQ, PB, source_fingerprint, SHOW,            \
+      "source_fingerprint", "%s")                                                                  \
+    X(popularity_blend, "popularity_blend", F32, OPT, PB, popularity_blend, HAND,                  \
+      "popularity_blend", "%g")
+
+/* The C type of each kind (a STR member's array decays to char *), for the
+ * compile-time checks of the table's users. */
+#define MODEL_META_TYPE_U32 uint32_t
+#define MODEL_META_TYPE_U64 uint64_t
+#define MODEL_META_TYPE_I64 int64_t
+#define MODEL_META_TYPE_TIME int64_t
+#define MODEL_META_TYPE_F32 float
+#define MODEL_META_TYPE_F64 double
+#define MODEL_META_TYPE_STR char *
+
 /* Optional churn model and per-user churn scores at one scoring time
  * (training/churn.h computes them; the serving side reads them back). A
  * user's churn probability is

@@ -413,18 +413,18 @@ static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     model_meta meta;
     core_model_info(s->core, &meta);
     Recd__V1__ModelInfo info = RECD__V1__MODEL_INFO__INIT;
-    info.model_version = meta.version;
-    info.factors = meta.factors;
-    info.users = meta.n_users;
-    info.items = meta.n_items;
-    info.trained_at_unix = meta.trained_at;
-    info.interactions = meta.interactions;
-    info.iterations = meta.iterations;
-    info.regularization = meta.regularization;
-    info.alpha = meta.alpha;
-    info.source_fingerprint = meta.source_fingerprint;
-    info.format_version = meta.format_version;
-    info.popularity_blend = meta.popularity_blend;
+    /* Every PB row, the generated field checked to have the kind's type. */
+#define INFO_SET_NO(member, kind, pb_name)
+#define INFO_SET_PB(member, kind, pb_name)                                                         \
+    _Static_assert(_Generic(info.pb_name, MODEL_META_TYPE_##kind : 1, default : 0),                \
+                   "ModelInfo." #pb_name " is not of kind " #kind);                                \
+    info.pb_name = meta.member;
+#define INFO_SET(member, key, kind, opt, pb, pb_name, show, label, fmt)                            \
+    INFO_SET_##pb(member, kind, pb_name)
+    MODEL_META_MAP(INFO_SET)
+#undef INFO_SET
+#undef INFO_SET_PB
+#undef INFO_SET_NO
     reply_pack(reply, &info.base);
 }
 

@@ -63,20 +63,48 @@ static long long data_size(const char *dir, const char *version) {
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
+/* The UTC date of unix time t in buf (32 bytes); returns buf. */
+static const char *utc_date(char *buf, int64_t t) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
+    return buf;
+}
+
+/* The SHOW rows of MODEL_META_MAP in its order, then the file size and,
+ * by hand, the popularity blend (see the table). JSON: no braces, the
+ * caller's object goes on. */
 static void print_meta(const model_meta *m, long long size, int json) {
     char when[32];
-    time_t t = (time_t)m->trained_at;
-    struct tm tm;
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
     if (json) {
-        printf("\"model_version\":\"%s\",\"format_version\":%u,\"factors\":%u,\"users\":%u,"
-               "\"items\":%u,\"interactions\":%llu,\"iterations\":%u,\"regularization\":%.9g,"
-               "\"alpha\":%.9g,\"loss\":%.17g,\"train_seconds\":%.17g,\"trained_at\":\"%s\","
-               "\"trained_at_unix\":%lld,\"source_fingerprint\":\"%s\",\"file_size\":%lld",
-               m->version, m->format_version, m->factors, m->n_users, m->n_items,
-               (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha,
-               m->loss, m->train_seconds, when, (long long)m->trained_at, m->source_fingerprint,
-               size);
+        const char *sep = "";
+#define JSON_U32(label, v) printf("%s\"" label "\":%u", sep, v);
+#define JSON_U64(label, v) printf("%s\"" label "\":%llu", sep, (unsigned long long)(v));
+#define JSON_F32(label, v) printf("%s\"" label "\":%.9g", sep, (double)(v));
+#define JSON_F64(label, v) printf("%s\"" label "\":%.17g", sep, v);
+#define JSON_STR(label, v)                                                                         \
+    printf("%s\"" label "\":", sep);                                                               \
+    print_id(v, strlen(v), 1);
+#define JSON_TIME(label, v)                                                                        \
+    printf("%s\"" label "\":\"%s\",\"" label "_unix\":%lld", sep, utc_date(when, v),               \
+           (long long)(v));
+#define JSON_HIDE(kind, label, v)
+#define JSON_HAND(kind, label, v)
+#define JSON_SHOW(kind, label, v) JSON_##kind(label, v) sep = ",";
+#define JSON_ROW(member, key, kind, opt, pb, pb_name, show, label, fmt)                            \
+    JSON_##show(kind, label, m->member)
+        MODEL_META_MAP(JSON_ROW)
+#undef JSON_ROW
+#undef JSON_SHOW
+#undef JSON_HAND
+#undef JSON_HIDE
+#undef JSON_TIME
+#undef JSON_STR
+#undef JSON_F64
+#undef JSON_F32
+#undef JSON_U64
+#undef JSON_U32
+        printf(",\"file_size\":%lld", size);
         /* JSON has no infinity: popularity only is the string "inf". */
         if (isinf(m->popularity_blend))
             printf(",\"popularity_blend\":\"inf\"");
@@ -84,16 +112,31 @@ static void print_meta(const model_meta *m, long long size, int json) {
             printf(",\"popularity_blend\":%.9g", m->popularity_blend);
         return;
     }
-    printf("model_version       %s\nformat_version      %u\nfactors             %u\n"
-           "users               %u\nitems               %u\ninteractions        %llu\n"
-           "iterations          %u\nregularization      %g\nalpha               %g\n"
-           "loss                %g\ntrain_seconds       %.3f\ntrained_at          %s\n"
-           "source_fingerprint  %s\nfile_size           %lld bytes (%.1f MiB)\n"
-           "popularity_blend    %g%s\n",
-           m->version, m->format_version, m->factors, m->n_users, m->n_items,
-           (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha, m->loss,
-           m->train_seconds, when, m->source_fingerprint, size, (double)size / (1 << 20),
-           m->popularity_blend, isinf(m->popularity_blend) ? " (popularity only)" : "");
+#define TEXT_U32(v) v
+#define TEXT_U64(v) (unsigned long long)(v)
+#define TEXT_F32(v) (double)(v)
+#define TEXT_F64(v) v
+#define TEXT_STR(v) v
+#define TEXT_TIME(v) utc_date(when, v)
+#define TEXT_HIDE(kind, label, fmt, v)
+#define TEXT_HAND(kind, label, fmt, v)
+#define TEXT_SHOW(kind, label, fmt, v) printf("%-20s" fmt "\n", label, TEXT_##kind(v));
+#define TEXT_ROW(member, key, kind, opt, pb, pb_name, show, label, fmt)                            \
+    TEXT_##show(kind, label, fmt, m->member)
+    MODEL_META_MAP(TEXT_ROW)
+#undef TEXT_ROW
+#undef TEXT_SHOW
+#undef TEXT_HAND
+#undef TEXT_HIDE
+#undef TEXT_TIME
+#undef TEXT_STR
+#undef TEXT_F64
+#undef TEXT_F32
+#undef TEXT_U64
+#undef TEXT_U32
+    printf("file_size           %lld bytes (%.1f MiB)\n", size, (double)size / (1 << 20));
+    printf("popularity_blend    %g%s\n", m->popularity_blend,
+           isinf(m->popularity_blend) ? " (popularity only)" : "");
 }
 
 static void print_user(const model *m, uint32_t u, int json) {

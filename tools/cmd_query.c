@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "experiment.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "model.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
 
@@ -100,21 +101,41 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
         printf("%4zu  %-24s %10.4f\n", i + 1, items[i]->item_id, items[i]->score);
 }
 
+/* The UTC date of unix time t in buf (32 bytes); returns buf. */
+static const char *utc_date(char *buf, int64_t t) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
+    return buf;
+}
+
+/* The rows of MODEL_META_MAP that are both PB and SHOW, in its order, then by
+ * hand the popularity blend (see the table). */
 static void print_info(const Recd__V1__ModelInfo *m, int json) {
     char when[32];
-    time_t t = (time_t)m->trained_at_unix;
-    struct tm tm;
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+#define INFO_NO(show, kind, pb_name, label, fmt)
+#define INFO_PB(show, kind, pb_name, label, fmt) INFO_##show(kind, label, fmt, m->pb_name)
+#define INFO_HIDE(kind, label, fmt, v)
+#define INFO_HAND(kind, label, fmt, v)
+#define INFO_ROW(member, key, kind, opt, pb, pb_name, show, label, fmt)                            \
+    INFO_##pb(show, kind, pb_name, label, fmt)
     if (json) {
-        printf("{\"model_version\":");
-        json_string(m->model_version);
-        printf(",\"format_version\":%u,\"factors\":%u,\"users\":%u,\"items\":%u,"
-               "\"interactions\":%llu,\"iterations\":%u,\"regularization\":%g,\"alpha\":%g,"
-               "\"trained_at_unix\":%lld,\"source_fingerprint\":",
-               m->format_version, m->factors, m->users, m->items,
-               (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha,
-               (long long)m->trained_at_unix);
-        json_string(m->source_fingerprint);
+        const char *sep = "{";
+#define JSON_U32(label, v) printf("%s\"" label "\":%u", sep, v);
+#define JSON_U64(label, v) printf("%s\"" label "\":%llu", sep, (unsigned long long)(v));
+#define JSON_F32(label, v) printf("%s\"" label "\":%g", sep, (double)(v));
+#define JSON_STR(label, v)                                                                         \
+    printf("%s\"" label "\":", sep);                                                               \
+    json_string(v);
+#define JSON_TIME(label, v) printf("%s\"" label "_unix\":%lld", sep, (long long)(v));
+#define INFO_SHOW(kind, label, fmt, v) JSON_##kind(label, v) sep = ",";
+        MODEL_META_MAP(INFO_ROW)
+#undef INFO_SHOW
+#undef JSON_TIME
+#undef JSON_STR
+#undef JSON_F32
+#undef JSON_U64
+#undef JSON_U32
         /* JSON has no infinity: popularity only is the string "inf". */
         if (isinf(m->popularity_blend))
             printf(",\"popularity_blend\":\"inf\"}\n");
@@ -122,13 +143,25 @@ static void print_info(const Recd__V1__ModelInfo *m, int json) {
             printf(",\"popularity_blend\":%.9g}\n", m->popularity_blend);
         return;
     }
-    printf("model_version       %s\nformat_version      %u\nfactors             %u\n"
-           "users               %u\nitems               %u\ninteractions        %llu\n"
-           "iterations          %u\nregularization      %g\nalpha               %g\n"
-           "trained_at          %s\nsource_fingerprint  %s\npopularity_blend    %g%s\n",
-           m->model_version, m->format_version, m->factors, m->users, m->items,
-           (unsigned long long)m->interactions, m->iterations, m->regularization, m->alpha, when,
-           m->source_fingerprint, m->popularity_blend,
+#define TEXT_U32(v) v
+#define TEXT_U64(v) (unsigned long long)(v)
+#define TEXT_F32(v) (double)(v)
+#define TEXT_STR(v) v
+#define TEXT_TIME(v) utc_date(when, v)
+#define INFO_SHOW(kind, label, fmt, v) printf("%-20s" fmt "\n", label, TEXT_##kind(v));
+    MODEL_META_MAP(INFO_ROW)
+#undef INFO_SHOW
+#undef TEXT_TIME
+#undef TEXT_STR
+#undef TEXT_F32
+#undef TEXT_U64
+#undef TEXT_U32
+#undef INFO_ROW
+#undef INFO_HAND
+#undef INFO_HIDE
+#undef INFO_PB
+#undef INFO_NO
+    printf("popularity_blend    %g%s\n", m->popularity_blend,
            isinf(m->popularity_blend) ? " (popularity only)" : "");
 }
 
