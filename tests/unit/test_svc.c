@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "experiment.h"
+#include "model.h"
+#include "recd/v1/recommender.pb-c.h"
 #include "rpc.h"
 
 Test(status, the_table_has_grpc_values) {
@@ -158,4 +160,29 @@ Test(experiment, feedback_type_table) {
     char words[64];
     exp_feedback_words(words, sizeof words);
     cr_assert_str_eq(words, "impression, click, cart or conversion");
+}
+
+/* The metadata table (model.h) names a row for every ModelInfo field: the
+ * compile-time checks catch a row without its field, this a field without
+ * its row. */
+Test(model_info, every_proto_field_has_a_table_row) {
+    const ProtobufCMessageDescriptor *d = &recd__v1__model_info__descriptor;
+#define COUNT_PB_ROW_PB(pb_name) +1
+#define COUNT_PB_ROW_NO(pb_name)
+#define COUNT_PB_ROW(member, key, kind, opt, pb, pb_name, show, label, fmt)                        \
+    COUNT_PB_ROW_##pb(pb_name)
+    unsigned rows = 0 MODEL_META_MAP(COUNT_PB_ROW);
+#undef COUNT_PB_ROW
+#undef COUNT_PB_ROW_NO
+#undef COUNT_PB_ROW_PB
+    cr_assert_eq(rows, d->n_fields, "%u table rows for %u ModelInfo fields", rows, d->n_fields);
+#define FIND_FIELD_PB(pb_name)                                                                     \
+    cr_expect_not_null(protobuf_c_message_descriptor_get_field_by_name(d, #pb_name),               \
+                       "ModelInfo has no field " #pb_name);
+#define FIND_FIELD_NO(pb_name)
+#define FIND_FIELD(member, key, kind, opt, pb, pb_name, show, label, fmt) FIND_FIELD_##pb(pb_name)
+    MODEL_META_MAP(FIND_FIELD)
+#undef FIND_FIELD
+#undef FIND_FIELD_NO
+#undef FIND_FIELD_PB
 }
