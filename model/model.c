@@ -1,7 +1,9 @@
 /* model: publication and zero-copy reading of the LMDB model store.
  *
  * docs/model-format.md describes the on-disk layout; this file is its only
- * writer and reader. Three rules shape the code:
+ * writer and reader (one file on purpose: each key's writing and its checks
+ * on reading must agree, and side by side they do). Three rules shape the
+ * code:
  *
  * 1. A version environment is written once, by one transaction, and never
  *    opened for writing again. That is what makes it safe to keep pointers

@@ -1,3 +1,14 @@
+/* rpc: the one wrapper of the gRPC C core (server side).
+ *
+ * The core's API changes between gRPC minor versions, so no other file of
+ * recd includes grpc/grpc.h for serving: this one registers the methods,
+ * runs the pollers (one completion queue each), reads requests and sends
+ * replies, runs the streaming calls on their own threads, maps ERR_* codes
+ * to statuses (err_to_status), keeps the call metrics, and guards the
+ * listener (channel limits, the self-check). Unary calls go to the service
+ * core's scheduler through rpc_options.dispatch. It is longer than the
+ * other modules because all of that shares the call state and the core's
+ * rules for it, which are easier to keep right in one place. */
 #include "rpc.h"
 
 #include <grpc/byte_buffer.h>

@@ -1,3 +1,8 @@
+/* recd query: the command-line gRPC client, one subcommand per RPC of
+ * recd.v1.Recommender (recommend, similar, rerank, events, rules, churn,
+ * campaign targets, experiments, privacy, info, health), each printing
+ * text or, with --json, one JSON object per answer. Long because it is a
+ * list of small, independent subcommands. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
