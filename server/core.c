@@ -59,6 +59,20 @@ int core_submit(core *c, sched_job *job, err_t *e) {
     return sched_submit(c->scheduler, job, e);
 }
 
+int core_stream_begin(core *c, err_t *e) {
+    unsigned running = atomic_load(&c->streams);
+    do {
+        if (running >= c->max_streams)
+            return err_set(e, ERR_LIMIT, "%u streaming calls are running already; try again later",
+                           c->max_streams);
+    } while (!atomic_compare_exchange_weak(&c->streams, &running, running + 1));
+    return ERR_OK;
+}
+
+void core_stream_end(core *c) {
+    atomic_fetch_sub(&c->streams, 1);
+}
+
 /* --- GetModelInfo ---------------------------------------------------------- */
 
 void core_model_info(core *c, model_meta *out) {
@@ -171,6 +185,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
     for (uint32_t v = 0; !rc && v < c->exp.n; v++)
         rc = core__load(c, v, e);
     if (!rc) rc = core__watch_start(c, e);
+    c->max_streams = o->max_streams ? o->max_streams : 4;
     sched_options so = {o->threads, o->max_queue, o->max_queue_ms};
     if (!rc && o->threads) rc = sched_start(&so, &c->scheduler, e);
     if (rc) {

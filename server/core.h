@@ -70,6 +70,10 @@ typedef struct core_options {
      * max_queue_ms; others are refused at once instead of making everyone
      * slow (0 = 1024 calls, 1000 ms). */
     uint32_t threads, max_queue, max_queue_ms;
+    /* Streaming calls (campaign targets, reflection) at once, from every
+     * front end together: each holds a thread for as long as its client
+     * reads (0 = 4). */
+    uint32_t max_streams;
 } core_options;
 
 /* Fills o with no model, reload every second, no event store, no
@@ -98,6 +102,13 @@ void core_write_metrics(void *ctx, FILE *out);
  * queue is full: job is the caller's again), ERR_PRECONDITION (the core has
  * no scheduler), ERR_INTERNAL (stopping). Thread-safe. */
 int core_submit(core *c, sched_job *job, err_t *e);
+
+/* Admission of a streaming call: takes one of the max_streams slots, or
+ * fails with ERR_LIMIT (all taken: the client tries again later). Every
+ * ERR_OK is paired with one core_stream_end when the call is over.
+ * Thread-safe. */
+int core_stream_begin(core *c, err_t *e);
+void core_stream_end(core *c);
 
 /* --- ranked lists: Recommend, SimilarItems, Rerank ------------------------ */
 

@@ -72,7 +72,9 @@ struct core {
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     int stopping;
-    sched *scheduler; /* NULL: no threads asked for */
+    sched *scheduler;    /* NULL: no threads asked for */
+    atomic_uint streams; /* streaming calls admitted and not ended */
+    uint32_t max_streams;
 };
 
 /* The served model of variant v, with a reference the caller releases. */

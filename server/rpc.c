@@ -117,14 +117,16 @@ struct rpc_server {
     char *write_token;     /* NULL = write methods are open */
 
     rpc_dispatch_fn dispatch;
+    rpc_stream_admit_fn admit_stream;
+    rpc_stream_done_fn stream_done;
     void *dispatch_ctx;
 
     /* Calls a thread other than the pollers answers: each answer must start
      * before the pollers stop. */
     pthread_mutex_t streams_lock;
-    pthread_cond_t streams_done;   /* streams or unaries reached 0 */
-    uint32_t streams, max_streams; /* running streaming calls, and the cap */
-    uint32_t unaries;              /* unary calls the dispatcher holds */
+    pthread_cond_t streams_done; /* streams or unaries reached 0 */
+    uint32_t streams;            /* running streaming calls (the stop waits for them) */
+    uint32_t unaries;            /* unary calls the dispatcher holds */
 
     /* Per method (index n_methods: unregistered methods): calls by status,
      * and the latency histogram (cumulative counts are made at scrape). */
@@ -375,6 +377,7 @@ static void rpc_run_bidi(rpc_stream *st, const rpc_method *m, rpc_reply *reply) 
 }
 
 static void rpc_stream_finished(rpc_server *s) {
+    if (s->stream_done) s->stream_done(s->dispatch_ctx);
     pthread_mutex_lock(&s->streams_lock);
     if (--s->streams == 0) pthread_cond_broadcast(&s->streams_done);
     pthread_mutex_unlock(&s->streams_lock);
@@ -437,15 +440,10 @@ static void *rpc_stream_main(void *arg) {
  * reply filled when it cannot run now. */
 static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
     rpc_server *s = c->poller->server;
+    if (s->admit_stream && s->admit_stream(s->dispatch_ctx, &reply->err)) return -1;
     pthread_mutex_lock(&s->streams_lock);
-    int full = s->streams >= s->max_streams;
-    if (!full) s->streams++;
+    s->streams++;
     pthread_mutex_unlock(&s->streams_lock);
-    if (full) {
-        rpc_reply_error(reply, ERR_LIMIT, "%u streaming calls are running already; try again later",
-                        s->max_streams);
-        return -1;
-    }
     rpc_stream *st = calloc(1, sizeof *st);
     pthread_t thread;
     pthread_attr_t attr;
@@ -788,7 +786,8 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->listener_dead_ctx = o->listener_dead_ctx;
     s->methods = methods;
     s->n_methods = n;
-    s->max_streams = o->max_streams ? o->max_streams : 4;
+    s->admit_stream = o->admit_stream;
+    s->stream_done = o->stream_done;
     s->dispatch = o->dispatch;
     s->dispatch_ctx = o->dispatch_ctx;
     s->n_pollers = o->pollers;

@@ -73,7 +73,7 @@ typedef struct rpc_method {
     /* Bidirectional-streaming methods whose every request message gets one
      * response message (handler and stream are NULL). Called once per
      * request as it arrives, on the call's own thread (a streaming call:
-     * counts against max_streams); an OK reply's body is sent back and the
+     * admitted by rpc_options.admit_stream); an OK reply's body is sent back and the
      * next request awaited, a non-OK reply ends the call with its status.
      * The call ends OK once the client half-closes. */
     rpc_handler bidi;
@@ -87,6 +87,13 @@ typedef struct rpc_unary rpc_unary;
  * with an ERR_* code and e filled (rpc answers with that). Called on a
  * poller thread: must not block. */
 typedef int (*rpc_dispatch_fn)(void *ctx, rpc_unary *u, err_t *e);
+
+/* Admission of a new streaming call (ctx is dispatch_ctx): ERR_OK takes a
+ * slot, which rpc gives back with rpc_stream_done_fn when the call is over;
+ * any other code refuses the call with e. Called on a poller thread: must
+ * not block. */
+typedef int (*rpc_stream_admit_fn)(void *ctx, err_t *e);
+typedef void (*rpc_stream_done_fn)(void *ctx);
 
 /* The call's method (one of the server's). */
 const rpc_method *rpc_unary_method(const rpc_unary *u);
@@ -107,10 +114,12 @@ typedef struct rpc_options {
     const char *listen;         /* host:port; port 0 picks a free one */
     uint32_t pollers;           /* threads doing the HTTP/2 work, >= 1 */
     uint32_t max_message_bytes; /* larger requests get RESOURCE_EXHAUSTED */
-    uint32_t max_streams;       /* streaming calls at once (server-streaming and
-                                 * bidirectional); more get RESOURCE_EXHAUSTED */
     rpc_dispatch_fn dispatch;   /* takes every unary call */
-    void *dispatch_ctx;
+    /* Admit each streaming call (server-streaming and bidirectional) and
+     * are told when it ends; both NULL = every one admitted. */
+    rpc_stream_admit_fn admit_stream;
+    rpc_stream_done_fn stream_done;
+    void *dispatch_ctx; /* of dispatch, admit_stream and stream_done */
     /* Write methods need "authorization: Bearer <write_token>" (NULL = open). */
     const char *write_token;
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,

@@ -622,6 +622,16 @@ int svc_dispatch(void *ctx, rpc_unary *u, err_t *e) {
     return rc;
 }
 
+int svc_admit_stream(void *ctx, err_t *e) {
+    svc *s = ctx;
+    return core_stream_begin(s->core, e);
+}
+
+void svc_stream_done(void *ctx) {
+    svc *s = ctx;
+    core_stream_end(s->core);
+}
+
 /* --- the method table ------------------------------------------------------ */
 
 int svc_open(core *c, svc **out, err_t *e) {

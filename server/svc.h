@@ -31,4 +31,9 @@ const rpc_method *svc_methods(svc *s, size_t *n);
  * call the scheduler refuses gets its error. */
 int svc_dispatch(void *ctx, rpc_unary *u, err_t *e);
 
+/* rpc's admission of streaming calls (ctx is the svc): the core's slots
+ * (core_stream_begin, core_stream_end), shared by every front end. */
+int svc_admit_stream(void *ctx, err_t *e);
+void svc_stream_done(void *ctx);
+
 #endif

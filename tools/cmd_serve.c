@@ -179,7 +179,6 @@ int cmd_serve(int argc, char **argv) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rpc_options ro = {.listen = "127.0.0.1:50051",
                       .max_message_bytes = 4u << 20,
-                      .max_streams = 4,
                       .idle_timeout_ms = 300000,
                       .self_check_ms = 5000};
     serve_secrets secrets = {0};
@@ -412,6 +411,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
      * cores for the workers, which is where the time goes. */
     ro.pollers = so.threads > 1 ? so.threads / 2 : 1;
     ro.dispatch = svc_dispatch;
+    ro.admit_stream = svc_admit_stream;
+    ro.stream_done = svc_stream_done;
     ro.dispatch_ctx = service;
     size_t n_svc;
     const rpc_method *svc_list = svc_methods(service, &n_svc);

@@ -379,3 +379,17 @@ Test(core_churn, campaign_targets_leave_out_private_members_and_can_stop) {
     rq.n_segments = 1;
     cr_assert_eq(core_campaign_targets(c, &rq, collect, &s, &e), ERR_INVALID);
 }
+
+TestSuite(core_streams, .init = without_events, .fini = close_core);
+
+Test(core_streams, admission_holds_four_slots_and_gives_them_back) {
+    err_t e = {0};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(core_stream_begin(c, &e), ERR_OK, "slot %d: %s", i, e.msg);
+    cr_expect_eq(core_stream_begin(c, &e), ERR_LIMIT, "a fifth stream while four run");
+    cr_expect(strstr(e.msg, "4 streaming calls") != NULL, "%s", e.msg);
+    core_stream_end(c);
+    cr_expect_eq(core_stream_begin(c, &e), ERR_OK, "a slot given back is taken again");
+    for (int i = 0; i < 4; i++)
+        core_stream_end(c);
+}
