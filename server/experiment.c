@@ -7,6 +7,8 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "text.h"
+
 #define EXP_FEEDBACK_CHECK(name, value, word)                                                      \
     _Static_assert(value > 0 && value < EXP_FEEDBACK_END, "EXP_FEEDBACK_MAP rows ascend by "       \
                                                           "value");
@@ -37,14 +39,10 @@ uint32_t exp_feedback_of_word(const char *word) {
 }
 
 void exp_feedback_words(char *buf, size_t size) {
-    size_t at = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < EXP_N_FEEDBACK && at < size; i++) {
-        const char *sep = i == 0 ? "" : i + 1 == EXP_N_FEEDBACK ? " or " : ", ";
-        int n = snprintf(buf + at, size - at, "%s%s", sep, exp_feedback_types[i].word);
-        if (n < 0) break;
-        at += (size_t)n;
-    }
+    const char *words[EXP_N_FEEDBACK];
+    for (size_t i = 0; i < EXP_N_FEEDBACK; i++)
+        words[i] = exp_feedback_types[i].word;
+    text_join_words(buf, size, words, EXP_N_FEEDBACK);
 }
 
 int exp_name_valid(const char *name) {

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 int ev_set_init(ev_set *s, err_t *e) {
     memset(s, 0, sizeof *s);
     s->users = idmap_new();
@@ -73,14 +75,10 @@ uint32_t ev_type_of_word(const char *word, size_t len) {
 }
 
 void ev_type_words(char *buf, size_t size) {
-    size_t at = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < EV_N_TYPES && at < size; i++) {
-        const char *sep = i == 0 ? "" : i + 1 == EV_N_TYPES ? " or " : ", ";
-        int n = snprintf(buf + at, size - at, "%s%s", sep, ev_types[i].word);
-        if (n < 0) break;
-        at += (size_t)n;
-    }
+    const char *words[EV_N_TYPES];
+    for (size_t i = 0; i < EV_N_TYPES; i++)
+        words[i] = ev_types[i].word;
+    text_join_words(buf, size, words, EV_N_TYPES);
 }
 
 void ev_type_default_weights(float w[EV_TYPE_END]) {

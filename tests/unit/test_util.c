@@ -21,6 +21,7 @@
 #include "panel.h"
 #include "rng.h"
 #include "stats.h"
+#include "text.h"
 #include "topk.h"
 #include "utf8.h"
 
@@ -636,4 +637,17 @@ Test(mf, blend_adds_scaled_popularity) {
     mf_blend_popularity(t, pop, 2, 8.0f, 0.0f);
     mf_blend_popularity(t, pop, 2, 0.0f, 5.0f);
     cr_expect(t[0] == 1.0f && t[1] == 2.0f, "w 0 or no popularity: unchanged");
+}
+
+Test(text, words_join_as_a_sentence) {
+    char buf[32];
+    const char *const two[] = {"on", "off"}, *const one[] = {"only"};
+    text_join_words(buf, sizeof buf, two, 2);
+    cr_assert_str_eq(buf, "on or off");
+    text_join_words(buf, sizeof buf, one, 1);
+    cr_assert_str_eq(buf, "only");
+    text_join_words(buf, sizeof buf, one, 0);
+    cr_assert_str_eq(buf, "");
+    text_join_words(buf, 4, two, 2);
+    cr_assert_str_eq(buf, "on ", "truncated to size - 1, terminated");
 }
