@@ -1050,8 +1050,9 @@ static int model_get(model_reader *r, const char *key, MDB_val *v, err_t *e) {
 
 /* Reads a small fixed-size little-endian value into out (size bytes). The
  * bytes are copied, never dereferenced in place: leaf values are only
- * 2-byte aligned. */
+ * 2-byte aligned. *out is 0 on error. */
 static int model_get_fixed(model_reader *r, const char *key, size_t size, uint64_t *out, err_t *e) {
+    *out = 0;
     MDB_val v;
     int rc = model_get(r, key, &v, e);
     if (rc) return rc;
