@@ -1,41 +1,33 @@
 /* Unit tests of the training pipeline: a history with recorded events and
  * forgotten members goes in, a model that says so comes out. Real LMDB
- * stores in a fresh /tmp folder per test. */
+ * stores in a fresh scratch folder per test. */
 #include <criterion/criterion.h>
 
-#include <ftw.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "evstore.h"
+#include "fuzz_fixture.h"
 #include "idstate.h"
 #include "model.h"
 #include "pipeline.h"
 #include "privacy.h"
 
-static char root[] = "/tmp/recd-test-pipeline-XXXXXX";
-static char events_dir[64], model_dir[64];
+static char events_dir[PATH_MAX + 8], model_dir[PATH_MAX + 8];
 
+/* A fresh scratch folder per test (criterion runs each in its own process;
+ * the fixture removes the folder when it exits). */
 static void setup(void) {
-    cr_assert_not_null(mkdtemp(root));
+    char root[PATH_MAX];
+    fuzz_scratch_dir("test-pipeline", root);
     snprintf(events_dir, sizeof events_dir, "%s/events", root);
     snprintf(model_dir, sizeof model_dir, "%s/model", root);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void teardown(void) {
-    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(pipeline, .init = setup, .fini = teardown);
+TestSuite(pipeline, .init = setup);
 
 static void add_row(ev_set *s, const char *user, const char *item, int64_t ts) {
     cr_assert_eq(ev_set_add(s, user, strlen(user), item, strlen(item), ts, 1, NAN, NULL), ERR_OK);
@@ -52,7 +44,7 @@ static void record(const char *user, const char *item, uint32_t type, uint32_t q
 }
 
 static void set_privacy(const char *user, privacy_state state) {
-    char dir[128];
+    char dir[sizeof events_dir + sizeof "/" PRIVACY_DIR];
     snprintf(dir, sizeof dir, "%s/" PRIVACY_DIR, events_dir);
     idstate *p;
     err_t e;
