@@ -44,6 +44,14 @@ int core__check_ids(const char *field, char *const *ids, size_t n, err_t *e) {
     return ERR_OK;
 }
 
+int core__check_durable(const core *c, const char *op, err_t *e) {
+    if (c->events) return ERR_OK;
+    return err_set(e, ERR_PRECONDITION,
+                   "%s needs --events for durability: without an events folder it would be lost "
+                   "on restart",
+                   op);
+}
+
 int core__check_k(uint32_t k, err_t *e) {
     if (k == 0 || k > CORE_MAX_K)
         return err_set(e, ERR_INVALID, "k must be between 1 and %d, got %u", CORE_MAX_K, k);

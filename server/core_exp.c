@@ -126,6 +126,7 @@ int core_record_feedback(core *c, const core_feedback *feedback, size_t n, core_
  * current when it is written back. */
 int core_set_experiment(core *c, const char *salt, const core_share *req_shares, size_t n,
                         err_t *e) {
+    if (core__check_durable(c, "SetExperiment", e)) return e->code;
     size_t salt_len = strlen(salt);
     pthread_mutex_lock(&c->exp_update);
     pthread_mutex_lock(&c->lock);

@@ -113,6 +113,11 @@ int core__check_id(const char *field, const char *id, err_t *e);
 int core__check_ids(const char *field, char *const *ids, size_t n, err_t *e);
 int core__check_k(uint32_t k, err_t *e);
 
+/* ERR_OK when c keeps its state under an events folder; else
+ * ERR_PRECONDITION naming op: a write that a restart would lose is never
+ * answered OK (privacy choices above all). */
+int core__check_durable(const core *c, const char *op, err_t *e);
+
 /* The member's privacy choice. */
 privacy_state core__privacy(core *c, const char *user, size_t len);
 

@@ -276,3 +276,21 @@ def test_calls_whose_deadline_passed_in_the_queue_are_not_worked_on(model_dir, t
         assert stub.GetModelInfo(pb.rec.GetModelInfoRequest()).items > 0
     finally:
         assert s.stop() == 0
+
+
+def test_writes_a_restart_would_lose_are_refused_without_events(stub, pb):
+    """The session server keeps no events folder: a privacy choice, an item
+    rule or an experiment change would vanish on restart, so none of them
+    is answered OK (FAILED_PRECONDITION, naming the flag)."""
+    for call, msg in [(stub.ForgetUser, pb.rec.ForgetUserRequest(user_id="u")),
+                      (stub.SetPersonalization, pb.rec.SetPersonalizationRequest(user_id="u",
+                                                                                  opted_out=True)),
+                      (stub.SetItemAvailability, pb.rec.SetItemAvailabilityRequest(
+                          items=[pb.rec.ItemAvailability(item_id="i", available=False)])),
+                      (stub.SetItemBoosts, pb.rec.SetItemBoostsRequest(
+                          boosts=[pb.rec.ItemBoost(item_id="i", multiplier=2.0)])),
+                      (stub.SetExperiment, pb.rec.SetExperimentRequest(salt="s"))]:
+        with pytest.raises(grpc.RpcError) as e:
+            call(msg, timeout=10)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, call
+        assert "needs --events for durability" in e.value.details()
