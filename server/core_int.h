@@ -63,6 +63,7 @@ struct core {
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
     evstore *events; /* NULL without events */
+    int events_lock; /* descriptor holding the flock of the events folder, or -1 */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EV_TYPE_END];

@@ -399,7 +399,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     so.model_dir = model_dir;
     so.reload_interval_s = reload;
     if (core_open(&so, &service_core, &e)) {
-        log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
+        log_error("msg=\"cannot open the service\" model=%s error=\"%s\"", model_dir, e.msg);
         return 1;
     }
     if (svc_open(service_core, &service, &e)) {

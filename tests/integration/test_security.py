@@ -294,3 +294,23 @@ def test_writes_a_restart_would_lose_are_refused_without_events(stub, pb):
             call(msg, timeout=10)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, call
         assert "needs --events for durability" in e.value.details()
+
+
+def test_one_server_per_events_folder(model_dir, tmp_path, pb):
+    """A second `recd serve` on the same --events folder would keep its own
+    forgotten members and item rules: it is refused with a clear error and a
+    non-zero exit, and the folder is free again once the first stops."""
+    ev = tmp_path / "ev"
+    first = Server(model_dir, tmp_path, "--events", ev)
+    try:
+        p = subprocess.run([RECD, "serve", "--model", str(model_dir), "--listen", "127.0.0.1:0",
+                            "--events", str(ev)], capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0
+        assert "is in use by another recd serve" in p.stderr, p.stderr
+        assert f"pid {first.proc.pid}" in p.stderr, p.stderr
+        stub = pb.rec_grpc.RecommenderStub(first.channel)
+        assert stub.ForgetUser(pb.rec.ForgetUserRequest(user_id="u"), timeout=10) is not None
+    finally:
+        assert first.stop() == 0
+    again = Server(model_dir, tmp_path, "--events", ev)
+    assert again.stop() == 0
