@@ -100,8 +100,9 @@ struct rpc_stream {
     _Atomic call_state state; /* STREAM_BATCH */
     struct rpc_unary *call;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* on CLOCK_MONOTONIC, for the progress timeout */
     int pending, success, sent_initial;
+    int stalled; /* cancelled for want of progress: later batches wait for ever */
 };
 
 struct rpc_server {
@@ -115,6 +116,7 @@ struct rpc_server {
     atomic_int stopping;
     atomic_uint in_flight; /* calls arrived and not yet freed */
     char *write_token;     /* NULL = write methods are open */
+    uint32_t stream_progress_ms;
 
     rpc_dispatch_fn dispatch;
     rpc_stream_admit_fn admit_stream;
@@ -298,16 +300,44 @@ static int rpc_deadline_passed(const rpc_call *c) {
 /* --- streaming calls -------------------------------------------------------- */
 
 /* Starts a batch of a stream's call and waits for the poller to report its
- * completion. Returns 1 when the batch succeeded. */
+ * completion. Returns 1 when the batch succeeded. A batch not done within
+ * the server's stream_progress_ms (a client that stopped reading holds a
+ * send in flow control for as long as it likes, and with it a thread and
+ * one of the few stream slots) cancels the call: the batch then completes
+ * at once, failed, and so does every later one. */
 static int rpc_stream_batch(rpc_stream *st, grpc_op *ops, size_t n) {
+    rpc_call *c = st->call;
+    uint32_t limit_ms = c->poller->server->stream_progress_ms;
     pthread_mutex_lock(&st->lock);
     st->pending = 1;
-    if (grpc_call_start_batch(st->call->call, ops, n, st, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(c->call, ops, n, st, NULL) != GRPC_CALL_OK) {
         pthread_mutex_unlock(&st->lock);
         return 0;
     }
-    while (st->pending)
-        pthread_cond_wait(&st->cond, &st->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += limit_ms / 1000;
+    until.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (st->pending) {
+        if (!limit_ms || st->stalled) {
+            pthread_cond_wait(&st->cond, &st->lock);
+        } else if (pthread_cond_timedwait(&st->cond, &st->lock, &until) == ETIMEDOUT &&
+                   st->pending) {
+            st->stalled = 1;
+            pthread_mutex_unlock(&st->lock);
+            log_warn("msg=\"stream stalled: cancelled\" method=%s progress_timeout_ms=%u",
+                     rpc_method_name(c), limit_ms);
+            grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                         "the client took nothing of the stream within the "
+                                         "server's progress timeout",
+                                         NULL);
+            pthread_mutex_lock(&st->lock);
+        }
+    }
     int ok = st->success;
     pthread_mutex_unlock(&st->lock);
     return ok;
@@ -453,7 +483,11 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
         st->state = STREAM_BATCH;
         st->call = c;
         pthread_mutex_init(&st->lock, NULL);
-        pthread_cond_init(&st->cond, NULL);
+        pthread_condattr_t monotonic;
+        pthread_condattr_init(&monotonic);
+        pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->cond, &monotonic);
+        pthread_condattr_destroy(&monotonic);
     }
     int failed = !st || pthread_create(&thread, &attr, rpc_stream_main, st);
     pthread_attr_destroy(&attr);
@@ -782,6 +816,7 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     pthread_cond_init(&s->watchdog_wake, &monotonic);
     pthread_condattr_destroy(&monotonic);
     s->self_check_ms = o->self_check_ms;
+    s->stream_progress_ms = o->stream_progress_ms;
     s->on_listener_dead = o->on_listener_dead;
     s->listener_dead_ctx = o->listener_dead_ctx;
     s->methods = methods;

@@ -43,7 +43,9 @@ typedef struct rpc_stream rpc_stream;
 /* Sends one response message of a stream and waits until gRPC has taken it
  * (flow control: a slow client slows the handler, nothing piles up).
  * Returns 0, or -1 when the client has gone (cancelled, deadline passed,
- * connection lost): the handler should stop and return. */
+ * connection lost) or stalled (no progress within the server's
+ * stream_progress_ms: the call is cancelled): the handler should stop and
+ * return. */
 int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len);
 
 /* A server-streaming handler: sends any number of messages with
@@ -125,6 +127,11 @@ typedef struct rpc_options {
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,
      * clients must present a certificate signed by it (mutual TLS). */
     const char *tls_cert, *tls_key, *tls_client_ca;
+    /* Progress timeout of streaming calls: each send (and, bidirectional,
+     * each receive) must be taken by gRPC within this, or the call is
+     * cancelled (its client stopped reading, flow control holds the send)
+     * and its admission slot given back; 0 = wait for ever. */
+    uint32_t stream_progress_ms;
     /* A connection without calls for this long is closed (GOAWAY); 0 = never. */
     uint32_t idle_timeout_ms;
     /* Listener self-check: every self_check_ms (0 = no checks) the server

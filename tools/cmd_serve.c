@@ -58,6 +58,10 @@ static const char serve_usage[] =
     "                           flags show in ps)\n"
     "  --idle-timeout S         close a connection without calls for S seconds (default 300,\n"
     "                           0 = never)\n"
+    "  --stream-timeout S       a streaming call (StreamCampaignTargets, reflection) whose\n"
+    "                           client takes nothing for S seconds is cancelled and its slot\n"
+    "                           freed: stalled readers cannot hold the 4 slots (default 10,\n"
+    "                           0 = wait for ever)\n"
     "  --self-check-interval S  every S seconds the server connects to its own port; when\n"
     "                           3 checks in a row get no answer (gRPC's listener stops for\n"
     "                           good after running out of descriptors) it stops and exits\n"
@@ -83,6 +87,7 @@ enum {
     OPT_WRITE_TOKEN_FILE,
     OPT_VARIANT,
     OPT_IDLE_TIMEOUT,
+    OPT_STREAM_TIMEOUT,
     OPT_SELF_CHECK,
     OPT_SALT,
     OPT_METRICS_LISTEN,
@@ -170,6 +175,7 @@ int cmd_serve(int argc, char **argv) {
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"reflection", required_argument, 0, OPT_REFLECTION},
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
+        {"stream-timeout", required_argument, 0, OPT_STREAM_TIMEOUT},
         {"self-check-interval", required_argument, 0, OPT_SELF_CHECK},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -180,6 +186,7 @@ int cmd_serve(int argc, char **argv) {
     rpc_options ro = {.listen = "127.0.0.1:50051",
                       .max_message_bytes = 4u << 20,
                       .idle_timeout_ms = 300000,
+                      .stream_progress_ms = 10000,
                       .self_check_ms = 5000};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
@@ -276,6 +283,12 @@ int cmd_serve(int argc, char **argv) {
             uint32_t seconds;
             if (opts_u32("idle-timeout", optarg, 0, 86400, &seconds)) return 2;
             ro.idle_timeout_ms = seconds * 1000;
+            break;
+        }
+        case OPT_STREAM_TIMEOUT: {
+            uint32_t seconds;
+            if (opts_u32("stream-timeout", optarg, 0, 86400, &seconds)) return 2;
+            ro.stream_progress_ms = seconds * 1000;
             break;
         }
         case OPT_SELF_CHECK: {
@@ -448,13 +461,13 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
-             "reflection=%s idle_timeout_s=%u self_check_s=%u",
+             "reflection=%s idle_timeout_s=%u stream_timeout_s=%u self_check_s=%u",
              ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
              ro.write_token ? "required" : "off", reflector ? "on" : "off",
-             ro.idle_timeout_ms / 1000, ro.self_check_ms / 1000);
+             ro.idle_timeout_ms / 1000, ro.stream_progress_ms / 1000, ro.self_check_ms / 1000);
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {

@@ -8,6 +8,7 @@ import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADERS, CONTINUATION, SETTINGS, DATA = 1, 9, 4, 0
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 END_STREAM, END_HEADERS = 0x1, 0x4
 MAX_FRAME = 16384  # the HTTP/2 default SETTINGS_MAX_FRAME_SIZE
 
@@ -181,3 +182,17 @@ def wait_goaway(sock, timeout=20):
             return "eof"
         buf += data
     return None
+
+
+def stalled_stream(address, path, body, window=64):
+    """Opens a server-streaming call with a stream flow-control window of
+    `window` bytes and never reads past it (no WINDOW_UPDATE, nothing read
+    from the socket): the server's next send waits in flow control. Returns
+    the socket; the caller closes it."""
+    host, port = address.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, window)
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0, settings)
+              + frame(HEADERS, END_HEADERS, 1, request_headers(path))
+              + frame(DATA, END_STREAM, 1, grpc_message(body)))
+    return s

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 import attacks
-from conftest import RECD, Server
+from conftest import RECD, Server, train
 
 
 def wait_port(port_file, proc, timeout=20):
@@ -360,3 +360,49 @@ def test_a_dead_listener_stops_the_server_with_status_3(model_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def churn_model(shop, tmp_path_factory):
+    d = tmp_path_factory.mktemp("churn") / "m"
+    train(shop.path, d, "--churn-horizon", "90d")
+    return d
+
+
+def test_stalled_readers_do_not_hold_the_campaign_stream_slots(churn_model, tmp_path, pb):
+    """Six clients open StreamCampaignTargets with a 64-byte window and never
+    read on: four hold the four stream slots (the other two are refused),
+    until the progress timeout (1 s here) cancels them; then a normal
+    client gets its whole stream, and the server's memory stayed bounded."""
+    s = Server(churn_model, tmp_path, "--stream-timeout", "1")
+    stalled = []
+    try:
+        before, _ = attacks.memory_kb(s.proc.pid)
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        path = "/recd.v1.Recommender/StreamCampaignTargets"
+        stalled = [attacks.stalled_stream(s.address, path, b"") for _ in range(6)]
+        time.sleep(0.3)  # all six are in: four hold a slot
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "the slots are held"
+        started = time.monotonic()
+        while True:
+            try:
+                got = list(stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10))
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert time.monotonic() - started < 10, "the stalled readers still hold the slots"
+                time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert len(got) > 100
+        after, peak = attacks.memory_kb(s.proc.pid)
+        print(f"\nstalled readers: a normal client streamed {len(got)} targets after "
+              f"{waited:.1f} s; RSS {before // MB} -> {after // MB} MB (peak {peak // MB} MB)")
+        assert after < before + 50 * MB
+        assert "stream stalled: cancelled" in s.output()
+        assert_serving(s, pb)
+    finally:
+        for sock in stalled:
+            sock.close()
+        assert s.stop() == 0
