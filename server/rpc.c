@@ -116,6 +116,7 @@ struct rpc_server {
     atomic_int stopping;
     atomic_uint in_flight; /* calls arrived and not yet freed */
     char *write_token;     /* NULL = write methods are open */
+    char *read_token;      /* NULL = member-data methods are open */
     uint32_t stream_progress_ms;
 
     rpc_dispatch_fn dispatch;
@@ -508,8 +509,8 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
 
 /* True when the call carries "authorization: Bearer <token>". The compare
  * takes the same time wherever the first difference is. */
-static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
-    size_t want = strlen(s->write_token);
+static int rpc_authorized(const char *token, const rpc_call *c) {
+    size_t want = strlen(token);
     for (size_t i = 0; i < c->request_metadata.count; i++) {
         const grpc_metadata *md = &c->request_metadata.metadata[i];
         if (!grpc_slice_str_cmp(md->key, "authorization")) {
@@ -518,7 +519,7 @@ static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
             if (len != want + 7 || memcmp(v, "Bearer ", 7)) return 0;
             unsigned char diff = 0;
             for (size_t j = 0; j < want; j++)
-                diff |= (unsigned char)(v[7 + j] ^ s->write_token[j]);
+                diff |= (unsigned char)(v[7 + j] ^ token[j]);
             return diff == 0;
         }
     }
@@ -586,10 +587,15 @@ static void rpc_accept(rpc_call *c) {
         char *method = grpc_slice_to_c_string(c->details.method);
         rpc_reply_error(&reply, ERR_UNIMPLEMENTED, "method %s is not implemented by recd", method);
         gpr_free(method);
-    } else if (m->write && s->write_token && !rpc_authorized(s, c)) {
+    } else if (m->write && s->write_token && !rpc_authorized(s->write_token, c)) {
         rpc_reply_error(&reply, ERR_UNAUTHENTICATED,
                         "%s changes data: it needs metadata 'authorization: Bearer <token>' with "
                         "the server's write token",
+                        m->path);
+    } else if (m->member_data && s->read_token && !rpc_authorized(s->read_token, c)) {
+        rpc_reply_error(&reply, ERR_UNAUTHENTICATED,
+                        "%s returns members' personal data: it needs metadata 'authorization: "
+                        "Bearer <token>' with the server's read token (--read-token-file)",
                         m->path);
     } else if (rpc_deadline_passed(c)) {
         rpc_reply_error(&reply, ERR_DEADLINE,
@@ -769,6 +775,7 @@ static void rpc_server_free(rpc_server *s) {
     free(s->pollers);
     free(s->registered);
     free(s->write_token);
+    free(s->read_token);
     free(s->calls);
     free(s->latency);
     free(s->latency_us);
@@ -832,8 +839,9 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->latency = calloc(n + 1, sizeof *s->latency);
     s->latency_us = calloc(n + 1, sizeof *s->latency_us);
     if (o->write_token) s->write_token = strdup(o->write_token);
+    if (o->read_token) s->read_token = strdup(o->read_token);
     if (!s->registered || !s->pollers || !s->calls || !s->latency || !s->latency_us ||
-        (o->write_token && !s->write_token)) {
+        (o->write_token && !s->write_token) || (o->read_token && !s->read_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }

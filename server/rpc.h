@@ -5,8 +5,8 @@
  * dispatcher (the front end, which queues it on the core's scheduler); it
  * answers later, from any thread, with rpc_unary_answer. Streaming calls get
  * a thread of their own here. The pollers answer by themselves what needs
- * no handler: unknown methods (UNIMPLEMENTED), write methods without the
- * bearer token (UNAUTHENTICATED), calls whose deadline has passed
+ * no handler: unknown methods (UNIMPLEMENTED), write and member-data methods
+ * without their bearer token (UNAUTHENTICATED), calls whose deadline has passed
  * (DEADLINE_EXCEEDED) and calls the dispatcher refuses (its error).
  * Handlers run on several threads at once, so they must be thread-safe. */
 #ifndef RECD_RPC_H
@@ -70,7 +70,10 @@ typedef struct rpc_method {
     rpc_handler handler;       /* unary methods (run by whoever dispatch hands the call to) */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
-    int write;               /* changes state: needs the bearer token when one is set */
+    int write; /* changes state: needs the bearer token when one is set */
+    /* Returns members' personal data (churn, spend, segments): needs the
+     * read token when one is set, never the write token (one role each). */
+    int member_data;
     rpc_batch_handler batch; /* optional, unary: for calls that queued up together */
     /* Bidirectional-streaming methods whose every request message gets one
      * response message (handler and stream are NULL). Called once per
@@ -124,6 +127,9 @@ typedef struct rpc_options {
     void *dispatch_ctx; /* of dispatch, admit_stream and stream_done */
     /* Write methods need "authorization: Bearer <write_token>" (NULL = open). */
     const char *write_token;
+    /* Member-data methods need "authorization: Bearer <read_token>" (NULL =
+     * open); the other reads stay open to the web tier whatever is set. */
+    const char *read_token;
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,
      * clients must present a certificate signed by it (mutual TLS). */
     const char *tls_cert, *tls_key, *tls_client_ca;

@@ -731,36 +731,36 @@ int svc_open(core *c, svc **out, err_t *e) {
         rpc_handler handler;
         rpc_batch_handler batch;
         rpc_stream_handler stream;
-        int write;
+        int write, member_data;
         const ProtobufCMessageDescriptor *request;
     } table[] = {
-        {"/recd.v1.Recommender/Recommend", svc_recommend, svc_recommend_batch, NULL, 0,
+        {"/recd.v1.Recommender/Recommend", svc_recommend, svc_recommend_batch, NULL, 0, 0,
          &recd__v1__recommend_request__descriptor},
-        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, NULL, 0,
+        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, NULL, 0, 0,
          &recd__v1__similar_items_request__descriptor},
-        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, NULL, 0,
+        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, NULL, 0, 0,
          &recd__v1__rerank_request__descriptor},
-        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0,
+        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0, 0,
          &recd__v1__get_model_info_request__descriptor},
-        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0,
+        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0, 1,
          &recd__v1__churn_score_request__descriptor},
-        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0,
+        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0, 1,
          &recd__v1__campaign_targets_request__descriptor},
-        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, NULL, 1,
+        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, NULL, 1, 0,
          &recd__v1__record_events_request__descriptor},
-        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, NULL, 1,
+        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, NULL, 1, 0,
          &recd__v1__set_item_availability_request__descriptor},
-        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, NULL, 1,
+        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, NULL, 1, 0,
          &recd__v1__set_item_boosts_request__descriptor},
-        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, NULL, 1,
+        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, NULL, 1, 0,
          &recd__v1__forget_user_request__descriptor},
-        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, NULL, 1,
+        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, NULL, 1, 0,
          &recd__v1__set_personalization_request__descriptor},
-        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, NULL, 1,
+        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, NULL, 1, 0,
          &recd__v1__record_feedback_request__descriptor},
-        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1,
+        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1, 0,
          &recd__v1__set_experiment_request__descriptor},
-        {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0,
+        {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0, 0,
          &grpc__health__v1__health_check_request__descriptor},
     };
     _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
@@ -771,6 +771,7 @@ int svc_open(core *c, svc **out, err_t *e) {
                                      .stream = table[i].stream,
                                      .ctx = s,
                                      .write = table[i].write,
+                                     .member_data = table[i].member_data,
                                      .batch = table[i].batch};
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         s->requests[i] = table[i].request;

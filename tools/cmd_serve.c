@@ -56,6 +56,10 @@ static const char serve_usage[] =
     "                           SetPersonalization, SetExperiment) need 'authorization:\n"
     "                           Bearer <token>' with the token in FILE (a file, not a flag:\n"
     "                           flags show in ps)\n"
+    "  --read-token-file FILE   the member-data RPCs (GetChurnScore, StreamCampaignTargets:\n"
+    "                           churn, spend, segments) need 'authorization: Bearer <token>'\n"
+    "                           with the token in FILE, a marketing token apart from the write\n"
+    "                           token; Recommend and the other reads stay open (default: open)\n"
     "  --idle-timeout S         close a connection without calls for S seconds (default 300,\n"
     "                           0 = never)\n"
     "  --stream-timeout S       a streaming call (StreamCampaignTargets, reflection) whose\n"
@@ -85,6 +89,7 @@ enum {
     OPT_TLS_CLIENT_CA,
     OPT_TLS_REFUSE_EXPIRED,
     OPT_WRITE_TOKEN_FILE,
+    OPT_READ_TOKEN_FILE,
     OPT_VARIANT,
     OPT_IDLE_TIMEOUT,
     OPT_STREAM_TIMEOUT,
@@ -103,7 +108,7 @@ typedef struct serve_metrics {
 
 /* The PEM files and the token named on the command line, read. */
 typedef struct serve_secrets {
-    char *cert, *key, *client_ca, *token;
+    char *cert, *key, *client_ca, *token, *read_token;
 } serve_secrets;
 
 static void secrets_free(serve_secrets *x) {
@@ -111,6 +116,7 @@ static void secrets_free(serve_secrets *x) {
     free(x->key);
     free(x->client_ca);
     free(x->token);
+    free(x->read_token);
 }
 
 /* Reads *path (when set) into *out. Returns 0 or -1 after printing why. */
@@ -168,6 +174,7 @@ int cmd_serve(int argc, char **argv) {
         {"tls-client-ca", required_argument, 0, OPT_TLS_CLIENT_CA},
         {"tls-refuse-expired", no_argument, 0, OPT_TLS_REFUSE_EXPIRED},
         {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
+        {"read-token-file", required_argument, 0, OPT_READ_TOKEN_FILE},
         {"variant", required_argument, 0, OPT_VARIANT},
         {"experiment-salt", required_argument, 0, OPT_SALT},
         {"metrics-listen", required_argument, 0, OPT_METRICS_LISTEN},
@@ -181,6 +188,7 @@ int cmd_serve(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
+    const char *read_token_path = NULL;
     int refuse_expired = 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rpc_options ro = {.listen = "127.0.0.1:50051",
@@ -243,6 +251,9 @@ int cmd_serve(int argc, char **argv) {
             break;
         case OPT_WRITE_TOKEN_FILE:
             token_path = optarg;
+            break;
+        case OPT_READ_TOKEN_FILE:
+            read_token_path = optarg;
             break;
         case OPT_VARIANT: {
             char *eq = strchr(optarg, '=');
@@ -312,12 +323,24 @@ int cmd_serve(int argc, char **argv) {
     if (read_secret("tls-cert", cert_path, 0, &secrets.cert) ||
         read_secret("tls-key", key_path, 0, &secrets.key) ||
         read_secret("tls-client-ca", ca_path, 0, &secrets.client_ca) ||
-        read_secret("write-token-file", token_path, 1, &secrets.token)) {
+        read_secret("write-token-file", token_path, 1, &secrets.token) ||
+        read_secret("read-token-file", read_token_path, 1, &secrets.read_token)) {
         secrets_free(&secrets);
         return 2;
     }
     if (secrets.token && !secrets.token[0]) {
         fprintf(stderr, "recd: --write-token-file: %s is empty\n", token_path);
+        secrets_free(&secrets);
+        return 2;
+    }
+    if (secrets.read_token && !secrets.read_token[0]) {
+        fprintf(stderr, "recd: --read-token-file: %s is empty\n", read_token_path);
+        secrets_free(&secrets);
+        return 2;
+    }
+    if (secrets.read_token && secrets.token && !strcmp(secrets.read_token, secrets.token)) {
+        fprintf(stderr, "recd: --read-token-file and --write-token-file hold the same token: "
+                        "one role each\n");
         secrets_free(&secrets);
         return 2;
     }
@@ -329,6 +352,7 @@ int cmd_serve(int argc, char **argv) {
     ro.tls_key = secrets.key;
     ro.tls_client_ca = secrets.client_ca;
     ro.write_token = secrets.token;
+    ro.read_token = secrets.read_token;
     int status = serve(model_dir, port_file, &sm, &ro, &so, reload, reflection);
     secrets_free(&secrets);
     return status;
@@ -461,13 +485,15 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
+             "read_token=%s "
              "reflection=%s idle_timeout_s=%u stream_timeout_s=%u self_check_s=%u",
              ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
-             ro.write_token ? "required" : "off", reflector ? "on" : "off",
-             ro.idle_timeout_ms / 1000, ro.stream_progress_ms / 1000, ro.self_check_ms / 1000);
+             ro.write_token ? "required" : "off", ro.read_token ? "required" : "off",
+             reflector ? "on" : "off", ro.idle_timeout_ms / 1000, ro.stream_progress_ms / 1000,
+             ro.self_check_ms / 1000);
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {
