@@ -50,7 +50,9 @@ int core__write_records(core *c, evstore *store, const void *records, size_t n,
     }
     err_t why;
     if (good->n_good && evstore_append(store, good->good, good->n_good, NULL, &why)) {
-        log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good, why.msg);
+        char msg[4 * sizeof why.msg];
+        log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good,
+                  log_escape(why.msg, msg, sizeof msg));
         return err_set(e, why.code, "%s not stored: %s", what, why.msg);
     }
     out->accepted = (uint32_t)good->n_good;

@@ -3,7 +3,9 @@ daemon must survive, the descriptor limit, addresses gRPC would wrap,
 compression bombs, idle connections and a listener that died. After each
 attack the server's resident set (VmRSS, and its peak VmHWM) is measured.
 The CONTINUATION flood, which nothing in recd bounds, is in test_proxy.py."""
+import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -406,3 +408,57 @@ def test_stalled_readers_do_not_hold_the_campaign_stream_slots(churn_model, tmp_
         for sock in stalled:
             sock.close()
         assert s.stop() == 0
+
+
+LOGFMT_PAIR = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)')
+
+
+def logfmt_pairs(line):
+    """The key=value pairs of one logfmt line; fails when the line is not
+    made of them alone."""
+    pairs, at = [], 0
+    while at < len(line):
+        m = LOGFMT_PAIR.match(line, at)
+        assert m, f"not logfmt at {at}: {line!r}"
+        pairs.append((m.group(1), m.group(2)))
+        at = m.end()
+    return pairs
+
+
+def no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a duplicate key: {pairs}"
+    return dict(pairs)
+
+
+FORGERIES = ['x" level=error msg="forged" salt="y',
+             'x\nts=2026-01-01T00:00:00.000Z level=error msg="forged"',
+             'x\\" msg=\\"forged']
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_client_strings_cannot_forge_log_lines_or_keys(model_dir, tmp_path, pb, fmt):
+    """SetExperiment's salt and the ids quoted in a failed call's details
+    are the client's: in the log they must stay inside one value of one
+    line (no forged line, key or duplicate JSON key)."""
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--log-format", fmt)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        for forged in FORGERIES:
+            stub.SetExperiment(pb.rec.SetExperimentRequest(salt=forged), timeout=10)
+            with pytest.raises(grpc.RpcError):
+                stub.Recommend(pb.rec.RecommendRequest(user_id="u", k=3, category=forged),
+                               timeout=10)
+        assert_serving(s, pb)
+    finally:
+        out = s.output()
+        assert s.stop() == 0
+    lines = out.splitlines()
+    assert sum("experiment changed" in line for line in lines) == len(FORGERIES)
+    for line in lines:
+        if fmt == "json":
+            fields = json.loads(line, object_pairs_hook=no_duplicates)
+        else:
+            fields = no_duplicates(logfmt_pairs(line))
+        assert "forged" not in fields.get("msg", ""), line
+        assert set(fields) & {"ts", "level", "msg"} == {"ts", "level", "msg"}, line
