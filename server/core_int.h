@@ -49,6 +49,10 @@ typedef struct core__slot {
     char *dir;
     core__model *current;
     char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
+    /* The version folder DIR/current pointed to when current was loaded or
+     * last found to hold it ("" = unknown): the watcher opens a folder only
+     * when this changes. Watcher thread only, after core_open. */
+    char seen_folder[MODEL_VERSION_MAX];
 } core__slot;
 
 struct core {
@@ -94,7 +98,9 @@ void core__release(core__model *sm);
 core__multipliers *core__multipliers_get(core *c, core__model *sm);
 void core__multipliers_release(core__multipliers *mu);
 
-/* Opens the current model of variant v and makes it the one served. */
+/* Opens the current model of variant v and makes it the one served, unless
+ * it is the version served already (a version folder copied under another
+ * name): then only the folder is noted as seen. */
 int core__load(core *c, uint32_t v, err_t *e);
 
 /* Starts the watcher thread (reload_interval_s > 0), which polls the
