@@ -130,9 +130,13 @@ void core_write_metrics(void *ctx, FILE *out) {
             "# HELP recd_events_ingested_total Events stored durably by RecordEvents.\n"
             "# TYPE recd_events_ingested_total counter\nrecd_events_ingested_total %llu\n"
             "# HELP recd_fold_ins_total Recommend calls that folded fresh signals in.\n"
-            "# TYPE recd_fold_ins_total counter\nrecd_fold_ins_total %llu\n",
+            "# TYPE recd_fold_ins_total counter\nrecd_fold_ins_total %llu\n"
+            "# HELP recd_fold_in_capped_total Shoppers whose fold-in read only their newest "
+            "events (more were recorded than one fold-in reads).\n"
+            "# TYPE recd_fold_in_capped_total counter\nrecd_fold_in_capped_total %llu\n",
             (unsigned long long)atomic_load(&c->events_ingested),
-            (unsigned long long)atomic_load(&c->fold_ins));
+            (unsigned long long)atomic_load(&c->fold_ins),
+            (unsigned long long)atomic_load(&c->fold_ins_capped));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "

@@ -44,6 +44,9 @@
 #define CORE_MAX_PRICE 1e9      /* largest unit price of one event */
 #define CORE_MAX_BATCH 32       /* most Recommend requests core_recommend_batch takes */
 #define CORE_TOP_FACTORS 5      /* churn factors a churn score names */
+/* Newest recorded events of a member one fold-in reads: a member (or a
+ * client) with more since the model's data costs no more than this. */
+#define CORE_MAX_FOLD_EVENTS 1000
 
 typedef struct core_options {
     const char *model_dir; /* the model of variant "control" */

@@ -66,8 +66,9 @@ struct core {
     evstore *feedback;          /* NULL without events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
-    evstore *events; /* NULL without events */
-    int events_lock; /* descriptor holding the flock of the events folder, or -1 */
+    atomic_ullong fold_ins_capped; /* shoppers with more than CORE_MAX_FOLD_EVENTS fresh events */
+    evstore *events;               /* NULL without events */
+    int events_lock;               /* descriptor holding the flock of the events folder, or -1 */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EV_TYPE_END];
@@ -153,8 +154,10 @@ typedef struct core__shopper {
 void core__shopper_free(core__shopper *sh);
 
 /* Collects what the request knows of its shopper into *sh (user_id "" =
- * anonymous). Context items count as carted. Errors: ERR_IO (the events
- * cannot be read), ERR_NOMEM. */
+ * anonymous): their newest CORE_MAX_FOLD_EVENTS recorded events at most,
+ * so one heavy member cannot make their calls (and the batch they share)
+ * slow. Context items count as carted. Errors: ERR_IO (the events cannot
+ * be read), ERR_NOMEM. */
 int core__shopper_collect(core *c, const model *m, const char *user_id, char *const *context,
                           size_t n_context, core__shopper *sh, err_t *e);
 
