@@ -201,3 +201,36 @@ def test_a_bidirectional_call_works_through_the_proxy(deployment):
     answers = list(call(iter([list_services, list_services]), timeout=10))
     assert len(answers) == 2 and all(b"recd.v1.Recommender" in a for a in answers)
     channel.close()
+
+
+def test_client_connections_cost_recd_no_descriptors_through_the_proxy(deployment, pb):
+    """gRPC core 1.51 has no connection cap (no channel argument for it), so
+    the proxy is the cap: 300 client connections to HAProxy (each with the
+    HTTP/2 preface, then idle) cost recd no descriptor - HAProxy multiplexes
+    calls onto at most `maxconn 1000` connections to recd and keeps more
+    clients than its own maxconn in the kernel's backlog. The same 300
+    straight at recd cost it 300 descriptors."""
+    recd, proxy = deployment
+    fds = lambda: len(os.listdir(f"/proc/{recd.proc.pid}/fd"))  # noqa: E731
+    assert recommend(proxy.address, pb).items  # the proxy's connection to recd is open
+    before = fds()
+    socks = [attacks.connect(proxy.address) for _ in range(300)]
+    try:
+        time.sleep(0.5)
+        through_proxy = fds() - before
+        assert recommend(proxy.address, pb).items
+    finally:
+        for s in socks:
+            s.close()
+    socks = [attacks.connect(recd.address) for _ in range(300)]
+    try:
+        time.sleep(0.5)
+        direct = fds() - before
+    finally:
+        for s in socks:
+            s.close()
+    print(f"\n300 idle clients: recd descriptors +{through_proxy} through the proxy, "
+          f"+{direct} direct")
+    assert through_proxy <= 2
+    assert direct >= 290
+    assert_both_serving(deployment, pb)
