@@ -196,3 +196,33 @@ def stalled_stream(address, path, body, window=64):
               + frame(HEADERS, END_HEADERS, 1, request_headers(path))
               + frame(DATA, END_STREAM, 1, grpc_message(body)))
     return s
+
+
+def stream_flood(address, n=5000, ack=False, path="/recd.v1.Recommender/Recommend"):
+    """n request HEADERS on one connection, none with a message or
+    END_STREAM: n half-sent calls open at once. With ack the client first
+    acknowledges the server's SETTINGS (its stream limit then binds a
+    conforming client); without, it never does. Returns the number of
+    streams sent before the peer closed."""
+    s = connect(address)
+    sent = 0
+    try:
+        if ack:
+            s.settimeout(5)
+            s.recv(4096)  # the server's SETTINGS
+            s.sendall(frame(SETTINGS, 1, 0, b""))
+        block = request_headers(path)
+        buf = b""
+        for i in range(n):
+            buf += frame(HEADERS, END_HEADERS, 1 + 2 * i, block)
+            if len(buf) > 1 << 16:
+                s.sendall(buf)
+                sent, buf = i + 1, b""
+        s.sendall(buf)
+        sent = n
+        time.sleep(1)
+    except OSError:  # closed by the peer
+        pass
+    finally:
+        s.close()
+    return sent

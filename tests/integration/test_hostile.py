@@ -462,3 +462,23 @@ def test_client_strings_cannot_forge_log_lines_or_keys(model_dir, tmp_path, pb, 
             fields = no_duplicates(logfmt_pairs(line))
         assert "forged" not in fields.get("msg", ""), line
         assert set(fields) & {"ts", "level", "msg"} == {"ts", "level", "msg"}, line
+
+
+def test_a_connection_cannot_open_unbounded_streams(model_dir, tmp_path, pb):
+    """5,000 half-sent calls on one connection: the core's default is no
+    stream limit (20,000 took 240 MB, kept after the close). recd sets 100
+    per connection, which binds every client that acknowledges the server's
+    SETTINGS, as HTTP/2 requires; one that never does is the proxy's
+    (test_proxy.py)."""
+    s = Server(model_dir, tmp_path)
+    try:
+        before, _ = attacks.memory_kb(s.proc.pid)
+        sent = attacks.stream_flood(s.address, 5000, ack=True)
+        time.sleep(0.5)
+        after, peak = attacks.memory_kb(s.proc.pid)
+        print(f"\nstream flood (acknowledged SETTINGS): {sent} streams sent; RSS "
+              f"{before // MB} -> {after // MB} MB, peak {peak // MB} MB")
+        assert peak < before + 16 * MB
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0

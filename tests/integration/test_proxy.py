@@ -234,3 +234,21 @@ def test_client_connections_cost_recd_no_descriptors_through_the_proxy(deploymen
     assert through_proxy <= 2
     assert direct >= 290
     assert_both_serving(deployment, pb)
+
+
+def test_a_stream_flood_without_settings_ack_is_bounded_by_the_proxy(deployment, pb):
+    """5,000 half-sent calls on one connection from a client that never
+    acknowledges SETTINGS, so gRPC core 1.51 would not apply recd's stream
+    limit: HAProxy refuses streams past 100 whatever the client did."""
+    recd, proxy = deployment
+    recd0, _ = attacks.memory_kb(recd.proc.pid)
+    proxy0, _ = attacks.memory_kb(proxy.proc.pid)
+    sent = attacks.stream_flood(proxy.address, 5000, ack=False)
+    time.sleep(0.5)
+    recd1, _ = attacks.memory_kb(recd.proc.pid)
+    proxy1, _ = attacks.memory_kb(proxy.proc.pid)
+    print(f"\nstream flood through the proxy: {sent} streams sent; recd {recd0 // MB} -> "
+          f"{recd1 // MB} MB, haproxy {proxy0 // MB} -> {proxy1 // MB} MB")
+    assert recd1 < recd0 + 16 * MB
+    assert proxy1 < proxy0 + 32 * MB
+    assert_both_serving(deployment, pb)
