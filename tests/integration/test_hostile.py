@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 import attacks
-from conftest import RECD, Server, train
+from conftest import RECD, Server, raw_call, train
 
 
 def wait_port(port_file, proc, timeout=20):
@@ -482,3 +482,26 @@ def test_a_connection_cannot_open_unbounded_streams(model_dir, tmp_path, pb):
         assert_serving(s, pb)
     finally:
         assert s.stop() == 0
+
+
+def test_a_flood_of_bad_calls_does_not_flood_the_log(model_dir, tmp_path, pb):
+    """3,000 calls reset at once (each one a failed call): at most 20
+    "call failed" lines a second reach the log, and the rest are logged as
+    one count, so a client cannot fill the disk through the log."""
+    s = Server(model_dir, tmp_path)
+    try:
+        started = time.monotonic()
+        attacks.rapid_reset(s.address, 3000)
+        time.sleep(1.2)  # a new second: the next failure logs the count held back
+        with pytest.raises(grpc.RpcError):
+            raw_call(s.channel, "/recd.v1.Recommender/Recommend", b"\xff")
+        seconds = time.monotonic() - started
+        assert_serving(s, pb)
+        out = s.output()
+    finally:
+        assert s.stop() == 0
+    logged = out.count('msg="call failed"')
+    held = sum(int(m) for m in re.findall(r'msg="failed calls not logged" held_back=(\d+)', out))
+    print(f"\n3,000 reset calls: {logged} lines logged, {held} held back, in {seconds:.1f} s")
+    assert logged <= 20 * (int(seconds) + 2)
+    assert held > 0
