@@ -79,7 +79,7 @@ static int check_nul(const ProtobufCMessageDescriptor *d, const uint8_t *buf, si
     const uint8_t *p = buf, *end = buf + len;
     uint32_t seen[32] = {0}; /* occurrences of each repeated field so far, for its index */
     while (p < end) {
-        uint64_t key, n;
+        uint64_t key, n = 0;
         if (wire_varint(&p, end, &key)) return ERR_OK;
         switch (key & 7) {
         case 0:
