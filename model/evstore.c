@@ -670,6 +670,55 @@ int evstore_user_events(evstore *s, const char *user, size_t len, int64_t since_
     return rc;
 }
 
+int evstore_user_recent(evstore *s, const char *user, size_t len, int64_t since_ts, size_t max_read,
+                        evstore_visit_fn fn, void *ctx, int *truncated, err_t *e) {
+    if (truncated) *truncated = 0;
+    if (!user || len == 0 || len > EVSTORE_MAX_ID_LEN)
+        return err_set(e, ERR_INVALID, "evstore: user id must be 1 to 256 bytes");
+    /* Keys are prefix + seq (big-endian): the user's last key is below
+     * prefix + 8 bytes of 0xff, so the scan starts there and walks back. */
+    unsigned char prefix[EVS_KEY_MAX];
+    size_t plen = evs_user_prefix(prefix, user, len);
+    memset(prefix + plen, 0xff, 8);
+    MDB_txn *txn;
+    int rc = evs_read_begin(s, &txn, e);
+    if (rc) return rc;
+    MDB_cursor *c;
+    int mrc = mdb_cursor_open(txn, s->by_user, &c);
+    if (mrc) {
+        evs_read_end(s, txn);
+        return evs_mdb_err(e, mrc, "open a cursor");
+    }
+    MDB_val k = {plen + 8, prefix}, v;
+    mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST)
+          : mrc               ? mrc
+                              : mdb_cursor_get(c, &k, &v, MDB_PREV);
+    for (size_t read = 0; !mrc; mrc = mdb_cursor_get(c, &k, &v, MDB_PREV)) {
+        if (k.mv_size != plen + 8 || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (read++ == max_read) {
+            if (truncated) *truncated = 1;
+            break;
+        }
+        if (v.mv_size < EVS_FIXED) {
+            rc = err_set(e, ERR_FORMAT, "evstore: damaged by_user record");
+            break;
+        }
+        evstore_event ev;
+        evs_get_fixed(v.mv_data, &ev);
+        if (ev.ts <= since_ts) continue;
+        ev.user_id = (const char *)k.mv_data + 2;
+        ev.user_len = len;
+        ev.item_id = (const char *)v.mv_data + EVS_FIXED;
+        ev.item_len = v.mv_size - EVS_FIXED;
+        if (fn(ctx, get_u64be((const unsigned char *)k.mv_data + plen), &ev)) break;
+    }
+    if (mrc && mrc != MDB_NOTFOUND) rc = evs_mdb_err(e, mrc, "read by_user");
+    mdb_cursor_close(c);
+    evs_read_end(s, txn);
+    return rc;
+}
+
 int evstore_scan(evstore *s, uint64_t from_seq, evstore_visit_fn fn, void *ctx, err_t *e) {
     MDB_txn *txn;
     int rc = evs_read_begin(s, &txn, e);

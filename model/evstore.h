@@ -98,6 +98,13 @@ typedef int (*evstore_visit_fn)(void *ctx, uint64_t seq, const evstore_event *ev
 int evstore_user_events(evstore *s, const char *user, size_t len, int64_t since_ts,
                         evstore_visit_fn fn, void *ctx, err_t *e);
 
+/* As evstore_user_events, newest first, reading at most max_read of the
+ * user's records (those with ts <= since_ts among them are read, not
+ * visited): the cost of one call is bounded whatever the user recorded.
+ * *truncated (may be NULL) is set when older records were left unread. */
+int evstore_user_recent(evstore *s, const char *user, size_t len, int64_t since_ts, size_t max_read,
+                        evstore_visit_fn fn, void *ctx, int *truncated, err_t *e);
+
 /* Visits every event with seq >= from_seq in sequence order, from one
  * consistent snapshot. Returns ERR_OK, ERR_FORMAT (a damaged record),
  * ERR_INTERNAL. */

@@ -1,9 +1,15 @@
 /* core: the service's lifecycle (open, close), the request checks every
  * operation shares, model info and the core's metrics. The operations
  * themselves are in the core_*.c files core_int.h lists. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core_int.h"
 #include "utf8.h"
@@ -42,6 +48,14 @@ int core__check_ids(const char *field, char *const *ids, size_t n, err_t *e) {
         if (problem) return err_set(e, ERR_INVALID, "%s[%zu] %s", field, i, problem);
     }
     return ERR_OK;
+}
+
+int core__check_durable(const core *c, const char *op, err_t *e) {
+    if (c->events) return ERR_OK;
+    return err_set(e, ERR_PRECONDITION,
+                   "%s needs --events for durability: without an events folder it would be lost "
+                   "on restart",
+                   op);
 }
 
 int core__check_k(uint32_t k, err_t *e) {
@@ -116,9 +130,13 @@ void core_write_metrics(void *ctx, FILE *out) {
             "# HELP recd_events_ingested_total Events stored durably by RecordEvents.\n"
             "# TYPE recd_events_ingested_total counter\nrecd_events_ingested_total %llu\n"
             "# HELP recd_fold_ins_total Recommend calls that folded fresh signals in.\n"
-            "# TYPE recd_fold_ins_total counter\nrecd_fold_ins_total %llu\n",
+            "# TYPE recd_fold_ins_total counter\nrecd_fold_ins_total %llu\n"
+            "# HELP recd_fold_in_capped_total Shoppers whose fold-in read only their newest "
+            "events (more were recorded than one fold-in reads).\n"
+            "# TYPE recd_fold_in_capped_total counter\nrecd_fold_in_capped_total %llu\n",
             (unsigned long long)atomic_load(&c->events_ingested),
-            (unsigned long long)atomic_load(&c->fold_ins));
+            (unsigned long long)atomic_load(&c->fold_ins),
+            (unsigned long long)atomic_load(&c->fold_ins_capped));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "
@@ -157,6 +175,42 @@ static int subdir(char *buf, const char *events_dir, const char *name, err_t *e)
     return ERR_OK;
 }
 
+/* Makes c the one writer of the events folder: an exclusive flock on
+ * "<dir>/serve.lock", held until core_close (the kernel drops it when the
+ * process dies, so a crash leaves no stale lock). A second server on the
+ * folder would keep its own forgotten members, item rules and experiment in
+ * memory and serve what the first was told to stop; it is refused instead.
+ * The pid of the holder is written into the file for the message. */
+static int lock_events_dir(core *c, const char *dir, err_t *e) {
+    char path[4096];
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return err_set(e, ERR_IO, "events folder %s: mkdir: %s", dir, strerror(errno));
+    int rc = subdir(path, dir, "serve.lock", e);
+    if (rc) return rc;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return err_set(e, ERR_IO, "events folder lock %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int busy = errno == EWOULDBLOCK;
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        if (!busy) return err_set(e, ERR_IO, "events folder lock %s: %s", path, strerror(errno));
+        return err_set(e, ERR_PRECONDITION,
+                       "events folder %s is in use by another recd serve (pid %s): one server "
+                       "per events folder",
+                       dir, holder[0] ? holder : "unknown");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    /* The pid is only for the message: the lock holds without it. */
+    int wrote = ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) == len;
+    (void)wrote;
+    c->events_lock = fd;
+    return ERR_OK;
+}
+
 int core_open(const core_options *o, core **out, err_t *e) {
     core *c = calloc(1, sizeof *c);
     if (!c) return err_set(e, ERR_NOMEM, "out of memory");
@@ -164,6 +218,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
     pthread_mutex_init(&c->exp_update, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
     pthread_cond_init(&c->stop_cond, NULL);
+    c->events_lock = -1;
     c->reload_interval_s = o->reload_interval_s;
     memcpy(c->weights, o->event_weights, sizeof c->weights);
     int rc = core__variants(c, o, e);
@@ -173,7 +228,9 @@ int core_open(const core_options *o, core **out, err_t *e) {
         !(rc = subdir(privacy_dir, ev, PRIVACY_DIR, e)) &&
         !(rc = subdir(feedback_dir, ev, "feedback", e)) &&
         !(rc = subdir(exp_dir, ev, "experiment", e))) {
-        if ((rc = evstore_open(ev, NULL, &c->events, e)))
+        if ((rc = lock_events_dir(c, ev, e)))
+            err_wrap(e, "cannot serve");
+        else if ((rc = evstore_open(ev, NULL, &c->events, e)))
             err_wrap(e, "event store %s", ev);
         else if ((rc = evstore_open(feedback_dir, NULL, &c->feedback, e)))
             err_wrap(e, "feedback store %s", feedback_dir);
@@ -210,6 +267,7 @@ void core_close(core *c) {
     catalog_close(c->rules);
     idstate_close(c->privacy);
     idstate_close(c->exp_state);
+    if (c->events_lock >= 0) close(c->events_lock);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->exp_update);
     pthread_mutex_destroy(&c->stop_lock);

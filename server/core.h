@@ -44,6 +44,9 @@
 #define CORE_MAX_PRICE 1e9      /* largest unit price of one event */
 #define CORE_MAX_BATCH 32       /* most Recommend requests core_recommend_batch takes */
 #define CORE_TOP_FACTORS 5      /* churn factors a churn score names */
+/* Newest recorded events of a member one fold-in reads: a member (or a
+ * client) with more since the model's data costs no more than this. */
+#define CORE_MAX_FOLD_EVENTS 1000
 
 typedef struct core_options {
     const char *model_dir; /* the model of variant "control" */
@@ -57,9 +60,9 @@ typedef struct core_options {
     const char *salt;
     double reload_interval_s; /* how often to look for a new publication; 0 = never */
     /* Folder of the durable event store, the item rules (availability,
-     * boosts), privacy choices, feedback and experiment shares; NULL = no
-     * events or feedback kept, the rest kept in memory only (shares: not at
-     * all). */
+     * boosts), privacy choices, feedback and experiment shares; NULL = none
+     * kept: every write is refused (ERR_PRECONDITION), since a restart would
+     * lose it. */
     const char *events_dir;
     /* Weight of one event of each type (index = EventType) in a fold-in, in
      * purchase counts: the confidence is 1 + alpha * sum of weights. */
@@ -253,19 +256,20 @@ typedef struct core_boost {
 } core_boost;
 
 /* Record items' availability / boosts: every entry is checked before any is
- * stored. Errors: ERR_INVALID, ERR_IO (entries before the failing one are
- * stored). */
+ * stored. Errors: ERR_PRECONDITION (no events folder), ERR_INVALID, ERR_IO
+ * (entries before the failing one are stored). */
 int core_set_availability(core *c, const core_availability *items, size_t n, err_t *e);
 int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e);
 
 /* Forgets a member: from now on nothing about them is served, then their
  * recorded events are deleted (*events_deleted of them). Errors:
- * ERR_INVALID, ERR_IO. */
+ * ERR_PRECONDITION (no events folder: the choice would not last), ERR_INVALID,
+ * ERR_IO. */
 int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err_t *e);
 
 /* Opts a member out of personalization (POPULAR lists, no churn profile)
- * or back in. Errors: ERR_INVALID, ERR_PRECONDITION (forgotten members stay
- * out), ERR_IO. */
+ * or back in. Errors: ERR_INVALID, ERR_PRECONDITION (no events folder, or a
+ * forgotten member: they stay out), ERR_IO. */
 int core_set_personalization(core *c, const char *user_id, int opted_out, err_t *e);
 
 typedef struct core_share {
@@ -275,7 +279,8 @@ typedef struct core_share {
 
 /* Sets the salt (when salt is not "") and the shares of the named variants
  * (when n > 0; unnamed ones get 0), stored before they are served. Errors:
- * ERR_INVALID, ERR_IO (the experiment is as it was). */
+ * ERR_PRECONDITION (no events folder), ERR_INVALID, ERR_IO (the experiment is
+ * as it was). */
 int core_set_experiment(core *c, const char *salt, const core_share *shares, size_t n, err_t *e);
 
 /* --- models, churn, campaigns ------------------------------------------------ */

@@ -57,7 +57,7 @@ void core__restore_experiment(core *c) {
     unsigned char state[EXP_STATE_BYTES];
     if (idstate_get(c->exp_state, CORE_EXP_KEY, strlen(CORE_EXP_KEY), state) != ERR_OK) return;
     err_t e;
-    char salt[2 * EXP_MAX_SALT + 8], why[sizeof e.msg + 8];
+    char salt[4 * EXP_MAX_SALT + 8], why[4 * sizeof e.msg + 8];
     if (exp_restore(&c->exp, state, &e)) {
         log_warn("msg=\"stored experiment shares not used, the flags' are\" reason=\"%s\"",
                  log_escape(e.msg, why, sizeof why));
@@ -126,6 +126,7 @@ int core_record_feedback(core *c, const core_feedback *feedback, size_t n, core_
  * current when it is written back. */
 int core_set_experiment(core *c, const char *salt, const core_share *req_shares, size_t n,
                         err_t *e) {
+    if (core__check_durable(c, "SetExperiment", e)) return e->code;
     size_t salt_len = strlen(salt);
     pthread_mutex_lock(&c->exp_update);
     pthread_mutex_lock(&c->lock);
@@ -164,6 +165,9 @@ int core_set_experiment(core *c, const char *salt, const core_share *req_shares,
         pthread_mutex_unlock(&c->lock);
     }
     pthread_mutex_unlock(&c->exp_update);
-    if (!err) log_info("msg=\"experiment changed\" salt=%s variants=%u", x.salt, x.n);
+    char logged[4 * EXP_MAX_SALT + 8]; /* the client's salt: escaped, it forges nothing */
+    if (!err)
+        log_info("msg=\"experiment changed\" salt=\"%s\" variants=%u",
+                 log_escape(x.salt, logged, sizeof logged), x.n);
     return err;
 }

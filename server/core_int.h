@@ -49,6 +49,10 @@ typedef struct core__slot {
     char *dir;
     core__model *current;
     char failed_version[MODEL_VERSION_MAX]; /* last version that would not open */
+    /* The version folder DIR/current pointed to when current was loaded or
+     * last found to hold it ("" = unknown): the watcher opens a folder only
+     * when this changes. Watcher thread only, after core_open. */
+    char seen_folder[MODEL_VERSION_MAX];
 } core__slot;
 
 struct core {
@@ -62,7 +66,9 @@ struct core {
     evstore *feedback;          /* NULL without events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
-    evstore *events; /* NULL without events */
+    atomic_ullong fold_ins_capped; /* shoppers with more than CORE_MAX_FOLD_EVENTS fresh events */
+    evstore *events;               /* NULL without events */
+    int events_lock;               /* descriptor holding the flock of the events folder, or -1 */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
     float weights[EV_TYPE_END];
@@ -93,7 +99,9 @@ void core__release(core__model *sm);
 core__multipliers *core__multipliers_get(core *c, core__model *sm);
 void core__multipliers_release(core__multipliers *mu);
 
-/* Opens the current model of variant v and makes it the one served. */
+/* Opens the current model of variant v and makes it the one served, unless
+ * it is the version served already (a version folder copied under another
+ * name): then only the folder is noted as seen. */
 int core__load(core *c, uint32_t v, err_t *e);
 
 /* Starts the watcher thread (reload_interval_s > 0), which polls the
@@ -112,6 +120,11 @@ const char *core__id_problem(const char *id);
 int core__check_id(const char *field, const char *id, err_t *e);
 int core__check_ids(const char *field, char *const *ids, size_t n, err_t *e);
 int core__check_k(uint32_t k, err_t *e);
+
+/* ERR_OK when c keeps its state under an events folder; else
+ * ERR_PRECONDITION naming op: a write that a restart would lose is never
+ * answered OK (privacy choices above all). */
+int core__check_durable(const core *c, const char *op, err_t *e);
 
 /* The member's privacy choice. */
 privacy_state core__privacy(core *c, const char *user, size_t len);
@@ -141,8 +154,10 @@ typedef struct core__shopper {
 void core__shopper_free(core__shopper *sh);
 
 /* Collects what the request knows of its shopper into *sh (user_id "" =
- * anonymous). Context items count as carted. Errors: ERR_IO (the events
- * cannot be read), ERR_NOMEM. */
+ * anonymous): their newest CORE_MAX_FOLD_EVENTS recorded events at most,
+ * so one heavy member cannot make their calls (and the batch they share)
+ * slow. Context items count as carted. Errors: ERR_IO (the events cannot
+ * be read), ERR_NOMEM. */
 int core__shopper_collect(core *c, const model *m, const char *user_id, char *const *context,
                           size_t n_context, core__shopper *sh, err_t *e);
 

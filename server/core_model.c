@@ -65,10 +65,28 @@ core__multipliers *core__multipliers_get(core *c, core__model *sm) {
 }
 
 int core__load(core *c, uint32_t v, err_t *e) {
+    core__slot *slot = &c->slots[v];
+    char folder[MODEL_VERSION_MAX] = "";
+    err_t ignored;
+    /* Read before the open: a publication in between makes the folder seen
+     * stale, and the next look opens it again. A dir that is a version
+     * folder itself has no current link: "" then. */
+    if (model_current_version(slot->dir, folder, &ignored)) folder[0] = '\0';
     model *m;
-    int rc = model_open(c->slots[v].dir, &m, e);
+    int rc = model_open(slot->dir, &m, e);
     if (rc) return rc;
     const model_meta *meta = model_info(m);
+    core__model *served = slot->current; /* the watcher's own slot: not swapped meanwhile */
+    if (served && !strcmp(model_info(served->m)->version, meta->version)) {
+        /* The same publication under another folder name (a copied version
+         * folder): the model's own version decides, not its folder's name. */
+        log_info("msg=\"model folder holds the served version: not reloaded\" variant=%s "
+                 "folder=%s version=%s",
+                 c->exp.names[v], folder, meta->version);
+        model_close(m);
+        memcpy(slot->seen_folder, folder, sizeof folder);
+        return ERR_OK;
+    }
     core__model *sm = calloc(1, sizeof *sm);
     if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
         free(sm);
@@ -87,6 +105,7 @@ int core__load(core *c, uint32_t v, err_t *e) {
     core__model *old = c->slots[v].current;
     c->slots[v].current = sm;
     pthread_mutex_unlock(&c->lock);
+    memcpy(slot->seen_folder, folder, sizeof folder);
     if (old) core__release(old);
     return ERR_OK;
 }
@@ -108,11 +127,11 @@ static void *core__watch(void *arg) {
         for (uint32_t v = 0; v < c->exp.n; v++) {
             core__slot *slot = &c->slots[v];
             char version[MODEL_VERSION_MAX];
-            core__model *sm = core__acquire_variant(c, v);
+            /* A new folder name is looked into once; core__load reloads only
+             * when the model in it is another version. */
             int changed = model_current_version(slot->dir, version, NULL) == ERR_OK &&
-                          strcmp(version, model_info(sm->m)->version) != 0 &&
+                          strcmp(version, slot->seen_folder) != 0 &&
                           strcmp(version, slot->failed_version) != 0;
-            core__release(sm);
             err_t e;
             if (changed && core__load(c, v, &e)) {
                 log_error("msg=\"new model refused, still serving the old one\" variant=%s "

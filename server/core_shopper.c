@@ -105,9 +105,12 @@ int core__shopper_collect(core *c, const model *m, const char *user_id, char *co
         uint32_t u;
         if (model_user_index(m, user_id, strlen(user_id), &u) == ERR_OK) sh->user = u;
         err_t why;
-        if (c->events && evstore_user_events(c->events, user_id, strlen(user_id),
-                                             model_info(m)->data_until, shopper_visit, sh, &why))
+        int capped = 0;
+        if (c->events &&
+            evstore_user_recent(c->events, user_id, strlen(user_id), model_info(m)->data_until,
+                                CORE_MAX_FOLD_EVENTS, shopper_visit, sh, &capped, &why))
             return err_set(e, why.code, "cannot read the user's events: %s", why.msg);
+        if (capped) atomic_fetch_add(&c->fold_ins_capped, 1);
     }
     for (size_t i = 0; i < n_context; i++) {
         uint32_t item;

@@ -50,7 +50,9 @@ int core__write_records(core *c, evstore *store, const void *records, size_t n,
     }
     err_t why;
     if (good->n_good && evstore_append(store, good->good, good->n_good, NULL, &why)) {
-        log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good, why.msg);
+        char msg[4 * sizeof why.msg];
+        log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good,
+                  log_escape(why.msg, msg, sizeof msg));
         return err_set(e, why.code, "%s not stored: %s", what, why.msg);
     }
     out->accepted = (uint32_t)good->n_good;
@@ -117,6 +119,7 @@ int core_record_events(core *c, const core_event *events, size_t n, core_write_r
 /* --- item rules: availability and boosts ----------------------------------- */
 
 int core_set_availability(core *c, const core_availability *items, size_t n, err_t *e) {
+    if (core__check_durable(c, "SetItemAvailability", e)) return e->code;
     if (n > CORE_MAX_LIST)
         return err_set(e, ERR_INVALID, "%zu items, more than %d", n, CORE_MAX_LIST);
     /* All or nothing: a bad entry is reported before anything changes. */
@@ -134,6 +137,7 @@ int core_set_availability(core *c, const core_availability *items, size_t n, err
 }
 
 int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
+    if (core__check_durable(c, "SetItemBoosts", e)) return e->code;
     if (n > CORE_MAX_LIST)
         return err_set(e, ERR_INVALID, "%zu boosts, more than %d", n, CORE_MAX_LIST);
     for (size_t i = 0; i < n; i++) {
@@ -157,7 +161,8 @@ int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
 
 int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err_t *e) {
     *events_deleted = 0;
-    int err = core__check_id("user_id", user_id, e);
+    int err = core__check_durable(c, "ForgetUser", e);
+    if (!err) err = core__check_id("user_id", user_id, e);
     if (err) return err;
     size_t n = strlen(user_id);
     unsigned char forgotten = PRIVACY_FORGOTTEN;
@@ -166,14 +171,15 @@ int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err
      * whatever happens to the deletion below. */
     if (idstate_put(c->privacy, user_id, n, &forgotten, &why))
         return err_set(e, why.code, "not stored: %s", why.msg);
-    if (c->events && evstore_forget_user(c->events, user_id, n, events_deleted, &why))
+    if (evstore_forget_user(c->events, user_id, n, events_deleted, &why))
         return err_set(e, why.code, "events not deleted: %s", why.msg);
     log_info("msg=\"member forgotten\" events_deleted=%llu", (unsigned long long)*events_deleted);
     return ERR_OK;
 }
 
 int core_set_personalization(core *c, const char *user_id, int opted_out, err_t *e) {
-    int err = core__check_id("user_id", user_id, e);
+    int err = core__check_durable(c, "SetPersonalization", e);
+    if (!err) err = core__check_id("user_id", user_id, e);
     if (err) return err;
     size_t n = strlen(user_id);
     if (core__privacy(c, user_id, n) == PRIVACY_FORGOTTEN)

@@ -51,6 +51,14 @@
  * ping is not answered in time: peers that vanished free their descriptor. */
 #define RPC_KEEPALIVE_MS 60000
 #define RPC_KEEPALIVE_TIMEOUT_MS 20000
+/* Concurrent streams (calls) of one connection; HAProxy's
+ * tune.h2.max-concurrent-streams is the same. */
+#define RPC_MAX_STREAMS_PER_CONNECTION 100
+/* "call failed" lines a second at most: every failure of a client is
+ * counted in the metrics, but a client sending bad calls as fast as it can
+ * (100,000 reset streams made 26,000 lines in seconds) must not fill the
+ * disk with the log. The lines held back are logged as one count. */
+#define RPC_FAIL_LOGS_PER_S 20
 /* Failed self-checks in a row that make the listener dead. */
 #define RPC_SELF_CHECK_FAILS 3
 
@@ -100,8 +108,9 @@ struct rpc_stream {
     _Atomic call_state state; /* STREAM_BATCH */
     struct rpc_unary *call;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* on CLOCK_MONOTONIC, for the progress timeout */
     int pending, success, sent_initial;
+    int stalled; /* cancelled for want of progress: later batches wait for ever */
 };
 
 struct rpc_server {
@@ -115,6 +124,8 @@ struct rpc_server {
     atomic_int stopping;
     atomic_uint in_flight; /* calls arrived and not yet freed */
     char *write_token;     /* NULL = write methods are open */
+    char *read_token;      /* NULL = member-data methods are open */
+    uint32_t stream_progress_ms;
 
     rpc_dispatch_fn dispatch;
     rpc_stream_admit_fn admit_stream;
@@ -133,6 +144,12 @@ struct rpc_server {
     atomic_ullong (*calls)[ERR_STATUSES];
     atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
     atomic_ullong *latency_us;                 /* sum, microseconds */
+
+    /* Rate limit of the failure lines (rpc_log_failure). */
+    pthread_mutex_t fail_log_lock;
+    double fail_log_window; /* clock_seconds() the current second began */
+    uint32_t fail_logged;   /* lines in the current second */
+    uint64_t fail_held;     /* lines held back since the last count was logged */
 
     /* The listener self-check (rpc_watchdog_main). */
     struct sockaddr_storage self_addr;
@@ -250,16 +267,41 @@ static void rpc_observe(rpc_call *c, int status) {
     atomic_fetch_add(&s->latency_us[m], (unsigned long long)(seconds * 1e6));
 }
 
+/* Logs a failed call (what: "call failed", "stream failed"), at most
+ * RPC_FAIL_LOGS_PER_S lines a second; the count held back is logged with
+ * the first line of a later second. */
+static void rpc_log_failure(rpc_call *c, const char *what, int status, const char *msg) {
+    rpc_server *s = c->poller->server;
+    double now = clock_seconds();
+    uint64_t held = 0;
+    pthread_mutex_lock(&s->fail_log_lock);
+    if (now - s->fail_log_window >= 1.0) {
+        held = s->fail_held;
+        s->fail_held = 0;
+        s->fail_logged = 0;
+        s->fail_log_window = now;
+    }
+    int log_it = s->fail_logged < RPC_FAIL_LOGS_PER_S;
+    if (log_it)
+        s->fail_logged++;
+    else
+        s->fail_held++;
+    pthread_mutex_unlock(&s->fail_log_lock);
+    if (held)
+        log_warn("msg=\"failed calls not logged\" held_back=%llu limit_per_s=%d",
+                 (unsigned long long)held, RPC_FAIL_LOGS_PER_S);
+    if (!log_it) return;
+    /* Details often quote what the client sent: escaped, it cannot forge a
+     * line or a key of the log. */
+    char details[sizeof((err_t *)0)->msg * 4];
+    log_warn("msg=\"%s\" method=%s status=%d details=\"%s\"", what, rpc_method_name(c), status,
+             log_escape(msg, details, sizeof details));
+}
+
 static void rpc_send_answer(rpc_call *c, rpc_reply *reply) {
     int status = err_to_status(reply->err.code);
     rpc_observe(c, status);
-    if (status != ERR_STATUS_OK) {
-        /* Details often quote what the client sent: escaped, it cannot forge
-         * a line or a key of the log. */
-        char details[sizeof reply->err.msg * 4];
-        log_warn("msg=\"call failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 status, log_escape(reply->err.msg, details, sizeof details));
-    }
+    if (status != ERR_STATUS_OK) rpc_log_failure(c, "call failed", status, reply->err.msg);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -298,16 +340,44 @@ static int rpc_deadline_passed(const rpc_call *c) {
 /* --- streaming calls -------------------------------------------------------- */
 
 /* Starts a batch of a stream's call and waits for the poller to report its
- * completion. Returns 1 when the batch succeeded. */
+ * completion. Returns 1 when the batch succeeded. A batch not done within
+ * the server's stream_progress_ms (a client that stopped reading holds a
+ * send in flow control for as long as it likes, and with it a thread and
+ * one of the few stream slots) cancels the call: the batch then completes
+ * at once, failed, and so does every later one. */
 static int rpc_stream_batch(rpc_stream *st, grpc_op *ops, size_t n) {
+    rpc_call *c = st->call;
+    uint32_t limit_ms = c->poller->server->stream_progress_ms;
     pthread_mutex_lock(&st->lock);
     st->pending = 1;
-    if (grpc_call_start_batch(st->call->call, ops, n, st, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(c->call, ops, n, st, NULL) != GRPC_CALL_OK) {
         pthread_mutex_unlock(&st->lock);
         return 0;
     }
-    while (st->pending)
-        pthread_cond_wait(&st->cond, &st->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += limit_ms / 1000;
+    until.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (st->pending) {
+        if (!limit_ms || st->stalled) {
+            pthread_cond_wait(&st->cond, &st->lock);
+        } else if (pthread_cond_timedwait(&st->cond, &st->lock, &until) == ETIMEDOUT &&
+                   st->pending) {
+            st->stalled = 1;
+            pthread_mutex_unlock(&st->lock);
+            log_warn("msg=\"stream stalled: cancelled\" method=%s progress_timeout_ms=%u",
+                     rpc_method_name(c), limit_ms);
+            grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                         "the client took nothing of the stream within the "
+                                         "server's progress timeout",
+                                         NULL);
+            pthread_mutex_lock(&st->lock);
+        }
+    }
     int ok = st->success;
     pthread_mutex_unlock(&st->lock);
     return ok;
@@ -411,11 +481,7 @@ static void *rpc_stream_main(void *arg) {
     free(reply.body);
     int status = err_to_status(reply.err.code);
     rpc_observe(c, status);
-    if (status != ERR_STATUS_OK) {
-        char details[sizeof reply.err.msg * 4];
-        log_warn("msg=\"stream failed\" method=%s status=%d details=\"%s\"", rpc_method_name(c),
-                 status, log_escape(reply.err.msg, details, sizeof details));
-    }
+    if (status != ERR_STATUS_OK) rpc_log_failure(c, "stream failed", status, reply.err.msg);
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -453,7 +519,11 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
         st->state = STREAM_BATCH;
         st->call = c;
         pthread_mutex_init(&st->lock, NULL);
-        pthread_cond_init(&st->cond, NULL);
+        pthread_condattr_t monotonic;
+        pthread_condattr_init(&monotonic);
+        pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->cond, &monotonic);
+        pthread_condattr_destroy(&monotonic);
     }
     int failed = !st || pthread_create(&thread, &attr, rpc_stream_main, st);
     pthread_attr_destroy(&attr);
@@ -474,8 +544,8 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
 
 /* True when the call carries "authorization: Bearer <token>". The compare
  * takes the same time wherever the first difference is. */
-static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
-    size_t want = strlen(s->write_token);
+static int rpc_authorized(const char *token, const rpc_call *c) {
+    size_t want = strlen(token);
     for (size_t i = 0; i < c->request_metadata.count; i++) {
         const grpc_metadata *md = &c->request_metadata.metadata[i];
         if (!grpc_slice_str_cmp(md->key, "authorization")) {
@@ -484,7 +554,7 @@ static int rpc_authorized(const rpc_server *s, const rpc_call *c) {
             if (len != want + 7 || memcmp(v, "Bearer ", 7)) return 0;
             unsigned char diff = 0;
             for (size_t j = 0; j < want; j++)
-                diff |= (unsigned char)(v[7 + j] ^ s->write_token[j]);
+                diff |= (unsigned char)(v[7 + j] ^ token[j]);
             return diff == 0;
         }
     }
@@ -552,10 +622,15 @@ static void rpc_accept(rpc_call *c) {
         char *method = grpc_slice_to_c_string(c->details.method);
         rpc_reply_error(&reply, ERR_UNIMPLEMENTED, "method %s is not implemented by recd", method);
         gpr_free(method);
-    } else if (m->write && s->write_token && !rpc_authorized(s, c)) {
+    } else if (m->write && s->write_token && !rpc_authorized(s->write_token, c)) {
         rpc_reply_error(&reply, ERR_UNAUTHENTICATED,
                         "%s changes data: it needs metadata 'authorization: Bearer <token>' with "
                         "the server's write token",
+                        m->path);
+    } else if (m->member_data && s->read_token && !rpc_authorized(s->read_token, c)) {
+        rpc_reply_error(&reply, ERR_UNAUTHENTICATED,
+                        "%s returns members' personal data: it needs metadata 'authorization: "
+                        "Bearer <token>' with the server's read token (--read-token-file)",
                         m->path);
     } else if (rpc_deadline_passed(c)) {
         rpc_reply_error(&reply, ERR_DEADLINE,
@@ -735,12 +810,14 @@ static void rpc_server_free(rpc_server *s) {
     free(s->pollers);
     free(s->registered);
     free(s->write_token);
+    free(s->read_token);
     free(s->calls);
     free(s->latency);
     free(s->latency_us);
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
     pthread_mutex_destroy(&s->watchdog_lock);
+    pthread_mutex_destroy(&s->fail_log_lock);
     pthread_cond_destroy(&s->watchdog_wake);
     free(s);
     grpc_shutdown();
@@ -776,12 +853,14 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     pthread_mutex_init(&s->streams_lock, NULL);
     pthread_cond_init(&s->streams_done, NULL);
     pthread_mutex_init(&s->watchdog_lock, NULL);
+    pthread_mutex_init(&s->fail_log_lock, NULL);
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_cond_init(&s->watchdog_wake, &monotonic);
     pthread_condattr_destroy(&monotonic);
     s->self_check_ms = o->self_check_ms;
+    s->stream_progress_ms = o->stream_progress_ms;
     s->on_listener_dead = o->on_listener_dead;
     s->listener_dead_ctx = o->listener_dead_ctx;
     s->methods = methods;
@@ -797,8 +876,9 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->latency = calloc(n + 1, sizeof *s->latency);
     s->latency_us = calloc(n + 1, sizeof *s->latency_us);
     if (o->write_token) s->write_token = strdup(o->write_token);
+    if (o->read_token) s->read_token = strdup(o->read_token);
     if (!s->registered || !s->pollers || !s->calls || !s->latency || !s->latency_us ||
-        (o->write_token && !s->write_token)) {
+        (o->write_token && !s->write_token) || (o->read_token && !s->read_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
     }
@@ -812,6 +892,13 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
         args[n_args++].value.integer = (int)(v);                                                   \
     } while (0)
     RPC_ARG_INT(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, o->max_message_bytes);
+    /* Streams one connection may have open: the core's default is no
+     * limit, and 5,000 half-sent requests on one connection took 80 MB
+     * (20,000: 240 MB, kept after it closed). A client that opens more
+     * loses the connection - once it has acknowledged the server's
+     * SETTINGS: the core applies acknowledged settings only, so a client
+     * that never acknowledges is the proxy's to stop. */
+    RPC_ARG_INT(GRPC_ARG_MAX_CONCURRENT_STREAMS, RPC_MAX_STREAMS_PER_CONNECTION);
     /* Two servers on one port would split traffic unpredictably. */
     RPC_ARG_INT(GRPC_ARG_ALLOW_REUSEPORT, 0);
     /* Compressed requests: identity only. The core inflates a gzip message

@@ -5,8 +5,8 @@
  * dispatcher (the front end, which queues it on the core's scheduler); it
  * answers later, from any thread, with rpc_unary_answer. Streaming calls get
  * a thread of their own here. The pollers answer by themselves what needs
- * no handler: unknown methods (UNIMPLEMENTED), write methods without the
- * bearer token (UNAUTHENTICATED), calls whose deadline has passed
+ * no handler: unknown methods (UNIMPLEMENTED), write and member-data methods
+ * without their bearer token (UNAUTHENTICATED), calls whose deadline has passed
  * (DEADLINE_EXCEEDED) and calls the dispatcher refuses (its error).
  * Handlers run on several threads at once, so they must be thread-safe. */
 #ifndef RECD_RPC_H
@@ -43,7 +43,9 @@ typedef struct rpc_stream rpc_stream;
 /* Sends one response message of a stream and waits until gRPC has taken it
  * (flow control: a slow client slows the handler, nothing piles up).
  * Returns 0, or -1 when the client has gone (cancelled, deadline passed,
- * connection lost): the handler should stop and return. */
+ * connection lost) or stalled (no progress within the server's
+ * stream_progress_ms: the call is cancelled): the handler should stop and
+ * return. */
 int rpc_stream_send(rpc_stream *st, const uint8_t *msg, size_t len);
 
 /* A server-streaming handler: sends any number of messages with
@@ -68,7 +70,10 @@ typedef struct rpc_method {
     rpc_handler handler;       /* unary methods (run by whoever dispatch hands the call to) */
     rpc_stream_handler stream; /* server-streaming methods (handler is NULL) */
     void *ctx;
-    int write;               /* changes state: needs the bearer token when one is set */
+    int write; /* changes state: needs the bearer token when one is set */
+    /* Returns members' personal data (churn, spend, segments): needs the
+     * read token when one is set, never the write token (one role each). */
+    int member_data;
     rpc_batch_handler batch; /* optional, unary: for calls that queued up together */
     /* Bidirectional-streaming methods whose every request message gets one
      * response message (handler and stream are NULL). Called once per
@@ -122,9 +127,17 @@ typedef struct rpc_options {
     void *dispatch_ctx; /* of dispatch, admit_stream and stream_done */
     /* Write methods need "authorization: Bearer <write_token>" (NULL = open). */
     const char *write_token;
+    /* Member-data methods need "authorization: Bearer <read_token>" (NULL =
+     * open); the other reads stay open to the web tier whatever is set. */
+    const char *read_token;
     /* TLS: PEM certificate chain and key (both or neither); with client_ca,
      * clients must present a certificate signed by it (mutual TLS). */
     const char *tls_cert, *tls_key, *tls_client_ca;
+    /* Progress timeout of streaming calls: each send (and, bidirectional,
+     * each receive) must be taken by gRPC within this, or the call is
+     * cancelled (its client stopped reading, flow control holds the send)
+     * and its admission slot given back; 0 = wait for ever. */
+    uint32_t stream_progress_ms;
     /* A connection without calls for this long is closed (GOAWAY); 0 = never. */
     uint32_t idle_timeout_ms;
     /* Listener self-check: every self_check_ms (0 = no checks) the server

@@ -12,6 +12,7 @@
 struct svc {
     core *core;
     rpc_method methods[14];
+    const ProtobufCMessageDescriptor *requests[14]; /* each method's request message */
 };
 
 /* The C tables of event and feedback types, strategies and target orders
@@ -51,6 +52,78 @@ static void reply_pack(rpc_reply *reply, const ProtobufCMessage *msg) {
     }
     reply->len = protobuf_c_message_pack(msg, reply->body);
     reply->err.code = ERR_OK;
+}
+
+/* Reads a varint at *p (< end) and moves past it; -1 when it is cut short. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return 0;
+    }
+    return -1;
+}
+
+#define SVC_NUL_DEPTH 8 /* nesting the NUL check follows (recd's messages have 2) */
+
+/* ERR_OK, or ERR_INVALID naming the first string field of the message d in
+ * buf/len (nested messages included, "events[2].user_id") that holds a NUL
+ * byte: protobuf-c hands strings on NUL-terminated, so the core would see
+ * an id cut at the NUL - another member's, or a different item - instead
+ * of the one sent. Reads the wire itself, since the unpacked message no
+ * longer knows the lengths; what is malformed is left to the unpacker.
+ * at is the field path so far. */
+static int check_nul(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                     const char *at, int depth, err_t *e) {
+    const uint8_t *p = buf, *end = buf + len;
+    uint32_t seen[32] = {0}; /* occurrences of each repeated field so far, for its index */
+    while (p < end) {
+        uint64_t key, n = 0;
+        if (wire_varint(&p, end, &key)) return ERR_OK;
+        switch (key & 7) {
+        case 0:
+            if (wire_varint(&p, end, &n)) return ERR_OK;
+            continue;
+        case 1:
+            if (end - p < 8) return ERR_OK;
+            p += 8;
+            continue;
+        case 5:
+            if (end - p < 4) return ERR_OK;
+            p += 4;
+            continue;
+        case 2:
+            if (wire_varint(&p, end, &n) || n > (uint64_t)(end - p)) return ERR_OK;
+            break;
+        default:
+            return ERR_OK;
+        }
+        const ProtobufCFieldDescriptor *f =
+            key >> 3 <= UINT32_MAX
+                ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                : NULL;
+        if (f && (f->type == PROTOBUF_C_TYPE_STRING ||
+                  (f->type == PROTOBUF_C_TYPE_MESSAGE && depth < SVC_NUL_DEPTH))) {
+            size_t idx = (size_t)(f - d->fields);
+            char here[256];
+            if (f->label == PROTOBUF_C_LABEL_REPEATED)
+                snprintf(here, sizeof here, "%s%s%s[%u]", at, *at ? "." : "", f->name,
+                         idx < 32 ? seen[idx]++ : 0);
+            else
+                snprintf(here, sizeof here, "%s%s%s", at, *at ? "." : "", f->name);
+            if (f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, (size_t)n))
+                return err_set(e, ERR_INVALID,
+                               "%s contains a NUL byte: ids and names must not (it would be "
+                               "read cut short)",
+                               here);
+            if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                check_nul(f->descriptor, p, (size_t)n, here, depth + 1, e))
+                return e->code;
+        }
+        p += n;
+    }
+    return ERR_OK;
 }
 
 /* n entries of size bytes for a request of n records, or NULL: then the
@@ -501,6 +574,8 @@ static int target_send(void *ctx, const core_target *t) {
 static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
                                  rpc_reply *reply) {
     svc *s = ctx;
+    if (check_nul(&recd__v1__campaign_targets_request__descriptor, req, len, "", 0, &reply->err))
+        return;
     Recd__V1__CampaignTargetsRequest *rq =
         recd__v1__campaign_targets_request__unpack(NULL, len, req);
     if (!rq) {
@@ -572,6 +647,16 @@ static void svc_refuse(sched_job *job, const err_t *why) {
     free(call);
 }
 
+/* The request message of m, one of the svc's methods (m is the server's
+ * copy of the row, its path the row's). */
+static const ProtobufCMessageDescriptor *svc_request_of(const rpc_method *m) {
+    const svc *s = m->ctx;
+    size_t i = 0;
+    while (s->methods[i].path != m->path)
+        i++;
+    return s->requests[i];
+}
+
 /* Runs calls of one method: its handler for one, its batch handler for
  * more (the scheduler gives several only to methods with a batch key). */
 static void svc_run(sched_job *const *jobs, size_t n) {
@@ -580,10 +665,13 @@ static void svc_run(sched_job *const *jobs, size_t n) {
     uint8_t *reqs[SCHED_MAX_BATCH];
     size_t lens[SCHED_MAX_BATCH], run[SCHED_MAX_BATCH], n_run = 0;
     const rpc_method *m = rpc_unary_method(((svc_call *)jobs[0])->u);
+    const ProtobufCMessageDescriptor *d = svc_request_of(m);
     for (size_t i = 0; i < n; i++) {
         calls[i] = (svc_call *)jobs[i];
         replies[i] = (rpc_reply){.err.code = ERR_OK};
-        if ((reqs[i] = rpc_unary_request(calls[i]->u, &lens[i], &replies[i]))) run[n_run++] = i;
+        if (!(reqs[i] = rpc_unary_request(calls[i]->u, &lens[i], &replies[i]))) continue;
+        if (check_nul(d, reqs[i], lens[i], "", 0, &replies[i].err)) continue;
+        run[n_run++] = i;
     }
     if (n_run == 1) {
         m->handler(m->ctx, reqs[run[0]], lens[run[0]], &replies[run[0]]);
@@ -643,22 +731,37 @@ int svc_open(core *c, svc **out, err_t *e) {
         rpc_handler handler;
         rpc_batch_handler batch;
         rpc_stream_handler stream;
-        int write;
+        int write, member_data;
+        const ProtobufCMessageDescriptor *request;
     } table[] = {
-        {"/recd.v1.Recommender/Recommend", svc_recommend, svc_recommend_batch, NULL, 0},
-        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, NULL, 0},
-        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, NULL, 0},
-        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0},
-        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0},
-        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0},
-        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, NULL, 1},
-        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, NULL, 1},
-        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, NULL, 1},
-        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, NULL, 1},
-        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, NULL, 1},
-        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, NULL, 1},
-        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1},
-        {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0},
+        {"/recd.v1.Recommender/Recommend", svc_recommend, svc_recommend_batch, NULL, 0, 0,
+         &recd__v1__recommend_request__descriptor},
+        {"/recd.v1.Recommender/SimilarItems", svc_similar, NULL, NULL, 0, 0,
+         &recd__v1__similar_items_request__descriptor},
+        {"/recd.v1.Recommender/Rerank", svc_rerank, NULL, NULL, 0, 0,
+         &recd__v1__rerank_request__descriptor},
+        {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0, 0,
+         &recd__v1__get_model_info_request__descriptor},
+        {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0, 1,
+         &recd__v1__churn_score_request__descriptor},
+        {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0, 1,
+         &recd__v1__campaign_targets_request__descriptor},
+        {"/recd.v1.Recommender/RecordEvents", svc_record_events, NULL, NULL, 1, 0,
+         &recd__v1__record_events_request__descriptor},
+        {"/recd.v1.Recommender/SetItemAvailability", svc_set_availability, NULL, NULL, 1, 0,
+         &recd__v1__set_item_availability_request__descriptor},
+        {"/recd.v1.Recommender/SetItemBoosts", svc_set_boosts, NULL, NULL, 1, 0,
+         &recd__v1__set_item_boosts_request__descriptor},
+        {"/recd.v1.Recommender/ForgetUser", svc_forget_user, NULL, NULL, 1, 0,
+         &recd__v1__forget_user_request__descriptor},
+        {"/recd.v1.Recommender/SetPersonalization", svc_set_personalization, NULL, NULL, 1, 0,
+         &recd__v1__set_personalization_request__descriptor},
+        {"/recd.v1.Recommender/RecordFeedback", svc_record_feedback, NULL, NULL, 1, 0,
+         &recd__v1__record_feedback_request__descriptor},
+        {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1, 0,
+         &recd__v1__set_experiment_request__descriptor},
+        {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0, 0,
+         &grpc__health__v1__health_check_request__descriptor},
     };
     _Static_assert(sizeof table / sizeof table[0] == sizeof s->methods / sizeof s->methods[0],
                    "one rpc_method per table row");
@@ -668,7 +771,10 @@ int svc_open(core *c, svc **out, err_t *e) {
                                      .stream = table[i].stream,
                                      .ctx = s,
                                      .write = table[i].write,
+                                     .member_data = table[i].member_data,
                                      .batch = table[i].batch};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        s->requests[i] = table[i].request;
     *out = s;
     return ERR_OK;
 }

@@ -53,7 +53,7 @@ static const char query_usage[] =
     "  --repeat N         send the request N times and print latency percentiles instead\n"
     "  --tls-ca FILE      TLS: the server's CA (PEM); with --tls-cert and --tls-key, mutual\n"
     "  --token-file FILE  send 'authorization: Bearer <token>' (write RPCs on a server with\n"
-    "                     --write-token-file)\n";
+    "                     --write-token-file; churn and targets with --read-token-file)\n";
 
 static void json_string(const char *s) {
     putchar('"');

@@ -28,9 +28,10 @@ static const char serve_usage[] =
     "  --reload-interval S      seconds between looks for a newly published model (default 1,\n"
     "                           0 = never)\n"
     "  --port-file FILE         write the bound port to FILE once serving (for scripts)\n"
-    "  --events DIR             durable event store (RecordEvents, fold-in) and item rules\n"
-    "                           (availability, boosts); without it RecordEvents is refused and\n"
-    "                           item rules live in memory only\n"
+    "  --events DIR             durable event store (RecordEvents, fold-in), item rules,\n"
+    "                           privacy choices, feedback and experiment shares; without it\n"
+    "                           every write RPC is refused (it would not last); one server\n"
+    "                           per DIR (a second one exits 1)\n"
     "  --event-weights LIST     weight of each event type in purchases, default\n"
     "                           view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
     "  --max-queue N            calls that may wait for a handler thread; more get\n"
@@ -56,8 +57,16 @@ static const char serve_usage[] =
     "                           SetPersonalization, SetExperiment) need 'authorization:\n"
     "                           Bearer <token>' with the token in FILE (a file, not a flag:\n"
     "                           flags show in ps)\n"
+    "  --read-token-file FILE   the member-data RPCs (GetChurnScore, StreamCampaignTargets:\n"
+    "                           churn, spend, segments) need 'authorization: Bearer <token>'\n"
+    "                           with the token in FILE, a marketing token apart from the write\n"
+    "                           token; Recommend and the other reads stay open (default: open)\n"
     "  --idle-timeout S         close a connection without calls for S seconds (default 300,\n"
     "                           0 = never)\n"
+    "  --stream-timeout S       a streaming call (StreamCampaignTargets, reflection) whose\n"
+    "                           client takes nothing for S seconds is cancelled and its slot\n"
+    "                           freed: stalled readers cannot hold the 4 slots (default 10,\n"
+    "                           0 = wait for ever)\n"
     "  --self-check-interval S  every S seconds the server connects to its own port; when\n"
     "                           3 checks in a row get no answer (gRPC's listener stops for\n"
     "                           good after running out of descriptors) it stops and exits\n"
@@ -81,8 +90,10 @@ enum {
     OPT_TLS_CLIENT_CA,
     OPT_TLS_REFUSE_EXPIRED,
     OPT_WRITE_TOKEN_FILE,
+    OPT_READ_TOKEN_FILE,
     OPT_VARIANT,
     OPT_IDLE_TIMEOUT,
+    OPT_STREAM_TIMEOUT,
     OPT_SELF_CHECK,
     OPT_SALT,
     OPT_METRICS_LISTEN,
@@ -98,7 +109,7 @@ typedef struct serve_metrics {
 
 /* The PEM files and the token named on the command line, read. */
 typedef struct serve_secrets {
-    char *cert, *key, *client_ca, *token;
+    char *cert, *key, *client_ca, *token, *read_token;
 } serve_secrets;
 
 static void secrets_free(serve_secrets *x) {
@@ -106,6 +117,7 @@ static void secrets_free(serve_secrets *x) {
     free(x->key);
     free(x->client_ca);
     free(x->token);
+    free(x->read_token);
 }
 
 /* Reads *path (when set) into *out. Returns 0 or -1 after printing why. */
@@ -163,6 +175,7 @@ int cmd_serve(int argc, char **argv) {
         {"tls-client-ca", required_argument, 0, OPT_TLS_CLIENT_CA},
         {"tls-refuse-expired", no_argument, 0, OPT_TLS_REFUSE_EXPIRED},
         {"write-token-file", required_argument, 0, OPT_WRITE_TOKEN_FILE},
+        {"read-token-file", required_argument, 0, OPT_READ_TOKEN_FILE},
         {"variant", required_argument, 0, OPT_VARIANT},
         {"experiment-salt", required_argument, 0, OPT_SALT},
         {"metrics-listen", required_argument, 0, OPT_METRICS_LISTEN},
@@ -170,16 +183,19 @@ int cmd_serve(int argc, char **argv) {
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"reflection", required_argument, 0, OPT_REFLECTION},
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
+        {"stream-timeout", required_argument, 0, OPT_STREAM_TIMEOUT},
         {"self-check-interval", required_argument, 0, OPT_SELF_CHECK},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
     const char *cert_path = NULL, *key_path = NULL, *ca_path = NULL, *token_path = NULL;
+    const char *read_token_path = NULL;
     int refuse_expired = 0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     rpc_options ro = {.listen = "127.0.0.1:50051",
                       .max_message_bytes = 4u << 20,
                       .idle_timeout_ms = 300000,
+                      .stream_progress_ms = 10000,
                       .self_check_ms = 5000};
     serve_secrets secrets = {0};
     serve_metrics sm = {NULL, NULL};
@@ -237,6 +253,9 @@ int cmd_serve(int argc, char **argv) {
         case OPT_WRITE_TOKEN_FILE:
             token_path = optarg;
             break;
+        case OPT_READ_TOKEN_FILE:
+            read_token_path = optarg;
+            break;
         case OPT_VARIANT: {
             char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg || !eq[1] || so.n_variants == EXP_MAX_VARIANTS - 1) {
@@ -278,6 +297,12 @@ int cmd_serve(int argc, char **argv) {
             ro.idle_timeout_ms = seconds * 1000;
             break;
         }
+        case OPT_STREAM_TIMEOUT: {
+            uint32_t seconds;
+            if (opts_u32("stream-timeout", optarg, 0, 86400, &seconds)) return 2;
+            ro.stream_progress_ms = seconds * 1000;
+            break;
+        }
         case OPT_SELF_CHECK: {
             uint32_t seconds;
             if (opts_u32("self-check-interval", optarg, 0, 3600, &seconds)) return 2;
@@ -299,12 +324,24 @@ int cmd_serve(int argc, char **argv) {
     if (read_secret("tls-cert", cert_path, 0, &secrets.cert) ||
         read_secret("tls-key", key_path, 0, &secrets.key) ||
         read_secret("tls-client-ca", ca_path, 0, &secrets.client_ca) ||
-        read_secret("write-token-file", token_path, 1, &secrets.token)) {
+        read_secret("write-token-file", token_path, 1, &secrets.token) ||
+        read_secret("read-token-file", read_token_path, 1, &secrets.read_token)) {
         secrets_free(&secrets);
         return 2;
     }
     if (secrets.token && !secrets.token[0]) {
         fprintf(stderr, "recd: --write-token-file: %s is empty\n", token_path);
+        secrets_free(&secrets);
+        return 2;
+    }
+    if (secrets.read_token && !secrets.read_token[0]) {
+        fprintf(stderr, "recd: --read-token-file: %s is empty\n", read_token_path);
+        secrets_free(&secrets);
+        return 2;
+    }
+    if (secrets.read_token && secrets.token && !strcmp(secrets.read_token, secrets.token)) {
+        fprintf(stderr, "recd: --read-token-file and --write-token-file hold the same token: "
+                        "one role each\n");
         secrets_free(&secrets);
         return 2;
     }
@@ -316,6 +353,7 @@ int cmd_serve(int argc, char **argv) {
     ro.tls_key = secrets.key;
     ro.tls_client_ca = secrets.client_ca;
     ro.write_token = secrets.token;
+    ro.read_token = secrets.read_token;
     int status = serve(model_dir, port_file, &sm, &ro, &so, reload, reflection);
     secrets_free(&secrets);
     return status;
@@ -399,7 +437,7 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
     so.model_dir = model_dir;
     so.reload_interval_s = reload;
     if (core_open(&so, &service_core, &e)) {
-        log_error("msg=\"cannot load model\" dir=%s error=\"%s\"", model_dir, e.msg);
+        log_error("msg=\"cannot open the service\" model=%s error=\"%s\"", model_dir, e.msg);
         return 1;
     }
     if (svc_open(service_core, &service, &e)) {
@@ -448,13 +486,15 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         return 1;
     }
     log_info("msg=\"serving\" listen=%s port=%d threads=%u model=%s tls=%s write_token=%s "
-             "reflection=%s idle_timeout_s=%u self_check_s=%u",
+             "read_token=%s "
+             "reflection=%s idle_timeout_s=%u stream_timeout_s=%u self_check_s=%u",
              ro.listen, rpc_server_port(server), so.threads, model_dir,
              ro.tls_client_ca ? "mutual"
              : ro.tls_cert    ? "on"
                               : "off",
-             ro.write_token ? "required" : "off", reflector ? "on" : "off",
-             ro.idle_timeout_ms / 1000, ro.self_check_ms / 1000);
+             ro.write_token ? "required" : "off", ro.read_token ? "required" : "off",
+             reflector ? "on" : "off", ro.idle_timeout_ms / 1000, ro.stream_progress_ms / 1000,
+             ro.self_check_ms / 1000);
     metrics_http *metrics = NULL;
     int status = 0;
     if (sm->listen) {

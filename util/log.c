@@ -90,6 +90,10 @@ static void log_line(int level, const char *name, const char *fmt, va_list ap) {
                      now.tv_nsec / 1000000, name);
     n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    /* The last guard against a forged line: a control byte a caller let
+     * through unescaped (log_escape is the rule) never ends the line. */
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20) line[i] = '?';
     /* Every character at most doubles in JSON (escapes), plus the quotes,
      * colons and commas around keys and values. */
     char json[sizeof line * 3];

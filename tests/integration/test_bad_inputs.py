@@ -22,6 +22,7 @@ from conftest import Server, raw_call
 R = "/recd.v1.Recommender/"
 HEALTH = "/grpc.health.v1.Health/Check"
 BAD = b"\xff\xfe"  # never valid UTF-8
+NUL = b"u1\x00x"  # read cut short at the NUL, "u1\x00x" would be member u1
 CODE = grpc.StatusCode
 
 
@@ -111,6 +112,23 @@ CASES = [
     ("utf-8 CampaignTargets.item_id", "StreamCampaignTargets", ld(5, BAD), CODE.INVALID_ARGUMENT, "UTF-8"),
     ("utf-8 CampaignTargets.category", "StreamCampaignTargets", ld(6, BAD), CODE.INVALID_ARGUMENT, "UTF-8"),
     ("utf-8 HealthCheckRequest.service", "Health", ld(1, BAD), CODE.NOT_FOUND, "unknown service"),
+    # a NUL byte in a string field: refused, naming the field, never read cut at the NUL
+    ("NUL Recommend.user_id", "Recommend", ld(1, NUL) + vi(2, 5), CODE.INVALID_ARGUMENT, "user_id contains a NUL byte"),
+    ("NUL Recommend.context_item_ids", "Recommend", REC + ld(3, b"i1") + ld(3, NUL), CODE.INVALID_ARGUMENT, "context_item_ids[1] contains a NUL"),
+    ("NUL Recommend.category", "Recommend", REC + ld(7, NUL), CODE.INVALID_ARGUMENT, "category contains a NUL"),
+    ("NUL SimilarItems.item_id", "SimilarItems", ld(1, NUL) + vi(2, 5), CODE.INVALID_ARGUMENT, "item_id contains a NUL"),
+    ("NUL Event.user_id", "RecordEvents", event() + event(user=NUL), CODE.INVALID_ARGUMENT, "events[1].user_id contains a NUL"),
+    ("NUL Event.item_id", "RecordEvents", event(item=NUL), CODE.INVALID_ARGUMENT, "events[0].item_id contains a NUL"),
+    ("NUL ItemAvailability.item_id", "SetItemAvailability", ld(1, ld(1, NUL) + vi(2, 1)), CODE.INVALID_ARGUMENT, "items[0].item_id contains a NUL"),
+    ("NUL ItemBoost.item_id", "SetItemBoosts", ld(1, ld(1, NUL) + f32(2, 2.0)), CODE.INVALID_ARGUMENT, "boosts[0].item_id contains a NUL"),
+    ("NUL Rerank.candidate_item_ids", "Rerank", ld(1, b"u1") + ld(2, NUL), CODE.INVALID_ARGUMENT, "candidate_item_ids[0] contains a NUL"),
+    ("NUL ChurnScoreRequest.user_id", "GetChurnScore", ld(1, NUL), CODE.INVALID_ARGUMENT, "user_id contains a NUL"),
+    ("NUL CampaignTargets.item_id", "StreamCampaignTargets", ld(5, NUL), CODE.INVALID_ARGUMENT, "item_id contains a NUL"),
+    ("NUL Feedback.request_id", "RecordFeedback", ld(1, ld(1, NUL)), CODE.INVALID_ARGUMENT, "feedback[0].request_id contains a NUL"),
+    ("NUL SetExperiment.salt", "SetExperiment", ld(1, NUL), CODE.INVALID_ARGUMENT, "salt contains a NUL"),
+    ("NUL VariantShare.variant", "SetExperiment", ld(2, ld(1, NUL)), CODE.INVALID_ARGUMENT, "shares[0].variant contains a NUL"),
+    ("NUL ForgetUser.user_id", "ForgetUser", ld(1, NUL), CODE.INVALID_ARGUMENT, "user_id contains a NUL"),
+    ("NUL SetPersonalization.user_id", "SetPersonalization", ld(1, NUL), CODE.INVALID_ARGUMENT, "user_id contains a NUL"),
     # huge repeated fields: refused before any work is done
     ("100k exclude_item_ids", "Recommend", REC + ld(4, b"i1") * HUGE, CODE.INVALID_ARGUMENT, "more than 10000"),
     ("100k context_item_ids", "Recommend", REC + ld(3, b"i1") * HUGE, CODE.INVALID_ARGUMENT, "more than 10000"),

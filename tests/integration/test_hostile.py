@@ -3,7 +3,9 @@ daemon must survive, the descriptor limit, addresses gRPC would wrap,
 compression bombs, idle connections and a listener that died. After each
 attack the server's resident set (VmRSS, and its peak VmHWM) is measured.
 The CONTINUATION flood, which nothing in recd bounds, is in test_proxy.py."""
+import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -15,7 +17,7 @@ import grpc
 import pytest
 
 import attacks
-from conftest import RECD, Server
+from conftest import RECD, Server, raw_call, train
 
 
 def wait_port(port_file, proc, timeout=20):
@@ -360,3 +362,146 @@ def test_a_dead_listener_stops_the_server_with_status_3(model_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def churn_model(shop, tmp_path_factory):
+    d = tmp_path_factory.mktemp("churn") / "m"
+    train(shop.path, d, "--churn-horizon", "90d")
+    return d
+
+
+def test_stalled_readers_do_not_hold_the_campaign_stream_slots(churn_model, tmp_path, pb):
+    """Six clients open StreamCampaignTargets with a 64-byte window and never
+    read on: four hold the four stream slots (the other two are refused),
+    until the progress timeout (1 s here) cancels them; then a normal
+    client gets its whole stream, and the server's memory stayed bounded."""
+    s = Server(churn_model, tmp_path, "--stream-timeout", "1")
+    stalled = []
+    try:
+        before, _ = attacks.memory_kb(s.proc.pid)
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        path = "/recd.v1.Recommender/StreamCampaignTargets"
+        stalled = [attacks.stalled_stream(s.address, path, b"") for _ in range(6)]
+        time.sleep(0.3)  # all six are in: four hold a slot
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "the slots are held"
+        started = time.monotonic()
+        while True:
+            try:
+                got = list(stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10))
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert time.monotonic() - started < 10, "the stalled readers still hold the slots"
+                time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert len(got) > 100
+        after, peak = attacks.memory_kb(s.proc.pid)
+        print(f"\nstalled readers: a normal client streamed {len(got)} targets after "
+              f"{waited:.1f} s; RSS {before // MB} -> {after // MB} MB (peak {peak // MB} MB)")
+        assert after < before + 50 * MB
+        assert "stream stalled: cancelled" in s.output()
+        assert_serving(s, pb)
+    finally:
+        for sock in stalled:
+            sock.close()
+        assert s.stop() == 0
+
+
+LOGFMT_PAIR = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)')
+
+
+def logfmt_pairs(line):
+    """The key=value pairs of one logfmt line; fails when the line is not
+    made of them alone."""
+    pairs, at = [], 0
+    while at < len(line):
+        m = LOGFMT_PAIR.match(line, at)
+        assert m, f"not logfmt at {at}: {line!r}"
+        pairs.append((m.group(1), m.group(2)))
+        at = m.end()
+    return pairs
+
+
+def no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a duplicate key: {pairs}"
+    return dict(pairs)
+
+
+FORGERIES = ['x" level=error msg="forged" salt="y',
+             'x\nts=2026-01-01T00:00:00.000Z level=error msg="forged"',
+             'x\\" msg=\\"forged']
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_client_strings_cannot_forge_log_lines_or_keys(model_dir, tmp_path, pb, fmt):
+    """SetExperiment's salt and the ids quoted in a failed call's details
+    are the client's: in the log they must stay inside one value of one
+    line (no forged line, key or duplicate JSON key)."""
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--log-format", fmt)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        for forged in FORGERIES:
+            stub.SetExperiment(pb.rec.SetExperimentRequest(salt=forged), timeout=10)
+            with pytest.raises(grpc.RpcError):
+                stub.Recommend(pb.rec.RecommendRequest(user_id="u", k=3, category=forged),
+                               timeout=10)
+        assert_serving(s, pb)
+    finally:
+        out = s.output()
+        assert s.stop() == 0
+    lines = out.splitlines()
+    assert sum("experiment changed" in line for line in lines) == len(FORGERIES)
+    for line in lines:
+        if fmt == "json":
+            fields = json.loads(line, object_pairs_hook=no_duplicates)
+        else:
+            fields = no_duplicates(logfmt_pairs(line))
+        assert "forged" not in fields.get("msg", ""), line
+        assert set(fields) & {"ts", "level", "msg"} == {"ts", "level", "msg"}, line
+
+
+def test_a_connection_cannot_open_unbounded_streams(model_dir, tmp_path, pb):
+    """5,000 half-sent calls on one connection: the core's default is no
+    stream limit (20,000 took 240 MB, kept after the close). recd sets 100
+    per connection, which binds every client that acknowledges the server's
+    SETTINGS, as HTTP/2 requires; one that never does is the proxy's
+    (test_proxy.py)."""
+    s = Server(model_dir, tmp_path)
+    try:
+        before, _ = attacks.memory_kb(s.proc.pid)
+        sent = attacks.stream_flood(s.address, 5000, ack=True)
+        time.sleep(0.5)
+        after, peak = attacks.memory_kb(s.proc.pid)
+        print(f"\nstream flood (acknowledged SETTINGS): {sent} streams sent; RSS "
+              f"{before // MB} -> {after // MB} MB, peak {peak // MB} MB")
+        assert peak < before + 16 * MB
+        assert_serving(s, pb)
+    finally:
+        assert s.stop() == 0
+
+
+def test_a_flood_of_bad_calls_does_not_flood_the_log(model_dir, tmp_path, pb):
+    """3,000 calls reset at once (each one a failed call): at most 20
+    "call failed" lines a second reach the log, and the rest are logged as
+    one count, so a client cannot fill the disk through the log."""
+    s = Server(model_dir, tmp_path)
+    try:
+        started = time.monotonic()
+        attacks.rapid_reset(s.address, 3000)
+        time.sleep(1.2)  # a new second: the next failure logs the count held back
+        with pytest.raises(grpc.RpcError):
+            raw_call(s.channel, "/recd.v1.Recommender/Recommend", b"\xff")
+        seconds = time.monotonic() - started
+        assert_serving(s, pb)
+        out = s.output()
+    finally:
+        assert s.stop() == 0
+    logged = out.count('msg="call failed"')
+    held = sum(int(m) for m in re.findall(r'msg="failed calls not logged" held_back=(\d+)', out))
+    print(f"\n3,000 reset calls: {logged} lines logged, {held} held back, in {seconds:.1f} s")
+    assert logged <= 20 * (int(seconds) + 2)
+    assert held > 0

@@ -263,3 +263,35 @@ def test_recd_query_drives_the_real_time_rpcs(live, shop):
     assert json.loads(p.stdout)["rejected"][0]["reason"] == "user_id is empty"
     lat = json.loads(q("--repeat", 20, "recommend", "cli-user").stdout)
     assert lat["calls"] == 20 and 0 < lat["p50_ms"] <= lat["p99_ms"]
+
+
+def test_a_heavy_member_is_folded_in_from_their_newest_events_only(model_dir, tmp_path, pb,
+                                                                   shop):
+    """A member with more fresh events than one fold-in reads (1,000): their
+    call reads the newest 1,000 only (counted in recd_fold_in_capped_total),
+    and a purchase after thousands of views still changes the next answer."""
+    import urllib.request
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--metrics-listen",
+               "127.0.0.1:0", "--metrics-port-file", tmp_path / "mport")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        items = [item for item, _ in shop.popularity.most_common(20)]
+        user = "heavy-member"
+        views = [pb.rec.Event(user_id=user, item_id=items[i % 20], type=pb.rec.VIEW)
+                 for i in range(2500)]
+        assert stub.RecordEvents(pb.rec.RecordEventsRequest(events=views), timeout=30).accepted \
+            == 2500
+        first = stub.Recommend(pb.rec.RecommendRequest(user_id=user, k=10), timeout=10)
+        assert first.strategy == pb.rec.PERSONALIZED
+        top = first.items[0].item_id
+        stub.RecordEvents(pb.rec.RecordEventsRequest(events=[pb.rec.Event(
+            user_id=user, item_id=top, type=pb.rec.PURCHASE)]), timeout=10)
+        after = stub.Recommend(pb.rec.RecommendRequest(user_id=user, k=10), timeout=10)
+        assert top not in ids(after), "the newest event, a purchase, is folded in"
+        port = int((tmp_path / "mport").read_text())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert "recd_fold_in_capped_total 2" in text, [line for line in text.splitlines()
+                                                        if "fold" in line]
+    finally:
+        assert s.stop() == 0

@@ -276,3 +276,100 @@ def test_calls_whose_deadline_passed_in_the_queue_are_not_worked_on(model_dir, t
         assert stub.GetModelInfo(pb.rec.GetModelInfoRequest()).items > 0
     finally:
         assert s.stop() == 0
+
+
+def test_writes_a_restart_would_lose_are_refused_without_events(stub, pb):
+    """The session server keeps no events folder: a privacy choice, an item
+    rule or an experiment change would vanish on restart, so none of them
+    is answered OK (FAILED_PRECONDITION, naming the flag)."""
+    for call, msg in [(stub.ForgetUser, pb.rec.ForgetUserRequest(user_id="u")),
+                      (stub.SetPersonalization, pb.rec.SetPersonalizationRequest(user_id="u",
+                                                                                  opted_out=True)),
+                      (stub.SetItemAvailability, pb.rec.SetItemAvailabilityRequest(
+                          items=[pb.rec.ItemAvailability(item_id="i", available=False)])),
+                      (stub.SetItemBoosts, pb.rec.SetItemBoostsRequest(
+                          boosts=[pb.rec.ItemBoost(item_id="i", multiplier=2.0)])),
+                      (stub.SetExperiment, pb.rec.SetExperimentRequest(salt="s"))]:
+        with pytest.raises(grpc.RpcError) as e:
+            call(msg, timeout=10)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, call
+        assert "needs --events for durability" in e.value.details()
+
+
+def test_one_server_per_events_folder(model_dir, tmp_path, pb):
+    """A second `recd serve` on the same --events folder would keep its own
+    forgotten members and item rules: it is refused with a clear error and a
+    non-zero exit, and the folder is free again once the first stops."""
+    ev = tmp_path / "ev"
+    first = Server(model_dir, tmp_path, "--events", ev)
+    try:
+        p = subprocess.run([RECD, "serve", "--model", str(model_dir), "--listen", "127.0.0.1:0",
+                            "--events", str(ev)], capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0
+        assert "is in use by another recd serve" in p.stderr, p.stderr
+        assert f"pid {first.proc.pid}" in p.stderr, p.stderr
+        stub = pb.rec_grpc.RecommenderStub(first.channel)
+        assert stub.ForgetUser(pb.rec.ForgetUserRequest(user_id="u"), timeout=10) is not None
+    finally:
+        assert first.stop() == 0
+    again = Server(model_dir, tmp_path, "--events", ev)
+    assert again.stop() == 0
+
+
+def test_member_data_needs_the_read_token_and_recommend_stays_open(model_dir, tmp_path, pb):
+    """Token roles: with --read-token-file, GetChurnScore and
+    StreamCampaignTargets (members' churn, spend and segments) need the read
+    (marketing) token - not the write token - while Recommend stays open to
+    the web tier and writes still need the write token alone."""
+    (tmp_path / "write").write_text("w-token\n")
+    (tmp_path / "read").write_text("marketing-token\n")
+    s = Server(model_dir, tmp_path, "--events", tmp_path / "ev", "--write-token-file",
+               tmp_path / "write", "--read-token-file", tmp_path / "read")
+    read, write = [("authorization", "Bearer marketing-token")], [("authorization", "Bearer w-token")]
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        churn = lambda md: stub.GetChurnScore(pb.rec.ChurnScoreRequest(user_id="u"),  # noqa: E731
+                                              metadata=md, timeout=10)
+        targets = lambda md: list(stub.StreamCampaignTargets(  # noqa: E731
+            pb.rec.CampaignTargetsRequest(), metadata=md, timeout=10))
+        for call in [churn, targets]:
+            for md in [None, write, [("authorization", "Bearer marketing-tokeN")]]:
+                with pytest.raises(grpc.RpcError) as e:
+                    call(md)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, (call, md)
+                assert "personal data" in e.value.details()
+            with pytest.raises(grpc.RpcError) as e:  # past the token: this model has no churn
+                call(read)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+        assert stub.Recommend(pb.rec.RecommendRequest(user_id="u", k=3), timeout=10).items
+        ev = pb.rec.RecordEventsRequest(events=[pb.rec.Event(user_id="u", item_id="i",
+                                                             type=pb.rec.VIEW)])
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RecordEvents(ev, metadata=read, timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert stub.RecordEvents(ev, metadata=write, timeout=10).accepted == 1
+        guarded = set()
+        for m in pb.rec.DESCRIPTOR.services_by_name["Recommender"].methods:
+            if m.name in ("ForgetUser", "SetPersonalization", "SetExperiment"):
+                continue  # writes, checked above
+            fn = (s.channel.unary_stream if m.server_streaming else s.channel.unary_unary)(
+                f"/recd.v1.Recommender/{m.name}", request_serializer=None,
+                response_deserializer=None)
+            try:
+                r = fn(b"", metadata=write, timeout=10)
+                if m.server_streaming:
+                    list(r)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    guarded.add(m.name)
+        assert guarded == {"GetChurnScore", "StreamCampaignTargets"}
+    finally:
+        assert s.stop() == 0
+    help_text = run("serve", "--help").stdout
+    start = help_text.index("--read-token-file")
+    assert "GetChurnScore" in help_text[start:start + 200]
+    assert "StreamCampaignTargets" in help_text[start:start + 200]
+    (tmp_path / "same").write_text("w-token\n")
+    p = run("serve", "--model", model_dir, "--write-token-file", tmp_path / "write",
+            "--read-token-file", tmp_path / "same", check=False)
+    assert p.returncode == 2 and "one role each" in p.stderr

@@ -103,3 +103,36 @@ def test_trainer_killed_mid_publish_leaves_the_previous_model(tmp_path, pb):
         assert not [p for p in (model / "versions").iterdir() if p.name.startswith(".tmp")]
     finally:
         assert s.stop() == 0
+
+
+def test_a_version_folder_copied_under_a_new_name_is_not_reloaded(shop, tmp_path, pb):
+    """An operator copies the served version folder under another name and
+    points current at it: the same model, so it is looked into once and not
+    reloaded at every interval; a real publication after it still is."""
+    import os
+    import shutil
+    model = tmp_path / "m"
+    train(shop.path, model)
+    s = Server(model, tmp_path, "--reload-interval", "0.1")
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        served = stub.GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=10).model_version
+        copy = "20991231T000000Z-deadbeef"
+        shutil.copytree(model / "versions" / os.readlink(model / "current").split("/")[-1],
+                        model / "versions" / copy)
+        os.symlink(f"versions/{copy}", model / "current.tmp")
+        os.rename(model / "current.tmp", model / "current")
+        time.sleep(1.5)  # 15 intervals
+        log = s.output()
+        assert log.count('msg="model loaded"') == 1, log
+        assert log.count("holds the served version: not reloaded") == 1, log
+        assert stub.GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=10).model_version == served
+        new = train(shop.path, model, "--iterations", 3)
+        deadline = time.monotonic() + 10
+        while stub.GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=10).model_version == served:
+            assert time.monotonic() < deadline, "the next publication was not loaded"
+            time.sleep(0.1)
+        assert s.output().count('msg="model loaded"') == 2
+        assert new.returncode == 0
+    finally:
+        assert s.stop() == 0

@@ -318,6 +318,22 @@ Test(core_bare, writes_need_an_event_store) {
     cr_assert(strstr(e.msg, "--events DIR"));
     core_feedback fb = {"x", "", "", EXP_FEEDBACK_IMPRESSION, 0};
     cr_assert_eq(core_record_feedback(c, &fb, 1, &w, &e), ERR_PRECONDITION);
+    /* A write a restart would lose is refused, privacy choices first. */
+    uint64_t deleted;
+    cr_assert_eq(core_forget_user(c, "u1", &deleted, &e), ERR_PRECONDITION);
+    cr_assert(strstr(e.msg, "ForgetUser needs --events for durability"), "%s", e.msg);
+    cr_assert_eq(core_set_personalization(c, "u1", 1, &e), ERR_PRECONDITION);
+    cr_assert(strstr(e.msg, "needs --events for durability"), "%s", e.msg);
+    core_availability a = {"i1", 0};
+    cr_assert_eq(core_set_availability(c, &a, 1, &e), ERR_PRECONDITION);
+    core_boost b = {"i1", 2.0f};
+    cr_assert_eq(core_set_boosts(c, &b, 1, &e), ERR_PRECONDITION);
+    core_share all = {"control", 1.0};
+    cr_assert_eq(core_set_experiment(c, "", &all, 1, &e), ERR_PRECONDITION);
+    core_recommend_req rec = {.user_id = "u1", .k = 3, .category = ""};
+    core_list l;
+    cr_assert_eq(core_recommend(c, &rec, &l, &e), ERR_OK, "reads still served: %s", e.msg);
+    core_list_free(&l);
     core_targets_req rq = {.item_id = "", .category = "", .viewed_not_bought_days = 7};
     cr_assert_eq(core_campaign_targets(c, &rq, NULL, NULL, &e), ERR_PRECONDITION);
 }

@@ -246,6 +246,46 @@ typedef struct ct_arg {
     size_t n[CT_CALLS];
 } ct_arg;
 
+Test(evstore, user_recent_reads_newest_first_and_at_most_max) {
+    evstore *s = open_store(NULL);
+    /* Keys sort by id length, then id: "a" < "b" < "ab", so the scan of "a"
+     * starts at a key of "b", and that of "ab", the last, at the end. */
+    char items[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(items[i], sizeof items[i], "i%d", i);
+        evstore_event ev = event("a", items[i], EV_TYPE_VIEW, 100 + i);
+        append(s, &ev, 1, NULL);
+        evstore_event other = event(i % 2 ? "ab" : "b", "x", EV_TYPE_VIEW, 100);
+        append(s, &other, 1, NULL);
+    }
+    seen c = {0};
+    int truncated = 0;
+    cr_assert_eq(evstore_user_recent(s, "a", 1, INT64_MIN, 10, collect, &c, &truncated, NULL),
+                 ERR_OK);
+    cr_assert_eq(c.n, 10, "at most max_read");
+    cr_assert(truncated);
+    for (size_t i = 0; i < 10; i++)
+        cr_assert_str_eq(c.item[i], items[39 - i], "newest first");
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(evstore_user_recent(s, "a", 1, 134, 10, collect, &c, &truncated, NULL), ERR_OK);
+    cr_assert_eq(c.n, 5, "read 10, of which 5 are after since_ts");
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(evstore_user_recent(s, "a", 1, INT64_MIN, 40, collect, &c, &truncated, NULL),
+                 ERR_OK);
+    cr_assert_eq(c.n, 40);
+    cr_assert(!truncated, "all of them read");
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(evstore_user_recent(s, "ab", 2, INT64_MIN, 100, collect, &c, NULL, NULL), ERR_OK);
+    cr_assert_eq(c.n, 20);
+    cr_assert_str_eq(c.user[0], "ab");
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(evstore_user_recent(s, "zzz", 3, INT64_MIN, 100, collect, &c, NULL, NULL), ERR_OK);
+    cr_assert_eq(c.n, 0, "after the last user");
+    cr_assert_eq(evstore_user_recent(s, "0", 1, INT64_MIN, 100, collect, &c, NULL, NULL), ERR_OK);
+    cr_assert_eq(c.n, 0, "before the first user");
+    evstore_close(s);
+}
+
 /* Thread t's event j has item "t<t>-<j>" and quantity t * 100000 + j. */
 static void *ct_main(void *p) {
     ct_arg *a = p;
