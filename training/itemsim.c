@@ -439,3 +439,29 @@ uint32_t itemsim_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, 
     free(top);
     return got;
 }
+
+int itemsim_score_scale(const itemsim_eval *ie, const csr *train, double *scale, err_t *e) {
+    *scale = 1.0;
+    uint32_t n = ie->rows.n_items, users = 0;
+    for (uint32_t u = 0; u < train->n_rows; u++)
+        users += train->indptr[u + 1] > train->indptr[u];
+    if (users == 0 || n == 0) return ERR_OK;
+    float *scores = malloc((size_t)n * sizeof *scores);
+    if (!scores) return err_set(e, ERR_NOMEM, "itemsim: out of memory for %u scores", n);
+    uint32_t step = users > 1000 ? users / 1000 : 1, seen = 0, used = 0;
+    double sum = 0;
+    for (uint32_t u = 0; u < train->n_rows; u++) {
+        if (train->indptr[u + 1] == train->indptr[u]) continue;
+        if (seen++ % step) continue;
+        itemsim_user_scores(ie, u, train, scores);
+        for (uint64_t a = train->indptr[u]; a < train->indptr[u + 1]; a++)
+            scores[train->indices[a]] = -INFINITY;
+        float best = -INFINITY;
+        for (uint32_t j = 0; j < n; j++)
+            if (scores[j] > best) best = scores[j];
+        if (isfinite(best)) sum += best, used++;
+    }
+    free(scores);
+    if (used && sum / used > 0) *scale = sum / used;
+    return ERR_OK;
+}

@@ -114,6 +114,13 @@ typedef struct itemsim_eval {
 uint32_t itemsim_recommend(void *ctx, uint32_t u, uint32_t k, const csr *train, uint32_t *out,
                            int *personalized);
 
+/* The size of ie's personalized scores on train: the mean, over users
+ * with training items (at most 1000, evenly spaced), of their best score
+ * among items they did not train on; 1 when there is none or the mean is
+ * not positive. Blends divide each family's scores by it, so that a share
+ * means the same on any data. Returns ERR_OK or ERR_NOMEM. */
+int itemsim_score_scale(const itemsim_eval *ie, const csr *train, double *scale, err_t *e);
+
 /* The scores of user u (n_items floats into scores) as itemsim_recommend
  * ranks them, before the popularity blend and exclusions. */
 void itemsim_user_scores(const itemsim_eval *ie, uint32_t u, const csr *train, float *scores);

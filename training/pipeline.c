@@ -72,6 +72,67 @@ int pipeline_leave_out_forgotten(ev_set *history, const char *events_dir, uint32
 void pipeline_params_init(pipeline_params *p) {
     memset(p, 0, sizeof *p);
     als_params_init(&p->als);
+    itemsim_params_init(&p->item);
+    itemsim_params_init(&p->with);
+    p->item.algorithm = ITEMSIM_ALS;
+    p->with.algorithm = ITEMSIM_ALS;
+}
+
+/* The scale of one family's scores on counts (itemsim_score_scale): rows
+ * when r is not NULL, else the factors f. */
+static int family_scale(const csr *counts, const itemsim_model *r, const als_factors *f,
+                        double *scale, err_t *e) {
+    eval_mf mf = {.user_factors = f->user_factors,
+                  .item_factors = f->item_factors,
+                  .factors = f->factors,
+                  .n_items = f->n_items};
+    itemsim_eval ie = {.rows = {.n_items = counts->n_cols}, .als = &mf, .als_weight = 1.0f};
+    if (r) ie = (itemsim_eval){.rows = itemsim_rows(r), .rows_weight = 1.0f};
+    return itemsim_score_scale(&ie, counts, scale, e);
+}
+
+/* Trains the item-item family of p (and its blend partner) on counts into
+ * *out and names it in meta (algorithm, lambda, neighbors, als_blend). */
+static int train_items(const csr *counts, const pipeline_params *p, const als_factors *f,
+                       itemsim_model *out, model_meta *meta, err_t *e) {
+    itemsim_params ip = p->item;
+    ip.threads = p->als.threads;
+    int rc = itemsim_fit(counts, &ip, out, e);
+    if (rc) return rc;
+    const char *name = itemsim_algorithm_name(ip.algorithm);
+    snprintf(meta->algorithm, sizeof meta->algorithm, "%s", name);
+    meta->lambda = out->lambda;
+    meta->neighbors = out->dense ? 0 : ip.neighbors;
+    if (!(p->blend_share > 0.0f)) return ERR_OK;
+    double sa, sb;
+    float t = p->blend_share;
+    itemsim_model b = {0}, merged;
+    itemsim_params wp = p->with;
+    wp.threads = p->als.threads;
+    if ((rc = family_scale(counts, out, f, &sa, e))) return rc;
+    snprintf(meta->algorithm, sizeof meta->algorithm, "%s+%s", name,
+             itemsim_algorithm_name(wp.algorithm));
+    if (wp.algorithm == ITEMSIM_ALS) {
+        if ((rc = family_scale(counts, NULL, f, &sb, e))) return rc;
+        float wa = (float)((1.0 - t) / sa);
+        uint64_t n = out->dense ? (uint64_t)out->n_items * out->n_items : out->indptr[out->n_items];
+        float *v = out->dense ? out->dense : out->value;
+        for (uint64_t k = 0; k < n; k++)
+            v[k] *= wa;
+        meta->als_blend = (float)(t / sb);
+        return ERR_OK;
+    }
+    if ((rc = itemsim_fit(counts, &wp, &b, e))) return rc;
+    if (!(rc = family_scale(counts, &b, f, &sb, e)) &&
+        !(rc = itemsim_blend(out, (float)((1.0 - t) / sa), &b, (float)(t / sb), &merged, e))) {
+        if (!meta->lambda) meta->lambda = b.lambda;
+        meta->neighbors =
+            merged.dense ? 0 : (ip.neighbors > wp.neighbors ? ip.neighbors : wp.neighbors);
+        itemsim_free(out);
+        *out = merged;
+    }
+    itemsim_free(&b);
+    return rc;
 }
 
 /* Fingerprint of the training data itself (ids, times, quantities), so that
@@ -153,6 +214,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     churn_result cr = {0};
     model_churn mc = {0};
     model_input in = {0};
+    itemsim_model items = {0};
+    itemrows item_rows;
     int64_t data_until = INT64_MIN;
     int rc;
     if (!rows || !cols || !vals || !popularity) {
@@ -179,6 +242,11 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     if (p->matrix) p->matrix(p->matrix_ctx, n_users, n_items, csr_nnz(&counts));
     double train_start = clock_seconds();
     if ((rc = als_train(&counts, &p->als, &factors, e))) {
+        err_wrap(e, "training failed");
+        goto out;
+    }
+    if (p->item.algorithm != ITEMSIM_ALS &&
+        (rc = train_items(&counts, p, &factors, &items, &in.meta, e))) {
         err_wrap(e, "training failed");
         goto out;
     }
@@ -210,6 +278,10 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     in.user_items = &counts;
     in.item_popularity = popularity;
     in.churn = p->churn ? &mc : NULL;
+    if (p->item.algorithm != ITEMSIM_ALS) {
+        item_rows = itemsim_rows(&items);
+        in.item_rows = &item_rows;
+    }
     if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
 out:
     free(rows);
@@ -220,6 +292,7 @@ out:
     csr_free(&counts);
     csr_free(&by_item);
     als_factors_free(&factors);
+    itemsim_free(&items);
     churn_result_free(&cr);
     return rc;
 }
