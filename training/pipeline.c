@@ -209,7 +209,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     float *vals = malloc(history->n * sizeof *vals);
     float *popularity = malloc((size_t)n_items * sizeof *popularity);
     uint32_t *item_category = NULL;
-    csr counts = {0}, by_item = {0};
+    csr counts = {0}, by_item = {0}, plain = {0};
     als_factors factors = {0};
     churn_result cr = {0};
     model_churn mc = {0};
@@ -233,6 +233,13 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     if ((rc = csr_from_triplets(n_users, n_items, rows, cols, vals, history->n, &counts, e)) ||
         (rc = csr_transpose(&counts, &by_item, e)))
         goto out;
+    /* Item-item families read the undecayed values (what famtune measures),
+     * built before churn reorders the history. */
+    if (p->item.algorithm != ITEMSIM_ALS && p->half_life_days > 0) {
+        eval_event_weights(history, 0, data_until, vals);
+        if ((rc = csr_from_triplets(n_users, n_items, rows, cols, vals, history->n, &plain, e)))
+            goto out;
+    }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(history, in.meta.source_fingerprint);
     if (p->churn && (rc = train_churn(history, p, &cr, &mc, e))) goto out;
@@ -246,7 +253,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         goto out;
     }
     if (p->item.algorithm != ITEMSIM_ALS &&
-        (rc = train_items(&counts, p, &factors, &items, &in.meta, e))) {
+        (rc = train_items(plain.indptr ? &plain : &counts, p, &factors, &items, &in.meta, e))) {
         err_wrap(e, "training failed");
         goto out;
     }
@@ -275,7 +282,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     in.user_factors = factors.user_factors;
     in.item_factors = factors.item_factors;
-    in.user_items = &counts;
+    /* An item-item model's stored rows are what its scores read back. */
+    in.user_items = plain.indptr ? &plain : &counts;
     in.item_popularity = popularity;
     in.churn = p->churn ? &mc : NULL;
     if (p->item.algorithm != ITEMSIM_ALS) {
@@ -291,6 +299,7 @@ out:
     free(item_category);
     csr_free(&counts);
     csr_free(&by_item);
+    csr_free(&plain);
     als_factors_free(&factors);
     itemsim_free(&items);
     churn_result_free(&cr);
