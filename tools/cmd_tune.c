@@ -29,7 +29,8 @@ enum {
     OPT_VALIDATION_FRACTION,
     OPT_NEIGHBORS,
     OPT_TEST_FRACTION,
-    OPT_FAMILIES
+    OPT_FAMILIES,
+    OPT_TIE_ORDER
 };
 
 static const char tune_usage[] =
@@ -64,6 +65,8 @@ static const char tune_usage[] =
     "  --neighbors N           item-kNN neighbours per item (default 100)\n"
     "  --families LIST         families to choose among: als only ('als') or all\n"
     "                          ('all', the default)\n"
+    "  --tie-order asc|desc    order of a user's events at the same second by item id\n"
+    "                          (default asc, as recd eval)\n"
     "  --test-fraction F       hold out each user's last F first (the split of recd eval),\n"
     "                          tune on the rest (validation cut from it), print every\n"
     "                          family's and the winner's test figures, and publish the\n"
@@ -81,6 +84,7 @@ typedef struct tune_args {
     double validation_fraction, test_fraction;
     uint32_t neighbors;
     int families; /* 1: choose among every family; 0: ALS only */
+    ev_tie_order ties;
 } tune_args;
 
 /* Parses argv into *a. Returns 0, 2 after printing a usage error, or -1 when
@@ -100,6 +104,7 @@ static int parse_args(int argc, char **argv, tune_args *a) {
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
         {"families", required_argument, 0, OPT_FAMILIES},
+        {"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -150,6 +155,13 @@ static int parse_args(int argc, char **argv, tune_args *a) {
             a->test_fraction = f;
             break;
         }
+        case OPT_TIE_ORDER:
+            if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
+                fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", optarg);
+                return 2;
+            }
+            a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            break;
         case OPT_FAMILIES:
             if (strcmp(optarg, "all") && strcmp(optarg, "als")) {
                 fprintf(stderr, "recd: --families: 'all' or 'als', not '%s'\n", optarg);
@@ -760,7 +772,7 @@ int cmd_tune(int argc, char **argv) {
         goto fail;
     }
     memcpy(as_read, s.events, s.n * sizeof *as_read);
-    if (ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &user_start, &e)) goto fail;
+    if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
     if (a.test_fraction > 0) {
         /* The test part is cut first and never seen by the search. */
         is_test = malloc(s.n ? s.n : 1);
@@ -777,7 +789,7 @@ int cmd_tune(int argc, char **argv) {
         tr.cap = tr.n;
         free(user_start);
         user_start = NULL;
-        if (ev_set_sort_by_user_time(&tr, EV_TIES_ASCENDING, &user_start, &e)) goto fail;
+        if (ev_set_sort_by_user_time(&tr, a.ties, &user_start, &e)) goto fail;
         work = &tr;
         fprintf(stderr, "tune: %zu of %zu events held out as test (each user's last %g)\n",
                 s.n - tr.n, s.n, a.test_fraction);

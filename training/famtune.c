@@ -143,7 +143,7 @@ int famtune_run(const famtune_input *in, famtune_result *r, err_t *e) {
     double users_per_item = in->train->n_cols ? (double)csr_nnz(in->train) / in->train->n_cols : 1;
     if (!(users_per_item > 0)) users_per_item = 1;
     static const double ease_grid[] = {0.25, 0.5, 1, 2, 4, 8, 16};
-    static const uint32_t knn_grid[] = {20, 50, 100, 200};
+    static const uint32_t knn_grid[] = {10, 20, 50, 100, 200};
     static const float rp3_alpha[] = {0.5f, 1.0f}, rp3_beta[] = {0.0f, 0.25f, 0.5f, 0.75f};
     /* Each family alone. */
     for (size_t g = 0; g < sizeof ease_grid / sizeof *ease_grid; g++) {

@@ -5,7 +5,7 @@
  *
  * Grids (scale-free, so nothing is fitted to one dataset):
  *   EASE     lambda = d x {0.25, 0.5, 1, 2, 4, 8, 16}, d = mean training users per item
- *   item-kNN k in {20, 50, 100, 200}
+ *   item-kNN k in {10, 20, 50, 100, 200}
  *   RP3beta  alpha in {0.5, 1}, beta in {0, 0.25, 0.5, 0.75}, 100 neighbours
  * Blends: the best item-item family (first) with each other family's best
  * (ALS included), score = (1 - t) s_a / scale_a + t s_b / scale_b

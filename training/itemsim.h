@@ -56,7 +56,7 @@ typedef struct itemsim_params {
     uint32_t max_dense_items;    /* EASE dense up to this many items (default 20000) */
     uint32_t neighbors;          /* kept per item: kNN's k, RP3beta, pruned EASE (default 100) */
     float rp3_alpha, rp3_beta;   /* default 1.0, 0.5 */
-    uint32_t threads;            /* kNN and RP3beta workers (default 1) */
+    uint32_t threads;            /* workers, and EASE's OpenBLAS threads (default 1) */
 } itemsim_params;
 
 /* EASE, the defaults above. */
@@ -74,6 +74,8 @@ typedef struct itemsim_model {
 
 /* Trains p->algorithm on train (users x items, values r_ui). Fills *out
  * (caller frees with itemsim_free; zeroed and nothing to free on failure).
+ * EASE's solve runs on p->threads OpenBLAS threads and leaves OpenBLAS
+ * single-threaded (as recd runs it everywhere else).
  * Returns ERR_OK, ERR_INVALID (not an item-item algorithm, neighbors 0, a
  * negative or non-finite parameter, EASE's system not positive definite),
  * ERR_LIMIT (EASE beyond the BLAS int range or memory size), ERR_NOMEM. */
