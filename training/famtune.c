@@ -142,8 +142,10 @@ int famtune_run(const famtune_input *in, famtune_result *r, err_t *e) {
     r->best[ITEMSIM_ALS].ndcg = in->als_ndcg;
     double users_per_item = in->train->n_cols ? (double)csr_nnz(in->train) / in->train->n_cols : 1;
     if (!(users_per_item > 0)) users_per_item = 1;
-    static const double ease_grid[] = {0.25, 0.5, 1, 2, 4, 8, 16};
-    static const uint32_t knn_grid[] = {10, 20, 50, 100, 200};
+    /* Powers of sqrt(2) from 1/4 to 16: a lambda matters by its ratio. */
+    static const double ease_grid[] = {0.25, 0.354, 0.5,  0.707, 1,    1.41, 2,
+                                       2.83, 4,     5.66, 8,     11.3, 16};
+    static const uint32_t knn_grid[] = {5, 10, 20, 50, 100, 200};
     static const float rp3_alpha[] = {0.5f, 1.0f}, rp3_beta[] = {0.0f, 0.25f, 0.5f, 0.75f};
     /* Each family alone. */
     for (size_t g = 0; g < sizeof ease_grid / sizeof *ease_grid; g++) {
@@ -176,7 +178,7 @@ int famtune_run(const famtune_input *in, famtune_result *r, err_t *e) {
         if (r->best[a].ndcg > r->best[first].ndcg) first = a;
     famtune_choice item_winner = r->best[first];
     r->blend.ndcg = -1;
-    static const float shares[] = {0.1f, 0.2f, 0.3f, 0.5f};
+    static const float shares[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.7f};
     for (int b = 0; b < ITEMSIM_N_ALGORITHMS; b++) {
         if (b == first || (b == ITEMSIM_ALS && isinf(in->als_blend))) continue;
         for (size_t s = 0; s < sizeof shares / sizeof *shares; s++) {

@@ -4,12 +4,12 @@
  * the same eval_ranking that recd eval runs.
  *
  * Grids (scale-free, so nothing is fitted to one dataset):
- *   EASE     lambda = d x {0.25, 0.5, 1, 2, 4, 8, 16}, d = mean training users per item
- *   item-kNN k in {10, 20, 50, 100, 200}
+ *   EASE     lambda = d x 2^(j/2), j = -4..8 (1/4 .. 16), d = mean training users per item
+ *   item-kNN k in {5, 10, 20, 50, 100, 200}
  *   RP3beta  alpha in {0.5, 1}, beta in {0, 0.25, 0.5, 0.75}, 100 neighbours
  * Blends: the best item-item family (first) with each other family's best
  * (ALS included), score = (1 - t) s_a / scale_a + t s_b / scale_b
- * (itemsim_score_scale), t in {0.1, 0.2, 0.3, 0.5}. Then the popularity
+ * (itemsim_score_scale), t in {0.1, 0.2, 0.3, 0.4, 0.5, 0.7}. Then the popularity
  * blends of tune_blend_grid on the item-item winner (at its score scale).
  * The winner is the highest validation NDCG@k; ties go to the simpler
  * choice (ALS, then a family alone, then a blend; no popularity blend). */
