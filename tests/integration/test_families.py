@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from conftest import Server, train
+from conftest import Server, run, train
 
 LAMBDA = 20.0
 FAMILIES = {
@@ -186,3 +186,15 @@ def test_hot_swap_between_families(shop, tmp_path, pb):
             assert len(r.items) == 10 and not set(ids(r)) & shop.bought[user]
     finally:
         assert s.stop() == 0
+
+
+def test_bad_family_flags_are_refused(shop, tmp_path):
+    for extra, why in [(["--algorithm", "EASE"], "'als', 'ease', 'knn' or 'rp3beta'"),
+                       (["--algorithm", "ease", "--lambda", -1], "--lambda"),
+                       (["--blend-with", "knn", "--blend-share", 0.3], "--blend-share needs"),
+                       (["--algorithm", "knn", "--neighbors", 0], "--neighbors")]:
+        p = run("train", "--input", shop.path, "--model", tmp_path / "m", *extra, check=False)
+        assert p.returncode == 2 and why in p.stderr, (extra, p.stderr)
+    assert not (tmp_path / "m").exists()
+    p = run("eval", "--input", shop.path, "--algorithm", "slim", check=False)
+    assert p.returncode == 2 and "--algorithm" in p.stderr
