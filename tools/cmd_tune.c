@@ -643,6 +643,10 @@ static int choose_family(const ev_set *s, const uint8_t *is_valid, const tune_ar
         printf("\nbest validation NDCG@%u of each family:\n", a->to.k);
         char d[256];
         for (int i = 0; i < ITEMSIM_N_ALGORITHMS; i++) {
+            if (fr->best[i].ndcg < 0) {
+                printf("  %-8s skipped\n", itemsim_algorithm_name((itemsim_algorithm)i));
+                continue;
+            }
             famtune_describe(&fr->best[i], d, sizeof d);
             printf("  %-8s %.4f  %s\n", itemsim_algorithm_name((itemsim_algorithm)i),
                    fr->best[i].ndcg, d);
@@ -682,7 +686,7 @@ static int test_families(const ev_set *s, const uint8_t *is_test, const tune_arg
     if (rc) return rc;
     if ((rc = eval_popular_init(&train, &pop, e))) goto done;
     for (int i = 0; i < ITEMSIM_N_ALGORITHMS; i++)
-        ch[i] = &fr->best[i];
+        ch[i] = fr->best[i].ndcg >= 0 ? &fr->best[i] : NULL;
     ch[ITEMSIM_N_ALGORITHMS] = fr->blend.ndcg >= 0 ? &fr->blend : NULL;
     ch[ITEMSIM_N_ALGORITHMS + 1] = &fr->winner;
     for (uint32_t i = 0; i < ROWS - 1; i++) {

@@ -147,12 +147,17 @@ int famtune_run(const famtune_input *in, famtune_result *r, err_t *e) {
                                        2.83, 4,     5.66, 8,     11.3, 16};
     static const uint32_t knn_grid[] = {5, 10, 20, 50, 100, 200};
     static const float rp3_alpha[] = {0.5f, 1.0f}, rp3_beta[] = {0.0f, 0.25f, 0.5f, 0.75f};
-    /* Each family alone. */
-    for (size_t g = 0; g < sizeof ease_grid / sizeof *ease_grid; g++) {
+    /* Each family alone. EASE only where its rows fit dense by default:
+     * above, its solve alone would take n^2 floats per candidate. */
+    size_t n_ease =
+        in->train->n_cols <= base.item.max_dense_items ? sizeof ease_grid / sizeof *ease_grid : 0;
+    if (!n_ease && in->log)
+        fprintf(in->log, "tune: family ease skipped: %u items are above %u (--max-dense-items)\n",
+                in->train->n_cols, base.item.max_dense_items);
+    for (size_t g = 0; g < n_ease; g++) {
         famtune_choice c = base;
         c.item.algorithm = ITEMSIM_EASE;
         c.item.lambda = (float)(users_per_item * ease_grid[g]);
-        if (in->train->n_cols > c.item.max_dense_items) c.item.max_dense_items = in->train->n_cols;
         if ((rc = try_choice(in, r, &c, e))) return rc;
         if (c.ndcg > r->best[ITEMSIM_EASE].ndcg) r->best[ITEMSIM_EASE] = c;
     }
@@ -173,14 +178,15 @@ int famtune_run(const famtune_input *in, famtune_result *r, err_t *e) {
             if (c.ndcg > r->best[ITEMSIM_RP3BETA].ndcg) r->best[ITEMSIM_RP3BETA] = c;
         }
     /* The best item-item family, blended with each other family's best. */
-    int first = ITEMSIM_EASE;
+    int first = ITEMSIM_KNN;
     for (int a = ITEMSIM_EASE; a < ITEMSIM_N_ALGORITHMS; a++)
         if (r->best[a].ndcg > r->best[first].ndcg) first = a;
     famtune_choice item_winner = r->best[first];
     r->blend.ndcg = -1;
     static const float shares[] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.7f};
     for (int b = 0; b < ITEMSIM_N_ALGORITHMS; b++) {
-        if (b == first || (b == ITEMSIM_ALS && isinf(in->als_blend))) continue;
+        if (b == first || r->best[b].ndcg < 0 || (b == ITEMSIM_ALS && isinf(in->als_blend)))
+            continue;
         for (size_t s = 0; s < sizeof shares / sizeof *shares; s++) {
             famtune_choice c = r->best[first];
             c.with = r->best[b].item;

@@ -4,7 +4,8 @@
  * the same eval_ranking that recd eval runs.
  *
  * Grids (scale-free, so nothing is fitted to one dataset):
- *   EASE     lambda = d x 2^(j/2), j = -4..8 (1/4 .. 16), d = mean training users per item
+ *   EASE     lambda = d x 2^(j/2), j = -4..8 (1/4 .. 16), d = mean training users per item;
+ *            only up to itemsim's default max_dense_items (20000 items)
  *   item-kNN k in {5, 10, 20, 50, 100, 200}
  *   RP3beta  alpha in {0.5, 1}, beta in {0, 0.25, 0.5, 0.75}, 100 neighbours
  * Blends: the best item-item family (first) with each other family's best
