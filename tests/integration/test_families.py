@@ -198,3 +198,21 @@ def test_bad_family_flags_are_refused(shop, tmp_path):
     assert not (tmp_path / "m").exists()
     p = run("eval", "--input", shop.path, "--algorithm", "slim", check=False)
     assert p.returncode == 2 and "--algorithm" in p.stderr
+
+
+def test_churn_and_campaign_affinity_on_an_item_item_model(shop, tmp_path, pb):
+    # The factors trained beside the rows answer affinity and churn reasons.
+    train(shop.path, tmp_path / "m", "--algorithm", "ease", "--churn-horizon", "90d")
+    s = Server(tmp_path / "m", tmp_path)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        item = shop.popularity.most_common(5)[-1][0]
+        t = list(stub.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(
+            item_id=item, order=pb.rec.BY_AFFINITY, limit=30)))
+        aff = [x.affinity for x in t]
+        assert len(t) == 30 and aff == sorted(aff, reverse=True)
+        user = heavy(shop, 1)[0]
+        c = stub.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=user))
+        assert 0 <= c.probability <= 1
+    finally:
+        assert s.stop() == 0
