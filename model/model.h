@@ -58,6 +58,9 @@ typedef struct model_meta {
     /* An item-item model's served score is rows . v_u + als_blend * x_u . y_i
      * (+ the popularity blend): a blend with the factors; 0 = rows alone. */
     float als_blend;
+    /* ALS's frequency-scaled regularization (als_params): a fold-in of n
+     * distinct items is regularized by regularization + this x n; 0 = plain. */
+    float frequency_regularization;
 } model_meta;
 
 /* The metadata fields, one row each, in the order recd inspect and recd query
@@ -105,7 +108,9 @@ typedef struct model_meta {
     X(algorithm, "algorithm", STR, OPT, PB, algorithm, SHOW, "algorithm", "%s")                    \
     X(lambda, "lambda", F32, OPT, NO, _, SHOW, "lambda", "%g")                                     \
     X(neighbors, "neighbors", U32, OPT, NO, _, SHOW, "neighbors", "%u")                            \
-    X(als_blend, "als_blend", F32, OPT, NO, _, SHOW, "als_blend", "%g")
+    X(als_blend, "als_blend", F32, OPT, NO, _, SHOW, "als_blend", "%g")                            \
+    X(frequency_regularization, "frequency_regularization", F32, OPT, NO, _, SHOW,                 \
+      "frequency_regularization", "%g")
 
 /* The C type of each kind (a STR member's array decays to char *), for the
  * compile-time checks of the table's users. */

@@ -60,8 +60,11 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
         items[out] = item;
         counts[out++] = w;
     }
-    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out,
-                        mt->regularization, mt->alpha, x, e);
+    /* Frequency-scaled regularization: lambda grows with the user's items,
+     * as in training (out = their distinct items). */
+    float lambda = mt->regularization + mt->frequency_regularization * (float)out;
+    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out, lambda,
+                        mt->alpha, x, e);
     free(sig);
     free(items);
     free(counts);
@@ -72,11 +75,6 @@ void score_items(const model *m, const float *x, float *scores) {
     const model_meta *mt = model_info(m);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_items, (int)mt->factors, 1.0f,
                 model_item_factors(m), (int)mt->factors, x, 1, 0.0f, scores, 1);
-}
-
-static int cmp_signal(const void *pa, const void *pb) {
-    const score_signal *a = pa, *b = pb;
-    return (a->item > b->item) - (a->item < b->item);
 }
 
 int score_item_rows(const model *m, uint32_t user, const score_signal *signals, size_t n,
@@ -104,7 +102,7 @@ int score_item_rows(const model *m, uint32_t user, const score_signal *signals, 
         all[k] = (score_signal){stored[k], counts[k]};
     if (n) memcpy(all + n_stored, signals, n * sizeof *signals);
     /* An item's value is capped once, over all of its signals together. */
-    qsort(all, total, sizeof *all, cmp_signal);
+    qsort(all, total, sizeof *all, cmp_signal_item);
     size_t d = 0;
     for (size_t k = 0; k < total; k++) {
         if (d && items[d - 1] == all[k].item) {

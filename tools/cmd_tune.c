@@ -333,6 +333,7 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
     als_params_init(&p);
     p.factors = c->factors;
     p.regularization = c->regularization;
+    p.frequency_regularization = c->frequency_regularization;
     p.alpha = c->alpha;
     p.iterations = o->iterations;
     p.threads = o->threads;
@@ -575,6 +576,7 @@ static int publish(const tune_args *a, ev_set *s, const tune_config *c, float bl
     pipeline_params_init(&pp);
     pp.als.factors = c->factors;
     pp.als.regularization = c->regularization;
+    pp.als.frequency_regularization = c->frequency_regularization;
     pp.als.alpha = c->alpha;
     pp.als.iterations = a->to.iterations;
     pp.als.threads = a->to.threads;
@@ -727,6 +729,7 @@ static int publish_family(const tune_args *a, ev_set *s, const tune_config *c,
     pipeline_params_init(&pp);
     pp.als.factors = c->factors;
     pp.als.regularization = c->regularization;
+    pp.als.frequency_regularization = c->frequency_regularization;
     pp.als.alpha = c->alpha;
     pp.als.iterations = a->to.iterations;
     pp.als.threads = a->to.threads;
@@ -855,12 +858,13 @@ int cmd_tune(int argc, char **argv) {
                  "ALS alone %.4f)",
                  (double)cmp.blend, a.to.k, cmp.blends[cmp.chosen].ndcg, tuned);
     snprintf(decision, sizeof decision,
-             "published trial %u to `%s` as %s: factors %u, regularization %.4g, alpha %.3g, "
-             "half-life %s, %u iterations (validation NDCG@%u: default %.4f; most-popular "
-             "%.4f)",
+             "published trial %u to `%s` as %s: factors %u, regularization %.4g (+ %.3g per "
+             "item), alpha %.3g, half-life %s, %u iterations (validation NDCG@%u: default "
+             "%.4f; most-popular %.4f)",
              best->id, a.model, what, best->c.factors, (double)best->c.regularization,
-             (double)best->c.alpha, half_life_str(best->c.half_life_days, hl, sizeof hl),
-             a.to.iterations, a.to.k, def, pop);
+             (double)best->c.frequency_regularization, (double)best->c.alpha,
+             half_life_str(best->c.half_life_days, hl, sizeof hl), a.to.iterations, a.to.k, def,
+             pop);
     printf("\nsummary: %u configurations, %u ALS fits; winner trial %u NDCG@%u %.4f vs default "
            "%.4f vs most-popular %.4f\n%s: %s\n",
            res.n, res.fits, best->id, a.to.k, tuned, def, pop, a.families ? "als" : "decision",

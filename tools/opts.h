@@ -23,6 +23,7 @@
     XX(ITERATIONS, "iterations", u32, 1, 100000, als->iterations)                                  \
     XX(REGULARIZATION, "regularization", float, 0, 1e9, als->regularization)                       \
     XX(ALPHA, "alpha", float, 0, 1e9, als->alpha)                                                  \
+    XX(FREQ_REG, "frequency-regularization", float, 0, 1e9, als->frequency_regularization)         \
     XX(HALF_LIFE, "half-life", float, 0, 1e6, *half_life)                                          \
     XX(THREADS, "threads", u32, 1, 256, als->threads)                                              \
     XX(SEED, "seed", u64, 0, UINT64_MAX, als->seed)

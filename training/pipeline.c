@@ -265,6 +265,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     in.meta.iterations = p->als.iterations;
     in.meta.regularization = p->als.regularization;
     in.meta.alpha = p->als.alpha;
+    in.meta.frequency_regularization = p->als.frequency_regularization;
     in.meta.loss = factors.loss;
     in.meta.popularity_blend = p->popularity_blend;
     in.meta.train_seconds = clock_seconds() - train_start;
