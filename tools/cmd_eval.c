@@ -54,6 +54,8 @@ static void usage(FILE *out) {
             "  --iterations N        ALS iterations (default 15)\n"
             "  --regularization L    ALS lambda (default 0.01)\n"
             "  --alpha A             confidence 1 + A * value (default 1.0)\n"
+            "  --frequency-regularization F  ALS lambda of a row = regularization + F x its\n"
+            "                        nonzeros (default 0)\n"
             "  --half-life DAYS      value of an interaction = sum over its events of\n"
             "                        0.5^(age / DAYS), age from the end of the training data\n"
             "                        (default 0: no decay, every event counts 1)\n"

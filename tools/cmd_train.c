@@ -24,6 +24,8 @@ static const char train_usage[] =
     "  --iterations N       ALS iterations (default 15)\n"
     "  --regularization F   L2 regularization lambda (default 0.01)\n"
     "  --alpha F            confidence c = 1 + alpha * purchases (default 1.0)\n"
+    "  --frequency-regularization F  lambda of a user or item = regularization + F x its\n"
+    "                       purchases (Rendle et al. 2022; default 0)\n"
     "  --half-life DAYS     time decay: an event counts 0.5^(age / DAYS) of its weight, age\n"
     "                       from the latest event of the input (default 0: no decay)\n"
     "  --threads N          training threads (default: number of CPUs)\n"
