@@ -6,8 +6,7 @@
  *   regularization  10^U(-3, 2)
  *   alpha           10^U(-1, 1.7)          (0.1 .. 50)
  *   half-life       none with probability 1/4, else 10^U(log10 7, log10 730) days
- *   frequency reg.  0 with probability 1/2, else 10^U(-3, 0) (als_params:
- *                   lambda + this x the row's nonzeros, Rendle et al. 2022)
+ *   frequency reg.  0: not searched (see tune_sample)
  * The first configuration is always the untuned default (als_params_init,
  * no half-life), so the winner is never worse than it on validation.
  *
