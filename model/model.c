@@ -69,6 +69,10 @@
 #define K_CATEGORY_IDS "category_ids"
 #define K_CATEGORY_INDEX "category_index"
 #define K_ITEM_CATEGORY "item_category"
+#define K_ITEM_ROWS_DENSE "item_rows_dense"
+#define K_ITEM_ROWS_INDPTR "item_rows_indptr"
+#define K_ITEM_ROWS_INDEX "item_rows_index"
+#define K_ITEM_ROWS_VALUE "item_rows_value"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -122,6 +126,8 @@ struct model {
     model_ids categories;          /* n = 0 when the model has none */
     const uint32_t *item_category; /* NULL when the model has no categories */
     int has_churn;
+    int has_rows;
+    itemrows rows;     /* arrays into the map when has_rows */
     model_churn churn; /* arrays point into the map; names into churn_names */
     const char *churn_names[MODEL_CHURN_MAX_FEATURES];
 };
@@ -459,6 +465,34 @@ static int model_check_churn(const model_churn *c, uint32_t n_users, err_t *e) {
     return ERR_OK;
 }
 
+/* Checks item rows for publication: n_items of them, indexes in range, an
+ * ascending indptr, finite weights. */
+static int model_check_rows(const itemrows *r, uint32_t n_items, err_t *e) {
+    if (r->n_items != n_items)
+        return err_set(e, ERR_INVALID, "model: publish: %u item rows for %u items", r->n_items,
+                       n_items);
+    uint64_t n = r->dense ? (uint64_t)n_items * n_items : 0;
+    const float *v = r->dense;
+    if (!r->dense) {
+        if (!r->indptr || !r->index || !r->value || r->indptr[0] != 0)
+            return err_set(e, ERR_INVALID, "model: publish: item rows without their arrays");
+        for (uint32_t i = 0; i < n_items; i++)
+            if (r->indptr[i + 1] < r->indptr[i])
+                return err_set(e, ERR_INVALID, "model: publish: item rows' indptr descends");
+        n = r->indptr[n_items];
+        v = r->value;
+        for (uint64_t k = 0; k < n; k++)
+            if (r->index[k] >= n_items)
+                return err_set(e, ERR_INVALID, "model: publish: item row entry %llu is item %u",
+                               (unsigned long long)k, r->index[k]);
+    }
+    for (uint64_t k = 0; k < n; k++)
+        if (!isfinite(v[k]))
+            return err_set(e, ERR_INVALID, "model: publish: item row weight %llu is not finite",
+                           (unsigned long long)k);
+    return ERR_OK;
+}
+
 /* Checks that in describes one consistent model (ERR_INVALID otherwise), so
  * that a reader never has to distrust sizes that model_open verified. */
 static int model_check_input(const model_input *in, err_t *e) {
@@ -513,6 +547,8 @@ static int model_check_input(const model_input *in, err_t *e) {
     if (!(m->popularity_blend >= 0.0f))
         return err_set(e, ERR_INVALID, "model: publish: popularity_blend %g is not >= 0",
                        (double)m->popularity_blend);
+    int rc;
+    if (in->item_rows && (rc = model_check_rows(in->item_rows, m->n_items, e))) return rc;
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
@@ -556,6 +592,11 @@ static uint64_t model_fingerprint(const model_input *in) {
     if (in->meta.n_items)
         XXH3_64bits_update(&st, in->item_factors,
                            (size_t)in->meta.n_items * in->meta.factors * sizeof(float));
+    const itemrows *ir = in->item_rows;
+    if (ir && ir->dense)
+        XXH3_64bits_update(&st, ir->dense, (size_t)ir->n_items * ir->n_items * sizeof(float));
+    else if (ir)
+        XXH3_64bits_update(&st, ir->value, (size_t)ir->indptr[ir->n_items] * sizeof(float));
     return XXH3_64bits_digest(&st);
 }
 
@@ -810,6 +851,14 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
         BLOB_COPY(K_CHURN_FREQUENCY, per, c->frequency);
         BLOB_COPY(K_CHURN_MONETARY, per, c->monetary);
     }
+    const itemrows *ir = in->item_rows;
+    if (ir && ir->dense) {
+        BLOB_COPY(K_ITEM_ROWS_DENSE, ni * ni * sizeof(float), ir->dense);
+    } else if (ir) {
+        BLOB_COPY(K_ITEM_ROWS_INDPTR, (ni + 1) * sizeof(uint64_t), ir->indptr);
+        BLOB_COPY(K_ITEM_ROWS_INDEX, ir->indptr[ni] * sizeof(uint32_t), ir->index);
+        BLOB_COPY(K_ITEM_ROWS_VALUE, ir->indptr[ni] * sizeof(float), ir->value);
+    }
     BLOB_COPY(K_POPULARITY, ni * sizeof(float), in->item_popularity);
     BLOB_FILL(K_POPULAR, ni * sizeof(uint32_t), model_fill_popular, NULL);
 #undef BLOB_COPY
@@ -842,14 +891,28 @@ static int model_write_values(model_writer *w, const model_input *in, const mode
 #define META_PUT_F32(key, v) model_put_f32(w, key, v, e)
 #define META_PUT_F64(key, v) model_put_f64(w, key, v, e)
 #define META_PUT_STR(key, v) model_put(w, key, v, strlen(v), e)
-#define META_WANT_REQ(v) 1
-#define META_WANT_FMT(v) 1
-#define META_WANT_OPT(v) ((v) != 0)
+#define META_WANT_REQ(kind, v) 1
+#define META_WANT_FMT(kind, v) 1
+#define META_SET_U32(v) ((v) != 0)
+#define META_SET_U64 META_SET_U32
+#define META_SET_I64 META_SET_U32
+#define META_SET_TIME META_SET_U32
+#define META_SET_F32 META_SET_U32
+#define META_SET_F64 META_SET_U32
+#define META_SET_STR(v) ((v)[0] != '\0')
+#define META_WANT_OPT(kind, v) META_SET_##kind(v)
 #define META_WRITE(member, key, kind, opt, pb, pb_name, show, label, fmt)                          \
-    if (META_WANT_##opt(meta->member) && (rc = META_PUT_##kind(key, meta->member))) return rc;
+    if (META_WANT_##opt(kind, meta->member) && (rc = META_PUT_##kind(key, meta->member))) return rc;
     MODEL_META_MAP(META_WRITE)
 #undef META_WRITE
 #undef META_WANT_OPT
+#undef META_SET_STR
+#undef META_SET_F64
+#undef META_SET_F32
+#undef META_SET_TIME
+#undef META_SET_I64
+#undef META_SET_U64
+#undef META_SET_U32
 #undef META_WANT_FMT
 #undef META_WANT_REQ
 #undef META_PUT_STR
@@ -1277,6 +1340,44 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
     return ERR_OK;
 }
 
+/* Reads the item rows of an item-item model, if any: dense (n^2 floats) or
+ * sparse, its indexes checked to stay inside the catalogue, since servers
+ * index score arrays with them. */
+static int model_read_rows(model_reader *r, model *m, err_t *e) {
+    const model_meta *mt = &m->meta;
+    uint64_t n = mt->n_items, len;
+    const void *p;
+    int rc;
+    m->rows = (itemrows){.n_items = mt->n_items};
+    if (model_has(r, K_ITEM_ROWS_DENSE)) {
+        len = n * n * sizeof(float);
+        if ((rc = model_get_blob(r, K_ITEM_ROWS_DENSE, &len, 0, 4, &p, e))) return rc;
+        m->rows.dense = p;
+        m->has_rows = 1;
+        return ERR_OK;
+    }
+    if (!model_has(r, K_ITEM_ROWS_INDPTR)) return ERR_OK;
+    len = (n + 1) * sizeof(uint64_t);
+    if ((rc = model_get_blob(r, K_ITEM_ROWS_INDPTR, &len, 0, 8, &p, e))) return rc;
+    m->rows.indptr = p;
+    uint64_t nnz = m->rows.indptr[n];
+    if (m->rows.indptr[0] != 0 || !model_ascending(m->rows.indptr, mt->n_items) ||
+        nnz > UINT64_MAX / 8)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path,
+                       K_ITEM_ROWS_INDPTR);
+    len = nnz * sizeof(uint32_t);
+    if ((rc = model_get_blob(r, K_ITEM_ROWS_INDEX, &len, 0, 4, &p, e))) return rc;
+    m->rows.index = p;
+    if (!model_below(m->rows.index, nnz, mt->n_items))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has an item index >= %u", r->path,
+                       K_ITEM_ROWS_INDEX, mt->n_items);
+    len = nnz * sizeof(float);
+    if ((rc = model_get_blob(r, K_ITEM_ROWS_VALUE, &len, 0, 4, &p, e))) return rc;
+    m->rows.value = p;
+    m->has_rows = 1;
+    return ERR_OK;
+}
+
 /* Reads and checks every key; the environment has passed the size check. */
 static int model_read(model_reader *r, model *m, err_t *e) {
     model_meta *mt = &m->meta;
@@ -1302,9 +1403,17 @@ static int model_read(model_reader *r, model *m, err_t *e) {
 #define META_REST_FMT(member, key, kind)
 #define META_REST_REQ(member, key, kind)                                                           \
     if ((rc = META_GET_##kind(key, member))) return rc;
+#define META_ZERO_NUM(member) mt->member = 0
+#define META_ZERO_U32 META_ZERO_NUM
+#define META_ZERO_U64 META_ZERO_NUM
+#define META_ZERO_I64 META_ZERO_NUM
+#define META_ZERO_TIME META_ZERO_NUM
+#define META_ZERO_F32 META_ZERO_NUM
+#define META_ZERO_F64 META_ZERO_NUM
+#define META_ZERO_STR(member) mt->member[0] = '\0'
 #define META_REST_OPT(member, key, kind)                                                           \
     if (!model_has(r, key))                                                                        \
-        mt->member = 0;                                                                            \
+        META_ZERO_##kind(member);                                                                  \
     else if ((rc = META_GET_##kind(key, member)))                                                  \
         return rc;
 #define META_FIRST(member, key, kind, opt, pb, pb_name, show, label, fmt)                          \
@@ -1316,6 +1425,14 @@ static int model_read(model_reader *r, model *m, err_t *e) {
 #undef META_REST
 #undef META_FIRST
 #undef META_REST_OPT
+#undef META_ZERO_STR
+#undef META_ZERO_F64
+#undef META_ZERO_F32
+#undef META_ZERO_TIME
+#undef META_ZERO_I64
+#undef META_ZERO_U64
+#undef META_ZERO_U32
+#undef META_ZERO_NUM
 #undef META_REST_REQ
 #undef META_REST_FMT
 #undef META_FIRST_FMT
@@ -1330,6 +1447,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
 #undef META_GET_NUM
 #undef META_GET_STR
     if (mt->factors == 0) return err_set(e, ERR_FORMAT, "model: %s: factors is 0", r->path);
+    if (!mt->algorithm[0]) snprintf(mt->algorithm, sizeof mt->algorithm, "als");
     /* A NaN or negative popularity blend would turn the served scores into
      * garbage, so it is refused (a missing one is pure ALS: 0). */
     if (!(mt->popularity_blend >= 0.0f))
@@ -1414,6 +1532,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     if ((rc = model_get_blob(r, K_USER_ITEM_COUNTS, &len, 0, 4, &p, e))) return rc;
     m->user_item_counts = p;
     if (model_has(r, K_CHURN_N) && (rc = model_read_churn(r, m, e))) return rc;
+    if ((rc = model_read_rows(r, m, e))) return rc;
     /* Categories are optional: a history without a category column has none. */
     if (!model_has(r, K_CATEGORIES)) return ERR_OK;
     uint64_t v;
@@ -1555,6 +1674,10 @@ const char *model_user_id(const model *m, uint32_t index, size_t *len) {
 const char *model_item_id(const model *m, uint32_t index, size_t *len) {
     *len = (size_t)(m->items.offsets[index + 1] - m->items.offsets[index]);
     return m->items.bytes + m->items.offsets[index];
+}
+
+const itemrows *model_item_rows(const model *m) {
+    return m->has_rows ? &m->rows : NULL;
 }
 
 const float *model_user_factors(const model *m) {

@@ -24,6 +24,7 @@
 #include "csr.h"
 #include "err.h"
 #include "idmap.h"
+#include "itemrows.h"
 
 #define MODEL_FORMAT_VERSION 2
 #define MODEL_VERSION_MAX 64 /* bytes of a version string, with NUL */
@@ -47,6 +48,19 @@ typedef struct model_meta {
      * ALS (also what a model published without it reads as); +INFINITY = the
      * most-popular list for everyone. Never NaN or negative. */
     float popularity_blend;
+    /* The model family (training/itemsim.h's names): "als", or an item-item
+     * family - "ease", "knn", "rp3beta", or two of them blended as
+     * "<a>+<b>" - whose item rows (model_item_rows) score instead of the
+     * factors. Read as "als" from a model without the key. */
+    char algorithm[32];
+    float lambda;       /* EASE's lambda (0 when not EASE) */
+    uint32_t neighbors; /* entries kept per item by a sparse item-item model (0: dense or ALS) */
+    /* An item-item model's served score is rows . v_u + als_blend * x_u . y_i
+     * (+ the popularity blend): a blend with the factors; 0 = rows alone. */
+    float als_blend;
+    /* ALS's frequency-scaled regularization (als_params): a fold-in of n
+     * distinct items is regularized by regularization + this x n; 0 = plain. */
+    float frequency_regularization;
 } model_meta;
 
 /* The metadata fields, one row each, in the order recd inspect and recd query
@@ -60,7 +74,7 @@ typedef struct model_meta {
  *   opt      REQ: always written, a model without it is refused; FMT: REQ,
  *            and read and checked (== MODEL_FORMAT_VERSION) before any other
  *            key, since another format may have other keys; OPT: written
- *            only when not 0, so a model without the feature stays exactly
+ *            only when not 0 (a STR: not empty), so a model without the feature stays exactly
  *            what it was before the key existed, and read as 0 when missing
  *   pb       PB: served as field pb_name of ModelInfo (the generated
  *            Recd__V1__ModelInfo must have it with the kind's C type: the
@@ -90,7 +104,13 @@ typedef struct model_meta {
     X(source_fingerprint, "source_fingerprint", STR, REQ, PB, source_fingerprint, SHOW,            \
       "source_fingerprint", "%s")                                                                  \
     X(popularity_blend, "popularity_blend", F32, OPT, PB, popularity_blend, HAND,                  \
-      "popularity_blend", "%g")
+      "popularity_blend", "%g")                                                                    \
+    X(algorithm, "algorithm", STR, OPT, PB, algorithm, SHOW, "algorithm", "%s")                    \
+    X(lambda, "lambda", F32, OPT, NO, _, SHOW, "lambda", "%g")                                     \
+    X(neighbors, "neighbors", U32, OPT, NO, _, SHOW, "neighbors", "%u")                            \
+    X(als_blend, "als_blend", F32, OPT, NO, _, SHOW, "als_blend", "%g")                            \
+    X(frequency_regularization, "frequency_regularization", F32, OPT, NO, _, SHOW,                 \
+      "frequency_regularization", "%g")
 
 /* The C type of each kind (a STR member's array decays to char *), for the
  * compile-time checks of the table's users. */
@@ -195,6 +215,8 @@ typedef struct model_input {
     const idmap *categories;
     const uint32_t *item_category;
     const model_churn *churn; /* optional churn model and scores; NULL = none */
+    /* The item rows of an item-item model (n_items of them), NULL for ALS. */
+    const itemrows *item_rows;
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -284,6 +306,10 @@ int model_churn_user_scores(const model *m, uint32_t u, model_churn_user *out);
  * doubles into out; see model_churn). Returns ERR_OK or ERR_NOTFOUND (no
  * churn model). */
 int model_churn_contributions(const model *m, uint32_t u, double *out);
+
+/* The item rows of an item-item model (arrays into the map), NULL for an
+ * ALS model. */
+const itemrows *model_item_rows(const model *m);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

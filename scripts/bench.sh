@@ -20,7 +20,9 @@
 #     --als-iterations N  (default 5)
 #     --shop U,I,EVENTS   synthetic shop for gen + train (default 1000000,100000,20000000)
 #     --shop-iterations N (default 15)
-#     --skip-scoring, --skip-grpc, --skip-als, --skip-shop
+#     --item-sizes LIST   catalogues of the item-item families next to ALS
+#                         (default 10000,100000; 40 nonzeros per item, 2 users per item)
+#     --skip-scoring, --skip-grpc, --skip-als, --skip-items, --skip-shop
 #     --recd PATH         a recd binary to measure (default: build build/ first)
 #     --against PATH      another recd binary (e.g. built -DRECD_MARCH=native) whose
 #                         scoring is timed round by round next to recd's
@@ -31,7 +33,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 items=10000,100000,1000000 factors=64 rounds=3 grpc_seconds=2 grpc_rounds=2
 als=100000,20000,5000000 als_iterations=5 shop=1000000,100000,20000000 shop_iterations=15
-skip_scoring= skip_grpc= skip_als= skip_shop= recd= json= against=()
+item_sizes=10000,100000
+skip_scoring= skip_grpc= skip_als= skip_items= skip_shop= recd= json= against=()
 while [ $# -gt 0 ]; do
   case $1 in
     --items) items=$2; shift ;;
@@ -46,6 +49,8 @@ while [ $# -gt 0 ]; do
     --skip-scoring) skip_scoring=1 ;;
     --skip-grpc) skip_grpc=1 ;;
     --skip-als) skip_als=1 ;;
+    --skip-items) skip_items=1 ;;
+    --item-sizes) item_sizes=$2; shift ;;
     --skip-shop) skip_shop=1 ;;
     --recd) recd=$(realpath "$2"); shift ;;
     --against) against=(--against "$(realpath "$2")"); shift ;;
@@ -140,6 +145,15 @@ if [ -z "$skip_als" ]; then
   note "ALS on a random $u x $i matrix with $z nonzeros"
   "$recd" bench train --users "$u" --items "$i" --nnz "$z" --factors 64 --threads 2 \
     --iterations "$als_iterations" >>"$out"
+fi
+
+if [ -z "$skip_items" ]; then
+  IFS=, read -ra isizes <<<"$item_sizes"
+  for n in "${isizes[@]}"; do
+    note "item-item families next to ALS at $n items (EASE dense only up to 20000)"
+    "$recd" bench items --users $((2 * n)) --items "$n" --nnz $((40 * n)) --factors "$factors" \
+      --threads 2 --iterations "$als_iterations" >>"$out"
+  done
 fi
 
 if [ -z "$skip_shop" ]; then

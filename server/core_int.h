@@ -170,6 +170,12 @@ int core__shopper_collect(core *c, const model *m, const char *user_id, char *co
 int core__shopper_vector(const core__model *sm, const core__shopper *sh, int anonymous, float *x,
                          core_strategy *strategy, err_t *e);
 
+/* An item-item model's scores for the shopper (score_item_rows: stored
+ * items, fresh signals, the factor blend from x) into *out, n_items floats
+ * the caller frees. Errors: ERR_INVALID, ERR_NOMEM. */
+int core__item_scores(const model *m, const core__shopper *sh, const float *x, float **out,
+                      err_t *e);
+
 /* --- the record write path (core_write.c) ---------------------------------- */
 
 /* Why record i of records cannot be stored, or NULL; fills *out with it as

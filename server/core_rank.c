@@ -79,6 +79,7 @@ typedef struct recommend_call {
     core__multipliers *mu;
     core__shopper sh;
     float *x;
+    float *ii; /* an item-item model's scores of every item (n_items), or NULL */
     uint32_t category, variant;
     core_strategy strategy;
     char request_id[EXP_REQUEST_ID_MAX];
@@ -88,6 +89,7 @@ static void recommend_free(recommend_call *rc) {
     core__shopper_free(&rc->sh);
     core__multipliers_release(rc->mu);
     free(rc->x);
+    free(rc->ii);
     if (rc->sm) core__release(rc->sm);
 }
 
@@ -130,6 +132,9 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
         (err = core__shopper_vector(rc->sm, &rc->sh, !rq->user_id[0], rc->x, &rc->strategy, e)))
         return err;
     if (rc->sh.n_signals && rc->strategy != CORE_POPULAR) atomic_fetch_add(&c->fold_ins, 1);
+    if (model_item_rows(m) && rc->strategy != CORE_POPULAR &&
+        (err = core__item_scores(m, &rc->sh, rc->x, &rc->ii, e)))
+        return err;
     if (private) rc->sh.user = SCORE_NO_USER;
     return ERR_OK;
 }
@@ -243,12 +248,16 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
     for (size_t i = 0; i < n; i++) {
         if (!ready[i]) continue;
         recommend_call *rc = &calls[i];
-        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0) {
+        /* Item-item models have their scores already (rc->ii). */
+        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii) {
             float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
             if (!scores) {
                 err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
             } else {
-                if (rc->strategy != CORE_POPULAR) score_items(rc->sm->m, rc->x, scores);
+                if (rc->ii)
+                    memcpy(scores, rc->ii, model_info(rc->sm->m)->n_items * sizeof *scores);
+                else if (rc->strategy != CORE_POPULAR)
+                    score_items(rc->sm->m, rc->x, scores);
                 recommend_answer(c, rc, scores, &out[i], &errs[i]);
             }
             ready[i] = 0;
@@ -345,7 +354,12 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
             err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
         goto done;
     }
-    if ((err = score_similar(m, seeds, n_seeds, scores, e))) goto done;
+    /* An item-item model answers from its rows (what having the seeds says
+     * for each item), ALS from the cosine of its factors. */
+    if (model_item_rows(m))
+        score_similar_rows(m, seeds, n_seeds, scores);
+    else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
+        goto done;
     for (size_t i = 0; i < n_seeds; i++)
         scores[seeds[i]] = -INFINITY;
     if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
@@ -387,7 +401,7 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
     size_t n = rq->n_candidate_item_ids;
     topk_entry *known = malloc(n * sizeof *known);
     char **unknown = malloc(n * sizeof *unknown);
-    float *x = malloc(meta->factors * sizeof *x);
+    float *x = malloc(meta->factors * sizeof *x), *ii = NULL;
     core__multipliers *mu = core__multipliers_get(c, sm);
     if (!known || !unknown || !x || !mu) {
         err = err_set(e, ERR_NOMEM, "out of memory reranking");
@@ -401,6 +415,9 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
     if (!private && (err = core__shopper_vector(sm, &sh, !rq->user_id[0], x, &strategy, e)))
         goto done;
     const float *y = model_item_factors(m), *popularity = model_item_popularity(m);
+    if (model_item_rows(m) && strategy != CORE_POPULAR &&
+        (err = core__item_scores(m, &sh, x, &ii, e)))
+        goto done;
     size_t n_known = 0, n_unknown = 0;
     for (size_t i = 0; i < n; i++) {
         const char *id = rq->candidate_item_ids[i];
@@ -416,6 +433,9 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
         float score = 0;
         if (strategy == CORE_POPULAR) {
             score = popularity[item];
+        } else if (ii) {
+            score = ii[item];
+            score_add_popularity(m, item, 1, &score);
         } else {
             const float *row = y + (size_t)item * meta->factors;
             for (uint32_t f = 0; f < meta->factors; f++)
@@ -434,6 +454,7 @@ done:
     core__shopper_free(&sh);
     core__multipliers_release(mu);
     free(x);
+    free(ii);
     free(known);
     free(unknown);
     core__release(sm);

@@ -139,3 +139,17 @@ int core__shopper_vector(const core__model *sm, const core__shopper *sh, int ano
     *strategy = anonymous ? CORE_SESSION : CORE_PERSONALIZED;
     return ERR_OK;
 }
+
+int core__item_scores(const model *m, const core__shopper *sh, const float *x, float **out,
+                      err_t *e) {
+    uint32_t n = model_info(m)->n_items;
+    float *s = malloc(((size_t)n + 1) * sizeof *s);
+    if (!s) return err_set(e, ERR_NOMEM, "out of memory scoring %u items", n);
+    err_t why;
+    if (score_item_rows(m, sh->user, sh->signals, sh->n_signals, x, s, &why)) {
+        free(s);
+        return err_set(e, why.code, "item-item scoring failed: %s", why.msg);
+    }
+    *out = s;
+    return ERR_OK;
+}

@@ -60,8 +60,11 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
         items[out] = item;
         counts[out++] = w;
     }
-    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out,
-                        mt->regularization, mt->alpha, x, e);
+    /* Frequency-scaled regularization: lambda grows with the user's items,
+     * as in training (out = their distinct items). */
+    float lambda = mt->regularization + mt->frequency_regularization * (float)out;
+    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out, lambda,
+                        mt->alpha, x, e);
     free(sig);
     free(items);
     free(counts);
@@ -72,6 +75,62 @@ void score_items(const model *m, const float *x, float *scores) {
     const model_meta *mt = model_info(m);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_items, (int)mt->factors, 1.0f,
                 model_item_factors(m), (int)mt->factors, x, 1, 0.0f, scores, 1);
+}
+
+int score_item_rows(const model *m, uint32_t user, const score_signal *signals, size_t n,
+                    const float *x, float *scores, err_t *e) {
+    const model_meta *mt = model_info(m);
+    const itemrows *r = model_item_rows(m);
+    for (size_t k = 0; k < n; k++)
+        if (!(signals[k].weight >= 0.0f) || !isfinite(signals[k].weight))
+            return err_set(e, ERR_INVALID, "signal weight %g is not a finite number >= 0",
+                           (double)signals[k].weight);
+    uint32_t n_stored = 0;
+    const uint32_t *stored = user != SCORE_NO_USER ? model_user_items(m, user, &n_stored) : NULL;
+    const float *counts = stored ? model_user_item_counts(m, user) : NULL;
+    size_t total = n_stored + n;
+    score_signal *all = malloc((total ? total : 1) * sizeof *all);
+    uint32_t *items = malloc((total ? total : 1) * sizeof *items);
+    float *w = malloc((total ? total : 1) * sizeof *w);
+    if (!all || !items || !w) {
+        free(all);
+        free(items);
+        free(w);
+        return err_set(e, ERR_NOMEM, "out of memory for %zu signals", total);
+    }
+    for (uint32_t k = 0; k < n_stored; k++)
+        all[k] = (score_signal){stored[k], counts[k]};
+    if (n) memcpy(all + n_stored, signals, n * sizeof *signals);
+    /* An item's value is capped once, over all of its signals together. */
+    qsort(all, total, sizeof *all, cmp_signal_item);
+    size_t d = 0;
+    for (size_t k = 0; k < total; k++) {
+        if (d && items[d - 1] == all[k].item) {
+            w[d - 1] += all[k].weight;
+            continue;
+        }
+        items[d] = all[k].item;
+        w[d++] = all[k].weight;
+    }
+    for (size_t k = 0; k < d; k++)
+        w[k] = itemrows_value(w[k]);
+    memset(scores, 0, (size_t)mt->n_items * sizeof *scores);
+    itemrows_accumulate(r, items, w, d, scores);
+    if (x && mt->als_blend != 0.0f)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_items, (int)mt->factors, mt->als_blend,
+                    model_item_factors(m), (int)mt->factors, x, 1, 1.0f, scores, 1);
+    free(all);
+    free(items);
+    free(w);
+    return ERR_OK;
+}
+
+void score_similar_rows(const model *m, const uint32_t *seeds, size_t n, float *scores) {
+    const itemrows *r = model_item_rows(m);
+    memset(scores, 0, (size_t)r->n_items * sizeof *scores);
+    float w = n ? 1.0f / (float)n : 0.0f;
+    for (size_t k = 0; k < n; k++)
+        itemrows_accumulate(r, &seeds[k], &w, 1, scores);
 }
 
 int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e) {

@@ -75,6 +75,21 @@ int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e)
  * x has factors floats, scores n_items). */
 void score_items(const model *m, const float *x, float *scores);
 
+/* The scores of an item-item model (model_item_rows not NULL) for a
+ * shopper: for every item j, sum over the shopper's items i of
+ * itemrows_value(r_i) * row_i[j], r_i = the stored count of user (an index
+ * below n_users, or SCORE_NO_USER) plus the weights of the n signals on i
+ * (the fold-in of an item-item model: exact, one row per item), then
+ * + als_blend * x . y_j when the model blends in its factors (x: the
+ * shopper's factor vector, may be NULL otherwise). Writes n_items floats.
+ * Returns ERR_OK, ERR_INVALID (a negative or non-finite weight), ERR_NOMEM. */
+int score_item_rows(const model *m, uint32_t user, const score_signal *signals, size_t n,
+                    const float *x, float *scores, err_t *e);
+
+/* scores[i] = the mean over the n seeds of row_seed[i] of an item-item
+ * model (n_items floats): its SimilarItems. */
+void score_similar_rows(const model *m, const uint32_t *seeds, size_t n, float *scores);
+
 /* scores[i] = mean cosine similarity of item i to the n seed items
  * (n_items floats); -INFINITY for an item whose vector is zero. Returns
  * ERR_OK, or ERR_NOMEM (scores is then not filled). */

@@ -30,6 +30,7 @@
 #include "cpu.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "model.h"
+#include "itemsim.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "recd_version.h"
@@ -62,6 +63,13 @@ static const char bench_usage[] =
     "      ALS on a random U x N matrix with Z nonzeros (count 1, spread evenly\n"
     "      over users), seconds per iteration (defaults: 100000 x 20000, 5000000,\n"
     "      F 64, T 2, I 5)\n"
+    "  items [--users U] [--items N] [--nnz Z] [--factors F] [--threads T]\n"
+    "        [--iterations I] [--seed S]\n"
+    "      item-item families next to ALS on a random U x N matrix with Z nonzeros:\n"
+    "      training seconds, model bytes of the rows (factors for ALS), and scoring\n"
+    "      ms per query on one thread (1,000 users' scores + top-k) for EASE dense\n"
+    "      and pruned (100 per item; only up to 20,000 items), RP3beta (100 per\n"
+    "      item) and ALS (float32 sgemv + top-k) (defaults: 10000 x 10000, 500000)\n"
     "  body recommend USER [-k K] --output FILE | body health --output FILE\n"
     "      a gRPC request body for h2load -d: 5-byte prefix + the message\n"
     "  ready --port-file FILE --since T [--user ID] [--timeout S]\n"
@@ -654,6 +662,107 @@ static int bench_train(const bench_args *a) {
     return rc ? 1 : 0;
 }
 
+/* --- items --------------------------------------------------------------- */
+
+#define BENCH_ITEM_QUERIES 1000
+
+/* Milliseconds per query of scoring (rows, or the factors when rows is
+ * NULL) the first BENCH_ITEM_QUERIES users with items + a top-k, on this
+ * thread. */
+static double items_query_ms(const csr *c, const itemrows *rows, const als_factors *f, uint32_t k,
+                             float *scores, topk_entry *top) {
+    uint32_t n = c->n_cols, done = 0;
+    volatile uint32_t sink = 0;
+    double t0 = clock_seconds();
+    for (uint32_t u = 0; u < c->n_rows && done < BENCH_ITEM_QUERIES; u++) {
+        uint64_t b = c->indptr[u], e = c->indptr[u + 1];
+        if (b == e) continue;
+        if (rows) {
+            memset(scores, 0, (size_t)n * sizeof *scores);
+            for (uint64_t q = b; q < e; q++) {
+                float w = itemrows_value(c->values[q]);
+                itemrows_accumulate(rows, &c->indices[q], &w, 1, scores);
+            }
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)f->factors, 1.0f, f->item_factors,
+                        (int)f->factors, f->user_factors + (size_t)u * f->factors, 1, 0.0f, scores,
+                        1);
+        }
+        sink += topk_select(scores, n, k, top);
+        done++;
+    }
+    (void)sink;
+    return done ? (clock_seconds() - t0) * 1e3 / done : 0;
+}
+
+/* Trains each item-item family on a random matrix and times its scoring
+ * next to ALS's on the same matrix; one JSON line per model. */
+static int bench_items(const bench_args *a) {
+    csr c;
+    err_t e;
+    if (random_csr(a->users, a->items, a->nnz, a->seed, &c, &e)) {
+        fprintf(stderr, "recd bench: items: %s\n", e.msg);
+        return 1;
+    }
+    float *scores = malloc((size_t)a->items * sizeof *scores);
+    topk_entry *top = malloc((size_t)a->k * sizeof *top);
+    als_params p;
+    als_params_init(&p);
+    p.factors = a->factors;
+    p.iterations = a->iterations;
+    p.threads = a->threads;
+    p.seed = a->seed;
+    als_factors f = {0};
+    double t0 = clock_seconds();
+    int rc = !scores || !top ? err_set(&e, ERR_NOMEM, "out of memory") : als_train(&c, &p, &f, &e);
+    if (rc) goto done;
+    double als_s = clock_seconds() - t0;
+    double als_ms = items_query_ms(&c, NULL, &f, a->k, scores, top);
+    printf("{\"what\":\"items\",\"model\":\"als\",\"users\":%u,\"items\":%u,\"nnz\":%llu,"
+           "\"train_s\":%.3f,\"bytes\":%llu,\"query_ms\":%.4f,\"vs_als\":1}\n",
+           a->users, a->items, (unsigned long long)csr_nnz(&c), als_s,
+           (unsigned long long)((uint64_t)(a->users + a->items) * a->factors * 4), als_ms);
+    fflush(stdout);
+    struct {
+        const char *name;
+        itemsim_algorithm algorithm;
+        uint32_t max_dense;
+    } runs[] = {{"ease-dense", ITEMSIM_EASE, UINT32_MAX},
+                {"ease-pruned", ITEMSIM_EASE, 0},
+                {"rp3beta", ITEMSIM_RP3BETA, 0}};
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        if (runs[r].algorithm == ITEMSIM_EASE && a->items > 20000) {
+            fprintf(stderr, "bench: items: %s skipped: %u items need %.1f GB dense\n", runs[r].name,
+                    a->items, (double)a->items * a->items * 4 / 1e9);
+            continue;
+        }
+        itemsim_params ip;
+        itemsim_params_init(&ip);
+        ip.algorithm = runs[r].algorithm;
+        ip.max_dense_items = runs[r].max_dense;
+        ip.threads = a->threads;
+        itemsim_model m;
+        t0 = clock_seconds();
+        if ((rc = itemsim_fit(&c, &ip, &m, &e))) goto done;
+        double train_s = clock_seconds() - t0;
+        itemrows rows = itemsim_rows(&m);
+        double ms = items_query_ms(&c, &rows, NULL, a->k, scores, top);
+        printf("{\"what\":\"items\",\"model\":\"%s\",\"users\":%u,\"items\":%u,\"nnz\":%llu,"
+               "\"train_s\":%.3f,\"bytes\":%llu,\"query_ms\":%.4f,\"vs_als\":%.2f}\n",
+               runs[r].name, a->users, a->items, (unsigned long long)csr_nnz(&c), train_s,
+               (unsigned long long)itemsim_bytes(&m), ms, als_ms > 0 ? ms / als_ms : 0);
+        fflush(stdout);
+        itemsim_free(&m);
+    }
+done:
+    if (rc) fprintf(stderr, "recd bench: items: %s\n", e.msg);
+    als_factors_free(&f);
+    free(scores);
+    free(top);
+    csr_free(&c);
+    return rc ? 1 : 0;
+}
+
 /* --- body ----------------------------------------------------------------- */
 
 /* Writes msg to path framed as on the wire: a zero byte (not compressed),
@@ -766,16 +875,29 @@ static int bench_ready(const bench_args *a) {
 /* --- command -------------------------------------------------------------- */
 
 /* The flags each subcommand takes (bit per subcommand, in this order). */
-static const char *const subcommands[] = {"model", "score", "train", "body", "ready"};
-enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16 };
-static const unsigned flag_users[B_HELP + 1] = {
-    [B_MODEL] = S_MODEL | S_SCORE, [B_ITEMS] = S_MODEL | S_TRAIN, [B_FACTORS] = S_MODEL | S_TRAIN,
-    [B_USERS] = S_MODEL | S_TRAIN, [B_SEED] = S_MODEL | S_TRAIN,  [B_MATRIX] = S_MODEL,
-    [B_QUERIES] = S_MODEL,         [B_K] = S_SCORE | S_BODY,      [B_BATCH] = S_SCORE,
-    [B_SECONDS] = S_SCORE,         [B_ROUNDS] = S_SCORE,          [B_NNZ] = S_TRAIN,
-    [B_THREADS] = S_TRAIN,         [B_ITERATIONS] = S_TRAIN,      [B_OUTPUT] = S_BODY,
-    [B_PORT_FILE] = S_READY,       [B_SINCE] = S_READY,           [B_USER] = S_READY,
-    [B_TIMEOUT] = S_READY,         [B_AGAINST] = S_SCORE,         [B_CHOSEN] = S_SCORE};
+static const char *const subcommands[] = {"model", "score", "train", "body", "ready", "items"};
+enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16, S_ITEMS = 32 };
+static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE,
+                                                [B_ITEMS] = S_MODEL | S_TRAIN | S_ITEMS,
+                                                [B_FACTORS] = S_MODEL | S_TRAIN | S_ITEMS,
+                                                [B_USERS] = S_MODEL | S_TRAIN | S_ITEMS,
+                                                [B_SEED] = S_MODEL | S_TRAIN | S_ITEMS,
+                                                [B_MATRIX] = S_MODEL,
+                                                [B_QUERIES] = S_MODEL,
+                                                [B_K] = S_SCORE | S_BODY,
+                                                [B_BATCH] = S_SCORE,
+                                                [B_SECONDS] = S_SCORE,
+                                                [B_ROUNDS] = S_SCORE,
+                                                [B_NNZ] = S_TRAIN | S_ITEMS,
+                                                [B_THREADS] = S_TRAIN | S_ITEMS,
+                                                [B_ITERATIONS] = S_TRAIN | S_ITEMS,
+                                                [B_OUTPUT] = S_BODY,
+                                                [B_PORT_FILE] = S_READY,
+                                                [B_SINCE] = S_READY,
+                                                [B_USER] = S_READY,
+                                                [B_TIMEOUT] = S_READY,
+                                                [B_AGAINST] = S_SCORE,
+                                                [B_CHOSEN] = S_SCORE};
 
 int cmd_bench(int argc, char **argv) {
     static const struct option longopts[] = {{"model", required_argument, 0, B_MODEL},
@@ -809,19 +931,22 @@ int cmd_bench(int argc, char **argv) {
     for (size_t i = 0; argc >= 2 && i < sizeof subcommands / sizeof *subcommands; i++)
         if (strcmp(argv[1], subcommands[i]) == 0) sub = 1u << i;
     if (!sub) {
-        fprintf(stderr, "recd bench: expected a command: model, score, train, body or ready\n");
+        fprintf(stderr,
+                "recd bench: expected a command: model, score, train, body, ready or items\n");
         fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
         return 2;
     }
     bench_args a = {.users = sub == S_TRAIN ? 100000 : 10000,
-                    .items = sub == S_TRAIN ? 20000 : 100000,
+                    .items = sub == S_TRAIN   ? 20000
+                             : sub == S_ITEMS ? 10000
+                                              : 100000,
                     .factors = 64,
                     .seed = 42,
                     .k = 10,
                     .batch = 32,
                     .seconds = 1.0f,
                     .rounds = 3,
-                    .nnz = 5000000,
+                    .nnz = sub == S_ITEMS ? 500000 : 5000000,
                     .threads = 2,
                     .iterations = 5,
                     .user = "u0",
@@ -944,6 +1069,8 @@ int cmd_bench(int argc, char **argv) {
         return bench_train(&a);
     case S_BODY:
         return bench_body(&a, pos, n_pos);
+    case S_ITEMS:
+        return bench_items(&a);
     default:
         return bench_ready(&a);
     }

@@ -12,8 +12,10 @@
 #include <time.h>
 
 #include "als.h"
+#include "clock.h"
 #include "cmd.h"
 #include "eval.h"
+#include "itemsim.h"
 #include "knn.h"
 #include "opts.h"
 
@@ -52,10 +54,16 @@ static void usage(FILE *out) {
             "  --iterations N        ALS iterations (default 15)\n"
             "  --regularization L    ALS lambda (default 0.01)\n"
             "  --alpha A             confidence 1 + A * value (default 1.0)\n"
+            "  --frequency-regularization F  ALS lambda of a row = regularization + F x its\n"
+            "                        nonzeros (default 0)\n"
             "  --half-life DAYS      value of an interaction = sum over its events of\n"
             "                        0.5^(age / DAYS), age from the end of the training data\n"
             "                        (default 0: no decay, every event counts 1)\n"
-            "  --neighbors N         item-kNN neighbours kept per item (default 100)\n"
+            "  --neighbors N         item-kNN neighbours kept per item, and the entries an\n"
+            "                        item-item --algorithm keeps per item (default 100)\n"
+            "%s"
+            "                        (--algorithm adds its row to the tables; als is always\n"
+            "                        there)\n"
             "  --threads N           worker threads (default: online CPUs)\n"
             "  --seed N              factor initialization seed (default 42)\n"
             "  --tie-order asc|desc  order of a user's events at the same second by item id\n"
@@ -69,7 +77,7 @@ static void usage(FILE *out) {
             "A header-less file such as MovieLens u.data can be given a header on the fly:\n"
             "  (printf 'user_id\\titem_id\\trating\\ttimestamp\\n'; cat u.data) |\n"
             "      recd eval --input - --delimiter tab\n",
-            OPTS_INGEST_HELP);
+            OPTS_ITEMSIM_HELP, OPTS_INGEST_HELP);
 }
 
 typedef struct loss_log {
@@ -93,6 +101,8 @@ typedef struct eval_args {
     eval_config ec;
     uint32_t neighbors;
     als_params als;
+    itemsim_algorithm algorithm;
+    itemsim_params it;
     ev_tie_order ties;
 } eval_args;
 
@@ -118,7 +128,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"cutoff-fraction", required_argument, 0, OPT_CUTOFF_FRACTION},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
-        OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"report", required_argument, 0, OPT_REPORT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -126,6 +136,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     ingest_options_init(&a->io);
     als_params_init(&a->als);
     eval_config_init(&a->ec);
+    itemsim_params_init(&a->it);
     a->ec.threads = a->als.threads;
     a->test_fraction = 0.2;
     a->per_user = 1;
@@ -140,6 +151,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     while ((opt = getopt_long(argc, argv, "hk:", longopts, NULL)) != -1) {
         int r = opts_ingest(opt, optarg, &a->io);
         if (r == 0) r = opts_als(opt, optarg, &a->als, &half_life);
+        if (r == 0) r = opts_itemsim(opt, optarg, &a->algorithm, &a->it);
         if (r < 0) return 2;
         if (r > 0) continue;
         switch (opt) {
@@ -230,13 +242,13 @@ static void format_time(int64_t t, char *out, size_t size) {
     strftime(out, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
 }
 
-#define N_MODELS 3
+#define N_MODELS 4 /* als, most-popular, item-knn and --algorithm's */
 
 /* What the report and the text output share. */
 typedef struct eval_outcome {
     char split[256];
     eval_row rows[N_MODELS], fresh_rows[N_MODELS];
-    uint32_t n_ks, new_users, cold;
+    uint32_t n_ks, new_users, cold, n_models;
     loss_log loss;
 } eval_outcome;
 
@@ -263,6 +275,12 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
             a->als.factors, (double)a->als.regularization, (double)a->als.alpha, a->als.iterations,
             hl, (unsigned long long)a->als.seed);
     fprintf(md, "- item-knn: cosine on co-purchase, %u neighbours per item\n", a->neighbors);
+    if (a->algorithm != ITEMSIM_ALS)
+        fprintf(md,
+                "- %s: lambda %g (0 = users per item), rp3 alpha %g beta %g, %u entries per "
+                "item when sparse\n",
+                itemsim_algorithm_name(a->algorithm), (double)a->it.lambda, (double)a->it.rp3_alpha,
+                (double)a->it.rp3_beta, a->neighbors);
     fprintf(md, "- binary relevance (relevant = the user's distinct test items); top-k lists "
                 "exclude training items; users without training items get the most-popular "
                 "list (ALS and item-knn, as the server does) and count as not personalized "
@@ -272,12 +290,12 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
                 "-log2(share of training users who have the item)\n\n");
     fprintf(md, "## All users\n\n");
     err_t e;
-    int warn = eval_report_models(md, prefix, link, o->rows, N_MODELS, o->n_ks, &e);
+    int warn = eval_report_models(md, prefix, link, o->rows, o->n_models, o->n_ks, &e);
     if (warn) fprintf(stderr, "recd: eval: report: %s\n", e.msg);
     fprintf(md, "\n## New users (at most %u training items): %u users\n\n", a->ec.new_user_max,
             o->new_users);
     if (o->new_users)
-        eval_print_tables(md, o->fresh_rows, N_MODELS, o->n_ks, 1);
+        eval_print_tables(md, o->fresh_rows, o->n_models, o->n_ks, 1);
     else
         fprintf(md, "No evaluated user is that new on this split.\n");
     fprintf(md, "\n## ALS training\n");
@@ -324,6 +342,7 @@ int cmd_eval(int argc, char **argv) {
     als_factors f = {0};
     eval_popular pop = {0};
     knn_model knn = {0};
+    itemsim_model ii = {0};
     eval_outcome o = {0};
     eval_metrics m[2][N_MODELS][EVAL_MAX_KS];
     o.n_ks = a.ec.n_ks;
@@ -392,6 +411,16 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "knn: %u neighbours per item\n", a.neighbors);
     if (knn_fit(&train, a.neighbors, a.als.threads, &knn, &e)) goto fail;
     knn.fallback = &pop;
+    if (a.algorithm != ITEMSIM_ALS) {
+        a.it.algorithm = a.algorithm;
+        a.it.neighbors = a.neighbors;
+        a.it.threads = a.als.threads;
+        double t0 = clock_seconds();
+        if (itemsim_fit(&train, &a.it, &ii, &e)) goto fail;
+        fprintf(stderr, "%s: trained in %.2f s (lambda %g), %.1f MB of item rows\n",
+                itemsim_algorithm_name(a.algorithm), clock_seconds() - t0, (double)ii.lambda,
+                itemsim_bytes(&ii) / 1e6);
+    }
 
     eval_mf mf = {.user_factors = f.user_factors,
                   .item_factors = f.item_factors,
@@ -400,33 +429,37 @@ int cmd_eval(int argc, char **argv) {
                   .fallback = &pop};
     a.ec.item_factors = f.item_factors;
     a.ec.factors = f.factors;
-    static const char *names[N_MODELS] = {"als", "most-popular", "item-knn"};
-    eval_recommend_fn fns[N_MODELS] = {eval_mf_recommend, eval_popular_recommend, knn_recommend};
-    void *ctxs[N_MODELS] = {&mf, &pop, &knn};
-    for (int i = 0; i < N_MODELS; i++) {
+    itemsim_eval ie = {.rows = itemsim_rows(&ii), .rows_weight = 1.0f, .fallback = &pop};
+    const char *names[N_MODELS] = {"als", "most-popular", "item-knn",
+                                   itemsim_algorithm_name(a.algorithm)};
+    eval_recommend_fn fns[N_MODELS] = {eval_mf_recommend, eval_popular_recommend, knn_recommend,
+                                       itemsim_recommend};
+    void *ctxs[N_MODELS] = {&mf, &pop, &knn, &ie};
+    o.n_models = a.algorithm != ITEMSIM_ALS ? 4 : 3;
+    for (uint32_t i = 0; i < o.n_models; i++) {
         fprintf(stderr, "eval: ranking %s\n", names[i]);
         if (eval_ranking(fns[i], ctxs[i], &train, &test, &a.ec, m[0][i], m[1][i], &e)) goto fail;
         o.rows[i] = (eval_row){names[i], m[0][i]};
         o.fresh_rows[i] = (eval_row){names[i], m[1][i]};
     }
-    if (mf.failed || knn.failed) {
+    if (mf.failed || knn.failed || ie.failed) {
         err_set(&e, ERR_NOMEM, "eval: out of memory scoring items");
         goto fail;
     }
     o.new_users = m[1][0][0].users;
 
     printf("\n");
-    eval_print_tables(stdout, o.rows, N_MODELS, o.n_ks, 0);
+    eval_print_tables(stdout, o.rows, o.n_models, o.n_ks, 0);
     printf("\nnew users (at most %u training items): %u of %u evaluated users\n", a.ec.new_user_max,
            o.new_users, evaluated);
     if (o.new_users) {
         eval_row fr[N_MODELS];
         char fn[N_MODELS][32];
-        for (int i = 0; i < N_MODELS; i++) {
+        for (uint32_t i = 0; i < o.n_models; i++) {
             snprintf(fn[i], sizeof fn[i], "new:%s", names[i]);
             fr[i] = (eval_row){fn[i], m[1][i]};
         }
-        eval_print_tables(stdout, fr, N_MODELS, o.n_ks, 0);
+        eval_print_tables(stdout, fr, o.n_models, o.n_ks, 0);
     }
     printf("\nBinary relevance (relevant = the user's distinct test items); P = hits/k, "
            "R = hits/relevant,\nF1 per user, NDCG and MAP as benfred/implicit's "
@@ -445,6 +478,7 @@ int cmd_eval(int argc, char **argv) {
     printf("\nsummary: NDCG@%u als %.4f vs most-popular %.4f (%+.1f%%) vs item-knn %.4f, %u "
            "users, final loss %.6f\n",
            ma->k, ma->ndcg, mp->ndcg, lift, mk->ndcg, ma->users, f.loss);
+    if (o.n_models > 3) printf("summary: NDCG@%u %s %.4f\n", ma->k, names[3], m[0][3][q10].ndcg);
     if (md) {
         int bad = write_report(md, &a, &o, &s);
         md = NULL;
@@ -457,6 +491,7 @@ fail:
 out:
     if (md) fclose(md);
     knn_free(&knn);
+    itemsim_free(&ii);
     eval_popular_free(&pop);
     als_factors_free(&f);
     csr_free(&train);

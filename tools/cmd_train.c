@@ -24,6 +24,8 @@ static const char train_usage[] =
     "  --iterations N       ALS iterations (default 15)\n"
     "  --regularization F   L2 regularization lambda (default 0.01)\n"
     "  --alpha F            confidence c = 1 + alpha * purchases (default 1.0)\n"
+    "  --frequency-regularization F  lambda of a user or item = regularization + F x its\n"
+    "                       purchases (Rendle et al. 2022; default 0)\n"
     "  --half-life DAYS     time decay: an event counts 0.5^(age / DAYS) of its weight, age\n"
     "                       from the latest event of the input (default 0: no decay)\n"
     "  --threads N          training threads (default: number of CPUs)\n"
@@ -31,6 +33,13 @@ static const char train_usage[] =
     "  --popularity-blend W serve x_u.y_i + W * (item popularity / the largest) as the\n"
     "                       personalized score; 'inf' = the most-popular list for everyone\n"
     "                       (default 0: pure ALS; recd tune chooses it on validation)\n"
+    "Model family (README \"Model families\"; the ALS factors are trained for every family):\n"
+    "%s"
+    "  --neighbors N        entries kept per item by knn, rp3beta and pruned ease (default 100)\n"
+    "  --blend-with NAME    blend a second family: als, ease, knn or rp3beta (its flags are\n"
+    "                       those above: one lambda, one neighbour count, one rp3 pair)\n"
+    "  --blend-share T      score = (1 - T) * first / its scale + T * second / its scale\n"
+    "                       (scale: the mean best score of a user; default 0: no blend)\n"
     "Churn (trained beside the recommendation model from the --input purchases, published\n"
     "with it; the evaluation report goes to stderr):\n"
     "  --churn-horizon Nd   churned = no purchase within N days (e.g. 90d); turns churn on\n"
@@ -38,7 +47,7 @@ static const char train_usage[] =
     "                       (default 0.4,0.7)\n"
     "  --tiers A,B,C,D      spend in the last 365 days for bronze, silver, gold, diamond\n"
     "                       (default 3000,8000,20000,50000)\n"
-    "  --churn-rule-months N  months (30 days) of the baseline rule \"frequency down 30%\"\n"
+    "  --churn-rule-months N  months (30 days) of the baseline rule \"frequency down 30%%\"\n"
     "                       (default 2)\n";
 
 enum {
@@ -50,7 +59,10 @@ enum {
     OPT_CHURN_BANDS,
     OPT_TIERS,
     OPT_CHURN_RULE_MONTHS,
-    OPT_POPULARITY_BLEND
+    OPT_POPULARITY_BLEND,
+    OPT_NEIGHBORS,
+    OPT_BLEND_WITH,
+    OPT_BLEND_SHARE
 };
 
 /* Parses "N" or "Nd" (days) into 1..36500. Returns 0, or -1 after printing
@@ -135,7 +147,10 @@ int cmd_train(int argc, char **argv) {
         {"churn-rule-months", required_argument, 0, OPT_CHURN_RULE_MONTHS},
         {"popularity-blend", required_argument, 0, OPT_POPULARITY_BLEND},
         /* Both spread their entries; the ALS ones end with a comma. */
-        OPTS_ALS_LONG OPTS_INGEST_LONG,
+        {"neighbors", required_argument, 0, OPT_NEIGHBORS},
+        {"blend-with", required_argument, 0, OPT_BLEND_WITH},
+        {"blend-share", required_argument, 0, OPT_BLEND_SHARE},
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
@@ -155,7 +170,25 @@ int cmd_train(int argc, char **argv) {
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if ((rc = opts_als(opt, optarg, &pp.als, &pp.half_life_days)) < 0) return 2;
         if (rc > 0) continue;
+        if ((rc = opts_itemsim(opt, optarg, &pp.item.algorithm, &pp.item)) < 0) return 2;
+        if (rc > 0) continue;
         switch (opt) {
+        case OPT_NEIGHBORS:
+            if (opts_u32("neighbors", optarg, 1, 100000, &pp.item.neighbors)) return 2;
+            break;
+        case OPT_BLEND_WITH: {
+            int a = itemsim_algorithm_parse(optarg);
+            if (a < 0) {
+                fprintf(stderr, "recd: --blend-with: 'als', 'ease', 'knn' or 'rp3beta', not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            pp.with.algorithm = (itemsim_algorithm)a;
+            break;
+        }
+        case OPT_BLEND_SHARE:
+            if (opts_float("blend-share", optarg, 0, 0.999, &pp.blend_share)) return 2;
+            break;
         case OPT_INPUT:
             input = optarg;
             break;
@@ -193,18 +226,33 @@ int cmd_train(int argc, char **argv) {
             churn_flags = 1;
             break;
         case 'h':
-            printf("%s%s", train_usage, OPTS_INGEST_HELP);
+            printf(train_usage, OPTS_ITEMSIM_HELP);
+            printf("%s", OPTS_INGEST_HELP);
             return 0;
         default:
             if ((rc = opts_ingest(opt, optarg, &io)) == 1) break;
-            if (rc == 0) fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
+            if (rc == 0) {
+                fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP);
+                fprintf(stderr, "%s", OPTS_INGEST_HELP);
+            }
             return 2;
         }
     }
     if ((!input && !events_dir) || !model_dir || optind != argc) {
-        fprintf(stderr, "%s%s", train_usage, OPTS_INGEST_HELP);
+        fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP);
+        fprintf(stderr, "%s", OPTS_INGEST_HELP);
         return 2;
     }
+    if (pp.blend_share > 0.0f &&
+        (pp.item.algorithm == ITEMSIM_ALS || pp.with.algorithm == pp.item.algorithm)) {
+        fprintf(stderr, "recd: --blend-share needs an item-item --algorithm and a different "
+                        "--blend-with\n");
+        return 2;
+    }
+    /* One set of item-item flags for both families of a blend. */
+    itemsim_algorithm with = pp.with.algorithm;
+    pp.with = pp.item;
+    pp.with.algorithm = with;
     if (churn_flags && !churn) {
         fprintf(stderr, "recd: --churn-bands, --tiers and --churn-rule-months need "
                         "--churn-horizon\n");

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "eval.h"
+#include "famtune.h"
 #include "knn.h"
 #include "opts.h"
 #include "pipeline.h"
@@ -26,7 +27,10 @@ enum {
     OPT_BUDGET,
     OPT_REPORT,
     OPT_VALIDATION_FRACTION,
-    OPT_NEIGHBORS
+    OPT_NEIGHBORS,
+    OPT_TEST_FRACTION,
+    OPT_FAMILIES,
+    OPT_TIE_ORDER
 };
 
 static const char tune_usage[] =
@@ -43,7 +47,11 @@ static const char tune_usage[] =
     "(x_u.y_i + w * popularity/max, w a multiple of the typical score) and publishes\n"
     "the best blend, or, when no blend beats the most-popular list either, a model that\n"
     "serves the most-popular list to everyone (w = inf; see recd train\n"
-    "--popularity-blend). The decision is printed last.\n"
+    "--popularity-blend). Then it chooses the model family on the same validation split:\n"
+    "EASE, item-kNN and RP3beta over generic grids, blends of the best item-item family\n"
+    "with each other family (ALS included; a weighted sum of normalised scores) and the\n"
+    "popularity blend (training/famtune.h); it prints each family's best validation\n"
+    "figure and publishes the winner. The decision is printed last.\n"
     "\n"
     "  --input FILE            purchase-history CSV ('-' = stdin)\n"
     "  --model DIR             model directory to publish into\n"
@@ -55,6 +63,14 @@ static const char tune_usage[] =
     "  -k LIST                 list lengths of the comparison, e.g. 5,10,20 (default 10);\n"
     "                          the search maximizes NDCG@10 (the first k without 10)\n"
     "  --neighbors N           item-kNN neighbours per item (default 100)\n"
+    "  --families LIST         families to choose among: als only ('als') or all\n"
+    "                          ('all', the default)\n"
+    "  --tie-order asc|desc    order of a user's events at the same second by item id\n"
+    "                          (default asc, as recd eval)\n"
+    "  --test-fraction F       hold out each user's last F first (the split of recd eval),\n"
+    "                          tune on the rest (validation cut from it), print every\n"
+    "                          family's and the winner's test figures, and publish the\n"
+    "                          winner trained without the test part\n"
     "  --threads N             worker threads (default: online CPUs)\n"
     "  --report FILE.md        Markdown report with plots next to it\n"
     "  -h, --help              this help\n"
@@ -65,8 +81,10 @@ typedef struct tune_args {
     ingest_options io;
     tune_options to;
     eval_config ec;
-    double validation_fraction;
+    double validation_fraction, test_fraction;
     uint32_t neighbors;
+    int families; /* 1: choose among every family; 0: ALS only */
+    ev_tie_order ties;
 } tune_args;
 
 /* Parses argv into *a. Returns 0, 2 after printing a usage error, or -1 when
@@ -84,6 +102,9 @@ static int parse_args(int argc, char **argv, tune_args *a) {
         {"iterations", required_argument, 0, OPT_ALS_ITERATIONS},
         {"validation-fraction", required_argument, 0, OPT_VALIDATION_FRACTION},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
+        {"test-fraction", required_argument, 0, OPT_TEST_FRACTION},
+        {"families", required_argument, 0, OPT_FAMILIES},
+        {"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -98,6 +119,7 @@ static int parse_args(int argc, char **argv, tune_args *a) {
     float half_life = 0.0f;
     a->validation_fraction = 0.2;
     a->neighbors = 100;
+    a->families = 1;
     float fraction;
     err_t e;
     optind = 0;
@@ -122,6 +144,30 @@ static int parse_args(int argc, char **argv, tune_args *a) {
             break;
         case OPT_REPORT:
             a->report = optarg;
+            break;
+        case OPT_TEST_FRACTION: {
+            float f;
+            if (opts_float("test-fraction", optarg, 0.0, 1.0, &f)) return 2;
+            if (!(f > 0.0f && f < 1.0f)) {
+                fprintf(stderr, "recd: --test-fraction: must be between 0 and 1, exclusive\n");
+                return 2;
+            }
+            a->test_fraction = f;
+            break;
+        }
+        case OPT_TIE_ORDER:
+            if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
+                fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", optarg);
+                return 2;
+            }
+            a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            break;
+        case OPT_FAMILIES:
+            if (strcmp(optarg, "all") && strcmp(optarg, "als")) {
+                fprintf(stderr, "recd: --families: 'all' or 'als', not '%s'\n", optarg);
+                return 2;
+            }
+            a->families = optarg[1] == 'l' && optarg[2] == 'l';
             break;
         case OPT_VALIDATION_FRACTION:
             if (opts_float("validation-fraction", optarg, 0.0, 1.0, &fraction)) return 2;
@@ -287,6 +333,7 @@ static int fit(const ev_set *s, const uint8_t *is_valid, const tune_config *c,
     als_params_init(&p);
     p.factors = c->factors;
     p.regularization = c->regularization;
+    p.frequency_regularization = c->frequency_regularization;
     p.alpha = c->alpha;
     p.iterations = o->iterations;
     p.threads = o->threads;
@@ -529,12 +576,169 @@ static int publish(const tune_args *a, ev_set *s, const tune_config *c, float bl
     pipeline_params_init(&pp);
     pp.als.factors = c->factors;
     pp.als.regularization = c->regularization;
+    pp.als.frequency_regularization = c->frequency_regularization;
     pp.als.alpha = c->alpha;
     pp.als.iterations = a->to.iterations;
     pp.als.threads = a->to.threads;
     pp.als.seed = a->to.seed;
     pp.half_life_days = (float)c->half_life_days;
     pp.popularity_blend = blend;
+    return opts_train_publish(s, &pp, a->model, start);
+}
+
+/* The ALS winner's validation figure as it would be published (with its
+ * popularity blend, or popularity alone). */
+static double als_published_ndcg(const comparison *cmp, uint32_t qk) {
+    if (cmp->chosen >= 0) return cmp->blends[cmp->chosen].ndcg;
+    if (isinf(cmp->blend)) return cmp->m[2][qk].ndcg;
+    return cmp->m[0][qk].ndcg;
+}
+
+/* The family search's inputs on the split is_held of s: the ALS winner c
+ * fitted (on its decayed matrix) into *f, the undecayed training matrix
+ * (what item-item families read) into *train and the held-out cells into
+ * *held; caller frees all three. */
+static int family_inputs(const ev_set *s, const uint8_t *is_held, const tune_config *c,
+                         const tune_options *o, csr *train, csr *held, als_factors *f, err_t *e) {
+    csr train_d = {0}, held_d = {0};
+    double *loss = calloc(o->iterations, sizeof *loss);
+    float *w = malloc((s->n ? s->n : 1) * sizeof *w);
+    int rc = loss && w ? fit(s, is_held, c, o, &train_d, &held_d, f, loss, e)
+                       : err_set(e, ERR_NOMEM, "tune: out of memory");
+    free(loss);
+    csr_free(&train_d);
+    csr_free(&held_d);
+    if (!rc) {
+        eval_event_weights(s, 0, eval_train_end(s, is_held), w);
+        if ((rc = eval_split_matrices(s, is_held, w, train, held, e))) als_factors_free(f);
+    }
+    free(w);
+    return rc;
+}
+
+/* Chooses the family on validation (famtune_run) against the ALS winner
+ * best (its published figure from cmp) and prints each family's best. */
+static int choose_family(const ev_set *s, const uint8_t *is_valid, const tune_args *a,
+                         const tune_config *best, const comparison *cmp, famtune_result *fr,
+                         err_t *e) {
+    csr train = {0}, valid = {0};
+    als_factors f = {0};
+    eval_popular pop = {0};
+    fprintf(stderr, "tune: choosing the model family on the same validation split\n");
+    int rc = family_inputs(s, is_valid, best, &a->to, &train, &valid, &f, e);
+    if (rc) return rc;
+    uint32_t qk = objective_index(a);
+    if (!(rc = eval_popular_init(&train, &pop, e))) {
+        famtune_input in = {.train = &train,
+                            .valid = &valid,
+                            .als = &f,
+                            .als_ndcg = als_published_ndcg(cmp, qk),
+                            .als_blend = cmp->blend,
+                            .pop = &pop,
+                            .ec = a->ec,
+                            .qk = qk,
+                            .threads = a->to.threads,
+                            .log = stderr};
+        rc = famtune_run(&in, fr, e);
+    }
+    if (!rc) {
+        printf("\nbest validation NDCG@%u of each family:\n", a->to.k);
+        char d[256];
+        for (int i = 0; i < ITEMSIM_N_ALGORITHMS; i++) {
+            if (fr->best[i].ndcg < 0) {
+                printf("  %-8s skipped\n", itemsim_algorithm_name((itemsim_algorithm)i));
+                continue;
+            }
+            famtune_describe(&fr->best[i], d, sizeof d);
+            printf("  %-8s %.4f  %s\n", itemsim_algorithm_name((itemsim_algorithm)i),
+                   fr->best[i].ndcg, d);
+        }
+        if (fr->blend.ndcg >= 0) {
+            famtune_describe(&fr->blend, d, sizeof d);
+            printf("  %-8s %.4f  %s\n", "blend", fr->blend.ndcg, d);
+        }
+        famtune_describe(&fr->winner, d, sizeof d);
+        printf("winner on validation (%u candidates): %s, NDCG@%u %.4f\n", fr->candidates, d,
+               a->to.k, fr->winner.ndcg);
+    }
+    eval_popular_free(&pop);
+    als_factors_free(&f);
+    csr_free(&train);
+    csr_free(&valid);
+    return rc;
+}
+
+/* --test-fraction: trains each family's best, the best blend and the
+ * winner on the training part of s (is_test 0) and prints their figures
+ * on the test part, with the most-popular list. */
+static int test_families(const ev_set *s, const uint8_t *is_test, const tune_args *a,
+                         const tune_config *best, const famtune_result *fr, err_t *e) {
+    csr train = {0}, test = {0};
+    als_factors f = {0};
+    eval_popular pop = {0};
+    enum { ROWS = ITEMSIM_N_ALGORITHMS + 3 };
+    static eval_metrics m[ROWS][EVAL_MAX_KS];
+    eval_row rows[ROWS];
+    const famtune_choice *ch[ROWS - 1];
+    const char *names[ROWS - 1] = {"als-tuned", "ease", "knn", "rp3beta", "blend", "winner"};
+    uint32_t n = 0;
+    fprintf(stderr, "tune: measuring the choices on the test part (each user's last %g)\n",
+            a->test_fraction);
+    int rc = family_inputs(s, is_test, best, &a->to, &train, &test, &f, e);
+    if (rc) return rc;
+    if ((rc = eval_popular_init(&train, &pop, e))) goto done;
+    for (int i = 0; i < ITEMSIM_N_ALGORITHMS; i++)
+        ch[i] = fr->best[i].ndcg >= 0 ? &fr->best[i] : NULL;
+    ch[ITEMSIM_N_ALGORITHMS] = fr->blend.ndcg >= 0 ? &fr->blend : NULL;
+    ch[ITEMSIM_N_ALGORITHMS + 1] = &fr->winner;
+    for (uint32_t i = 0; i < ROWS - 1; i++) {
+        if (!ch[i]) continue;
+        if ((rc = famtune_measure(ch[i], &train, &test, &f, &pop, &a->ec, a->to.threads, m[n], e)))
+            goto done;
+        rows[n] = (eval_row){names[i], m[n]};
+        n++;
+    }
+    eval_config ec = a->ec;
+    ec.item_factors = f.item_factors;
+    ec.factors = f.factors;
+    if ((rc = eval_ranking(eval_popular_recommend, &pop, &train, &test, &ec, m[n], NULL, e)))
+        goto done;
+    rows[n] = (eval_row){"most-popular", m[n]};
+    n++;
+    printf("\ntest (each user's last %g, models trained on the rest with the settings chosen "
+           "on validation):\n\n",
+           a->test_fraction);
+    eval_print_tables(stdout, rows, n, a->ec.n_ks, 0);
+    uint32_t qk = objective_index(a);
+    printf("\ntest: winner NDCG@%u %.4f (als-tuned %.4f, most-popular %.4f)\n", a->to.k,
+           rows[n - 2].m[qk].ndcg, rows[0].m[qk].ndcg, rows[n - 1].m[qk].ndcg);
+done:
+    eval_popular_free(&pop);
+    als_factors_free(&f);
+    csr_free(&train);
+    csr_free(&test);
+    return rc;
+}
+
+/* Publishes an item-item winner w, with the ALS winner c's factors beside
+ * it, trained on s as recd train would with the same flags. */
+static int publish_family(const tune_args *a, ev_set *s, const tune_config *c,
+                          const famtune_choice *w) {
+    double start = clock_seconds();
+    pipeline_params pp;
+    pipeline_params_init(&pp);
+    pp.als.factors = c->factors;
+    pp.als.regularization = c->regularization;
+    pp.als.frequency_regularization = c->frequency_regularization;
+    pp.als.alpha = c->alpha;
+    pp.als.iterations = a->to.iterations;
+    pp.als.threads = a->to.threads;
+    pp.als.seed = a->to.seed;
+    pp.half_life_days = (float)c->half_life_days;
+    pp.popularity_blend = w->popularity_blend;
+    pp.item = w->item;
+    pp.with = w->with;
+    pp.blend_share = w->share;
     return opts_train_publish(s, &pp, a->model, start);
 }
 
@@ -561,6 +765,11 @@ int cmd_tune(int argc, char **argv) {
     uint32_t *order = NULL;
     tune_result res = {0};
     comparison cmp = {0};
+    famtune_result fr;
+    memset(&fr, 0, sizeof fr);
+    uint8_t *is_test = NULL;
+    ev_set tr = {0};   /* --test-fraction: the training part (events only; maps are s's) */
+    ev_set *work = &s; /* what the search and the publication see */
     /* The search needs the events by user and time; the winner is trained
      * on them in the order read, as recd train would (the fingerprint and
      * the summing of each cell follow that order). */
@@ -570,17 +779,38 @@ int cmd_tune(int argc, char **argv) {
         goto fail;
     }
     memcpy(as_read, s.events, s.n * sizeof *as_read);
-    if (ev_set_sort_by_user_time(&s, EV_TIES_ASCENDING, &user_start, &e)) goto fail;
+    if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
+    if (a.test_fraction > 0) {
+        /* The test part is cut first and never seen by the search. */
+        is_test = malloc(s.n ? s.n : 1);
+        tr = s;
+        tr.events = malloc((s.n ? s.n : 1) * sizeof *tr.events);
+        if (!is_test || !tr.events) {
+            err_set(&e, ERR_NOMEM, "tune: out of memory for %zu events", s.n);
+            goto fail;
+        }
+        eval_split_last_fraction(&s, user_start, a.test_fraction, is_test);
+        tr.n = 0;
+        for (size_t i = 0; i < s.n; i++)
+            if (!is_test[i]) tr.events[tr.n++] = s.events[i];
+        tr.cap = tr.n;
+        free(user_start);
+        user_start = NULL;
+        if (ev_set_sort_by_user_time(&tr, a.ties, &user_start, &e)) goto fail;
+        work = &tr;
+        fprintf(stderr, "tune: %zu of %zu events held out as test (each user's last %g)\n",
+                s.n - tr.n, s.n, a.test_fraction);
+    }
     is_valid = malloc(s.n ? s.n : 1);
     if (!is_valid) {
         err_set(&e, ERR_NOMEM, "tune: out of memory for %zu events", s.n);
         goto fail;
     }
-    eval_split_last_fraction(&s, user_start, a.validation_fraction, is_valid);
+    eval_split_last_fraction(work, user_start, a.validation_fraction, is_valid);
     size_t n_valid = 0;
-    for (size_t i = 0; i < s.n; i++)
+    for (size_t i = 0; i < work->n; i++)
         n_valid += is_valid[i];
-    if (n_valid == 0 || n_valid == s.n) {
+    if (n_valid == 0 || n_valid == work->n) {
         err_set(&e, ERR_INVALID, "tune: the split leaves %s (too few events per user?)",
                 n_valid ? "nothing to train on" : "no validation event");
         goto fail;
@@ -588,12 +818,12 @@ int cmd_tune(int argc, char **argv) {
     fprintf(stderr,
             "tune: %zu events, %u users, %u items; %zu validation events (each user's last "
             "%g); %u configurations, objective NDCG@%u\n",
-            s.n, idmap_size(s.users), idmap_size(s.items), n_valid, a.validation_fraction,
+            work->n, idmap_size(s.users), idmap_size(s.items), n_valid, a.validation_fraction,
             a.to.budget, a.to.k);
     progress_ctx pc = {a.to.k};
     a.to.progress = on_trial;
     a.to.progress_ctx = &pc;
-    if (tune_run(&s, is_valid, &a.to, &res, &e)) goto fail;
+    if (tune_run(work, is_valid, &a.to, &res, &e)) goto fail;
     order = malloc(res.n * sizeof *order);
     if (!order) {
         err_set(&e, ERR_NOMEM, "tune: out of memory");
@@ -605,7 +835,7 @@ int cmd_tune(int argc, char **argv) {
     qsort(order, res.n, sizeof *order, cmp_order);
     order_base = NULL;
     const tune_trial *best = &res.trials[res.best];
-    if (compare(&s, is_valid, &a, &best->c, &cmp, &e)) goto fail;
+    if (compare(work, is_valid, &a, &best->c, &cmp, &e)) goto fail;
     printf("\n");
     print_trials(stdout, &res, order, a.to.k, a.to.iterations, &cmp, 0);
     printf("\nvalidation (each user's last %g; als-tuned is measured on the split it was "
@@ -628,23 +858,45 @@ int cmd_tune(int argc, char **argv) {
                  "ALS alone %.4f)",
                  (double)cmp.blend, a.to.k, cmp.blends[cmp.chosen].ndcg, tuned);
     snprintf(decision, sizeof decision,
-             "published trial %u to `%s` as %s: factors %u, regularization %.4g, alpha %.3g, "
-             "half-life %s, %u iterations (validation NDCG@%u: default %.4f; most-popular "
-             "%.4f)",
+             "published trial %u to `%s` as %s: factors %u, regularization %.4g (+ %.3g per "
+             "item), alpha %.3g, half-life %s, %u iterations (validation NDCG@%u: default "
+             "%.4f; most-popular %.4f)",
              best->id, a.model, what, best->c.factors, (double)best->c.regularization,
-             (double)best->c.alpha, half_life_str(best->c.half_life_days, hl, sizeof hl),
-             a.to.iterations, a.to.k, def, pop);
+             (double)best->c.frequency_regularization, (double)best->c.alpha,
+             half_life_str(best->c.half_life_days, hl, sizeof hl), a.to.iterations, a.to.k, def,
+             pop);
     printf("\nsummary: %u configurations, %u ALS fits; winner trial %u NDCG@%u %.4f vs default "
-           "%.4f vs most-popular %.4f\ndecision: %s\n",
-           res.n, res.fits, best->id, a.to.k, tuned, def, pop, what);
+           "%.4f vs most-popular %.4f\n%s: %s\n",
+           res.n, res.fits, best->id, a.to.k, tuned, def, pop, a.families ? "als" : "decision",
+           what);
     if (md) {
         int bad = write_report(md, &a, &s, &res, order, &cmp, decision);
         md = NULL;
         if (bad) goto out;
     }
-    fprintf(stderr, "tune: training the winner on all %zu events, to publish as %s\n", s.n, what);
-    memcpy(s.events, as_read, s.n * sizeof *s.events);
-    status = publish(&a, &s, &best->c, cmp.blend);
+    /* Without the family search (or when ALS wins it) ALS is published. */
+    fr.best[ITEMSIM_ALS].item.algorithm = ITEMSIM_ALS;
+    fr.best[ITEMSIM_ALS].popularity_blend = cmp.blend;
+    fr.best[ITEMSIM_ALS].ndcg = als_published_ndcg(&cmp, qk);
+    for (int i = ITEMSIM_EASE; i < ITEMSIM_N_ALGORITHMS; i++)
+        fr.best[i].ndcg = -1;
+    fr.blend.ndcg = -1;
+    fr.winner = fr.best[ITEMSIM_ALS];
+    if (a.families && choose_family(work, is_valid, &a, &best->c, &cmp, &fr, &e)) goto fail;
+    int item_won = fr.winner.item.algorithm != ITEMSIM_ALS;
+    char chosen[256];
+    famtune_describe(&fr.winner, chosen, sizeof chosen);
+    if (a.families)
+        printf("decision: %s, validation NDCG@%u %.4f (ALS as published: %.4f)\n",
+               item_won ? chosen : what, a.to.k, fr.winner.ndcg, fr.best[ITEMSIM_ALS].ndcg);
+    if (is_test && test_families(&s, is_test, &a, &best->c, &fr, &e)) goto fail;
+    fprintf(stderr, "tune: training the winner on %zu events, to publish as %s\n", work->n,
+            item_won ? chosen : what);
+    /* recd train's order (the fingerprint and the summing of each cell
+     * follow it); --test-fraction publishes the training part as sorted. */
+    if (!is_test) memcpy(s.events, as_read, s.n * sizeof *s.events);
+    status = item_won ? publish_family(&a, work, &best->c, &fr.winner)
+                      : publish(&a, work, &best->c, cmp.blend);
     goto out;
 fail:
     fprintf(stderr, "recd: tune: %s\n", e.msg);
@@ -657,6 +909,8 @@ out:
     free(is_valid);
     free(user_start);
     free(as_read);
+    free(is_test);
+    free(tr.events);
     ev_set_free(&s);
     return status;
 }

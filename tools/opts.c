@@ -80,6 +80,39 @@ int opts_als(int opt, const char *arg, als_params *als, float *half_life) {
     }
 }
 
+const char OPTS_ITEMSIM_HELP[] =
+    "  --algorithm NAME      model family: als (default), ease, knn, rp3beta\n"
+    "  --lambda L            EASE regularization (default 0: the mean number of users\n"
+    "                        per item)\n"
+    "  --max-dense-items N   EASE keeps its n x n matrix dense (n^2 x 4 bytes, e.g.\n"
+    "                        1.6 GB at 20000 items) up to N items (default 20000);\n"
+    "                        above, each item keeps its --neighbors largest entries\n"
+    "                        (training still needs n^2 x 4 bytes)\n"
+    "  --rp3-alpha A         RP3beta: exponent of the walk's probabilities (default 1)\n"
+    "  --rp3-beta B          RP3beta: popularity discount of the target (default 0.5)\n";
+
+int opts_itemsim(int opt, const char *arg, itemsim_algorithm *algorithm, itemsim_params *it) {
+    switch (opt) {
+    case OPT_ALGORITHM: {
+        int a = itemsim_algorithm_parse(arg);
+        if (a < 0) {
+            fprintf(stderr, "recd: --algorithm: 'als', 'ease', 'knn' or 'rp3beta', not '%s'\n",
+                    arg);
+            return -1;
+        }
+        *algorithm = (itemsim_algorithm)a;
+        return 1;
+    }
+#define OPTS_ITEMSIM_CASE(id, name, kind, min, max, dest)                                          \
+    case OPT_ITEMSIM_##id:                                                                         \
+        return opts_##kind(name, arg, min, max, &(dest)) ? -1 : 1;
+        OPTS_ITEMSIM_MAP(OPTS_ITEMSIM_CASE)
+#undef OPTS_ITEMSIM_CASE
+    default:
+        return 0;
+    }
+}
+
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out) {
     char *end;
     errno = 0;

@@ -11,6 +11,7 @@
 #include "als.h"
 #include "events.h"
 #include "ingest.h"
+#include "itemsim.h"
 #include "pipeline.h"
 
 /* The ALS flags, one row each: XX(ID, name, kind, min, max, destination).
@@ -22,9 +23,19 @@
     XX(ITERATIONS, "iterations", u32, 1, 100000, als->iterations)                                  \
     XX(REGULARIZATION, "regularization", float, 0, 1e9, als->regularization)                       \
     XX(ALPHA, "alpha", float, 0, 1e9, als->alpha)                                                  \
+    XX(FREQ_REG, "frequency-regularization", float, 0, 1e9, als->frequency_regularization)         \
     XX(HALF_LIFE, "half-life", float, 0, 1e6, *half_life)                                          \
     XX(THREADS, "threads", u32, 1, 256, als->threads)                                              \
     XX(SEED, "seed", u64, 0, UINT64_MAX, als->seed)
+
+/* The item-item flags of train and eval (training/itemsim.h), as
+ * OPTS_ALS_MAP: destinations are fields of itemsim_params *it. --algorithm
+ * (a name, not a number) and --neighbors (eval has its own) are apart. */
+#define OPTS_ITEMSIM_MAP(XX)                                                                       \
+    XX(LAMBDA, "lambda", float, 0, 1e12, it->lambda)                                               \
+    XX(MAX_DENSE_ITEMS, "max-dense-items", u32, 0, 46340, it->max_dense_items)                     \
+    XX(RP3_ALPHA, "rp3-alpha", float, 0, 100, it->rp3_alpha)                                       \
+    XX(RP3_BETA, "rp3-beta", float, 0, 100, it->rp3_beta)
 
 /* getopt_long ids of the column-mapping flags (above any short option). */
 enum {
@@ -40,6 +51,10 @@ enum {
 #define OPTS_ALS_ID(id, name, kind, min, max, dest) OPT_ALS_##id,
     OPTS_ALS_MAP(OPTS_ALS_ID)
 #undef OPTS_ALS_ID
+        OPT_ALGORITHM,
+#define OPTS_ITEMSIM_ID(id, name, kind, min, max, dest) OPT_ITEMSIM_##id,
+    OPTS_ITEMSIM_MAP(OPTS_ITEMSIM_ID)
+#undef OPTS_ITEMSIM_ID
         OPT_FIRST_FREE /* first id a command may use for its own flags */
 };
 
@@ -63,6 +78,20 @@ extern const char OPTS_INGEST_HELP[];
  * takes them all (train, eval). */
 #define OPTS_ALS_OPTION(id, name, kind, min, max, dest) {name, required_argument, 0, OPT_ALS_##id},
 #define OPTS_ALS_LONG OPTS_ALS_MAP(OPTS_ALS_OPTION)
+
+/* --algorithm and the item-item flags, spread into a struct option table. */
+#define OPTS_ITEMSIM_OPTION(id, name, kind, min, max, dest)                                        \
+    {name, required_argument, 0, OPT_ITEMSIM_##id},
+#define OPTS_ITEMSIM_LONG                                                                          \
+    {"algorithm", required_argument, 0, OPT_ALGORITHM}, OPTS_ITEMSIM_MAP(OPTS_ITEMSIM_OPTION)
+
+/* Help text of --algorithm and the item-item flags. */
+extern const char OPTS_ITEMSIM_HELP[];
+
+/* Applies --algorithm (to *algorithm) or an item-item flag (to *it).
+ * Returns 1 when opt was one of them, 0 when not, -1 (after printing why)
+ * for a bad argument. */
+int opts_itemsim(int opt, const char *arg, itemsim_algorithm *algorithm, itemsim_params *it);
 
 /* Applies an ALS flag to *als or *half_life (days). Returns 1 when opt was
  * one of them, 0 when it is not, -1 (after printing why) when its argument

@@ -167,6 +167,16 @@ static double train_loss(train_state *st, const csr *counts, float *x, float *y,
     }
     loss += (double)p->regularization * (st->kernel->sum_squares(x, counts->n_rows, ld) +
                                          st->kernel->sum_squares(y, counts->n_cols, ld));
+    if (p->frequency_regularization > 0.0f) {
+        /* freq x (nonzeros of the row) x |row|^2 on both sides. */
+        double fr = 0.0;
+        for (uint32_t u = 0; u < counts->n_rows; u++)
+            fr += (double)(counts->indptr[u + 1] - counts->indptr[u]) *
+                  st->kernel->sum_squares(x + (size_t)u * ld, 1, ld);
+        for (uint64_t k = 0; k < csr_nnz(counts); k++)
+            fr += st->kernel->sum_squares(y + (size_t)counts->indices[k] * ld, 1, ld);
+        loss += (double)p->frequency_regularization * fr;
+    }
     double cells = (double)counts->n_rows * (double)counts->n_cols - (double)csr_nnz(counts);
     return loss / (conf + cells);
 }
@@ -195,7 +205,8 @@ static int check_params(const csr *counts, const als_params *p, err_t *e) {
         return err_set(e, ERR_INVALID, "als: factors must be in 1..%d (got %u)", MF_MAX_FACTORS,
                        p->factors);
     if (p->cg_steps == 0) return err_set(e, ERR_INVALID, "als: cg_steps must be at least 1");
-    if (!(p->regularization >= 0.0f) || !isfinite(p->regularization))
+    if (!(p->regularization >= 0.0f) || !isfinite(p->regularization) ||
+        !(p->frequency_regularization >= 0.0f) || !isfinite(p->frequency_regularization))
         return err_set(e, ERR_INVALID, "als: regularization must be finite and >= 0");
     if (!(p->alpha >= 0.0f) || !isfinite(p->alpha))
         return err_set(e, ERR_INVALID, "als: alpha must be finite and >= 0");
@@ -273,11 +284,18 @@ int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e
                                .g = g,
                                .ld = ld,
                                .alpha = p->alpha,
+                               .freq = p->frequency_regularization,
                                .cg_steps = p->cg_steps};
         gram_regularized(y, n_items, f, ld, p->regularization, g);
         run_parallel(&st, &users, st.user_split, 0);
-        als_half_step items = {
-            .m = &t, .y = x, .x = y, .g = g, .ld = ld, .alpha = p->alpha, .cg_steps = p->cg_steps};
+        als_half_step items = {.m = &t,
+                               .y = x,
+                               .x = y,
+                               .g = g,
+                               .ld = ld,
+                               .alpha = p->alpha,
+                               .freq = p->frequency_regularization,
+                               .cg_steps = p->cg_steps};
         gram_regularized(x, n_users, f, ld, p->regularization, g);
         run_parallel(&st, &items, st.item_split, 0);
         double seconds = clock_seconds() - t0;

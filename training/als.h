@@ -27,9 +27,14 @@ typedef struct als_params {
     uint32_t iterations;  /* default 15 */
     float regularization; /* lambda, default 0.01 */
     float alpha;          /* confidence scale, default 1.0 */
-    uint32_t cg_steps;    /* default 3 */
-    uint32_t threads;     /* default: number of online CPUs */
-    uint64_t seed;        /* default 42 */
+    /* Frequency-scaled regularization (Rendle et al., RecSys 2022): row r
+     * of either side is regularized by lambda + this x its nonzeros, so
+     * heavy users and popular items are held back more. Default 0 (plain
+     * lambda, the model of Hu et al.). */
+    float frequency_regularization;
+    uint32_t cg_steps; /* default 3 */
+    uint32_t threads;  /* default: number of online CPUs */
+    uint64_t seed;     /* default 42 */
     /* Called after each iteration (1-based) with elapsed seconds of that
      * iteration and the training loss; may be NULL. */
     void (*progress)(void *ctx, uint32_t iteration, double seconds, double loss);
@@ -55,7 +60,7 @@ typedef struct als_factors {
  * Sets OpenBLAS to one thread for the whole process (recd parallelizes
  * over rows itself). Returns ERR_OK, ERR_INVALID (factors not in
  * 1..MF_MAX_FACTORS of mf.h, cg_steps 0, a negative or non-finite
- * regularization, alpha or count), ERR_LIMIT (a dimension beyond the BLAS
+ * regularization, frequency_regularization, alpha or count), ERR_LIMIT (a dimension beyond the BLAS
  * int range), ERR_NOMEM. Keeps no state between calls: concurrent calls
  * on different outputs work, though each already uses p->threads cores. */
 int als_train(const csr *counts, const als_params *p, als_factors *out, err_t *e);

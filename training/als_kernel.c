@@ -118,8 +118,10 @@ static void solve_row(const als_half_step *h, uint32_t u, float *restrict r, flo
         return;
     }
 
-    /* r = b - A x */
+    /* r = b - A x; A's row-specific part of lambda, freq n_u, added here. */
+    float extra = h->freq * (float)(end - begin);
     vsymv(h->g, x, r, ld);
+    if (extra != 0.0f) vaxpy(r, extra, x, ld);
     for (size_t j = 0; j < ld; j++)
         r[j] = -r[j];
     add_nonzeros(h, begin, end, x, r, 1);
@@ -129,6 +131,7 @@ static void solve_row(const als_half_step *h, uint32_t u, float *restrict r, flo
 
     for (uint32_t it = 0; it < h->cg_steps; it++) {
         vsymv(h->g, p, ap, ld);
+        if (extra != 0.0f) vaxpy(ap, extra, p, ld);
         add_nonzeros(h, begin, end, p, ap, 0);
         float step = rsold / vdot(p, ap, ld);
         vaxpy(x, step, p, ld);

@@ -34,12 +34,14 @@ typedef struct als_half_step {
     const float *g; /* ld x ld: YtY + lambda I (padding rows/cols zero) */
     size_t ld;      /* a multiple of ALS_LANES; every row ALS_ALIGN-aligned */
     float alpha;
+    float freq; /* extra lambda per nonzero of the row (frequency-scaled regularization) */
     uint32_t cg_steps;
 } als_half_step;
 
 typedef struct als_kernel {
     cpu_level level; /* the instruction set it was compiled for */
-    /* Solves (YtY + lambda I + Yt (C_u - I) Y) x = Yt C_u p(u) for row u of
+    /* Solves (YtY + (lambda + freq n_u) I + Yt (C_u - I) Y) x = Yt C_u p(u),
+     * n_u the row's nonzeros, for row u of
      * h->m with h->cg_steps conjugate-gradient steps from the current x
      * (Takacs 2011, as benfred/implicit's _least_squares_cg). r, p, ap:
      * ld floats of scratch each, aligned. */

@@ -72,6 +72,67 @@ int pipeline_leave_out_forgotten(ev_set *history, const char *events_dir, uint32
 void pipeline_params_init(pipeline_params *p) {
     memset(p, 0, sizeof *p);
     als_params_init(&p->als);
+    itemsim_params_init(&p->item);
+    itemsim_params_init(&p->with);
+    p->item.algorithm = ITEMSIM_ALS;
+    p->with.algorithm = ITEMSIM_ALS;
+}
+
+/* The scale of one family's scores on counts (itemsim_score_scale): rows
+ * when r is not NULL, else the factors f. */
+static int family_scale(const csr *counts, const itemsim_model *r, const als_factors *f,
+                        double *scale, err_t *e) {
+    eval_mf mf = {.user_factors = f->user_factors,
+                  .item_factors = f->item_factors,
+                  .factors = f->factors,
+                  .n_items = f->n_items};
+    itemsim_eval ie = {.rows = {.n_items = counts->n_cols}, .als = &mf, .als_weight = 1.0f};
+    if (r) ie = (itemsim_eval){.rows = itemsim_rows(r), .rows_weight = 1.0f};
+    return itemsim_score_scale(&ie, counts, scale, e);
+}
+
+/* Trains the item-item family of p (and its blend partner) on counts into
+ * *out and names it in meta (algorithm, lambda, neighbors, als_blend). */
+static int train_items(const csr *counts, const pipeline_params *p, const als_factors *f,
+                       itemsim_model *out, model_meta *meta, err_t *e) {
+    itemsim_params ip = p->item;
+    ip.threads = p->als.threads;
+    int rc = itemsim_fit(counts, &ip, out, e);
+    if (rc) return rc;
+    const char *name = itemsim_algorithm_name(ip.algorithm);
+    snprintf(meta->algorithm, sizeof meta->algorithm, "%s", name);
+    meta->lambda = out->lambda;
+    meta->neighbors = out->dense ? 0 : ip.neighbors;
+    if (!(p->blend_share > 0.0f)) return ERR_OK;
+    double sa, sb;
+    float t = p->blend_share;
+    itemsim_model b = {0}, merged;
+    itemsim_params wp = p->with;
+    wp.threads = p->als.threads;
+    if ((rc = family_scale(counts, out, f, &sa, e))) return rc;
+    snprintf(meta->algorithm, sizeof meta->algorithm, "%s+%s", name,
+             itemsim_algorithm_name(wp.algorithm));
+    if (wp.algorithm == ITEMSIM_ALS) {
+        if ((rc = family_scale(counts, NULL, f, &sb, e))) return rc;
+        float wa = (float)((1.0 - t) / sa);
+        uint64_t n = out->dense ? (uint64_t)out->n_items * out->n_items : out->indptr[out->n_items];
+        float *v = out->dense ? out->dense : out->value;
+        for (uint64_t k = 0; k < n; k++)
+            v[k] *= wa;
+        meta->als_blend = (float)(t / sb);
+        return ERR_OK;
+    }
+    if ((rc = itemsim_fit(counts, &wp, &b, e))) return rc;
+    if (!(rc = family_scale(counts, &b, f, &sb, e)) &&
+        !(rc = itemsim_blend(out, (float)((1.0 - t) / sa), &b, (float)(t / sb), &merged, e))) {
+        if (!meta->lambda) meta->lambda = b.lambda;
+        meta->neighbors =
+            merged.dense ? 0 : (ip.neighbors > wp.neighbors ? ip.neighbors : wp.neighbors);
+        itemsim_free(out);
+        *out = merged;
+    }
+    itemsim_free(&b);
+    return rc;
 }
 
 /* Fingerprint of the training data itself (ids, times, quantities), so that
@@ -148,11 +209,13 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     float *vals = malloc(history->n * sizeof *vals);
     float *popularity = malloc((size_t)n_items * sizeof *popularity);
     uint32_t *item_category = NULL;
-    csr counts = {0}, by_item = {0};
+    csr counts = {0}, by_item = {0}, plain = {0};
     als_factors factors = {0};
     churn_result cr = {0};
     model_churn mc = {0};
     model_input in = {0};
+    itemsim_model items = {0};
+    itemrows item_rows;
     int64_t data_until = INT64_MIN;
     int rc;
     if (!rows || !cols || !vals || !popularity) {
@@ -170,6 +233,13 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     if ((rc = csr_from_triplets(n_users, n_items, rows, cols, vals, history->n, &counts, e)) ||
         (rc = csr_transpose(&counts, &by_item, e)))
         goto out;
+    /* Item-item families read the undecayed values (what famtune measures),
+     * built before churn reorders the history. */
+    if (p->item.algorithm != ITEMSIM_ALS && p->half_life_days > 0) {
+        eval_event_weights(history, 0, data_until, vals);
+        if ((rc = csr_from_triplets(n_users, n_items, rows, cols, vals, history->n, &plain, e)))
+            goto out;
+    }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(history, in.meta.source_fingerprint);
     if (p->churn && (rc = train_churn(history, p, &cr, &mc, e))) goto out;
@@ -182,6 +252,11 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         err_wrap(e, "training failed");
         goto out;
     }
+    if (p->item.algorithm != ITEMSIM_ALS &&
+        (rc = train_items(plain.indptr ? &plain : &counts, p, &factors, &items, &in.meta, e))) {
+        err_wrap(e, "training failed");
+        goto out;
+    }
     in.meta.data_until = data_until;
     in.meta.factors = p->als.factors;
     in.meta.n_users = n_users;
@@ -190,6 +265,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     in.meta.iterations = p->als.iterations;
     in.meta.regularization = p->als.regularization;
     in.meta.alpha = p->als.alpha;
+    in.meta.frequency_regularization = p->als.frequency_regularization;
     in.meta.loss = factors.loss;
     in.meta.popularity_blend = p->popularity_blend;
     in.meta.train_seconds = clock_seconds() - train_start;
@@ -207,9 +283,14 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     in.user_factors = factors.user_factors;
     in.item_factors = factors.item_factors;
-    in.user_items = &counts;
+    /* An item-item model's stored rows are what its scores read back. */
+    in.user_items = plain.indptr ? &plain : &counts;
     in.item_popularity = popularity;
     in.churn = p->churn ? &mc : NULL;
+    if (p->item.algorithm != ITEMSIM_ALS) {
+        item_rows = itemsim_rows(&items);
+        in.item_rows = &item_rows;
+    }
     if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
 out:
     free(rows);
@@ -219,7 +300,9 @@ out:
     free(item_category);
     csr_free(&counts);
     csr_free(&by_item);
+    csr_free(&plain);
     als_factors_free(&factors);
+    itemsim_free(&items);
     churn_result_free(&cr);
     return rc;
 }

@@ -19,6 +19,7 @@
 #include "churn.h"
 #include "err.h"
 #include "events.h"
+#include "itemsim.h"
 #include "model.h"
 
 /* Appends every event recorded in events_dir (recd serve --events) to
@@ -46,6 +47,17 @@ typedef struct pipeline_params {
     als_params als;         /* its progress callback hears of every iteration */
     float half_life_days;   /* an event counts 0.5^(age / this) of its weight; 0 = no decay */
     float popularity_blend; /* model_meta.popularity_blend: 0 pure ALS, +inf popularity only */
+    /* The family: item.algorithm ALS publishes the factors alone; an
+     * item-item family publishes its rows beside them (the factors still
+     * serve diversity, campaign affinity and churn explanations). */
+    itemsim_params item;
+    /* A blend of two families, when blend_share > 0 (item must then be an
+     * item-item family): score = (1 - t) * s_item / scale_item + t * s_with
+     * / scale_with, t = blend_share, each scale itemsim_score_scale's on the
+     * training matrix; with.algorithm another item-item family (its rows
+     * merge into one) or ALS (model_meta.als_blend). */
+    itemsim_params with;
+    float blend_share;
     /* Trains churn beside the recommendations when not NULL (not owned),
      * writing its evaluation report to churn_report. */
     const churn_params *churn;
@@ -56,7 +68,8 @@ typedef struct pipeline_params {
     void *matrix_ctx;
 } pipeline_params;
 
-/* ALS defaults (als_params_init), no decay, no blend, no churn, no callback. */
+/* ALS defaults (als_params_init), itemsim_params_init for item and with,
+ * algorithm ALS (pure ALS), no decay, no blend, no churn, no callback. */
 void pipeline_params_init(pipeline_params *p);
 
 /* Trains on history and publishes the model into model_dir (see

@@ -6,6 +6,7 @@
  *   regularization  10^U(-3, 2)
  *   alpha           10^U(-1, 1.7)          (0.1 .. 50)
  *   half-life       none with probability 1/4, else 10^U(log10 7, log10 730) days
+ *   frequency reg.  0: not searched (see tune_sample)
  * The first configuration is always the untuned default (als_params_init,
  * no half-life), so the winner is never worse than it on validation.
  *
@@ -35,6 +36,7 @@ typedef struct tune_config {
     uint32_t factors;
     float regularization, alpha;
     double half_life_days; /* 0 = no decay */
+    float frequency_regularization;
 } tune_config;
 
 typedef struct tune_trial {

@@ -14,6 +14,8 @@
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
 void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *lda,
              double *b, const int *ldb, int *info, size_t uplo_len);
+void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info, size_t uplo_len);
+void spotri_(const char *uplo, const int *n, float *a, const int *lda, int *info, size_t uplo_len);
 
 void linalg_gram(const float *y, size_t n, size_t f, size_t ldy, float *g, size_t ldg) {
     if (n == 0) {
@@ -38,4 +40,20 @@ int linalg_solve_spd(double *a, double *b, size_t n) {
     if (info != 0) return -1;
     dpotrs_("U", &order, &one, a, &order, b, &order, &info, 1);
     return info == 0 ? 0 : -1;
+}
+
+int linalg_invert_spd(float *a, size_t n) {
+    const int order = (int)n;
+    int info = 0;
+    /* Symmetric input: either triangle is the same matrix, so "U" of the
+     * column-major view is the lower triangle of the row-major one. */
+    spotrf_("U", &order, a, &order, &info, 1);
+    if (info != 0) return -1;
+    spotri_("U", &order, a, &order, &info, 1);
+    if (info != 0) return -1;
+    /* spotri wrote the row-major lower triangle: mirror it up. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            a[i * n + j] = a[j * n + i];
+    return 0;
 }

@@ -1,7 +1,8 @@
 /* linalg: the dense linear algebra that training and serving share - the
  * Gram matrix YtY of a factor matrix (OpenBLAS ssyrk) and the solve of a
  * small symmetric positive definite system in double precision (LAPACK's
- * Cholesky, dpotrf + dpotrs, from the same OpenBLAS).
+ * Cholesky, dpotrf + dpotrs, from the same OpenBLAS), and the inverse of a
+ * large one in single precision (EASE's item-item model).
  *
  * Both are thread-safe (they keep no state) as long as OpenBLAS is: recd
  * runs OpenBLAS single-threaded (als_train and `recd serve` set it), and
@@ -24,5 +25,12 @@ void linalg_gram(const float *y, size_t n, size_t f, size_t ldy, float *g, size_
  * positive definite (a and b then hold partial results). Needs 1 <= n
  * within the BLAS int range. */
 int linalg_solve_spd(double *a, double *b, size_t n);
+
+/* Replaces the symmetric positive definite n x n float matrix in a
+ * (row-major, both triangles) by its inverse, both triangles (LAPACK
+ * spotrf + spotri: a Cholesky factor, then the inverse from it). Returns
+ * 0, or -1 when the matrix is not positive definite (a then holds partial
+ * results). Needs 1 <= n within the BLAS int range. */
+int linalg_invert_spd(float *a, size_t n);
 
 #endif

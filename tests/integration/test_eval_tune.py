@@ -104,6 +104,13 @@ def test_tune_publishes_the_winner(shop, tmp_path):
     info = run("inspect", "--model", model).stdout
     assert re.search(rf"^factors\s+{factors}$", info, re.M), info
     assert re.search(r"^\d{8}T\d{6}Z-[0-9a-f]+$", p.stdout, re.M), "recd train's version line"
+    # The family search ran and its decision is what was published.
+    assert "best validation NDCG@10 of each family" in p.stdout, p.stdout
+    decided = re.search(r"^decision: (\S+?)[ ,]", p.stdout, re.M).group(1)
+    algorithm = re.search(r"^algorithm\s+(\S+)$", info, re.M).group(1)
+    # An ALS decision reads "pure ALS ...", "ALS blended ...", "popularity fallback ...".
+    want = decided if re.match(r"(ease|knn|rp3beta)", decided) else "als"
+    assert algorithm == want, p.stdout
     md = report.read_text()
     assert "## Trials" in md and "published trial" in md
     if shutil.which("gnuplot"):
@@ -130,7 +137,7 @@ def test_tune_falls_back_to_popularity_when_it_wins(tmp_path, pb):
     data.write_text("\n".join(rows) + "\n")
     model, report = tmp_path / "m", tmp_path / "tune.md"
     p = run("tune", "--input", data, "--model", model, "--budget", 3, "--iterations", 6,
-            "--threads", 2, "--report", report)
+            "--threads", 2, "--report", report, "--families", "als")
     val = table(p.stdout, "NDCG@10")
     assert float(val["als-tuned"]["NDCG@10"]) < float(val["most-popular"]["NDCG@10"])
     blends = [line.split() for line in p.stdout.splitlines() if re.match(r"^b\d+\s", line)]
@@ -175,7 +182,7 @@ def test_tune_publishes_a_blend_when_one_beats_popularity(tmp_path):
     data = tmp_path / "mixed.csv"
     data.write_text("\n".join(rows) + "\n")
     p = run("tune", "--input", data, "--model", tmp_path / "m", "--budget", 3, "--iterations",
-            10, "--threads", 2)
+            10, "--threads", 2, "--families", "als")
     val = table(p.stdout, "NDCG@10")
     m = re.search(r"^decision: ALS blended with popularity, popularity blend ([0-9.e+-]+)",
                   p.stdout, re.M)
@@ -193,7 +200,7 @@ def test_ml100k_tune_beats_the_untuned_default(tmp_path):
     data = tmp_path / "ml100k.tsv"
     data.write_text("user_id\titem_id\trating\ttimestamp\n" + ML100K.read_text())
     p = run("tune", "--input", data, "--delimiter", "tab", "--model", tmp_path / "m",
-            "--budget", 20, "--threads", 2)
+            "--budget", 20, "--threads", 2, "--families", "als")
     val = table(p.stdout, "NDCG@10")
     # The untuned default reaches 0.178-0.180 on this (per-user) split.
     assert float(val["als-default"]["NDCG@10"]) < 0.182

@@ -122,6 +122,47 @@ Test(als, cg_training_matches_exact_fold_in_at_convergence) {
     csr_free(&m);
 }
 
+/* The same fixed point with frequency-scaled regularization: each user's
+ * lambda is regularization + frequency_regularization x their items, which
+ * is what the server's fold-in passes (score_fold_in). */
+Test(als, frequency_regularization_matches_the_scaled_fold_in) {
+    csr m = random_counts(30, 20, 0.25, 9);
+    als_params p;
+    als_params_init(&p);
+    p.factors = 5;
+    p.cg_steps = 5;
+    p.iterations = 300;
+    p.regularization = 0.2f;
+    p.frequency_regularization = 0.3f;
+    p.threads = 2;
+    als_factors f, plain;
+    err_t e;
+    cr_assert_eq(als_train(&m, &p, &f, &e), ERR_OK, "%s", e.msg);
+    float yty[5 * 5], x[5];
+    linalg_gram(f.item_factors, f.n_items, f.factors, f.factors, yty, f.factors);
+    for (uint32_t u = 0; u < m.n_rows; u++) {
+        uint64_t b = m.indptr[u], n = m.indptr[u + 1] - b;
+        float lambda = p.regularization + p.frequency_regularization * (float)n;
+        cr_assert_eq(mf_fold_in(f.item_factors, f.factors, yty, m.indices + b, m.values + b,
+                                (uint32_t)n, lambda, p.alpha, x, &e),
+                     ERR_OK, "%s", e.msg);
+        for (uint32_t j = 0; j < f.factors; j++)
+            cr_expect_float_eq(x[j], f.user_factors[u * f.factors + j], 2e-4, "user %u", u);
+    }
+    /* And it is not plain lambda: the factors differ. */
+    p.frequency_regularization = 0;
+    cr_assert_eq(als_train(&m, &p, &plain, &e), ERR_OK, "%s", e.msg);
+    float diff = 0;
+    for (uint32_t k = 0; k < m.n_rows * f.factors; k++)
+        diff += fabsf(plain.user_factors[k] - f.user_factors[k]);
+    cr_expect_gt(diff, 0.01f);
+    als_factors_free(&plain);
+    p.frequency_regularization = -1;
+    cr_expect_eq(als_train(&m, &p, &plain, &e), ERR_INVALID);
+    als_factors_free(&f);
+    csr_free(&m);
+}
+
 /* The reported loss must be implicit's: sum over every cell of
  * c (p - x.y)^2 plus lambda (|X|^2 + |Y|^2), over the total confidence of
  * all cells. Computed here cell by cell. */

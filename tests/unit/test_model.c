@@ -1024,3 +1024,74 @@ Test(model, publishes_a_model_whose_churn_outweighs_its_factors) {
     free(per_user);
     free(codes);
 }
+
+/* Item rows of an item-item model: dense and sparse round trips (read in
+ * place), the algorithm key (absent reads as "als"), and refusals of rows
+ * that would index past the catalogue. */
+Test(model, item_rows_round_trip_and_refusals) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    model *m;
+    err_t e = {0};
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_expect_str_eq(model_info(m)->algorithm, "als");
+    cr_expect_null(model_item_rows(m));
+    model_close(m);
+    fixture f;
+    fixture_init(&f, 2.0f);
+    float dense[NI * NI];
+    for (int i = 0; i < NI * NI; i++)
+        dense[i] = (i % (NI + 1)) ? 0.125f * (float)i : 0.0f;
+    itemrows rows = {.n_items = NI, .dense = dense};
+    f.in.item_rows = &rows;
+    strcpy(f.in.meta.algorithm, "ease");
+    f.in.meta.lambda = 12.5f;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_expect_str_eq(model_info(m)->algorithm, "ease");
+    cr_expect_eq(model_info(m)->lambda, 12.5f);
+    const itemrows *r = model_item_rows(m);
+    cr_assert_not_null(r);
+    cr_assert_not_null(r->dense);
+    cr_expect_eq(memcmp(r->dense, dense, sizeof dense), 0);
+    model_close(m);
+    uint64_t indptr[NI + 1] = {0, 2, 2, 3, 4};
+    uint32_t index[] = {1, 3, 0, 2};
+    float value[] = {0.5f, -0.25f, 1.0f, 2.0f};
+    rows = (itemrows){.n_items = NI, .indptr = indptr, .index = index, .value = value};
+    strcpy(f.in.meta.algorithm, "knn");
+    f.in.meta.lambda = 0;
+    f.in.meta.neighbors = 2;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    r = model_item_rows(m);
+    cr_assert_not_null(r);
+    cr_expect_null(r->dense);
+    cr_expect_eq(model_info(m)->neighbors, 2);
+    cr_expect_float_eq(itemrows_get(r, 0, 3), -0.25f, 0);
+    cr_expect_float_eq(itemrows_get(r, 3, 2), 2.0f, 0);
+    cr_expect_float_eq(itemrows_get(r, 1, 0), 0.0f, 0);
+    model_close(m);
+    /* Publication refuses what a reader could not use. */
+    index[2] = NI;
+    cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    index[2] = 0;
+    value[1] = NAN;
+    cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    value[1] = -0.25f;
+    rows.n_items = NI - 1;
+    cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    fixture_free(&f);
+    /* A damaged copy of the current (sparse) version: an index past
+     * n_items, an indptr that descends. */
+    uint32_t item = NI;
+    damage(copy_current(dir, "rows-index"), "item_rows_index", 0, &item, sizeof item);
+    const char *msg = refuse(at("%s", "rows-index"), ERR_FORMAT);
+    cr_expect_not_null(strstr(msg, "item_rows_index"), "%s", msg);
+    uint64_t back = 1;
+    damage(copy_current(dir, "rows-indptr"), "item_rows_indptr", 2 * sizeof(uint64_t), &back,
+           sizeof back);
+    msg = refuse(at("%s", "rows-indptr"), ERR_FORMAT);
+    cr_expect_not_null(strstr(msg, "item_rows_indptr"), "%s", msg);
+}

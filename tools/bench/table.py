@@ -150,6 +150,12 @@ def main():
                 print(f"  reference figure, NOT measured in this run: benfred/implicit "
                       f"{IMPLICIT_REF_S_PER_ITER} s/iteration on this shape and machine -> "
                       f"recd takes {med(s) / IMPLICIT_REF_S_PER_ITER:.2f}x its time")
+        elif r["what"] == "items":
+            if r["model"] == "als":
+                print(f"\nitem-item families, random {r['users']:,} x {r['items']:,} matrix, "
+                      f"{r['nnz']:,} nonzeros (scoring: 1 thread, one user's scores + top-k):")
+            print(f"  {r['model']:<12} train {r['train_s']:8.2f} s  model {mb(r['bytes']):>10}  "
+                  f"{r['query_ms']:.3f} ms/query ({r['vs_als']:.2f}x ALS)")
         elif r["what"] == "shop":
             s = r["s_per_iteration"]
             print(f"\nrecd gen {r['users']:,} users x {r['items']:,} items x {r['events']:,} events: "
