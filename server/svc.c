@@ -672,6 +672,7 @@ int svc_open(core *c, svc **out, err_t *e) {
                                      .stream = table[i].stream,
                                      .ctx = s,
                                      .write = table[i].write,
+                                     .empty_ok = table[i].handler == svc_health,
                                      .batch = table[i].batch};
     *out = s;
     return ERR_OK;
