@@ -231,3 +231,25 @@ def test_nats_down_writes_unavailable_reads_serve_then_resume(cluster, pb):
             time.sleep(0.3)
     events = agree(cluster, within=10)
     assert any(e[0] == "after-down" for e in events)
+
+
+def test_paused_replica_is_drained_and_comes_back(cluster, pb):
+    """SIGSTOP (a replica that stops applying and answering): HAProxy's
+    health checks drain it, every member is served by the others; after
+    SIGCONT it catches up on what was written meanwhile and is SERVING."""
+    wait_balancer(cluster, pb)
+    victim = cluster.replicas[0]
+    victim.server.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(LAG_BOUND_S + 1)  # longer than --max-lag; HAProxy needs ~2 s
+        stub = stub_of(cluster.channel, pb)
+        now = int(time.time())
+        for i in range(30):  # members hashed to every replica, the paused one's too
+            assert record(stub, pb, f"paused{i}", "i3", now, timeout=5).accepted == 1
+    finally:
+        victim.server.proc.send_signal(signal.SIGCONT)
+    events = agree(cluster)
+    assert sum(1 for e in events if e[0].startswith("paused")) == 30
+    health = pb.health_grpc.HealthStub(victim.server.channel)
+    assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
+        pb.health.HealthCheckResponse.SERVING
