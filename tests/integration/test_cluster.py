@@ -253,3 +253,79 @@ def test_paused_replica_is_drained_and_comes_back(cluster, pb):
     health = pb.health_grpc.HealthStub(victim.server.channel)
     assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
         pb.health.HealthCheckResponse.SERVING
+
+
+class NatsNode:
+    """One node of a three-node JetStream cluster on loopback."""
+
+    def __init__(self, tmp, name, port, cport, routes):
+        self.port = port
+        self.log = open(tmp / f"nats-{name}.log", "w+")
+        self.proc = subprocess.Popen(
+            [NATS, "-js", "-sd", str(tmp / f"js-{name}"), "-a", "127.0.0.1", "-p", str(port),
+             "-n", name, "--cluster_name", "recd", "-cluster", f"nats://127.0.0.1:{cport}",
+             "-routes", ",".join(f"nats://127.0.0.1:{r}" for r in routes)],
+            stdout=self.log, stderr=self.log)
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def test_three_node_nats_cluster_survives_a_node_under_write_load(model_dir, tmp_path, pb):
+    ports = [free_port() for _ in range(3)]
+    cports = [free_port() for _ in range(3)]
+    nodes = [NatsNode(tmp_path, f"n{i}", ports[i], cports[i],
+                      [c for j, c in enumerate(cports) if j != i]) for i in range(3)]
+    urls = ",".join(f"nats://127.0.0.1:{p}" for p in ports)
+    replicas = []
+    try:
+        deadline = time.monotonic() + 30
+        while not replicas:  # the stream needs the cluster's meta leader first
+            try:
+                replicas = [Replica(model_dir, tmp_path, f"c{i}", urls) for i in range(2)]
+            except AssertionError:
+                assert time.monotonic() < deadline, "the NATS cluster did not form"
+                time.sleep(0.5)
+        out = replicas[0].server.output()
+        assert "replicas=3" in out or "replicas=3" in replicas[1].server.output(), out
+        stub = stub_of(replicas[0].server.channel, pb)
+        acked, stop = [], threading.Event()
+        now = int(time.time())
+
+        def writer():
+            n = 0
+            while not stop.is_set():
+                try:
+                    record(stub, pb, f"n3-{n % 40}", f"i{n % 90}", now - n, timeout=5)
+                    acked.append((f"n3-{n % 40}", f"i{n % 90}", str(now - n)))
+                except grpc.RpcError:
+                    pass
+                n += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(1.0)
+        before = len(acked)
+        nodes[0].stop(signal.SIGKILL)
+        time.sleep(3.0)
+        stop.set()
+        t.join()
+        assert len(acked) > before + 10, "writes did not continue after a NATS node died"
+        deadline = time.monotonic() + 15
+        while True:
+            stored = [set(exported(r.events)) for r in replicas]
+            lost = [a for a in acked if not all(a in s for s in stored)]
+            if not lost or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost"
+    finally:
+        for r in replicas:
+            r.server.stop()
+        for n in nodes:
+            n.stop()
