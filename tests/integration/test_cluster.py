@@ -334,3 +334,35 @@ def test_three_node_nats_cluster_survives_a_node_under_write_load(model_dir, tmp
             r.server.stop()
         for n in nodes:
             n.stop()
+
+
+def test_model_push_switches_every_replica(shop, tmp_path, pb):
+    """scripts/model-push.sh: rsync of the version folder and the atomic
+    `current` switch in each replica's own model directory; both replicas
+    serve the new version within their reload interval."""
+    from conftest import train
+    trainer = tmp_path / "trainer"
+    train(shop.path, trainer)
+    dirs = [tmp_path / f"replica{i}" for i in range(2)]
+    subprocess.run([str(SOURCE / "scripts/model-push.sh"), trainer, *dirs], check=True)
+    servers = [Server(d, tmp_path, "--reload-interval", "0.2") for d in dirs]
+    try:
+        first = [stub_of(s.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=5)
+                 .model_version for s in servers]
+        time.sleep(1.1)  # versions are named by the second
+        train(shop.path, trainer, "--factors", 8)
+        out = subprocess.run([str(SOURCE / "scripts/model-push.sh"), trainer, *dirs],
+                             check=True, capture_output=True, text=True).stdout
+        new = os.path.basename(os.readlink(trainer / "current"))
+        assert new in out and new not in first
+        deadline = time.monotonic() + 5
+        while True:
+            now = [stub_of(s.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=5)
+                   .model_version for s in servers]
+            if now == [new, new] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert now == [new, new]
+    finally:
+        for s in servers:
+            s.stop()
