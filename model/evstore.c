@@ -5,7 +5,8 @@
  *
  *   log      key u64 BE seq -> fixed part, u16 LE user len, user, u16 LE item len, item
  *   by_user  key u16 BE user len, user, u64 BE seq -> fixed part, item
- *   meta     "format_version" -> u32 LE, "next_seq" -> u64 LE
+ *   meta     "format_version" -> u32 LE, "next_seq" -> u64 LE,
+ *            "applied_at" -> u64 LE (only once evstore_append_at ran)
  *
  * where the fixed part is type u8, ts i64 LE, quantity u32 LE, price f64 LE
  * (21 bytes). Everything is encoded byte by byte, so the files are the same
@@ -55,12 +56,15 @@
 
 #define K_FORMAT "format_version"
 #define K_NEXT_SEQ "next_seq"
+#define K_APPLIED "applied_at"
 
 /* One evstore_append call waiting for its commit; lives on the caller's
  * stack and is linked into the queue under q_lock. */
 typedef struct evstore_req {
     const evstore_event *events;
     size_t n;
+    uint64_t at;        /* position in an external log, 0 = none (evstore_append_at) */
+    bool skipped;       /* set by the writer: at was applied before, nothing written */
     uint64_t first_seq; /* set by the writer */
     int rc;             /* set by the writer, with err, before done */
     err_t err;
@@ -338,6 +342,25 @@ static int evs_next_seq(evstore *s, MDB_txn *txn, uint64_t *seq) {
     return rc;
 }
 
+/* Reads the applied position in txn into *at (0 when none was recorded).
+ * Returns 0 or an LMDB code. */
+static int evs_applied(evstore *s, MDB_txn *txn, uint64_t *at) {
+    MDB_val k = {sizeof K_APPLIED - 1, K_APPLIED}, v;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+    *at = 0;
+    if (rc == MDB_NOTFOUND) return 0;
+    if (!rc && v.mv_size != 8) return MDB_CORRUPTED;
+    if (!rc) *at = get_u64le(v.mv_data);
+    return rc;
+}
+
+static int evs_put_applied(evstore *s, MDB_txn *txn, uint64_t at) {
+    unsigned char b[8];
+    put_u64le(b, at);
+    MDB_val k = {sizeof K_APPLIED - 1, K_APPLIED}, v = {8, b};
+    return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
 /* --- open and close ------------------------------------------------------ */
 
 void evstore_options_init(evstore_options *o) {
@@ -507,9 +530,18 @@ static int evs_write_batch(evstore *s, MDB_txn *txn, void *ctx, const char **wha
     *what = "read next_seq";
     int rc = evs_next_seq(s, txn, &seq);
     if (rc) return rc;
+    uint64_t applied, applied_was;
+    *what = "read applied_at";
+    if ((rc = evs_applied(s, txn, &applied))) return rc;
+    applied_was = applied;
     unsigned char key[EVS_KEY_MAX], val[EVS_LOG_MAX], seqkey[8];
     for (evstore_req *r = ctx; r; r = r->next) {
-        r->first_seq = seq;
+        /* A position already applied is skipped: a replayed log is applied
+         * once. */
+        r->skipped = r->at && r->at <= applied;
+        r->first_seq = r->skipped ? 0 : seq;
+        if (r->skipped) continue;
+        if (r->at) applied = r->at;
         for (size_t i = 0; i < r->n; i++, seq++) {
             const evstore_event *ev = &r->events[i];
             put_u64be(seqkey, seq);
@@ -531,6 +563,8 @@ static int evs_write_batch(evstore *s, MDB_txn *txn, void *ctx, const char **wha
             if ((rc = mdb_put(txn, s->by_user, &k, &v, 0))) return rc;
         }
     }
+    *what = "write applied_at";
+    if (applied != applied_was && (rc = evs_put_applied(s, txn, applied))) return rc;
     unsigned char b[8];
     put_u64le(b, seq);
     MDB_val k = {sizeof K_NEXT_SEQ - 1, K_NEXT_SEQ}, v = {8, b};
@@ -582,11 +616,13 @@ static bool evs_id_ok(const char *id, size_t len) {
     return id && len >= 1 && len <= EVSTORE_MAX_ID_LEN && utf8_valid(id, len);
 }
 
-int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *first_seq,
-                   err_t *e) {
+/* evstore_append and evstore_append_at: at 0 = no position. */
+static int evs_append(evstore *s, const evstore_event *events, size_t n, uint64_t at,
+                      uint64_t *first_seq, int *applied, err_t *e) {
     if (first_seq) *first_seq = 0;
-    if (n == 0) return ERR_OK;
-    if (!events) return err_set(e, ERR_INVALID, "evstore: no events");
+    if (applied) *applied = 0;
+    if (n == 0 && !at) return ERR_OK;
+    if (!events && n) return err_set(e, ERR_INVALID, "evstore: no events");
     /* Validate everything before queueing: a bad event must fail its own
      * call only, never the group commit it would share with others. */
     for (size_t i = 0; i < n; i++) {
@@ -604,7 +640,7 @@ int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *
             bad = "price must be finite and >= 0";
         if (bad) return err_set(e, ERR_INVALID, "evstore: event %zu: %s", i, bad);
     }
-    evstore_req r = {.events = events, .n = n};
+    evstore_req r = {.events = events, .n = n, .at = at};
     pthread_mutex_lock(&s->q_lock);
     if (s->tail)
         s->tail->next = &r;
@@ -620,7 +656,28 @@ int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *
         return r.rc;
     }
     if (first_seq) *first_seq = r.first_seq;
+    if (applied) *applied = !r.skipped;
     return ERR_OK;
+}
+
+int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *first_seq,
+                   err_t *e) {
+    return evs_append(s, events, n, 0, first_seq, NULL, e);
+}
+
+int evstore_append_at(evstore *s, const evstore_event *events, size_t n, uint64_t at, int *applied,
+                      err_t *e) {
+    if (!at) return err_set(e, ERR_INVALID, "evstore: position 0 is not a position");
+    return evs_append(s, events, n, at, NULL, applied, e);
+}
+
+int evstore_applied(evstore *s, uint64_t *at, err_t *e) {
+    MDB_txn *txn;
+    int rc = evs_read_begin(s, &txn, e);
+    if (rc) return rc;
+    int mrc = evs_applied(s, txn, at);
+    evs_read_end(s, txn);
+    return mrc ? evs_mdb_err(e, mrc, "read applied_at") : ERR_OK;
 }
 
 uint64_t evstore_commits(evstore *s) {
@@ -817,6 +874,8 @@ int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size
 typedef struct evs_forget_ctx {
     const char *user;
     size_t len;
+    uint64_t at; /* 0 = none */
+    bool skipped;
     uint64_t deleted;
 } evs_forget_ctx;
 
@@ -827,10 +886,20 @@ static int evs_write_forget(evstore *s, MDB_txn *txn, void *ctx, const char **wh
     unsigned char prefix[EVS_KEY_MAX];
     size_t plen = evs_user_prefix(prefix, f->user, f->len);
     MDB_cursor *c;
-    *what = "open a cursor";
-    int rc = mdb_cursor_open(txn, s->by_user, &c);
-    if (rc) return rc;
     f->deleted = 0;
+    f->skipped = false;
+    int rc;
+    if (f->at) {
+        uint64_t applied;
+        *what = "read applied_at";
+        if ((rc = evs_applied(s, txn, &applied))) return rc;
+        if ((f->skipped = f->at <= applied)) return 0;
+        *what = "write applied_at";
+        if ((rc = evs_put_applied(s, txn, f->at))) return rc;
+    }
+    *what = "open a cursor";
+    rc = mdb_cursor_open(txn, s->by_user, &c);
+    if (rc) return rc;
     *what = "delete";
     for (;;) {
         /* Seek again after every delete instead of trusting the position
@@ -853,7 +922,18 @@ static int evs_write_forget(evstore *s, MDB_txn *txn, void *ctx, const char **wh
 int evstore_forget_user(evstore *s, const char *user, size_t len, uint64_t *deleted, err_t *e) {
     if (!user || len == 0 || len > EVSTORE_MAX_ID_LEN)
         return err_set(e, ERR_INVALID, "evstore: user id must be 1 to 256 bytes");
-    evs_forget_ctx f = {user, len, 0};
+    evs_forget_ctx f = {user, len, 0, false, 0};
+    int rc = evs_write(s, evs_write_forget, &f, e);
+    if (deleted) *deleted = rc ? 0 : f.deleted;
+    return rc;
+}
+
+int evstore_forget_user_at(evstore *s, const char *user, size_t len, uint64_t at, uint64_t *deleted,
+                           err_t *e) {
+    if (!user || len == 0 || len > EVSTORE_MAX_ID_LEN)
+        return err_set(e, ERR_INVALID, "evstore: user id must be 1 to 256 bytes");
+    if (!at) return err_set(e, ERR_INVALID, "evstore: position 0 is not a position");
+    evs_forget_ctx f = {user, len, at, false, 0};
     int rc = evs_write(s, evs_write_forget, &f, e);
     if (deleted) *deleted = rc ? 0 : f.deleted;
     return rc;

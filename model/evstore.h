@@ -84,6 +84,19 @@ void evstore_close(evstore *s);
 int evstore_append(evstore *s, const evstore_event *events, size_t n, uint64_t *first_seq,
                    err_t *e);
 
+/* Applying an external, ordered log (recd's event bus): as evstore_append,
+ * and records `at` (the log's position of these events, > 0) in the same
+ * transaction, so that a process killed at any moment knows exactly what it
+ * applied. A position at or before the recorded one was applied already:
+ * nothing is written and *applied (may be NULL) is 0, else 1. n may be 0
+ * (the position alone is recorded). Errors: those of evstore_append. */
+int evstore_append_at(evstore *s, const evstore_event *events, size_t n, uint64_t at, int *applied,
+                      err_t *e);
+
+/* The last position recorded by evstore_append_at or evstore_forget_user_at
+ * into *at, 0 when none. Returns ERR_OK, ERR_FORMAT, ERR_INTERNAL. */
+int evstore_applied(evstore *s, uint64_t *at, err_t *e);
+
 /* Called once per event by the readers, in sequence order. ev and its ids
  * are valid only during the call. Return 0 to go on, anything else to stop
  * (the reader then returns ERR_OK). A visitor runs inside a read
@@ -142,5 +155,11 @@ uint64_t evstore_commits(evstore *s);
  * number; sequence numbers are not reused. Returns ERR_OK (also when the
  * user has none), ERR_INVALID, ERR_LIMIT, ERR_IO, ERR_INTERNAL. */
 int evstore_forget_user(evstore *s, const char *user, size_t len, uint64_t *deleted, err_t *e);
+
+/* As evstore_forget_user, recording the external log's position `at` in
+ * the same transaction; a position at or before the recorded one changes
+ * nothing (*deleted 0). */
+int evstore_forget_user_at(evstore *s, const char *user, size_t len, uint64_t at, uint64_t *deleted,
+                           err_t *e);
 
 #endif

@@ -18,7 +18,14 @@ struct idstate {
     atomic_ulong generation;
     MDB_env *env; /* NULL for an in-memory store */
     MDB_dbi dbi;
+    uint64_t applied; /* idstate_put_at's last position (under lock) */
 };
+
+/* The key of the applied position: 0xff never starts a UTF-8 id, so it
+ * cannot be one of the ids. */
+#define K_APPLIED                                                                                  \
+    "\xff"                                                                                         \
+    "applied_at"
 
 /* Stores value as id's in memory (caller holds the lock). */
 static int idstate_set(idstate *s, const char *id, size_t len, const void *value) {
@@ -55,15 +62,22 @@ static int idstate_mdb_code(int rc) {
     }
 }
 
-int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e) {
+/* idstate_put and idstate_put_at: at 0 = no position. */
+static int idstate_write(idstate *s, const char *id, size_t len, const void *value, uint64_t at,
+                         err_t *e) {
     pthread_mutex_lock(&s->lock);
     int rc = ERR_OK;
     if (s->env) {
         MDB_txn *txn;
         MDB_val k = {len, (void *)id}, v = {s->value_size, (void *)value};
+        unsigned char b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(at >> (8 * i));
+        MDB_val ak = {sizeof K_APPLIED - 1, K_APPLIED}, av = {8, b};
         int mrc = mdb_txn_begin(s->env, NULL, 0, &txn);
         if (!mrc) {
             mrc = mdb_put(txn, s->dbi, &k, &v, 0);
+            if (!mrc && at) mrc = mdb_put(txn, s->dbi, &ak, &av, 0);
             mrc = mrc ? (mdb_txn_abort(txn), mrc) : mdb_txn_commit(txn);
         }
         if (mrc)
@@ -72,8 +86,26 @@ int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t
     if (!rc && (rc = idstate_set(s, id, len, value)))
         err_set(e, rc, "idstate: cannot keep the value in memory: %s", err_message(rc));
     if (!rc) atomic_fetch_add(&s->generation, 1);
+    if (!rc && at) s->applied = at;
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e) {
+    return idstate_write(s, id, len, value, 0, e);
+}
+
+int idstate_put_at(idstate *s, const char *id, size_t len, const void *value, uint64_t at,
+                   err_t *e) {
+    if (!at) return err_set(e, ERR_INVALID, "idstate: position 0 is not a position");
+    return idstate_write(s, id, len, value, at, e);
+}
+
+uint64_t idstate_applied(idstate *s) {
+    pthread_mutex_lock(&s->lock);
+    uint64_t at = s->applied;
+    pthread_mutex_unlock(&s->lock);
+    return at;
 }
 
 int idstate_get(idstate *s, const char *id, size_t len, void *value) {
@@ -114,7 +146,13 @@ static int idstate_load(idstate *s, const char *dir, err_t *e) {
     int op = MDB_FIRST, err = ERR_OK;
     while (!err && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
         op = MDB_NEXT;
-        if (v.mv_size != s->value_size)
+        if (k.mv_size == sizeof K_APPLIED - 1 && !memcmp(k.mv_data, K_APPLIED, k.mv_size)) {
+            if (v.mv_size != 8)
+                err =
+                    err_set(e, ERR_FORMAT, "idstate: %s: applied_at of %zu bytes", dir, v.mv_size);
+            for (int i = 0; !err && i < 8; i++)
+                s->applied |= (uint64_t)((const unsigned char *)v.mv_data)[i] << (8 * i);
+        } else if (v.mv_size != s->value_size)
             err = err_set(e, ERR_FORMAT, "idstate: %s holds a value of %zu bytes, expected %zu",
                           dir, v.mv_size, s->value_size);
         else if ((err = idstate_set(s, k.mv_data, k.mv_size, v.mv_data)))

@@ -9,6 +9,7 @@
 #define RECD_IDSTATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -28,6 +29,16 @@ void idstate_close(idstate *s);
  * ERR_LIMIT (too many ids) when the stored value could not be kept in
  * memory: it is then served after the next restart. */
 int idstate_put(idstate *s, const char *id, size_t len, const void *value, err_t *e);
+
+/* As idstate_put, recording `at` (a position > 0 in an external, ordered
+ * log: recd's event bus) in the same LMDB transaction. Setting a value is
+ * idempotent, so a position applied again is simply written again. */
+int idstate_put_at(idstate *s, const char *id, size_t len, const void *value, uint64_t at,
+                   err_t *e);
+
+/* The last position idstate_put_at recorded (also in an earlier run), 0
+ * when none. */
+uint64_t idstate_applied(idstate *s);
 
 /* Copies id's value into value; ERR_OK, or ERR_NOTFOUND when none was set. */
 int idstate_get(idstate *s, const char *id, size_t len, void *value);

@@ -9,6 +9,9 @@
 #   3. the server's RSS against the model's size, and start to first answer
 #   4. ALS seconds per iteration on a random matrix, and `recd gen` ->
 #      `recd train` on a synthetic shop (seconds per iteration, peak RSS)
+#   5. a cluster (tools/bench/cluster_bench.py): RecordEvents through the NATS
+#      bus against local LMDB, visibility lag, Recommend through HAProxy
+#      against direct, replica death to HAProxy's DOWN (printed as it runs)
 #
 #   scripts/bench.sh [options]
 #     --items LIST        catalogue sizes for 1-3 (default 10000,100000,1000000)
@@ -22,7 +25,7 @@
 #     --shop-iterations N (default 15)
 #     --item-sizes LIST   catalogues of the item-item families next to ALS
 #                         (default 10000,100000; 40 nonzeros per item, 2 users per item)
-#     --skip-scoring, --skip-grpc, --skip-als, --skip-items, --skip-shop
+#     --skip-scoring, --skip-grpc, --skip-als, --skip-items, --skip-shop, --skip-cluster
 #     --recd PATH         a recd binary to measure (default: build build/ first)
 #     --against PATH      another recd binary (e.g. built -DRECD_MARCH=native) whose
 #                         scoring is timed round by round next to recd's
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 items=10000,100000,1000000 factors=64 rounds=3 grpc_seconds=2 grpc_rounds=2
 als=100000,20000,5000000 als_iterations=5 shop=1000000,100000,20000000 shop_iterations=15
 item_sizes=10000,100000
-skip_scoring= skip_grpc= skip_als= skip_items= skip_shop= recd= json= against=()
+skip_scoring= skip_grpc= skip_als= skip_items= skip_shop= skip_cluster= recd= json= against=()
 while [ $# -gt 0 ]; do
   case $1 in
     --items) items=$2; shift ;;
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --skip-items) skip_items=1 ;;
     --item-sizes) item_sizes=$2; shift ;;
     --skip-shop) skip_shop=1 ;;
+    --skip-cluster) skip_cluster=1 ;;
     --recd) recd=$(realpath "$2"); shift ;;
     --against) against=(--against "$(realpath "$2")"); shift ;;
     --json) json=$(realpath -m "$2"); shift ;;
@@ -172,6 +176,14 @@ if [ -z "$skip_shop" ]; then
     "$(sed -n 's/^train: iteration *[0-9]*\/[0-9]* *\([0-9.]*\) s.*/\1/p' "$work/train.log" | paste -sd,)" \
     >>"$out"
   rm -rf "$work/shop.csv" "$work/shop-model"
+fi
+
+if [ -z "$skip_cluster" ]; then
+  note "cluster: nats-server, 2 recd serve --bus replicas, HAProxy, on loopback"
+  "$recd" gen --users 400 --items 150 --events 8000 --seed 7 --output "$work/cshop.csv" >/dev/null
+  "$recd" train --input "$work/cshop.csv" --model "$work/cmodel" --factors 16 --iterations 8 \
+    --threads 2 >/dev/null 2>&1
+  RECD_BIN="$recd" "$py" tools/bench/cluster_bench.py "$work/cmodel" "$work/cluster"
 fi
 
 [ -n "$json" ] && cp "$out" "$json"

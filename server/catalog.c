@@ -20,7 +20,7 @@ static void state_unpack(const unsigned char *v, float *boost, bool *available) 
 }
 
 static int catalog_update(catalog *c, const char *item, size_t len, int set_available,
-                          bool available, float boost, err_t *e) {
+                          bool available, float boost, uint64_t at, err_t *e) {
     unsigned char v[STATE_BYTES];
     float old_boost = 1.0f;
     bool old_available = true;
@@ -32,20 +32,35 @@ static int catalog_update(catalog *c, const char *item, size_t len, int set_avai
         old_boost = boost;
     memcpy(v, &old_boost, sizeof old_boost);
     v[4] = old_available;
-    int rc = idstate_put(c->items, item, len, v, e);
+    int rc =
+        at ? idstate_put_at(c->items, item, len, v, at, e) : idstate_put(c->items, item, len, v, e);
     pthread_mutex_unlock(&c->update);
     return rc;
 }
 
-int catalog_set_available(catalog *c, const char *item, size_t len, bool available, err_t *e) {
-    return catalog_update(c, item, len, 1, available, 0, e);
+int catalog_set_available_at(catalog *c, const char *item, size_t len, bool available, uint64_t at,
+                             err_t *e) {
+    return catalog_update(c, item, len, 1, available, 0, at, e);
 }
 
-int catalog_set_boost(catalog *c, const char *item, size_t len, float multiplier, err_t *e) {
+int catalog_set_boost_at(catalog *c, const char *item, size_t len, float multiplier, uint64_t at,
+                         err_t *e) {
     if (!(multiplier > 0 && multiplier <= CATALOG_MAX_BOOST))
         return err_set(e, ERR_INVALID, "boost multiplier must be in (0, %g], got %g",
                        CATALOG_MAX_BOOST, multiplier);
-    return catalog_update(c, item, len, 0, true, multiplier, e);
+    return catalog_update(c, item, len, 0, true, multiplier, at, e);
+}
+
+int catalog_set_available(catalog *c, const char *item, size_t len, bool available, err_t *e) {
+    return catalog_set_available_at(c, item, len, available, 0, e);
+}
+
+int catalog_set_boost(catalog *c, const char *item, size_t len, float multiplier, err_t *e) {
+    return catalog_set_boost_at(c, item, len, multiplier, 0, e);
+}
+
+uint64_t catalog_applied(catalog *c) {
+    return idstate_applied(c->items);
 }
 
 typedef struct multiplier_fill {

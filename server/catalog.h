@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "model.h"
@@ -28,6 +29,16 @@ void catalog_close(catalog *c);
  * durably. Returns ERR_OK, ERR_INVALID, ERR_INTERNAL (storage). */
 int catalog_set_available(catalog *c, const char *item, size_t len, bool available, err_t *e);
 int catalog_set_boost(catalog *c, const char *item, size_t len, float multiplier, err_t *e);
+
+/* As the two above, recording `at` (a position > 0 in recd's event bus;
+ * 0 = none) in the same transaction as the state (idstate_put_at). */
+int catalog_set_available_at(catalog *c, const char *item, size_t len, bool available, uint64_t at,
+                             err_t *e);
+int catalog_set_boost_at(catalog *c, const char *item, size_t len, float multiplier, uint64_t at,
+                         err_t *e);
+
+/* The last position recorded by the two above, 0 when none. */
+uint64_t catalog_applied(catalog *c);
 
 /* Fills mult (n_items of m) with each item's multiplier for model m and
  * returns true when any differs from 1. */

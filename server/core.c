@@ -159,6 +159,7 @@ void core_write_metrics(void *ctx, FILE *out) {
                 fprintf(out, "recd_feedback_total{variant=\"%s\",type=\"%s\"} %llu\n",
                         c->exp.names[v], exp_feedback_word(t),
                         (unsigned long long)atomic_load(&c->feedback_counts[v][t]));
+    core__bus_metrics(c, out);
     if (c->scheduler)
         fprintf(out,
                 "# HELP recd_grpc_queue_length Calls waiting for a handler thread.\n"
@@ -217,6 +218,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->exp_update, NULL);
     pthread_mutex_init(&c->stop_lock, NULL);
+    pthread_mutex_init(&c->bus_forgets_lock, NULL);
     pthread_cond_init(&c->stop_cond, NULL);
     c->events_lock = -1;
     c->reload_interval_s = o->reload_interval_s;
@@ -241,6 +243,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
     if (!rc) rc = idstate_open(ev ? privacy_dir : NULL, 1, &c->privacy, e);
     for (uint32_t v = 0; !rc && v < c->exp.n; v++)
         rc = core__load(c, v, e);
+    if (!rc) rc = core__bus_open(c, o, e);
     if (!rc) rc = core__watch_start(c, e);
     c->max_streams = o->max_streams ? o->max_streams : 4;
     sched_options so = {o->threads, o->max_queue, o->max_queue_ms};
@@ -258,6 +261,7 @@ void core_close(core *c) {
     /* Calls still queued are answered first, from the models still open. */
     sched_stop(c->scheduler);
     core__watch_stop(c);
+    core__bus_close(c);
     for (uint32_t v = 0; v < EXP_MAX_VARIANTS; v++) {
         if (c->slots[v].current) core__release(c->slots[v].current);
         free(c->slots[v].dir);
@@ -271,6 +275,7 @@ void core_close(core *c) {
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->exp_update);
     pthread_mutex_destroy(&c->stop_lock);
+    pthread_mutex_destroy(&c->bus_forgets_lock);
     pthread_cond_destroy(&c->stop_cond);
     free(c);
 }

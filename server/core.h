@@ -77,6 +77,14 @@ typedef struct core_options {
      * front end together: each holds a thread for as long as its client
      * reads (0 = 4). */
     uint32_t max_streams;
+    /* A cluster (recd serve --bus): every write goes through a NATS
+     * JetStream stream and each replica applies it into its stores
+     * (events_dir needed). bus_urls NULL = none; stream NULL = "recd";
+     * replica_id names this replica's durable consumer (NULL = "replica");
+     * a replica more than max_lag_s behind the stream is not serving
+     * (core_serving; 0 = never). */
+    const char *bus_urls, *bus_stream, *replica_id;
+    double max_lag_s;
 } core_options;
 
 /* Fills o with no model, reload every second, no event store, no
@@ -98,6 +106,11 @@ void core_close(core *c);
  * shares, feedback by variant and type, the event store's group commits
  * and the scheduler's queue length. ctx is the core (a metrics_writer). */
 void core_write_metrics(void *ctx, FILE *out);
+
+/* Whether the core should get traffic (gRPC health SERVING): 1, or 0 with
+ * the reason in why (cap bytes) when it is a replica further behind the
+ * event bus than max_lag_s. Thread-safe. */
+int core_serving(core *c, char *why, size_t cap);
 
 /* Queues a front end's call on the core's scheduler (sched.h: admission,
  * load shedding, deadlines, batching by job->batch_key); its run function

@@ -18,7 +18,6 @@ EXP_FEEDBACK_MAP(CORE_FEEDBACK_FITS)
 #undef CORE_FEEDBACK_FITS
 
 /* The key of the experiment's state in c->exp_state (one value). */
-#define CORE_EXP_KEY "experiment"
 
 /* How a list impression (no item) is stored in the feedback store, whose
  * records always name an item. */
@@ -111,7 +110,7 @@ int core_record_feedback(core *c, const core_feedback *feedback, size_t n, core_
     core__records good;
     int err = core__write_records(c, c->feedback, feedback, n, check_feedback, "feedback records",
                                   &good, out, e);
-    for (size_t i = 0; !err && i < good.n_good; i++)
+    for (size_t i = 0; !err && !c->bus && i < good.n_good; i++)
         atomic_fetch_add(&c->feedback_counts[good.tags[i]][good.good[i].type], 1);
     core__records_free(&good);
     return err;
@@ -150,6 +149,16 @@ int core_set_experiment(core *c, const char *salt, const core_share *req_shares,
     if (!err && n && exp_set_shares(&x, shares, x.n, &why))
         err = err_set(e, ERR_INVALID, "%s", why.msg);
     if (!err && salt_len) memcpy(x.salt, salt, salt_len + 1);
+    if (!err && c->bus) {
+        /* A cluster: every replica (this one too) takes it from the bus;
+         * the applier needs exp_update. */
+        unsigned char state[EXP_STATE_BYTES];
+        exp_encode(&x, state);
+        pthread_mutex_unlock(&c->exp_update);
+        err = core__bus_experiment(c, state, e);
+        if (!err) log_info("msg=\"experiment changed\" salt=%s variants=%u", x.salt, x.n);
+        return err;
+    }
     if (!err && c->exp_state) {
         unsigned char state[EXP_STATE_BYTES];
         exp_encode(&x, state);

@@ -7,7 +7,8 @@
  * buffers, what a request knows of its shopper, fold-in), core_rank.c
  * (Recommend with batching, SimilarItems, Rerank), core_write.c (events,
  * item rules, privacy and the record write path), core_churn.c (churn
- * scores, campaign targets), core_exp.c (variants, feedback, shares). */
+ * scores, campaign targets), core_exp.c (variants, feedback, shares),
+ * core_bus.c (the writes of a cluster, through the event bus). */
 #ifndef RECD_CORE_INT_H
 #define RECD_CORE_INT_H
 
@@ -55,6 +56,9 @@ typedef struct core__slot {
     char seen_folder[MODEL_VERSION_MAX];
 } core__slot;
 
+#define CORE_BUS_FORGETS 64       /* ForgetUser replies a replica keeps the count of */
+#define CORE_EXP_KEY "experiment" /* the experiment's key in exp_state */
+
 struct core {
     /* Guards every slot's current, and exp's salt and shares. exp's n and
      * names are set by core_open and never change. */
@@ -81,6 +85,13 @@ struct core {
     sched *scheduler;    /* NULL: no threads asked for */
     atomic_uint streams; /* streaming calls admitted and not ended */
     uint32_t max_streams;
+    struct bus *bus;  /* NULL: no --bus, the stores are written directly */
+    double max_lag_s; /* NOT_SERVING beyond this bus lag; 0 = never */
+    /* ForgetUser's deleted counts by bus sequence, for the replica's reply. */
+    pthread_mutex_t bus_forgets_lock;
+    struct {
+        uint64_t seq, deleted;
+    } bus_forgets[CORE_BUS_FORGETS];
 };
 
 /* The served model of variant v, with a reference the caller releases. */
@@ -202,6 +213,26 @@ void core__records_free(core__records *r);
 int core__write_records(core *c, evstore *store, const void *records, size_t n,
                         core__record_check check, const char *what, core__records *good,
                         core_write_reply *out, err_t *e);
+
+/* --- the event bus (core_bus.c) -------------------------------------------- */
+
+/* Opens the bus when o->bus_urls is set (after the stores: it restarts from
+ * what they applied); closes it. */
+int core__bus_open(core *c, const core_options *o, err_t *e);
+void core__bus_close(core *c);
+
+/* The checked writes, published on the bus and answered once this replica
+ * applied them (core_bus.c's header says how). Errors: ERR_IO (the bus is
+ * down or did not acknowledge: UNAVAILABLE), ERR_NOMEM, ERR_LIMIT. */
+int core__bus_records(core *c, evstore *store, const evstore_event *good, size_t n, err_t *e);
+int core__bus_availability(core *c, const core_availability *items, size_t n, err_t *e);
+int core__bus_boosts(core *c, const core_boost *boosts, size_t n, err_t *e);
+int core__bus_forget(core *c, const char *user_id, uint64_t *events_deleted, err_t *e);
+int core__bus_personalization(core *c, const char *user_id, int opted_out, err_t *e);
+int core__bus_experiment(core *c, const unsigned char *state, err_t *e);
+
+/* Appends the bus's metric families (none without a bus). */
+void core__bus_metrics(core *c, FILE *out);
 
 /* --- experiments (core_exp.c) ---------------------------------------------- */
 

@@ -49,7 +49,11 @@ int core__write_records(core *c, evstore *store, const void *records, size_t n,
         out->n_rejected++;
     }
     err_t why;
-    if (good->n_good && evstore_append(store, good->good, good->n_good, NULL, &why)) {
+    if (c->bus) {
+        /* A cluster: the replicas store them when they apply the bus. */
+        int rc = core__bus_records(c, store, good->good, good->n_good, e);
+        if (rc) return rc;
+    } else if (good->n_good && evstore_append(store, good->good, good->n_good, NULL, &why)) {
         char msg[4 * sizeof why.msg];
         log_error("msg=\"%s not stored\" records=%zu error=\"%s\"", what, good->n_good,
                   log_escape(why.msg, msg, sizeof msg));
@@ -111,7 +115,8 @@ int core_record_events(core *c, const core_event *events, size_t n, core_write_r
                        "this server keeps no events: start recd serve with --events DIR");
     core__records good;
     int err = core__write_records(c, c->events, events, n, check_event, "events", &good, out, e);
-    if (!err) atomic_fetch_add(&c->events_ingested, good.n_good);
+    /* On a cluster the applier counts them, on every replica. */
+    if (!err && !c->bus) atomic_fetch_add(&c->events_ingested, good.n_good);
     core__records_free(&good);
     return err;
 }
@@ -148,6 +153,7 @@ int core_set_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
             return err_set(e, ERR_INVALID, "boosts[%zu].multiplier must be in (0, %g], got %g", i,
                            CATALOG_MAX_BOOST, mult);
     }
+    if (c->bus) return core__bus_boosts(c, boosts, n, e);
     for (size_t i = 0; i < n; i++) {
         err_t why;
         const char *id = boosts[i].item_id;
@@ -164,6 +170,7 @@ int core_forget_user(core *c, const char *user_id, uint64_t *events_deleted, err
     int err = core__check_durable(c, "ForgetUser", e);
     if (!err) err = core__check_id("user_id", user_id, e);
     if (err) return err;
+    if (c->bus) return core__bus_forget(c, user_id, events_deleted, e);
     size_t n = strlen(user_id);
     unsigned char forgotten = PRIVACY_FORGOTTEN;
     err_t why;
@@ -186,6 +193,7 @@ int core_set_personalization(core *c, const char *user_id, int opted_out, err_t 
         return err_set(e, ERR_PRECONDITION,
                        "member was forgotten (ForgetUser) and stays non-personalized; a new "
                        "start needs a new id");
+    if (c->bus) return core__bus_personalization(c, user_id, opted_out, e);
     unsigned char v = opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
     err_t why;
     if (idstate_put(c->privacy, user_id, n, &v, &why))

@@ -594,6 +594,11 @@ double rpc_unary_deadline(const rpc_unary *u) {
 
 uint8_t *rpc_unary_request(rpc_unary *u, size_t *len, rpc_reply *reply) {
     *len = 0;
+    if (!u->payload && rpc_unary_method(u)->empty_ok) {
+        uint8_t *empty = malloc(1);
+        if (!empty) rpc_reply_error(reply, ERR_NOMEM, "out of memory");
+        return empty;
+    }
     if (!u->payload) {
         /* gRPC gives no payload when the stream ended before a whole message
          * came (or none was sent): never read that as empty. */

@@ -82,6 +82,10 @@ typedef struct rpc_method {
      * next request awaited, a non-OK reply ends the call with its status.
      * The call ends OK once the client half-closes. */
     rpc_handler bidi;
+    /* Unary: a call that ends without a request message is read as the
+     * empty message instead of refused (HAProxy's health check cannot send
+     * the NUL bytes of a gRPC frame). */
+    int empty_ok;
 } rpc_method;
 
 /* A unary call on its way to its answer. */

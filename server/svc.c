@@ -612,7 +612,7 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
 /* --- grpc.health.v1.Health/Check ------------------------------------------ */
 
 static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
-    (void)ctx;
+    svc *s = ctx;
     Grpc__Health__V1__HealthCheckRequest *rq =
         grpc__health__v1__health_check_request__unpack(NULL, len, req);
     if (!rq) {
@@ -620,13 +620,17 @@ static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *rep
         return;
     }
     /* A model is always loaded once the core is open, so both the server as
-     * a whole ("") and the Recommender service are serving. */
+     * a whole ("") and the Recommender service are serving - unless this is
+     * a replica too far behind the event bus (the balancer drains it). */
     if (rq->service[0] && strcmp(rq->service, "recd.v1.Recommender") != 0 &&
         strcmp(rq->service, "grpc.health.v1.Health") != 0) {
         rpc_reply_error(reply, ERR_NOTFOUND, "unknown service '%.*s'", 64, rq->service);
     } else {
         Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        char why[128];
         resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        if (!core_serving(s->core, why, sizeof why))
+            resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
         reply_pack(reply, &resp.base);
     }
     grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
@@ -772,6 +776,7 @@ int svc_open(core *c, svc **out, err_t *e) {
                                      .ctx = s,
                                      .write = table[i].write,
                                      .member_data = table[i].member_data,
+                                     .empty_ok = table[i].handler == svc_health,
                                      .batch = table[i].batch};
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         s->requests[i] = table[i].request;

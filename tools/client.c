@@ -12,8 +12,9 @@
 struct client {
     grpc_channel *channel;
     grpc_completion_queue *cq;
-    grpc_metadata auth; /* the bearer token, when there is one */
-    size_t n_auth;
+    /* Sent with every call: the bearer token and x-recd-user, when set. */
+    grpc_metadata md[2];
+    size_t n_md;
 };
 
 int client_open(const char *target, const client_options *o, client **out, err_t *e) {
@@ -33,10 +34,13 @@ int client_open(const char *target, const client_options *o, client **out, err_t
     if (o && o->token) {
         char *value;
         if (asprintf(&value, "Bearer %s", o->token) < 0) value = NULL;
-        c->auth.key = grpc_slice_from_static_string("authorization");
-        c->auth.value = grpc_slice_from_copied_string(value ? value : "");
-        c->n_auth = 1;
+        c->md[c->n_md].key = grpc_slice_from_static_string("authorization");
+        c->md[c->n_md++].value = grpc_slice_from_copied_string(value ? value : "");
         free(value);
+    }
+    if (o && o->user && o->user[0]) {
+        c->md[c->n_md].key = grpc_slice_from_static_string("x-recd-user");
+        c->md[c->n_md++].value = grpc_slice_from_copied_string(o->user);
     }
     c->channel = grpc_channel_create(target, creds, NULL);
     grpc_channel_credentials_release(creds);
@@ -54,7 +58,8 @@ void client_close(client *c) {
     }
     grpc_completion_queue_destroy(c->cq);
     grpc_channel_destroy(c->channel);
-    if (c->n_auth) grpc_slice_unref(c->auth.value);
+    for (size_t i = 0; i < c->n_md; i++)
+        grpc_slice_unref(c->md[i].value);
     free(c);
     grpc_shutdown();
 }
@@ -84,8 +89,8 @@ int client_call(client *c, const char *method, const uint8_t *req, size_t len, d
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_auth;
-    ops[0].data.send_initial_metadata.metadata = c->n_auth ? &c->auth : NULL;
+    ops[0].data.send_initial_metadata.count = c->n_md;
+    ops[0].data.send_initial_metadata.metadata = c->n_md ? c->md : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = request;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -169,8 +174,8 @@ int client_stream_open(client *c, const char *method, const uint8_t *req, size_t
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = c->n_auth;
-    ops[0].data.send_initial_metadata.metadata = c->n_auth ? &c->auth : NULL;
+    ops[0].data.send_initial_metadata.count = c->n_md;
+    ops[0].data.send_initial_metadata.metadata = c->n_md ? c->md : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = request;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

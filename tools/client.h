@@ -12,10 +12,13 @@ typedef struct client client;
 
 /* How to reach the server: PEM strings, all NULL for an insecure channel;
  * ca alone for TLS, with cert and key for mutual TLS. token (may be NULL) is
- * sent as "authorization: Bearer <token>" with every call. */
+ * sent as "authorization: Bearer <token>" with every call; user (may be
+ * NULL) as "x-recd-user: <user>", the header a cluster's balancer routes a
+ * member's calls by (deploy/haproxy.cfg). */
 typedef struct client_options {
     const char *ca, *cert, *key;
     const char *token;
+    const char *user;
 } client_options;
 
 /* Opens a channel to target ("host:port"); o may be NULL (insecure, no

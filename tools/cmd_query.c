@@ -894,6 +894,12 @@ int cmd_query(int argc, char **argv) {
     co.cert = cert;
     co.key = key;
     co.token = token;
+    /* The actions about one member name it first: the balancer of a
+     * cluster sends the member's calls to one replica by this header. */
+    static const char *const member_actions[] = {"recommend", "rerank", "event",
+                                                 "churn",     "forget", "optout"};
+    for (size_t i = 0; i < sizeof member_actions / sizeof member_actions[0]; i++)
+        if (!strcmp(action, member_actions[i]) && a.n_pos >= 1) co.user = a.pos[0];
     if (unreadable) {
         status = 2;
     } else if (!run) {

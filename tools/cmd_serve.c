@@ -72,6 +72,14 @@ static const char serve_usage[] =
     "                           good after running out of descriptors) it stops and exits\n"
     "                           with status 3, for the supervisor to restart it (default 5,\n"
     "                           0 = no self-check)\n"
+    "  --bus nats://H:P[,...]   run as one replica of a cluster: every write goes through this\n"
+    "                           NATS JetStream event bus and is applied by every replica into\n"
+    "                           its --events stores (needs --events; README, Running a cluster)\n"
+    "  --bus-stream NAME        the JetStream stream of the cluster (default recd)\n"
+    "  --replica-id NAME        this replica's durable consumer on the stream (default: the\n"
+    "                           host name); unique per replica and kept across restarts\n"
+    "  --max-lag S              gRPC health says NOT_SERVING while this replica is more than S\n"
+    "                           seconds behind the bus (default 5, 0 = never)\n"
     "Exit status: 0 stopped by a signal, 1 error, 2 usage, 3 the listener died.\n";
 
 enum {
@@ -99,7 +107,11 @@ enum {
     OPT_METRICS_LISTEN,
     OPT_METRICS_PORT_FILE,
     OPT_LOG_FORMAT,
-    OPT_REFLECTION
+    OPT_REFLECTION,
+    OPT_BUS,
+    OPT_BUS_STREAM,
+    OPT_REPLICA_ID,
+    OPT_MAX_LAG
 };
 
 /* Where the metrics endpoint goes; both may be NULL. */
@@ -185,6 +197,10 @@ int cmd_serve(int argc, char **argv) {
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
         {"stream-timeout", required_argument, 0, OPT_STREAM_TIMEOUT},
         {"self-check-interval", required_argument, 0, OPT_SELF_CHECK},
+        {"bus", required_argument, 0, OPT_BUS},
+        {"bus-stream", required_argument, 0, OPT_BUS_STREAM},
+        {"replica-id", required_argument, 0, OPT_REPLICA_ID},
+        {"max-lag", required_argument, 0, OPT_MAX_LAG},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
@@ -204,6 +220,7 @@ int cmd_serve(int argc, char **argv) {
     core_options so;
     core_options_init(&so);
     so.threads = cpus > 0 ? (uint32_t)cpus : 2;
+    so.max_lag_s = 5;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -309,6 +326,21 @@ int cmd_serve(int argc, char **argv) {
             ro.self_check_ms = seconds * 1000;
             break;
         }
+        case OPT_BUS:
+            so.bus_urls = optarg;
+            break;
+        case OPT_BUS_STREAM:
+            so.bus_stream = optarg;
+            break;
+        case OPT_REPLICA_ID:
+            so.replica_id = optarg;
+            break;
+        case OPT_MAX_LAG: {
+            float lag;
+            if (opts_float("max-lag", optarg, 0, 86400, &lag)) return 2;
+            so.max_lag_s = lag;
+            break;
+        }
         case 'h':
             fputs(serve_usage, stdout);
             return 0;
@@ -320,6 +352,14 @@ int cmd_serve(int argc, char **argv) {
     if (!model_dir || optind != argc) {
         fputs(serve_usage, stderr);
         return 2;
+    }
+    static char host[65];
+    if (so.bus_urls && !so.replica_id) {
+        if (gethostname(host, sizeof host - 1)) strcpy(host, "replica");
+        for (char *h = host; *h; h++) /* a consumer name: letters, digits, - and _ */
+            if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9')))
+                *h = '-';
+        so.replica_id = host;
     }
     if (read_secret("tls-cert", cert_path, 0, &secrets.cert) ||
         read_secret("tls-key", key_path, 0, &secrets.key) ||

@@ -741,3 +741,37 @@ Test(evstore, refuses_other_files) {
     fclose(f);
     cr_assert_eq(evstore_open(store_dir(), NULL, &s, &e), ERR_FORMAT, "%s", e.msg);
 }
+
+/* The event bus's replay: a position is recorded with the data, survives a
+ * reopen, and a position at or before it writes nothing (appends and
+ * forgets alike), so a replica replaying the stream applies each once. */
+Test(evstore, append_at_applies_each_position_once) {
+    evstore *s = open_store(NULL);
+    evstore_event ev[2] = {event("u1", "a", EV_TYPE_VIEW, 10), event("u2", "b", EV_TYPE_VIEW, 11)};
+    uint64_t at, n;
+    int applied;
+    cr_assert_eq(evstore_applied(s, &at, NULL), ERR_OK);
+    cr_assert_eq(at, 0);
+    cr_assert_eq(evstore_append_at(s, ev, 2, 7, &applied, NULL), ERR_OK);
+    cr_assert_eq(applied, 1);
+    cr_assert_eq(evstore_append_at(s, ev, 2, 7, &applied, NULL), ERR_OK);
+    cr_assert_eq(applied, 0);
+    cr_assert_eq(evstore_append_at(s, ev, 1, 3, &applied, NULL), ERR_OK);
+    cr_assert_eq(applied, 0);
+    cr_assert_eq(evstore_count(s, &n, NULL, NULL), ERR_OK);
+    cr_assert_eq(n, 2);
+    uint64_t deleted;
+    cr_assert_eq(evstore_forget_user_at(s, "u1", 2, 5, &deleted, NULL), ERR_OK);
+    cr_assert_eq(deleted, 0, "position 5 is before 7: nothing deleted");
+    evstore_close(s);
+    s = open_store(NULL);
+    cr_assert_eq(evstore_applied(s, &at, NULL), ERR_OK);
+    cr_assert_eq(at, 7);
+    cr_assert_eq(evstore_forget_user_at(s, "u1", 2, 8, &deleted, NULL), ERR_OK);
+    cr_assert_eq(deleted, 1);
+    cr_assert_eq(evstore_applied(s, &at, NULL), ERR_OK);
+    cr_assert_eq(at, 8);
+    cr_assert_eq(evstore_count(s, &n, NULL, NULL), ERR_OK);
+    cr_assert_eq(n, 1);
+    evstore_close(s);
+}

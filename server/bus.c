@@ -1,0 +1,413 @@
+#include "bus.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define BUS_MAX_URLS 16
+#define BUS_FETCH 256          /* messages one fetch takes */
+#define BUS_FETCH_MS 500       /* how long a fetch waits for a message */
+#define BUS_MONITOR_MS 200     /* how often the lag is measured */
+#define BUS_PUBLISH_MS 5000    /* how long a write waits for JetStream's ack */
+#define BUS_DUPLICATES_S 120   /* the stream's de-duplication window */
+#define BUS_MAX_MSG (1u << 20) /* JetStream's default max payload */
+
+struct bus {
+    natsConnection *nc;
+    jsCtx *js;
+    char *stream, *subject, *durable;
+    bus_apply_fn apply;
+    void *ctx;
+
+    pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t applied_cond;
+    uint64_t applied, last, skipped;
+    int64_t oldest_unapplied_ns; /* publication time of applied + 1, when last > applied */
+    int64_t monitor_ns;          /* when the monitor last ran */
+    bool stopping;
+
+    pthread_t applier, monitor;
+    bool applier_running, monitor_running;
+};
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static bool bus_stopping(bus *b) {
+    pthread_mutex_lock(&b->lock);
+    bool s = b->stopping;
+    pthread_mutex_unlock(&b->lock);
+    return s;
+}
+
+/* The NATS client's last error as text, for messages. */
+static const char *bus_why(natsStatus s) {
+    const char *t = nats_GetLastError(NULL);
+    return t && t[0] ? t : natsStatus_GetText(s);
+}
+
+/* (Re)creates the durable consumer to deliver from sequence `from` (0 =
+ * everything) and subscribes to it. The consumer is deleted first because a
+ * durable consumer's start cannot be changed, and the local stores may be
+ * behind what NATS remembers (restored from a backup) or ahead of it. */
+static natsStatus bus_subscribe(bus *b, uint64_t from, natsSubscription **sub) {
+    jsErrCode jerr = 0;
+    js_DeleteConsumer(b->js, b->stream, b->durable, NULL, &jerr);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = b->stream;
+    so.ManualAck = true;
+    so.Config.Durable = b->durable;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = from ? js_DeliverByStartSequence : js_DeliverAll;
+    so.Config.OptStartSeq = from;
+    so.Config.AckWait = (int64_t)30 * 1000000000;
+    so.Config.MaxAckPending = 4 * BUS_FETCH;
+    return js_PullSubscribe(sub, b->js, b->subject, b->durable, NULL, &so, &jerr);
+}
+
+/* Applies one message, retrying a failure that may pass (a full disk, ...)
+ * until it succeeds or the bus stops. */
+static void bus_apply_one(bus *b, natsMsg *m) {
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, m) != NATS_OK) {
+        log_error("msg=\"bus message without metadata skipped\"");
+        return;
+    }
+    uint64_t seq = meta->Sequence.Stream;
+    for (int tries = 0;; tries++) {
+        err_t e = {0, ""};
+        int rc = b->apply(b->ctx, seq, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &e);
+        if (rc == ERR_INVALID || rc == ERR_FORMAT) {
+            log_error("msg=\"bus message cannot be applied, skipped\" seq=%llu error=\"%s\"",
+                      (unsigned long long)seq, e.msg);
+            pthread_mutex_lock(&b->lock);
+            b->skipped++;
+            pthread_mutex_unlock(&b->lock);
+            break;
+        }
+        if (!rc) break;
+        if (!tries)
+            log_error("msg=\"bus message not applied, retrying\" seq=%llu error=\"%s\"",
+                      (unsigned long long)seq, e.msg);
+        if (bus_stopping(b)) {
+            jsMsgMetaData_Destroy(meta);
+            return;
+        }
+        sleep_ms(500);
+    }
+    pthread_mutex_lock(&b->lock);
+    if (seq > b->applied) b->applied = seq;
+    if (meta->NumPending == 0 && b->last < b->applied) b->last = b->applied;
+    pthread_cond_broadcast(&b->applied_cond);
+    pthread_mutex_unlock(&b->lock);
+    jsMsgMetaData_Destroy(meta);
+    natsMsg_Ack(m, NULL);
+}
+
+/* The applier thread: fetches the stream in order and applies it. */
+static void *bus_applier_main(void *arg) {
+    bus *b = arg;
+    natsSubscription *sub = NULL;
+    while (!bus_stopping(b)) {
+        if (!sub) {
+            natsStatus s = bus_subscribe(b, bus_applied(b), &sub);
+            if (s != NATS_OK) {
+                sub = NULL;
+                sleep_ms(BUS_FETCH_MS);
+                continue;
+            }
+        }
+        natsMsgList list = {0};
+        natsStatus s = natsSubscription_Fetch(&list, sub, BUS_FETCH, BUS_FETCH_MS, NULL);
+        for (int i = 0; i < list.Count; i++)
+            bus_apply_one(b, list.Msgs[i]);
+        natsMsgList_Destroy(&list);
+        if (s == NATS_OK || s == NATS_TIMEOUT) continue;
+        /* While NATS is away the subscription waits for the reconnection;
+         * connected and failing, the consumer is gone (NATS lost its
+         * state): subscribe again from what was applied. */
+        if (natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED) {
+            log_warn("msg=\"bus subscription failed, subscribing again\" error=\"%s\"", bus_why(s));
+            natsSubscription_Destroy(sub);
+            sub = NULL;
+        }
+        sleep_ms(BUS_FETCH_MS);
+    }
+    natsSubscription_Destroy(sub);
+    return NULL;
+}
+
+/* The lag monitor: every BUS_MONITOR_MS, the stream's last sequence and,
+ * when this replica is behind, the publication time of the first message
+ * it has not applied. */
+static void *bus_monitor_main(void *arg) {
+    bus *b = arg;
+    while (!bus_stopping(b)) {
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = 0;
+        if (natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED &&
+            js_GetStreamInfo(&si, b->js, b->stream, NULL, &jerr) == NATS_OK) {
+            uint64_t last = si->State.LastSeq, next = bus_applied(b) + 1;
+            jsStreamInfo_Destroy(si);
+            int64_t oldest = 0;
+            natsMsg *m = NULL;
+            if (next <= last && js_GetMsg(&m, b->js, b->stream, next, NULL, &jerr) == NATS_OK) {
+                oldest = natsMsg_GetTime(m);
+                natsMsg_Destroy(m);
+            }
+            pthread_mutex_lock(&b->lock);
+            if (last > b->last) b->last = last;
+            b->oldest_unapplied_ns = oldest;
+            pthread_mutex_unlock(&b->lock);
+        }
+        pthread_mutex_lock(&b->lock);
+        b->monitor_ns = now_ns();
+        pthread_mutex_unlock(&b->lock);
+        sleep_ms(BUS_MONITOR_MS);
+    }
+    return NULL;
+}
+
+/* Splits the comma-separated urls into servers (up to BUS_MAX_URLS); the
+ * copies are in buf. Returns the count, 0 when there is none or too many. */
+static int bus_split(const char *urls, char *buf, const char **servers) {
+    strcpy(buf, urls);
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == BUS_MAX_URLS) return 0;
+        servers[n++] = t;
+    }
+    return n;
+}
+
+static bool bus_name_ok(const char *s) {
+    if (!s || !s[0] || strlen(s) > 64) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_'))
+            return false;
+    return true;
+}
+
+/* Creates the stream when it is missing. */
+static int bus_stream(bus *b, err_t *e) {
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetStreamInfo(&si, b->js, b->stream, NULL, &jerr) == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return ERR_OK;
+    }
+    char **known = NULL;
+    int n_known = 0;
+    if (natsConnection_GetServers(b->nc, &known, &n_known) == NATS_OK) {
+        for (int i = 0; i < n_known; i++)
+            free(known[i]);
+        free(known);
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    const char *subjects[1] = {b->subject};
+    sc.Name = b->stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = n_known >= 3 ? 3 : 1;
+    sc.Duplicates = (int64_t)BUS_DUPLICATES_S * 1000000000;
+    natsStatus s = js_AddStream(&si, b->js, &sc, NULL, &jerr);
+    if (s != NATS_OK)
+        return err_set(e, ERR_IO, "bus: cannot create the stream %s (replicas %lld): %s (%d)",
+                       b->stream, (long long)sc.Replicas, bus_why(s), (int)jerr);
+    jsStreamInfo_Destroy(si);
+    log_info("msg=\"bus stream created\" stream=%s replicas=%lld", b->stream,
+             (long long)sc.Replicas);
+    return ERR_OK;
+}
+
+int bus_open(const bus_options *o, bus **out, err_t *e) {
+    *out = NULL;
+    if (!o->urls || strlen(o->urls) > 4096)
+        return err_set(e, ERR_INVALID, "--bus needs nats://HOST:PORT[,...]");
+    if (!bus_name_ok(o->stream))
+        return err_set(e, ERR_INVALID, "--bus-stream must be 1 to 64 letters, digits, - or _");
+    if (!bus_name_ok(o->replica_id))
+        return err_set(e, ERR_INVALID, "--replica-id must be 1 to 64 letters, digits, - or _");
+    char buf[4097];
+    const char *servers[BUS_MAX_URLS];
+    int n = bus_split(o->urls, buf, servers);
+    if (!n) return err_set(e, ERR_INVALID, "--bus: 1 to %d comma-separated URLs", BUS_MAX_URLS);
+    bus *b = calloc(1, sizeof *b);
+    if (!b) return err_set(e, ERR_NOMEM, "bus: out of memory");
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->applied_cond, NULL);
+    b->apply = o->apply;
+    b->ctx = o->ctx;
+    b->applied = o->start;
+    b->monitor_ns = now_ns();
+    size_t sl = strlen(o->stream);
+    b->stream = strdup(o->stream);
+    b->subject = malloc(sl + 3);
+    b->durable = malloc(strlen(o->replica_id) + 6);
+    if (!b->stream || !b->subject || !b->durable) {
+        bus_close(b);
+        return err_set(e, ERR_NOMEM, "bus: out of memory");
+    }
+    snprintf(b->subject, sl + 3, "%s.>", o->stream);
+    snprintf(b->durable, strlen(o->replica_id) + 6, "recd-%s", o->replica_id);
+    natsOptions *no = NULL;
+    natsStatus s = nats_Open(-1);
+    if (s == NATS_OK) s = natsOptions_Create(&no);
+    if (s == NATS_OK) s = natsOptions_SetServers(no, servers, n);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, -1);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, 250);
+    if (s == NATS_OK) s = natsOptions_SetName(no, b->durable);
+    if (s == NATS_OK) s = natsConnection_Connect(&b->nc, no);
+    natsOptions_Destroy(no);
+    if (s == NATS_OK) s = natsConnection_JetStream(&b->js, b->nc, NULL);
+    if (s != NATS_OK) {
+        int rc = err_set(e, ERR_IO, "bus: cannot connect to %s: %s", o->urls, bus_why(s));
+        bus_close(b);
+        return rc;
+    }
+    int rc = bus_stream(b, e);
+    if (rc) {
+        bus_close(b);
+        return rc;
+    }
+    if (pthread_create(&b->applier, NULL, bus_applier_main, b)) {
+        bus_close(b);
+        return err_set(e, ERR_INTERNAL, "bus: cannot start the applier thread");
+    }
+    b->applier_running = true;
+    if (pthread_create(&b->monitor, NULL, bus_monitor_main, b)) {
+        bus_close(b);
+        return err_set(e, ERR_INTERNAL, "bus: cannot start the lag monitor thread");
+    }
+    b->monitor_running = true;
+    log_info("msg=\"bus connected\" urls=%s stream=%s consumer=%s from_seq=%llu", o->urls,
+             b->stream, b->durable, (unsigned long long)o->start);
+    *out = b;
+    return ERR_OK;
+}
+
+void bus_close(bus *b) {
+    if (!b) return;
+    pthread_mutex_lock(&b->lock);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->applied_cond);
+    pthread_mutex_unlock(&b->lock);
+    if (b->applier_running) pthread_join(b->applier, NULL);
+    if (b->monitor_running) pthread_join(b->monitor, NULL);
+    jsCtx_Destroy(b->js);
+    natsConnection_Destroy(b->nc);
+    free(b->stream);
+    free(b->subject);
+    free(b->durable);
+    pthread_cond_destroy(&b->applied_cond);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+int bus_publish(bus *b, const void *data, size_t len, const char *msg_id, uint64_t *seq, err_t *e) {
+    *seq = 0;
+    if (len > BUS_MAX_MSG)
+        return err_set(e, ERR_LIMIT, "the write is %zu bytes, more than the bus takes (%u)", len,
+                       BUS_MAX_MSG);
+    /* Never queue a write in the client's reconnect buffer: it would be
+     * answered late or not at all, and the client must know now. */
+    if (natsConnection_Status(b->nc) != NATS_CONN_STATUS_CONNECTED)
+        return err_set(e, ERR_IO,
+                       "the event bus (NATS) is down: nothing was stored, retry later (reads "
+                       "still serve)");
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id;
+    po.MaxWait = BUS_PUBLISH_MS;
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    char subject[80];
+    snprintf(subject, sizeof subject, "%s.w", b->stream);
+    natsStatus s = js_Publish(&ack, b->js, subject, data, (int)len, &po, &jerr);
+    if (s != NATS_OK)
+        return err_set(e, ERR_IO,
+                       "the event bus (NATS) did not acknowledge the write (%s): it may be down; "
+                       "retry (a retry of the same write is stored once)",
+                       bus_why(s));
+    *seq = ack->Sequence;
+    jsPubAck_Destroy(ack);
+    return ERR_OK;
+}
+
+int bus_wait_applied(bus *b, uint64_t seq, double timeout_s, err_t *e) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout_s;
+    until.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->lock);
+    int rc = 0;
+    while (b->applied < seq && !b->stopping && rc == 0)
+        rc = pthread_cond_timedwait(&b->applied_cond, &b->lock, &until);
+    bool done = b->applied >= seq;
+    pthread_mutex_unlock(&b->lock);
+    if (done) return ERR_OK;
+    return err_set(e, ERR_IO,
+                   "the write is on the bus (sequence %llu) but this replica has not applied it "
+                   "within %g s; it will",
+                   (unsigned long long)seq, timeout_s);
+}
+
+uint64_t bus_applied(bus *b) {
+    pthread_mutex_lock(&b->lock);
+    uint64_t v = b->applied;
+    pthread_mutex_unlock(&b->lock);
+    return v;
+}
+
+uint64_t bus_last(bus *b) {
+    pthread_mutex_lock(&b->lock);
+    uint64_t v = b->last;
+    pthread_mutex_unlock(&b->lock);
+    return v;
+}
+
+uint64_t bus_skipped(bus *b) {
+    pthread_mutex_lock(&b->lock);
+    uint64_t v = b->skipped;
+    pthread_mutex_unlock(&b->lock);
+    return v;
+}
+
+double bus_lag_seconds(bus *b) {
+    int64_t now = now_ns();
+    pthread_mutex_lock(&b->lock);
+    double lag = 0;
+    if (b->applied < b->last && b->oldest_unapplied_ns)
+        lag = (double)(now - b->oldest_unapplied_ns) / 1e9;
+    /* A process that was stopped (SIGSTOP, a long pause) knows nothing of
+     * what happened meanwhile until the monitor runs again. */
+    double stale = (double)(now - b->monitor_ns) / 1e9 - BUS_MONITOR_MS / 1000.0;
+    pthread_mutex_unlock(&b->lock);
+    if (stale > lag) lag = stale;
+    return lag > 0 ? lag : 0;
+}
+
+int bus_connected(bus *b) {
+    return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}

@@ -1,0 +1,86 @@
+/* bus: the replicas' event bus, a NATS JetStream stream that every write of
+ * a cluster goes through (recd serve --bus).
+ *
+ * A write is published with a message id (JetStream drops a second message
+ * with the same id within the stream's duplicate window, so a retried call
+ * is stored once) and counts as done only once JetStream acknowledged it:
+ * then it is in the stream, on as many NATS nodes as the stream has
+ * replicas. Each replica applies the whole stream, its own writes included,
+ * in stream order, through its own durable consumer (named by the replica
+ * id): the applier thread hands every message to the caller's apply
+ * function with its stream sequence. Where it restarts from is the caller's
+ * to say (the sequence its stores recorded last), so the stores, not NATS,
+ * are the truth of what was applied.
+ *
+ * The bus also measures how far behind the stream its replica is (lag:
+ * the age of the oldest message not applied yet, 0 when none).
+ *
+ * Thread-safe. */
+#ifndef RECD_BUS_H
+#define RECD_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define BUS_MSG_ID_MAX 64 /* bytes of a message id, with its NUL */
+
+/* Applies the message of stream sequence seq (data[0..len), the bus's
+ * until the call returns). ERR_OK: applied (or found applied before);
+ * ERR_INVALID / ERR_FORMAT: the message can never be applied (it is
+ * skipped, with a log line); any other code: retried until it succeeds. */
+typedef int (*bus_apply_fn)(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e);
+
+typedef struct bus_options {
+    const char *urls;       /* nats://HOST:PORT[,nats://HOST:PORT...] */
+    const char *stream;     /* the stream's name ("recd"); its subjects are "<stream>.>" */
+    const char *replica_id; /* the durable consumer's name: letters, digits, - and _ */
+    uint64_t start;         /* the last sequence the caller applied; 0 = none */
+    bus_apply_fn apply;
+    void *ctx;
+} bus_options;
+
+typedef struct bus bus;
+
+/* Connects to NATS (reconnecting for ever when it goes away), creates the
+ * stream when it is missing (file storage, as many replicas as the NATS
+ * cluster has nodes, up to 3), recreates the replica's durable consumer to
+ * deliver from o->start (the caller's stores are the truth), and starts the
+ * applier and the lag monitor. *out is owned by the caller: bus_close.
+ * Errors: ERR_INVALID (options), ERR_IO (NATS unreachable, JetStream
+ * refused), ERR_NOMEM, ERR_INTERNAL (threads). */
+int bus_open(const bus_options *o, bus **out, err_t *e);
+
+/* Stops the threads and closes the connection; NULL is a no-op. */
+void bus_close(bus *b);
+
+/* Publishes data[0..len) with msg_id and waits for JetStream's
+ * acknowledgement: *seq gets the message's stream sequence (the first
+ * one's when msg_id was a duplicate). Errors: ERR_IO (the bus is down, or
+ * did not acknowledge: the write may or may not be stored, and a retry with
+ * the same id is stored once), ERR_LIMIT (too large). */
+int bus_publish(bus *b, const void *data, size_t len, const char *msg_id, uint64_t *seq, err_t *e);
+
+/* Waits until the applier has applied seq, at most timeout_s. Errors:
+ * ERR_IO (not applied in time, or stopping). */
+int bus_wait_applied(bus *b, uint64_t seq, double timeout_s, err_t *e);
+
+/* The last sequence applied (o->start until the applier applies more). */
+uint64_t bus_applied(bus *b);
+
+/* The last sequence of the stream as last seen (0 before the first look). */
+uint64_t bus_last(bus *b);
+
+/* Seconds since the oldest message this replica has not applied was
+ * published (0 when it has applied everything it knows of); while the
+ * process was stopped it also counts the time since the monitor last ran. */
+double bus_lag_seconds(bus *b);
+
+/* Nonzero while connected to NATS. */
+int bus_connected(bus *b);
+
+/* Messages skipped because they could never be applied. */
+uint64_t bus_skipped(bus *b);
+
+#endif

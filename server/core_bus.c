@@ -1,0 +1,437 @@
+/* core_bus: the core's writes on a cluster (recd serve --bus). A write RPC
+ * is checked as on one server, then, instead of being stored here, encoded
+ * and published on the bus (bus.h); it is answered once JetStream
+ * acknowledged it and this replica applied it (read your own writes). Every
+ * replica applies the stream, in order, into its own stores: each store
+ * records the stream sequence of what it applied in the same LMDB
+ * transaction as the data (evstore_append_at, idstate_put_at), and the
+ * applier restarts from the highest sequence any store recorded, so a
+ * replica killed at any moment applies nothing twice and loses nothing.
+ *
+ * A message: u8 version (1), u8 op, then the op's fields; strings are u16
+ * LE length + bytes, numbers little-endian. Records are published as
+ * stored (timestamps and quantities filled in), so every replica stores the
+ * same. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "core_int.h"
+#include "log.h"
+#include "utf8.h"
+
+#define BUS_VERSION 1
+#define BUS_APPLY_WAIT_S 10.0 /* how long a write waits for its own replica to apply it */
+
+/* The operations on the bus: name, code. */
+#define BUS_OP_MAP(X)                                                                              \
+    X(EVENTS, 1)                                                                                   \
+    X(FEEDBACK, 2)                                                                                 \
+    X(AVAILABILITY, 3)                                                                             \
+    X(BOOSTS, 4)                                                                                   \
+    X(FORGET, 5)                                                                                   \
+    X(PERSONALIZATION, 6)                                                                          \
+    X(EXPERIMENT, 7)
+
+enum {
+#define BUS_OP_ENUM(name, code) OP_##name = code,
+    BUS_OP_MAP(BUS_OP_ENUM)
+#undef BUS_OP_ENUM
+};
+
+/* --- encoding -------------------------------------------------------------- */
+
+typedef struct wbuf {
+    unsigned char *p;
+    size_t n, cap;
+    int failed;
+} wbuf;
+
+static void w_bytes(wbuf *w, const void *d, size_t n) {
+    if (w->failed) return;
+    if (w->n + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 256;
+        while (cap < w->n + n)
+            cap *= 2;
+        unsigned char *p = realloc(w->p, cap);
+        if (!p) {
+            w->failed = 1;
+            return;
+        }
+        w->p = p;
+        w->cap = cap;
+    }
+    memcpy(w->p + w->n, d, n);
+    w->n += n;
+}
+
+static void w_u(wbuf *w, uint64_t v, int bytes) {
+    unsigned char b[8];
+    for (int i = 0; i < bytes; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    w_bytes(w, b, (size_t)bytes);
+}
+
+static void w_str(wbuf *w, const char *s, size_t n) {
+    w_u(w, n, 2);
+    w_bytes(w, s, n);
+}
+
+static void w_f64(wbuf *w, double d) {
+    uint64_t v;
+    memcpy(&v, &d, 8);
+    w_u(w, v, 8);
+}
+
+typedef struct rbuf {
+    const unsigned char *p;
+    size_t n, at;
+    int bad;
+} rbuf;
+
+static uint64_t r_u(rbuf *r, int bytes) {
+    if (r->bad || r->n - r->at < (size_t)bytes) {
+        r->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)r->p[r->at + (size_t)i] << (8 * i);
+    r->at += (size_t)bytes;
+    return v;
+}
+
+/* A string of the message: points into it (not NUL-terminated). */
+static const char *r_str(rbuf *r, size_t *len) {
+    *len = (size_t)r_u(r, 2);
+    if (r->bad || r->n - r->at < *len) {
+        r->bad = 1;
+        *len = 0;
+        return "";
+    }
+    const char *s = (const char *)r->p + r->at;
+    r->at += *len;
+    return s;
+}
+
+static double r_f64(rbuf *r) {
+    uint64_t v = r_u(r, 8);
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static void w_head(wbuf *w, int op) {
+    w_u(w, BUS_VERSION, 1);
+    w_u(w, (uint64_t)op, 1);
+}
+
+/* --- publishing -------------------------------------------------------------- */
+
+/* The message id: the op and two FNV-1a hashes of the message, so that the
+ * same write sent twice (a client's or the balancer's retry) is the same
+ * message and JetStream stores it once. */
+static void msg_id(const wbuf *w, char out[BUS_MSG_ID_MAX]) {
+    uint64_t h1 = 14695981039346656037ull, h2 = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < w->n; i++) {
+        h1 = (h1 ^ w->p[i]) * 1099511628211ull;
+        h2 = (h2 ^ w->p[i]) * 0x100000001b3ull + (h2 >> 29);
+    }
+    snprintf(out, BUS_MSG_ID_MAX, "recd-%u-%016llx%016llx", (unsigned)w->p[1],
+             (unsigned long long)h1, (unsigned long long)h2);
+}
+
+/* Publishes w (freeing it), waits for the ack and for this replica to apply
+ * it; *seq (may be NULL) gets its sequence. */
+static int publish(core *c, wbuf *w, uint64_t *seq, err_t *e) {
+    uint64_t s = 0;
+    int rc;
+    if (w->failed)
+        rc = err_set(e, ERR_NOMEM, "out of memory encoding the write");
+    else {
+        char id[BUS_MSG_ID_MAX];
+        msg_id(w, id);
+        rc = bus_publish(c->bus, w->p, w->n, id, &s, e);
+    }
+    free(w->p);
+    if (!rc) rc = bus_wait_applied(c->bus, s, BUS_APPLY_WAIT_S, e);
+    if (seq) *seq = s;
+    return rc;
+}
+
+int core__bus_records(core *c, evstore *store, const evstore_event *good, size_t n, err_t *e) {
+    if (!n) return ERR_OK;
+    wbuf w = {0};
+    w_head(&w, store == c->events ? OP_EVENTS : OP_FEEDBACK);
+    w_u(&w, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        w_str(&w, good[i].user_id, good[i].user_len);
+        w_str(&w, good[i].item_id, good[i].item_len);
+        w_u(&w, good[i].type, 1);
+        w_u(&w, (uint64_t)good[i].ts, 8);
+        w_u(&w, good[i].quantity, 4);
+        w_f64(&w, good[i].price);
+    }
+    return publish(c, &w, NULL, e);
+}
+
+int core__bus_availability(core *c, const core_availability *items, size_t n, err_t *e) {
+    wbuf w = {0};
+    w_head(&w, OP_AVAILABILITY);
+    w_u(&w, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        w_str(&w, items[i].item_id, strlen(items[i].item_id));
+        w_u(&w, items[i].available != 0, 1);
+    }
+    return publish(c, &w, NULL, e);
+}
+
+int core__bus_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
+    wbuf w = {0};
+    w_head(&w, OP_BOOSTS);
+    w_u(&w, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &boosts[i].multiplier, 4);
+        w_str(&w, boosts[i].item_id, strlen(boosts[i].item_id));
+        w_u(&w, bits, 4);
+    }
+    return publish(c, &w, NULL, e);
+}
+
+int core__bus_forget(core *c, const char *user_id, uint64_t *events_deleted, err_t *e) {
+    wbuf w = {0};
+    w_head(&w, OP_FORGET);
+    w_str(&w, user_id, strlen(user_id));
+    uint64_t seq;
+    int rc = publish(c, &w, &seq, e);
+    *events_deleted = 0;
+    if (rc) return rc;
+    /* What this replica's apply deleted, if it is still in the ring. */
+    pthread_mutex_lock(&c->bus_forgets_lock);
+    for (size_t i = 0; i < CORE_BUS_FORGETS; i++)
+        if (c->bus_forgets[i].seq == seq) *events_deleted = c->bus_forgets[i].deleted;
+    pthread_mutex_unlock(&c->bus_forgets_lock);
+    return ERR_OK;
+}
+
+int core__bus_personalization(core *c, const char *user_id, int opted_out, err_t *e) {
+    wbuf w = {0};
+    w_head(&w, OP_PERSONALIZATION);
+    w_str(&w, user_id, strlen(user_id));
+    w_u(&w, opted_out != 0, 1);
+    return publish(c, &w, NULL, e);
+}
+
+int core__bus_experiment(core *c, const unsigned char *state, err_t *e) {
+    wbuf w = {0};
+    w_head(&w, OP_EXPERIMENT);
+    w_bytes(&w, state, EXP_STATE_BYTES);
+    return publish(c, &w, NULL, e);
+}
+
+/* --- applying ---------------------------------------------------------------- */
+
+static int bad(err_t *e, uint64_t seq, const char *why) {
+    return err_set(e, ERR_FORMAT, "bus message %llu: %s", (unsigned long long)seq, why);
+}
+
+/* Records (events or feedback) into their store. Events of forgotten
+ * members are dropped: a replica may have checked them before it applied
+ * the ForgetUser that comes first in the stream. */
+static int apply_records(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
+    evstore *store = op == OP_EVENTS ? c->events : c->feedback;
+    size_t n = (size_t)r_u(r, 4);
+    if (r->bad || n > CORE_MAX_LIST) return bad(e, seq, "record count");
+    evstore_event *evs = malloc((n ? n : 1) * sizeof *evs);
+    if (!evs) return err_set(e, ERR_NOMEM, "out of memory applying bus message");
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        evstore_event *ev = &evs[kept];
+        ev->user_id = r_str(r, &ev->user_len);
+        ev->item_id = r_str(r, &ev->item_len);
+        ev->type = (uint32_t)r_u(r, 1);
+        ev->ts = (int64_t)r_u(r, 8);
+        ev->quantity = (uint32_t)r_u(r, 4);
+        ev->price = r_f64(r);
+        if (r->bad) break;
+        if (op == OP_EVENTS && core__privacy(c, ev->user_id, ev->user_len) == PRIVACY_FORGOTTEN)
+            continue;
+        kept++;
+    }
+    if (r->bad) {
+        free(evs);
+        return bad(e, seq, "truncated records");
+    }
+    int applied = 0;
+    /* evstore checks every record again: a bad one fails as ERR_INVALID. */
+    int rc = evstore_append_at(store, evs, kept, seq, &applied, e);
+    if (!rc && applied && op == OP_EVENTS) atomic_fetch_add(&c->events_ingested, kept);
+    for (size_t i = 0; !rc && applied && op == OP_FEEDBACK && i < kept; i++) {
+        char rid[CORE_MAX_ID_BYTES + 1];
+        size_t len = evs[i].user_len < CORE_MAX_ID_BYTES ? evs[i].user_len : CORE_MAX_ID_BYTES;
+        memcpy(rid, evs[i].user_id, len);
+        rid[len] = 0;
+        int v = exp_variant_of_request(&c->exp, rid);
+        if (v >= 0 && evs[i].type < EXP_FEEDBACK_END)
+            atomic_fetch_add(&c->feedback_counts[v][evs[i].type], 1);
+    }
+    free(evs);
+    return rc;
+}
+
+static int apply_rules(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
+    size_t n = (size_t)r_u(r, 4);
+    if (r->bad || n > CORE_MAX_LIST) return bad(e, seq, "item count");
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *id = r_str(r, &len);
+        uint64_t v = r_u(r, op == OP_AVAILABILITY ? 1 : 4);
+        if (r->bad || !len || len > CORE_MAX_ID_BYTES || !utf8_valid(id, len))
+            return bad(e, seq, "item");
+        int rc;
+        if (op == OP_AVAILABILITY)
+            rc = catalog_set_available_at(c->rules, id, len, v != 0, seq, e);
+        else {
+            uint32_t bits = (uint32_t)v;
+            float m;
+            memcpy(&m, &bits, 4);
+            rc = catalog_set_boost_at(c->rules, id, len, m, seq, e);
+        }
+        if (rc) return rc;
+    }
+    return ERR_OK;
+}
+
+static int apply_privacy(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
+    size_t len;
+    const char *id = r_str(r, &len);
+    unsigned opted_out = op == OP_PERSONALIZATION ? (unsigned)r_u(r, 1) : 0;
+    if (r->bad || !len || len > CORE_MAX_ID_BYTES || !utf8_valid(id, len))
+        return bad(e, seq, "user id");
+    if (op == OP_PERSONALIZATION) {
+        /* Forgotten stays forgotten, whatever came after on the bus. */
+        if (core__privacy(c, id, len) == PRIVACY_FORGOTTEN) return ERR_OK;
+        unsigned char v = opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
+        return idstate_put_at(c->privacy, id, len, &v, seq, e);
+    }
+    unsigned char forgotten = PRIVACY_FORGOTTEN;
+    int rc = idstate_put_at(c->privacy, id, len, &forgotten, seq, e);
+    uint64_t deleted = 0;
+    if (!rc) rc = evstore_forget_user_at(c->events, id, len, seq, &deleted, e);
+    if (rc) return rc;
+    pthread_mutex_lock(&c->bus_forgets_lock);
+    c->bus_forgets[seq % CORE_BUS_FORGETS].seq = seq;
+    c->bus_forgets[seq % CORE_BUS_FORGETS].deleted = deleted;
+    pthread_mutex_unlock(&c->bus_forgets_lock);
+    log_info("msg=\"member forgotten\" events_deleted=%llu seq=%llu", (unsigned long long)deleted,
+             (unsigned long long)seq);
+    return ERR_OK;
+}
+
+static int apply_experiment(core *c, uint64_t seq, rbuf *r, err_t *e) {
+    if (r->n - r->at != EXP_STATE_BYTES) return bad(e, seq, "experiment state size");
+    const unsigned char *state = r->p + r->at;
+    pthread_mutex_lock(&c->exp_update);
+    pthread_mutex_lock(&c->lock);
+    experiment x = c->exp;
+    pthread_mutex_unlock(&c->lock);
+    int rc = exp_restore(&x, state, e);
+    if (rc) {
+        /* Another variant set up on the replica that took it. */
+        pthread_mutex_unlock(&c->exp_update);
+        return bad(e, seq, e->msg);
+    }
+    rc = idstate_put_at(c->exp_state, CORE_EXP_KEY, strlen(CORE_EXP_KEY), state, seq, e);
+    if (!rc) {
+        pthread_mutex_lock(&c->lock);
+        memcpy(c->exp.salt, x.salt, sizeof x.salt);
+        memcpy(c->exp.shares, x.shares, sizeof x.shares);
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->exp_update);
+    return rc;
+}
+
+/* The bus_apply_fn of the core. */
+static int apply(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e) {
+    core *c = ctx;
+    rbuf r = {data, len, 0, 0};
+    unsigned version = (unsigned)r_u(&r, 1);
+    int op = (int)r_u(&r, 1);
+    if (r.bad || version != BUS_VERSION) return bad(e, seq, "unknown version");
+    switch (op) {
+    case OP_EVENTS:
+    case OP_FEEDBACK:
+        return apply_records(c, seq, op, &r, e);
+    case OP_AVAILABILITY:
+    case OP_BOOSTS:
+        return apply_rules(c, seq, op, &r, e);
+    case OP_FORGET:
+    case OP_PERSONALIZATION:
+        return apply_privacy(c, seq, op, &r, e);
+    case OP_EXPERIMENT:
+        return apply_experiment(c, seq, &r, e);
+    default:
+        return bad(e, seq, "unknown operation");
+    }
+}
+
+/* --- lifecycle, health, metrics ---------------------------------------------- */
+
+int core__bus_open(core *c, const core_options *o, err_t *e) {
+    c->max_lag_s = o->max_lag_s;
+    if (!o->bus_urls) return ERR_OK;
+    if (!c->events)
+        return err_set(e, ERR_INVALID, "--bus needs --events DIR: each replica's local stores");
+    /* Where to restart: the highest sequence any store recorded. Each store
+     * skips (appends) or rewrites (idempotent puts) what it has. */
+    uint64_t ev = 0, fb = 0;
+    int rc = evstore_applied(c->events, &ev, e);
+    if (!rc) rc = evstore_applied(c->feedback, &fb, e);
+    if (rc) return rc;
+    uint64_t start = ev;
+    uint64_t more[4] = {fb, idstate_applied(c->privacy), idstate_applied(c->exp_state),
+                        catalog_applied(c->rules)};
+    for (int i = 0; i < 4; i++)
+        if (more[i] > start) start = more[i];
+    bus_options bo = {o->bus_urls,
+                      o->bus_stream ? o->bus_stream : "recd",
+                      o->replica_id ? o->replica_id : "replica",
+                      start,
+                      apply,
+                      c};
+    return bus_open(&bo, &c->bus, e);
+}
+
+void core__bus_close(core *c) {
+    bus_close(c->bus);
+    c->bus = NULL;
+}
+
+int core_serving(core *c, char *why, size_t cap) {
+    if (!c->bus || c->max_lag_s <= 0) return 1;
+    double lag = bus_lag_seconds(c->bus);
+    if (lag <= c->max_lag_s) return 1;
+    snprintf(why, cap, "%.1f s behind the event bus, more than --max-lag %g s", lag, c->max_lag_s);
+    return 0;
+}
+
+void core__bus_metrics(core *c, FILE *out) {
+    if (!c->bus) return;
+    fprintf(out,
+            "# HELP recd_bus_lag_seconds Age of the oldest bus message this replica has not "
+            "applied (0: caught up).\n# TYPE recd_bus_lag_seconds gauge\n"
+            "recd_bus_lag_seconds %.3f\n"
+            "# HELP recd_bus_applied_sequence Last stream sequence applied to the local stores.\n"
+            "# TYPE recd_bus_applied_sequence gauge\nrecd_bus_applied_sequence %llu\n"
+            "# HELP recd_bus_last_sequence Last stream sequence seen on the bus.\n"
+            "# TYPE recd_bus_last_sequence gauge\nrecd_bus_last_sequence %llu\n"
+            "# HELP recd_bus_connected 1 while connected to NATS.\n"
+            "# TYPE recd_bus_connected gauge\nrecd_bus_connected %d\n"
+            "# HELP recd_bus_skipped_total Bus messages that could not be applied.\n"
+            "# TYPE recd_bus_skipped_total counter\nrecd_bus_skipped_total %llu\n",
+            bus_lag_seconds(c->bus), (unsigned long long)bus_applied(c->bus),
+            (unsigned long long)bus_last(c->bus), bus_connected(c->bus),
+            (unsigned long long)bus_skipped(c->bus));
+}

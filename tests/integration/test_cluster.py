@@ -1,0 +1,368 @@
+"""A recd cluster on loopback: nats-server with JetStream, three `recd serve
+--bus` replicas and HAProxy with deploy/haproxy.cfg, all on free ports and
+stopped by PID. Writes go through the balancer; every replica must agree on
+them (the same applied stream sequence and the same stored events) within
+the lag bound, and survive a replica's SIGKILL and NATS going away."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import RECD, SOURCE, Server, run
+
+NATS = shutil.which("nats-server") or "/usr/bin/nats-server"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+LAG_BOUND_S = 5
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(NATS) and os.path.exists(HAPROXY)),
+    reason="nats-server or haproxy is not installed (scripts/setup.sh test)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nats:
+    """nats-server -js on a free port (or the given one, for a restart)."""
+
+    def __init__(self, tmp, port=None):
+        self.port = port or free_port()
+        self.store = tmp / "jetstream"
+        self.log = open(tmp / f"nats-{time.monotonic_ns()}.log", "w+")
+        self.proc = subprocess.Popen([NATS, "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+                                      "-p", str(self.port)], stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.proc.poll() is None, "nats-server exited"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not start"
+                time.sleep(0.05)
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+class Replica:
+    def __init__(self, model_dir, tmp, name, nats_url, port=None):
+        self.name, self.events = name, tmp / f"events-{name}"
+        self.port = port or free_port()
+        self.server = Server(model_dir, tmp, "--listen", f"127.0.0.1:{self.port}", "--events",
+                             self.events, "--bus", nats_url, "--replica-id", name,
+                             "--max-lag", LAG_BOUND_S)
+        self.address = self.server.address
+
+
+class Cluster:
+    def __init__(self, model_dir, tmp):
+        self.tmp, self.model_dir = tmp, model_dir
+        self.nats = Nats(tmp)
+        self.replicas = [Replica(model_dir, tmp, f"r{i}", self.nats.url) for i in range(3)]
+        self.address = f"127.0.0.1:{free_port()}"
+        env = dict(os.environ, RECD_PROXY_BIND=self.address,
+                   **{f"RECD_REPLICA{i + 1}": r.address for i, r in enumerate(self.replicas)})
+        self.hap_log = open(tmp / "haproxy.log", "w+")
+        self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(SOURCE / "deploy/haproxy.cfg")],
+                                        env=env, stdout=self.hap_log, stderr=self.hap_log)
+        self.channel = grpc.insecure_channel(self.address)
+
+    def restart(self, i):
+        r = self.replicas[i]
+        self.replicas[i] = Replica(self.model_dir, self.tmp, r.name, self.nats.url, r.port)
+
+    def stop(self):
+        self.channel.close()
+        self.haproxy.send_signal(signal.SIGTERM)
+        self.haproxy.wait(timeout=20)
+        rcs = [r.server.stop() for r in self.replicas]
+        self.nats.stop()
+        return rcs
+
+
+@pytest.fixture(scope="module")
+def cluster(model_dir, tmp_path_factory):
+    c = Cluster(model_dir, tmp_path_factory.mktemp("cluster"))
+    yield c
+    assert c.stop() == [0, 0, 0]
+
+
+def stub_of(channel, pb):
+    return pb.rec_grpc.RecommenderStub(channel)
+
+
+def record(stub, pb, user, item, ts, timeout=10):
+    ev = pb.rec.Event(user_id=user, item_id=item, type=pb.rec.PURCHASE, timestamp_unix=ts)
+    return stub.RecordEvents(pb.rec.RecordEventsRequest(events=[ev]), timeout=timeout,
+                             metadata=[("x-recd-user", user)])
+
+
+def exported(events_dir):
+    """(user, item, timestamp) of every event a replica stored."""
+    out = run("events", "export", "--events", events_dir, "--output", "-").stdout.splitlines()
+    return sorted(tuple(line.split(",")[:3]) for line in out[1:] if line)
+
+
+def agree(cluster, within=LAG_BOUND_S):
+    """Waits until every replica stored the same events; returns them."""
+    deadline = time.monotonic() + within
+    while True:
+        seen = [exported(r.events) for r in cluster.replicas]
+        if all(s == seen[0] for s in seen) or time.monotonic() > deadline:
+            assert all(s == seen[0] for s in seen), "replicas disagree"
+            return seen[0]
+        time.sleep(0.1)
+
+
+def wait_balancer(cluster, pb):
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return stub_of(cluster.channel, pb).Recommend(
+                pb.rec.RecommendRequest(user_id="anyone", k=1), timeout=2)
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "HAProxy never had a replica up"
+            time.sleep(0.2)
+
+
+def test_writes_through_the_balancer_reach_every_replica(cluster, pb):
+    wait_balancer(cluster, pb)
+    stub = stub_of(cluster.channel, pb)
+    now = int(time.time())
+    for i in range(20):
+        assert record(stub, pb, f"member{i}", "i1", now - i).accepted == 1
+    # A retried write (same content) is stored once: JetStream's de-dup.
+    assert record(stub, pb, "member0", "i1", now).accepted == 1
+    events = agree(cluster)
+    assert sum(1 for e in events if e[0].startswith("member")) == 20
+
+
+def test_read_your_writes_on_the_replica_that_took_it(cluster, pb):
+    r = cluster.replicas[0]
+    stub = stub_of(r.server.channel, pb)
+    now = int(time.time())
+    record(stub, pb, "ryw-member", "i7", now)
+    # Answered after this replica applied it: its store has it already.
+    assert ("ryw-member", "i7", str(now)) in exported(r.events)
+
+
+def test_forget_user_through_one_replica_forgets_everywhere(cluster, pb):
+    now = int(time.time())
+    stub0 = stub_of(cluster.replicas[0].server.channel, pb)
+    for k in range(3):
+        record(stub0, pb, "forget-me", f"i{k}", now - k)
+    agree(cluster)
+    stub2 = stub_of(cluster.replicas[2].server.channel, pb)
+    stub2.ForgetUser(pb.rec.ForgetUserRequest(user_id="forget-me"), timeout=10)
+    events = agree(cluster)
+    assert not [e for e in events if e[0] == "forget-me"]
+    # And the replicas refuse new events of the member.
+    reply = record(stub0, pb, "forget-me", "i9", now)
+    assert reply.accepted == 0
+
+
+def test_replica_sigkill_under_load_loses_nothing_and_catches_up(cluster, pb):
+    wait_balancer(cluster, pb)
+    stub = stub_of(cluster.channel, pb)
+    acked, stop = [], threading.Event()
+    now = int(time.time())
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            user = f"load{n % 50}"
+            try:
+                record(stub, pb, user, f"i{n % 100}", now - n, timeout=5)
+                acked.append((user, f"i{n % 100}", str(now - n)))
+            except grpc.RpcError:
+                pass  # not acknowledged: the client may retry, nothing is promised
+            n += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(1.0)
+    victim = cluster.replicas[1]
+    victim.server.proc.kill()
+    victim.server.proc.wait()
+    time.sleep(1.5)
+    stop.set()
+    t.join()
+    assert len(acked) > 20
+    cluster.restart(1)
+    events = set(agree(cluster, within=10))
+    lost = [a for a in acked if a not in events]
+    assert not lost, f"{len(lost)} acknowledged writes lost"
+
+
+def test_nats_down_writes_unavailable_reads_serve_then_resume(cluster, pb):
+    stub = stub_of(cluster.replicas[0].server.channel, pb)
+    port = cluster.nats.port
+    cluster.nats.stop()
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as err:
+        record(stub, pb, "while-down", "i1", int(time.time()))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "bus" in err.value.details()
+    assert stub.Recommend(pb.rec.RecommendRequest(user_id="member1", k=3), timeout=5).items
+    cluster.nats = Nats(cluster.tmp, port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            record(stub, pb, "after-down", "i2", int(time.time()))
+            break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "writes did not resume after NATS came back"
+            time.sleep(0.3)
+    events = agree(cluster, within=10)
+    assert any(e[0] == "after-down" for e in events)
+
+
+def test_paused_replica_is_drained_and_comes_back(cluster, pb):
+    """SIGSTOP (a replica that stops applying and answering): HAProxy's
+    health checks drain it, every member is served by the others; after
+    SIGCONT it catches up on what was written meanwhile and is SERVING."""
+    wait_balancer(cluster, pb)
+    victim = cluster.replicas[0]
+    victim.server.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(LAG_BOUND_S + 1)  # longer than --max-lag; HAProxy needs ~2 s
+        stub = stub_of(cluster.channel, pb)
+        now = int(time.time())
+        for i in range(30):  # members hashed to every replica, the paused one's too
+            assert record(stub, pb, f"paused{i}", "i3", now, timeout=5).accepted == 1
+    finally:
+        victim.server.proc.send_signal(signal.SIGCONT)
+    events = agree(cluster)
+    assert sum(1 for e in events if e[0].startswith("paused")) == 30
+    health = pb.health_grpc.HealthStub(victim.server.channel)
+    assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
+        pb.health.HealthCheckResponse.SERVING
+
+
+class NatsNode:
+    """One node of a three-node JetStream cluster on loopback."""
+
+    def __init__(self, tmp, name, port, cport, routes):
+        self.port = port
+        self.log = open(tmp / f"nats-{name}.log", "w+")
+        self.proc = subprocess.Popen(
+            [NATS, "-js", "-sd", str(tmp / f"js-{name}"), "-a", "127.0.0.1", "-p", str(port),
+             "-n", name, "--cluster_name", "recd", "-cluster", f"nats://127.0.0.1:{cport}",
+             "-routes", ",".join(f"nats://127.0.0.1:{r}" for r in routes)],
+            stdout=self.log, stderr=self.log)
+
+    def stop(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def test_three_node_nats_cluster_survives_a_node_under_write_load(model_dir, tmp_path, pb):
+    ports = [free_port() for _ in range(3)]
+    cports = [free_port() for _ in range(3)]
+    nodes = [NatsNode(tmp_path, f"n{i}", ports[i], cports[i],
+                      [c for j, c in enumerate(cports) if j != i]) for i in range(3)]
+    urls = ",".join(f"nats://127.0.0.1:{p}" for p in ports)
+    replicas = []
+    try:
+        deadline = time.monotonic() + 30
+        while not replicas:  # the stream needs the cluster's meta leader first
+            try:
+                replicas = [Replica(model_dir, tmp_path, f"c{i}", urls) for i in range(2)]
+            except AssertionError:
+                assert time.monotonic() < deadline, "the NATS cluster did not form"
+                time.sleep(0.5)
+        out = replicas[0].server.output()
+        assert "replicas=3" in out or "replicas=3" in replicas[1].server.output(), out
+        stub = stub_of(replicas[0].server.channel, pb)
+        acked, stop = [], threading.Event()
+        now = int(time.time())
+
+        def writer():
+            n = 0
+            while not stop.is_set():
+                try:
+                    record(stub, pb, f"n3-{n % 40}", f"i{n % 90}", now - n, timeout=5)
+                    acked.append((f"n3-{n % 40}", f"i{n % 90}", str(now - n)))
+                except grpc.RpcError:
+                    pass
+                n += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(1.0)
+        before = len(acked)
+        nodes[0].stop(signal.SIGKILL)
+        # A stream leader on the dead node is re-elected by the other two
+        # (a few seconds): writes must resume within that.
+        deadline = time.monotonic() + 20
+        while len(acked) <= before + 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop.set()
+        t.join()
+        assert len(acked) > before + 10, "writes did not continue after a NATS node died"
+        deadline = time.monotonic() + 15
+        while True:
+            stored = [set(exported(r.events)) for r in replicas]
+            lost = [a for a in acked if not all(a in s for s in stored)]
+            if not lost or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost"
+    finally:
+        for r in replicas:
+            r.server.stop()
+        for n in nodes:
+            n.stop()
+
+
+def test_model_push_switches_every_replica(shop, tmp_path, pb):
+    """scripts/model-push.sh: rsync of the version folder and the atomic
+    `current` switch in each replica's own model directory; both replicas
+    serve the new version within their reload interval."""
+    from conftest import train
+    trainer = tmp_path / "trainer"
+    train(shop.path, trainer)
+    dirs = [tmp_path / f"replica{i}" for i in range(2)]
+    subprocess.run([str(SOURCE / "scripts/model-push.sh"), trainer, *dirs], check=True)
+    servers = [Server(d, tmp_path, "--reload-interval", "0.2") for d in dirs]
+    try:
+        first = [stub_of(s.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=5)
+                 .model_version for s in servers]
+        time.sleep(1.1)  # versions are named by the second
+        train(shop.path, trainer, "--factors", 8)
+        out = subprocess.run([str(SOURCE / "scripts/model-push.sh"), trainer, *dirs],
+                             check=True, capture_output=True, text=True).stdout
+        new = os.path.basename(os.readlink(trainer / "current"))
+        assert new in out and new not in first
+        deadline = time.monotonic() + 5
+        while True:
+            now = [stub_of(s.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=5)
+                   .model_version for s in servers]
+            if now == [new, new] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert now == [new, new]
+    finally:
+        for s in servers:
+            s.stop()
