@@ -1,6 +1,8 @@
 /* clv: BG/NBD and Gamma-Gamma, see clv.h. */
 #include "clv.h"
 
+#include "churn.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,4 +305,159 @@ void clv_data_free(clv_data *d) {
     free(d->value);
     free(d->active);
     memset(d, 0, sizeof *d);
+}
+
+/* --- the offline job -------------------------------------------------------- */
+
+/* Expected spend over the horizon: expected purchases x expected value of
+ * one (the population mean for a member with no repeat purchase). */
+static double clv_member_value(const clv_gg *g, const clv_data *d, size_t u, double orders) {
+    double v = clv_gg_expected_value(g, d->x[u], d->value[u]);
+    return isfinite(v) ? orders * v : 0;
+}
+
+static double clv_spend(const ev_set *s, const uint64_t *user_start, uint32_t u, int64_t from,
+                        int64_t to) {
+    double sum = 0;
+    for (uint64_t i = user_start[u]; i < user_start[u + 1]; i++) {
+        const ev_event *ev = &s->events[i];
+        if (ev->ts >= to) break;
+        if (ev->ts >= from && ev->type == EV_TYPE_PURCHASE) sum += clv_event_value(ev);
+    }
+    return sum;
+}
+
+/* Fills out->eval at cutoff c; 1 when it was skipped (too little before c). */
+static int clv_validate(const ev_set *s, const uint64_t *user_start, int64_t c, double h_days,
+                        clv_eval *v, err_t *e) {
+    clv_data d;
+    clv_bgnbd m;
+    clv_gg g;
+    err_t why;
+    int rc = clv_summarize(s, user_start, c, &d, e);
+    if (rc) return rc;
+    if (clv_bgnbd_fit(&d, &m, &why) || clv_gg_fit(&d, &g, &why)) {
+        clv_data_free(&d);
+        return -1;
+    }
+    double *score = malloc((d.n_active + 1) * sizeof *score);
+    uint8_t *y = malloc(d.n_active + 1);
+    if (!score || !y) {
+        free(score);
+        free(y);
+        clv_data_free(&d);
+        return err_set(e, ERR_NOMEM, "clv: out of memory");
+    }
+    size_t k = 0;
+    int64_t end = c + (int64_t)(h_days * CLV_DAY);
+    for (size_t u = 0; u < d.n; u++) {
+        if (!d.active[u]) continue;
+        double want = clv_purchase_days(s, user_start, (uint32_t)u, c, end);
+        double pred = clv_expected_orders(&m, d.x[u], d.tx[u], d.T[u], h_days);
+        if (!isfinite(pred)) pred = 0;
+        double base = d.T[u] > 0 ? d.x[u] / d.T[u] * h_days : 0;
+        v->actual += want;
+        v->predicted += pred;
+        v->baseline += base;
+        v->mae += fabs(pred - want);
+        v->baseline_mae += fabs(base - want);
+        v->value_actual += clv_spend(s, user_start, (uint32_t)u, c, end);
+        v->value_predicted += clv_member_value(&g, &d, u, pred);
+        int row = d.x[u] >= CLV_CALIB_ROWS - 1 ? CLV_CALIB_ROWS - 1 : (int)d.x[u];
+        v->calib_n[row]++;
+        v->calib_actual[row] += want;
+        v->calib_predicted[row] += pred;
+        v->calib_baseline[row] += base;
+        score[k] = 1 - clv_p_alive(&m, d.x[u], d.tx[u], d.T[u]);
+        y[k++] = want == 0;
+    }
+    v->n = (uint32_t)k;
+    v->mae /= (double)k;
+    v->baseline_mae /= (double)k;
+    for (int r = 0; r < CLV_CALIB_ROWS; r++)
+        if (v->calib_n[r]) {
+            v->calib_actual[r] /= v->calib_n[r];
+            v->calib_predicted[r] /= v->calib_n[r];
+            v->calib_baseline[r] /= v->calib_n[r];
+        }
+    rc = churn_rank_metrics(score, y, k, &v->auc_p_alive, NULL, e);
+    free(score);
+    free(y);
+    clv_data_free(&d);
+    return rc;
+}
+
+static void clv_print(FILE *f, const clv_result *r, int validated, uint32_t horizon_days) {
+    const clv_eval *v = &r->eval;
+    fprintf(f,
+            "clv: BG/NBD r %.4g alpha %.4g (days) a %.4g b %.4g; Gamma-Gamma p %.4g q %.4g "
+            "gamma %.4g\n",
+            r->bgnbd.r, r->bgnbd.alpha, r->bgnbd.a, r->bgnbd.b, r->gg.p, r->gg.q, r->gg.gamma);
+    if (!validated) {
+        fprintf(f, "clv: warning: validation skipped: too few repeat buyers before the validation "
+                   "cutoff\n");
+        return;
+    }
+    fprintf(f,
+            "clv: validation (fit before the cutoff, %u members, next %u days): purchase days "
+            "actual %.0f, BG/NBD %.1f, past rate %.1f; MAE per member BG/NBD %.4f, past rate "
+            "%.4f\n",
+            v->n, horizon_days, v->actual, v->predicted, v->baseline, v->mae, v->baseline_mae);
+    fprintf(f, "clv: spend actual %.2f, BG/NBD x Gamma-Gamma %.2f\n", v->value_actual,
+            v->value_predicted);
+    fprintf(f, "clv: ROC-AUC as a churn score: 1 - P(alive) %.4f, logistic churn model %.4f\n",
+            v->auc_p_alive, v->auc_logistic);
+    fprintf(f, "clv: calibration by past repeat purchases (mean purchase days per member)\n");
+    fprintf(f, "  %-6s %8s %8s %8s %9s\n", "repeat", "members", "actual", "BG/NBD", "past rate");
+    for (int k = 0; k < CLV_CALIB_ROWS; k++)
+        if (v->calib_n[k])
+            fprintf(f, "  %-2d%-4s %8u %8.3f %8.3f %9.3f\n", k, k == CLV_CALIB_ROWS - 1 ? "+" : "",
+                    v->calib_n[k], v->calib_actual[k], v->calib_predicted[k], v->calib_baseline[k]);
+}
+
+int clv_run(const ev_set *s, const uint64_t *user_start, int64_t t_valid, int64_t t_score,
+            uint32_t horizon_days, double auc_logistic, FILE *report, clv_result *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    double h = horizon_days;
+    int rc = clv_validate(s, user_start, t_valid, h, &out->eval, e);
+    if (rc > 0) return rc;
+    int validated = rc == 0;
+    out->eval.auc_logistic = auc_logistic;
+    clv_data d;
+    if ((rc = clv_summarize(s, user_start, t_score, &d, e))) return rc;
+    if ((rc = clv_bgnbd_fit(&d, &out->bgnbd, e)) || (rc = clv_gg_fit(&d, &out->gg, e))) {
+        clv_data_free(&d);
+        return rc;
+    }
+    out->n_users = (uint32_t)d.n;
+    out->p_alive = malloc((d.n + 1) * sizeof *out->p_alive);
+    out->expected_orders = malloc((d.n + 1) * sizeof *out->expected_orders);
+    out->expected_value = malloc((d.n + 1) * sizeof *out->expected_value);
+    if (!out->p_alive || !out->expected_orders || !out->expected_value) {
+        clv_data_free(&d);
+        clv_result_free(out);
+        return err_set(e, ERR_NOMEM, "clv: out of memory");
+    }
+    for (size_t u = 0; u < d.n; u++) {
+        if (!d.active[u]) {
+            out->p_alive[u] = NAN;
+            out->expected_orders[u] = out->expected_value[u] = NAN;
+            continue;
+        }
+        double orders = clv_expected_orders(&out->bgnbd, d.x[u], d.tx[u], d.T[u], h);
+        if (!isfinite(orders)) orders = 0;
+        out->p_alive[u] = (float)clv_p_alive(&out->bgnbd, d.x[u], d.tx[u], d.T[u]);
+        out->expected_orders[u] = orders;
+        out->expected_value[u] = clv_member_value(&out->gg, &d, u, orders);
+    }
+    clv_data_free(&d);
+    if (report) clv_print(report, out, validated, horizon_days);
+    return ERR_OK;
+}
+
+void clv_result_free(clv_result *r) {
+    free(r->p_alive);
+    free(r->expected_orders);
+    free(r->expected_value);
+    memset(r, 0, sizeof *r);
 }

@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 #include "events.h"
@@ -91,5 +92,46 @@ uint32_t clv_purchase_days(const ev_set *s, const uint64_t *user_start, uint32_t
 
 /* Frees d's arrays and zeroes it; safe on a zeroed d. */
 void clv_data_free(clv_data *d);
+
+/* Validation at cutoff c (members who bought before c, predicting the
+ * purchase days of [c, c + H)): BG/NBD and Gamma-Gamma fitted on the history
+ * before c against the naive baseline x / T x H (the member's past repeat
+ * rate). */
+#define CLV_CALIB_ROWS 8 /* past repeat purchases 0, 1, ..., 6, 7 or more */
+typedef struct clv_eval {
+    uint32_t n;                           /* members active at c */
+    double actual, predicted, baseline;   /* totals of purchase days in [c, c + H) */
+    double mae, baseline_mae;             /* per member */
+    double auc_p_alive, auc_logistic;     /* ROC-AUC of 1 - P(alive) and of the churn model */
+    double value_actual, value_predicted; /* spend in [c, c + H): total and predicted total */
+    uint32_t calib_n[CLV_CALIB_ROWS];     /* members by past repeat purchases */
+    double calib_actual[CLV_CALIB_ROWS], calib_predicted[CLV_CALIB_ROWS],
+        calib_baseline[CLV_CALIB_ROWS]; /* means */
+} clv_eval;
+
+/* The served scores: the models refitted on the whole history and every
+ * member scored at t_score over the horizon. Per-user arrays have n_users
+ * entries (NAN for members with no purchase before t_score), owned:
+ * clv_result_free. */
+typedef struct clv_result {
+    clv_bgnbd bgnbd;
+    clv_gg gg;
+    clv_eval eval;
+    uint32_t n_users;
+    float *p_alive;
+    double *expected_orders, *expected_value;
+} clv_result;
+
+/* The whole CLV job on s (sorted with ev_set_sort_by_user_time, user_start
+ * from that call): validation at t_valid (skipped when it has fewer than 2
+ * repeat buyers: the report says so), then the served fit at t_score.
+ * auc_logistic is the churn model's ROC-AUC at t_valid, printed beside
+ * P(alive)'s. Prints the report to report when not NULL. Fills *out (on
+ * failure nothing needs freeing). Returns ERR_OK, ERR_INVALID (no member
+ * with a repeat purchase at t_score), ERR_NOMEM, ERR_INTERNAL. */
+int clv_run(const ev_set *s, const uint64_t *user_start, int64_t t_valid, int64_t t_score,
+            uint32_t horizon_days, double auc_logistic, FILE *report, clv_result *out, err_t *e);
+
+void clv_result_free(clv_result *r);
 
 #endif
