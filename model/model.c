@@ -93,6 +93,10 @@
 #define K_CHURN_RECENCY "churn_recency_days"
 #define K_CHURN_FREQUENCY "churn_frequency"
 #define K_CHURN_MONETARY "churn_monetary"
+#define K_CLV_PARAMS "clv_params"
+#define K_CLV_P_ALIVE "clv_p_alive"
+#define K_CLV_ORDERS "clv_expected_orders"
+#define K_CLV_VALUE "clv_expected_value"
 
 /* Each model_meta member has its row's kind. */
 #define META_KIND_CHECK(member, key, kind, opt, pb, pb_name, show, label, fmt)                     \
@@ -408,6 +412,16 @@ int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e) {
 
 /* --- publication ---------------------------------------------------------- */
 
+/* 1 when user u's CLV is NaN exactly where the churn probability is, and
+ * otherwise P(alive) in [0, 1] and finite non-negative expectations. */
+static int model_clv_ok(const model_churn *c, uint32_t u) {
+    if (isnan(c->probability[u]))
+        return isnan(c->p_alive[u]) && isnan(c->expected_orders[u]) && isnan(c->expected_value[u]);
+    return c->p_alive[u] >= 0 && c->p_alive[u] <= 1 && c->expected_orders[u] >= 0 &&
+           isfinite(c->expected_orders[u]) && c->expected_value[u] >= 0 &&
+           isfinite(c->expected_value[u]);
+}
+
 /* Checks the optional churn part of an input (model_check_input). Per-user
  * codes and probabilities are checked here, once, so that a server can index
  * name tables with them without distrusting the file's writer. */
@@ -462,6 +476,14 @@ static int model_check_churn(const model_churn *c, uint32_t n_users, err_t *e) {
                                "model: publish: churn feature %s of user %u is not finite",
                                c->feature_names[j], u);
     }
+    if (!c->p_alive != !c->expected_orders || !c->p_alive != !c->expected_value)
+        return err_set(e, ERR_INVALID, "model: publish: CLV needs all three per-user arrays");
+    for (uint32_t u = 0; c->p_alive && u < n_users; u++)
+        if (!model_clv_ok(c, u))
+            return err_set(e, ERR_INVALID,
+                           "model: publish: CLV of user %u is inconsistent (P(alive) %g, orders "
+                           "%g, value %g)",
+                           u, (double)c->p_alive[u], c->expected_orders[u], c->expected_value[u]);
     return ERR_OK;
 }
 
@@ -696,8 +718,8 @@ typedef struct model_blob {
     const void *arg;
 } model_blob;
 
-/* Most blobs of one model: 11 always, 3 of categories, 14 of churn. */
-#define MODEL_MAX_BLOBS 32
+/* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV. */
+#define MODEL_MAX_BLOBS 36
 
 static void model_fill_panels(const model_input *in, const void *arg, void *p) {
     (void)arg;
@@ -850,6 +872,12 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
         BLOB_COPY(K_CHURN_RECENCY, per, c->recency_days);
         BLOB_COPY(K_CHURN_FREQUENCY, per, c->frequency);
         BLOB_COPY(K_CHURN_MONETARY, per, c->monetary);
+        if (c->p_alive) {
+            BLOB_COPY(K_CLV_PARAMS, sizeof c->clv, c->clv);
+            BLOB_COPY(K_CLV_P_ALIVE, per, c->p_alive);
+            BLOB_COPY(K_CLV_ORDERS, nu * sizeof(double), c->expected_orders);
+            BLOB_COPY(K_CLV_VALUE, nu * sizeof(double), c->expected_value);
+        }
     }
     const itemrows *ir = in->item_rows;
     if (ir && ir->dense) {
@@ -1336,6 +1364,21 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
             return err_set(e, ERR_FORMAT, "model: %s: churn scores of user %u are inconsistent",
                            r->path, u);
     }
+    if (model_has(r, K_CLV_P_ALIVE)) {
+        uint64_t clv = sizeof c->clv, f64u = (uint64_t)nu * sizeof(double);
+        if ((rc = model_get_blob(r, K_CLV_PARAMS, &clv, 0, 8, &p, e)) ||
+            (rc = model_get_blob(r, K_CLV_P_ALIVE, &per, 0, 4, (const void **)&c->p_alive, e)) ||
+            (rc = model_get_blob(r, K_CLV_ORDERS, &f64u, 0, 8, (const void **)&c->expected_orders,
+                                 e)) ||
+            (rc =
+                 model_get_blob(r, K_CLV_VALUE, &f64u, 0, 8, (const void **)&c->expected_value, e)))
+            return rc;
+        memcpy(c->clv, p, sizeof c->clv);
+        for (uint32_t u = 0; u < nu; u++)
+            if (!model_clv_ok(c, u))
+                return err_set(e, ERR_FORMAT, "model: %s: CLV of user %u is inconsistent", r->path,
+                               u);
+    }
     m->has_churn = 1;
     return ERR_OK;
 }
@@ -1750,6 +1793,9 @@ int model_churn_user_scores(const model *m, uint32_t u, model_churn_user *out) {
     out->frequency = c->frequency[u];
     out->monetary = c->monetary[u];
     out->features = c->features + (size_t)u * c->n_features;
+    out->p_alive = c->p_alive ? c->p_alive[u] : NAN;
+    out->expected_orders = c->p_alive ? c->expected_orders[u] : NAN;
+    out->expected_value = c->p_alive ? c->expected_value[u] : NAN;
     return ERR_OK;
 }
 

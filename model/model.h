@@ -200,6 +200,14 @@ typedef struct model_churn {
     const float *probability; /* calibrated, in [0, 1]; NaN = not scored */
     const uint8_t *band, *segment, *tier;             /* codes above */
     const float *recency_days, *frequency, *monetary; /* days since last purchase, orders, spend */
+    /* Optional CLV (training/clv.h): all three NULL, or per user P(alive at
+     * scored_at) under BG/NBD, the expected purchase days within the horizon
+     * and the expected spend within it (x Gamma-Gamma's value per purchase);
+     * NaN exactly where probability is NaN. clv holds BG/NBD's r, alpha (per
+     * day), a, b and Gamma-Gamma's p, q, gamma. */
+    const float *p_alive;
+    const double *expected_orders, *expected_value;
+    double clv[7];
 } model_churn;
 
 /* What model_publish writes; every pointer is borrowed for the call. */
@@ -296,6 +304,9 @@ typedef struct model_churn_user {
     uint8_t band, segment, tier;
     float recency_days, frequency, monetary;
     const float *features; /* n_features model inputs, into the map */
+    /* CLV: NaN when the model has none (model_churn.p_alive NULL). */
+    float p_alive;
+    double expected_orders, expected_value;
 } model_churn_user;
 
 /* Fills *out for user index u < n_users. Returns ERR_OK, or ERR_NOTFOUND

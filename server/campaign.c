@@ -79,6 +79,11 @@ int campaign_select(const model *m, const campaign_filter *f, campaign_emit_fn e
         return err_set(e, ERR_PRECONDITION, "model %s has no churn model", model_info(m)->version);
     if (f->order == CAMPAIGN_BY_AFFINITY && !f->affinity)
         return err_set(e, ERR_INVALID, "ordering by affinity needs an item or a category");
+    if (f->order == CAMPAIGN_BY_EXPECTED_VALUE && !c->p_alive)
+        return err_set(e, ERR_PRECONDITION,
+                       "model %s has no CLV to order by expected value (retrain with "
+                       "--churn-horizon)",
+                       model_info(m)->version);
     uint32_t n_users = model_info(m)->n_users;
     float *key = malloc(((size_t)n_users + 1) * sizeof *key);
     if (!key) return err_set(e, ERR_NOMEM, "out of memory for %u members", n_users);
@@ -93,9 +98,10 @@ int campaign_select(const model *m, const campaign_filter *f, campaign_emit_fn e
             continue;
         }
         n_pass++;
-        key[u] = f->order == CAMPAIGN_BY_VALUE      ? c->monetary[u]
-                 : f->order == CAMPAIGN_BY_AFFINITY ? f->affinity[u]
-                                                    : p;
+        key[u] = f->order == CAMPAIGN_BY_VALUE            ? c->monetary[u]
+                 : f->order == CAMPAIGN_BY_AFFINITY       ? f->affinity[u]
+                 : f->order == CAMPAIGN_BY_EXPECTED_VALUE ? (float)c->expected_value[u]
+                                                          : p;
         /* -INFINITY marks "left out"; a passing member must stay selectable. */
         if (!(key[u] > -INFINITY)) key[u] = -FLT_MAX;
     }

@@ -26,7 +26,14 @@ int campaign_top_factors(const model *m, uint32_t u, uint32_t n, uint32_t *featu
 int campaign_affinity_item(const model *m, uint32_t item, float *out, err_t *e);
 int campaign_affinity_category(const model *m, uint32_t category, float *out, err_t *e);
 
-typedef enum { CAMPAIGN_BY_PROBABILITY, CAMPAIGN_BY_VALUE, CAMPAIGN_BY_AFFINITY } campaign_order;
+/* BY_EXPECTED_VALUE: CLV's expected spend within the horizon (needs a
+ * model with CLV). */
+typedef enum {
+    CAMPAIGN_BY_PROBABILITY,
+    CAMPAIGN_BY_VALUE,
+    CAMPAIGN_BY_AFFINITY,
+    CAMPAIGN_BY_EXPECTED_VALUE
+} campaign_order;
 
 typedef struct campaign_filter {
     float min_probability, max_probability; /* inclusive */
@@ -43,7 +50,8 @@ typedef int (*campaign_emit_fn)(void *ctx, uint32_t user);
 /* Selects the members that pass f, orders them (highest key first, ties by
  * index) and emits them. Holds one float per member and the selected
  * indexes, never the messages. Returns ERR_OK (also when emit stopped it),
- * ERR_PRECONDITION (no churn model), ERR_INVALID, ERR_NOMEM. */
+ * ERR_PRECONDITION (no churn model; no CLV for BY_EXPECTED_VALUE), ERR_INVALID,
+ * ERR_NOMEM. */
 int campaign_select(const model *m, const campaign_filter *f, campaign_emit_fn emit, void *ctx,
                     err_t *e);
 

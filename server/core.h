@@ -308,6 +308,8 @@ typedef struct core_churn_reply {
     uint32_t n_factors;                       /* <= CORE_TOP_FACTORS */
     const char *feature[CORE_TOP_FACTORS];    /* the features that push most (in the model) */
     double contribution[CORE_TOP_FACTORS];    /* > 0 towards churn */
+    float p_alive;                            /* CLV; NaN when the model has none */
+    double expected_orders, expected_value;   /* within the horizon; NaN likewise */
     const char *model_version;                /* in the model */
     struct core__model *held;                 /* keeps the model, and so the names, alive */
 } core_churn_reply;
@@ -338,6 +340,8 @@ typedef struct core_target {
     float churn_probability, affinity;
     const char *risk_band, *segment, *tier; /* static names */
     double monetary;
+    double expected_value; /* CLV within the horizon; NaN when the model has none */
+    float p_alive;         /* NaN likewise */
 } core_target;
 
 /* Called once per target, in order; nonzero stops the selection. */

@@ -58,6 +58,9 @@ int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t 
     out->recency_days = cu.recency_days;
     out->frequency = cu.frequency;
     out->monetary = cu.monetary;
+    out->p_alive = cu.p_alive;
+    out->expected_orders = cu.expected_orders;
+    out->expected_value = cu.expected_value;
     out->model_version = meta->version;
     out->held = sm;
     return ERR_OK;
@@ -90,6 +93,8 @@ static int target_emit(void *ctx, uint32_t u) {
         .segment = model_churn_segment_name(ts->churn->segment[u]),
         .tier = model_churn_tier_name(ts->churn->tier[u]),
         .monetary = ts->churn->monetary[u],
+        .expected_value = ts->churn->p_alive ? ts->churn->expected_value[u] : NAN,
+        .p_alive = ts->churn->p_alive ? ts->churn->p_alive[u] : NAN,
     };
     return ts->emit(ts->ctx, &t);
 }

@@ -530,6 +530,9 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
         resp.risk_band = (char *)cs.risk_band;
         resp.segment = (char *)cs.segment;
         resp.tier = (char *)cs.tier;
+        resp.p_alive = cs.p_alive;
+        resp.expected_orders = cs.expected_orders;
+        resp.expected_value = cs.expected_value;
         resp.rfm = &rfm;
         resp.top_factors = factor_ptrs;
         resp.n_top_factors = cs.n_factors;
@@ -560,6 +563,8 @@ static int target_send(void *ctx, const core_target *t) {
     m.tier = (char *)t->tier;
     m.monetary = t->monetary;
     m.affinity = t->affinity;
+    m.expected_value = t->expected_value;
+    m.p_alive = t->p_alive;
     size_t n = recd__v1__campaign_target__get_packed_size(&m);
     if (n > ts->cap) {
         free(ts->buf);
@@ -595,7 +600,9 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
         .limit = rq->limit,
         .order = rq->order == RECD__V1__TARGET_ORDER__BY_VALUE      ? CAMPAIGN_BY_VALUE
                  : rq->order == RECD__V1__TARGET_ORDER__BY_AFFINITY ? CAMPAIGN_BY_AFFINITY
-                                                                    : CAMPAIGN_BY_PROBABILITY,
+                 : rq->order == RECD__V1__TARGET_ORDER__BY_EXPECTED_VALUE
+                     ? CAMPAIGN_BY_EXPECTED_VALUE
+                     : CAMPAIGN_BY_PROBABILITY,
     };
     target_stream ts = {st, NULL, 0, 0, 0};
     err_t e;

@@ -37,7 +37,8 @@ static const char query_usage[] =
     "                     factors that push the score most\n"
     "  targets            streams campaign targets (one line each; --csv for a spreadsheet)\n"
     "      [--min-prob P] [--max-prob P] [--segment S]... [--tier T]... [--item X | --category C]\n"
-    "      [--viewed-days N] [--limit N] [--order probability|value|affinity] [--csv]\n"
+    "      [--viewed-days N] [--limit N] [--order probability|value|affinity|expected-value]\n"
+    "      [--csv]\n"
     "  forget USER        ForgetUser: deletes USER's events, never personalizes USER again\n"
     "  optout USER yes|no SetPersonalization: USER gets non-personalized results (yes) or not\n"
     "  feedback REQUEST_ID ITEM TYPE  RecordFeedback; TYPE impression (ITEM '' = the whole\n"
@@ -476,6 +477,14 @@ static int q_health(client *c, const query_args *a) {
     return serving ? 0 : 1;
 }
 
+/* A JSON number, null when v is NaN (a model without CLV). */
+static void json_number(double v) {
+    if (isfinite(v))
+        printf("%.6g", v);
+    else
+        printf("null");
+}
+
 static void show_churn(const ProtobufCMessage *msg, int json) {
     const Recd__V1__ChurnScore *r = (const Recd__V1__ChurnScore *)msg;
     const Recd__V1__RFM *rfm = r->rfm;
@@ -496,7 +505,13 @@ static void show_churn(const ProtobufCMessage *msg, int json) {
             json_string(r->top_factors[i]->feature);
             printf(",\"contribution\":%.6g}", r->top_factors[i]->contribution);
         }
-        printf("],\"model_version\":");
+        printf("],\"p_alive\":");
+        json_number(r->p_alive);
+        printf(",\"expected_orders\":");
+        json_number(r->expected_orders);
+        printf(",\"expected_value\":");
+        json_number(r->expected_value);
+        printf(",\"model_version\":");
         json_string(r->model_version);
         printf("}\n");
         return;
@@ -508,6 +523,10 @@ static void show_churn(const ProtobufCMessage *msg, int json) {
         printf("recency            %.1f days\nfrequency          %u orders\nmonetary           "
                "%.2f\n",
                rfm->recency_days, rfm->frequency, rfm->monetary);
+    if (isfinite(r->p_alive))
+        printf("P(alive)           %.3f\nexpected orders    %.2f within the horizon\n"
+               "expected value     %.2f within the horizon\n",
+               r->p_alive, r->expected_orders, r->expected_value);
     printf("why (contribution to the churn score; > 0 pushes towards churn):\n");
     for (size_t i = 0; i < r->n_top_factors; i++)
         printf("  %-28s %+8.3f\n", r->top_factors[i]->feature, r->top_factors[i]->contribution);
@@ -540,17 +559,22 @@ static void show_target(const Recd__V1__CampaignTarget *t, uint64_t rank, const 
         csv_field(t->user_id);
         printf(",%.6g,%s,", t->churn_probability, t->risk_band);
         csv_field(t->segment);
-        printf(",%s,%.2f,%.6g\n", t->tier, t->monetary, t->affinity);
+        printf(",%s,%.2f,%.6g,%.2f,%.6g\n", t->tier, t->monetary, t->affinity, t->expected_value,
+               t->p_alive);
     } else if (a->json) {
         printf("{\"user_id\":");
         json_string(t->user_id);
         printf(",\"churn_probability\":%.6g,\"risk_band\":\"%s\",\"segment\":\"%s\","
-               "\"tier\":\"%s\",\"monetary\":%.6g,\"affinity\":%.6g}\n",
+               "\"tier\":\"%s\",\"monetary\":%.6g,\"affinity\":%.6g,\"expected_value\":",
                t->churn_probability, t->risk_band, t->segment, t->tier, t->monetary, t->affinity);
+        json_number(t->expected_value);
+        printf(",\"p_alive\":");
+        json_number(t->p_alive);
+        printf("}\n");
     } else {
-        printf("%6llu  %-20s %6.3f  %-6s  %-17s  %-8s %12.2f %9.4f\n", (unsigned long long)rank,
-               t->user_id, t->churn_probability, t->risk_band, t->segment, t->tier, t->monetary,
-               t->affinity);
+        printf("%6llu  %-20s %6.3f  %-6s  %-17s  %-8s %12.2f %9.4f %12.2f %7.3f\n",
+               (unsigned long long)rank, t->user_id, t->churn_probability, t->risk_band, t->segment,
+               t->tier, t->monetary, t->affinity, t->expected_value, t->p_alive);
     }
 }
 
@@ -583,10 +607,11 @@ static int q_targets(client *c, const query_args *a) {
         return 1;
     }
     if (a->csv)
-        printf("user_id,churn_probability,risk_band,segment,tier,monetary,affinity\n");
+        printf("user_id,churn_probability,risk_band,segment,tier,monetary,affinity,expected_value,"
+               "p_alive\n");
     else if (!a->json)
-        printf("%6s  %-20s %6s  %-6s  %-17s  %-8s %12s %9s\n", "rank", "user_id", "churn", "risk",
-               "segment", "tier", "monetary", "affinity");
+        printf("%6s  %-20s %6s  %-6s  %-17s  %-8s %12s %9s %12s %7s\n", "rank", "user_id", "churn",
+               "risk", "segment", "tier", "monetary", "affinity", "exp. value", "p_alive");
     uint8_t *body;
     size_t len;
     uint64_t rank = 0;
@@ -813,9 +838,13 @@ static int parse_args(int argc, char **argv, query_args *a) {
             a->order = !strcmp(optarg, "probability") ? RECD__V1__TARGET_ORDER__BY_CHURN_PROBABILITY
                        : !strcmp(optarg, "value")     ? RECD__V1__TARGET_ORDER__BY_VALUE
                        : !strcmp(optarg, "affinity")  ? RECD__V1__TARGET_ORDER__BY_AFFINITY
-                                                      : -1;
+                       : !strcmp(optarg, "expected-value")
+                           ? RECD__V1__TARGET_ORDER__BY_EXPECTED_VALUE
+                           : -1;
             if (a->order < 0) {
-                fprintf(stderr, "recd: --order is probability, value or affinity, not '%s'\n",
+                fprintf(stderr,
+                        "recd: --order is probability, value, affinity or expected-value, not "
+                        "'%s'\n",
                         optarg);
                 return 2;
             }

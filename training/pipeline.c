@@ -1,11 +1,13 @@
 #include "pipeline.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 #include "clock.h"
+#include "clv.h"
 #include "csr.h"
 #include "eval.h"
 #include "evstore.h"
@@ -159,10 +161,12 @@ static void history_fingerprint(const ev_set *s, char out[17]) {
     XXH64_freeState(h);
 }
 
-/* Trains churn on the purchase rows of history and fills *cr and *mc (which
- * points into *cr). Users known only from recorded events stay unscored. */
-static int train_churn(ev_set *history, const pipeline_params *p, churn_result *cr, model_churn *mc,
-                       err_t *e) {
+/* Trains churn and CLV on the purchase rows of history and fills *cr, *clv
+ * and *mc (which points into both). Users known only from recorded events
+ * stay unscored. A history without any repeat purchase has no CLV: a
+ * warning, and the model goes without. */
+static int train_churn(ev_set *history, const pipeline_params *p, churn_result *cr, clv_result *clv,
+                       model_churn *mc, err_t *e) {
     /* The purchase rows come first (the recorded events were appended after
      * them, and leaving members out keeps the order): churn sees them alone
      * through a shortened set. Its sort permutes only those rows. */
@@ -171,6 +175,16 @@ static int train_churn(ev_set *history, const pipeline_params *p, churn_result *
         n_rows++;
     history->n = n_rows;
     int rc = churn_run(history, p->churn, p->churn_report, cr, e);
+    uint64_t *user_start = NULL;
+    if (!rc && !(rc = ev_set_sort_by_user_time(history, EV_TIES_ASCENDING, &user_start, e))) {
+        rc = clv_run(history, user_start, cr->eval.t_valid, cr->scored_at, cr->horizon_days,
+                     cr->eval.auc, p->churn_report, clv, e);
+        if (rc == ERR_INVALID) {
+            fprintf(stderr, "warning: %s; the model has no CLV\n", e->msg);
+            rc = ERR_OK;
+        }
+    }
+    free(user_start);
     history->n = n_all;
     if (rc) {
         char why[sizeof e->msg];
@@ -195,6 +209,15 @@ static int train_churn(ev_set *history, const pipeline_params *p, churn_result *
                         .recency_days = cr->recency_days,
                         .frequency = cr->frequency,
                         .monetary = cr->monetary};
+    if (clv->p_alive) {
+        mc->p_alive = clv->p_alive;
+        mc->expected_orders = clv->expected_orders;
+        mc->expected_value = clv->expected_value;
+        memcpy(mc->clv,
+               (double[7]){clv->bgnbd.r, clv->bgnbd.alpha, clv->bgnbd.a, clv->bgnbd.b, clv->gg.p,
+                           clv->gg.q, clv->gg.gamma},
+               sizeof mc->clv);
+    }
     memcpy(mc->bands, cr->bands, sizeof mc->bands);
     memcpy(mc->tiers, cr->tiers, sizeof mc->tiers);
     return ERR_OK;
@@ -212,6 +235,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     csr counts = {0}, by_item = {0}, plain = {0};
     als_factors factors = {0};
     churn_result cr = {0};
+    clv_result clv = {0};
     model_churn mc = {0};
     model_input in = {0};
     itemsim_model items = {0};
@@ -242,7 +266,7 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(history, in.meta.source_fingerprint);
-    if (p->churn && (rc = train_churn(history, p, &cr, &mc, e))) goto out;
+    if (p->churn && (rc = train_churn(history, p, &cr, &clv, &mc, e))) goto out;
     /* Popularity = distinct buyers: the most-popular fallback's order. */
     for (uint32_t i = 0; i < n_items; i++)
         popularity[i] = (float)(by_item.indptr[i + 1] - by_item.indptr[i]);
@@ -304,5 +328,6 @@ out:
     als_factors_free(&factors);
     itemsim_free(&items);
     churn_result_free(&cr);
+    clv_result_free(&clv);
     return rc;
 }

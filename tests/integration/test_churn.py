@@ -123,3 +123,15 @@ def test_recd_query_churn_and_targets_csv(churn, shop):
     assert "targets:" in p.stderr
     p = run("query", "--server", churn.address, "targets", "--tier", "platinum", check=False)
     assert p.returncode == 1 and "INVALID_ARGUMENT" in p.stderr
+
+
+def test_clv_fields_and_expected_value_order(churn, pb):
+    """BG/NBD and Gamma-Gamma scores travel with every churn score and target."""
+    t = targets(churn, pb, order=pb.rec.BY_EXPECTED_VALUE, limit=40)
+    assert len(t) == 40
+    values = [x.expected_value for x in t]
+    assert values == sorted(values, reverse=True) and values[0] > values[-1] >= 0
+    assert all(0 <= x.p_alive <= 1 for x in t)
+    c = churn.stub.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=t[0].user_id))
+    assert 0 <= c.p_alive <= 1 and c.expected_orders > 0
+    assert abs(c.expected_value - t[0].expected_value) < 1e-6 * (1 + t[0].expected_value)
