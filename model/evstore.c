@@ -689,6 +689,24 @@ uint64_t evstore_commits(evstore *s) {
 
 /* --- reading ------------------------------------------------------------- */
 
+/* Decodes one by_user record (key k of a user prefix plen bytes long, user
+ * id len bytes) and passes it to fn unless it is not newer than since_ts.
+ * Sets *stop when fn asks to stop. Returns ERR_FORMAT for a damaged record. */
+static int evs_visit_user_record(const MDB_val *k, const MDB_val *v, size_t plen, size_t len,
+                                 int64_t since_ts, evstore_visit_fn fn, void *ctx, int *stop,
+                                 err_t *e) {
+    if (v->mv_size < EVS_FIXED) return err_set(e, ERR_FORMAT, "evstore: damaged by_user record");
+    evstore_event ev;
+    evs_get_fixed(v->mv_data, &ev);
+    if (ev.ts <= since_ts) return ERR_OK;
+    ev.user_id = (const char *)k->mv_data + 2;
+    ev.user_len = len;
+    ev.item_id = (const char *)v->mv_data + EVS_FIXED;
+    ev.item_len = v->mv_size - EVS_FIXED;
+    *stop = fn(ctx, get_u64be((const unsigned char *)k->mv_data + plen), &ev) != 0;
+    return ERR_OK;
+}
+
 int evstore_user_events(evstore *s, const char *user, size_t len, int64_t since_ts,
                         evstore_visit_fn fn, void *ctx, err_t *e) {
     if (!user || len == 0 || len > EVSTORE_MAX_ID_LEN)
@@ -708,18 +726,9 @@ int evstore_user_events(evstore *s, const char *user, size_t len, int64_t since_
     for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); !mrc;
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size != plen + 8 || memcmp(k.mv_data, prefix, plen) != 0) break;
-        if (v.mv_size < EVS_FIXED) {
-            rc = err_set(e, ERR_FORMAT, "evstore: damaged by_user record");
+        int stop = 0;
+        if ((rc = evs_visit_user_record(&k, &v, plen, len, since_ts, fn, ctx, &stop, e)) || stop)
             break;
-        }
-        evstore_event ev;
-        evs_get_fixed(v.mv_data, &ev);
-        if (ev.ts <= since_ts) continue;
-        ev.user_id = (const char *)k.mv_data + 2;
-        ev.user_len = len;
-        ev.item_id = (const char *)v.mv_data + EVS_FIXED;
-        ev.item_len = v.mv_size - EVS_FIXED;
-        if (fn(ctx, get_u64be((const unsigned char *)k.mv_data + plen), &ev)) break;
     }
     if (mrc && mrc != MDB_NOTFOUND) rc = evs_mdb_err(e, mrc, "read by_user");
     mdb_cursor_close(c);
@@ -757,18 +766,9 @@ int evstore_user_recent(evstore *s, const char *user, size_t len, int64_t since_
             if (truncated) *truncated = 1;
             break;
         }
-        if (v.mv_size < EVS_FIXED) {
-            rc = err_set(e, ERR_FORMAT, "evstore: damaged by_user record");
+        int stop = 0;
+        if ((rc = evs_visit_user_record(&k, &v, plen, len, since_ts, fn, ctx, &stop, e)) || stop)
             break;
-        }
-        evstore_event ev;
-        evs_get_fixed(v.mv_data, &ev);
-        if (ev.ts <= since_ts) continue;
-        ev.user_id = (const char *)k.mv_data + 2;
-        ev.user_len = len;
-        ev.item_id = (const char *)v.mv_data + EVS_FIXED;
-        ev.item_len = v.mv_size - EVS_FIXED;
-        if (fn(ctx, get_u64be((const unsigned char *)k.mv_data + plen), &ev)) break;
     }
     if (mrc && mrc != MDB_NOTFOUND) rc = evs_mdb_err(e, mrc, "read by_user");
     mdb_cursor_close(c);

@@ -202,11 +202,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
             if (opts_u32("neighbors", optarg, 1, 100000, &a->neighbors)) return 2;
             break;
         case OPT_TIE_ORDER:
-            if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
-                fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", optarg);
-                return 2;
-            }
-            a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            if (opts_tie_order(optarg, &a->ties)) return 2;
             break;
         case OPT_REPORT:
             a->report = optarg;

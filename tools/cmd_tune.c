@@ -156,18 +156,14 @@ static int parse_args(int argc, char **argv, tune_args *a) {
             break;
         }
         case OPT_TIE_ORDER:
-            if (strcmp(optarg, "asc") && strcmp(optarg, "desc")) {
-                fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", optarg);
-                return 2;
-            }
-            a->ties = optarg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+            if (opts_tie_order(optarg, &a->ties)) return 2;
             break;
         case OPT_FAMILIES:
             if (strcmp(optarg, "all") && strcmp(optarg, "als")) {
                 fprintf(stderr, "recd: --families: 'all' or 'als', not '%s'\n", optarg);
                 return 2;
             }
-            a->families = optarg[1] == 'l' && optarg[2] == 'l';
+            a->families = strcmp(optarg, "all") == 0;
             break;
         case OPT_VALIDATION_FRACTION:
             if (opts_float("validation-fraction", optarg, 0.0, 1.0, &fraction)) return 2;
@@ -567,21 +563,27 @@ static int write_report(FILE *md, const tune_args *a, const ev_set *s, const tun
     return 0;
 }
 
+/* Fills pp with the ALS winner c's settings and the training flags of a,
+ * as recd train with these parameters would use them. */
+static void winner_params(const tune_args *a, const tune_config *c, pipeline_params *pp) {
+    pipeline_params_init(pp);
+    pp->als.factors = c->factors;
+    pp->als.regularization = c->regularization;
+    pp->als.frequency_regularization = c->frequency_regularization;
+    pp->als.alpha = c->alpha;
+    pp->als.iterations = a->to.iterations;
+    pp->als.threads = a->to.threads;
+    pp->als.seed = a->to.seed;
+    pp->half_life_days = (float)c->half_life_days;
+}
+
 /* Trains on the whole history s (in the order it was read) with c and
  * publishes into a->model with the popularity blend, as recd train with
  * these parameters would. Returns the exit status. */
 static int publish(const tune_args *a, ev_set *s, const tune_config *c, float blend) {
     double start = clock_seconds();
     pipeline_params pp;
-    pipeline_params_init(&pp);
-    pp.als.factors = c->factors;
-    pp.als.regularization = c->regularization;
-    pp.als.frequency_regularization = c->frequency_regularization;
-    pp.als.alpha = c->alpha;
-    pp.als.iterations = a->to.iterations;
-    pp.als.threads = a->to.threads;
-    pp.als.seed = a->to.seed;
-    pp.half_life_days = (float)c->half_life_days;
+    winner_params(a, c, &pp);
     pp.popularity_blend = blend;
     return opts_train_publish(s, &pp, a->model, start);
 }
@@ -726,15 +728,7 @@ static int publish_family(const tune_args *a, ev_set *s, const tune_config *c,
                           const famtune_choice *w) {
     double start = clock_seconds();
     pipeline_params pp;
-    pipeline_params_init(&pp);
-    pp.als.factors = c->factors;
-    pp.als.regularization = c->regularization;
-    pp.als.frequency_regularization = c->frequency_regularization;
-    pp.als.alpha = c->alpha;
-    pp.als.iterations = a->to.iterations;
-    pp.als.threads = a->to.threads;
-    pp.als.seed = a->to.seed;
-    pp.half_life_days = (float)c->half_life_days;
+    winner_params(a, c, &pp);
     pp.popularity_blend = w->popularity_blend;
     pp.item = w->item;
     pp.with = w->with;

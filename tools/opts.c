@@ -138,6 +138,15 @@ int opts_u32(const char *name, const char *arg, uint32_t min, uint32_t max, uint
     return 0;
 }
 
+int opts_tie_order(const char *arg, ev_tie_order *out) {
+    if (strcmp(arg, "asc") && strcmp(arg, "desc")) {
+        fprintf(stderr, "recd: --tie-order: 'asc' or 'desc', not '%s'\n", arg);
+        return -1;
+    }
+    *out = arg[0] == 'a' ? EV_TIES_ASCENDING : EV_TIES_DESCENDING;
+    return 0;
+}
+
 int opts_float(const char *name, const char *arg, double min, double max, float *out) {
     char *end;
     errno = 0;

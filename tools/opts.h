@@ -108,6 +108,10 @@ int opts_u32(const char *name, const char *arg, uint32_t min, uint32_t max, uint
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out);
 int opts_float(const char *name, const char *arg, double min, double max, float *out);
 
+/* Parses --tie-order's "asc" or "desc" into *out; prints the error and
+ * returns -1 for anything else. */
+int opts_tie_order(const char *arg, ev_tie_order *out);
+
 /* Parses "view=0.1,cart=0.3,purchase=1,favorite=0.5" (TYPE=WEIGHT with the
  * words of EV_TYPE_MAP, any subset, any order) into w, indexed by event
  * type; entries not named keep their value. Returns 0, or -1 after printing
