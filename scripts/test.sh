@@ -56,7 +56,7 @@ stage "every build type with gcc and clang-14, no warning" env RECD_MATRIX_SKIP=
 # Not the soak: ASan's quarantine of freed memory (256 MiB) makes RSS grow
 # by design, so its verdict means nothing there.
 if scripts/build.sh build-asan "${suite[@]}" -DRECD_SANITIZE=ON; then
-  stage "tests under ASan+UBSan (build-asan/)" env ASAN_OPTIONS=detect_leaks=1 \
+  stage "tests under ASan+UBSan (build-asan/)" env ASAN_OPTIONS=detect_leaks=1 RECD_ASAN=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash -c 'cd build-asan && ctest --output-on-failure -E "quality|soak"'
 else
   failed=$((failed + 1))
