@@ -28,12 +28,16 @@ ctest_in() { # build dir, ctest args...
   shift
   (cd "$dir" && ctest --output-on-failure "$@")
 }
+# Not under valgrind (~40x slower): the BG/NBD recovery check fits 5 x 20,000
+# simulated members (15 s natively, ~10 min there) and runs no code that
+# test_clv's other tests do not.
 valgrind_units() {
   local rc=0 t
   for t in build/tests/test_*; do
     [ -x "$t" ] || continue
     valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-      "$t" --jobs 1 >/dev/null 2>"$t.valgrind.log" || { rc=1; cat "$t.valgrind.log"; }
+      "$t" --jobs 1 --filter '!(clv/recovers_cdnow_parameters_from_simulation)' \
+      >/dev/null 2>"$t.valgrind.log" || { rc=1; cat "$t.valgrind.log"; }
   done
   return $rc
 }
@@ -51,8 +55,12 @@ if scripts/build.sh build "${suite[@]}"; then
 else
   failed=$((failed + 1))
 fi
-# The normal build above is gcc RelWithDebInfo with the same flags.
-stage "every build type with gcc and clang-14, no warning" env RECD_MATRIX_SKIP=gcc-RelWithDebInfo scripts/build_matrix.sh
+# The normal build above is gcc RelWithDebInfo with the same flags; the TSan
+# and fuzz builds below are clang-14 RelWithDebInfo with -Werror (the server,
+# the libraries and the fuzz targets; the tests' own sources are built with
+# clang-14 in Debug and Release here).
+stage "every build type with gcc and clang-14, no warning" \
+  env RECD_MATRIX_SKIP="gcc-RelWithDebInfo clang-14-RelWithDebInfo" scripts/build_matrix.sh
 # Not the soak: ASan's quarantine of freed memory (256 MiB) makes RSS grow
 # by design, so its verdict means nothing there.
 if scripts/build.sh build-asan "${suite[@]}" -DRECD_SANITIZE=ON; then
