@@ -28,18 +28,21 @@ ctest_in() { # build dir, ctest args...
   shift
   (cd "$dir" && ctest --output-on-failure "$@")
 }
+# One unit test binary under valgrind; its report goes to BINARY.valgrind.log.
 # Not under valgrind (~40x slower): the BG/NBD recovery check fits 5 x 20,000
 # simulated members (15 s natively, ~10 min there) and runs no code that
 # test_clv's other tests do not.
+valgrind_unit() {
+  valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    "$1" --jobs 1 --filter '!(clv/recovers_cdnow_parameters_from_simulation)' \
+    >/dev/null 2>"$1.valgrind.log" || { cat "$1.valgrind.log"; return 1; }
+}
+export -f valgrind_unit
+# Each binary is one single-threaded valgrind process: one per core at once.
 valgrind_units() {
-  local rc=0 t
-  for t in build/tests/test_*; do
-    [ -x "$t" ] || continue
-    valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-      "$t" --jobs 1 --filter '!(clv/recovers_cdnow_parameters_from_simulation)' \
-      >/dev/null 2>"$t.valgrind.log" || { rc=1; cat "$t.valgrind.log"; }
-  done
-  return $rc
+  local t
+  for t in build/tests/test_*; do [ -x "$t" ] && echo "$t"; done |
+    xargs -P "$(nproc)" -I{} bash -c 'valgrind_unit {}'
 }
 
 # The tests are built only when asked for; warnings fail the suite's builds.
