@@ -318,6 +318,18 @@ int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t
 
 /* --- SimilarItems ---------------------------------------------------------- */
 
+/* The storefront's rules and the seeds' exclusion on scores, then the top
+ * k into top: one path for both relations. Returns how many. */
+static uint32_t similar_top(const model *m, const uint32_t *seeds, size_t n_seeds,
+                            const core__multipliers *mu, float *scores, uint32_t k,
+                            topk_entry *top) {
+    uint32_t n_items = model_info(m)->n_items;
+    for (size_t i = 0; i < n_seeds; i++)
+        scores[seeds[i]] = -INFINITY;
+    if (mu->any) score_apply_multipliers(scores, mu->v, n_items);
+    return topk_select(scores, n_items, k, top);
+}
+
 int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) {
     memset(out, 0, sizeof *out);
     int err;
@@ -326,6 +338,10 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
         (err = core__check_id("item_id", rq->item_id, e)))
         return err;
     if ((err = core__check_ids("item_ids", rq->item_ids, rq->n_item_ids, e))) return err;
+    if (rq->relation != CORE_RELATION_SIMILAR && rq->relation != CORE_RELATION_BOUGHT_TOGETHER)
+        return err_set(e, ERR_INVALID,
+                       "relation %d is not a Relation (RELATION_SIMILAR = 0, BOUGHT_TOGETHER = 1)",
+                       (int)rq->relation);
     core__model *sm = core__acquire(c);
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
@@ -354,16 +370,22 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
             err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
         goto done;
     }
-    /* An item-item model answers from its rows (what having the seeds says
-     * for each item), ALS from the cosine of its factors. */
-    if (model_item_rows(m))
-        score_similar_rows(m, seeds, n_seeds, scores);
-    else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
-        goto done;
-    for (size_t i = 0; i < n_seeds; i++)
-        scores[seeds[i]] = -INFINITY;
-    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
-    uint32_t n = topk_select(scores, meta->n_items, rq->k, top);
+    uint32_t n = 0;
+    /* Complements first when asked for; SIMILAR answers when the seeds were
+     * bought with nothing that the storefront lets through. */
+    if (rq->relation == CORE_RELATION_BOUGHT_TOGETHER &&
+        score_together(m, seeds, n_seeds, scores) > 0)
+        n = similar_top(m, seeds, n_seeds, mu, scores, rq->k, top);
+    if (n == 0) {
+        out->fell_back = rq->relation == CORE_RELATION_BOUGHT_TOGETHER;
+        /* An item-item model answers from its rows (what having the seeds
+         * says for each item), ALS from the cosine of its factors. */
+        if (model_item_rows(m))
+            score_similar_rows(m, seeds, n_seeds, scores);
+        else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
+            goto done;
+        n = similar_top(m, seeds, n_seeds, mu, scores, rq->k, top);
+    }
     if (!(err = list_build(out, m, top, n, NULL, 0, e)))
         memcpy(out->model_version, meta->version, sizeof out->model_version);
 done:

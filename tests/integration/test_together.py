@@ -1,0 +1,143 @@
+"""SimilarItems with relation BOUGHT_TOGETHER over real gRPC, on a model
+trained by `recd train` from a synthetic shop whose baskets pair items:
+complements come back with the scores training/together.h defines, a cart's
+seeds add up, the storefront's rules apply, an item never bought with
+anything falls back to SIMILAR and says so, and an unknown relation is
+refused."""
+import csv
+import random
+from collections import Counter, defaultdict
+
+import grpc
+import pytest
+
+from conftest import Server, train
+
+PAIRS = 20
+BETA = 10.0  # together_params_init's shrinkage
+
+
+@pytest.fixture(scope="module")
+def baskets(tmp_path_factory):
+    """Each member buys 4 baskets at distinct times: a pair (a<k>, b<k>) and
+    a filler; "lonely" is only ever bought alone."""
+    rng = random.Random(5)
+    rows, out = [], []
+    for u in range(300):
+        for b in range(4):
+            k = rng.randrange(PAIRS)
+            basket = [f"a{k}", f"b{k}", f"f{rng.randrange(30)}"]
+            ts = 1_700_000_000 + u * 1000 + b * 100
+            out.append(basket)
+            rows += [(f"u{u}", item, ts) for item in basket]
+        if u % 10 == 0:
+            rows.append((f"u{u}", "lonely", 1_700_000_000 + u * 1000 + 900))
+            out.append(["lonely"])
+    path = tmp_path_factory.mktemp("together") / "shop.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "timestamp", "quantity", "price"])
+        for user, item, ts in rows:
+            w.writerow([user, item, ts, 1, 1.0])
+    return path, out
+
+
+def expected_scores(baskets, seeds):
+    """The conditional measure, c_ij / (c_i + beta), summed over seeds."""
+    count, co = Counter(), defaultdict(Counter)
+    for b in baskets:
+        for i in set(b):
+            count[i] += 1
+            for j in set(b) - {i}:
+                co[i][j] += 1
+    total = Counter()
+    for s in seeds:
+        for j, c in co[s].items():
+            total[j] += c / (count[s] + BETA)
+    for s in seeds:
+        total.pop(s, None)
+    return total
+
+
+@pytest.fixture(scope="module")
+def tstub(baskets, tmp_path_factory, pb):
+    d = tmp_path_factory.mktemp("together_model") / "m"
+    train(baskets[0], d)
+    tmp = tmp_path_factory.mktemp("together_server")
+    # Availability and boosts are kept in the events folder.
+    s = Server(d, tmp, "--events", tmp / "events")
+    yield pb.rec_grpc.RecommenderStub(s.channel)
+    assert s.stop() == 0
+
+
+def together(pb, stub, seeds, k=10):
+    return stub.SimilarItems(pb.rec.SimilarItemsRequest(
+        item_id=seeds[0], item_ids=seeds[1:], k=k, relation=pb.rec.BOUGHT_TOGETHER))
+
+
+def assert_matches(items, want, k):
+    got = [(i.item_id, i.score) for i in items]
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    for item, score in got:
+        assert score == pytest.approx(want[item], rel=1e-5), item
+    assert len(got) == min(k, len(want))
+    cut = got[-1][1]
+    assert all(s <= cut * (1 + 1e-5) for j, s in want.items() if j not in dict(got))
+
+
+def test_complement_comes_first_with_the_trained_scores(tstub, pb, baskets):
+    for k in range(5):
+        r = together(pb, tstub, [f"a{k}"])
+        assert not r.fell_back_to_similar
+        assert r.items[0].item_id == f"b{k}"
+        assert_matches(r.items, expected_scores(baskets[1], [f"a{k}"]), 10)
+
+
+def test_a_cart_adds_its_seeds_up_and_never_returns_them(tstub, pb, baskets):
+    cart = ["a0", "a1", "f3"]
+    r = together(pb, tstub, cart, k=8)
+    assert not set(cart) & {i.item_id for i in r.items}
+    assert {"b0", "b1"} <= {i.item_id for i in r.items[:2]}
+    assert_matches(r.items, expected_scores(baskets[1], cart), 8)
+
+
+def test_only_co_bought_items_come_back(tstub, pb, baskets):
+    r = together(pb, tstub, ["a2"], k=1000)
+    assert {i.item_id for i in r.items} == set(expected_scores(baskets[1], ["a2"]))
+
+
+def test_availability_and_boosts_apply(tstub, pb, baskets):
+    want = expected_scores(baskets[1], ["a3"])
+    filler = min((j for j in want if j.startswith("f")), key=lambda j: want[j])
+    tstub.SetItemAvailability(pb.rec.SetItemAvailabilityRequest(
+        items=[pb.rec.ItemAvailability(item_id="b3", available=False)]))
+    tstub.SetItemBoosts(pb.rec.SetItemBoostsRequest(
+        boosts=[pb.rec.ItemBoost(item_id=filler, multiplier=100)]))
+    try:
+        r = together(pb, tstub, ["a3"])
+        assert "b3" not in {i.item_id for i in r.items}
+        assert r.items[0].item_id == filler
+        assert r.items[0].score == pytest.approx(100 * want[filler], rel=1e-5)
+    finally:
+        tstub.SetItemAvailability(pb.rec.SetItemAvailabilityRequest(
+            items=[pb.rec.ItemAvailability(item_id="b3", available=True)]))
+        tstub.SetItemBoosts(pb.rec.SetItemBoostsRequest(
+            boosts=[pb.rec.ItemBoost(item_id=filler, multiplier=1)]))
+    assert together(pb, tstub, ["a3"]).items[0].item_id == "b3"
+
+
+def test_item_without_co_purchases_falls_back_to_similar(tstub, pb):
+    r = together(pb, tstub, ["lonely"], k=5)
+    assert r.fell_back_to_similar
+    similar = tstub.SimilarItems(pb.rec.SimilarItemsRequest(item_id="lonely", k=5))
+    assert not similar.fell_back_to_similar
+    assert len(r.items) == 5
+    assert [(i.item_id, i.score) for i in r.items] == [(i.item_id, i.score) for i in similar.items]
+
+
+def test_unknown_relation_is_invalid_argument(tstub, pb):
+    with pytest.raises(grpc.RpcError) as e:
+        tstub.SimilarItems(pb.rec.SimilarItemsRequest(item_id="a0", k=5, relation=99))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "relation 99" in e.value.details()
+    assert len(together(pb, tstub, ["a0"]).items) > 0
