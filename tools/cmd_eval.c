@@ -18,6 +18,7 @@
 #include "itemsim.h"
 #include "knn.h"
 #include "opts.h"
+#include "together.h"
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
@@ -27,7 +28,8 @@ enum {
     OPT_NEIGHBORS,
     OPT_NEW_USER_MAX,
     OPT_TIE_ORDER,
-    OPT_REPORT
+    OPT_REPORT,
+    OPT_BOUGHT_TOGETHER
 };
 
 static void usage(FILE *out) {
@@ -71,6 +73,13 @@ static void usage(FILE *out) {
             "                        published Online Retail reference split)\n"
             "  --report FILE.md      also write a Markdown report with plots (gnuplot) next\n"
             "                        to it: FILE-ndcg.png, FILE-coverage.png, FILE-loss.png\n"
+            "  --bought-together     instead: hold out each member's last basket (same\n"
+            "                        member and time; members with an earlier basket and 2+\n"
+            "                        items in it), seed = each of its items in turn, hits =\n"
+            "                        the others; HR@k of SimilarItems BOUGHT_TOGETHER (lift\n"
+            "                        and the shrunk conditional probability, as served, with\n"
+            "                        the SIMILAR fallback), SIMILAR (ALS cosine) and the\n"
+            "                        most-popular list\n"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
@@ -104,6 +113,7 @@ typedef struct eval_args {
     itemsim_algorithm algorithm;
     itemsim_params it;
     ev_tie_order ties;
+    int bought_together;
 } eval_args;
 
 /* Parses a cutoff: what the importer accepts (ISO 8601 with a time, unix
@@ -130,6 +140,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
         OPTS_ITEMSIM_LONG OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
         {"report", required_argument, 0, OPT_REPORT},
+        {"bought-together", no_argument, 0, OPT_BOUGHT_TOGETHER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -207,6 +218,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_REPORT:
             a->report = optarg;
             break;
+        case OPT_BOUGHT_TOGETHER:
+            a->bought_together = 1;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -220,6 +234,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     }
     if (!a->input) {
         fprintf(stderr, "recd: eval: --input is required (see recd eval --help)\n");
+        return 2;
+    }
+    if (a->bought_together && (split_flags || a->report)) {
+        fprintf(stderr, "recd: eval: --bought-together has its own split and no report\n");
         return 2;
     }
     if (split_flags > 1) {
@@ -312,6 +330,190 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
     return 0;
 }
 
+/* --- --bought-together --------------------------------------------------- */
+
+/* SIMILAR of an ALS model as the server answers it: cosine to the seed,
+ * items without a direction never. */
+typedef struct cosine_ranker {
+    const als_factors *f;
+    float *norms, *scores; /* n_items each */
+} cosine_ranker;
+
+static int rank_cosine(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
+                       err_t *e) {
+    (void)e;
+    cosine_ranker *c = ctx;
+    uint32_t nf = c->f->factors;
+    const float *ys = c->f->item_factors + (size_t)seed * nf;
+    for (uint32_t j = 0; j < c->f->n_items; j++) {
+        const float *y = c->f->item_factors + (size_t)j * nf;
+        float dot = 0;
+        for (uint32_t d = 0; d < nf; d++)
+            dot += y[d] * ys[d];
+        float den = c->norms[j] * c->norms[seed];
+        c->scores[j] = den > 0.0f ? dot / den : -INFINITY;
+    }
+    c->scores[seed] = -INFINITY;
+    *n_out = topk_select(c->scores, c->f->n_items, k, out);
+    return ERR_OK;
+}
+
+/* BOUGHT_TOGETHER as the server answers one seed: its row, or SIMILAR
+ * when the row is empty (counted in fell_back). */
+typedef struct together_ranker {
+    itemrows rows;
+    cosine_ranker *similar;
+    uint64_t fell_back;
+} together_ranker;
+
+static int rank_together(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
+                         err_t *e) {
+    together_ranker *t = ctx;
+    const itemrows *r = &t->rows;
+    if (r->indptr[seed + 1] == r->indptr[seed]) {
+        t->fell_back++;
+        return rank_cosine(t->similar, seed, k, out, n_out, e);
+    }
+    float *sc = t->similar->scores;
+    for (uint32_t j = 0; j < r->n_items; j++)
+        sc[j] = -INFINITY;
+    for (uint64_t a = r->indptr[seed]; a < r->indptr[seed + 1]; a++)
+        sc[r->index[a]] = r->value[a];
+    *n_out = topk_select(sc, r->n_items, k, out);
+    return ERR_OK;
+}
+
+/* The most-popular list (distinct training buyers), never the seed. */
+typedef struct popular_ranker {
+    const uint32_t *order; /* items by popularity, most first */
+    uint32_t n_items;
+} popular_ranker;
+
+static int rank_popular(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
+                        err_t *e) {
+    (void)e;
+    popular_ranker *p = ctx;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->n_items && n < k; i++)
+        if (p->order[i] != seed) out[n++] = (topk_entry){p->order[i], (float)(p->n_items - i)};
+    *n_out = n;
+    return ERR_OK;
+}
+
+/* recd eval --bought-together on s (sorted, user_start its runs). */
+static int eval_together(eval_args *a, ev_set *s, const uint64_t *user_start, err_t *e) {
+    uint8_t *is_test = malloc(s->n ? s->n : 1);
+    float *weights = malloc((s->n ? s->n : 1) * sizeof *weights);
+    csr train = {0}, test = {0};
+    als_factors f = {0};
+    together_model tm[2] = {{0}, {0}};
+    cosine_ranker cos = {0};
+    popular_ranker pop = {0};
+    float *popularity = NULL;
+    uint32_t *order = NULL;
+    int rc;
+    if (!is_test || !weights) {
+        rc = err_set(e, ERR_NOMEM, "eval: out of memory for %zu events", s->n);
+        goto done;
+    }
+    uint32_t baskets = together_split_last_baskets(s, user_start, is_test);
+    if (baskets == 0) {
+        rc = err_set(e, ERR_INVALID,
+                     "eval: no member has an earlier basket and 2+ items in the last one");
+        goto done;
+    }
+    eval_event_weights(s, a->half_life, eval_train_end(s, is_test), weights);
+    if ((rc = eval_split_matrices(s, is_test, weights, &train, &test, e))) goto done;
+    fprintf(stderr, "eval: %zu events, %u users, %u items; %u last baskets held out\n", s->n,
+            train.n_rows, train.n_cols, baskets);
+    fprintf(stderr, "als: factors %u, regularization %g, alpha %g, %u iterations\n", a->als.factors,
+            (double)a->als.regularization, (double)a->als.alpha, a->als.iterations);
+    if ((rc = als_train(&train, &a->als, &f, e))) goto done;
+    together_params tp[2];
+    for (int i = 0; i < 2; i++) {
+        together_params_init(&tp[i]);
+        tp[i].measure = i == 0 ? TOGETHER_CONDITIONAL : TOGETHER_LIFT;
+        if ((rc = together_fit(s, is_test, &tp[i], &tm[i], e))) goto done;
+    }
+    uint32_t ni = f.n_items;
+    cos.f = &f;
+    cos.norms = malloc((ni ? ni : 1) * sizeof *cos.norms);
+    cos.scores = malloc((ni ? ni : 1) * sizeof *cos.scores);
+    popularity = calloc(ni ? ni : 1, sizeof *popularity);
+    order = malloc((ni ? ni : 1) * sizeof *order);
+    if (!cos.norms || !cos.scores || !popularity || !order) {
+        rc = err_set(e, ERR_NOMEM, "eval: out of memory for %u items", ni);
+        goto done;
+    }
+    for (uint32_t j = 0; j < ni; j++) {
+        double sq = 0;
+        for (uint32_t d = 0; d < f.factors; d++)
+            sq += (double)f.item_factors[(size_t)j * f.factors + d] *
+                  f.item_factors[(size_t)j * f.factors + d];
+        cos.norms[j] = (float)sqrt(sq);
+    }
+    for (uint64_t k = 0; k < csr_nnz(&train); k++)
+        popularity[train.indices[k]] += 1.0f;
+    {
+        topk_entry *all = malloc((ni ? ni : 1) * sizeof *all);
+        if (!all) {
+            rc = err_set(e, ERR_NOMEM, "eval: out of memory for %u items", ni);
+            goto done;
+        }
+        uint32_t n = topk_select(popularity, ni, ni, all);
+        for (uint32_t j = 0; j < n; j++)
+            order[j] = all[j].index;
+        free(all);
+        pop = (popular_ranker){order, n};
+    }
+    together_ranker tr[2] = {{together_rows(&tm[0]), &cos, 0}, {together_rows(&tm[1]), &cos, 0}};
+    char names[4][64];
+    snprintf(names[0], sizeof names[0], "bought-together (conditional, beta %g)",
+             (double)tp[0].shrinkage);
+    snprintf(names[1], sizeof names[1], "bought-together (lift)");
+    snprintf(names[2], sizeof names[2], "similar (als cosine)");
+    snprintf(names[3], sizeof names[3], "most-popular");
+    together_rank_fn fns[4] = {rank_together, rank_together, rank_cosine, rank_popular};
+    void *ctxs[4] = {&tr[0], &tr[1], &cos, &pop};
+    printf("\nheld-out last baskets: %u members' last basket, seed = each of its items with a "
+           "training purchase, hit = another item of the basket in the top k\n\n",
+           baskets);
+    printf("%-40s", "model");
+    for (uint32_t q = 0; q < a->ec.n_ks; q++)
+        printf("  HR@%-4u", a->ec.ks[q]);
+    printf("  queries  fell back to similar\n");
+    for (int m = 0; m < 4; m++) {
+        printf("%-40s", names[m]);
+        uint64_t queries = 0;
+        for (uint32_t q = 0; q < a->ec.n_ks; q++) {
+            double hr;
+            if (m < 2) tr[m].fell_back = 0;
+            if ((rc = together_hit_rate(s, user_start, is_test, fns[m], ctxs[m], a->ec.ks[q], &hr,
+                                        &queries, e)))
+                goto done;
+            printf("  %.4f ", hr);
+        }
+        if (m < 2)
+            printf("  %7llu  %.1f%%\n", (unsigned long long)queries,
+                   queries ? 100.0 * (double)tr[m].fell_back / (double)queries : 0.0);
+        else
+            printf("  %7llu\n", (unsigned long long)queries);
+    }
+done:
+    free(is_test);
+    free(weights);
+    csr_free(&train);
+    csr_free(&test);
+    als_factors_free(&f);
+    together_free(&tm[0]);
+    together_free(&tm[1]);
+    free(cos.norms);
+    free(cos.scores);
+    free(popularity);
+    free(order);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_args a;
     int r = parse_args(argc, argv, &a);
@@ -345,6 +547,11 @@ int cmd_eval(int argc, char **argv) {
     o.loss.total = a.als.iterations;
 
     if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
+    if (a.bought_together) {
+        if (eval_together(&a, &s, user_start, &e)) goto fail;
+        status = 0;
+        goto out;
+    }
     is_test = malloc(s.n ? s.n : 1);
     weights = malloc((s.n ? s.n : 1) * sizeof *weights);
     o.loss.loss = calloc(a.als.iterations, sizeof *o.loss.loss);

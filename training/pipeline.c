@@ -268,7 +268,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(history, in.meta.source_fingerprint);
-    if (p->together.neighbors && (rc = together_fit(history, &p->together, &together, e))) goto out;
+    if (p->together.neighbors && (rc = together_fit(history, NULL, &p->together, &together, e)))
+        goto out;
     if (p->churn && (rc = train_churn(history, p, &cr, &clv, &mc, e))) goto out;
     /* Popularity = distinct buyers: the most-popular fallback's order. */
     for (uint32_t i = 0; i < n_items; i++)

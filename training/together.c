@@ -47,11 +47,11 @@ itemrows together_rows(const together_model *m) {
 
 /* The baskets as rows of distinct items: basket b is items[ptr[b],
  * ptr[b + 1]). Fills *n_baskets. */
-static int baskets_build(const ev_set *h, uint64_t **ptr, uint32_t **items, uint64_t *n_baskets,
-                         err_t *e) {
+static int baskets_build(const ev_set *h, const uint8_t *skip, uint64_t **ptr, uint32_t **items,
+                         uint64_t *n_baskets, err_t *e) {
     size_t n = 0;
     for (size_t i = 0; i < h->n; i++)
-        n += h->events[i].type == EV_TYPE_PURCHASE;
+        n += h->events[i].type == EV_TYPE_PURCHASE && !(skip && skip[i]);
     line *l = malloc((n ? n : 1) * sizeof *l);
     *ptr = malloc((n + 1) * sizeof **ptr);
     *items = malloc((n ? n : 1) * sizeof **items);
@@ -62,7 +62,8 @@ static int baskets_build(const ev_set *h, uint64_t **ptr, uint32_t **items, uint
     n = 0;
     for (size_t i = 0; i < h->n; i++) {
         const ev_event *ev = &h->events[i];
-        if (ev->type == EV_TYPE_PURCHASE) l[n++] = (line){ev->user, ev->item, ev->ts};
+        if (ev->type == EV_TYPE_PURCHASE && !(skip && skip[i]))
+            l[n++] = (line){ev->user, ev->item, ev->ts};
     }
     qsort(l, n, sizeof *l, cmp_line);
     uint64_t b = 0, k = 0;
@@ -79,7 +80,8 @@ static int baskets_build(const ev_set *h, uint64_t **ptr, uint32_t **items, uint
     return ERR_OK;
 }
 
-int together_fit(const ev_set *history, const together_params *p, together_model *out, err_t *e) {
+int together_fit(const ev_set *history, const uint8_t *skip, const together_params *p,
+                 together_model *out, err_t *e) {
     memset(out, 0, sizeof *out);
     if (p->neighbors == 0) return err_set(e, ERR_INVALID, "together: neighbors is 0");
     if (!(p->shrinkage >= 0.0f) || !isfinite(p->shrinkage))
@@ -88,7 +90,7 @@ int together_fit(const ev_set *history, const together_params *p, together_model
     uint32_t ni = idmap_size(history->items);
     uint64_t *bptr = NULL, nb = 0;
     uint32_t *bitems = NULL;
-    int rc = baskets_build(history, &bptr, &bitems, &nb, e);
+    int rc = baskets_build(history, skip, &bptr, &bitems, &nb, e);
     if (rc) return rc;
     uint64_t nnz = bptr[nb];
     /* Item -> its baskets (the transpose), c_i = the length of its row. */
@@ -175,5 +177,83 @@ done:
     free(touched);
     free(best);
     free(sc);
+    return rc;
+}
+
+uint32_t together_split_last_baskets(const ev_set *s, const uint64_t *user_start,
+                                     uint8_t *is_test) {
+    memset(is_test, 0, s->n);
+    uint32_t held = 0, n_users = idmap_size(s->users);
+    for (uint32_t u = 0; u < n_users; u++) {
+        uint64_t a = user_start[u], b = user_start[u + 1], last = b;
+        while (last > a && s->events[last - 1].type != EV_TYPE_PURCHASE)
+            last--;
+        if (last == a) continue;
+        int64_t t = s->events[last - 1].ts;
+        uint32_t distinct = 0, first = UINT32_MAX;
+        int earlier = 0;
+        for (uint64_t i = a; i < last; i++) {
+            const ev_event *ev = &s->events[i];
+            if (ev->type != EV_TYPE_PURCHASE) continue;
+            if (ev->ts != t) {
+                earlier = 1;
+            } else if (first == UINT32_MAX) {
+                first = ev->item;
+                distinct = 1;
+            } else if (ev->item != first) {
+                distinct = 2;
+            }
+        }
+        if (!earlier || distinct < 2) continue;
+        for (uint64_t i = a; i < last; i++)
+            if (s->events[i].type == EV_TYPE_PURCHASE && s->events[i].ts == t) is_test[i] = 1;
+        held++;
+    }
+    return held;
+}
+
+int together_hit_rate(const ev_set *s, const uint64_t *user_start, const uint8_t *is_test,
+                      together_rank_fn rank, void *ctx, uint32_t k, double *hr, uint64_t *queries,
+                      err_t *e) {
+    uint32_t ni = idmap_size(s->items), n_users = idmap_size(s->users);
+    uint8_t *trained = calloc(ni ? ni : 1, 1);
+    uint32_t *in_basket = calloc(ni ? ni : 1, sizeof *in_basket); /* basket number + 1 */
+    uint32_t *items = malloc((ni ? ni : 1) * sizeof *items);
+    topk_entry *top = malloc((k ? k : 1) * sizeof *top);
+    int rc = ERR_OK;
+    double hits = 0;
+    uint64_t q = 0;
+    if (!trained || !in_basket || !items || !top) {
+        rc = err_set(e, ERR_NOMEM, "together: out of memory evaluating %u items", ni);
+        goto done;
+    }
+    for (size_t i = 0; i < s->n; i++)
+        if (!is_test[i] && s->events[i].type == EV_TYPE_PURCHASE) trained[s->events[i].item] = 1;
+    for (uint32_t u = 0; u < n_users && !rc; u++) {
+        uint32_t n = 0;
+        for (uint64_t i = user_start[u]; i < user_start[u + 1]; i++) {
+            uint32_t it = s->events[i].item;
+            if (!is_test[i] || in_basket[it] == u + 1) continue;
+            in_basket[it] = u + 1;
+            items[n++] = it;
+        }
+        for (uint32_t a = 0; a < n && !rc; a++) {
+            if (!trained[items[a]]) continue;
+            uint32_t got;
+            if ((rc = rank(ctx, items[a], k, top, &got, e))) break;
+            int hit = 0;
+            for (uint32_t t = 0; t < got && !hit; t++)
+                hit = top[t].index != items[a] && in_basket[top[t].index] == u + 1;
+            hits += hit;
+            q++;
+        }
+    }
+    *hr = q ? hits / (double)q : 0.0;
+    *queries = q;
+done:
+    free(trained);
+    free(in_basket);
+    free(items);
+    free(top);
     return rc;
 }

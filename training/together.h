@@ -25,6 +25,7 @@
 #include "err.h"
 #include "events.h"
 #include "itemrows.h"
+#include "topk.h"
 
 typedef enum together_measure { TOGETHER_LIFT, TOGETHER_CONDITIONAL } together_measure;
 
@@ -50,15 +51,41 @@ typedef struct together_model {
     uint64_t baskets; /* B */
 } together_model;
 
-/* Counts the baskets of history's purchase events (n_items = the size of
- * history's item map; history itself is not changed) and fills *out.
- * Items without a co-purchase get an empty row. Returns ERR_OK,
- * ERR_INVALID (neighbors 0 or a bad shrinkage), ERR_NOMEM (out then
- * zeroed). */
-int together_fit(const ev_set *history, const together_params *p, together_model *out, err_t *e);
+/* Counts the baskets of history's purchase events, leaving out event i
+ * where skip[i] != 0 (skip: one byte per event, or NULL for none), and
+ * fills *out (n_items = the size of history's item map; history itself is
+ * not changed). Items without a co-purchase get an empty row. Returns
+ * ERR_OK, ERR_INVALID (neighbors 0 or a bad shrinkage), ERR_NOMEM (out
+ * then zeroed). */
+int together_fit(const ev_set *history, const uint8_t *skip, const together_params *p,
+                 together_model *out, err_t *e);
 
 /* The lists as item rows, pointing into m. */
 itemrows together_rows(const together_model *m);
+
+/* --- offline evaluation: held-out last baskets --- */
+
+/* Sets is_test[i] (one byte per event of s) for the purchase events of
+ * each member's last basket and clears it for every other event; s sorted
+ * by ev_set_sort_by_user_time, user_start its runs. Only members with an
+ * earlier basket and at least two distinct items in the last one are held
+ * out. Returns how many baskets are. */
+uint32_t together_split_last_baskets(const ev_set *s, const uint64_t *user_start, uint8_t *is_test);
+
+/* A ranker for together_hit_rate: the best k items for the one seed item
+ * (never the seed) into out, their number into *n_out. Returns ERR_OK or
+ * ERR_NOMEM. */
+typedef int (*together_rank_fn)(void *ctx, uint32_t seed, uint32_t k, topk_entry *out,
+                                uint32_t *n_out, err_t *e);
+
+/* HR@k of rank over the held-out baskets of is_test: every item of a
+ * basket that also has a purchase outside the held-out ones is the seed
+ * once, a hit when one of the basket's other items is in its top k; *hr
+ * gets the mean over all (basket, seed) pairs and *queries their number.
+ * Returns ERR_OK, ERR_NOMEM, or rank's error. */
+int together_hit_rate(const ev_set *s, const uint64_t *user_start, const uint8_t *is_test,
+                      together_rank_fn rank, void *ctx, uint32_t k, double *hr, uint64_t *queries,
+                      err_t *e);
 
 /* Frees what m owns and zeroes it; safe on a zeroed model. */
 void together_free(together_model *m);

@@ -6,12 +6,13 @@ anything falls back to SIMILAR and says so, and an unknown relation is
 refused."""
 import csv
 import random
+import re
 from collections import Counter, defaultdict
 
 import grpc
 import pytest
 
-from conftest import Server, train
+from conftest import Server, run, train
 
 PAIRS = 20
 BETA = 10.0  # together_params_init's shrinkage
@@ -141,3 +142,23 @@ def test_unknown_relation_is_invalid_argument(tstub, pb):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "relation 99" in e.value.details()
     assert len(together(pb, tstub, ["a0"]).items) > 0
+
+
+def test_eval_bought_together_measures_the_served_lists(baskets):
+    """recd eval --bought-together: a pair item seeds its partner first (2 of
+    each basket's 3 seeds), which popularity cannot do."""
+    out = run("eval", "--input", baskets[0], "--bought-together", "-k", "1,10",
+              "--factors", 16, "--iterations", 8, "--threads", 2).stdout
+    hr = {}
+    for line in out.splitlines():
+        m = re.match(r"(bought-together \(\w+|similar|most-popular)\S*.*?\s+([0-9.]+)\s+([0-9.]+)"
+                     r"\s+(\d+)", line)
+        if m:
+            hr[m.group(1)] = (float(m.group(2)), float(m.group(3)), int(m.group(4)))
+    assert set(hr) == {"bought-together (conditional", "bought-together (lift", "similar",
+                       "most-popular"}, out
+    # 300 members, less the 30 whose last basket is "lonely" alone: x 3 seeds.
+    assert {q for _, _, q in hr.values()} == {270 * 3}, out
+    assert hr["bought-together (conditional"][0] >= 2 / 3, out
+    assert hr["most-popular"][0] < 0.2, out
+    assert hr["bought-together (conditional"][1] > hr["most-popular"][1], out

@@ -64,7 +64,7 @@ Test(together, lift_by_hand) {
     p.measure = TOGETHER_LIFT;
     together_model m;
     err_t e;
-    cr_assert_eq(together_fit(&s, &p, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(together_fit(&s, NULL, &p, &m, &e), ERR_OK, "%s", e.msg);
     cr_expect_eq(m.baskets, 6);
     cr_expect_eq(m.n_items, 5);
     /* lift = c_ij * B / (c_i * c_j) */
@@ -90,7 +90,7 @@ Test(together, shrunk_conditional_by_hand) {
     p.shrinkage = 1.0f;
     together_model m;
     err_t e;
-    cr_assert_eq(together_fit(&s, &p, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(together_fit(&s, NULL, &p, &m, &e), ERR_OK, "%s", e.msg);
     /* c_ij / (c_i + beta), beta = 1: popular bread leads everywhere; butter
      * and jam tie in bread's row and go in item order (butter came first). */
     expect_row(&s, &m, "milk", (const char *[]){"bread", "butter"}, (double[]){3.0 / 5, 1.0 / 5},
@@ -110,7 +110,7 @@ Test(together, keeps_the_best_neighbours) {
     p.neighbors = 2;
     together_model m;
     err_t e;
-    cr_assert_eq(together_fit(&s, &p, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(together_fit(&s, NULL, &p, &m, &e), ERR_OK, "%s", e.msg);
     expect_row(&s, &m, "butter", (const char *[]){"jam", "bread"}, (double[]){1.5, 1.2}, 2);
     together_free(&m);
     ev_set_free(&s);
@@ -123,10 +123,10 @@ Test(together, refuses_bad_parameters) {
     err_t e;
     together_params_init(&p);
     p.neighbors = 0;
-    cr_expect_eq(together_fit(&s, &p, &m, &e), ERR_INVALID);
+    cr_expect_eq(together_fit(&s, NULL, &p, &m, &e), ERR_INVALID);
     together_params_init(&p);
     p.shrinkage = -1;
-    cr_expect_eq(together_fit(&s, &p, &m, &e), ERR_INVALID);
+    cr_expect_eq(together_fit(&s, NULL, &p, &m, &e), ERR_INVALID);
     cr_expect(strstr(e.msg, "shrinkage"));
     ev_set_free(&s);
 }
