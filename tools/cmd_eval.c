@@ -80,13 +80,14 @@ static void usage(FILE *out) {
             "                        and the shrunk conditional probability, as served, with\n"
             "                        the SIMILAR fallback), SIMILAR (ALS cosine) and the\n"
             "                        most-popular list\n"
+            "%s"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
             "A header-less file such as MovieLens u.data can be given a header on the fly:\n"
             "  (printf 'user_id\\titem_id\\trating\\ttimestamp\\n'; cat u.data) |\n"
             "      recd eval --input - --delimiter tab\n",
-            OPTS_ITEMSIM_HELP, OPTS_INGEST_HELP);
+            OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_INGEST_HELP);
 }
 
 typedef struct loss_log {
@@ -114,6 +115,7 @@ typedef struct eval_args {
     itemsim_params it;
     ev_tie_order ties;
     int bought_together;
+    together_params together; /* --bought-together's conditional (lift: its neighbours) */
 } eval_args;
 
 /* Parses a cutoff: what the importer accepts (ISO 8601 with a time, unix
@@ -138,7 +140,8 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"cutoff-fraction", required_argument, 0, OPT_CUTOFF_FRACTION},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
-        OPTS_ITEMSIM_LONG OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG{"tie-order", required_argument, 0,
+                                                           OPT_TIE_ORDER},
         {"report", required_argument, 0, OPT_REPORT},
         {"bought-together", no_argument, 0, OPT_BOUGHT_TOGETHER},
         {"help", no_argument, 0, 'h'},
@@ -148,6 +151,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     als_params_init(&a->als);
     eval_config_init(&a->ec);
     itemsim_params_init(&a->it);
+    together_params_init(&a->together);
     a->ec.threads = a->als.threads;
     a->test_fraction = 0.2;
     a->per_user = 1;
@@ -163,6 +167,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         int r = opts_ingest(opt, optarg, &a->io);
         if (r == 0) r = opts_als(opt, optarg, &a->als, &half_life);
         if (r == 0) r = opts_itemsim(opt, optarg, &a->algorithm, &a->it);
+        if (r == 0) r = opts_together(opt, optarg, &a->together);
         if (r < 0) return 2;
         if (r > 0) continue;
         switch (opt) {
@@ -431,7 +436,7 @@ static int eval_together(eval_args *a, ev_set *s, const uint64_t *user_start, er
     if ((rc = als_train(&train, &a->als, &f, e))) goto done;
     together_params tp[2];
     for (int i = 0; i < 2; i++) {
-        together_params_init(&tp[i]);
+        tp[i] = a->together;
         tp[i].measure = i == 0 ? TOGETHER_CONDITIONAL : TOGETHER_LIFT;
         if ((rc = together_fit(s, is_test, &tp[i], &tm[i], e))) goto done;
     }

@@ -162,3 +162,17 @@ def test_eval_bought_together_measures_the_served_lists(baskets):
     assert hr["bought-together (conditional"][0] >= 2 / 3, out
     assert hr["most-popular"][0] < 0.2, out
     assert hr["bought-together (conditional"][1] > hr["most-popular"][1], out
+
+
+def test_a_model_without_lists_answers_as_similar(baskets, tmp_path, pb):
+    d = tmp_path / "m"
+    train(baskets[0], d, "--together-neighbors", 0)
+    s = Server(d, tmp_path)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        r = together(pb, stub, ["a0"], k=5)
+        similar = stub.SimilarItems(pb.rec.SimilarItemsRequest(item_id="a0", k=5))
+        assert r.fell_back_to_similar
+        assert [i.item_id for i in r.items] == [i.item_id for i in similar.items]
+    finally:
+        assert s.stop() == 0
