@@ -5,6 +5,7 @@ seeds add up, the storefront's rules apply, an item never bought with
 anything falls back to SIMILAR and says so, and an unknown relation is
 refused."""
 import csv
+import json
 import random
 import re
 from collections import Counter, defaultdict
@@ -61,14 +62,19 @@ def expected_scores(baskets, seeds):
 
 
 @pytest.fixture(scope="module")
-def tstub(baskets, tmp_path_factory, pb):
+def tserver(baskets, tmp_path_factory):
     d = tmp_path_factory.mktemp("together_model") / "m"
     train(baskets[0], d)
     tmp = tmp_path_factory.mktemp("together_server")
     # Availability and boosts are kept in the events folder.
     s = Server(d, tmp, "--events", tmp / "events")
-    yield pb.rec_grpc.RecommenderStub(s.channel)
+    yield s
     assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def tstub(tserver, pb):
+    return pb.rec_grpc.RecommenderStub(tserver.channel)
 
 
 def together(pb, stub, seeds, k=10):
@@ -176,3 +182,15 @@ def test_a_model_without_lists_answers_as_similar(baskets, tmp_path, pb):
         assert [i.item_id for i in r.items] == [i.item_id for i in similar.items]
     finally:
         assert s.stop() == 0
+
+
+def test_recd_query_similar_together(tserver):
+    out = run("query", "--server", tserver.address, "--json", "similar", "a0", "f1",
+              "--together", "-k", 3).stdout
+    doc = json.loads(out)
+    assert doc["fell_back_to_similar"] is False
+    assert doc["items"][0]["item_id"] == "b0"
+    out = run("query", "--server", tserver.address, "similar", "lonely", "--together").stdout
+    assert "fell back to SIMILAR" in out
+    doc = json.loads(run("query", "--server", tserver.address, "--json", "similar", "a0").stdout)
+    assert doc["fell_back_to_similar"] is False
