@@ -75,11 +75,11 @@ static void usage(FILE *out) {
             "                        to it: FILE-ndcg.png, FILE-coverage.png, FILE-loss.png\n"
             "  --bought-together     instead: hold out each member's last basket (same\n"
             "                        member and time; members with an earlier basket and 2+\n"
-            "                        items in it), seed = each of its items in turn, hits =\n"
-            "                        the others; HR@k of SimilarItems BOUGHT_TOGETHER (lift\n"
-            "                        and the shrunk conditional probability, as served, with\n"
-            "                        the SIMILAR fallback), SIMILAR (ALS cosine) and the\n"
-            "                        most-popular list\n"
+            "                        items in it); seeds = each of its items in turn, then\n"
+            "                        carts of two of them, hits = the others; HR@k of\n"
+            "                        SimilarItems BOUGHT_TOGETHER (the shrunk conditional\n"
+            "                        probability as served, and lift; with the SIMILAR\n"
+            "                        fallback), SIMILAR (ALS cosine) and the most-popular list\n"
             "%s"
             "  -h, --help            this help\n"
             "\n"
@@ -337,70 +337,86 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
 
 /* --- --bought-together --------------------------------------------------- */
 
-/* SIMILAR of an ALS model as the server answers it: cosine to the seed,
- * items without a direction never. */
+/* SIMILAR of an ALS model as the server answers it (score_similar): the
+ * mean cosine to the seeds, items without a direction never. */
 typedef struct cosine_ranker {
     const als_factors *f;
-    float *norms, *scores; /* n_items each */
+    float *norms, *scores, *mean; /* n_items, n_items, factors */
 } cosine_ranker;
 
-static int rank_cosine(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
-                       err_t *e) {
+static void exclude_seeds(const uint32_t *seeds, size_t n, float *scores) {
+    for (size_t i = 0; i < n; i++)
+        scores[seeds[i]] = -INFINITY;
+}
+
+static int rank_cosine(void *ctx, const uint32_t *seeds, size_t n, uint32_t k, topk_entry *out,
+                       uint32_t *n_out, err_t *e) {
     (void)e;
     cosine_ranker *c = ctx;
     uint32_t nf = c->f->factors;
-    const float *ys = c->f->item_factors + (size_t)seed * nf;
+    memset(c->mean, 0, nf * sizeof *c->mean);
+    for (size_t i = 0; i < n; i++) {
+        const float *ys = c->f->item_factors + (size_t)seeds[i] * nf;
+        if (c->norms[seeds[i]] > 0.0f)
+            for (uint32_t d = 0; d < nf; d++)
+                c->mean[d] += ys[d] / (c->norms[seeds[i]] * (float)n);
+    }
     for (uint32_t j = 0; j < c->f->n_items; j++) {
         const float *y = c->f->item_factors + (size_t)j * nf;
         float dot = 0;
         for (uint32_t d = 0; d < nf; d++)
-            dot += y[d] * ys[d];
-        float den = c->norms[j] * c->norms[seed];
-        c->scores[j] = den > 0.0f ? dot / den : -INFINITY;
+            dot += y[d] * c->mean[d];
+        c->scores[j] = c->norms[j] > 0.0f ? dot / c->norms[j] : -INFINITY;
     }
-    c->scores[seed] = -INFINITY;
+    exclude_seeds(seeds, n, c->scores);
     *n_out = topk_select(c->scores, c->f->n_items, k, out);
     return ERR_OK;
 }
 
-/* BOUGHT_TOGETHER as the server answers one seed: its row, or SIMILAR
- * when the row is empty (counted in fell_back). */
+/* BOUGHT_TOGETHER as the server answers (score_together): the seeds' rows
+ * summed, or SIMILAR when no seed was bought with anything (counted in
+ * fell_back). */
 typedef struct together_ranker {
     itemrows rows;
     cosine_ranker *similar;
     uint64_t fell_back;
 } together_ranker;
 
-static int rank_together(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
-                         err_t *e) {
+static int rank_together(void *ctx, const uint32_t *seeds, size_t n, uint32_t k, topk_entry *out,
+                         uint32_t *n_out, err_t *e) {
     together_ranker *t = ctx;
     const itemrows *r = &t->rows;
-    if (r->indptr[seed + 1] == r->indptr[seed]) {
-        t->fell_back++;
-        return rank_cosine(t->similar, seed, k, out, n_out, e);
-    }
     float *sc = t->similar->scores;
     for (uint32_t j = 0; j < r->n_items; j++)
         sc[j] = -INFINITY;
-    for (uint64_t a = r->indptr[seed]; a < r->indptr[seed + 1]; a++)
-        sc[r->index[a]] = r->value[a];
+    uint64_t listed = 0;
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t a = r->indptr[seeds[i]]; a < r->indptr[seeds[i] + 1]; a++, listed++)
+            sc[r->index[a]] = (sc[r->index[a]] == -INFINITY ? 0.0f : sc[r->index[a]]) + r->value[a];
+    exclude_seeds(seeds, n, sc);
     *n_out = topk_select(sc, r->n_items, k, out);
-    return ERR_OK;
+    if (listed && *n_out) return ERR_OK;
+    t->fell_back++;
+    return rank_cosine(t->similar, seeds, n, k, out, n_out, e);
 }
 
-/* The most-popular list (distinct training buyers), never the seed. */
+/* The most-popular list (distinct training buyers), never a seed. */
 typedef struct popular_ranker {
     const uint32_t *order; /* items by popularity, most first */
     uint32_t n_items;
 } popular_ranker;
 
-static int rank_popular(void *ctx, uint32_t seed, uint32_t k, topk_entry *out, uint32_t *n_out,
-                        err_t *e) {
+static int rank_popular(void *ctx, const uint32_t *seeds, size_t n_seeds, uint32_t k,
+                        topk_entry *out, uint32_t *n_out, err_t *e) {
     (void)e;
     popular_ranker *p = ctx;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < p->n_items && n < k; i++)
-        if (p->order[i] != seed) out[n++] = (topk_entry){p->order[i], (float)(p->n_items - i)};
+    for (uint32_t i = 0; i < p->n_items && n < k; i++) {
+        int seed = 0;
+        for (size_t s = 0; s < n_seeds && !seed; s++)
+            seed = p->order[i] == seeds[s];
+        if (!seed) out[n++] = (topk_entry){p->order[i], (float)(p->n_items - i)};
+    }
     *n_out = n;
     return ERR_OK;
 }
@@ -444,9 +460,10 @@ static int eval_together(eval_args *a, ev_set *s, const uint64_t *user_start, er
     cos.f = &f;
     cos.norms = malloc((ni ? ni : 1) * sizeof *cos.norms);
     cos.scores = malloc((ni ? ni : 1) * sizeof *cos.scores);
+    cos.mean = malloc((f.factors ? f.factors : 1) * sizeof *cos.mean);
     popularity = calloc(ni ? ni : 1, sizeof *popularity);
     order = malloc((ni ? ni : 1) * sizeof *order);
-    if (!cos.norms || !cos.scores || !popularity || !order) {
+    if (!cos.norms || !cos.scores || !cos.mean || !popularity || !order) {
         rc = err_set(e, ERR_NOMEM, "eval: out of memory for %u items", ni);
         goto done;
     }
@@ -480,29 +497,33 @@ static int eval_together(eval_args *a, ev_set *s, const uint64_t *user_start, er
     snprintf(names[3], sizeof names[3], "most-popular");
     together_rank_fn fns[4] = {rank_together, rank_together, rank_cosine, rank_popular};
     void *ctxs[4] = {&tr[0], &tr[1], &cos, &pop};
-    printf("\nheld-out last baskets: %u members' last basket, seed = each of its items with a "
-           "training purchase, hit = another item of the basket in the top k\n\n",
+    printf("\nheld-out last baskets: %u members' last basket; its items with a training "
+           "purchase, in turn one by one or as carts of two, are the seeds, a hit = another item "
+           "of the basket in the top k\n",
            baskets);
-    printf("%-40s", "model");
-    for (uint32_t q = 0; q < a->ec.n_ks; q++)
-        printf("  HR@%-4u", a->ec.ks[q]);
-    printf("  queries  fell back to similar\n");
-    for (int m = 0; m < 4; m++) {
-        printf("%-40s", names[m]);
-        uint64_t queries = 0;
-        for (uint32_t q = 0; q < a->ec.n_ks; q++) {
-            double hr;
-            if (m < 2) tr[m].fell_back = 0;
-            if ((rc = together_hit_rate(s, user_start, is_test, fns[m], ctxs[m], a->ec.ks[q], &hr,
-                                        &queries, e)))
-                goto done;
-            printf("  %.4f ", hr);
+    for (uint32_t cart = 1; cart <= 2; cart++) {
+        printf("\n%-40s", cart == 1 ? "one seed" : "carts of two seeds");
+        for (uint32_t q = 0; q < a->ec.n_ks; q++)
+            printf("  HR@%-4u", a->ec.ks[q]);
+        printf("  queries  fell back to similar\n");
+        for (int m = 0; m < 4; m++) {
+            printf("%-40s", names[m]);
+            uint64_t queries = 0, fell_back = 0;
+            for (uint32_t q = 0; q < a->ec.n_ks; q++) {
+                double hr;
+                if (m < 2) tr[m].fell_back = 0;
+                if ((rc = together_hit_rate(s, user_start, is_test, cart, fns[m], ctxs[m],
+                                            a->ec.ks[q], &hr, &queries, e)))
+                    goto done;
+                if (m < 2) fell_back = tr[m].fell_back;
+                printf("  %.4f ", hr);
+            }
+            if (m < 2)
+                printf("  %7llu  %.1f%%\n", (unsigned long long)queries,
+                       queries ? 100.0 * (double)fell_back / (double)queries : 0.0);
+            else
+                printf("  %7llu\n", (unsigned long long)queries);
         }
-        if (m < 2)
-            printf("  %7llu  %.1f%%\n", (unsigned long long)queries,
-                   queries ? 100.0 * (double)tr[m].fell_back / (double)queries : 0.0);
-        else
-            printf("  %7llu\n", (unsigned long long)queries);
     }
 done:
     free(is_test);
@@ -514,6 +535,7 @@ done:
     together_free(&tm[1]);
     free(cos.norms);
     free(cos.scores);
+    free(cos.mean);
     free(popularity);
     free(order);
     return rc;

@@ -213,8 +213,9 @@ uint32_t together_split_last_baskets(const ev_set *s, const uint64_t *user_start
 }
 
 int together_hit_rate(const ev_set *s, const uint64_t *user_start, const uint8_t *is_test,
-                      together_rank_fn rank, void *ctx, uint32_t k, double *hr, uint64_t *queries,
-                      err_t *e) {
+                      uint32_t cart, together_rank_fn rank, void *ctx, uint32_t k, double *hr,
+                      uint64_t *queries, err_t *e) {
+    if (cart == 0) return err_set(e, ERR_INVALID, "together: a cart of 0 items");
     uint32_t ni = idmap_size(s->items), n_users = idmap_size(s->users);
     uint8_t *trained = calloc(ni ? ni : 1, 1);
     uint32_t *in_basket = calloc(ni ? ni : 1, sizeof *in_basket); /* basket number + 1 */
@@ -230,20 +231,23 @@ int together_hit_rate(const ev_set *s, const uint64_t *user_start, const uint8_t
     for (size_t i = 0; i < s->n; i++)
         if (!is_test[i] && s->events[i].type == EV_TYPE_PURCHASE) trained[s->events[i].item] = 1;
     for (uint32_t u = 0; u < n_users && !rc; u++) {
-        uint32_t n = 0;
+        uint32_t n = 0, n_seeds = 0;
         for (uint64_t i = user_start[u]; i < user_start[u + 1]; i++) {
             uint32_t it = s->events[i].item;
             if (!is_test[i] || in_basket[it] == u + 1) continue;
             in_basket[it] = u + 1;
             items[n++] = it;
         }
-        for (uint32_t a = 0; a < n && !rc; a++) {
-            if (!trained[items[a]]) continue;
+        qsort(items, n, sizeof *items, cmp_u32);
+        for (uint32_t a = 0; a < n; a++)
+            if (trained[items[a]]) items[n_seeds++] = items[a];
+        for (uint32_t a = 0; a + cart <= n_seeds && !rc; a += cart) {
             uint32_t got;
-            if ((rc = rank(ctx, items[a], k, top, &got, e))) break;
+            if ((rc = rank(ctx, items + a, cart, k, top, &got, e))) break;
+            /* The ranker never returns a seed, so any basket item is a hit. */
             int hit = 0;
             for (uint32_t t = 0; t < got && !hit; t++)
-                hit = top[t].index != items[a] && in_basket[top[t].index] == u + 1;
+                hit = in_basket[top[t].index] == u + 1;
             hits += hit;
             q++;
         }

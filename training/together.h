@@ -72,20 +72,22 @@ itemrows together_rows(const together_model *m);
  * out. Returns how many baskets are. */
 uint32_t together_split_last_baskets(const ev_set *s, const uint64_t *user_start, uint8_t *is_test);
 
-/* A ranker for together_hit_rate: the best k items for the one seed item
- * (never the seed) into out, their number into *n_out. Returns ERR_OK or
- * ERR_NOMEM. */
-typedef int (*together_rank_fn)(void *ctx, uint32_t seed, uint32_t k, topk_entry *out,
-                                uint32_t *n_out, err_t *e);
+/* A ranker for together_hit_rate: the best k items for the n seed items
+ * (a cart; never a seed) into out, their number into *n_out. Returns ERR_OK
+ * or ERR_NOMEM. */
+typedef int (*together_rank_fn)(void *ctx, const uint32_t *seeds, size_t n, uint32_t k,
+                                topk_entry *out, uint32_t *n_out, err_t *e);
 
-/* HR@k of rank over the held-out baskets of is_test: every item of a
- * basket that also has a purchase outside the held-out ones is the seed
- * once, a hit when one of the basket's other items is in its top k; *hr
- * gets the mean over all (basket, seed) pairs and *queries their number.
- * Returns ERR_OK, ERR_NOMEM, or rank's error. */
+/* HR@k of rank over the held-out baskets of is_test. The items of a basket
+ * that also have a purchase outside the held-out ones, in item index
+ * order, are cut into consecutive carts of cart items (a shorter rest is
+ * left out); each cart is a query, a hit when one of the basket's other
+ * items is in its top k. *hr gets the mean over all queries and *queries
+ * their number. Returns ERR_OK, ERR_INVALID (cart 0), ERR_NOMEM, or
+ * rank's error. */
 int together_hit_rate(const ev_set *s, const uint64_t *user_start, const uint8_t *is_test,
-                      together_rank_fn rank, void *ctx, uint32_t k, double *hr, uint64_t *queries,
-                      err_t *e);
+                      uint32_t cart, together_rank_fn rank, void *ctx, uint32_t k, double *hr,
+                      uint64_t *queries, err_t *e);
 
 /* Frees what m owns and zeroes it; safe on a zeroed model. */
 void together_free(together_model *m);

@@ -150,24 +150,37 @@ def test_unknown_relation_is_invalid_argument(tstub, pb):
     assert len(together(pb, tstub, ["a0"]).items) > 0
 
 
-def test_eval_bought_together_measures_the_served_lists(baskets):
-    """recd eval --bought-together: a pair item seeds its partner first (2 of
-    each basket's 3 seeds), which popularity cannot do."""
-    out = run("eval", "--input", baskets[0], "--bought-together", "-k", "1,10",
-              "--factors", 16, "--iterations", 8, "--threads", 2).stdout
-    hr = {}
+def eval_tables(out):
+    """{table: {model: (HR@1, HR@10, queries)}} of recd eval --bought-together -k 1,10."""
+    tables, table = {}, None
     for line in out.splitlines():
+        if line.startswith(("one seed", "carts of two seeds")):
+            table = tables.setdefault(line.split("  ")[0], {})
         m = re.match(r"(bought-together \(\w+|similar|most-popular)\S*.*?\s+([0-9.]+)\s+([0-9.]+)"
                      r"\s+(\d+)", line)
-        if m:
-            hr[m.group(1)] = (float(m.group(2)), float(m.group(3)), int(m.group(4)))
-    assert set(hr) == {"bought-together (conditional", "bought-together (lift", "similar",
-                       "most-popular"}, out
-    # 300 members, less the 30 whose last basket is "lonely" alone: x 3 seeds.
-    assert {q for _, _, q in hr.values()} == {270 * 3}, out
-    assert hr["bought-together (conditional"][0] >= 2 / 3, out
-    assert hr["most-popular"][0] < 0.2, out
-    assert hr["bought-together (conditional"][1] > hr["most-popular"][1], out
+        if m and table is not None:
+            table[m.group(1)] = (float(m.group(2)), float(m.group(3)), int(m.group(4)))
+    return tables
+
+
+def test_eval_bought_together_measures_the_served_lists(baskets):
+    """recd eval --bought-together: a pair item seeds its partner first (2 of
+    each basket's 3 seeds), which popularity cannot do; a cart of the two
+    pair items has only the filler left to find."""
+    out = run("eval", "--input", baskets[0], "--bought-together", "-k", "1,10",
+              "--factors", 16, "--iterations", 8, "--threads", 2).stdout
+    tables = eval_tables(out)
+    assert set(tables) == {"one seed", "carts of two seeds"}, out
+    models = {"bought-together (conditional", "bought-together (lift", "similar", "most-popular"}
+    one, two = tables["one seed"], tables["carts of two seeds"]
+    assert set(one) == models and set(two) == models, out
+    # 300 members, less the 30 whose last basket is "lonely" alone: x 3
+    # seeds, or one cart of two (the third item is left over).
+    assert {q for _, _, q in one.values()} == {270 * 3}, out
+    assert {q for _, _, q in two.values()} == {270}, out
+    assert one["bought-together (conditional"][0] >= 2 / 3, out
+    assert one["most-popular"][0] < 0.2, out
+    assert one["bought-together (conditional"][1] > one["most-popular"][1], out
 
 
 def test_a_model_without_lists_answers_as_similar(baskets, tmp_path, pb):
