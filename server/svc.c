@@ -228,8 +228,9 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
         reply_malformed(reply, "SimilarItemsRequest");
         return;
     }
-    core_similar_req creq = {rq->item_id, rq->item_ids, rq->n_item_ids, rq->k,
-                             (int32_t)rq->relation};
+    core_similar_req creq = {
+        rq->item_id,           rq->item_ids,         rq->n_item_ids,         rq->k,
+        (int32_t)rq->relation, rq->exclude_item_ids, rq->n_exclude_item_ids, rq->category};
     core_list l;
     err_t e;
     Recd__V1__ScoredItem **items = NULL;

@@ -38,9 +38,10 @@ def baskets(tmp_path_factory):
     path = tmp_path_factory.mktemp("together") / "shop.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["user_id", "item_id", "timestamp", "quantity", "price"])
+        w.writerow(["user_id", "item_id", "timestamp", "quantity", "price", "category"])
         for user, item, ts in rows:
-            w.writerow([user, item, ts, 1, 1.0])
+            # a0.. in category "a", b0.. in "b", the fillers in "f", lonely in "l"
+            w.writerow([user, item, ts, 1, 1.0, item[0]])
     return path, out
 
 
@@ -131,6 +132,34 @@ def test_availability_and_boosts_apply(tstub, pb, baskets):
         tstub.SetItemBoosts(pb.rec.SetItemBoostsRequest(
             boosts=[pb.rec.ItemBoost(item_id=filler, multiplier=1)]))
     assert together(pb, tstub, ["a3"]).items[0].item_id == "b3"
+
+
+def test_exclusions_and_category_apply_to_both_relations(tstub, pb, baskets):
+    want = expected_scores(baskets[1], ["a4"])
+    for relation in [pb.rec.BOUGHT_TOGETHER, pb.rec.RELATION_SIMILAR]:
+        r = tstub.SimilarItems(pb.rec.SimilarItemsRequest(
+            item_id="a4", k=10, relation=relation, exclude_item_ids=["b4", "no-such-item"]))
+        assert r.items and "b4" not in {i.item_id for i in r.items}
+        r = tstub.SimilarItems(pb.rec.SimilarItemsRequest(
+            item_id="a4", k=10, relation=relation, category="f"))
+        assert r.items and all(i.item_id.startswith("f") for i in r.items)
+        with pytest.raises(grpc.RpcError) as e:
+            tstub.SimilarItems(pb.rec.SimilarItemsRequest(item_id="a4", k=5, relation=relation,
+                                                          category="no-such-category"))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "no-such-category" in e.value.details()
+    r = tstub.SimilarItems(pb.rec.SimilarItemsRequest(
+        item_id="a4", k=3, relation=pb.rec.BOUGHT_TOGETHER, category="f"))
+    assert not r.fell_back_to_similar
+    fillers = {j: w for j, w in want.items() if j.startswith("f")}
+    assert_matches(r.items, fillers, 3)
+    # The b items bought with a4 excluded and only category "b" allowed: no
+    # co-purchase passes, so SIMILAR answers, with the other b items.
+    r = tstub.SimilarItems(pb.rec.SimilarItemsRequest(
+        item_id="a4", k=3, relation=pb.rec.BOUGHT_TOGETHER, category="b",
+        exclude_item_ids=[j for j in want if j.startswith("b")]))
+    assert r.fell_back_to_similar
+    assert r.items and all(i.item_id.startswith("b") and i.item_id not in want for i in r.items)
 
 
 def test_item_without_co_purchases_falls_back_to_similar(tstub, pb):
