@@ -29,6 +29,7 @@ static const char query_usage[] =
     "      [--diversity D] [--category C]\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
     "      [--together]   the items most bought together with them instead\n"
+    "      [--exclude ITEM]... [--category C]\n"
     "  rerank USER ITEM...  orders the candidate ITEMs for USER [--context ITEM]...\n"
     "  event USER ITEM TYPE  records an event; TYPE view, cart, purchase or favorite\n"
     "      [--quantity N] [--price P] [--time UNIX]\n"
@@ -389,6 +390,9 @@ static int q_similar(client *c, const query_args *a) {
     rq.n_item_ids = a->n_pos - 1;
     rq.k = a->k;
     if (a->together) rq.relation = RECD__V1__RELATION__BOUGHT_TOGETHER;
+    rq.exclude_item_ids = a->exclude;
+    rq.n_exclude_item_ids = a->n_exclude;
+    rq.category = (char *)(a->category ? a->category : "");
     return run_call(c, a, "/recd.v1.Recommender/SimilarItems", &rq.base,
                     &recd__v1__similar_items_response__descriptor, show_similar);
 }

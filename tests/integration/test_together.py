@@ -236,3 +236,6 @@ def test_recd_query_similar_together(tserver):
     assert "fell back to SIMILAR" in out
     doc = json.loads(run("query", "--server", tserver.address, "--json", "similar", "a0").stdout)
     assert doc["fell_back_to_similar"] is False
+    doc = json.loads(run("query", "--server", tserver.address, "--json", "similar", "a0",
+                         "--together", "--exclude", "b0", "--category", "f").stdout)
+    assert doc["items"] and all(i["item_id"].startswith("f") for i in doc["items"])
