@@ -73,6 +73,9 @@
 #define K_ITEM_ROWS_INDPTR "item_rows_indptr"
 #define K_ITEM_ROWS_INDEX "item_rows_index"
 #define K_ITEM_ROWS_VALUE "item_rows_value"
+#define K_TOGETHER_INDPTR "together_indptr"
+#define K_TOGETHER_INDEX "together_index"
+#define K_TOGETHER_VALUE "together_value"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -131,7 +134,9 @@ struct model {
     const uint32_t *item_category; /* NULL when the model has no categories */
     int has_churn;
     int has_rows;
-    itemrows rows;     /* arrays into the map when has_rows */
+    itemrows rows; /* arrays into the map when has_rows */
+    int has_together;
+    itemrows together; /* bought-together lists, into the map when has_together */
     model_churn churn; /* arrays point into the map; names into churn_names */
     const char *churn_names[MODEL_CHURN_MAX_FEATURES];
 };
@@ -571,6 +576,9 @@ static int model_check_input(const model_input *in, err_t *e) {
                        (double)m->popularity_blend);
     int rc;
     if (in->item_rows && (rc = model_check_rows(in->item_rows, m->n_items, e))) return rc;
+    if (in->together && (in->together->dense || !in->together->indptr))
+        return err_set(e, ERR_INVALID, "model: publish: bought-together lists are not sparse");
+    if (in->together && (rc = model_check_rows(in->together, m->n_items, e))) return rc;
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
@@ -718,8 +726,9 @@ typedef struct model_blob {
     const void *arg;
 } model_blob;
 
-/* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV. */
-#define MODEL_MAX_BLOBS 36
+/* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV,
+ * 3 of item rows, 3 of bought-together lists. */
+#define MODEL_MAX_BLOBS 39
 
 static void model_fill_panels(const model_input *in, const void *arg, void *p) {
     (void)arg;
@@ -886,6 +895,12 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
         BLOB_COPY(K_ITEM_ROWS_INDPTR, (ni + 1) * sizeof(uint64_t), ir->indptr);
         BLOB_COPY(K_ITEM_ROWS_INDEX, ir->indptr[ni] * sizeof(uint32_t), ir->index);
         BLOB_COPY(K_ITEM_ROWS_VALUE, ir->indptr[ni] * sizeof(float), ir->value);
+    }
+    const itemrows *tg = in->together;
+    if (tg) {
+        BLOB_COPY(K_TOGETHER_INDPTR, (ni + 1) * sizeof(uint64_t), tg->indptr);
+        BLOB_COPY(K_TOGETHER_INDEX, tg->indptr[ni] * sizeof(uint32_t), tg->index);
+        BLOB_COPY(K_TOGETHER_VALUE, tg->indptr[ni] * sizeof(float), tg->value);
     }
     BLOB_COPY(K_POPULARITY, ni * sizeof(float), in->item_popularity);
     BLOB_FILL(K_POPULAR, ni * sizeof(uint32_t), model_fill_popular, NULL);
@@ -1383,6 +1398,31 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
     return ERR_OK;
 }
 
+/* Reads the sparse item rows under keys indptr, index and value into *out
+ * (whose n_items is set), the indexes checked to stay inside the
+ * catalogue, since servers index score arrays with them. */
+static int model_read_sparse(model_reader *r, const char *k_indptr, const char *k_index,
+                             const char *k_value, itemrows *out, err_t *e) {
+    uint64_t n = out->n_items, len = (n + 1) * sizeof(uint64_t);
+    const void *p;
+    int rc;
+    if ((rc = model_get_blob(r, k_indptr, &len, 0, 8, &p, e))) return rc;
+    out->indptr = p;
+    uint64_t nnz = out->indptr[n];
+    if (out->indptr[0] != 0 || !model_ascending(out->indptr, out->n_items) || nnz > UINT64_MAX / 8)
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path, k_indptr);
+    len = nnz * sizeof(uint32_t);
+    if ((rc = model_get_blob(r, k_index, &len, 0, 4, &p, e))) return rc;
+    out->index = p;
+    if (!model_below(out->index, nnz, out->n_items))
+        return err_set(e, ERR_FORMAT, "model: %s: key %s has an item index >= %u", r->path, k_index,
+                       out->n_items);
+    len = nnz * sizeof(float);
+    if ((rc = model_get_blob(r, k_value, &len, 0, 4, &p, e))) return rc;
+    out->value = p;
+    return ERR_OK;
+}
+
 /* Reads the item rows of an item-item model, if any: dense (n^2 floats) or
  * sparse, its indexes checked to stay inside the catalogue, since servers
  * index score arrays with them. */
@@ -1400,23 +1440,9 @@ static int model_read_rows(model_reader *r, model *m, err_t *e) {
         return ERR_OK;
     }
     if (!model_has(r, K_ITEM_ROWS_INDPTR)) return ERR_OK;
-    len = (n + 1) * sizeof(uint64_t);
-    if ((rc = model_get_blob(r, K_ITEM_ROWS_INDPTR, &len, 0, 8, &p, e))) return rc;
-    m->rows.indptr = p;
-    uint64_t nnz = m->rows.indptr[n];
-    if (m->rows.indptr[0] != 0 || !model_ascending(m->rows.indptr, mt->n_items) ||
-        nnz > UINT64_MAX / 8)
-        return err_set(e, ERR_FORMAT, "model: %s: key %s has a bad indptr", r->path,
-                       K_ITEM_ROWS_INDPTR);
-    len = nnz * sizeof(uint32_t);
-    if ((rc = model_get_blob(r, K_ITEM_ROWS_INDEX, &len, 0, 4, &p, e))) return rc;
-    m->rows.index = p;
-    if (!model_below(m->rows.index, nnz, mt->n_items))
-        return err_set(e, ERR_FORMAT, "model: %s: key %s has an item index >= %u", r->path,
-                       K_ITEM_ROWS_INDEX, mt->n_items);
-    len = nnz * sizeof(float);
-    if ((rc = model_get_blob(r, K_ITEM_ROWS_VALUE, &len, 0, 4, &p, e))) return rc;
-    m->rows.value = p;
+    if ((rc = model_read_sparse(r, K_ITEM_ROWS_INDPTR, K_ITEM_ROWS_INDEX, K_ITEM_ROWS_VALUE,
+                                &m->rows, e)))
+        return rc;
     m->has_rows = 1;
     return ERR_OK;
 }
@@ -1576,6 +1602,13 @@ static int model_read(model_reader *r, model *m, err_t *e) {
     m->user_item_counts = p;
     if (model_has(r, K_CHURN_N) && (rc = model_read_churn(r, m, e))) return rc;
     if ((rc = model_read_rows(r, m, e))) return rc;
+    m->together = (itemrows){.n_items = mt->n_items};
+    if (model_has(r, K_TOGETHER_INDPTR)) {
+        if ((rc = model_read_sparse(r, K_TOGETHER_INDPTR, K_TOGETHER_INDEX, K_TOGETHER_VALUE,
+                                    &m->together, e)))
+            return rc;
+        m->has_together = 1;
+    }
     /* Categories are optional: a history without a category column has none. */
     if (!model_has(r, K_CATEGORIES)) return ERR_OK;
     uint64_t v;
@@ -1721,6 +1754,10 @@ const char *model_item_id(const model *m, uint32_t index, size_t *len) {
 
 const itemrows *model_item_rows(const model *m) {
     return m->has_rows ? &m->rows : NULL;
+}
+
+const itemrows *model_together(const model *m) {
+    return m->has_together ? &m->together : NULL;
 }
 
 const float *model_user_factors(const model *m) {

@@ -225,6 +225,9 @@ typedef struct model_input {
     const model_churn *churn; /* optional churn model and scores; NULL = none */
     /* The item rows of an item-item model (n_items of them), NULL for ALS. */
     const itemrows *item_rows;
+    /* Optional "bought together" lists (training/together.h), sparse rows
+     * best first, n_items of them; NULL = none. */
+    const itemrows *together;
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -321,6 +324,10 @@ int model_churn_contributions(const model *m, uint32_t u, double *out);
 /* The item rows of an item-item model (arrays into the map), NULL for an
  * ALS model. */
 const itemrows *model_item_rows(const model *m);
+
+/* The "bought together" lists (sparse rows into the map, each best first),
+ * NULL when the model has none. */
+const itemrows *model_together(const model *m);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

@@ -149,6 +149,7 @@ typedef struct core_list {
     char model_version[MODEL_VERSION_MAX]; /* of the model that answered */
     char request_id[EXP_REQUEST_ID_MAX];   /* Recommend only: quote in feedback */
     const char *variant;                   /* Recommend only: static while c lives */
+    int fell_back; /* SimilarItems BOUGHT_TOGETHER only: answered as SIMILAR */
 } core_list;
 
 /* Frees what l owns and zeroes it; l may be zeroed or half built. */
@@ -182,17 +183,34 @@ int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t
 void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t n, core_list *out,
                           err_t *errs);
 
+/* What SimilarItems ranks by; the values of the public proto's Relation. */
+typedef enum core_relation {
+    CORE_RELATION_SIMILAR = 0,        /* look-alikes: cosine of the factors, or item rows */
+    CORE_RELATION_BOUGHT_TOGETHER = 1 /* complements: the model's bought-together lists */
+} core_relation;
+
 typedef struct core_similar_req {
     const char *item_id;   /* a seed; "" = only item_ids */
     char *const *item_ids; /* more seeds (a cart); seeds never come back */
     size_t n_item_ids;
-    uint32_t k; /* 1 .. CORE_MAX_K */
+    uint32_t k;                    /* 1 .. CORE_MAX_K */
+    int32_t relation;              /* a core_relation; any other value is refused */
+    char *const *exclude_item_ids; /* never returned */
+    size_t n_exclude_item_ids;
+    const char *category; /* "" = any; else only items of this category */
 } core_similar_req;
 
-/* The req->k items most like the seeds (cosine of the factors), available
- * ones only, boosts applied; seeds the model does not know are passed over
- * as long as one is known. Errors: ERR_INVALID, ERR_NOTFOUND (no seed
- * known), ERR_NOMEM. */
+/* The req->k items most like the seeds (SIMILAR: cosine of the factors,
+ * or an item-item model's rows) or most bought with them (BOUGHT_TOGETHER:
+ * the sum over the seeds of their bought-together scores, only items
+ * bought with a seed), available ones only, not excluded, of the category
+ * if one is given, boosts applied; seeds the model does not know are
+ * passed over as long as one is known. A BOUGHT_TOGETHER request whose
+ * seeds have no co-purchase that passes the filters (or a model without
+ * the lists) is answered as SIMILAR with out->fell_back set. Errors:
+ * ERR_INVALID (also an unknown relation), ERR_NOTFOUND (no seed known, or
+ * the category), ERR_PRECONDITION (a category filter on a model without
+ * categories), ERR_NOMEM. */
 int core_similar(core *c, const core_similar_req *req, core_list *out, err_t *e);
 
 typedef struct core_rerank_req {

@@ -53,6 +53,17 @@ static void exclude_ids(const model *m, char *const *ids, size_t n, float *score
 
 /* --- Recommend ------------------------------------------------------------- */
 
+/* The index of category in m: ERR_OK, ERR_PRECONDITION (m has no
+ * categories) or ERR_NOTFOUND, with a message for the caller's client. */
+static int category_index(const model *m, const char *category, uint32_t *index, err_t *e) {
+    if (model_category_index(m, category, strlen(category), index) == ERR_OK) return ERR_OK;
+    if (model_n_categories(m) == 0)
+        return err_set(e, ERR_PRECONDITION, "model %s has no item categories to filter by",
+                       model_info(m)->version);
+    return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, category,
+                   model_info(m)->version);
+}
+
 static int recommend_check(const core_recommend_req *rq, err_t *e) {
     int rc;
     if ((rc = core__check_k(rq->k, e))) return rc;
@@ -114,14 +125,7 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
     rc->mu = core__multipliers_get(c, rc->sm);
     if (!rc->x || !rc->mu)
         return err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
-    if (rq->category[0] &&
-        model_category_index(m, rq->category, strlen(rq->category), &rc->category)) {
-        if (model_n_categories(m) == 0)
-            return err_set(e, ERR_PRECONDITION, "model %s has no item categories to filter by",
-                           meta->version);
-        return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, rq->category,
-                       meta->version);
-    }
+    if (rq->category[0] && (err = category_index(m, rq->category, &rc->category, e))) return err;
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
     if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
@@ -318,6 +322,21 @@ int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t
 
 /* --- SimilarItems ---------------------------------------------------------- */
 
+/* The storefront's rules, the request's exclusions and category and the
+ * seeds' exclusion on scores, then the top k into top: one path for both
+ * relations. category is an index of m, or -1 for any. Returns how many. */
+static uint32_t similar_top(const model *m, const core_similar_req *rq, const uint32_t *seeds,
+                            size_t n_seeds, const core__multipliers *mu, int64_t category,
+                            float *scores, topk_entry *top) {
+    uint32_t n_items = model_info(m)->n_items;
+    for (size_t i = 0; i < n_seeds; i++)
+        scores[seeds[i]] = -INFINITY;
+    exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
+    if (mu->any) score_apply_multipliers(scores, mu->v, n_items);
+    if (category >= 0) score_keep_category(m, (uint32_t)category, scores);
+    return topk_select(scores, n_items, rq->k, top);
+}
+
 int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) {
     memset(out, 0, sizeof *out);
     int err;
@@ -325,7 +344,15 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
     if ((rq->item_id[0] || rq->n_item_ids == 0) &&
         (err = core__check_id("item_id", rq->item_id, e)))
         return err;
-    if ((err = core__check_ids("item_ids", rq->item_ids, rq->n_item_ids, e))) return err;
+    if ((err = core__check_ids("item_ids", rq->item_ids, rq->n_item_ids, e)) ||
+        (err = core__check_ids("exclude_item_ids", rq->exclude_item_ids, rq->n_exclude_item_ids,
+                               e)) ||
+        (rq->category[0] && (err = core__check_id("category", rq->category, e))))
+        return err;
+    if (rq->relation != CORE_RELATION_SIMILAR && rq->relation != CORE_RELATION_BOUGHT_TOGETHER)
+        return err_set(e, ERR_INVALID,
+                       "relation %d is not a Relation (RELATION_SIMILAR = 0, BOUGHT_TOGETHER = 1)",
+                       (int)rq->relation);
     core__model *sm = core__acquire(c);
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
@@ -354,16 +381,25 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
             err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
         goto done;
     }
-    /* An item-item model answers from its rows (what having the seeds says
-     * for each item), ALS from the cosine of its factors. */
-    if (model_item_rows(m))
-        score_similar_rows(m, seeds, n_seeds, scores);
-    else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
-        goto done;
-    for (size_t i = 0; i < n_seeds; i++)
-        scores[seeds[i]] = -INFINITY;
-    if (mu->any) score_apply_multipliers(scores, mu->v, meta->n_items);
-    uint32_t n = topk_select(scores, meta->n_items, rq->k, top);
+    uint32_t cat;
+    if (rq->category[0] && (err = category_index(m, rq->category, &cat, e))) goto done;
+    int64_t category = rq->category[0] ? (int64_t)cat : -1;
+    uint32_t n = 0;
+    /* Complements first when asked for; SIMILAR answers when the seeds were
+     * bought with nothing that the storefront lets through. */
+    if (rq->relation == CORE_RELATION_BOUGHT_TOGETHER &&
+        score_together(m, seeds, n_seeds, scores) > 0)
+        n = similar_top(m, rq, seeds, n_seeds, mu, category, scores, top);
+    if (n == 0) {
+        out->fell_back = rq->relation == CORE_RELATION_BOUGHT_TOGETHER;
+        /* An item-item model answers from its rows (what having the seeds
+         * says for each item), ALS from the cosine of its factors. */
+        if (model_item_rows(m))
+            score_similar_rows(m, seeds, n_seeds, scores);
+        else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
+            goto done;
+        n = similar_top(m, rq, seeds, n_seeds, mu, category, scores, top);
+    }
     if (!(err = list_build(out, m, top, n, NULL, 0, e)))
         memcpy(out->model_version, meta->version, sizeof out->model_version);
 done:

@@ -133,6 +133,26 @@ void score_similar_rows(const model *m, const uint32_t *seeds, size_t n, float *
         itemrows_accumulate(r, &seeds[k], &w, 1, scores);
 }
 
+uint32_t score_together(const model *m, const uint32_t *seeds, size_t n, float *scores) {
+    const itemrows *r = model_together(m);
+    uint32_t ni = model_info(m)->n_items, listed = 0;
+    for (uint32_t i = 0; i < ni; i++)
+        scores[i] = -INFINITY;
+    if (!r) return 0;
+    /* A cart's seeds add up: an item bought with two of them outranks one
+     * bought with either alone at the same strength. */
+    for (size_t k = 0; k < n; k++)
+        for (uint64_t a = r->indptr[seeds[k]]; a < r->indptr[seeds[k] + 1]; a++) {
+            uint32_t j = r->index[a];
+            if (scores[j] == -INFINITY) {
+                scores[j] = 0.0f;
+                listed++;
+            }
+            scores[j] += r->value[a];
+        }
+    return listed;
+}
+
 int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e) {
     const model_meta *mt = model_info(m);
     const float *y = model_item_factors(m), *norms = model_item_norms(m);

@@ -90,6 +90,12 @@ int score_item_rows(const model *m, uint32_t user, const score_signal *signals, 
  * model (n_items floats): its SimilarItems. */
 void score_similar_rows(const model *m, const uint32_t *seeds, size_t n, float *scores);
 
+/* scores[i] = the sum over the n seeds of their bought-together score of
+ * item i (model_together's rows; n_items floats), -INFINITY for an item no
+ * seed was bought with. Returns how many items have a score; 0 for a model
+ * without the lists. */
+uint32_t score_together(const model *m, const uint32_t *seeds, size_t n, float *scores);
+
 /* scores[i] = mean cosine similarity of item i to the n seed items
  * (n_items floats); -INFINITY for an item whose vector is zero. Returns
  * ERR_OK, or ERR_NOMEM (scores is then not filled). */

@@ -30,6 +30,9 @@ EXP_FEEDBACK_MAP(SVC_FEEDBACK_PROTO)
 _Static_assert((int)CORE_PERSONALIZED == (int)RECD__V1__STRATEGY__PERSONALIZED, "Strategy");
 _Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy");
 _Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
+_Static_assert((int)CORE_RELATION_SIMILAR == (int)RECD__V1__RELATION__RELATION_SIMILAR, "Relation");
+_Static_assert((int)CORE_RELATION_BOUGHT_TOGETHER == (int)RECD__V1__RELATION__BOUGHT_TOGETHER,
+               "Relation");
 _Static_assert(RPC_MAX_BATCH <= CORE_MAX_BATCH, "a batch of rpc fits the core's");
 _Static_assert(SCHED_MAX_BATCH <= RPC_MAX_BATCH, "a run of the scheduler fits a batch handler");
 
@@ -225,7 +228,9 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
         reply_malformed(reply, "SimilarItemsRequest");
         return;
     }
-    core_similar_req creq = {rq->item_id, rq->item_ids, rq->n_item_ids, rq->k};
+    core_similar_req creq = {
+        rq->item_id,           rq->item_ids,         rq->n_item_ids,         rq->k,
+        (int32_t)rq->relation, rq->exclude_item_ids, rq->n_exclude_item_ids, rq->category};
     core_list l;
     err_t e;
     Recd__V1__ScoredItem **items = NULL;
@@ -238,6 +243,7 @@ static void svc_similar(void *ctx, const uint8_t *req, size_t len, rpc_reply *re
         resp.items = items;
         resp.n_items = l.n_items;
         resp.model_version = l.model_version;
+        resp.fell_back_to_similar = l.fell_back;
         reply_pack(reply, &resp.base);
     }
     free(items);

@@ -18,6 +18,7 @@
 #include "itemsim.h"
 #include "knn.h"
 #include "opts.h"
+#include "together.h"
 
 enum {
     OPT_INPUT = OPT_FIRST_FREE,
@@ -27,7 +28,8 @@ enum {
     OPT_NEIGHBORS,
     OPT_NEW_USER_MAX,
     OPT_TIE_ORDER,
-    OPT_REPORT
+    OPT_REPORT,
+    OPT_BOUGHT_TOGETHER
 };
 
 static void usage(FILE *out) {
@@ -71,13 +73,21 @@ static void usage(FILE *out) {
             "                        published Online Retail reference split)\n"
             "  --report FILE.md      also write a Markdown report with plots (gnuplot) next\n"
             "                        to it: FILE-ndcg.png, FILE-coverage.png, FILE-loss.png\n"
+            "  --bought-together     instead: hold out each member's last basket (same\n"
+            "                        member and time; members with an earlier basket and 2+\n"
+            "                        items in it); seeds = each of its items in turn, then\n"
+            "                        carts of two of them, hits = the others; HR@k of\n"
+            "                        SimilarItems BOUGHT_TOGETHER (the shrunk conditional\n"
+            "                        probability as served, and lift; with the SIMILAR\n"
+            "                        fallback), SIMILAR (ALS cosine) and the most-popular list\n"
+            "%s"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
             "A header-less file such as MovieLens u.data can be given a header on the fly:\n"
             "  (printf 'user_id\\titem_id\\trating\\ttimestamp\\n'; cat u.data) |\n"
             "      recd eval --input - --delimiter tab\n",
-            OPTS_ITEMSIM_HELP, OPTS_INGEST_HELP);
+            OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_INGEST_HELP);
 }
 
 typedef struct loss_log {
@@ -104,6 +114,8 @@ typedef struct eval_args {
     itemsim_algorithm algorithm;
     itemsim_params it;
     ev_tie_order ties;
+    int bought_together;
+    together_params together; /* --bought-together's conditional (lift: its neighbours) */
 } eval_args;
 
 /* Parses a cutoff: what the importer accepts (ISO 8601 with a time, unix
@@ -128,8 +140,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"cutoff-fraction", required_argument, 0, OPT_CUTOFF_FRACTION},
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"new-user-max", required_argument, 0, OPT_NEW_USER_MAX},
-        OPTS_ITEMSIM_LONG OPTS_ALS_LONG{"tie-order", required_argument, 0, OPT_TIE_ORDER},
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG{"tie-order", required_argument, 0,
+                                                           OPT_TIE_ORDER},
         {"report", required_argument, 0, OPT_REPORT},
+        {"bought-together", no_argument, 0, OPT_BOUGHT_TOGETHER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -137,6 +151,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     als_params_init(&a->als);
     eval_config_init(&a->ec);
     itemsim_params_init(&a->it);
+    together_params_init(&a->together);
     a->ec.threads = a->als.threads;
     a->test_fraction = 0.2;
     a->per_user = 1;
@@ -152,6 +167,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         int r = opts_ingest(opt, optarg, &a->io);
         if (r == 0) r = opts_als(opt, optarg, &a->als, &half_life);
         if (r == 0) r = opts_itemsim(opt, optarg, &a->algorithm, &a->it);
+        if (r == 0) r = opts_together(opt, optarg, &a->together);
         if (r < 0) return 2;
         if (r > 0) continue;
         switch (opt) {
@@ -207,6 +223,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_REPORT:
             a->report = optarg;
             break;
+        case OPT_BOUGHT_TOGETHER:
+            a->bought_together = 1;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -220,6 +239,10 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     }
     if (!a->input) {
         fprintf(stderr, "recd: eval: --input is required (see recd eval --help)\n");
+        return 2;
+    }
+    if (a->bought_together && (split_flags || a->report)) {
+        fprintf(stderr, "recd: eval: --bought-together has its own split and no report\n");
         return 2;
     }
     if (split_flags > 1) {
@@ -312,6 +335,212 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
     return 0;
 }
 
+/* --- --bought-together --------------------------------------------------- */
+
+/* SIMILAR of an ALS model as the server answers it (score_similar): the
+ * mean cosine to the seeds, items without a direction never. */
+typedef struct cosine_ranker {
+    const als_factors *f;
+    float *norms, *scores, *mean; /* n_items, n_items, factors */
+} cosine_ranker;
+
+static void exclude_seeds(const uint32_t *seeds, size_t n, float *scores) {
+    for (size_t i = 0; i < n; i++)
+        scores[seeds[i]] = -INFINITY;
+}
+
+static int rank_cosine(void *ctx, const uint32_t *seeds, size_t n, uint32_t k, topk_entry *out,
+                       uint32_t *n_out, err_t *e) {
+    (void)e;
+    cosine_ranker *c = ctx;
+    uint32_t nf = c->f->factors;
+    memset(c->mean, 0, nf * sizeof *c->mean);
+    for (size_t i = 0; i < n; i++) {
+        const float *ys = c->f->item_factors + (size_t)seeds[i] * nf;
+        if (c->norms[seeds[i]] > 0.0f)
+            for (uint32_t d = 0; d < nf; d++)
+                c->mean[d] += ys[d] / (c->norms[seeds[i]] * (float)n);
+    }
+    for (uint32_t j = 0; j < c->f->n_items; j++) {
+        const float *y = c->f->item_factors + (size_t)j * nf;
+        float dot = 0;
+        for (uint32_t d = 0; d < nf; d++)
+            dot += y[d] * c->mean[d];
+        c->scores[j] = c->norms[j] > 0.0f ? dot / c->norms[j] : -INFINITY;
+    }
+    exclude_seeds(seeds, n, c->scores);
+    *n_out = topk_select(c->scores, c->f->n_items, k, out);
+    return ERR_OK;
+}
+
+/* BOUGHT_TOGETHER as the server answers (score_together): the seeds' rows
+ * summed, or SIMILAR when no seed was bought with anything (counted in
+ * fell_back). */
+typedef struct together_ranker {
+    itemrows rows;
+    cosine_ranker *similar;
+    uint64_t fell_back;
+} together_ranker;
+
+static int rank_together(void *ctx, const uint32_t *seeds, size_t n, uint32_t k, topk_entry *out,
+                         uint32_t *n_out, err_t *e) {
+    together_ranker *t = ctx;
+    const itemrows *r = &t->rows;
+    float *sc = t->similar->scores;
+    for (uint32_t j = 0; j < r->n_items; j++)
+        sc[j] = -INFINITY;
+    uint64_t listed = 0;
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t a = r->indptr[seeds[i]]; a < r->indptr[seeds[i] + 1]; a++, listed++)
+            sc[r->index[a]] = (sc[r->index[a]] == -INFINITY ? 0.0f : sc[r->index[a]]) + r->value[a];
+    exclude_seeds(seeds, n, sc);
+    *n_out = topk_select(sc, r->n_items, k, out);
+    if (listed && *n_out) return ERR_OK;
+    t->fell_back++;
+    return rank_cosine(t->similar, seeds, n, k, out, n_out, e);
+}
+
+/* The most-popular list (distinct training buyers), never a seed. */
+typedef struct popular_ranker {
+    const uint32_t *order; /* items by popularity, most first */
+    uint32_t n_items;
+} popular_ranker;
+
+static int rank_popular(void *ctx, const uint32_t *seeds, size_t n_seeds, uint32_t k,
+                        topk_entry *out, uint32_t *n_out, err_t *e) {
+    (void)e;
+    popular_ranker *p = ctx;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p->n_items && n < k; i++) {
+        int seed = 0;
+        for (size_t s = 0; s < n_seeds && !seed; s++)
+            seed = p->order[i] == seeds[s];
+        if (!seed) out[n++] = (topk_entry){p->order[i], (float)(p->n_items - i)};
+    }
+    *n_out = n;
+    return ERR_OK;
+}
+
+/* recd eval --bought-together on s (sorted, user_start its runs). */
+static int eval_together(eval_args *a, ev_set *s, const uint64_t *user_start, err_t *e) {
+    uint8_t *is_test = malloc(s->n ? s->n : 1);
+    float *weights = malloc((s->n ? s->n : 1) * sizeof *weights);
+    csr train = {0}, test = {0};
+    als_factors f = {0};
+    together_model tm[2] = {{0}, {0}};
+    cosine_ranker cos = {0};
+    popular_ranker pop = {0};
+    float *popularity = NULL;
+    uint32_t *order = NULL;
+    int rc;
+    if (!is_test || !weights) {
+        rc = err_set(e, ERR_NOMEM, "eval: out of memory for %zu events", s->n);
+        goto done;
+    }
+    uint32_t baskets = together_split_last_baskets(s, user_start, is_test);
+    if (baskets == 0) {
+        rc = err_set(e, ERR_INVALID,
+                     "eval: no member has an earlier basket and 2+ items in the last one");
+        goto done;
+    }
+    eval_event_weights(s, a->half_life, eval_train_end(s, is_test), weights);
+    if ((rc = eval_split_matrices(s, is_test, weights, &train, &test, e))) goto done;
+    fprintf(stderr, "eval: %zu events, %u users, %u items; %u last baskets held out\n", s->n,
+            train.n_rows, train.n_cols, baskets);
+    fprintf(stderr, "als: factors %u, regularization %g, alpha %g, %u iterations\n", a->als.factors,
+            (double)a->als.regularization, (double)a->als.alpha, a->als.iterations);
+    if ((rc = als_train(&train, &a->als, &f, e))) goto done;
+    together_params tp[2];
+    for (int i = 0; i < 2; i++) {
+        tp[i] = a->together;
+        tp[i].measure = i == 0 ? TOGETHER_CONDITIONAL : TOGETHER_LIFT;
+        if ((rc = together_fit(s, is_test, &tp[i], &tm[i], e))) goto done;
+    }
+    uint32_t ni = f.n_items;
+    cos.f = &f;
+    cos.norms = malloc((ni ? ni : 1) * sizeof *cos.norms);
+    cos.scores = malloc((ni ? ni : 1) * sizeof *cos.scores);
+    cos.mean = malloc((f.factors ? f.factors : 1) * sizeof *cos.mean);
+    popularity = calloc(ni ? ni : 1, sizeof *popularity);
+    order = malloc((ni ? ni : 1) * sizeof *order);
+    if (!cos.norms || !cos.scores || !cos.mean || !popularity || !order) {
+        rc = err_set(e, ERR_NOMEM, "eval: out of memory for %u items", ni);
+        goto done;
+    }
+    for (uint32_t j = 0; j < ni; j++) {
+        double sq = 0;
+        for (uint32_t d = 0; d < f.factors; d++)
+            sq += (double)f.item_factors[(size_t)j * f.factors + d] *
+                  f.item_factors[(size_t)j * f.factors + d];
+        cos.norms[j] = (float)sqrt(sq);
+    }
+    for (uint64_t k = 0; k < csr_nnz(&train); k++)
+        popularity[train.indices[k]] += 1.0f;
+    {
+        topk_entry *all = malloc((ni ? ni : 1) * sizeof *all);
+        if (!all) {
+            rc = err_set(e, ERR_NOMEM, "eval: out of memory for %u items", ni);
+            goto done;
+        }
+        uint32_t n = topk_select(popularity, ni, ni, all);
+        for (uint32_t j = 0; j < n; j++)
+            order[j] = all[j].index;
+        free(all);
+        pop = (popular_ranker){order, n};
+    }
+    together_ranker tr[2] = {{together_rows(&tm[0]), &cos, 0}, {together_rows(&tm[1]), &cos, 0}};
+    char names[4][64];
+    snprintf(names[0], sizeof names[0], "bought-together (conditional, beta %g)",
+             (double)tp[0].shrinkage);
+    snprintf(names[1], sizeof names[1], "bought-together (lift)");
+    snprintf(names[2], sizeof names[2], "similar (als cosine)");
+    snprintf(names[3], sizeof names[3], "most-popular");
+    together_rank_fn fns[4] = {rank_together, rank_together, rank_cosine, rank_popular};
+    void *ctxs[4] = {&tr[0], &tr[1], &cos, &pop};
+    printf("\nheld-out last baskets: %u members' last basket; its items with a training "
+           "purchase, in turn one by one or as carts of two, are the seeds, a hit = another item "
+           "of the basket in the top k\n",
+           baskets);
+    for (uint32_t cart = 1; cart <= 2; cart++) {
+        printf("\n%-40s", cart == 1 ? "one seed" : "carts of two seeds");
+        for (uint32_t q = 0; q < a->ec.n_ks; q++)
+            printf("  HR@%-4u", a->ec.ks[q]);
+        printf("  queries  fell back to similar\n");
+        for (int m = 0; m < 4; m++) {
+            printf("%-40s", names[m]);
+            uint64_t queries = 0, fell_back = 0;
+            for (uint32_t q = 0; q < a->ec.n_ks; q++) {
+                double hr;
+                if (m < 2) tr[m].fell_back = 0;
+                if ((rc = together_hit_rate(s, user_start, is_test, cart, fns[m], ctxs[m],
+                                            a->ec.ks[q], &hr, &queries, e)))
+                    goto done;
+                if (m < 2) fell_back = tr[m].fell_back;
+                printf("  %.4f ", hr);
+            }
+            if (m < 2)
+                printf("  %7llu  %.1f%%\n", (unsigned long long)queries,
+                       queries ? 100.0 * (double)fell_back / (double)queries : 0.0);
+            else
+                printf("  %7llu\n", (unsigned long long)queries);
+        }
+    }
+done:
+    free(is_test);
+    free(weights);
+    csr_free(&train);
+    csr_free(&test);
+    als_factors_free(&f);
+    together_free(&tm[0]);
+    together_free(&tm[1]);
+    free(cos.norms);
+    free(cos.scores);
+    free(cos.mean);
+    free(popularity);
+    free(order);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_args a;
     int r = parse_args(argc, argv, &a);
@@ -345,6 +574,11 @@ int cmd_eval(int argc, char **argv) {
     o.loss.total = a.als.iterations;
 
     if (ev_set_sort_by_user_time(&s, a.ties, &user_start, &e)) goto fail;
+    if (a.bought_together) {
+        if (eval_together(&a, &s, user_start, &e)) goto fail;
+        status = 0;
+        goto out;
+    }
     is_test = malloc(s.n ? s.n : 1);
     weights = malloc((s.n ? s.n : 1) * sizeof *weights);
     o.loss.loss = calloc(a.als.iterations, sizeof *o.loss.loss);

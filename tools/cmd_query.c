@@ -28,6 +28,8 @@ static const char query_usage[] =
     "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
     "      [--diversity D] [--category C]\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
+    "      [--together]   the items most bought together with them instead\n"
+    "      [--exclude ITEM]... [--category C]\n"
     "  rerank USER ITEM...  orders the candidate ITEMs for USER [--context ITEM]...\n"
     "  event USER ITEM TYPE  records an event; TYPE view, cart, purchase or favorite\n"
     "      [--quantity N] [--price P] [--time UNIX]\n"
@@ -76,14 +78,16 @@ static const char *strategy_name(Recd__V1__Strategy s) {
 }
 
 /* Prints a ranked list; strategy, request_id and variant may be NULL (the
- * RPC has none). */
+ * RPC has none); fell_back is SimilarItems' fell_back_to_similar, -1 for
+ * the other RPCs. */
 static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *version,
                         const char *strategy, const char *request_id, const char *variant,
-                        int json) {
+                        int fell_back, int json) {
     if (json) {
         printf("{\"model_version\":");
         json_string(version);
         if (strategy) printf(",\"strategy\":\"%s\"", strategy);
+        if (fell_back >= 0) printf(",\"fell_back_to_similar\":%s", fell_back ? "true" : "false");
         if (request_id) {
             printf(",\"request_id\":");
             json_string(request_id);
@@ -101,6 +105,7 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
     }
     printf("model %s", version);
     if (strategy) printf("  strategy %s", strategy);
+    if (fell_back > 0) printf("  fell back to SIMILAR (no co-purchases)");
     if (request_id) printf("  variant %s  request %s", variant, request_id);
     printf("\n%4s  %-24s %10s\n", "rank", "item_id", "score");
     for (size_t i = 0; i < n; i++)
@@ -264,13 +269,14 @@ enum {
     OPT_TOKEN_FILE,
     OPT_USER,
     OPT_SALT,
-    OPT_SHARE
+    OPT_SHARE,
+    OPT_TOGETHER
 };
 
 /* Everything the command line says; the lists point into argv. */
 typedef struct query_args {
     const char *server;
-    int json, include_purchased;
+    int json, include_purchased, together;
     float timeout, diversity;
     uint32_t k, quantity, repeat;
     double price;
@@ -315,17 +321,18 @@ static int run_call(client *c, const query_args *a, const char *method, const Pr
 static void show_recommend(const ProtobufCMessage *msg, int json) {
     const Recd__V1__RecommendResponse *r = (const Recd__V1__RecommendResponse *)msg;
     print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), r->request_id,
-                r->variant, json);
+                r->variant, -1, json);
 }
 
 static void show_similar(const ProtobufCMessage *msg, int json) {
     const Recd__V1__SimilarItemsResponse *r = (const Recd__V1__SimilarItemsResponse *)msg;
-    print_items(r->items, r->n_items, r->model_version, NULL, NULL, NULL, json);
+    print_items(r->items, r->n_items, r->model_version, NULL, NULL, NULL, r->fell_back_to_similar,
+                json);
 }
 
 static void show_rerank(const ProtobufCMessage *msg, int json) {
     const Recd__V1__RerankResponse *r = (const Recd__V1__RerankResponse *)msg;
-    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), NULL, NULL,
+    print_items(r->items, r->n_items, r->model_version, strategy_name(r->strategy), NULL, NULL, -1,
                 json);
 }
 
@@ -382,6 +389,10 @@ static int q_similar(client *c, const query_args *a) {
     rq.item_ids = a->pos + 1;
     rq.n_item_ids = a->n_pos - 1;
     rq.k = a->k;
+    if (a->together) rq.relation = RECD__V1__RELATION__BOUGHT_TOGETHER;
+    rq.exclude_item_ids = a->exclude;
+    rq.n_exclude_item_ids = a->n_exclude;
+    rq.category = (char *)(a->category ? a->category : "");
     return run_call(c, a, "/recd.v1.Recommender/SimilarItems", &rq.base,
                     &recd__v1__similar_items_response__descriptor, show_similar);
 }
@@ -759,6 +770,7 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"user", required_argument, 0, OPT_USER},
         {"salt", required_argument, 0, OPT_SALT},
         {"share", required_argument, 0, OPT_SHARE},
+        {"together", no_argument, 0, OPT_TOGETHER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -790,6 +802,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
             break;
         case OPT_INCLUDE_PURCHASED:
             a->include_purchased = 1;
+            break;
+        case OPT_TOGETHER:
+            a->together = 1;
             break;
         case OPT_CONTEXT:
             a->context[a->n_context++] = optarg;

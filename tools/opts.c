@@ -113,6 +113,24 @@ int opts_itemsim(int opt, const char *arg, itemsim_algorithm *algorithm, itemsim
     }
 }
 
+const char OPTS_TOGETHER_HELP[] =
+    "  --together-neighbors N  bought-together list length per item (default 50; train:\n"
+    "                        0 = no lists, SimilarItems BOUGHT_TOGETHER then answers as\n"
+    "                        SIMILAR)\n"
+    "  --together-shrinkage B  beta of the bought-together score c_ij / (c_i + beta)\n"
+    "                        (default 10)\n";
+
+int opts_together(int opt, const char *arg, together_params *p) {
+    switch (opt) {
+    case OPT_TOGETHER_NEIGHBORS:
+        return opts_u32("together-neighbors", arg, 0, 100000, &p->neighbors) ? -1 : 1;
+    case OPT_TOGETHER_SHRINKAGE:
+        return opts_float("together-shrinkage", arg, 0, 1e9, &p->shrinkage) ? -1 : 1;
+    default:
+        return 0;
+    }
+}
+
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out) {
     char *end;
     errno = 0;

@@ -55,7 +55,9 @@ enum {
 #define OPTS_ITEMSIM_ID(id, name, kind, min, max, dest) OPT_ITEMSIM_##id,
     OPTS_ITEMSIM_MAP(OPTS_ITEMSIM_ID)
 #undef OPTS_ITEMSIM_ID
-        OPT_FIRST_FREE /* first id a command may use for its own flags */
+        OPT_TOGETHER_NEIGHBORS,
+    OPT_TOGETHER_SHRINKAGE,
+    OPT_FIRST_FREE /* first id a command may use for its own flags */
 };
 
 /* Spread into a command's struct option table. */
@@ -87,6 +89,17 @@ extern const char OPTS_INGEST_HELP[];
 
 /* Help text of --algorithm and the item-item flags. */
 extern const char OPTS_ITEMSIM_HELP[];
+
+/* The bought-together flags of train and eval (training/together.h), their
+ * option table rows and help text. */
+#define OPTS_TOGETHER_LONG                                                                         \
+    {"together-neighbors", required_argument, 0, OPT_TOGETHER_NEIGHBORS},                          \
+        {"together-shrinkage", required_argument, 0, OPT_TOGETHER_SHRINKAGE},
+extern const char OPTS_TOGETHER_HELP[];
+
+/* Applies a bought-together flag to *p. Returns 1 when opt was one of
+ * them, 0 when not, -1 (after printing why) for a bad argument. */
+int opts_together(int opt, const char *arg, together_params *p);
 
 /* Applies --algorithm (to *algorithm) or an item-item flag (to *it).
  * Returns 1 when opt was one of them, 0 when not, -1 (after printing why)

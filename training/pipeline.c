@@ -78,6 +78,7 @@ void pipeline_params_init(pipeline_params *p) {
     itemsim_params_init(&p->with);
     p->item.algorithm = ITEMSIM_ALS;
     p->with.algorithm = ITEMSIM_ALS;
+    together_params_init(&p->together);
 }
 
 /* The scale of one family's scores on counts (itemsim_score_scale): rows
@@ -239,7 +240,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     model_churn mc = {0};
     model_input in = {0};
     itemsim_model items = {0};
-    itemrows item_rows;
+    itemrows item_rows, bought_together;
+    together_model together = {0};
     int64_t data_until = INT64_MIN;
     int rc;
     if (!rows || !cols || !vals || !popularity) {
@@ -266,6 +268,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     /* Before churn sorts the history: the fingerprint follows event order. */
     history_fingerprint(history, in.meta.source_fingerprint);
+    if (p->together.neighbors && (rc = together_fit(history, NULL, &p->together, &together, e)))
+        goto out;
     if (p->churn && (rc = train_churn(history, p, &cr, &clv, &mc, e))) goto out;
     /* Popularity = distinct buyers: the most-popular fallback's order. */
     for (uint32_t i = 0; i < n_items; i++)
@@ -315,6 +319,10 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         item_rows = itemsim_rows(&items);
         in.item_rows = &item_rows;
     }
+    if (p->together.neighbors) {
+        bought_together = together_rows(&together);
+        in.together = &bought_together;
+    }
     if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
 out:
     free(rows);
@@ -327,6 +335,7 @@ out:
     csr_free(&plain);
     als_factors_free(&factors);
     itemsim_free(&items);
+    together_free(&together);
     churn_result_free(&cr);
     clv_result_free(&clv);
     return rc;

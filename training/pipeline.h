@@ -21,6 +21,7 @@
 #include "events.h"
 #include "itemsim.h"
 #include "model.h"
+#include "together.h"
 
 /* Appends every event recorded in events_dir (recd serve --events) to
  * history as recorded events weighing weights[type] (types weighing 0 are
@@ -58,6 +59,9 @@ typedef struct pipeline_params {
      * merge into one) or ALS (model_meta.als_blend). */
     itemsim_params with;
     float blend_share;
+    /* The "bought together" lists published beside every family
+     * (training/together.h); together.neighbors 0 = none. */
+    together_params together;
     /* Trains churn beside the recommendations when not NULL (not owned),
      * writing its evaluation report to churn_report. */
     const churn_params *churn;
@@ -69,7 +73,8 @@ typedef struct pipeline_params {
 } pipeline_params;
 
 /* ALS defaults (als_params_init), itemsim_params_init for item and with,
- * algorithm ALS (pure ALS), no decay, no blend, no churn, no callback. */
+ * algorithm ALS (pure ALS), together_params_init, no decay, no blend, no
+ * churn, no callback. */
 void pipeline_params_init(pipeline_params *p);
 
 /* Trains on history and publishes the model into model_dir (see

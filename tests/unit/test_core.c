@@ -165,7 +165,7 @@ Test(core_rank, a_batch_answers_as_calls_one_by_one) {
 
 Test(core_rank, similar_items_never_returns_a_seed) {
     char *more[] = {"i5", "new-item"};
-    core_similar_req rq = {"i4", more, 2, 30};
+    core_similar_req rq = {"i4", more, 2, 30, CORE_RELATION_SIMILAR, NULL, 0, ""};
     core_list l;
     err_t e;
     cr_assert_eq(core_similar(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
@@ -173,7 +173,7 @@ Test(core_rank, similar_items_never_returns_a_seed) {
     cr_assert(!has(&l, "i4") && !has(&l, "i5"));
     cr_assert(l.model_version[0]);
     core_list_free(&l);
-    core_similar_req unknown = {"zz", NULL, 0, 3};
+    core_similar_req unknown = {"zz", NULL, 0, 3, CORE_RELATION_SIMILAR, NULL, 0, ""};
     cr_assert_eq(core_similar(c, &unknown, &l, &e), ERR_NOTFOUND);
     cr_assert(strstr(e.msg, "item 'zz' is not in model"), "%s", e.msg);
 }
