@@ -829,15 +829,13 @@ typedef struct evs_load_ctx {
     err_t *e;
 } evs_load_ctx;
 
-static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
-    (void)seq;
-    evs_load_ctx *c = arg;
-    float w = ev->type < EV_TYPE_END ? c->weights[ev->type] : 0;
-    if (w == 0) return 0;
-    if (ev->ts > c->latest) {
-        c->future++;
-        return 0;
-    }
+int evstore_add_to_history(ev_set *out, const evstore_event *ev, const float weights[EV_TYPE_END],
+                           int64_t latest, int *outcome, err_t *e) {
+    float w = ev->type < EV_TYPE_END ? weights[ev->type] : 0;
+    *outcome = EVSTORE_SKIPPED_WEIGHT;
+    if (w == 0) return ERR_OK;
+    *outcome = EVSTORE_SKIPPED_DATE;
+    if (ev->ts > latest) return ERR_OK;
     /* The proto cannot tell an absent price from 0; ev_set marks an
      * unknown price NAN. */
     ev_event fields = {.ts = ev->ts,
@@ -846,10 +844,20 @@ static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
                        .weight = w,
                        .type = (uint8_t)ev->type,
                        .recorded = 1};
-    c->rc = ev_set_add_event(c->out, ev->user_id, ev->user_len, ev->item_id, ev->item_len, &fields,
-                             c->e);
+    int rc =
+        ev_set_add_event(out, ev->user_id, ev->user_len, ev->item_id, ev->item_len, &fields, e);
+    if (!rc) *outcome = EVSTORE_ADDED;
+    return rc;
+}
+
+static int evs_load_visit(void *arg, uint64_t seq, const evstore_event *ev) {
+    (void)seq;
+    evs_load_ctx *c = arg;
+    int outcome;
+    c->rc = evstore_add_to_history(c->out, ev, c->weights, c->latest, &outcome, c->e);
     if (c->rc) return 1;
-    c->added++;
+    c->added += outcome == EVSTORE_ADDED;
+    c->future += outcome == EVSTORE_SKIPPED_DATE;
     return 0;
 }
 

@@ -142,6 +142,17 @@ int evstore_count(evstore *s, uint64_t *n, uint64_t *next_seq, err_t *e);
 int evstore_load(evstore *s, const float weights[EV_TYPE_END], ev_set *out, size_t *added,
                  size_t *future, err_t *e);
 
+/* What evstore_add_to_history did with an event. */
+enum { EVSTORE_ADDED = 1, EVSTORE_SKIPPED_WEIGHT = 0, EVSTORE_SKIPPED_DATE = -1 };
+
+/* Appends ev to out as evstore_load appends each stored event: a recorded
+ * event weighing weights[type] (checked by the caller), unless that weight
+ * is 0 or ev is dated after latest (unix seconds); *outcome says which.
+ * For readers of events kept elsewhere (recd train --bus). Returns ERR_OK
+ * or the errors of ev_set_add_event. */
+int evstore_add_to_history(ev_set *out, const evstore_event *ev, const float weights[EV_TYPE_END],
+                           int64_t latest, int *outcome, err_t *e);
+
 /* How far after the clock an event may be dated: a day, as RecordEvents
  * and the CSV importer allow. */
 #define EVSTORE_MAX_AHEAD_S 86400

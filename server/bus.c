@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -16,6 +17,8 @@
 #define BUS_PUBLISH_MS 5000    /* how long a write waits for JetStream's ack */
 #define BUS_DUPLICATES_S 120   /* the stream's de-duplication window */
 #define BUS_MAX_MSG (1u << 20) /* JetStream's default max payload */
+#define BUS_READ_WAIT_MS 5000  /* bus_read: how long one fetch may wait */
+#define BUS_READ_IDLE_S 60     /* bus_read: the server drops a dead reader's consumer */
 
 struct bus {
     natsConnection *nc;
@@ -237,36 +240,37 @@ static int bus_stream(bus *b, err_t *e) {
     return ERR_OK;
 }
 
-int bus_open(const bus_options *o, bus **out, err_t *e) {
+/* A bus connected to NATS, with no threads yet: its stream, subject and
+ * consumer ("recd-<name>") set. *out is owned by the caller (bus_close). */
+static int bus_connect(const char *urls, const char *stream, const char *name, uint64_t start,
+                       bus **out, err_t *e) {
     *out = NULL;
-    if (!o->urls || strlen(o->urls) > 4096)
+    if (!urls || strlen(urls) > 4096)
         return err_set(e, ERR_INVALID, "--bus needs nats://HOST:PORT[,...]");
-    if (!bus_name_ok(o->stream))
+    if (!bus_name_ok(stream))
         return err_set(e, ERR_INVALID, "--bus-stream must be 1 to 64 letters, digits, - or _");
-    if (!bus_name_ok(o->replica_id))
+    if (!bus_name_ok(name))
         return err_set(e, ERR_INVALID, "--replica-id must be 1 to 64 letters, digits, - or _");
     char buf[4097];
     const char *servers[BUS_MAX_URLS];
-    int n = bus_split(o->urls, buf, servers);
+    int n = bus_split(urls, buf, servers);
     if (!n) return err_set(e, ERR_INVALID, "--bus: 1 to %d comma-separated URLs", BUS_MAX_URLS);
     bus *b = calloc(1, sizeof *b);
     if (!b) return err_set(e, ERR_NOMEM, "bus: out of memory");
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->applied_cond, NULL);
-    b->apply = o->apply;
-    b->ctx = o->ctx;
-    b->applied = o->start;
+    b->applied = start;
     b->monitor_ns = now_ns();
-    size_t sl = strlen(o->stream);
-    b->stream = strdup(o->stream);
+    size_t sl = strlen(stream);
+    b->stream = strdup(stream);
     b->subject = malloc(sl + 3);
-    b->durable = malloc(strlen(o->replica_id) + 6);
+    b->durable = malloc(strlen(name) + 6);
     if (!b->stream || !b->subject || !b->durable) {
         bus_close(b);
         return err_set(e, ERR_NOMEM, "bus: out of memory");
     }
-    snprintf(b->subject, sl + 3, "%s.>", o->stream);
-    snprintf(b->durable, strlen(o->replica_id) + 6, "recd-%s", o->replica_id);
+    snprintf(b->subject, sl + 3, "%s.>", stream);
+    snprintf(b->durable, strlen(name) + 6, "recd-%s", name);
     natsOptions *no = NULL;
     natsStatus s = nats_Open(-1);
     if (s == NATS_OK) s = natsOptions_Create(&no);
@@ -278,11 +282,21 @@ int bus_open(const bus_options *o, bus **out, err_t *e) {
     natsOptions_Destroy(no);
     if (s == NATS_OK) s = natsConnection_JetStream(&b->js, b->nc, NULL);
     if (s != NATS_OK) {
-        int rc = err_set(e, ERR_IO, "bus: cannot connect to %s: %s", o->urls, bus_why(s));
+        int rc = err_set(e, ERR_IO, "bus: cannot connect to %s: %s", urls, bus_why(s));
         bus_close(b);
         return rc;
     }
-    int rc = bus_stream(b, e);
+    *out = b;
+    return ERR_OK;
+}
+
+int bus_open(const bus_options *o, bus **out, err_t *e) {
+    bus *b;
+    int rc = bus_connect(o->urls, o->stream, o->replica_id, o->start, &b, e);
+    if (rc) return rc;
+    b->apply = o->apply;
+    b->ctx = o->ctx;
+    rc = bus_stream(b, e);
     if (rc) {
         bus_close(b);
         return rc;
@@ -301,6 +315,89 @@ int bus_open(const bus_options *o, bus **out, err_t *e) {
              b->stream, b->durable, (unsigned long long)o->start);
     *out = b;
     return ERR_OK;
+}
+
+/* Hands the messages of list up to sequence end to fn, in order; *seq gets
+ * the last one seen. */
+static int bus_read_list(bus *b, natsMsgList *list, uint64_t end, bus_apply_fn fn, void *ctx,
+                         uint64_t *seq, uint64_t *skipped, err_t *e) {
+    for (int i = 0; i < list->Count; i++) {
+        natsMsg *m = list->Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        if (natsMsg_GetMetaData(&meta, m) != NATS_OK)
+            return err_set(e, ERR_IO, "bus: a message of %s came without its metadata", b->stream);
+        *seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+        natsMsg_Ack(m, NULL);
+        if (*seq > end) return ERR_OK;
+        int rc = fn(ctx, *seq, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), e);
+        if (rc == ERR_INVALID || rc == ERR_FORMAT) {
+            log_error("msg=\"bus message cannot be read, skipped\" seq=%llu error=\"%s\"",
+                      (unsigned long long)*seq, e->msg);
+            (*skipped)++;
+        } else if (rc)
+            return rc;
+    }
+    return ERR_OK;
+}
+
+int bus_read(const char *urls, const char *stream, bus_apply_fn fn, void *ctx, uint64_t *last,
+             uint64_t *skipped, err_t *e) {
+    *last = 0;
+    *skipped = 0;
+    char name[32];
+    snprintf(name, sizeof name, "reader-%ld", (long)getpid());
+    bus *b;
+    int rc = bus_connect(urls, stream, name, 0, &b, e);
+    if (rc) return rc;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, b->js, b->stream, NULL, &jerr);
+    if (s != NATS_OK) {
+        rc = err_set(e, ERR_IO, "bus: no stream %s on %s: %s (%d)", b->stream, urls, bus_why(s),
+                     (int)jerr);
+        bus_close(b);
+        return rc;
+    }
+    uint64_t end = si->State.LastSeq, held = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    *last = end;
+    if (!held) {
+        bus_close(b);
+        return ERR_OK;
+    }
+    /* A consumer of its own, gone when the reader is: deleted at the end,
+     * and by the server after BUS_READ_IDLE_S should the reader die. */
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = b->stream;
+    so.ManualAck = true;
+    so.Config.Durable = b->durable;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    so.Config.InactiveThreshold = (int64_t)BUS_READ_IDLE_S * 1000000000;
+    natsSubscription *sub = NULL;
+    s = js_PullSubscribe(&sub, b->js, b->subject, b->durable, NULL, &so, &jerr);
+    if (s != NATS_OK)
+        rc = err_set(e, ERR_IO, "bus: cannot read the stream %s: %s (%d)", b->stream, bus_why(s),
+                     (int)jerr);
+    uint64_t seq = 0;
+    while (!rc && seq < end) {
+        natsMsgList list = {0};
+        s = natsSubscription_Fetch(&list, sub, BUS_FETCH, BUS_READ_WAIT_MS, &jerr);
+        if (s != NATS_OK)
+            rc = err_set(e, ERR_IO, "bus: reading %s stopped after sequence %llu of %llu: %s",
+                         b->stream, (unsigned long long)seq, (unsigned long long)end, bus_why(s));
+        else
+            rc = bus_read_list(b, &list, end, fn, ctx, &seq, skipped, e);
+        natsMsgList_Destroy(&list);
+    }
+    if (sub) {
+        js_DeleteConsumer(b->js, b->stream, b->durable, NULL, &jerr);
+        natsSubscription_Destroy(sub);
+    }
+    bus_close(b);
+    return rc;
 }
 
 void bus_close(bus *b) {

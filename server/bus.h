@@ -52,6 +52,19 @@ typedef struct bus bus;
  * refused), ERR_NOMEM, ERR_INTERNAL (threads). */
 int bus_open(const bus_options *o, bus **out, err_t *e);
 
+/* Reads the whole stream, for a job rather than a replica (recd train
+ * --bus): connects to urls, and hands every message from the stream's
+ * first to the last one it held when the call began to fn, in order, on
+ * the calling thread, through a consumer of its own that is deleted at the
+ * end (and by the server a minute after the reader died). fn returning
+ * ERR_INVALID or ERR_FORMAT skips the message (logged and counted in
+ * *skipped); any other error stops the read and is returned. *last gets
+ * the last sequence read (0: the stream is empty). Errors: ERR_INVALID
+ * (urls, stream), ERR_IO (NATS unreachable, no such stream, a fetch that
+ * timed out: the message says after which sequence), fn's. */
+int bus_read(const char *urls, const char *stream, bus_apply_fn fn, void *ctx, uint64_t *last,
+             uint64_t *skipped, err_t *e);
+
 /* Stops the threads and closes the connection; NULL is a no-op. */
 void bus_close(bus *b);
 

@@ -8,130 +8,25 @@
  * applier restarts from the highest sequence any store recorded, so a
  * replica killed at any moment applies nothing twice and loses nothing.
  *
- * A message: u8 version (1), u8 op, then the op's fields; strings are u16
- * LE length + bytes, numbers little-endian. Records are published as
- * stored (timestamps and quantities filled in), so every replica stores the
- * same. */
+ * The messages are busmsg.h's. Records are published as stored
+ * (timestamps and quantities filled in), so every replica stores the same. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus.h"
+#include "busmsg.h"
 #include "core_int.h"
 #include "log.h"
 #include "utf8.h"
 
-#define BUS_VERSION 1
 #define BUS_APPLY_WAIT_S 10.0 /* how long a write waits for its own replica to apply it */
-
-/* The operations on the bus: name, code. */
-#define BUS_OP_MAP(X)                                                                              \
-    X(EVENTS, 1)                                                                                   \
-    X(FEEDBACK, 2)                                                                                 \
-    X(AVAILABILITY, 3)                                                                             \
-    X(BOOSTS, 4)                                                                                   \
-    X(FORGET, 5)                                                                                   \
-    X(PERSONALIZATION, 6)                                                                          \
-    X(EXPERIMENT, 7)
-
-enum {
-#define BUS_OP_ENUM(name, code) OP_##name = code,
-    BUS_OP_MAP(BUS_OP_ENUM)
-#undef BUS_OP_ENUM
-};
-
-/* --- encoding -------------------------------------------------------------- */
-
-typedef struct wbuf {
-    unsigned char *p;
-    size_t n, cap;
-    int failed;
-} wbuf;
-
-static void w_bytes(wbuf *w, const void *d, size_t n) {
-    if (w->failed) return;
-    if (w->n + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->n + n)
-            cap *= 2;
-        unsigned char *p = realloc(w->p, cap);
-        if (!p) {
-            w->failed = 1;
-            return;
-        }
-        w->p = p;
-        w->cap = cap;
-    }
-    memcpy(w->p + w->n, d, n);
-    w->n += n;
-}
-
-static void w_u(wbuf *w, uint64_t v, int bytes) {
-    unsigned char b[8];
-    for (int i = 0; i < bytes; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-    w_bytes(w, b, (size_t)bytes);
-}
-
-static void w_str(wbuf *w, const char *s, size_t n) {
-    w_u(w, n, 2);
-    w_bytes(w, s, n);
-}
-
-static void w_f64(wbuf *w, double d) {
-    uint64_t v;
-    memcpy(&v, &d, 8);
-    w_u(w, v, 8);
-}
-
-typedef struct rbuf {
-    const unsigned char *p;
-    size_t n, at;
-    int bad;
-} rbuf;
-
-static uint64_t r_u(rbuf *r, int bytes) {
-    if (r->bad || r->n - r->at < (size_t)bytes) {
-        r->bad = 1;
-        return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)r->p[r->at + (size_t)i] << (8 * i);
-    r->at += (size_t)bytes;
-    return v;
-}
-
-/* A string of the message: points into it (not NUL-terminated). */
-static const char *r_str(rbuf *r, size_t *len) {
-    *len = (size_t)r_u(r, 2);
-    if (r->bad || r->n - r->at < *len) {
-        r->bad = 1;
-        *len = 0;
-        return "";
-    }
-    const char *s = (const char *)r->p + r->at;
-    r->at += *len;
-    return s;
-}
-
-static double r_f64(rbuf *r) {
-    uint64_t v = r_u(r, 8);
-    double d;
-    memcpy(&d, &v, 8);
-    return d;
-}
-
-static void w_head(wbuf *w, int op) {
-    w_u(w, BUS_VERSION, 1);
-    w_u(w, (uint64_t)op, 1);
-}
 
 /* --- publishing -------------------------------------------------------------- */
 
 /* The message id: the op and two FNV-1a hashes of the message, so that the
  * same write sent twice (a client's or the balancer's retry) is the same
  * message and JetStream stores it once. */
-static void msg_id(const wbuf *w, char out[BUS_MSG_ID_MAX]) {
+static void msg_id(const busmsg_writer *w, char out[BUS_MSG_ID_MAX]) {
     uint64_t h1 = 14695981039346656037ull, h2 = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < w->n; i++) {
         h1 = (h1 ^ w->p[i]) * 1099511628211ull;
@@ -143,7 +38,7 @@ static void msg_id(const wbuf *w, char out[BUS_MSG_ID_MAX]) {
 
 /* Publishes w (freeing it), waits for the ack and for this replica to apply
  * it; *seq (may be NULL) gets its sequence. */
-static int publish(core *c, wbuf *w, uint64_t *seq, err_t *e) {
+static int publish(core *c, busmsg_writer *w, uint64_t *seq, err_t *e) {
     uint64_t s = 0;
     int rc;
     if (w->failed)
@@ -161,48 +56,42 @@ static int publish(core *c, wbuf *w, uint64_t *seq, err_t *e) {
 
 int core__bus_records(core *c, evstore *store, const evstore_event *good, size_t n, err_t *e) {
     if (!n) return ERR_OK;
-    wbuf w = {0};
-    w_head(&w, store == c->events ? OP_EVENTS : OP_FEEDBACK);
-    w_u(&w, n, 4);
-    for (size_t i = 0; i < n; i++) {
-        w_str(&w, good[i].user_id, good[i].user_len);
-        w_str(&w, good[i].item_id, good[i].item_len);
-        w_u(&w, good[i].type, 1);
-        w_u(&w, (uint64_t)good[i].ts, 8);
-        w_u(&w, good[i].quantity, 4);
-        w_f64(&w, good[i].price);
-    }
+    busmsg_writer w = {0};
+    busmsg_begin(&w, store == c->events ? BUSMSG_EVENTS : BUSMSG_FEEDBACK);
+    busmsg_put_u(&w, n, 4);
+    for (size_t i = 0; i < n; i++)
+        busmsg_put_record(&w, &good[i]);
     return publish(c, &w, NULL, e);
 }
 
 int core__bus_availability(core *c, const core_availability *items, size_t n, err_t *e) {
-    wbuf w = {0};
-    w_head(&w, OP_AVAILABILITY);
-    w_u(&w, n, 4);
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_AVAILABILITY);
+    busmsg_put_u(&w, n, 4);
     for (size_t i = 0; i < n; i++) {
-        w_str(&w, items[i].item_id, strlen(items[i].item_id));
-        w_u(&w, items[i].available != 0, 1);
+        busmsg_put_str(&w, items[i].item_id, strlen(items[i].item_id));
+        busmsg_put_u(&w, items[i].available != 0, 1);
     }
     return publish(c, &w, NULL, e);
 }
 
 int core__bus_boosts(core *c, const core_boost *boosts, size_t n, err_t *e) {
-    wbuf w = {0};
-    w_head(&w, OP_BOOSTS);
-    w_u(&w, n, 4);
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_BOOSTS);
+    busmsg_put_u(&w, n, 4);
     for (size_t i = 0; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &boosts[i].multiplier, 4);
-        w_str(&w, boosts[i].item_id, strlen(boosts[i].item_id));
-        w_u(&w, bits, 4);
+        busmsg_put_str(&w, boosts[i].item_id, strlen(boosts[i].item_id));
+        busmsg_put_u(&w, bits, 4);
     }
     return publish(c, &w, NULL, e);
 }
 
 int core__bus_forget(core *c, const char *user_id, uint64_t *events_deleted, err_t *e) {
-    wbuf w = {0};
-    w_head(&w, OP_FORGET);
-    w_str(&w, user_id, strlen(user_id));
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_FORGET);
+    busmsg_put_str(&w, user_id, strlen(user_id));
     uint64_t seq;
     int rc = publish(c, &w, &seq, e);
     *events_deleted = 0;
@@ -216,58 +105,49 @@ int core__bus_forget(core *c, const char *user_id, uint64_t *events_deleted, err
 }
 
 int core__bus_personalization(core *c, const char *user_id, int opted_out, err_t *e) {
-    wbuf w = {0};
-    w_head(&w, OP_PERSONALIZATION);
-    w_str(&w, user_id, strlen(user_id));
-    w_u(&w, opted_out != 0, 1);
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_PERSONALIZATION);
+    busmsg_put_str(&w, user_id, strlen(user_id));
+    busmsg_put_u(&w, opted_out != 0, 1);
     return publish(c, &w, NULL, e);
 }
 
 int core__bus_experiment(core *c, const unsigned char *state, err_t *e) {
-    wbuf w = {0};
-    w_head(&w, OP_EXPERIMENT);
-    w_bytes(&w, state, EXP_STATE_BYTES);
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_EXPERIMENT);
+    busmsg_put_bytes(&w, state, EXP_STATE_BYTES);
     return publish(c, &w, NULL, e);
 }
 
 /* --- applying ---------------------------------------------------------------- */
 
-static int bad(err_t *e, uint64_t seq, const char *why) {
-    return err_set(e, ERR_FORMAT, "bus message %llu: %s", (unsigned long long)seq, why);
-}
-
 /* Records (events or feedback) into their store. Events of forgotten
  * members are dropped: a replica may have checked them before it applied
  * the ForgetUser that comes first in the stream. */
-static int apply_records(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
-    evstore *store = op == OP_EVENTS ? c->events : c->feedback;
-    size_t n = (size_t)r_u(r, 4);
-    if (r->bad || n > CORE_MAX_LIST) return bad(e, seq, "record count");
+static int apply_records(core *c, uint64_t seq, int op, busmsg_reader *r, err_t *e) {
+    evstore *store = op == BUSMSG_EVENTS ? c->events : c->feedback;
+    size_t n = (size_t)busmsg_get_u(r, 4);
+    if (r->bad || n > CORE_MAX_LIST) return busmsg_bad(e, seq, "record count");
     evstore_event *evs = malloc((n ? n : 1) * sizeof *evs);
     if (!evs) return err_set(e, ERR_NOMEM, "out of memory applying bus message");
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         evstore_event *ev = &evs[kept];
-        ev->user_id = r_str(r, &ev->user_len);
-        ev->item_id = r_str(r, &ev->item_len);
-        ev->type = (uint32_t)r_u(r, 1);
-        ev->ts = (int64_t)r_u(r, 8);
-        ev->quantity = (uint32_t)r_u(r, 4);
-        ev->price = r_f64(r);
+        busmsg_get_record(r, ev);
         if (r->bad) break;
-        if (op == OP_EVENTS && core__privacy(c, ev->user_id, ev->user_len) == PRIVACY_FORGOTTEN)
+        if (op == BUSMSG_EVENTS && core__privacy(c, ev->user_id, ev->user_len) == PRIVACY_FORGOTTEN)
             continue;
         kept++;
     }
     if (r->bad) {
         free(evs);
-        return bad(e, seq, "truncated records");
+        return busmsg_bad(e, seq, "truncated records");
     }
     int applied = 0;
     /* evstore checks every record again: a bad one fails as ERR_INVALID. */
     int rc = evstore_append_at(store, evs, kept, seq, &applied, e);
-    if (!rc && applied && op == OP_EVENTS) atomic_fetch_add(&c->events_ingested, kept);
-    for (size_t i = 0; !rc && applied && op == OP_FEEDBACK && i < kept; i++) {
+    if (!rc && applied && op == BUSMSG_EVENTS) atomic_fetch_add(&c->events_ingested, kept);
+    for (size_t i = 0; !rc && applied && op == BUSMSG_FEEDBACK && i < kept; i++) {
         char rid[CORE_MAX_ID_BYTES + 1];
         size_t len = evs[i].user_len < CORE_MAX_ID_BYTES ? evs[i].user_len : CORE_MAX_ID_BYTES;
         memcpy(rid, evs[i].user_id, len);
@@ -280,17 +160,17 @@ static int apply_records(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
     return rc;
 }
 
-static int apply_rules(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
-    size_t n = (size_t)r_u(r, 4);
-    if (r->bad || n > CORE_MAX_LIST) return bad(e, seq, "item count");
+static int apply_rules(core *c, uint64_t seq, int op, busmsg_reader *r, err_t *e) {
+    size_t n = (size_t)busmsg_get_u(r, 4);
+    if (r->bad || n > CORE_MAX_LIST) return busmsg_bad(e, seq, "item count");
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        const char *id = r_str(r, &len);
-        uint64_t v = r_u(r, op == OP_AVAILABILITY ? 1 : 4);
+        const char *id = busmsg_get_str(r, &len);
+        uint64_t v = busmsg_get_u(r, op == BUSMSG_AVAILABILITY ? 1 : 4);
         if (r->bad || !len || len > CORE_MAX_ID_BYTES || !utf8_valid(id, len))
-            return bad(e, seq, "item");
+            return busmsg_bad(e, seq, "item");
         int rc;
-        if (op == OP_AVAILABILITY)
+        if (op == BUSMSG_AVAILABILITY)
             rc = catalog_set_available_at(c->rules, id, len, v != 0, seq, e);
         else {
             uint32_t bits = (uint32_t)v;
@@ -303,13 +183,13 @@ static int apply_rules(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
     return ERR_OK;
 }
 
-static int apply_privacy(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
+static int apply_privacy(core *c, uint64_t seq, int op, busmsg_reader *r, err_t *e) {
     size_t len;
-    const char *id = r_str(r, &len);
-    unsigned opted_out = op == OP_PERSONALIZATION ? (unsigned)r_u(r, 1) : 0;
+    const char *id = busmsg_get_str(r, &len);
+    unsigned opted_out = op == BUSMSG_PERSONALIZATION ? (unsigned)busmsg_get_u(r, 1) : 0;
     if (r->bad || !len || len > CORE_MAX_ID_BYTES || !utf8_valid(id, len))
-        return bad(e, seq, "user id");
-    if (op == OP_PERSONALIZATION) {
+        return busmsg_bad(e, seq, "user id");
+    if (op == BUSMSG_PERSONALIZATION) {
         /* Forgotten stays forgotten, whatever came after on the bus. */
         if (core__privacy(c, id, len) == PRIVACY_FORGOTTEN) return ERR_OK;
         unsigned char v = opted_out ? PRIVACY_OPTED_OUT : PRIVACY_NONE;
@@ -329,8 +209,8 @@ static int apply_privacy(core *c, uint64_t seq, int op, rbuf *r, err_t *e) {
     return ERR_OK;
 }
 
-static int apply_experiment(core *c, uint64_t seq, rbuf *r, err_t *e) {
-    if (r->n - r->at != EXP_STATE_BYTES) return bad(e, seq, "experiment state size");
+static int apply_experiment(core *c, uint64_t seq, busmsg_reader *r, err_t *e) {
+    if (r->n - r->at != EXP_STATE_BYTES) return busmsg_bad(e, seq, "experiment state size");
     const unsigned char *state = r->p + r->at;
     pthread_mutex_lock(&c->exp_update);
     pthread_mutex_lock(&c->lock);
@@ -340,7 +220,7 @@ static int apply_experiment(core *c, uint64_t seq, rbuf *r, err_t *e) {
     if (rc) {
         /* Another variant set up on the replica that took it. */
         pthread_mutex_unlock(&c->exp_update);
-        return bad(e, seq, e->msg);
+        return busmsg_bad(e, seq, e->msg);
     }
     rc = idstate_put_at(c->exp_state, CORE_EXP_KEY, strlen(CORE_EXP_KEY), state, seq, e);
     if (!rc) {
@@ -356,24 +236,24 @@ static int apply_experiment(core *c, uint64_t seq, rbuf *r, err_t *e) {
 /* The bus_apply_fn of the core. */
 static int apply(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e) {
     core *c = ctx;
-    rbuf r = {data, len, 0, 0};
-    unsigned version = (unsigned)r_u(&r, 1);
-    int op = (int)r_u(&r, 1);
-    if (r.bad || version != BUS_VERSION) return bad(e, seq, "unknown version");
+    busmsg_reader r;
+    int op;
+    int rc = busmsg_open(&r, data, len, seq, &op, e);
+    if (rc) return rc;
     switch (op) {
-    case OP_EVENTS:
-    case OP_FEEDBACK:
+    case BUSMSG_EVENTS:
+    case BUSMSG_FEEDBACK:
         return apply_records(c, seq, op, &r, e);
-    case OP_AVAILABILITY:
-    case OP_BOOSTS:
+    case BUSMSG_AVAILABILITY:
+    case BUSMSG_BOOSTS:
         return apply_rules(c, seq, op, &r, e);
-    case OP_FORGET:
-    case OP_PERSONALIZATION:
+    case BUSMSG_FORGET:
+    case BUSMSG_PERSONALIZATION:
         return apply_privacy(c, seq, op, &r, e);
-    case OP_EXPERIMENT:
+    case BUSMSG_EXPERIMENT:
         return apply_experiment(c, seq, &r, e);
     default:
-        return bad(e, seq, "unknown operation");
+        return busmsg_bad(e, seq, "unknown operation");
     }
 }
 

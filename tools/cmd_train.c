@@ -6,17 +6,22 @@
 #include "churn.h"
 #include "clock.h"
 #include "cmd.h"
+#include "busload.h"
 #include "opts.h"
 #include "pipeline.h"
 
 static const char train_usage[] =
-    "usage: recd train --input FILE.csv [--events DIR] --model DIR [options]\n"
+    "usage: recd train --input FILE.csv [--events DIR | --bus URLS] --model DIR [options]\n"
     "Trains implicit-feedback ALS on a purchase history and publishes the model into DIR\n"
     "(atomically: a server serving DIR switches to it without a restart).\n"
     "  --input FILE         purchase history CSV ('-' = stdin)\n"
     "  --events DIR         also train on the events a server recorded (recd serve --events),\n"
     "                       each weighted by its type (--event-weights); either input may be "
     "alone\n"
+    "  --bus URLS           also train on the events of a cluster's event bus (recd serve\n"
+    "                       --bus): the whole JetStream stream, members forgotten there left\n"
+    "                       out; nats://HOST:PORT[,...]\n"
+    "  --bus-stream NAME    the stream (default recd)\n"
     "  --event-weights LIST weight of each event type in purchases, default\n"
     "                       view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
     "  --model DIR          model directory (created if missing)\n"
@@ -65,7 +70,9 @@ enum {
     OPT_POPULARITY_BLEND,
     OPT_NEIGHBORS,
     OPT_BLEND_WITH,
-    OPT_BLEND_SHARE
+    OPT_BLEND_SHARE,
+    OPT_BUS,
+    OPT_BUS_STREAM
 };
 
 /* Parses "N" or "Nd" (days) into 1..36500. Returns 0, or -1 after printing
@@ -138,11 +145,35 @@ fail:
     return -1;
 }
 
+/* Appends the events of the bus to history, reporting on stderr. Returns 0,
+ * or -1 after printing why (history freed). */
+static int add_bus(ev_set *history, const char *urls, const char *stream, const float *weights) {
+    err_t e;
+    busload_counts n;
+    if (busload_add(history, urls, stream, weights, &n, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        ev_set_free(history);
+        return -1;
+    }
+    fprintf(stderr, "bus: %zu recorded events from stream %s (up to sequence %llu)\n", n.added,
+            stream, (unsigned long long)n.last);
+    if (n.future) fprintf(stderr, "bus: %zu skipped: dated more than a day after now\n", n.future);
+    if (n.skipped)
+        fprintf(stderr, "bus: %llu messages could not be read and were skipped (logged)\n",
+                (unsigned long long)n.skipped);
+    if (n.forgotten)
+        fprintf(stderr, "privacy: %u members forgotten on the bus left out of the training data\n",
+                n.forgotten);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     static const struct option longopts[] = {
         {"input", required_argument, 0, OPT_INPUT},
         {"model", required_argument, 0, OPT_MODEL},
         {"events", required_argument, 0, OPT_EVENTS},
+        {"bus", required_argument, 0, OPT_BUS},
+        {"bus-stream", required_argument, 0, OPT_BUS_STREAM},
         {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
         {"churn-horizon", required_argument, 0, OPT_CHURN_HORIZON},
         {"churn-bands", required_argument, 0, OPT_CHURN_BANDS},
@@ -157,6 +188,7 @@ int cmd_train(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
+    const char *bus_urls = NULL, *bus_stream = "recd";
     /* The defaults of the server too, so that a fold-in and a retraining
      * weigh an event alike. */
     float weights[EV_TYPE_END];
@@ -209,6 +241,12 @@ int cmd_train(int argc, char **argv) {
         case OPT_EVENTS:
             events_dir = optarg;
             break;
+        case OPT_BUS:
+            bus_urls = optarg;
+            break;
+        case OPT_BUS_STREAM:
+            bus_stream = optarg;
+            break;
         case OPT_EVENT_WEIGHTS:
             if (opts_event_weights(optarg, weights)) return 2;
             break;
@@ -243,7 +281,7 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
-    if ((!input && !events_dir) || !model_dir || optind != argc) {
+    if ((!input && !events_dir && !bus_urls) || !model_dir || optind != argc) {
         fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP);
         fprintf(stderr, "%s", OPTS_INGEST_HELP);
         return 2;
@@ -273,7 +311,13 @@ int cmd_train(int argc, char **argv) {
     }
     double start = clock_seconds();
     ev_set history;
+    if (events_dir && bus_urls) {
+        /* A replica's events folder holds what it applied of the bus. */
+        fprintf(stderr, "recd: --events and --bus are two copies of the same events: give one\n");
+        return 2;
+    }
     if (load_histories(input, &io, events_dir, weights, &history)) return 1;
+    if (bus_urls && add_bus(&history, bus_urls, bus_stream, weights)) return 1;
     int status = opts_train_publish(&history, &pp, model_dir, start);
     ev_set_free(&history);
     return status;

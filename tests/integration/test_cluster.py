@@ -3,6 +3,7 @@
 stopped by PID. Writes go through the balancer; every replica must agree on
 them (the same applied stream sequence and the same stored events) within
 the lag bound, and survive a replica's SIGKILL and NATS going away."""
+import json
 import os
 import shutil
 import signal
@@ -175,6 +176,38 @@ def test_forget_user_through_one_replica_forgets_everywhere(cluster, pb):
     # And the replicas refuse new events of the member.
     reply = record(stub0, pb, "forget-me", "i9", now)
     assert reply.accepted == 0
+
+
+def test_training_from_the_bus_is_training_from_a_replica_without_the_forgotten(cluster, pb,
+                                                                               tmp_path):
+    """recd train --bus reads the whole stream: what every replica stored, and
+    the events a member had before ForgetUser, which it then leaves out as
+    the replicas did (the test above forgot forget-me)."""
+    events = agree(cluster)
+    forgotten_before = 3
+    small = ("--factors", 4, "--iterations", 2)
+    trained = run("train", "--bus", cluster.nats.url, "--model", tmp_path / "bus", *small).stderr
+    assert f"bus: {len(events) + forgotten_before} recorded events from stream recd" in trained
+    assert "privacy: 1 members forgotten on the bus left out" in trained
+    run("train", "--events", cluster.replicas[1].events, "--model", tmp_path / "replica", *small)
+    from_bus, from_replica = (json.loads(run("inspect", "--model", tmp_path / m, "--json").stdout)
+                              for m in ("bus", "replica"))
+    for key in ("users", "items", "interactions"):
+        assert from_bus[key] == from_replica[key], key
+    assert run("inspect", "--model", tmp_path / "bus", "--user", "forget-me",
+               check=False).returncode == 1
+    assert "i1" in run("inspect", "--model", tmp_path / "bus", "--user", "member3").stdout
+    # --events and --bus are two copies of the same events.
+    both = run("train", "--bus", cluster.nats.url, "--events", cluster.replicas[0].events,
+               "--model", tmp_path / "both", check=False)
+    assert both.returncode == 2 and "give one" in both.stderr
+
+
+def test_training_from_an_unreachable_bus_fails_and_says_so(tmp_path):
+    p = run("train", "--bus", f"nats://127.0.0.1:{free_port()}", "--model", tmp_path / "m",
+            check=False)
+    assert p.returncode == 1 and "bus: cannot connect to nats://127.0.0.1:" in p.stderr
+    assert not (tmp_path / "m").exists() or not (tmp_path / "m" / "current").exists()
 
 
 def test_replica_sigkill_under_load_loses_nothing_and_catches_up(cluster, pb):
