@@ -415,6 +415,25 @@ int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e) {
     return rc;
 }
 
+int model_use(const char *dir, const char *version, err_t *e) {
+    if (strlen(version) >= MODEL_VERSION_MAX || !model_version_valid(version))
+        return err_set(e, ERR_INVALID, "model: '%s' is not a version name", version);
+    char folder[PATH_MAX], cur[MODEL_VERSION_MAX];
+    int rc = model_path(folder, e, "%s/versions/%s", dir, version);
+    if (rc) return rc;
+    if (model_current_version(dir, cur, NULL) == ERR_OK && !strcmp(cur, version)) return ERR_OK;
+    /* Opened before the switch: a version that would be refused never
+     * becomes current. */
+    model *m;
+    if ((rc = model_open(folder, &m, e))) return rc;
+    model_close(m);
+    int lock;
+    if ((rc = model_lock(dir, &lock, e))) return rc;
+    rc = model_switch_current(dir, version, e);
+    close(lock);
+    return rc;
+}
+
 /* --- publication ---------------------------------------------------------- */
 
 /* 1 when user u's CLV is NaN exactly where the churn probability is, and

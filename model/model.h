@@ -255,6 +255,14 @@ int model_current_version(const char *dir, char version[MODEL_VERSION_MAX], err_
  * with the version now current. */
 int model_rollback(const char *dir, char version[MODEL_VERSION_MAX], err_t *e);
 
+/* Makes versions/<version> of dir current (a replica told by its cluster
+ * to serve a version that was copied there). A version that is current
+ * already is left as it is. The version is opened and checked first, so
+ * one that model_open refuses never becomes current. Returns ERR_OK,
+ * ERR_INVALID (not a version name), ERR_NOTFOUND (not in versions/, e.g.
+ * not copied yet), model_open's errors for a broken one, ERR_IO. */
+int model_use(const char *dir, const char *version, err_t *e);
+
 /* Fills *versions (malloc'ed array, caller frees) with the complete versions
  * in dir, oldest first in the order model_rollback uses, and *n with their
  * count (0 when nothing was published). Returns ERR_OK, ERR_IO, ERR_NOMEM. */

@@ -19,13 +19,21 @@
 #define BUS_MAX_MSG (1u << 20) /* JetStream's default max payload */
 #define BUS_READ_WAIT_MS 5000  /* bus_read: how long one fetch may wait */
 #define BUS_READ_IDLE_S 60     /* bus_read: the server drops a dead reader's consumer */
+#define BUS_KV_RETRY_MS 1000   /* a version not taken yet is offered again after this */
+#define BUS_KV_WAIT_MS 5000    /* how long the watcher waits for an announcement at once */
+#define BUS_KEY_ANNOUNCED "current"
+#define BUS_KEY_SERVED "served."
 
 struct bus {
     natsConnection *nc;
     jsCtx *js;
-    char *stream, *subject, *durable;
+    char *stream, *subject, *durable, *replica;
     bus_apply_fn apply;
+    bus_announced_fn announced;
     void *ctx;
+
+    pthread_mutex_t kv_lock; /* guards kv's binding */
+    kvStore *kv;             /* the models bucket, once bound */
 
     pthread_mutex_t lock; /* guards what follows */
     pthread_cond_t applied_cond;
@@ -33,9 +41,10 @@ struct bus {
     int64_t oldest_unapplied_ns; /* publication time of applied + 1, when last > applied */
     int64_t monitor_ns;          /* when the monitor last ran */
     bool stopping;
+    kvWatcher *watcher; /* the announcements' watcher, stopped by bus_close */
 
-    pthread_t applier, monitor;
-    bool applier_running, monitor_running;
+    pthread_t applier, monitor, follower;
+    bool applier_running, monitor_running, follower_running;
 };
 
 static int64_t now_ns(void) {
@@ -54,6 +63,23 @@ static bool bus_stopping(bus *b) {
     bool s = b->stopping;
     pthread_mutex_unlock(&b->lock);
     return s;
+}
+
+/* Waits ms, or less when the bus stops. */
+static void bus_pause(bus *b, int ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->lock);
+    int rc = 0;
+    while (!b->stopping && rc == 0)
+        rc = pthread_cond_timedwait(&b->applied_cond, &b->lock, &until);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* The NATS client's last error as text, for messages. */
@@ -206,6 +232,19 @@ static bool bus_name_ok(const char *s) {
     return true;
 }
 
+/* How many copies of the stream and the bucket NATS keeps: as many as the
+ * cluster has nodes, up to 3. */
+static int bus_replicas(bus *b) {
+    char **known = NULL;
+    int n_known = 0;
+    if (natsConnection_GetServers(b->nc, &known, &n_known) == NATS_OK) {
+        for (int i = 0; i < n_known; i++)
+            free(known[i]);
+        free(known);
+    }
+    return n_known >= 3 ? 3 : 1;
+}
+
 /* Creates the stream when it is missing. */
 static int bus_stream(bus *b, err_t *e) {
     jsStreamInfo *si = NULL;
@@ -214,13 +253,6 @@ static int bus_stream(bus *b, err_t *e) {
         jsStreamInfo_Destroy(si);
         return ERR_OK;
     }
-    char **known = NULL;
-    int n_known = 0;
-    if (natsConnection_GetServers(b->nc, &known, &n_known) == NATS_OK) {
-        for (int i = 0; i < n_known; i++)
-            free(known[i]);
-        free(known);
-    }
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     const char *subjects[1] = {b->subject};
@@ -228,7 +260,7 @@ static int bus_stream(bus *b, err_t *e) {
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
-    sc.Replicas = n_known >= 3 ? 3 : 1;
+    sc.Replicas = bus_replicas(b);
     sc.Duplicates = (int64_t)BUS_DUPLICATES_S * 1000000000;
     natsStatus s = js_AddStream(&si, b->js, &sc, NULL, &jerr);
     if (s != NATS_OK)
@@ -238,6 +270,87 @@ static int bus_stream(bus *b, err_t *e) {
     log_info("msg=\"bus stream created\" stream=%s replicas=%lld", b->stream,
              (long long)sc.Replicas);
     return ERR_OK;
+}
+
+/* Binds the models bucket into *kv (b's), creating it when create is set
+ * and it is missing. */
+static int bus_bucket(bus *b, bool create, kvStore **kv, err_t *e) {
+    char name[80];
+    snprintf(name, sizeof name, "%s-models", b->stream);
+    pthread_mutex_lock(&b->kv_lock);
+    natsStatus s = NATS_OK;
+    if (!b->kv) s = js_KeyValue(&b->kv, b->js, name);
+    if (s != NATS_OK && create) {
+        kvConfig kc;
+        kvConfig_Init(&kc);
+        kc.Bucket = name;
+        kc.History = 1;
+        kc.Replicas = bus_replicas(b);
+        s = js_CreateKeyValue(&b->kv, b->js, &kc);
+    }
+    if (s != NATS_OK) b->kv = NULL;
+    *kv = b->kv;
+    pthread_mutex_unlock(&b->kv_lock);
+    if (s == NATS_OK) return ERR_OK;
+    if (!create) return err_set(e, ERR_NOTFOUND, "bus: no model was announced on %s", b->stream);
+    return err_set(e, ERR_IO, "bus: cannot open the bucket %s: %s", name, bus_why(s));
+}
+
+/* The announcements' follower thread: watches the bucket's "current" key
+ * and tells the replica every version announced, again every
+ * BUS_KV_RETRY_MS until it takes it. */
+static void *bus_follower_main(void *arg) {
+    bus *b = arg;
+    char pending[BUS_VERSION_MAX] = "", refused[BUS_VERSION_MAX] = "";
+    kvWatcher *w = NULL;
+    while (!bus_stopping(b)) {
+        err_t e = {0, ""};
+        if (!w) {
+            kvStore *kv;
+            if (bus_bucket(b, true, &kv, &e) ||
+                kvStore_Watch(&w, kv, BUS_KEY_ANNOUNCED, NULL) != NATS_OK) {
+                w = NULL;
+                bus_pause(b, BUS_KV_RETRY_MS);
+                continue;
+            }
+            pthread_mutex_lock(&b->lock);
+            b->watcher = w;
+            pthread_mutex_unlock(&b->lock);
+        }
+        kvEntry *entry = NULL;
+        natsStatus s = kvWatcher_Next(&entry, w, pending[0] ? BUS_KV_RETRY_MS : BUS_KV_WAIT_MS);
+        if (s == NATS_OK && entry) {
+            size_t len = (size_t)kvEntry_ValueLen(entry);
+            if (kvEntry_Operation(entry) == kvOp_Put && len && len < BUS_VERSION_MAX) {
+                memcpy(pending, kvEntry_Value(entry), len);
+                pending[len] = '\0';
+            }
+            kvEntry_Destroy(entry);
+        } else if (s != NATS_OK && s != NATS_TIMEOUT) {
+            /* Stopped, or the watch broke (NATS went away): watch again. */
+            pthread_mutex_lock(&b->lock);
+            b->watcher = NULL;
+            pthread_mutex_unlock(&b->lock);
+            kvWatcher_Destroy(w);
+            w = NULL;
+            continue;
+        }
+        if (!pending[0]) continue;
+        if (!b->announced(b->ctx, pending, &e)) {
+            log_info("msg=\"announced model version is current\" version=%s", pending);
+            pending[0] = refused[0] = '\0';
+        } else if (strcmp(refused, pending)) {
+            log_error("msg=\"announced model version not taken yet, retrying\" version=%s "
+                      "error=\"%s\"",
+                      pending, e.msg);
+            memcpy(refused, pending, sizeof refused);
+        }
+    }
+    pthread_mutex_lock(&b->lock);
+    b->watcher = NULL;
+    pthread_mutex_unlock(&b->lock);
+    kvWatcher_Destroy(w);
+    return NULL;
 }
 
 /* A bus connected to NATS, with no threads yet: its stream, subject and
@@ -258,6 +371,7 @@ static int bus_connect(const char *urls, const char *stream, const char *name, u
     bus *b = calloc(1, sizeof *b);
     if (!b) return err_set(e, ERR_NOMEM, "bus: out of memory");
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->kv_lock, NULL);
     pthread_cond_init(&b->applied_cond, NULL);
     b->applied = start;
     b->monitor_ns = now_ns();
@@ -265,7 +379,8 @@ static int bus_connect(const char *urls, const char *stream, const char *name, u
     b->stream = strdup(stream);
     b->subject = malloc(sl + 3);
     b->durable = malloc(strlen(name) + 6);
-    if (!b->stream || !b->subject || !b->durable) {
+    b->replica = strdup(name);
+    if (!b->stream || !b->subject || !b->durable || !b->replica) {
         bus_close(b);
         return err_set(e, ERR_NOMEM, "bus: out of memory");
     }
@@ -311,6 +426,14 @@ int bus_open(const bus_options *o, bus **out, err_t *e) {
         return err_set(e, ERR_INTERNAL, "bus: cannot start the lag monitor thread");
     }
     b->monitor_running = true;
+    b->announced = o->announced;
+    if (b->announced) {
+        if (pthread_create(&b->follower, NULL, bus_follower_main, b)) {
+            bus_close(b);
+            return err_set(e, ERR_INTERNAL, "bus: cannot start the announcements' thread");
+        }
+        b->follower_running = true;
+    }
     log_info("msg=\"bus connected\" urls=%s stream=%s consumer=%s from_seq=%llu", o->urls,
              b->stream, b->durable, (unsigned long long)o->start);
     *out = b;
@@ -404,16 +527,21 @@ void bus_close(bus *b) {
     if (!b) return;
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
+    if (b->watcher) kvWatcher_Stop(b->watcher);
     pthread_cond_broadcast(&b->applied_cond);
     pthread_mutex_unlock(&b->lock);
     if (b->applier_running) pthread_join(b->applier, NULL);
     if (b->monitor_running) pthread_join(b->monitor, NULL);
+    if (b->follower_running) pthread_join(b->follower, NULL);
+    kvStore_Destroy(b->kv);
     jsCtx_Destroy(b->js);
     natsConnection_Destroy(b->nc);
     free(b->stream);
     free(b->subject);
     free(b->durable);
+    free(b->replica);
     pthread_cond_destroy(&b->applied_cond);
+    pthread_mutex_destroy(&b->kv_lock);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
@@ -507,4 +635,94 @@ double bus_lag_seconds(bus *b) {
 
 int bus_connected(bus *b) {
     return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* --- model announcements ------------------------------------------------------ */
+
+int bus_report_served(bus *b, const char *version, err_t *e) {
+    if (strlen(version) >= BUS_VERSION_MAX)
+        return err_set(e, ERR_INVALID, "bus: version %s is too long", version);
+    kvStore *kv;
+    int rc = bus_bucket(b, true, &kv, e);
+    if (rc) return rc;
+    char key[sizeof BUS_KEY_SERVED + 64];
+    snprintf(key, sizeof key, BUS_KEY_SERVED "%s", b->replica);
+    uint64_t rev;
+    natsStatus s = kvStore_PutString(&rev, kv, key, version);
+    if (s != NATS_OK)
+        return err_set(e, ERR_IO, "bus: cannot report the served version: %s", bus_why(s));
+    return ERR_OK;
+}
+
+int bus_announce(const char *urls, const char *stream, const char *version, uint64_t *revision,
+                 err_t *e) {
+    *revision = 0;
+    if (!version[0] || strlen(version) >= BUS_VERSION_MAX)
+        return err_set(e, ERR_INVALID, "bus: version '%s' is empty or too long", version);
+    char name[32];
+    snprintf(name, sizeof name, "announcer-%ld", (long)getpid());
+    bus *b;
+    int rc = bus_connect(urls, stream, name, 0, &b, e);
+    kvStore *kv;
+    if (!rc) rc = bus_bucket(b, true, &kv, e);
+    if (!rc) {
+        natsStatus s = kvStore_PutString(revision, kv, BUS_KEY_ANNOUNCED, version);
+        if (s != NATS_OK)
+            rc = err_set(e, ERR_IO, "bus: cannot announce %s: %s", version, bus_why(s));
+    }
+    bus_close(b);
+    return rc;
+}
+
+/* Copies the value of key into out (cap bytes) and its time into *at. */
+static natsStatus bus_kv_get(kvStore *kv, const char *key, char *out, size_t cap, int64_t *at) {
+    kvEntry *entry = NULL;
+    natsStatus s = kvStore_Get(&entry, kv, key);
+    if (s != NATS_OK) return s;
+    size_t len = (size_t)kvEntry_ValueLen(entry);
+    if (len >= cap) len = cap - 1;
+    memcpy(out, kvEntry_Value(entry), len);
+    out[len] = '\0';
+    *at = kvEntry_Created(entry) / 1000000000;
+    kvEntry_Destroy(entry);
+    return NATS_OK;
+}
+
+int bus_models_read(const char *urls, const char *stream, bus_models *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    char name[32];
+    snprintf(name, sizeof name, "status-%ld", (long)getpid());
+    bus *b;
+    int rc = bus_connect(urls, stream, name, 0, &b, e);
+    kvStore *kv;
+    if (!rc) rc = bus_bucket(b, false, &kv, e);
+    kvKeysList keys = {0};
+    if (!rc) {
+        natsStatus s = kvStore_Keys(&keys, kv, NULL);
+        if (s != NATS_OK && s != NATS_NOT_FOUND)
+            rc = err_set(e, ERR_IO, "bus: cannot list the bucket: %s", bus_why(s));
+    }
+    if (!rc && keys.Count && !(out->served = calloc((size_t)keys.Count, sizeof *out->served)))
+        rc = err_set(e, ERR_NOMEM, "bus: out of memory");
+    for (int i = 0; !rc && i < keys.Count; i++) {
+        const char *key = keys.Keys[i];
+        if (!strcmp(key, BUS_KEY_ANNOUNCED)) {
+            bus_kv_get(kv, key, out->announced, sizeof out->announced, &out->announced_unix);
+        } else if (!strncmp(key, BUS_KEY_SERVED, strlen(BUS_KEY_SERVED))) {
+            bus_served *r = &out->served[out->n_served];
+            snprintf(r->replica, sizeof r->replica, "%s", key + strlen(BUS_KEY_SERVED));
+            if (bus_kv_get(kv, key, r->version, sizeof r->version, &r->at_unix) == NATS_OK)
+                out->n_served++;
+        }
+    }
+    kvKeysList_Destroy(&keys);
+    bus_close(b);
+    if (rc) bus_models_free(out);
+    return rc;
+}
+
+void bus_models_free(bus_models *m) {
+    free(m->served);
+    m->served = NULL;
+    m->n_served = 0;
 }

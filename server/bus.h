@@ -32,13 +32,26 @@
  * skipped, with a log line); any other code: retried until it succeeds. */
 typedef int (*bus_apply_fn)(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e);
 
+/* The model announcements of a cluster live in a JetStream key-value
+ * bucket beside the stream, "<stream>-models": key "current" holds the
+ * version a trainer announced (bus_announce), key "served.<replica-id>"
+ * the version each replica serves (bus_report_served). */
+#define BUS_VERSION_MAX 64 /* bytes of an announced version, with its NUL */
+
+/* Told a replica the version announced (at start, the one announced last;
+ * then each new one), on the bus's watcher thread. ERR_OK: done with it;
+ * any other code: told again a second later, until it succeeds or another
+ * version is announced (the version's folder may still be on its way). */
+typedef int (*bus_announced_fn)(void *ctx, const char *version, err_t *e);
+
 typedef struct bus_options {
     const char *urls;       /* nats://HOST:PORT[,nats://HOST:PORT...] */
     const char *stream;     /* the stream's name ("recd"); its subjects are "<stream>.>" */
     const char *replica_id; /* the durable consumer's name: letters, digits, - and _ */
     uint64_t start;         /* the last sequence the caller applied; 0 = none */
     bus_apply_fn apply;
-    void *ctx;
+    bus_announced_fn announced; /* NULL: the replica does not follow announcements */
+    void *ctx;                  /* of apply and announced */
 } bus_options;
 
 typedef struct bus bus;
@@ -49,7 +62,8 @@ typedef struct bus bus;
  * deliver from o->start (the caller's stores are the truth), and starts the
  * applier and the lag monitor. *out is owned by the caller: bus_close.
  * Errors: ERR_INVALID (options), ERR_IO (NATS unreachable, JetStream
- * refused), ERR_NOMEM, ERR_INTERNAL (threads). */
+ * refused), ERR_NOMEM, ERR_INTERNAL (threads). With o->announced, a
+ * watcher thread follows the bucket's "current" key. */
 int bus_open(const bus_options *o, bus **out, err_t *e);
 
 /* Reads the whole stream, for a job rather than a replica (recd train
@@ -64,6 +78,39 @@ int bus_open(const bus_options *o, bus **out, err_t *e);
  * timed out: the message says after which sequence), fn's. */
 int bus_read(const char *urls, const char *stream, bus_apply_fn fn, void *ctx, uint64_t *last,
              uint64_t *skipped, err_t *e);
+
+/* Records that this replica serves version (key "served.<replica-id>"),
+ * for bus_models. Errors: ERR_INVALID (too long), ERR_IO (the bus is
+ * down: the next report tells it). */
+int bus_report_served(bus *b, const char *version, err_t *e);
+
+/* Announces version to every replica following the bucket of stream (a
+ * job: connects to urls for the call), creating the bucket when missing;
+ * *revision gets the announcement's revision. Errors: ERR_INVALID, ERR_IO. */
+int bus_announce(const char *urls, const char *stream, const char *version, uint64_t *revision,
+                 err_t *e);
+
+/* One replica's report. */
+typedef struct bus_served {
+    char replica[65];
+    char version[BUS_VERSION_MAX];
+    int64_t at_unix; /* when it reported */
+} bus_served;
+
+/* What the bucket holds: the version announced ("" when none) and every
+ * replica's report, in key order. */
+typedef struct bus_models {
+    char announced[BUS_VERSION_MAX];
+    int64_t announced_unix;
+    bus_served *served; /* owned: bus_models_free */
+    size_t n_served;
+} bus_models;
+
+/* Reads the bucket of stream (a job: connects to urls for the call) into
+ * *out. Errors: ERR_INVALID, ERR_IO (unreachable; ERR_NOTFOUND when nothing
+ * was ever announced or reported), ERR_NOMEM. */
+int bus_models_read(const char *urls, const char *stream, bus_models *out, err_t *e);
+void bus_models_free(bus_models *m);
 
 /* Stops the threads and closes the connection; NULL is a no-op. */
 void bus_close(bus *b);

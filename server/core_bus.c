@@ -257,6 +257,14 @@ static int apply(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e
     }
 }
 
+/* The bus_announced_fn of the core: the version announced becomes current
+ * in the control's model directory, and the watcher loads it as any
+ * publication (within --reload-interval). */
+static int announced(void *ctx, const char *version, err_t *e) {
+    core *c = ctx;
+    return model_use(c->slots[0].dir, version, e);
+}
+
 /* --- lifecycle, health, metrics ---------------------------------------------- */
 
 int core__bus_open(core *c, const core_options *o, err_t *e) {
@@ -280,8 +288,20 @@ int core__bus_open(core *c, const core_options *o, err_t *e) {
                       o->replica_id ? o->replica_id : "replica",
                       start,
                       apply,
+                      announced,
                       c};
-    return bus_open(&bo, &c->bus, e);
+    rc = bus_open(&bo, &c->bus, e);
+    if (rc) return rc;
+    core__model *sm = core__acquire(c);
+    core__bus_served(c, model_info(sm->m)->version);
+    core__release(sm);
+    return ERR_OK;
+}
+
+void core__bus_served(core *c, const char *version) {
+    err_t e;
+    if (c->bus && bus_report_served(c->bus, version, &e))
+        log_error("msg=\"served version not reported\" version=%s error=\"%s\"", version, e.msg);
 }
 
 void core__bus_close(core *c) {

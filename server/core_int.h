@@ -220,6 +220,9 @@ int core__write_records(core *c, evstore *store, const void *records, size_t n,
  * what they applied); closes it. */
 int core__bus_open(core *c, const core_options *o, err_t *e);
 void core__bus_close(core *c);
+/* Reports on the bus that the control serves version (no-op without
+ * --bus); a failure is logged, the next load reports again. */
+void core__bus_served(core *c, const char *version);
 
 /* The checked writes, published on the bus and answered once this replica
  * applied them (core_bus.c's header says how). Errors: ERR_IO (the bus is

@@ -107,6 +107,7 @@ int core__load(core *c, uint32_t v, err_t *e) {
     pthread_mutex_unlock(&c->lock);
     memcpy(slot->seen_folder, folder, sizeof folder);
     if (old) core__release(old);
+    if (v == 0) core__bus_served(c, meta->version);
     return ERR_OK;
 }
 

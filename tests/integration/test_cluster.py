@@ -62,12 +62,12 @@ class Nats:
 
 
 class Replica:
-    def __init__(self, model_dir, tmp, name, nats_url, port=None):
+    def __init__(self, model_dir, tmp, name, nats_url, port=None, *extra):
         self.name, self.events = name, tmp / f"events-{name}"
         self.port = port or free_port()
         self.server = Server(model_dir, tmp, "--listen", f"127.0.0.1:{self.port}", "--events",
                              self.events, "--bus", nats_url, "--replica-id", name,
-                             "--max-lag", LAG_BOUND_S)
+                             "--max-lag", LAG_BOUND_S, *extra)
         self.address = self.server.address
 
 
@@ -399,3 +399,77 @@ def test_model_push_switches_every_replica(shop, tmp_path, pb):
     finally:
         for s in servers:
             s.stop()
+
+
+def served_versions(servers, pb):
+    return [stub_of(s.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(), timeout=5)
+            .model_version for s in servers]
+
+
+def wait_served(servers, pb, want, within=10):
+    deadline = time.monotonic() + within
+    while True:
+        now = served_versions(servers, pb)
+        if now == want or time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)
+
+
+def test_announced_version_is_served_by_every_replica_once_its_folder_is_there(shop, tmp_path,
+                                                                               pb):
+    """model-push.sh --announce copies the version folder, then announces it in
+    the bus's key-value bucket; each replica makes it current itself, reports
+    what it serves, and `recd model status` says whether all agree. A replica
+    that has not got the folder yet keeps serving its version and takes the
+    announced one as soon as the folder arrives."""
+    from conftest import train
+    push = str(SOURCE / "scripts/model-push.sh")
+    env = dict(os.environ, RECD_BIN=RECD)
+    trainer = tmp_path / "trainer"
+    train(shop.path, trainer)
+    dirs = [tmp_path / f"replica{i}" for i in range(2)]
+    subprocess.run([push, trainer, *dirs], check=True, capture_output=True)
+    nats = Nats(tmp_path)
+    replicas = [Replica(d, tmp_path, f"a{i}", nats.url, None, "--reload-interval", "0.2")
+                for i, d in enumerate(dirs)]
+    servers = [r.server for r in replicas]
+    status = ("model", "status", "--bus", nats.url)
+    try:
+        first = served_versions(servers, pb)
+        nothing = run(*status, check=False)
+        assert nothing.returncode == 1 and "announced  (none)" in nothing.stdout
+        for v in (2, 3):
+            time.sleep(1.1)  # versions are named by the second
+            train(shop.path, trainer, "--factors", 4 + v)
+            new = os.path.basename(os.readlink(trainer / "current"))
+            assert new not in first
+            if v == 2:
+                out = subprocess.run([push, "--announce", nats.url, trainer, *dirs], check=True,
+                                     capture_output=True, text=True, env=env).stdout
+                assert f"{new} announced" in out
+                assert wait_served(servers, pb, [new, new]) == [new, new]
+            else:
+                # Only the first replica has the folder: the second keeps
+                # serving the version before, and status says so.
+                subprocess.run([push, "--announce", nats.url, trainer, dirs[0]], check=True,
+                               capture_output=True, env=env)
+                before = served_versions(servers, pb)[1]
+                assert wait_served(servers, pb, [new, before]) == [new, before]
+                time.sleep(1.5)  # the second replica has retried meanwhile
+                assert served_versions(servers, pb) == [new, before]
+                behind = run(*status, check=False)
+                assert behind.returncode == 1, behind.stdout
+                assert "a1         " + before + "  <- not the announced version" in behind.stdout
+                shutil.copytree(trainer / "versions" / new, dirs[1] / f".copy-{new}")
+                os.rename(dirs[1] / f".copy-{new}", dirs[1] / "versions" / new)
+                assert wait_served(servers, pb, [new, new]) == [new, new]
+            deadline = time.monotonic() + 5
+            while (agreed := run(*status, check=False)).returncode and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert agreed.returncode == 0, agreed.stdout
+            assert f"announced  {new}" in agreed.stdout
+            assert "all replicas serve the announced version" in agreed.stdout
+    finally:
+        for s in servers:
+            s.stop()
+        nats.stop()

@@ -356,6 +356,28 @@ Test(model, refuses_missing) {
     cr_assert_not_null(strstr(refuse(at("%s", "store"), ERR_NOTFOUND), a.version));
 }
 
+Test(model, use_makes_a_checked_version_current) {
+    const char *dir = at("%s", "use");
+    model_meta a = publish(dir, 1.0f), b = publish(dir, 2.0f);
+    char cur[MODEL_VERSION_MAX];
+    err_t e;
+    cr_assert_eq(model_use(dir, a.version, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_current_version(dir, cur, NULL), ERR_OK);
+    cr_assert_str_eq(cur, a.version);
+    cr_assert_eq(model_use(dir, a.version, &e), ERR_OK, "the current one again: nothing to do");
+    cr_assert_eq(model_use(dir, "20991231T000000Z-00000000", &e), ERR_NOTFOUND, "not copied here");
+    cr_assert_eq(model_use(dir, "../../etc", &e), ERR_INVALID);
+    /* A broken (half-copied) version never becomes current. */
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/versions/%s/data.mdb", dir, b.version);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(truncate(path, st.st_size / 2), 0);
+    cr_assert_eq(model_use(dir, b.version, &e), ERR_FORMAT);
+    cr_assert_eq(model_current_version(dir, cur, NULL), ERR_OK);
+    cr_assert_str_eq(cur, a.version);
+}
+
 /* Copies the data.mdb of dir's current version into a new version-like
  * folder named name; returns that folder. */
 static const char *copy_current(const char *dir, const char *name) {
