@@ -5,7 +5,9 @@ on loopback, started and stopped by PID. Prints durable RecordEvents
 events/s through the bus against the local LMDB store (same client, same
 run), the visibility lag on the other replica (p50/p99), Recommend calls/s
 through HAProxy against one replica direct, and the time from a replica's
-SIGKILL to HAProxy marking it DOWN. On 2 cores everything shares the CPUs.
+SIGKILL to HAProxy marking it DOWN. On 2 cores everything shares the CPUs,
+so each rate comes with the CPU time the server side spent per call
+(replicas, NATS, HAProxy; /proc/PID/stat, the Python client left out).
 usage: cluster_bench.py MODEL_DIR WORK_DIR"""
 import os
 import signal
@@ -49,6 +51,25 @@ def metric(port, name):
     return None
 
 
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(*pids):
+    """User + system CPU milliseconds the processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * TICK_MS
+
+
+def per_call(fn, n, pids):
+    """Runs fn(n); returns (calls/s, server-side CPU ms per call)."""
+    c0 = cpu_ms(*pids)
+    rate = fn(n)
+    return rate, (cpu_ms(*pids) - c0) / n
+
+
 def writes(stub, rec, n, tag):
     t0 = time.perf_counter()
     base = int(time.time())
@@ -86,10 +107,16 @@ def main():
     try:
         time.sleep(2)
         n = 1500
-        s_local = writes(rec_grpc.RecommenderStub(local.channel), rec, n, "L")
-        s_bus = writes(rec_grpc.RecommenderStub(reps[0].channel), rec, n, "B")
+        rep_pids = [r.proc.pid for r in reps]
+        s_local, c_local = per_call(
+            lambda k: writes(rec_grpc.RecommenderStub(local.channel), rec, k, "L"), n,
+            [local.proc.pid])
+        s_bus, c_bus = per_call(
+            lambda k: writes(rec_grpc.RecommenderStub(reps[0].channel), rec, k, "B"), n,
+            rep_pids + [nats.proc.pid])
         print(f"RecordEvents, one event per call, one client: local LMDB {s_local:.0f} events/s, "
-              f"through the bus {s_bus:.0f} events/s (ratio {s_bus / s_local:.2f})")
+              f"through the bus {s_bus:.0f} events/s (ratio {s_bus / s_local:.2f}); server CPU "
+              f"per call {c_local:.3f} ms local, {c_bus:.3f} ms bus (both replicas + NATS)")
         # Visibility: a write acknowledged by replica 0, until replica 1 applied it.
         stub0 = rec_grpc.RecommenderStub(reps[0].channel)
         lags = []
@@ -105,11 +132,14 @@ def main():
         print(f"visibility on the other replica (incl. ~1 metrics scrape): p50 {pct(lags, 50):.2f} "
               f"ms, p99 {pct(lags, 99):.2f} ms")
         with grpc.insecure_channel(bind) as ch:
-            r_hap = recommends(ch, rec, rec_grpc, 2000)
-        r_dir = recommends(reps[0].channel, rec, rec_grpc, 2000)
+            r_hap, c_hap = per_call(lambda k: recommends(ch, rec, rec_grpc, k), 2000,
+                                    rep_pids + [hap.pid])
+        r_dir, c_dir = per_call(lambda k: recommends(reps[0].channel, rec, rec_grpc, k), 2000,
+                                [reps[0].proc.pid])
         print(f"Recommend, one client, sequential: through HAProxy {r_hap:.0f} calls/s, direct "
               f"{r_dir:.0f} calls/s (ratio {r_hap / r_dir:.2f}; 2 cores shared by client, "
-              f"HAProxy and replicas)")
+              f"HAProxy and replicas); server CPU per call {c_hap:.3f} ms through HAProxy "
+              f"(replicas + HAProxy), {c_dir:.3f} ms direct")
         t0 = time.monotonic()
         reps[1].proc.kill()
         reps[1].proc.wait()
