@@ -76,7 +76,7 @@ fi
 # report (exit 66), and the integration conftest fails on any report in a
 # server's or a command's output. The suppressions are for uninstrumented
 # third-party libraries only (tests/tsan.supp says why). The suites are the
-# ones that run calls, the watcher and the stores' threads at once; not the
+# ones that run calls, the watcher, the stores' and the bus's threads at once; not the
 # unit tests: criterion's runner crashes under TSan (a SEGV inside the
 # uninstrumented libcriterion before any test runs), so only recd is built.
 if { cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
@@ -84,7 +84,7 @@ if { cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPIL
     >build-tsan.log 2>&1 || { cat build-tsan.log; false; }; then
   stage "tests under TSan (build-tsan/)" env \
     TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
-    bash -c 'cd build-tsan && ctest --output-on-failure -R "^integration\.(service|realtime|swap|experiment|metrics|security|bad_inputs|churn)$"'
+    bash -c 'cd build-tsan && ctest --output-on-failure -R "^integration\.(service|realtime|swap|experiment|metrics|security|bad_inputs|churn|cluster)$"'
 else
   failed=$((failed + 1))
 fi
