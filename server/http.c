@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "log.h"
@@ -25,6 +26,8 @@
 #define HTTP_MAX_QUERY_ARGS 64
 #define HTTP_STREAM_BUFFER (64 * 1024) /* bytes a stream's producer runs ahead */
 #define HTTP_BUCKETS 12
+/* Most bytes of a body over the limit read (and dropped) before the 413. */
+#define HTTP_DISCARD_MAX (64u << 20)
 
 /* The metric rows besides the methods: routes that are no RPC. */
 #define HTTP_EXTRA_ROUTES(X)                                                                       \
@@ -89,6 +92,7 @@ typedef struct http_req {
     const http_method *m;
     char *body; /* the request body so far, len of cap bytes */
     size_t len, cap;
+    size_t seen; /* body bytes received, kept or not */
     int too_large;
     int status; /* gRPC status answered */
     double start, deadline;
@@ -683,26 +687,39 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
             return answer_err(conn, r, ERR_DEADLINE, "the deadline passed before the call arrived");
         r->deadline = clock_seconds() + s;
     }
+    /* A body over the limit is never kept. A client that waits for "100
+     * Continue", or announces more than HTTP_DISCARD_MAX, is answered at
+     * once (the connection then closes: its body is not read); a plain
+     * client (urllib, most libraries) sends the body before it reads, and
+     * would only see a broken pipe, so up to HTTP_DISCARD_MAX is read and
+     * dropped first. */
     const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (length && strtoull(length, NULL, 10) > h->max_body) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the body is larger than the server's limit of %u bytes",
-                 h->max_body);
-        return answer_status(conn, r, 413, ERR_STATUS_RESOURCE_EXHAUSTED, msg);
+    unsigned long long announced = length ? strtoull(length, NULL, 10) : 0;
+    if (announced > h->max_body) {
+        const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+        if (announced > HTTP_DISCARD_MAX || (expect && !strcasecmp(expect, "100-continue"))) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the body is larger than the server's limit of %u bytes",
+                     h->max_body);
+            return answer_status(conn, r, 413, ERR_STATUS_RESOURCE_EXHAUSTED, msg);
+        }
+        r->too_large = 1;
     }
     return MHD_YES;
 }
 
 /* Stores a piece of the body, up to the limit; past it, the rest is read
- * and dropped (a chunked body has no length to refuse up front). */
-static void take_body(http_req *r, const char *data, size_t n) {
-    if (r->too_large) return;
-    if (r->len + n > r->h->max_body) {
-        r->too_large = 1;
+ * and dropped (a chunked body has no length to refuse up front), up to
+ * HTTP_DISCARD_MAX in all. Returns 0, or -1 to drop the connection. */
+static int take_body(http_req *r, const char *data, size_t n) {
+    r->seen += n;
+    if (r->seen > (size_t)HTTP_DISCARD_MAX + r->h->max_body) return -1;
+    if (!r->too_large && r->len + n > r->h->max_body) r->too_large = 1;
+    if (r->too_large) {
         free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
-        return;
+        return 0;
     }
     if (r->len + n + 1 > r->cap) {
         size_t cap = (r->len + n + 1) * 2;
@@ -713,7 +730,7 @@ static void take_body(http_req *r, const char *data, size_t n) {
             free(r->body);
             r->body = NULL;
             r->len = r->cap = 0;
-            return;
+            return 0;
         }
         r->body = grown;
         r->cap = cap;
@@ -721,6 +738,7 @@ static void take_body(http_req *r, const char *data, size_t n) {
     memcpy(r->body + r->len, data, n);
     r->len += n;
     r->body[r->len] = '\0';
+    return 0;
 }
 
 static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const char *url,
@@ -739,9 +757,9 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const
         return route(conn, r, url, verb);
     }
     if (*upload_size) {
-        take_body(r, upload, *upload_size);
+        int drop = take_body(r, upload, *upload_size);
         *upload_size = 0;
-        return MHD_YES;
+        return drop ? MHD_NO : MHD_YES;
     }
     if (r->too_large) {
         char msg[128];

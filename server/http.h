@@ -48,7 +48,7 @@ typedef void (*http_metrics_writer)(void *ctx, FILE *out);
  * closed. */
 #define HTTP_MAX_CONNECTIONS 256
 #define HTTP_MAX_PER_ADDRESS 64
-#define HTTP_DEFAULT_TIMEOUT_S 30
+#define HTTP_DEFAULT_TIMEOUT_S 10
 
 typedef struct http_options {
     const char *listen; /* IPv4 host:port; port 0 picks a free one */
