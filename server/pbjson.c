@@ -461,6 +461,27 @@ static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, 
     return ERR_OK;
 }
 
+/* Where text (n bytes) holds a byte outside strings that no JSON token
+ * has, or n: json-c, even strict, takes single-quoted strings, NaN and
+ * Infinity, which other JSON readers refuse, so pbjson does too. */
+static size_t not_json_at(const char *text, size_t n) {
+    int in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (!strchr(" \t\r\n{}[]:,-+.0123456789eEtrufalsn", c) || !c) {
+            return i;
+        }
+    }
+    return n;
+}
+
 int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t len,
                   ProtobufCMessage **out, err_t *e) {
     size_t start = 0;
@@ -475,6 +496,10 @@ int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t 
         return rc;
     }
     if (len > INT32_MAX) return err_set(e, ERR_LIMIT, "JSON text too large");
+    size_t stray = not_json_at(json + start, len - start);
+    if (stray < len - start)
+        return err_set(e, ERR_INVALID, "invalid JSON request: '%c' at byte %zu is not JSON",
+                       json[start + stray], start + stray);
     /* json-c counts nesting from the top object: one level more than ours. */
     struct json_tokener *tok = json_tokener_new_ex(PBJSON_MAX_DEPTH + 1);
     if (!tok) return err_set(e, ERR_NOMEM, "out of memory for the JSON parser");
@@ -566,13 +591,19 @@ int pbjson_decode_pairs(const ProtobufCMessageDescriptor *d, const char *const *
 
 /* --- encoding ---------------------------------------------------------------- */
 
-/* The shortest %g text of v that reads back as the same float (single) or
- * double: what protobuf's printers write. */
+/* The shortest text of v that reads back as the same float (single) or
+ * double, laid out as protobuf's printers (Python's repr) do: plain digits
+ * for decimal exponents -4 .. 15 ("40", "0.001"), else "1e+20". */
 static void shortest(double v, int single, char *buf, size_t cap) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, v);
-        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) return;
+    int prec = 1;
+    for (; prec < 17; prec++) {
+        snprintf(buf, cap, "%.*e", prec - 1, v);
+        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
     }
+    snprintf(buf, cap, "%.*e", prec - 1, v);
+    int exp10 = atoi(strchr(buf, 'e') + 1);
+    if (exp10 >= -4 && exp10 < 16)
+        snprintf(buf, cap, "%.*f", prec - 1 - exp10 > 0 ? prec - 1 - exp10 : 0, v);
 }
 
 static json_object *encode_message(const ProtobufCMessage *m);

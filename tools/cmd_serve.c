@@ -49,7 +49,7 @@ static const char serve_usage[] =
     "  --http-port-file FILE    write the HTTP port to FILE once serving\n"
     "  --http-cors-origin O     let pages from origin O (https://shop.example, or *) call the\n"
     "                           JSON API from a browser (repeatable, or a comma list)\n"
-    "  --http-timeout S         close an idle HTTP connection after S seconds (default 30)\n"
+    "  --http-timeout S         close an idle HTTP connection after S seconds (default 10)\n"
     "  --metrics-listen H:P     the same as --http-listen (its old name)\n"
     "  --metrics-port-file FILE the same as --http-port-file\n"
     "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
