@@ -4,9 +4,11 @@ reply is the oracle of the proto3 JSON mapping), errors get the HTTP status
 of their gRPC code, bad inputs get a clean answer, and the campaign targets
 stream as NDJSON and CSV."""
 import csv
+import http.client
 import io
 import json
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -367,3 +369,50 @@ def test_healthz_and_metrics_share_the_port(srv):
     assert 'recd_http_calls_total{method="/recd.v1.Recommender/Recommend",code="INVALID_ARGUMENT"}' \
         in text
     assert "recd_http_call_seconds_bucket" in text
+
+
+from test_security import pki  # noqa: E402,F401  (the fixture: a CA and certificates)
+
+
+def https_get(port, pki, path, client=None):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if client:
+        ctx.load_cert_chain(str(pki / f"{client}.pem"), str(pki / f"{client}.key"))
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_tls_flags_serve_https_too(model_dir, pki, tmp_path):
+    s = Server(model_dir, tmp_path, "--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--http-listen", "127.0.0.1:0", "--http-port-file",
+               tmp_path / "hport")
+    try:
+        port = int((tmp_path / "hport").read_text())
+        status, info = https_get(port, pki, "/v1/GetModelInfo")
+        assert status == 200 and info["items"] > 0
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/GetModelInfo", data=b"{}",
+                                   timeout=5)
+    finally:
+        assert s.stop() == 0
+
+
+def test_mutual_tls_over_http_needs_a_client_certificate_of_the_ca(model_dir, pki, tmp_path):
+    s = Server(model_dir, tmp_path, "--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--tls-client-ca", pki / "ca.pem", "--http-listen",
+               "127.0.0.1:0", "--http-port-file", tmp_path / "hport")
+    try:
+        port = int((tmp_path / "hport").read_text())
+        assert https_get(port, pki, "/v1/GetModelInfo", client="client")[0] == 200
+        for who in [None, "stranger"]:
+            try:
+                status, answer = https_get(port, pki, "/v1/GetModelInfo", client=who)
+            except (urllib.error.URLError, ConnectionError, ssl.SSLError):
+                continue  # refused in the handshake: as good
+            assert status == 401 and answer["status"] == "UNAUTHENTICATED", who
+    finally:
+        assert s.stop() == 0
