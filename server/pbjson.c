@@ -591,19 +591,62 @@ int pbjson_decode_pairs(const ProtobufCMessageDescriptor *d, const char *const *
 
 /* --- encoding ---------------------------------------------------------------- */
 
-/* The shortest text of v that reads back as the same float (single) or
- * double, laid out as protobuf's printers (Python's repr) do: plain digits
- * for decimal exponents -4 .. 15 ("40", "0.001"), else "1e+20". */
+/* The shortest text of v (finite) that reads back as the same float
+ * (single) or double, laid out as protobuf's printers (Python's repr) do:
+ * plain digits for decimal exponents -4 .. 15 ("40", "0.001"), else
+ * "1e+20". The first of 6..9 (float) or 15..17 (double) significant
+ * digits that reads back, without its trailing zeros, is the shortest: a
+ * shorter text that reads back lies within half a unit in the last place
+ * of v, far inside the rounding step of that many digits, so it is that
+ * text cut. The layout is done on the digits, not by printf again (this is
+ * most of the codec's time on a list of scores). */
 static void shortest(double v, int single, char *buf, size_t cap) {
-    int prec = 1;
-    for (; prec < 17; prec++) {
-        snprintf(buf, cap, "%.*e", prec - 1, v);
-        if (single ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
+    char sci[40];
+    int prec = single ? 6 : 15, last = single ? 9 : 17;
+    for (;; prec++) {
+        snprintf(sci, sizeof sci, "%.*e", prec - 1, v);
+        if (prec == last || (single ? strtof(sci, NULL) == (float)v : strtod(sci, NULL) == v))
+            break;
     }
-    snprintf(buf, cap, "%.*e", prec - 1, v);
-    int exp10 = atoi(strchr(buf, 'e') + 1);
-    if (exp10 >= -4 && exp10 < 16)
-        snprintf(buf, cap, "%.*f", prec - 1 - exp10 > 0 ? prec - 1 - exp10 : 0, v);
+    /* sci is [-]D.DDDDe[+-]XX: the digits, without trailing zeros. */
+    const char *p = sci;
+    char digits[24];
+    size_t n = 0;
+    int neg = *p == '-';
+    p += neg;
+    for (; *p != 'e'; p++)
+        if (*p != '.') digits[n++] = *p;
+    int exp10 = atoi(p + 1);
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    size_t w = 0;
+#define PUT(c) (w + 1 < cap ? (void)(buf[w++] = (char)(c)) : (void)0)
+    if (neg) PUT('-');
+    if (exp10 >= 16 || exp10 < -4) {
+        PUT(digits[0]);
+        if (n > 1) PUT('.');
+        for (size_t i = 1; i < n; i++)
+            PUT(digits[i]);
+        char tail[16];
+        snprintf(tail, sizeof tail, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+        for (const char *t = tail; *t; t++)
+            PUT(*t);
+    } else if (exp10 < 0) {
+        PUT('0');
+        PUT('.');
+        for (int i = -1; i > exp10; i--)
+            PUT('0');
+        for (size_t i = 0; i < n; i++)
+            PUT(digits[i]);
+    } else {
+        for (int i = 0; i <= exp10; i++)
+            PUT((size_t)i < n ? digits[i] : '0');
+        if (n > (size_t)exp10 + 1) PUT('.');
+        for (size_t i = (size_t)exp10 + 1; i < n; i++)
+            PUT(digits[i]);
+    }
+#undef PUT
+    if (cap) buf[w] = '\0';
 }
 
 static json_object *encode_message(const ProtobufCMessage *m);

@@ -295,3 +295,63 @@ Test(targetcsv, rows_quote_what_needs_it_and_report_their_length) {
     cr_assert_eq(strlen(small), 7);
     cr_assert_eq(targetcsv_row(&t, NULL, 0), n);
 }
+
+/* The number a one-field message's JSON holds: {"name":<text>}. */
+static const char *number_of(const char *json) {
+    const char *colon = strchr(json, ':');
+    cr_assert_not_null(colon, "%s", json);
+    return colon + 1;
+}
+
+/* Significant digits of a number's text. */
+static int significant(const char *t) {
+    int n = 0, started = 0, trailing = 0;
+    for (; *t && *t != 'e' && *t != '}'; t++) {
+        if (*t < '0' || *t > '9') continue;
+        if (*t != '0') started = 1;
+        if (!started) continue;
+        n++;
+        trailing = *t == '0' ? trailing + 1 : 0;
+    }
+    return n - trailing; /* "40" has one: the zeros before the point are the exponent's */
+}
+
+Test(pbjson, floats_and_doubles_are_the_shortest_text_that_reads_back) {
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t bits = (uint32_t)x;
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        double d;
+        memcpy(&d, &x, sizeof d);
+        if (i % 4 == 0) f = (float)(x % 100000) / 1000.0f; /* plain decimals too */
+        if (!isfinite(f) || !isfinite(d)) continue;
+        Recd__V1__ScoredItem s = RECD__V1__SCORED_ITEM__INIT;
+        s.score = f;
+        if (f == 0) continue;
+        char *json = encode(&s.base);
+        const char *t = number_of(json);
+        cr_assert_eq(strtof(t, NULL), f, "%s for %.9g", json, (double)f);
+        /* No text with fewer digits reads back. */
+        int n = significant(t);
+        char shorter[40];
+        if (n > 1) {
+            snprintf(shorter, sizeof shorter, "%.*e", n - 2, (double)f);
+            cr_assert_neq(strtof(shorter, NULL), f, "%s: %s is shorter", json, shorter);
+        }
+        free(json);
+        Recd__V1__ChurnScore c = RECD__V1__CHURN_SCORE__INIT;
+        c.expected_value = d;
+        if (d == 0) continue;
+        json = encode(&c.base);
+        t = number_of(json);
+        cr_assert_eq(strtod(t, NULL), d, "%s for %.17g", json, d);
+        n = significant(t);
+        if (n > 1) {
+            snprintf(shorter, sizeof shorter, "%.*e", n - 2, d);
+            cr_assert_neq(strtod(shorter, NULL), d, "%s: %s is shorter", json, shorter);
+        }
+        free(json);
+    }
+}
