@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "clock.h"
 #include "log.h"
@@ -356,6 +357,7 @@ typedef struct http_stream {
     char *buf; /* pending bytes: [off, len) of cap */
     size_t off, len, cap;
     uint64_t emitted;
+    double deadline; /* X-Recd-Timeout's, in clock_seconds(); 0 = none */
     int done, cancelled, error_sent;
     int rc; /* the selection's code, and err its message, once done */
     err_t err;
@@ -424,7 +426,9 @@ static void *stream_main(void *arg) {
     err_t e = {0};
     int rc = svc_campaign_targets_run(st->h->svc, st->request, stream_emit, st, &e);
     pthread_mutex_lock(&st->lock);
-    if (rc) {
+    if (st->rc) {
+        /* the reader ended it first (the deadline): its reason stands */
+    } else if (rc) {
         st->rc = rc;
         st->err = e;
     } else if (st->err.code && !st->cancelled) {
@@ -456,8 +460,30 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     http_stream *st = cls;
     pthread_mutex_lock(&st->lock);
-    while (st->len == st->off && !st->done)
-        pthread_cond_wait(&st->cond, &st->lock);
+    while (st->len == st->off && !st->done) {
+        if (!st->deadline) {
+            pthread_cond_wait(&st->cond, &st->lock);
+            continue;
+        }
+        double left = st->deadline - clock_seconds();
+        if (left <= 0) break;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)left;
+        until.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&st->cond, &st->lock, &until);
+    }
+    if (st->deadline && !st->done && clock_seconds() > st->deadline) {
+        /* As gRPC ends a stream whose deadline passed: the producer stops,
+         * the client is told (NDJSON's last line) or sees a cut transfer. */
+        st->cancelled = 1;
+        st->done = 1;
+        st->rc = ERR_DEADLINE;
+        err_set(&st->err, ERR_DEADLINE, "the deadline passed; stream stopped");
+        st->off = st->len; /* what is still buffered is not sent after the deadline */
+        pthread_cond_broadcast(&st->cond);
+    }
     ssize_t n;
     if (st->len > st->off) {
         size_t k = st->len - st->off < max ? st->len - st->off : max;
@@ -507,8 +533,13 @@ static enum MHD_Result run_stream(struct MHD_Connection *conn, http_req *r,
     st->h = h;
     st->csv = csv;
     st->request = request;
+    st->deadline = r->deadline;
     pthread_mutex_init(&st->lock, NULL);
-    pthread_cond_init(&st->cond, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->cond, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     if (csv) stream_push(st, targetcsv_header(), strlen(targetcsv_header()));
     uint64_t header = st->emitted;
     if (pthread_create(&st->thread, NULL, stream_main, st)) {

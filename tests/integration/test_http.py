@@ -416,3 +416,34 @@ def test_mutual_tls_over_http_needs_a_client_certificate_of_the_ca(model_dir, pk
             assert status == 401 and answer["status"] == "UNAUTHENTICATED", who
     finally:
         assert s.stop() == 0
+
+
+def test_a_stream_stops_at_its_deadline(srv):
+    status, _, body = post(srv, "/v1/StreamCampaignTargets", {}, {
+        "Authorization": f"Bearer {READ}", "X-Recd-Timeout": "1u"}, raw=True)
+    assert status == 200
+    last = json.loads(body.decode().splitlines()[-1])
+    assert last["error"]["status"] == "DEADLINE_EXCEEDED", last
+    status, _, body = post(srv, "/v1/StreamCampaignTargets", {}, {
+        "Authorization": f"Bearer {READ}", "X-Recd-Timeout": "20S"}, raw=True)
+    assert status == 200 and "error" not in body.decode()
+
+
+def test_overload_is_shed_with_429(model_dir, tmp_path):
+    """One worker and a queue of one: most of 64 concurrent calls are
+    refused at once with RESOURCE_EXHAUSTED / 429, as over gRPC."""
+    import concurrent.futures
+
+    s = Server(model_dir, tmp_path, "--threads", "1", "--max-queue", "1", "--http-listen",
+               "127.0.0.1:0", "--http-port-file", tmp_path / "hport")
+    s.http = f"http://127.0.0.1:{int((tmp_path / 'hport').read_text())}"
+    try:
+        def call(_):
+            return post(s, "/v1/Recommend", {"userId": "u000", "k": 100})
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            answers = list(pool.map(call, range(256)))
+        codes = [a[0] for a in answers]
+        assert 200 in codes and 429 in codes, codes
+        assert all(a[2]["status"] == "RESOURCE_EXHAUSTED" for a in answers if a[0] == 429)
+    finally:
+        assert s.stop() == 0
