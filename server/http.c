@@ -33,6 +33,7 @@
 /* The metric rows besides the methods: routes that are no RPC. */
 #define HTTP_EXTRA_ROUTES(X)                                                                       \
     X(CSV, "/v1/campaign-targets.csv")                                                             \
+    X(DASHBOARD, "/")                                                                              \
     X(HEALTHZ, "/healthz")                                                                         \
     X(METRICS, "/metrics")                                                                         \
     X(OTHER, "unregistered")
@@ -638,6 +639,27 @@ static enum MHD_Result answer_health(struct MHD_Connection *conn, http_req *r) {
                   body, strlen(body), 1);
 }
 
+/* The dashboard page or Chart.js, from the binary. The page runs only its
+ * own scripts and this server's (no framing, no other origin). */
+static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, int chartjs) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        chartjs ? http_chartjs_len : http_dashboard_html_len,
+        (void *)(chartjs ? http_chartjs : http_dashboard_html), MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type",
+                            chartjs ? "text/javascript; charset=utf-8"
+                                    : "text/html; charset=utf-8");
+    MHD_add_response_header(resp, "Content-Security-Policy",
+                            "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    r->status = ERR_STATUS_OK;
+    enum MHD_Result rc = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 /* The first call of a request (headers only): routes it and answers what
  * needs no body. Returns MHD_YES with r->kind set to read a body. */
 static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const char *url,
@@ -648,6 +670,13 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
     if (h->client_ca && !client_cert_ok(conn))
         return answer_err(conn, r, ERR_UNAUTHENTICATED,
                           "this server needs a client certificate signed by its --tls-client-ca");
+    if (!strcmp(url, "/") || !strcmp(url, "/chart.js")) {
+        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_DASHBOARD;
+        if (!get)
+            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
+                                 "only GET here");
+        return answer_static(conn, r, url[1] == 'c');
+    }
     if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz")) {
         r->route = HTTP_MAX_METHODS + (url[1] == 'm' ? HTTP_ROUTE_METRICS : HTTP_ROUTE_HEALTHZ);
         if (!get)

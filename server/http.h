@@ -7,6 +7,9 @@
  *   GET  /v1/campaign-targets.csv   the same targets as the CSV of
  *                                   `recd query targets --csv`; the
  *                                   request's fields in the query string
+ *   GET  /                          the dashboard: one page (server/dashboard.html,
+ *                                   built in) that reads the JSON API and /metrics
+ *   GET  /chart.js                  Debian's Chart.js, built in, for that page
  *   GET  /metrics                   the Prometheus exposition
  *   GET  /healthz                   200 SERVING or 503 NOT_SERVING
  *   OPTIONS /v1/...                 CORS preflight for allowed origins
@@ -34,6 +37,13 @@
 #include "core.h"
 #include "err.h"
 #include "svc.h"
+
+/* The dashboard page and Chart.js, built into the binary by
+ * scripts/embed.cmake (the build's http_dashboard.c, http_chartjs.c). */
+extern const uint8_t http_dashboard_html[];
+extern const size_t http_dashboard_html_len;
+extern const uint8_t http_chartjs[];
+extern const size_t http_chartjs_len;
 
 /* Appends metric families (Prometheus text) to out; must be thread-safe. */
 typedef void (*http_metrics_writer)(void *ctx, FILE *out);
