@@ -649,9 +649,10 @@ static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, i
     MHD_add_response_header(resp, "Content-Type",
                             chartjs ? "text/javascript; charset=utf-8"
                                     : "text/html; charset=utf-8");
-    MHD_add_response_header(resp, "Content-Security-Policy",
-                            "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
+    MHD_add_response_header(
+        resp, "Content-Security-Policy",
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     r->status = ERR_STATUS_OK;
