@@ -107,7 +107,7 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop)
     assert browser.find_element(By.ID, "campaign-n").text == str(len(lines))
     # A second metrics sample (every 5 s) draws the rate chart.
     time.sleep(6)
-    for canvas in ["chart-rate", "chart-shares", "chart-bands", "chart-segments", "chart-tiers",
+    for canvas in ["chart-rate", "chart-strategy", "chart-shares", "chart-bands", "chart-segments", "chart-tiers",
                    "chart-churn"]:
         assert drawn(browser, canvas), f"{canvas} is blank"
     assert "Recommend" in browser.find_element(By.ID, "latency").text

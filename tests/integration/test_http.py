@@ -369,6 +369,7 @@ def test_healthz_and_metrics_share_the_port(srv):
     assert 'recd_http_calls_total{method="/recd.v1.Recommender/Recommend",code="INVALID_ARGUMENT"}' \
         in text
     assert "recd_http_call_seconds_bucket" in text
+    assert 'recd_recommend_strategy_total{strategy="PERSONALIZED"}' in text
 
 
 from test_security import pki  # noqa: E402,F401  (the fixture: a CA and certificates)
