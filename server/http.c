@@ -27,6 +27,9 @@
 #define HTTP_MAX_QUERY_ARGS 64
 #define HTTP_STREAM_BUFFER (64 * 1024) /* bytes a stream's producer runs ahead */
 #define HTTP_BUCKETS 12
+/* The dashboard's history: a sample every 10 s, 10 minutes of them. */
+#define HTTP_HISTORY 60
+#define HTTP_HISTORY_STEP_S 10
 /* Most bytes of a body over the limit read (and dropped) before the 413. */
 #define HTTP_DISCARD_MAX (64u << 20)
 
@@ -81,6 +84,17 @@ struct http_server {
     atomic_ullong calls[HTTP_ROUTES][ERR_STATUSES];
     atomic_ullong latency[HTTP_ROUTES][HTTP_BUCKETS + 1];
     atomic_ullong latency_us[HTTP_ROUTES];
+    /* The history for the dashboard: every HTTP_HISTORY_STEP_S the sampler
+     * thread keeps the call counters and latency histograms of /metrics
+     * (both transports) and the strategy mix, the last HTTP_HISTORY
+     * samples (guarded by history_lock). */
+    pthread_t sampler;
+    int sampler_started, sampler_stop;
+    pthread_mutex_t history_lock;
+    pthread_cond_t history_wake;
+    char *history[HTTP_HISTORY];
+    double history_t[HTTP_HISTORY]; /* unix seconds */
+    size_t history_next, history_n;
 };
 
 typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV } http_kind;
@@ -623,6 +637,100 @@ static enum MHD_Result answer_metrics(struct MHD_Connection *conn, http_req *r) 
     return answer(conn, r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body, len, 1);
 }
 
+/* The /metrics lines the history keeps: calls and latency of each method
+ * on each transport, and the strategy mix. */
+static int history_line(const char *line) {
+    static const char *const keep[] = {"recd_grpc_call", "recd_http_call",
+                                       "recd_recommend_strategy_total"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (!strncmp(line, keep[i], strlen(keep[i]))) return 1;
+    return 0;
+}
+
+/* One sample: the kept lines of a scrape, malloc'ed, or NULL. */
+static char *history_sample(http_server *h) {
+    char *all = NULL, *kept = NULL;
+    size_t len = 0, kept_len = 0;
+    FILE *f = open_memstream(&all, &len);
+    if (!f) return NULL;
+    for (size_t i = 0; i < h->n_writers; i++)
+        h->writers[i](h->writer_ctxs[i], f);
+    http_write_metrics(h, f);
+    fclose(f);
+    FILE *k = open_memstream(&kept, &kept_len);
+    if (!k) {
+        free(all);
+        return NULL;
+    }
+    for (char *line = all, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        if (history_line(line)) fprintf(k, "%s\n", line);
+    }
+    fclose(k);
+    free(all);
+    return kept;
+}
+
+static void *history_main(void *arg) {
+    http_server *h = arg;
+    pthread_mutex_lock(&h->history_lock);
+    while (!h->sampler_stop) {
+        pthread_mutex_unlock(&h->history_lock);
+        char *sample = history_sample(h);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        pthread_mutex_lock(&h->history_lock);
+        if (sample) {
+            free(h->history[h->history_next]);
+            h->history[h->history_next] = sample;
+            h->history_t[h->history_next] = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+            h->history_next = (h->history_next + 1) % HTTP_HISTORY;
+            if (h->history_n < HTTP_HISTORY) h->history_n++;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += HTTP_HISTORY_STEP_S;
+        while (!h->sampler_stop &&
+               pthread_cond_timedwait(&h->history_wake, &h->history_lock, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&h->history_lock);
+    return NULL;
+}
+
+/* GET /metrics/history: {"stepSeconds": 10, "samples": [{"t": unix
+ * seconds, "text": "<the kept /metrics lines>"}, ...]}, oldest first. */
+static enum MHD_Result answer_history(struct MHD_Connection *conn, http_req *r) {
+    http_server *h = r->h;
+    json_object *o = json_object_new_object(), *arr = json_object_new_array();
+    if (!o || !arr) {
+        json_object_put(o);
+        json_object_put(arr);
+        return MHD_NO;
+    }
+    json_object_object_add(o, "stepSeconds", json_object_new_int(HTTP_HISTORY_STEP_S));
+    pthread_mutex_lock(&h->history_lock);
+    for (size_t i = 0; i < h->history_n; i++) {
+        size_t at = (h->history_next + HTTP_HISTORY - h->history_n + i) % HTTP_HISTORY;
+        json_object *one = json_object_new_object();
+        json_object_object_add(one, "t", json_object_new_double(h->history_t[at]));
+        json_object_object_add(one, "text", json_object_new_string(h->history[at]));
+        json_object_array_add(arr, one);
+    }
+    pthread_mutex_unlock(&h->history_lock);
+    json_object_object_add(o, "samples", arr);
+    size_t n = 0;
+    const char *text = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    char *body = text ? malloc(n + 1) : NULL;
+    if (body) memcpy(body, text, n + 1);
+    json_object_put(o);
+    if (!body) return MHD_NO;
+    r->status = ERR_STATUS_OK;
+    return answer(conn, r, MHD_HTTP_OK, "application/json", body, n, 1);
+}
+
 static enum MHD_Result answer_health(struct MHD_Connection *conn, http_req *r) {
     char why[128];
     int serving = core_serving(r->h->core, why, sizeof why);
@@ -677,6 +785,13 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
             return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
                                  "only GET here");
         return answer_static(conn, r, url[1] == 'c');
+    }
+    if (!strcmp(url, "/metrics/history")) {
+        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_METRICS;
+        if (!get)
+            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
+                                 "only GET here");
+        return answer_history(conn, r);
     }
     if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz")) {
         r->route = HTTP_MAX_METHODS + (url[1] == 'm' ? HTTP_ROUTE_METRICS : HTTP_ROUTE_HEALTHZ);
@@ -943,6 +1058,17 @@ static int add_methods(http_server *h, const ProtobufCServiceDescriptor *sd, err
 }
 
 static void http_free(http_server *h) {
+    if (h->sampler_started) {
+        pthread_mutex_lock(&h->history_lock);
+        h->sampler_stop = 1;
+        pthread_cond_signal(&h->history_wake);
+        pthread_mutex_unlock(&h->history_lock);
+        pthread_join(h->sampler, NULL);
+    }
+    for (size_t i = 0; i < HTTP_HISTORY; i++)
+        free(h->history[i]);
+    pthread_mutex_destroy(&h->history_lock);
+    pthread_cond_destroy(&h->history_wake);
     free(h->write_token);
     free(h->read_token);
     free(h->cert);
@@ -984,6 +1110,12 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     if (!h) return err_set(e, ERR_NOMEM, "http: out of memory");
     h->core = c;
     h->svc = s;
+    pthread_mutex_init(&h->history_lock, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->history_wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     h->max_body = o->max_body_bytes ? o->max_body_bytes : 4u << 20;
     int failed = 0;
     h->write_token = dup_or_null(o->write_token, &failed);
@@ -1036,6 +1168,12 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : (int)port;
+    if (pthread_create(&h->sampler, NULL, history_main, h)) {
+        MHD_stop_daemon(h->daemon);
+        http_free(h);
+        return err_set(e, ERR_INTERNAL, "http: cannot start the history thread");
+    }
+    h->sampler_started = 1;
     *out = h;
     return ERR_OK;
 }
@@ -1047,5 +1185,5 @@ int http_port(const http_server *h) {
 void http_stop(http_server *h) {
     if (!h) return;
     MHD_stop_daemon(h->daemon);
-    http_free(h);
+    http_free(h); /* stops the sampler too */
 }

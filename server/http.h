@@ -11,6 +11,8 @@
  *                                   built in) that reads the JSON API and /metrics
  *   GET  /chart.js                  Debian's Chart.js, built in, for that page
  *   GET  /metrics                   the Prometheus exposition
+ *   GET  /metrics/history           the last 10 minutes of calls and latency
+ *                                   (a sample every 10 s), for the dashboard
  *   GET  /healthz                   200 SERVING or 503 NOT_SERVING
  *   OPTIONS /v1/...                 CORS preflight for allowed origins
  *

@@ -105,7 +105,8 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop)
         f"{srv.http}/v1/StreamCampaignTargets", data=b'{"minProbability": 0.5}', method="POST",
         headers={"Authorization": f"Bearer {READ}"}), timeout=10).read().decode().splitlines()
     assert browser.find_element(By.ID, "campaign-n").text == str(len(lines))
-    # A second metrics sample (every 5 s) draws the rate chart.
+    # The history (a sample at start) and a sample of the page's own (every
+    # 5 s) draw the rate chart.
     time.sleep(6)
     for canvas in ["chart-rate", "chart-strategy", "chart-shares", "chart-bands", "chart-segments", "chart-tiers",
                    "chart-churn"]:

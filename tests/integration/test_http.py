@@ -370,6 +370,11 @@ def test_healthz_and_metrics_share_the_port(srv):
         in text
     assert "recd_http_call_seconds_bucket" in text
     assert 'recd_recommend_strategy_total{strategy="PERSONALIZED"}' in text
+    status, _, history = fetch(urllib.request.Request(srv.http + "/metrics/history"))
+    assert status == 200 and history["stepSeconds"] == 10 and history["samples"]
+    first = history["samples"][0]
+    assert abs(first["t"] - time.time()) < 3600 and "recd_http_calls_total" in first["text"]
+    assert "recd_model_info" not in first["text"]  # only calls, latency and strategies
 
 
 from test_security import pki  # noqa: E402,F401  (the fixture: a CA and certificates)
