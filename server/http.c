@@ -5,11 +5,13 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <gnutls/gnutls.h>
 #include <json-c/json.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,7 @@
 #define HTTP_MAX_QUERY_ARGS 64
 #define HTTP_STREAM_BUFFER (64 * 1024) /* bytes a stream's producer runs ahead */
 #define HTTP_BUCKETS 12
+#define HTTP_MAX_DECODES 4
 /* The dashboard's history: a sample every 10 s, 10 minutes of them. */
 #define HTTP_HISTORY 60
 #define HTTP_HISTORY_STEP_S 10
@@ -95,6 +98,10 @@ struct http_server {
     char *history[HTTP_HISTORY];
     double history_t[HTTP_HISTORY]; /* unix seconds */
     size_t history_next, history_n;
+    /* Decodes at once: json-c's tree of one body can take ~60 MiB (see
+     * PBJSON_MAX_PIECES), so at most HTTP_MAX_DECODES are built together
+     * whatever the number of connections; the others wait their turn. */
+    sem_t decodes;
 };
 
 typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV } http_kind;
@@ -297,13 +304,22 @@ static void http_run(sched_job *const *jobs, size_t n) {
         call_done(calls[i]);
 }
 
+/* pbjson_decode of a request body, one of HTTP_MAX_DECODES at a time. */
+static int decode_body(http_server *h, const ProtobufCMessageDescriptor *d, const http_req *r,
+                       ProtobufCMessage **out, err_t *e) {
+    while (sem_wait(&h->decodes) && errno == EINTR) {
+    }
+    int rc = pbjson_decode(d, r->body ? r->body : "", r->len, out, e);
+    sem_post(&h->decodes);
+    return rc;
+}
+
 static enum MHD_Result run_unary(struct MHD_Connection *conn, http_req *r) {
     http_server *h = r->h;
     const http_method *m = r->m;
     err_t e;
     ProtobufCMessage *msg;
-    if (pbjson_decode(m->request, r->body ? r->body : "", r->len, &msg, &e))
-        return answer_err(conn, r, e.code, e.msg);
+    if (decode_body(h, m->request, r, &msg, &e)) return answer_err(conn, r, e.code, e.msg);
     http_call *call = calloc(1, sizeof *call);
     size_t n = protobuf_c_message_get_packed_size(msg);
     if (call) call->req = malloc(n ? n : 1);
@@ -949,7 +965,7 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const
     case KIND_UNARY:
         return run_unary(conn, r);
     case KIND_STREAM:
-        if (pbjson_decode(r->m->request, r->body ? r->body : "", r->len, &request, &e))
+        if (decode_body(h, r->m->request, r, &request, &e))
             return answer_err(conn, r, e.code, e.msg);
         return run_stream(conn, r, request, 0);
     case KIND_CSV: {
@@ -1069,6 +1085,7 @@ static void http_free(http_server *h) {
         free(h->history[i]);
     pthread_mutex_destroy(&h->history_lock);
     pthread_cond_destroy(&h->history_wake);
+    sem_destroy(&h->decodes);
     free(h->write_token);
     free(h->read_token);
     free(h->cert);
@@ -1110,6 +1127,7 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     if (!h) return err_set(e, ERR_NOMEM, "http: out of memory");
     h->core = c;
     h->svc = s;
+    sem_init(&h->decodes, 0, HTTP_MAX_DECODES);
     pthread_mutex_init(&h->history_lock, NULL);
     pthread_condattr_t monotonic;
     pthread_condattr_init(&monotonic);

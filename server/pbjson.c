@@ -463,9 +463,12 @@ static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, 
 
 /* Where text (n bytes) holds a byte outside strings that no JSON token
  * has, or n: json-c, even strict, takes single-quoted strings, NaN and
- * Infinity, which other JSON readers refuse, so pbjson does too. */
-static size_t not_json_at(const char *text, size_t n) {
+ * Infinity, which other JSON readers refuse, so pbjson does too. *pieces
+ * gets the number of separators and containers (',', ':', '{', '['): the
+ * size of the tree json-c would build, known before it builds it. */
+static size_t not_json_at(const char *text, size_t n, size_t *pieces) {
     int in_string = 0;
+    *pieces = 0;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
         if (in_string) {
@@ -475,7 +478,9 @@ static size_t not_json_at(const char *text, size_t n) {
                 in_string = 0;
         } else if (c == '"') {
             in_string = 1;
-        } else if (!strchr(" \t\r\n{}[]:,-+.0123456789eEtrufalsn", c) || !c) {
+        } else if (c == ',' || c == ':' || c == '{' || c == '[') {
+            ++*pieces;
+        } else if (!strchr(" \t\r\n}]-+.0123456789eEtrufalsn", c) || !c) {
             return i;
         }
     }
@@ -496,10 +501,16 @@ int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t 
         return rc;
     }
     if (len > INT32_MAX) return err_set(e, ERR_LIMIT, "JSON text too large");
-    size_t stray = not_json_at(json + start, len - start);
+    size_t pieces;
+    size_t stray = not_json_at(json + start, len - start, &pieces);
     if (stray < len - start)
         return err_set(e, ERR_INVALID, "invalid JSON request: '%c' at byte %zu is not JSON",
                        json[start + stray], start + stray);
+    if (pieces > PBJSON_MAX_PIECES)
+        return err_set(e, ERR_INVALID,
+                       "invalid JSON request: %zu values and keys, more than the %d a request "
+                       "may hold",
+                       pieces, PBJSON_MAX_PIECES);
     /* json-c counts nesting from the top object: one level more than ours. */
     struct json_tokener *tok = json_tokener_new_ex(PBJSON_MAX_DEPTH + 1);
     if (!tok) return err_set(e, ERR_NOMEM, "out of memory for the JSON parser");

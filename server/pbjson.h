@@ -39,6 +39,14 @@
  * messages nest 3 deep); deeper text is refused before it is built. */
 #define PBJSON_MAX_DEPTH 32
 
+/* Most separators and containers (',', ':', '{', '[': about the values
+ * and keys) one text may hold. json-c builds a tree of the whole text
+ * before pbjson reads it, at about 250 bytes a value: 4 MiB of ["a",...]
+ * would cost 250 MiB. The largest request the core takes, RecordEvents
+ * with 10,000 events of 6 fields, has about 130,000; more is refused
+ * before any is built. */
+#define PBJSON_MAX_PIECES 262144
+
 /* Longest field name pbjson handles (names are protoc identifiers). */
 #define PBJSON_MAX_NAME 128
 

@@ -235,6 +235,25 @@ def test_a_10_mb_body_gets_413(srv):
     assert post(srv, "/v1/Recommend", {"userId": "u000", "k": 2})[0] == 200
 
 
+def peak_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+
+def test_a_body_of_a_million_values_is_refused_before_json_c_builds_it(srv):
+    """600 kB of [0,0,...] would cost json-c ~250 bytes a value: refused
+    by the count first, fast, without the server's peak memory moving."""
+    before = peak_kib(srv.proc.pid)
+    body = b'{"userId": "u000", "excludeItemIds": [' + b",".join([b"0"] * 300000) + b"]}"
+    t = time.monotonic()
+    for _ in range(4):
+        status, _, answer = post(srv, "/v1/Recommend", body)
+        assert status == 400 and "values and keys" in answer["message"], answer
+    assert time.monotonic() - t < 5
+    assert peak_kib(srv.proc.pid) - before < 20 * 1024
+
+
 def test_a_chunked_body_over_the_limit_gets_413(srv):
     """No Content-Length to refuse up front: the body is read, not kept."""
     host, port = srv.http[len("http://"):].split(":")

@@ -355,3 +355,19 @@ Test(pbjson, floats_and_doubles_are_the_shortest_text_that_reads_back) {
         free(json);
     }
 }
+
+Test(pbjson, a_text_of_too_many_values_is_refused_before_it_is_built) {
+    size_t n = PBJSON_MAX_PIECES + 1, len = 0;
+    char *text = malloc(4 * n + 64);
+    cr_assert_not_null(text);
+    len += (size_t)sprintf(text, "{\"excludeItemIds\": [");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(text + len, "%s\"a\"", i ? "," : "");
+    len += (size_t)sprintf(text + len, "]}");
+    ProtobufCMessage *m = NULL;
+    err_t e;
+    cr_assert_eq(pbjson_decode(&recd__v1__recommend_request__descriptor, text, len, &m, &e),
+                 ERR_INVALID);
+    cr_assert(strstr(e.msg, "values and keys"), "%s", e.msg);
+    free(text);
+}
