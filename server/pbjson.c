@@ -461,11 +461,46 @@ static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, 
     return ERR_OK;
 }
 
-/* Where text (n bytes) holds a byte outside strings that no JSON token
- * has, or n: json-c, even strict, takes single-quoted strings, NaN and
- * Infinity, which other JSON readers refuse, so pbjson does too. *pieces
- * gets the number of separators and containers (',', ':', '{', '['): the
- * size of the tree json-c would build, known before it builds it. */
+/* The length of the JSON number at p (end: the text's end), or 0 when
+ * what starts there is not one: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+ * json-c reads more ("-0.", "1.e5", "+1", "01"), which other JSON readers
+ * refuse. */
+static size_t json_number(const char *p, const char *end) {
+    const char *q = p;
+#define DIGITS(q) (q < end && *q >= '0' && *q <= '9')
+    if (q < end && *q == '-') q++;
+    if (q < end && *q == '0')
+        q++;
+    else if (DIGITS(q))
+        while (DIGITS(q))
+            q++;
+    else
+        return 0;
+    if (q < end && *q == '.') {
+        q++;
+        if (!DIGITS(q)) return 0;
+        while (DIGITS(q))
+            q++;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < end && (*q == '+' || *q == '-')) q++;
+        if (!DIGITS(q)) return 0;
+        while (DIGITS(q))
+            q++;
+    }
+#undef DIGITS
+    /* A number ends where a separator, a bracket or a space begins. */
+    if (q < end && !strchr(" \t\r\n,]}", *q)) return 0;
+    return (size_t)(q - p);
+}
+
+/* Where text (n bytes) holds something outside strings that is not JSON,
+ * or n: json-c, even strict, takes single-quoted strings, NaN and
+ * Infinity, and numbers such as "-0." that other JSON readers refuse, so
+ * pbjson refuses them too. *pieces gets the number of separators and
+ * containers (',', ':', '{', '['): the size of the tree json-c would
+ * build, known before it builds it. */
 static size_t not_json_at(const char *text, size_t n, size_t *pieces) {
     int in_string = 0;
     *pieces = 0;
@@ -480,7 +515,11 @@ static size_t not_json_at(const char *text, size_t n, size_t *pieces) {
             in_string = 1;
         } else if (c == ',' || c == ':' || c == '{' || c == '[') {
             ++*pieces;
-        } else if (!strchr(" \t\r\n}]-+.0123456789eEtrufalsn", c) || !c) {
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t len = json_number(text + i, text + n);
+            if (!len) return i;
+            i += len - 1;
+        } else if (!strchr(" \t\r\n}]truefalsn", c) || !c) {
             return i;
         }
     }
@@ -749,8 +788,13 @@ static int present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
         return *(ProtobufCMessage *const *)p != NULL;
     case PROTOBUF_C_TYPE_BYTES:
         return ((const ProtobufCBinaryData *)p)->len > 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+        /* -0.0 is the default too: protobuf-c does not send it either, so
+         * both transports answer the same. */
+        return *(const float *)p != 0;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return *(const double *)p != 0;
     default: {
-        /* Any bit set: so -0.0 is written, as protobuf's printers do. */
         static const unsigned char zero[8];
         return memcmp(p, zero, value_size(f->type)) != 0;
     }
