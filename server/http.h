@@ -26,6 +26,11 @@
  * "X-Recd-Timeout: 200m" (gRPC's grpc-timeout units: n u m S M H; also
  * "200ms", "2s") sets the call's deadline.
  *
+ * Bodies are bounded before they are kept (max_body_bytes; 413) and
+ * counted before json-c builds their tree (PBJSON_MAX_PIECES); at most 4
+ * are decoded at once, on the connections' threads, so the workers only
+ * run handlers.
+ *
  * Errors answer the HTTP status of the gRPC status of the ERR_* code
  * (util/err's table) and {"code": <gRPC code>, "status": "<NAME>",
  * "message": "..."}. */
@@ -88,7 +93,8 @@ typedef struct http_options {
 typedef struct http_server http_server;
 
 /* Serves the methods of s (and the core c it runs on; both outlive the
- * server) as above. o's strings are copied. *out is owned by the caller:
+ * server) as above, with libmicrohttpd's threads (one per connection) and
+ * one that samples the history every 10 s. o's strings are copied. *out is owned by the caller:
  * http_stop. Errors: ERR_INVALID (not HOST:PORT, cannot listen there, TLS
  * not available or its PEM refused), ERR_NOMEM. */
 int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t *e);
