@@ -495,15 +495,29 @@ static size_t json_number(const char *p, const char *end) {
     return (size_t)(q - p);
 }
 
+/* Whether the integer text p (len bytes: digits, maybe after '-') is
+ * beyond 64 bits, below INT64_MIN or above UINT64_MAX: json-c would clamp
+ * it to the nearest end and pbjson would take a different number. */
+static int beyond_64_bits(const char *p, size_t len) {
+    int neg = *p == '-';
+    const char *d = p + neg;
+    size_t n = len - (size_t)neg;
+    const char *max = neg ? "9223372036854775808" : "18446744073709551615";
+    size_t max_len = strlen(max);
+    return n > max_len || (n == max_len && memcmp(d, max, n) > 0);
+}
+
 /* Where text (n bytes) holds something outside strings that is not JSON,
  * or n: json-c, even strict, takes single-quoted strings, NaN and
  * Infinity, and numbers such as "-0." that other JSON readers refuse, so
  * pbjson refuses them too. *pieces gets the number of separators and
  * containers (',', ':', '{', '['): the size of the tree json-c would
- * build, known before it builds it. */
-static size_t not_json_at(const char *text, size_t n, size_t *pieces) {
+ * build, known before it builds it. *too_big is set when what is at the
+ * returned place is an integer beyond 64 bits. */
+static size_t not_json_at(const char *text, size_t n, size_t *pieces, int *too_big) {
     int in_string = 0;
     *pieces = 0;
+    *too_big = 0;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
         if (in_string) {
@@ -518,6 +532,11 @@ static size_t not_json_at(const char *text, size_t n, size_t *pieces) {
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             size_t len = json_number(text + i, text + n);
             if (!len) return i;
+            if (!memchr(text + i, '.', len) && !memchr(text + i, 'e', len) &&
+                !memchr(text + i, 'E', len) && beyond_64_bits(text + i, len)) {
+                *too_big = 1;
+                return i;
+            }
             i += len - 1;
         } else if (!strchr(" \t\r\n}]truefalsn", c) || !c) {
             return i;
@@ -541,7 +560,12 @@ int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t 
     }
     if (len > INT32_MAX) return err_set(e, ERR_LIMIT, "JSON text too large");
     size_t pieces;
-    size_t stray = not_json_at(json + start, len - start, &pieces);
+    int too_big;
+    size_t stray = not_json_at(json + start, len - start, &pieces, &too_big);
+    if (stray < len - start && too_big)
+        return err_set(e, ERR_INVALID,
+                       "invalid JSON request: the integer at byte %zu is out of range of 64 bits",
+                       start + stray);
     if (stray < len - start)
         return err_set(e, ERR_INVALID, "invalid JSON request: '%c' at byte %zu is not JSON",
                        json[start + stray], start + stray);

@@ -8,7 +8,9 @@
  *     field given twice (once by each name) is refused, and so is a field
  *     the message does not have;
  *   - 64-bit integers as strings on output; on input a string or a number;
- *     32-bit ones as numbers (strings accepted on input), range checked;
+ *     32-bit ones as numbers (strings accepted on input), range checked
+ *     (a JSON number beyond 64 bits is refused before json-c, which would
+ *     clamp it, reads it); only JSON's own number forms are read;
  *   - float and double as numbers in the shortest form that reads back to
  *     the same value, NaN and infinities as "NaN", "Infinity",
  *     "-Infinity" (accepted as strings on input, never as bare literals);

@@ -157,6 +157,11 @@ Test(pbjson, bad_requests_are_refused_with_the_field_path) {
     refused(d, "{\"events\": [{\"quantity\": 1.5}]}", "not an integer");
     refused(d, "{\"events\": [{\"quantity\": \"1 \"}]}", "not an integer");
     refused(d, "{\"events\": [{\"timestampUnix\": \"9223372036854775808\"}]}", "out of range");
+    /* As numbers: json-c would clamp these; the count before it refuses. */
+    refused(d, "{\"events\": [{\"timestampUnix\": -9223372036854775809}]}", "64 bits");
+    refused(d, "{\"events\": [{\"timestampUnix\": 18446744073709551616}]}", "64 bits");
+    refused(d, "{\"events\": [{\"timestampUnix\": 123456789012345678901}]}", "64 bits");
+    refused(d, "{\"events\": [{\"timestampUnix\": 9223372036854775808}]}", "out of range");
     refused(d, "{\"events\": [{\"price\": \"cheap\"}]}", "not a number");
     refused(d, "{\"events\": [{\"price\": \"0x10\"}]}", "not a number");
     refused(d, "{\"events\": [{\"userId\": [\"u\"]}]}", "expected a string");
