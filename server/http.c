@@ -24,6 +24,7 @@
 #include "recd/v1/recommender.pb-c.h"
 #include "rpc.h"
 #include "targetcsv.h"
+#include "utf8.h"
 
 #define HTTP_MAX_METHODS 32
 #define HTTP_MAX_QUERY_ARGS 64
@@ -151,8 +152,19 @@ static enum MHD_Result answer(struct MHD_Connection *conn, http_req *r, unsigned
     return rc;
 }
 
-/* {"code": N, "status": "NAME", "message": "..."}: malloc'ed, or NULL. */
+/* {"code": N, "status": "NAME", "message": "..."}: malloc'ed, or NULL. A
+ * message cut inside a UTF-8 character (err_set cuts at a byte count, and
+ * quotes a client's id cut at 40 bytes) gets '?' for its non-ASCII bytes:
+ * json-c writes strings as they are, and the answer must be valid JSON. */
 static char *error_json(int status, const char *msg, size_t *len) {
+    char clean[sizeof((err_t *)0)->msg];
+    if (!utf8_valid(msg, strlen(msg))) {
+        size_t n = 0;
+        for (; msg[n] && n + 1 < sizeof clean; n++)
+            clean[n] = (unsigned char)msg[n] < 0x80 ? msg[n] : '?';
+        clean[n] = '\0';
+        msg = clean;
+    }
     json_object *o = json_object_new_object();
     if (!o) return NULL;
     json_object_object_add(o, "code", json_object_new_int(status));

@@ -217,6 +217,17 @@ def test_bad_json_gets_400_and_the_server_keeps_serving(srv, body, words):
     assert post(srv, "/v1/Recommend", {"userId": "u000", "k": 2})[0] == 200
 
 
+def test_an_error_quoting_cut_utf8_is_still_valid_json(srv):
+    """The message quotes 40 bytes of the bad value: a cut inside a
+    character must not make the answer invalid UTF-8."""
+    bad_enum = "a" + "é" * 30  # 40 bytes end inside a character
+    status, _, raw = post(srv, "/v1/SimilarItems", {"itemId": "i003", "relation": bad_enum},
+                          raw=True)
+    assert status == 400
+    answer = json.loads(raw.decode("utf-8"))
+    assert "Relation" in answer["message"] and "?" in answer["message"]
+
+
 def test_enum_by_unknown_name_is_refused(srv):
     status, _, answer = post(srv, "/v1/SimilarItems", {"itemId": "i003", "relation": "NEXT"})
     assert status == 400 and "Relation" in answer["message"]
