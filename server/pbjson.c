@@ -279,13 +279,62 @@ static int get_bytes(json_object *v, ProtobufCBinaryData *out, const path *p, er
     return ERR_OK;
 }
 
+/* The number of keys of each object of the text, in the order the objects
+ * open: json-c keeps one entry for a key given twice, so decode_object
+ * compares its object's entries with the text's keys (it visits the
+ * objects in the same order). NULL when there is no text (query pairs). */
+typedef struct key_counts {
+    uint32_t *n;
+    size_t len, next;
+} key_counts;
+
+/* Fills k from text (n bytes of JSON that json-c parsed: well formed, at
+ * most PBJSON_MAX_DEPTH + 1 deep). Returns 0, or -1 out of memory. */
+static int count_keys(const char *text, size_t n, key_counts *k) {
+    size_t objects = 0;
+    int in_string = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        long stack[PBJSON_MAX_DEPTH + 2]; /* object index, or -1 for an array */
+        int top = -1;
+        size_t at = 0;
+        in_string = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = text[i];
+            if (in_string) {
+                if (c == '\\')
+                    i++;
+                else if (c == '"')
+                    in_string = 0;
+            } else if (c == '"') {
+                in_string = 1;
+            } else if (c == '{' || c == '[') {
+                if (c == '{' && pass == 0) objects++;
+                if (c == '{' && pass == 1) k->n[at] = 0;
+                if (top + 1 < (int)(sizeof stack / sizeof stack[0]))
+                    stack[++top] = c == '{' ? (long)at++ : -1;
+            } else if (c == '}' || c == ']') {
+                if (top >= 0) top--;
+            } else if (c == ':' && pass == 1 && top >= 0 && stack[top] >= 0) {
+                k->n[stack[top]]++;
+            }
+        }
+        if (pass == 0) {
+            k->n = calloc(objects ? objects : 1, sizeof *k->n);
+            if (!k->n) return -1;
+            k->len = objects;
+            k->next = 0;
+        }
+    }
+    return 0;
+}
+
 static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, const path *p,
-                         int depth, ProtobufCMessage **out, err_t *e);
+                         int depth, key_counts *k, ProtobufCMessage **out, err_t *e);
 
 /* Reads one value of field f from v into dst (the struct member, or an
  * element of its array). */
 static int decode_value(const ProtobufCFieldDescriptor *f, json_object *v, void *dst, const path *p,
-                        int depth, err_t *e) {
+                        int depth, key_counts *k, err_t *e) {
     int64_t i = 0;
     uint64_t u = 0;
     double r = 0;
@@ -364,7 +413,7 @@ static int decode_value(const ProtobufCFieldDescriptor *f, json_object *v, void 
     case PROTOBUF_C_TYPE_MESSAGE:
         if (json_object_get_type(v) != json_type_object)
             return bad(e, p, "%s", "expected an object");
-        return decode_object(f->descriptor, v, p, depth + 1, (ProtobufCMessage **)dst, e);
+        return decode_object(f->descriptor, v, p, depth + 1, k, (ProtobufCMessage **)dst, e);
     }
     return bad(e, p, "%s", "a field type pbjson does not know");
 }
@@ -384,10 +433,10 @@ static const ProtobufCFieldDescriptor *field_by_key(const ProtobufCMessageDescri
 
 /* Reads v (not null) into field f of m. */
 static int decode_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, json_object *v,
-                        const path *p, int depth, err_t *e) {
+                        const path *p, int depth, key_counts *k, err_t *e) {
     if (f->label != PROTOBUF_C_LABEL_REPEATED) {
         /* The old value is the default (or, in a oneof, unset): nothing to free. */
-        int rc = decode_value(f, v, member(m, f->offset), p, depth, e);
+        int rc = decode_value(f, v, member(m, f->offset), p, depth, k, e);
         if (rc) {
             if (f->type == PROTOBUF_C_TYPE_STRING) *(char **)member(m, f->offset) = NULL;
             return rc;
@@ -405,21 +454,23 @@ static int decode_field(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, 
     /* The array belongs to m from here: pbjson_free frees what was filled. */
     *(char **)member(m, f->offset) = arr;
     size_t *count = member(m, f->quantifier_offset);
-    for (size_t k = 0; k < n; k++) {
+    for (size_t i = 0; i < n; i++) {
         path here;
-        path_index(&here, p, k);
-        json_object *item = json_object_array_get_idx(v, k);
+        path_index(&here, p, i);
+        json_object *item = json_object_array_get_idx(v, i);
         if (!item) return bad(e, &here, "%s", "null in a list");
-        int rc = decode_value(f, item, arr + k * size, &here, depth, e);
+        int rc = decode_value(f, item, arr + i * size, &here, depth, k, e);
         if (rc) return rc;
-        *count = k + 1;
+        *count = i + 1;
     }
     return ERR_OK;
 }
 
 static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, const path *p,
-                         int depth, ProtobufCMessage **out, err_t *e) {
+                         int depth, key_counts *k, ProtobufCMessage **out, err_t *e) {
     if (depth > PBJSON_MAX_DEPTH) return bad(e, p, "%s", "nested too deep");
+    if (k && k->next < k->len && (size_t)json_object_object_length(obj) != k->n[k->next++])
+        return bad(e, p, "%s", "a key appears twice in one object");
     ProtobufCMessage *m = malloc(d->sizeof_message);
     unsigned char *seen = calloc(d->n_fields ? d->n_fields : 1, 1);
     if (!m || !seen) {
@@ -450,7 +501,7 @@ static int decode_object(const ProtobufCMessageDescriptor *d, json_object *obj, 
             rc = bad(e, &here, "%s", "another field of its oneof is set already");
             break;
         }
-        if ((rc = decode_field(m, f, v, &here, depth, e))) break;
+        if ((rc = decode_field(m, f, v, &here, depth, k, e))) break;
     }
     free(seen);
     if (rc) {
@@ -554,7 +605,7 @@ int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t 
     if (start == len) {
         json_object *empty = json_object_new_object();
         if (!empty) return err_set(e, ERR_NOMEM, "out of memory");
-        int rc = decode_object(d, empty, &top, 0, out, e);
+        int rc = decode_object(d, empty, &top, 0, NULL, out, e);
         json_object_put(empty);
         return rc;
     }
@@ -597,8 +648,14 @@ int pbjson_decode(const ProtobufCMessageDescriptor *d, const char *json, size_t 
         else if (json_object_get_type(root) != json_type_object)
             rc = err_set(e, ERR_INVALID, "invalid JSON request: a %s must be a JSON object",
                          d->short_name);
-        else
-            rc = decode_object(d, root, &top, 0, out, e);
+        else {
+            key_counts k = {0};
+            if (count_keys(json + start, len - start, &k))
+                rc = err_set(e, ERR_NOMEM, "out of memory counting keys");
+            else
+                rc = decode_object(d, root, &top, 0, &k, out, e);
+            free(k.n);
+        }
     }
     json_object_put(root);
     return rc;
@@ -658,7 +715,7 @@ int pbjson_decode_pairs(const ProtobufCMessageDescriptor *d, const char *const *
         }
     }
     path top = {""};
-    if (!rc) rc = decode_object(d, obj, &top, 0, out, e);
+    if (!rc) rc = decode_object(d, obj, &top, 0, NULL, out, e);
     json_object_put(obj);
     return rc;
 }

@@ -25,8 +25,8 @@
  * as arrays of {"key", "value"} objects; recd's protos have none.
  *
  * Strings must be valid UTF-8 without NUL bytes (protobuf-c hands strings
- * on NUL-terminated: an id with a NUL would be read cut short). Keys that
- * appear twice in one JSON object are read as json-c does: the last wins.
+ * on NUL-terminated: an id with a NUL would be read cut short). A key
+ * given twice in one JSON object is refused (json-c alone keeps the last).
  *
  * No state: every function is thread-safe. */
 #ifndef RECD_PBJSON_H

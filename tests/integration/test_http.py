@@ -204,6 +204,7 @@ def test_64_bit_integers_are_strings_and_accepted_as_numbers(srv):
     (b"{\"userId\": \"u\\u0000x\", \"k\": 5}", "NUL"),
     (b"{\"userId\": \"\xff\xfe\", \"k\": 5}", "invalid JSON"),
     (b"{\"userId\": \"u000\", \"user_id\": \"u001\"}", "given twice"),
+    (b"{\"userId\": \"u000\", \"userId\": \"u001\"}", "twice in one object"),
     (b"{\"userId\": \"u000\", \"nope\": 1}", "no field 'nope'"),
     (b"{\"userId\": \"u000\"} trailing", "invalid JSON"),
     (b"[" * 100 + b"]" * 100, "invalid JSON"),

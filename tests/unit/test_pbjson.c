@@ -170,6 +170,13 @@ Test(pbjson, bad_requests_are_refused_with_the_field_path) {
     refused(d, "{\"events\": [1]}", "expected an object");
     refused(d, "{\"events\": [null]}", "null in a list");
     refused(d, "{\"events\": [{\"userId\": \"u\", \"user_id\": \"v\"}]}", "given twice");
+    /* The same key twice: json-c keeps one, the text's count shows two. */
+    refused(d, "{\"events\": [], \"events\": []}", "twice in one object");
+    refused(d, "{\"events\": [{\"userId\": \"u\"}, {\"userId\": \"u\", \"userId\": \"v\"}]}",
+            "events[1]: a key appears twice");
+    ProtobufCMessage *fine = decode(
+        d, "{\"events\": [{\"userId\": \"a:b{\\\"\", \"itemId\": \"}:[\"}, {}, {\"type\": 1}]}");
+    pbjson_free(fine);
     refused(d, "{\"events\": [{\"userID\": \"u\"}]}", "has no field 'userID'");
     refused(d, "{\"events\": []", "invalid JSON");
     refused(d, "{\"events\": [],}", "invalid JSON");
