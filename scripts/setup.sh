@@ -6,12 +6,12 @@
 # README says why each package is there.
 set -euo pipefail
 build=(cmake make gcc pkg-config libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto
-       libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox libmicrohttpd-dev libssl-dev help2man dpkg-dev file
+       libopenblas-dev liblmdb-dev libcsv-dev libxxhash-dev gnuplot-nox libmicrohttpd-dev libjson-c-dev libgnutls28-dev libjs-chart.js libssl-dev help2man dpkg-dev file
        libnats-dev)
 test=(libcriterion-dev python3 python3-grpcio python3-grpc-tools python3-pytest valgrind
       clang-format clang-14 libclang-rt-14-dev python3-h2 python3-prometheus-client openssl
       python3-numpy nghttp2-client systemd groff-base mmdebstrap git haproxy
-      nats-server rsync)
+      nats-server rsync chromium chromium-driver python3-selenium)
 bench=(nghttp2-client python3-faiss python3-numpy)
 want=("${build[@]}")
 [ "${1:-build}" = test ] && want+=("${test[@]}")

@@ -54,7 +54,7 @@ if scripts/build.sh build "${suite[@]}"; then
   # The same binaries: valgrind's emulated CPU has no AVX-512, so they pick
   # their AVX2 (or baseline) kernels at run time.
   stage "valgrind unit tests" valgrind_units
-  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build && ctest --output-on-failure -R "integration.(service|realtime|churn|bad_inputs)"'
+  stage "valgrind server" env RECD_VALGRIND=1 bash -c 'cd build && ctest --output-on-failure -R "integration.(service|realtime|churn|bad_inputs|http)"'
 else
   failed=$((failed + 1))
 fi
@@ -84,7 +84,7 @@ if { cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPIL
     >build-tsan.log 2>&1 || { cat build-tsan.log; false; }; then
   stage "tests under TSan (build-tsan/)" env \
     TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
-    bash -c 'cd build-tsan && ctest --output-on-failure -R "^integration\.(service|realtime|swap|experiment|metrics|security|bad_inputs|churn|cluster)$"'
+    bash -c 'cd build-tsan && ctest --output-on-failure -R "^integration\.(service|realtime|swap|experiment|metrics|security|bad_inputs|churn|cluster|http)$"'
 else
   failed=$((failed + 1))
 fi

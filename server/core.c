@@ -137,6 +137,12 @@ void core_write_metrics(void *ctx, FILE *out) {
             (unsigned long long)atomic_load(&c->events_ingested),
             (unsigned long long)atomic_load(&c->fold_ins),
             (unsigned long long)atomic_load(&c->fold_ins_capped));
+    static const char *const strategy[] = {NULL, "PERSONALIZED", "POPULAR", "SESSION"};
+    fprintf(out, "# HELP recd_recommend_strategy_total Recommend answers, by strategy.\n"
+                 "# TYPE recd_recommend_strategy_total counter\n");
+    for (int st = CORE_PERSONALIZED; st <= CORE_SESSION; st++)
+        fprintf(out, "recd_recommend_strategy_total{strategy=\"%s\"} %llu\n", strategy[st],
+                (unsigned long long)atomic_load(&c->strategies[st]));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "

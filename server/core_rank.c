@@ -309,8 +309,12 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
             ready[at] = 0;
         }
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (!errs[i].code && out[i].strategy >= CORE_PERSONALIZED &&
+            out[i].strategy <= CORE_SESSION)
+            atomic_fetch_add(&c->strategies[out[i].strategy], 1);
         recommend_free(&calls[i]);
+    }
 }
 
 int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e) {

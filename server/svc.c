@@ -549,50 +549,38 @@ static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply
     recd__v1__churn_score_request__free_unpacked(rq, NULL);
 }
 
-/* One target stream: each target the core emits becomes a CampaignTarget
- * message sent down the stream. */
-typedef struct target_stream {
-    rpc_stream *st;
-    uint8_t *buf;
-    size_t cap;
-    int gone;  /* the client went away */
-    int nomem; /* no buffer for the next message: the stream stops, and says why */
-} target_stream;
-
-static int target_send(void *ctx, const core_target *t) {
-    target_stream *ts = ctx;
-    Recd__V1__CampaignTarget m = RECD__V1__CAMPAIGN_TARGET__INIT;
-    m.user_id = (char *)t->user_id;
-    m.churn_probability = t->churn_probability;
-    m.risk_band = (char *)t->risk_band;
-    m.segment = (char *)t->segment;
-    m.tier = (char *)t->tier;
-    m.monetary = t->monetary;
-    m.affinity = t->affinity;
-    m.expected_value = t->expected_value;
-    m.p_alive = t->p_alive;
-    size_t n = recd__v1__campaign_target__get_packed_size(&m);
-    if (n > ts->cap) {
-        free(ts->buf);
-        ts->cap = n * 2;
-        if (!(ts->buf = malloc(ts->cap))) return ts->nomem = 1;
-    }
-    recd__v1__campaign_target__pack(&m, ts->buf);
-    if (rpc_stream_send(ts->st, ts->buf, n)) ts->gone = 1;
-    return ts->gone;
+/* The CampaignTarget message of t (its strings t's). */
+static void target_message(const core_target *t, Recd__V1__CampaignTarget *m) {
+    recd__v1__campaign_target__init(m);
+    m->user_id = (char *)t->user_id;
+    m->churn_probability = t->churn_probability;
+    m->risk_band = (char *)t->risk_band;
+    m->segment = (char *)t->segment;
+    m->tier = (char *)t->tier;
+    m->monetary = t->monetary;
+    m->affinity = t->affinity;
+    m->expected_value = t->expected_value;
+    m->p_alive = t->p_alive;
 }
 
-static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
-                                 rpc_reply *reply) {
-    svc *s = ctx;
-    if (check_nul(&recd__v1__campaign_targets_request__descriptor, req, len, "", 0, &reply->err))
-        return;
-    Recd__V1__CampaignTargetsRequest *rq =
-        recd__v1__campaign_targets_request__unpack(NULL, len, req);
-    if (!rq) {
-        reply_malformed(reply, "CampaignTargetsRequest");
-        return;
-    }
+/* One run of the targets: the transport's emit and its context. */
+typedef struct target_run {
+    svc_target_fn emit;
+    void *ctx;
+} target_run;
+
+static int target_emit(void *ctx, const core_target *t) {
+    target_run *run = ctx;
+    Recd__V1__CampaignTarget m;
+    target_message(t, &m);
+    return run->emit(run->ctx, &m.base);
+}
+
+int svc_campaign_targets_run(svc *s, const ProtobufCMessage *request, svc_target_fn emit, void *ctx,
+                             err_t *e) {
+    if (request->descriptor != &recd__v1__campaign_targets_request__descriptor)
+        return err_set(e, ERR_INTERNAL, "svc: not a CampaignTargetsRequest");
+    const Recd__V1__CampaignTargetsRequest *rq = (const Recd__V1__CampaignTargetsRequest *)request;
     core_targets_req creq = {
         .min_probability = rq->min_probability,
         .max_probability = rq->max_probability,
@@ -610,9 +598,46 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
                      ? CAMPAIGN_BY_EXPECTED_VALUE
                      : CAMPAIGN_BY_PROBABILITY,
     };
+    target_run run = {emit, ctx};
+    return core_campaign_targets(s->core, &creq, target_emit, &run, e);
+}
+
+/* One gRPC target stream: each target is packed and sent down the stream. */
+typedef struct target_stream {
+    rpc_stream *st;
+    uint8_t *buf;
+    size_t cap;
+    int gone;  /* the client went away */
+    int nomem; /* no buffer for the next message: the stream stops, and says why */
+} target_stream;
+
+static int target_send(void *ctx, const ProtobufCMessage *m) {
+    target_stream *ts = ctx;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (n > ts->cap) {
+        free(ts->buf);
+        ts->cap = n * 2;
+        if (!(ts->buf = malloc(ts->cap))) return ts->nomem = 1;
+    }
+    protobuf_c_message_pack(m, ts->buf);
+    if (rpc_stream_send(ts->st, ts->buf, n)) ts->gone = 1;
+    return ts->gone;
+}
+
+static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_stream *st,
+                                 rpc_reply *reply) {
+    svc *s = ctx;
+    if (check_nul(&recd__v1__campaign_targets_request__descriptor, req, len, "", 0, &reply->err))
+        return;
+    Recd__V1__CampaignTargetsRequest *rq =
+        recd__v1__campaign_targets_request__unpack(NULL, len, req);
+    if (!rq) {
+        reply_malformed(reply, "CampaignTargetsRequest");
+        return;
+    }
     target_stream ts = {st, NULL, 0, 0, 0};
     err_t e;
-    if (core_campaign_targets(s->core, &creq, target_send, &ts, &e))
+    if (svc_campaign_targets_run(s, &rq->base, target_send, &ts, &e))
         reply_err(reply, &e);
     else if (ts.nomem)
         rpc_reply_error(reply, ERR_NOMEM, "out of memory for a target; stream stopped");

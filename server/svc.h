@@ -8,6 +8,7 @@
 #ifndef RECD_SVC_H
 #define RECD_SVC_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
 #include "core.h"
@@ -35,5 +36,18 @@ int svc_dispatch(void *ctx, rpc_unary *u, err_t *e);
  * (core_stream_begin, core_stream_end), shared by every front end. */
 int svc_admit_stream(void *ctx, err_t *e);
 void svc_stream_done(void *ctx);
+
+/* Gets each campaign target as a recd.v1.CampaignTarget message (valid
+ * during the call only); nonzero stops the selection. */
+typedef int (*svc_target_fn)(void *ctx, const ProtobufCMessage *target);
+
+/* StreamCampaignTargets for any transport (gRPC's stream handler, the HTTP
+ * front end's NDJSON and CSV): request is a CampaignTargetsRequest (its
+ * strings checked by the caller: no NUL bytes), read as gRPC reads it;
+ * each selected target goes to emit(ctx, ...) in order, on the caller's
+ * thread. Returns ERR_OK also when emit stopped it (the caller knows why);
+ * errors are core_campaign_targets's (ERR_INTERNAL for another message). */
+int svc_campaign_targets_run(svc *s, const ProtobufCMessage *request, svc_target_fn emit, void *ctx,
+                             err_t *e);
 
 #endif

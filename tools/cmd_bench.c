@@ -8,7 +8,8 @@
  *           one query at a time and in batches (what batching would gain)
  *   train   times ALS iterations on a random sparse matrix
  *   body    writes a framed gRPC request body for h2load
- *   ready   waits for a starting server's first successful Recommend */
+ *   ready   waits for a starting server's first successful Recommend
+ *   json    times the JSON codec's share of one HTTP Recommend call */
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +29,7 @@
 #include "clock.h"
 #include "cmd.h"
 #include "cpu.h"
+#include "pbjson.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "model.h"
 #include "itemsim.h"
@@ -72,6 +74,11 @@ static const char bench_usage[] =
     "      item) and ALS (float32 sgemv + top-k) (defaults: 10000 x 10000, 500000)\n"
     "  body recommend USER [-k K] --output FILE | body health --output FILE\n"
     "      a gRPC request body for h2load -d: 5-byte prefix + the message\n"
+    "  json [-k K] [--seconds S]\n"
+    "      the HTTP front end's JSON work per Recommend call, apart from the server:\n"
+    "      decoding a request (pbjson_decode + pack) and encoding a reply of K items\n"
+    "      (unpack + pbjson_encode), microseconds each on one thread (defaults: K 10,\n"
+    "      S 1 per half)\n"
     "  ready --port-file FILE --since T [--user ID] [--timeout S]\n"
     "      waits for FILE (a starting `recd serve --port-file`), then calls\n"
     "      Recommend(ID) until it succeeds; prints the seconds since T (unix\n"
@@ -875,8 +882,9 @@ static int bench_ready(const bench_args *a) {
 /* --- command -------------------------------------------------------------- */
 
 /* The flags each subcommand takes (bit per subcommand, in this order). */
-static const char *const subcommands[] = {"model", "score", "train", "body", "ready", "items"};
-enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16, S_ITEMS = 32 };
+static const char *const subcommands[] = {"model", "score", "train", "body",
+                                          "ready", "items", "json"};
+enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16, S_ITEMS = 32, S_JSON = 64 };
 static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE,
                                                 [B_ITEMS] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_FACTORS] = S_MODEL | S_TRAIN | S_ITEMS,
@@ -884,9 +892,9 @@ static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE,
                                                 [B_SEED] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_MATRIX] = S_MODEL,
                                                 [B_QUERIES] = S_MODEL,
-                                                [B_K] = S_SCORE | S_BODY,
+                                                [B_K] = S_SCORE | S_BODY | S_JSON,
                                                 [B_BATCH] = S_SCORE,
-                                                [B_SECONDS] = S_SCORE,
+                                                [B_SECONDS] = S_SCORE | S_JSON,
                                                 [B_ROUNDS] = S_SCORE,
                                                 [B_NNZ] = S_TRAIN | S_ITEMS,
                                                 [B_THREADS] = S_TRAIN | S_ITEMS,
@@ -898,6 +906,74 @@ static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE,
                                                 [B_TIMEOUT] = S_READY,
                                                 [B_AGAINST] = S_SCORE,
                                                 [B_CHOSEN] = S_SCORE};
+
+/* --- json ----------------------------------------------------------------- */
+
+/* The JSON work of one HTTP Recommend call, as server/http.c does it: the
+ * request text to packed bytes, the packed reply of k items to text. */
+static int bench_json(const bench_args *a) {
+    static const char request[] = "{\"userId\": \"member-000123\", \"k\": 10, "
+                                  "\"excludeItemIds\": [\"item-1\", \"item-2\"]}";
+    Recd__V1__ScoredItem items[1000], *ptrs[1000]; /* -k is at most 1000 */
+    char ids[1000][16];
+    for (uint32_t i = 0; i < a->k; i++) {
+        recd__v1__scored_item__init(&items[i]);
+        snprintf(ids[i], sizeof ids[i], "item-%05u", i);
+        items[i].item_id = ids[i];
+        items[i].score = 1.0f / (float)(i + 3);
+        ptrs[i] = &items[i];
+    }
+    Recd__V1__RecommendResponse resp = RECD__V1__RECOMMEND_RESPONSE__INIT;
+    resp.items = ptrs;
+    resp.n_items = a->k;
+    resp.strategy = RECD__V1__STRATEGY__PERSONALIZED;
+    resp.model_version = "20261203T111508Z-0ce81005";
+    resp.request_id = "control:0431f0fd821e32cb";
+    resp.variant = "control";
+    size_t packed_len = protobuf_c_message_get_packed_size(&resp.base);
+    uint8_t *packed = malloc(packed_len), req_buf[256];
+    if (!packed) return 1;
+    protobuf_c_message_pack(&resp.base, packed);
+    double seconds = a->seconds > 0 ? a->seconds : 1, t0 = clock_seconds(), t;
+    uint64_t n_dec = 0, n_enc = 0;
+    err_t e;
+    do {
+        for (int i = 0; i < 100; i++, n_dec++) {
+            ProtobufCMessage *m;
+            if (pbjson_decode(&recd__v1__recommend_request__descriptor, request, sizeof request - 1,
+                              &m, &e)) {
+                fprintf(stderr, "recd bench json: %s\n", e.msg);
+                free(packed);
+                return 1;
+            }
+            protobuf_c_message_pack(m, req_buf);
+            pbjson_free(m);
+        }
+    } while ((t = clock_seconds()) - t0 < seconds);
+    double dec_us = (t - t0) / (double)n_dec * 1e6;
+    size_t json_len = 0;
+    t0 = clock_seconds();
+    do {
+        for (int i = 0; i < 100; i++, n_enc++) {
+            ProtobufCMessage *m = protobuf_c_message_unpack(
+                &recd__v1__recommend_response__descriptor, NULL, packed_len, packed);
+            char *json;
+            if (!m || pbjson_encode(m, &json, &json_len, &e)) {
+                fprintf(stderr, "recd bench json: cannot encode\n");
+                free(packed);
+                return 1;
+            }
+            free(json);
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+    } while ((t = clock_seconds()) - t0 < seconds);
+    double enc_us = (t - t0) / (double)n_enc * 1e6;
+    free(packed);
+    printf("{\"what\":\"json\",\"k\":%u,\"decode_request_us\":%.2f,\"encode_reply_us\":%.2f,"
+           "\"reply_bytes\":%zu,\"calls\":%llu}\n",
+           a->k, dec_us, enc_us, json_len, (unsigned long long)(n_dec < n_enc ? n_dec : n_enc));
+    return 0;
+}
 
 int cmd_bench(int argc, char **argv) {
     static const struct option longopts[] = {{"model", required_argument, 0, B_MODEL},
@@ -932,7 +1008,8 @@ int cmd_bench(int argc, char **argv) {
         if (strcmp(argv[1], subcommands[i]) == 0) sub = 1u << i;
     if (!sub) {
         fprintf(stderr,
-                "recd bench: expected a command: model, score, train, body, ready or items\n");
+                "recd bench: expected a command: model, score, train, body, ready, items or "
+                "json\n");
         fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
         return 2;
     }
@@ -1071,6 +1148,8 @@ int cmd_bench(int argc, char **argv) {
         return bench_body(&a, pos, n_pos);
     case S_ITEMS:
         return bench_items(&a);
+    case S_JSON:
+        return bench_json(&a);
     default:
         return bench_ready(&a);
     }

@@ -19,6 +19,7 @@
 #include "model.h"
 #include "opts.h"
 #include "recd/v1/recommender.pb-c.h"
+#include "targetcsv.h"
 
 static const char query_usage[] =
     "usage: recd query [--server ADDR] [--json] [--timeout S] [--repeat N] ACTION ...\n"
@@ -551,27 +552,13 @@ static int q_churn(client *c, const query_args *a) {
                     &recd__v1__churn_score__descriptor, show_churn);
 }
 
-/* Writes s as one CSV field (RFC 4180: quoted when it needs to be). */
-static void csv_field(const char *s) {
-    if (!strpbrk(s, ",\"\r\n")) {
-        fputs(s, stdout);
-        return;
-    }
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"') putchar('"');
-        putchar(*s);
-    }
-    putchar('"');
-}
-
 static void show_target(const Recd__V1__CampaignTarget *t, uint64_t rank, const query_args *a) {
     if (a->csv) {
-        csv_field(t->user_id);
-        printf(",%.6g,%s,", t->churn_probability, t->risk_band);
-        csv_field(t->segment);
-        printf(",%s,%.2f,%.6g,%.2f,%.6g\n", t->tier, t->monetary, t->affinity, t->expected_value,
-               t->p_alive);
+        char row[TARGETCSV_ROW_MAX], *big = NULL;
+        size_t n = targetcsv_row(t, row, sizeof row);
+        if (n >= sizeof row && (big = malloc(n + 1))) targetcsv_row(t, big, n + 1);
+        fputs(big ? big : row, stdout);
+        free(big);
     } else if (a->json) {
         printf("{\"user_id\":");
         json_string(t->user_id);
@@ -618,8 +605,7 @@ static int q_targets(client *c, const query_args *a) {
         return 1;
     }
     if (a->csv)
-        printf("user_id,churn_probability,risk_band,segment,tier,monetary,affinity,expected_value,"
-               "p_alive\n");
+        fputs(targetcsv_header(), stdout);
     else if (!a->json)
         printf("%6s  %-20s %6s  %-6s  %-17s  %-8s %12s %9s %12s %7s\n", "rank", "user_id", "churn",
                "risk", "segment", "tier", "monetary", "affinity", "exp. value", "p_alive");

@@ -11,7 +11,7 @@
 
 #include "cmd.h"
 #include "log.h"
-#include "metrics.h"
+#include "http.h"
 #include "opts.h"
 #include "reflect.h"
 #include "rpc.h"
@@ -43,8 +43,16 @@ static const char serve_usage[] =
     "  --tls-client-ca FILE     mutual TLS: clients need a certificate signed by this CA\n"
     "  --tls-refuse-expired     refuse to start when the --tls-cert chain has expired\n"
     "                           (without it: a warning naming the expiry date)\n"
-    "  --metrics-listen H:P     Prometheus metrics at http://H:P/metrics (port 0 = any free)\n"
-    "  --metrics-port-file FILE write the metrics port to FILE once serving\n"
+    "  --http-listen H:P        HTTP on one port (port 0 = any free): the JSON API\n"
+    "                           (POST /v1/<Method>), the dashboard (/), Prometheus /metrics\n"
+    "                           and /healthz; the --tls-* files and the tokens apply as for\n"
+    "                           gRPC\n"
+    "  --http-port-file FILE    write the HTTP port to FILE once serving\n"
+    "  --http-cors-origin O     let pages from origin O (https://shop.example, or *) call the\n"
+    "                           JSON API from a browser (repeatable, or a comma list)\n"
+    "  --http-timeout S         close an idle HTTP connection after S seconds (default 10)\n"
+    "  --metrics-listen H:P     the same as --http-listen (its old name)\n"
+    "  --metrics-port-file FILE the same as --http-port-file\n"
     "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
     "  --reflection on|off      serve gRPC server reflection (grpc.reflection.v1 and v1alpha),\n"
     "                           so that grpcurl and other tools need no .proto (default on)\n"
@@ -106,6 +114,8 @@ enum {
     OPT_SALT,
     OPT_METRICS_LISTEN,
     OPT_METRICS_PORT_FILE,
+    OPT_HTTP_CORS_ORIGIN,
+    OPT_HTTP_TIMEOUT,
     OPT_LOG_FORMAT,
     OPT_REFLECTION,
     OPT_BUS,
@@ -114,9 +124,13 @@ enum {
     OPT_MAX_LAG
 };
 
-/* Where the metrics endpoint goes; both may be NULL. */
+/* The HTTP front end: where it listens (NULL = none), its port file, the
+ * CORS origins (pointing into argv) and the idle timeout. */
 typedef struct serve_metrics {
     const char *listen, *port_file;
+    const char *origins[HTTP_MAX_ORIGINS];
+    size_t n_origins;
+    uint32_t timeout_s;
 } serve_metrics;
 
 /* The PEM files and the token named on the command line, read. */
@@ -192,6 +206,10 @@ int cmd_serve(int argc, char **argv) {
         {"experiment-salt", required_argument, 0, OPT_SALT},
         {"metrics-listen", required_argument, 0, OPT_METRICS_LISTEN},
         {"metrics-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
+        {"http-listen", required_argument, 0, OPT_METRICS_LISTEN},
+        {"http-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
+        {"http-cors-origin", required_argument, 0, OPT_HTTP_CORS_ORIGIN},
+        {"http-timeout", required_argument, 0, OPT_HTTP_TIMEOUT},
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"reflection", required_argument, 0, OPT_REFLECTION},
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
@@ -214,7 +232,7 @@ int cmd_serve(int argc, char **argv) {
                       .stream_progress_ms = 10000,
                       .self_check_ms = 5000};
     serve_secrets secrets = {0};
-    serve_metrics sm = {NULL, NULL};
+    serve_metrics sm = {.listen = NULL};
     int reflection = 1;
     float reload = 1.0f;
     core_options so;
@@ -289,7 +307,27 @@ int cmd_serve(int argc, char **argv) {
             so.salt = optarg;
             break;
         case OPT_METRICS_LISTEN:
+            if (sm.listen && strcmp(sm.listen, optarg)) {
+                fprintf(stderr, "recd: --http-listen and --metrics-listen name one port (the same "
+                                "server): give one\n");
+                return 2;
+            }
             sm.listen = optarg;
+            break;
+        case OPT_HTTP_CORS_ORIGIN:
+            /* optarg points into argv, which is ours to split at the commas */
+            for (char *save = NULL, *o = strtok_r(optarg, ",", &save); o;
+                 o = strtok_r(NULL, ",", &save)) {
+                if (sm.n_origins == HTTP_MAX_ORIGINS) {
+                    fprintf(stderr, "recd: at most %d --http-cors-origin origins\n",
+                            HTTP_MAX_ORIGINS);
+                    return 2;
+                }
+                sm.origins[sm.n_origins++] = o;
+            }
+            break;
+        case OPT_HTTP_TIMEOUT:
+            if (opts_u32("http-timeout", optarg, 1, 3600, &sm.timeout_s)) return 2;
             break;
         case OPT_METRICS_PORT_FILE:
             sm.port_file = optarg;
@@ -535,17 +573,29 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
              ro.write_token ? "required" : "off", ro.read_token ? "required" : "off",
              reflector ? "on" : "off", ro.idle_timeout_ms / 1000, ro.stream_progress_ms / 1000,
              ro.self_check_ms / 1000);
-    metrics_http *metrics = NULL;
+    http_server *http = NULL;
     int status = 0;
     if (sm->listen) {
-        metrics_writer writers[] = {rpc_write_metrics, core_write_metrics};
-        void *ctxs[] = {server, service_core};
-        if (metrics_http_start(sm->listen, writers, ctxs, 2, &metrics, &e)) {
-            log_error("msg=\"cannot start metrics\" error=\"%s\"", e.msg);
+        http_options ho = {.listen = sm->listen,
+                           .max_body_bytes = ro.max_message_bytes,
+                           .timeout_s = sm->timeout_s,
+                           .write_token = ro.write_token,
+                           .read_token = ro.read_token,
+                           .tls_cert = ro.tls_cert,
+                           .tls_key = ro.tls_key,
+                           .tls_client_ca = ro.tls_client_ca,
+                           .n_origins = sm->n_origins,
+                           .writers = {rpc_write_metrics, core_write_metrics},
+                           .writer_ctxs = {server, service_core},
+                           .n_writers = 2};
+        memcpy(ho.origins, sm->origins, sm->n_origins * sizeof *sm->origins);
+        if (http_start(&ho, service_core, service, &http, &e)) {
+            log_error("msg=\"cannot start HTTP\" error=\"%s\"", e.msg);
             status = 1;
         } else {
-            log_info("msg=\"metrics\" listen=%s port=%d", sm->listen, metrics_http_port(metrics));
-            if (sm->port_file && write_port(sm->port_file, metrics_http_port(metrics))) status = 1;
+            log_info("msg=\"http\" listen=%s port=%d tls=%s cors_origins=%zu", sm->listen,
+                     http_port(http), ro.tls_cert ? "on" : "off", sm->n_origins);
+            if (sm->port_file && write_port(sm->port_file, http_port(http))) status = 1;
         }
     }
     /* The gRPC port file comes last: scripts wait for it to know all is up. */
@@ -560,8 +610,10 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
             log_info("msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
         }
     }
+    /* HTTP first: its calls run on the core's scheduler, which the gRPC
+     * server's stop keeps going until its own calls are answered. */
+    http_stop(http);
     rpc_server_stop(server);
-    metrics_http_stop(metrics);
     free(methods);
     reflect_close(reflector);
     svc_close(service);

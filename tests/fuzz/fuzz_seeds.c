@@ -1,9 +1,10 @@
 /* Writes the seed corpora of the fuzz targets (run at build time):
- *   fuzz_seeds DIR   ->  DIR/svc, DIR/ingest, DIR/model, DIR/reflect
+ *   fuzz_seeds DIR   ->  DIR/svc, DIR/ingest, DIR/model, DIR/reflect, DIR/pbjson
  * Seeds are valid inputs that reach deep: one request per method (and a
  * few variants) for fuzz_svc, small CSV files in every dialect fuzz_ingest
  * picks, corruption recipes for fuzz_model, and one reflection request of
- * each kind for fuzz_reflect. Generated rather than
+ * each kind for fuzz_reflect, and the JSON of every svc seed for
+ * fuzz_pbjson. Generated rather than
  * committed so that they follow the .proto and the method table. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "log.h"
+#include "pbjson.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "svc.h"
 
@@ -32,6 +34,27 @@ static void write_seed(const char *target, const uint8_t *head, size_t head_len,
     }
 }
 
+/* A fuzz_pbjson seed: the selector byte of the request of method path
+ * (its index in the service descriptor), then msg as JSON. */
+static void pbjson_seed(const char *path, const ProtobufCMessage *msg) {
+    const ProtobufCServiceDescriptor *sd = &recd__v1__recommender__descriptor;
+    const char *name = strrchr(path, '/') + 1;
+    for (unsigned i = 0; i < sd->n_methods; i++) {
+        if (strcmp(sd->methods[i].name, name)) continue;
+        char *json;
+        size_t len;
+        err_t e;
+        if (pbjson_encode(msg, &json, &len, &e)) {
+            fprintf(stderr, "fuzz_seeds: %s\n", e.msg);
+            exit(1);
+        }
+        uint8_t head = (uint8_t)i;
+        write_seed("pbjson", &head, 1, json, len);
+        free(json);
+        return;
+    }
+}
+
 /* A fuzz_svc seed: the selector byte of path, then msg packed. */
 static void svc_seed(const rpc_method *methods, size_t n, const char *path, unsigned give_up,
                      const ProtobufCMessage *msg) {
@@ -41,6 +64,7 @@ static void svc_seed(const rpc_method *methods, size_t n, const char *path, unsi
         uint8_t buf[4096];
         size_t len = protobuf_c_message_pack(msg, buf);
         write_seed("svc", &head, 1, buf, len);
+        pbjson_seed(path, msg);
         return;
     }
     fprintf(stderr, "fuzz_seeds: no method %s\n", path);
@@ -243,7 +267,7 @@ int main(int argc, char **argv) {
     }
     log_set_level(LOG_ERROR);
     out_dir = argv[1];
-    const char *targets[] = {"", "/svc", "/ingest", "/model", "/reflect"};
+    const char *targets[] = {"", "/svc", "/ingest", "/model", "/reflect", "/pbjson"};
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s%s", out_dir, targets[i]);

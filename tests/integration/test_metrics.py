@@ -62,4 +62,4 @@ def test_metrics_endpoint_counts_what_happens(model_dir, tmp_path, pb, shop):
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert lines and all({"ts", "level", "msg"} <= set(l) for l in lines)
     assert any(l["msg"] == "model loaded" and l["variant"] == "control" for l in lines)
-    assert any(l["msg"] == "metrics" for l in lines)
+    assert any(l["msg"] == "http" and int(l["port"]) == port for l in lines)  # /metrics: HTTP port
