@@ -169,30 +169,51 @@ int repeat_pairs(const ev_set *history, const uint8_t *skip, int64_t until, cons
     return ERR_OK;
 }
 
-/* Platt scaling of z = logit(raw) against y by Newton's method, with a
- * weak pull (one observation's worth) towards the identity a = 1, b = 0 so
- * that a window without any repeat still gives finite numbers. */
-static void platt_fit(const float *z, const uint8_t *y, size_t n, float *a_out, float *b_out) {
-    double a = 1, b = 0;
+/* Platt scaling on z[i] = (logit(raw), log(occasions)) against y by
+ * Newton's method: params a, w, b of rebuy.h. A weak pull (one
+ * observation's worth) towards the identity a = 1, w = b = 0 keeps the
+ * numbers finite when a window has no repeat at all. */
+static void platt_fit(const float (*z)[2], const uint8_t *y, size_t n, float out[3]) {
+    double t[3] = {1, 0, 0}, prior[3] = {1, 0, 0};
     for (int it = 0; it < 100; it++) {
-        double ga = a - 1, gb = b, haa = 1, hab = 0, hbb = 1;
-        for (size_t i = 0; i < n; i++) {
-            double p = 1 / (1 + exp(-(a * z[i] + b))), w = p * (1 - p), d = p - y[i];
-            ga += d * z[i];
-            gb += d;
-            haa += w * z[i] * z[i];
-            hab += w * z[i];
-            hbb += w;
+        double g[3], h[3][3] = {{0}};
+        for (int a = 0; a < 3; a++) {
+            g[a] = t[a] - prior[a];
+            h[a][a] = 1;
         }
-        double det = haa * hbb - hab * hab;
-        if (!(det > 0)) break;
-        double da = (hbb * ga - hab * gb) / det, db = (haa * gb - hab * ga) / det;
-        a -= da;
-        b -= db;
-        if (fabs(da) + fabs(db) < 1e-9) break;
+        for (size_t i = 0; i < n; i++) {
+            double x[3] = {z[i][0], z[i][1], 1};
+            double p = 1 / (1 + exp(-(t[0] * x[0] + t[1] * x[1] + t[2]))), w = p * (1 - p);
+            for (int a = 0; a < 3; a++) {
+                g[a] += (p - y[i]) * x[a];
+                for (int b = 0; b < 3; b++)
+                    h[a][b] += w * x[a] * x[b];
+            }
+        }
+        /* Solve h d = g (3 x 3, symmetric positive definite: Gaussian
+         * elimination without pivoting is stable). */
+        for (int a = 0; a < 3; a++)
+            for (int b = a + 1; b < 3; b++) {
+                double f = h[b][a] / h[a][a];
+                for (int c = a; c < 3; c++)
+                    h[b][c] -= f * h[a][c];
+                g[b] -= f * g[a];
+            }
+        double d[3], step = 0;
+        for (int a = 2; a >= 0; a--) {
+            double v = g[a];
+            for (int c = a + 1; c < 3; c++)
+                v -= h[a][c] * d[c];
+            d[a] = v / h[a][a];
+        }
+        for (int a = 0; a < 3; a++) {
+            t[a] -= d[a];
+            step += fabs(d[a]);
+        }
+        if (!(step > 1e-9)) break;
     }
-    *a_out = (float)a;
-    *b_out = (float)b;
+    for (int a = 0; a < 3; a++)
+        out[a] = isfinite(t[a]) ? (float)t[a] : (float)prior[a];
 }
 
 /* Pool adjacent violators: the non-increasing sequence closest to v (equal
@@ -311,7 +332,7 @@ static int calibrate(const ev_set *h, const uint8_t *skip, int64_t cut, int64_t 
     size_t n_before = 0, n_window = 0;
     uint64_t *wptr = NULL;
     uint32_t *witems = NULL, *hits = NULL;
-    float *z = NULL, *scores = NULL;
+    float(*z)[2] = NULL, *scores = NULL;
     uint8_t *y = NULL, *sampled = NULL;
     topk_entry *top = NULL;
     int rc;
@@ -353,13 +374,18 @@ static int calibrate(const ev_set *h, const uint8_t *skip, int64_t cut, int64_t 
         double raw = rebuy_raw(&rm, r.item, r.n, (double)(cut - r.last) / DAY,
                                (double)(day_of(r.last) - day_of(r.first)));
         raw = raw < 1e-6 ? 1e-6 : (raw > 1 - 1e-6 ? 1 - 1e-6 : raw);
-        z[n_z] = (float)log(raw / (1 - raw));
+        z[n_z][0] = (float)log(raw / (1 - raw));
+        z[n_z][1] = (float)log(r.n);
         y[n_z++] = (uint8_t)has_item(witems, wptr[r.user], wptr[r.user + 1], r.item);
         window_repeats += y[n_z - 1];
     }
     for (uint32_t u = 0; u < n_users; u++)
         if (sampled[u]) window_items += wptr[u + 1] - wptr[u];
-    platt_fit(z, y, n_z, &out->params[REBUY_PLATT_A], &out->params[REBUY_PLATT_B]);
+    float platt[3];
+    platt_fit((const float(*)[2])z, y, n_z, platt);
+    out->params[REBUY_PLATT_A] = platt[0];
+    out->params[REBUY_PLATT_N] = platt[1];
+    out->params[REBUY_PLATT_B] = platt[2];
     out->params[REBUY_REPEAT_SHARE] =
         window_items ? (float)((double)window_repeats / (double)window_items) : 0.0f;
     /* The new side: the ALS list of each sampled member without what they
@@ -605,15 +631,16 @@ int repeat_evaluate(const ev_set *s, int64_t cutoff, const repeat_params *p, con
             "\nrepeat protocol: %llu members bought before the cutoff and in the %g days after it; "
             "the held-out items include those bought before\n",
             (unsigned long long)queries, (double)p->horizon_days);
-    fprintf(out,
-            "held out: %llu member-items, %.1f%% of them bought before; learned on the training "
-            "data's last %g days (%u members): repeat share %.1f%%, platt a %.3f b %.3f, new item "
-            "at rank 1 %.4f, rank 10 %.4f; recd's top 10: %.1f%% repeats\n",
-            (unsigned long long)rel_total, 100.0 * (double)rel_repeat / (double)rel_total,
-            (double)p->horizon_days, rm.calibration_members,
-            100.0 * (double)rm.params[REBUY_REPEAT_SHARE], (double)rm.params[REBUY_PLATT_A],
-            (double)rm.params[REBUY_PLATT_B], (double)rm.curve[0], (double)rm.curve[9],
-            recd_slots ? 100.0 * (double)recd_repeat / (double)recd_slots : 0.0);
+    fprintf(
+        out,
+        "held out: %llu member-items, %.1f%% of them bought before; learned on the training "
+        "data's last %g days (%u members): repeat share %.1f%%, platt a %.3f w %.3f b %.3f, new "
+        "item at rank 1 %.4f, rank 10 %.4f; recd's top 10: %.1f%% repeats\n",
+        (unsigned long long)rel_total, 100.0 * (double)rel_repeat / (double)rel_total,
+        (double)p->horizon_days, rm.calibration_members,
+        100.0 * (double)rm.params[REBUY_REPEAT_SHARE], (double)rm.params[REBUY_PLATT_A],
+        (double)rm.params[REBUY_PLATT_N], (double)rm.params[REBUY_PLATT_B], (double)rm.curve[0],
+        (double)rm.curve[9], recd_slots ? 100.0 * (double)recd_repeat / (double)recd_slots : 0.0);
     fprintf(out, "\n%-30s", "model");
     for (uint32_t q = 0; q < n_ks; q++)
         fprintf(out, "  NDCG@%-4u HR@%-4u  R@%-4u ", ks[q], ks[q], ks[q]);

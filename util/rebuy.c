@@ -33,9 +33,10 @@ double rebuy_raw(const rebuy_model *m, uint32_t item, double n, double days_sinc
     return p > 0 ? (p < 1 ? p : 1) : 0.0;
 }
 
-double rebuy_calibrate(const rebuy_model *m, double raw) {
+double rebuy_calibrate(const rebuy_model *m, double raw, double n) {
     double p = raw < 1e-6 ? 1e-6 : (raw > 1 - 1e-6 ? 1 - 1e-6 : raw);
-    double z = m->params[REBUY_PLATT_A] * log(p / (1 - p)) + m->params[REBUY_PLATT_B];
+    double z = m->params[REBUY_PLATT_A] * log(p / (1 - p)) +
+               m->params[REBUY_PLATT_N] * log(n > 1 ? n : 1) + m->params[REBUY_PLATT_B];
     return 1.0 / (1.0 + exp(-z));
 }
 
@@ -43,7 +44,7 @@ double rebuy_probability(const rebuy_model *m, uint32_t item, double n, double d
                          double span) {
     double raw = rebuy_raw(m, item, n, days_since, span);
     /* Calibration lifts 0 a little (a clamp of logit): never bought stays 0. */
-    return raw > 0 ? rebuy_calibrate(m, raw) : 0.0;
+    return raw > 0 ? rebuy_calibrate(m, raw, n) : 0.0;
 }
 
 double rebuy_new_item(const rebuy_model *m, uint32_t rank) {

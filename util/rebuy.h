@@ -19,8 +19,10 @@
  * sigma_i. Given no purchase in the t days since the last one:
  *     p = c * (F(t + H) - F(t)) / (c * (1 - F(t)) + 1 - c)
  * with F the gap's CDF and H the horizon: a member long overdue has likely
- * stopped. p is then calibrated (Platt: 1 / (1 + exp(-(a * logit(p) + b))))
- * on a validation window of the training data, and new items get the
+ * stopped. p is then calibrated (Platt, with the occasions beside it:
+ * 1 / (1 + exp(-(a * logit(p) + w * log(n) + b)))) on a validation window
+ * of the training data - where timing says little (a shop without rhythm)
+ * the count still does - and new items get the
  * probability that a new item at rank r of the recommender's list was
  * bought in that window (curve[r - 1], non-increasing): both sides are then
  * "the probability that the member buys it within H days".
@@ -46,7 +48,8 @@
     XX(PLATT_B, 4, "platt_b")           /* calibration intercept */                                \
     XX(REPEAT_SHARE, 5, "repeat_share") /* validation: share of window items bought before */      \
     XX(RATE, 6, "rate")                 /* the catalogue's r (what rare items shrink to) */        \
-    XX(MU, 7, "mu")                     /* the catalogue's mu */
+    XX(MU, 7, "mu")                     /* the catalogue's mu */                                   \
+    XX(PLATT_N, 8, "platt_n")           /* calibration weight of log(occasions) */
 
 enum {
 #define REBUY_PARAM_ENUM(name, index, str) REBUY_##name = index,
@@ -72,8 +75,9 @@ typedef struct rebuy_model {
  * 0) and span days between the first and the last. 0 when n < 1. */
 double rebuy_raw(const rebuy_model *m, uint32_t item, double n, double days_since, double span);
 
-/* Platt calibration of a raw probability with the model's a and b. */
-double rebuy_calibrate(const rebuy_model *m, double raw);
+/* Platt calibration of a raw probability of an item bought on n
+ * occasions, with the model's a, w and b. */
+double rebuy_calibrate(const rebuy_model *m, double raw, double n);
 
 /* rebuy_calibrate(rebuy_raw(...)): what a bought item scores. */
 double rebuy_probability(const rebuy_model *m, uint32_t item, double n, double days_since,
