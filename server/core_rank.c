@@ -212,8 +212,10 @@ static int64_t day_of(int64_t ts) {
  * bought - stored in the model, and recorded since: a recorded purchase
  * is one more occasion (per day) and resets the item's clock - into scores,
  * -INFINITY for every other item, then the request's and the storefront's
- * rules as for any list. Needs a model with a repurchase model. */
-static void rebuy_scores(const recommend_call *rc, float *scores) {
+ * rules as for any list. Needs a model with a repurchase model. Returns
+ * ERR_OK or ERR_NOMEM (the recorded purchases could not be sorted: the
+ * clocks they reset would be missed, so the call fails instead). */
+static int rebuy_scores(const recommend_call *rc, float *scores, err_t *e) {
     const core_recommend_req *rq = rc->rq;
     const model *m = rc->sm->m;
     const model_meta *meta = model_info(m);
@@ -237,6 +239,8 @@ static void rebuy_scores(const recommend_call *rc, float *scores) {
         }
     }
     fresh_buy *fresh = sh->n_bought ? malloc(sh->n_bought * sizeof *fresh) : NULL;
+    if (sh->n_bought && !fresh)
+        return err_set(e, ERR_NOMEM, "out of memory for %zu recorded purchases", sh->n_bought);
     if (fresh) {
         for (size_t i = 0; i < sh->n_bought; i++)
             fresh[i] = (fresh_buy){sh->bought[i], sh->bought_ts[i]};
@@ -272,6 +276,7 @@ static void rebuy_scores(const recommend_call *rc, float *scores) {
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
     if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
     if (rq->category[0]) score_keep_category(m, rc->category, scores);
+    return ERR_OK;
 }
 
 /* Answers a prepared call from scores: n_items floats holding x . y_i for
@@ -319,10 +324,11 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
         err = err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
     } else if (rebuy) {
         /* The new items' scores are spent: the buffer holds the bought ones'. */
-        rebuy_scores(rc, scores);
-        uint32_t n_due = topk_select(scores, meta->n_items, rq->k, due);
-        n = rebuy_merge(model_rebuy(m), due, n_due, top, n, rq->k, merged);
-        err = recommend_respond(c, rc, merged, n, out, e);
+        if (!(err = rebuy_scores(rc, scores, e))) {
+            uint32_t n_due = topk_select(scores, meta->n_items, rq->k, due);
+            n = rebuy_merge(model_rebuy(m), due, n_due, top, n, rq->k, merged);
+            err = recommend_respond(c, rc, merged, n, out, e);
+        }
     } else {
         err = recommend_respond(c, rc, top, n, out, e);
     }
@@ -337,10 +343,12 @@ static int buy_again_answer(core *c, recommend_call *rc, float *scores, core_lis
     const model *m = rc->sm->m;
     topk_entry *top = malloc(rc->rq->k * sizeof *top);
     if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rc->rq->k);
-    rebuy_scores(rc, scores);
-    uint32_t n = topk_select(scores, model_info(m)->n_items, rc->rq->k, top);
-    rc->strategy = CORE_BUY_AGAIN;
-    int err = recommend_respond(c, rc, top, n, out, e);
+    int err = rebuy_scores(rc, scores, e);
+    if (!err) {
+        uint32_t n = topk_select(scores, model_info(m)->n_items, rc->rq->k, top);
+        rc->strategy = CORE_BUY_AGAIN;
+        err = recommend_respond(c, rc, top, n, out, e);
+    }
     free(top);
     return err;
 }
