@@ -102,6 +102,41 @@ Test(core_rank, recommend_checks_the_request) {
     cr_assert_null(l.items, "a failed call leaves an empty list");
 }
 
+Test(core_rank, recommend_checks_the_mode) {
+    core_list l;
+    err_t e;
+    core_recommend_req rq = member("u2", 5);
+    rq.mode = 99;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "mode 99 is not a RecommendMode"), "%s", e.msg);
+    rq.mode = CORE_MODE_NEW_ARRIVALS;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
+    cr_assert(strstr(e.msg, "mode NEW_ARRIVALS is not implemented"), "%s", e.msg);
+    rq.mode = CORE_MODE_TRENDING;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
+    /* The fixture's model predates the repurchase model. */
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_PRECONDITION);
+    cr_assert(strstr(e.msg, "no repurchase model"), "%s", e.msg);
+    rq = member("", 5);
+    char *cart[] = {"i1"};
+    rq.context_item_ids = cart;
+    rq.n_context_item_ids = 1;
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "needs a user_id"), "%s", e.msg);
+    /* include_purchased without a repurchase model: bought items score as any. */
+    rq = member("u2", 24);
+    rq.include_purchased = 1;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert(has(&l, "i2"));
+    core_list_free(&l);
+    cr_assert_str_eq(core_mode_word(CORE_MODE_BUY_AGAIN), "buy-again");
+    cr_assert_eq(core_mode_of_word("trending"), CORE_MODE_TRENDING);
+    cr_assert_eq(core_mode_of_word("weekly"), -1);
+    cr_assert_null(core_mode_name(4));
+}
+
 Test(core_rank, recommend_filters_excludes_and_serves_visitors) {
     core_list l;
     err_t e;
