@@ -64,6 +64,7 @@ def bserver(shop, tmp_path_factory):
     train(shop, d, "--repeat-horizon", HORIZON)
     tmp = tmp_path_factory.mktemp("buyagain_server")
     s = Server(d, tmp, "--events", tmp / "events")
+    s.model_dir = d
     yield s
     assert s.stop() == 0
 
@@ -189,6 +190,12 @@ def test_a_model_without_a_repurchase_model_refuses_buy_again(shop, pb, tmp_path
         assert recommend(pb, stub, "due", include_purchased=True).items
     finally:
         assert s.stop() == 0
+
+
+def test_inspect_shows_the_repurchase_model(bserver):
+    out = json.loads(run("inspect", "--model", bserver.model_dir, "--json").stdout)
+    assert out["rebuy"]["horizon_days"] == HORIZON
+    assert 0 < out["rebuy"]["repeat_share"] <= 1
 
 
 def test_query_recommend_mode_buy_again(bserver):
