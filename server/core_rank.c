@@ -299,8 +299,10 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     if (!include && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
+        /* With the repurchase model, what was only viewed or carted is new. */
+        const float *pairs = rebuy ? model_rebuy_pairs(m, sh->user) : NULL;
         for (uint32_t i = 0; i < n_bought; i++)
-            scores[bought[i]] = -INFINITY;
+            if (!pairs || pairs[(size_t)i * REBUY_PAIR_FLOATS] > 0) scores[bought[i]] = -INFINITY;
     }
     if (!include)
         for (size_t i = 0; i < sh->n_bought; i++)

@@ -102,7 +102,7 @@ Test(core_rank, recommend_checks_the_request) {
     cr_assert_null(l.items, "a failed call leaves an empty list");
 }
 
-Test(core_rank, recommend_checks_the_mode) {
+Test(core_rank, recommend_checks_and_serves_the_mode) {
     core_list l;
     err_t e;
     core_recommend_req rq = member("u2", 5);
@@ -114,10 +114,24 @@ Test(core_rank, recommend_checks_the_mode) {
     cr_assert(strstr(e.msg, "mode NEW_ARRIVALS is not implemented"), "%s", e.msg);
     rq.mode = CORE_MODE_TRENDING;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
-    /* The fixture's model predates the repurchase model. */
+    /* Only what the member bought, most due first. */
     rq.mode = CORE_MODE_BUY_AGAIN;
-    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_PRECONDITION);
-    cr_assert(strstr(e.msg, "no repurchase model"), "%s", e.msg);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_BUY_AGAIN);
+    cr_assert(l.n_items <= 3);
+    for (size_t i = 0; i < l.n_items; i++) {
+        cr_assert(has(&l, "i2") || has(&l, "i5") || has(&l, "i7"));
+        cr_assert(!strcmp(l.items[i].id, "i2") || !strcmp(l.items[i].id, "i5") ||
+                  !strcmp(l.items[i].id, "i7"));
+        cr_assert(l.items[i].score >= 0 && l.items[i].score <= 1);
+        if (i) cr_assert(l.items[i - 1].score >= l.items[i].score);
+    }
+    core_list_free(&l);
+    rq = member("nobody", 5);
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 0);
+    core_list_free(&l);
     rq = member("", 5);
     char *cart[] = {"i1"};
     rq.context_item_ids = cart;
@@ -125,11 +139,14 @@ Test(core_rank, recommend_checks_the_mode) {
     rq.mode = CORE_MODE_BUY_AGAIN;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
     cr_assert(strstr(e.msg, "needs a user_id"), "%s", e.msg);
-    /* include_purchased without a repurchase model: bought items score as any. */
+    /* include_purchased: bought and new items in one list. */
     rq = member("u2", 24);
     rq.include_purchased = 1;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 24);
     cr_assert(has(&l, "i2"));
+    for (size_t i = 1; i < l.n_items; i++)
+        cr_assert(l.items[i - 1].score >= l.items[i].score);
     core_list_free(&l);
     cr_assert_str_eq(core_mode_word(CORE_MODE_BUY_AGAIN), "buy-again");
     cr_assert_eq(core_mode_of_word("trending"), CORE_MODE_TRENDING);
