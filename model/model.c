@@ -76,6 +76,10 @@
 #define K_TOGETHER_INDPTR "together_indptr"
 #define K_TOGETHER_INDEX "together_index"
 #define K_TOGETHER_VALUE "together_value"
+#define K_REBUY_PARAMS "rebuy_params"
+#define K_REBUY_ITEMS "rebuy_items"
+#define K_REBUY_PAIRS "rebuy_pairs"
+#define K_REBUY_CURVE "rebuy_curve"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -137,7 +141,10 @@ struct model {
     itemrows rows; /* arrays into the map when has_rows */
     int has_together;
     itemrows together; /* bought-together lists, into the map when has_together */
-    model_churn churn; /* arrays point into the map; names into churn_names */
+    int has_rebuy;
+    rebuy_model rebuy;        /* into the map when has_rebuy */
+    const float *rebuy_pairs; /* parallel to user_indices, REBUY_PAIR_FLOATS each */
+    model_churn churn;        /* arrays point into the map; names into churn_names */
     const char *churn_names[MODEL_CHURN_MAX_FEATURES];
 };
 
@@ -598,6 +605,9 @@ static int model_check_input(const model_input *in, err_t *e) {
     if (in->together && (in->together->dense || !in->together->indptr))
         return err_set(e, ERR_INVALID, "model: publish: bought-together lists are not sparse");
     if (in->together && (rc = model_check_rows(in->together, m->n_items, e))) return rc;
+    if (in->rebuy &&
+        (!in->rebuy->params || !in->rebuy->items || !in->rebuy->curve || !in->rebuy->pairs))
+        return err_set(e, ERR_INVALID, "model: publish: the repurchase model is incomplete");
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
@@ -746,8 +756,8 @@ typedef struct model_blob {
 } model_blob;
 
 /* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV,
- * 3 of item rows, 3 of bought-together lists. */
-#define MODEL_MAX_BLOBS 39
+ * 3 of item rows, 3 of bought-together lists, 4 of the repurchase model. */
+#define MODEL_MAX_BLOBS 43
 
 static void model_fill_panels(const model_input *in, const void *arg, void *p) {
     (void)arg;
@@ -920,6 +930,14 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
         BLOB_COPY(K_TOGETHER_INDPTR, (ni + 1) * sizeof(uint64_t), tg->indptr);
         BLOB_COPY(K_TOGETHER_INDEX, tg->indptr[ni] * sizeof(uint32_t), tg->index);
         BLOB_COPY(K_TOGETHER_VALUE, tg->indptr[ni] * sizeof(float), tg->value);
+    }
+    const model_rebuy_input *rb = in->rebuy;
+    if (rb) {
+        BLOB_COPY(K_REBUY_PARAMS, REBUY_N_PARAMS * sizeof(float), rb->params);
+        BLOB_COPY(K_REBUY_ITEMS, ni * REBUY_ITEM_FLOATS * sizeof(float), rb->items);
+        BLOB_COPY(K_REBUY_PAIRS, csr_nnz(in->user_items) * REBUY_PAIR_FLOATS * sizeof(float),
+                  rb->pairs);
+        BLOB_COPY(K_REBUY_CURVE, REBUY_CURVE * sizeof(float), rb->curve);
     }
     BLOB_COPY(K_POPULARITY, ni * sizeof(float), in->item_popularity);
     BLOB_FILL(K_POPULAR, ni * sizeof(uint32_t), model_fill_popular, NULL);
@@ -1628,6 +1646,20 @@ static int model_read(model_reader *r, model *m, err_t *e) {
             return rc;
         m->has_together = 1;
     }
+    if (model_has(r, K_REBUY_PARAMS)) {
+        /* All four or none; floats are served as they are (wrong answers,
+         * not wrong reads), sizes decide every index. */
+        uint64_t lens[4] = {REBUY_N_PARAMS * sizeof(float),
+                            (uint64_t)mt->n_items * REBUY_ITEM_FLOATS * sizeof(float),
+                            nnz * REBUY_PAIR_FLOATS * sizeof(float), REBUY_CURVE * sizeof(float)};
+        const char *keys[4] = {K_REBUY_PARAMS, K_REBUY_ITEMS, K_REBUY_PAIRS, K_REBUY_CURVE};
+        const void *q[4];
+        for (int k = 0; k < 4; k++)
+            if ((rc = model_get_blob(r, keys[k], &lens[k], 0, 4, &q[k], e))) return rc;
+        m->rebuy = (rebuy_model){.params = q[0], .items = q[1], .curve = q[3]};
+        m->rebuy_pairs = q[2];
+        m->has_rebuy = 1;
+    }
     /* Categories are optional: a history without a category column has none. */
     if (!model_has(r, K_CATEGORIES)) return ERR_OK;
     uint64_t v;
@@ -1773,6 +1805,14 @@ const char *model_item_id(const model *m, uint32_t index, size_t *len) {
 
 const itemrows *model_item_rows(const model *m) {
     return m->has_rows ? &m->rows : NULL;
+}
+
+const rebuy_model *model_rebuy(const model *m) {
+    return m->has_rebuy ? &m->rebuy : NULL;
+}
+
+const float *model_rebuy_pairs(const model *m, uint32_t u) {
+    return m->has_rebuy ? m->rebuy_pairs + m->user_indptr[u] * REBUY_PAIR_FLOATS : NULL;
 }
 
 const itemrows *model_together(const model *m) {

@@ -25,6 +25,7 @@
 #include "err.h"
 #include "idmap.h"
 #include "itemrows.h"
+#include "rebuy.h"
 
 #define MODEL_FORMAT_VERSION 2
 #define MODEL_VERSION_MAX 64 /* bytes of a version string, with NUL */
@@ -210,6 +211,18 @@ typedef struct model_churn {
     double clv[7];
 } model_churn;
 
+/* The repurchase model ("buy it again", util/rebuy.h, trained by
+ * training/repeat.h): its scalars, items and curve, and pairs, the
+ * member-item numbers parallel to model_input.user_items (nnz x
+ * REBUY_PAIR_FLOATS: occasions, days before data_until of the last, span
+ * in days; occasions 0 for an entry that was never a purchase). */
+typedef struct model_rebuy_input {
+    const float *params; /* REBUY_N_PARAMS */
+    const float *items;  /* n_items x REBUY_ITEM_FLOATS */
+    const float *curve;  /* REBUY_CURVE */
+    const float *pairs;
+} model_rebuy_input;
+
 /* What model_publish writes; every pointer is borrowed for the call. */
 typedef struct model_input {
     model_meta meta;              /* version, trained_at, format_version are filled in */
@@ -228,6 +241,9 @@ typedef struct model_input {
     /* Optional "bought together" lists (training/together.h), sparse rows
      * best first, n_items of them; NULL = none. */
     const itemrows *together;
+    /* Optional repurchase model; NULL = none (Recommend mode BUY_AGAIN is
+     * then refused, include_purchased scores bought items as any). */
+    const model_rebuy_input *rebuy;
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -336,6 +352,14 @@ const itemrows *model_item_rows(const model *m);
 /* The "bought together" lists (sparse rows into the map, each best first),
  * NULL when the model has none. */
 const itemrows *model_together(const model *m);
+
+/* The repurchase model (into the map), NULL when the model has none. */
+const rebuy_model *model_rebuy(const model *m);
+
+/* User u's repurchase numbers, REBUY_PAIR_FLOATS per entry of
+ * model_user_items(m, u) (model_rebuy's pairs), NULL without a
+ * repurchase model. */
+const float *model_rebuy_pairs(const model *m, uint32_t u);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

@@ -64,6 +64,30 @@ int core__check_k(uint32_t k, err_t *e) {
     return ERR_OK;
 }
 
+const char *core_mode_name(int32_t m) {
+#define CORE_MODE_NAME(name, value, pb, word, served)                                              \
+    if (m == value) return #pb;
+    CORE_MODE_MAP(CORE_MODE_NAME)
+#undef CORE_MODE_NAME
+    return NULL;
+}
+
+const char *core_mode_word(int32_t m) {
+#define CORE_MODE_WORD(name, value, pb, word, served)                                              \
+    if (m == value) return word;
+    CORE_MODE_MAP(CORE_MODE_WORD)
+#undef CORE_MODE_WORD
+    return NULL;
+}
+
+int32_t core_mode_of_word(const char *w) {
+#define CORE_MODE_OF(name, value, pb, word, served)                                                \
+    if (!strcmp(w, word)) return value;
+    CORE_MODE_MAP(CORE_MODE_OF)
+#undef CORE_MODE_OF
+    return -1;
+}
+
 privacy_state core__privacy(core *c, const char *user, size_t len) {
     return privacy_get(c->privacy, user, len);
 }

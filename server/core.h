@@ -133,8 +133,34 @@ void core_stream_end(core *c);
 typedef enum core_strategy {
     CORE_PERSONALIZED = 1, /* from the member's factors (and fresh signals) */
     CORE_POPULAR = 2,      /* the best sellers: nothing to personalize from */
-    CORE_SESSION = 3       /* from the context items of an anonymous visitor */
+    CORE_SESSION = 3,      /* from the context items of an anonymous visitor */
+    CORE_BUY_AGAIN = 7     /* only what the member bought before (mode BUY_AGAIN) */
 } core_strategy;
+
+/* What a Recommend call lists, one row each: XX(NAME, value, proto name,
+ * word, served). value is the public proto's RecommendRequest.RecommendMode
+ * (server/svc.c asserts that they agree); word is the command line's
+ * (recd query recommend --mode); served 0 = a mode of the contract this
+ * server does not answer yet (ERR_UNIMPLEMENTED). */
+#define CORE_MODE_MAP(XX)                                                                          \
+    XX(DEFAULT, 0, MODE_DEFAULT, "default", 1)                                                     \
+    XX(NEW_ARRIVALS, 1, NEW_ARRIVALS, "new-arrivals", 0)                                           \
+    XX(TRENDING, 2, TRENDING, "trending", 0)                                                       \
+    XX(BUY_AGAIN, 3, BUY_AGAIN, "buy-again", 1)
+
+typedef enum core_mode {
+#define CORE_MODE_ENUM(name, value, pb, word, served) CORE_MODE_##name = value,
+    CORE_MODE_MAP(CORE_MODE_ENUM)
+#undef CORE_MODE_ENUM
+} core_mode;
+
+/* The proto name of mode m ("MODE_DEFAULT", ...) / its word, or NULL when
+ * m is none of the table's. Static strings. */
+const char *core_mode_name(int32_t m);
+const char *core_mode_word(int32_t m);
+
+/* The mode whose word is word, or -1. */
+int32_t core_mode_of_word(const char *word);
 
 typedef struct core_item {
     const char *id; /* NUL-terminated, owned by the list */
@@ -166,14 +192,24 @@ typedef struct core_recommend_req {
     int include_purchased; /* allow items the member already bought */
     float diversity;       /* 0 .. 1: maximal marginal relevance */
     const char *category;  /* "" = any; else only items of this category */
+    /* A core_mode. BUY_AGAIN: only items the member bought before (stored
+     * and recorded since), most due first - the repurchase probability of
+     * util/rebuy.h, after boosts, availability, exclusions and category;
+     * strategy BUY_AGAIN, possibly fewer than k (none for a member who
+     * opted out). With include_purchased and a model that has a repurchase
+     * model, DEFAULT ranks bought items by that probability and new ones
+     * by the calibrated probability of their rank in one list. */
+    int32_t mode;
 } core_recommend_req;
 
 /* The top req->k items for the member (their variant's model) or the
  * visitor, with available items only and boosts applied. A member who
  * opted out or was forgotten gets POPULAR. Fills *out (owned by the
- * caller: core_list_free). Errors: ERR_INVALID (the request), ERR_NOTFOUND
- * (category), ERR_PRECONDITION (a category filter on a model without
- * categories), ERR_IO (the events cannot be read), ERR_NOMEM,
+ * caller: core_list_free). Errors: ERR_INVALID (the request, a mode that is
+ * not a core_mode, BUY_AGAIN without user_id), ERR_UNIMPLEMENTED (a mode
+ * not served: NEW_ARRIVALS, TRENDING), ERR_NOTFOUND (category),
+ * ERR_PRECONDITION (a category filter on a model without categories,
+ * BUY_AGAIN on a model without a repurchase model), ERR_IO (the events cannot be read), ERR_NOMEM,
  * ERR_INTERNAL. */
 int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e);
 

@@ -156,7 +156,8 @@ typedef struct core__shopper {
     uint32_t user;
     score_signal *signals;
     size_t n_signals, cap_signals;
-    uint32_t *bought; /* items purchased since the model's data */
+    uint32_t *bought;   /* items purchased since the model's data */
+    int64_t *bought_ts; /* when, parallel to bought (a purchase resets the item's clock) */
     size_t n_bought, cap_bought;
     const model *m;
     const float *weights;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core_int.h"
 #include "topk.h"
@@ -64,9 +65,33 @@ static int category_index(const model *m, const char *category, uint32_t *index,
                    model_info(m)->version);
 }
 
+/* 1 when mode is served, 0 when it is a mode of the contract this server
+ * does not answer, -1 when it is none of the table's. */
+static int mode_served(int32_t mode) {
+#define CORE_MODE_SERVED(name, value, pb, word, served)                                            \
+    if (mode == value) return served;
+    CORE_MODE_MAP(CORE_MODE_SERVED)
+#undef CORE_MODE_SERVED
+    return -1;
+}
+
 static int recommend_check(const core_recommend_req *rq, err_t *e) {
     int rc;
     if ((rc = core__check_k(rq->k, e))) return rc;
+    int served = mode_served(rq->mode);
+    if (served < 0)
+        return err_set(e, ERR_INVALID,
+                       "mode %d is not a RecommendMode (MODE_DEFAULT = 0, NEW_ARRIVALS = 1, "
+                       "TRENDING = 2, BUY_AGAIN = 3)",
+                       (int)rq->mode);
+    if (!served)
+        return err_set(e, ERR_UNIMPLEMENTED,
+                       "mode %s is not implemented by this server (it answers MODE_DEFAULT and "
+                       "BUY_AGAIN)",
+                       core_mode_name(rq->mode));
+    if (rq->mode == CORE_MODE_BUY_AGAIN && !rq->user_id[0])
+        return err_set(e, ERR_INVALID,
+                       "mode BUY_AGAIN needs a user_id: only a member has bought before");
     if (rq->user_id[0] || rq->n_context_item_ids == 0) {
         if (!rq->user_id[0])
             return err_set(e, ERR_INVALID, "user_id is empty and there are no context_item_ids");
@@ -126,6 +151,11 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
     if (!rc->x || !rc->mu)
         return err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
     if (rq->category[0] && (err = category_index(m, rq->category, &rc->category, e))) return err;
+    if (rq->mode == CORE_MODE_BUY_AGAIN && !model_rebuy(m))
+        return err_set(e, ERR_PRECONDITION,
+                       "model %s has no repurchase model for mode BUY_AGAIN (published before it, "
+                       "or trained with --repeat-horizon 0)",
+                       meta->version);
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
     if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
@@ -155,6 +185,100 @@ static int recommend_respond(core *c, const recommend_call *rc, const topk_entry
     return ERR_OK;
 }
 
+/* Whether a call ranks bought items by their repurchase probability beside
+ * new ones: include_purchased, a personalized answer and a model with a
+ * repurchase model. */
+static int recommend_rebuys(const recommend_call *rc) {
+    return rc->rq->include_purchased && rc->strategy == CORE_PERSONALIZED &&
+           model_rebuy(rc->sm->m) != NULL;
+}
+
+typedef struct fresh_buy {
+    uint32_t item;
+    int64_t ts;
+} fresh_buy;
+
+static int cmp_fresh(const void *a, const void *b) {
+    const fresh_buy *x = a, *y = b;
+    if (x->item != y->item) return x->item < y->item ? -1 : 1;
+    return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+static int64_t day_of(int64_t ts) {
+    return ts >= 0 ? ts / 86400 : -((-ts + 86399) / 86400);
+}
+
+/* The repurchase probability (util/rebuy.h) of every item the member
+ * bought - stored in the model, and recorded since: a recorded purchase
+ * is one more occasion (per day) and resets the item's clock - into scores,
+ * -INFINITY for every other item, then the request's and the storefront's
+ * rules as for any list. Needs a model with a repurchase model. Returns
+ * ERR_OK or ERR_NOMEM (the recorded purchases could not be sorted: the
+ * clocks they reset would be missed, so the call fails instead). */
+static int rebuy_scores(const recommend_call *rc, float *scores, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    const rebuy_model *rb = model_rebuy(m);
+    const core__shopper *sh = &rc->sh;
+    for (uint32_t i = 0; i < meta->n_items; i++)
+        scores[i] = -INFINITY;
+    int64_t now = (int64_t)time(NULL);
+    double ahead = (double)(now - meta->data_until) / 86400.0; /* days since the model's data */
+    uint32_t n_stored = 0;
+    const uint32_t *stored = NULL;
+    const float *pairs = NULL;
+    if (sh->user != SCORE_NO_USER) {
+        stored = model_user_items(m, sh->user, &n_stored);
+        pairs = model_rebuy_pairs(m, sh->user);
+        for (uint32_t j = 0; j < n_stored; j++) {
+            const float *q = pairs + (size_t)j * REBUY_PAIR_FLOATS;
+            if (q[0] > 0)
+                scores[stored[j]] =
+                    (float)rebuy_probability(rb, stored[j], q[0], q[1] + ahead, q[2]);
+        }
+    }
+    fresh_buy *fresh = sh->n_bought ? malloc(sh->n_bought * sizeof *fresh) : NULL;
+    if (sh->n_bought && !fresh)
+        return err_set(e, ERR_NOMEM, "out of memory for %zu recorded purchases", sh->n_bought);
+    if (fresh) {
+        for (size_t i = 0; i < sh->n_bought; i++)
+            fresh[i] = (fresh_buy){sh->bought[i], sh->bought_ts[i]};
+        qsort(fresh, sh->n_bought, sizeof *fresh, cmp_fresh);
+        for (size_t i = 0, j; i < sh->n_bought; i = j) {
+            double days = 1;
+            for (j = i + 1; j < sh->n_bought && fresh[j].item == fresh[i].item; j++)
+                days += day_of(fresh[j].ts) != day_of(fresh[j - 1].ts);
+            uint32_t item = fresh[i].item;
+            int64_t first = fresh[i].ts, last = fresh[j - 1].ts;
+            double n = days, span = (double)(day_of(last) - day_of(first));
+            /* The stored occasions come first: the span reaches back to them. */
+            uint32_t lo = 0, hi = n_stored;
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (stored[mid] < item)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < n_stored && stored[lo] == item && pairs[(size_t)lo * REBUY_PAIR_FLOATS] > 0) {
+                const float *q = pairs + (size_t)lo * REBUY_PAIR_FLOATS;
+                int64_t stored_last = meta->data_until - (int64_t)((double)q[1] * 86400.0);
+                n += q[0] - (day_of(first) == day_of(stored_last));
+                span = (double)q[2] + (double)(day_of(last) - day_of(stored_last));
+            }
+            scores[item] =
+                (float)rebuy_probability(rb, item, n, (double)(now - last) / 86400.0, span);
+        }
+        free(fresh);
+    }
+    exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
+    exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
+    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
+    if (rq->category[0]) score_keep_category(m, rc->category, scores);
+    return ERR_OK;
+}
+
 /* Answers a prepared call from scores: n_items floats holding x . y_i for
  * every item (for POPULAR anything: replaced here), used as scratch. A
  * member answered POPULAR (by a popularity-only model) still does not get
@@ -170,13 +294,17 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     } else {
         score_add_popularity(m, 0, meta->n_items, scores);
     }
-    if (!rq->include_purchased && sh->user != SCORE_NO_USER) {
+    /* With a repurchase model, bought items join below on their own scale. */
+    int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
+    if (!include && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
+        /* With the repurchase model, what was only viewed or carted is new. */
+        const float *pairs = rebuy ? model_rebuy_pairs(m, sh->user) : NULL;
         for (uint32_t i = 0; i < n_bought; i++)
-            scores[bought[i]] = -INFINITY;
+            if (!pairs || pairs[(size_t)i * REBUY_PAIR_FLOATS] > 0) scores[bought[i]] = -INFINITY;
     }
-    if (!rq->include_purchased)
+    if (!include)
         for (size_t i = 0; i < sh->n_bought; i++)
             scores[sh->bought[i]] = -INFINITY;
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
@@ -187,9 +315,42 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     err_t why;
     topk_entry *top = malloc(rq->k * sizeof *top);
     if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
-    int err = score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)
-                  ? err_set(e, why.code, "%s", why.msg)
-                  : recommend_respond(c, rc, top, n, out, e);
+    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)) {
+        free(top);
+        return err_set(e, why.code, "%s", why.msg);
+    }
+    topk_entry *due = rebuy ? malloc(rq->k * sizeof *due) : NULL;
+    topk_entry *merged = rebuy ? malloc(rq->k * sizeof *merged) : NULL;
+    int err = ERR_OK;
+    if (rebuy && (!due || !merged)) {
+        err = err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
+    } else if (rebuy) {
+        /* The new items' scores are spent: the buffer holds the bought ones'. */
+        if (!(err = rebuy_scores(rc, scores, e))) {
+            uint32_t n_due = topk_select(scores, meta->n_items, rq->k, due);
+            n = rebuy_merge(model_rebuy(m), due, n_due, top, n, rq->k, merged);
+            err = recommend_respond(c, rc, merged, n, out, e);
+        }
+    } else {
+        err = recommend_respond(c, rc, top, n, out, e);
+    }
+    free(due);
+    free(merged);
+    free(top);
+    return err;
+}
+
+/* Mode BUY_AGAIN: the member's bought items, most due first. */
+static int buy_again_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const model *m = rc->sm->m;
+    topk_entry *top = malloc(rc->rq->k * sizeof *top);
+    if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rc->rq->k);
+    int err = rebuy_scores(rc, scores, e);
+    if (!err) {
+        uint32_t n = topk_select(scores, model_info(m)->n_items, rc->rq->k, top);
+        rc->strategy = CORE_BUY_AGAIN;
+        err = recommend_respond(c, rc, top, n, out, e);
+    }
     free(top);
     return err;
 }
@@ -252,11 +413,16 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
     for (size_t i = 0; i < n; i++) {
         if (!ready[i]) continue;
         recommend_call *rc = &calls[i];
-        /* Item-item models have their scores already (rc->ii). */
-        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii) {
+        /* Item-item models have their scores already (rc->ii); bought items
+         * on their repurchase probability need the whole row. */
+        int buy_again = rc->rq->mode == CORE_MODE_BUY_AGAIN;
+        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii || buy_again ||
+            recommend_rebuys(rc)) {
             float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
             if (!scores) {
                 err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
+            } else if (buy_again) {
+                buy_again_answer(c, rc, scores, &out[i], &errs[i]);
             } else {
                 if (rc->ii)
                     memcpy(scores, rc->ii, model_info(rc->sm->m)->n_items * sizeof *scores);

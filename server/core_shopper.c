@@ -52,6 +52,7 @@ float *core__scores_buffer(size_t n) {
 void core__shopper_free(core__shopper *sh) {
     free(sh->signals);
     free(sh->bought);
+    free(sh->bought_ts);
 }
 
 static void shopper_signal(core__shopper *sh, uint32_t item, float weight) {
@@ -68,17 +69,20 @@ static void shopper_signal(core__shopper *sh, uint32_t item, float weight) {
     sh->signals[sh->n_signals++] = (score_signal){item, weight};
 }
 
-static void shopper_bought(core__shopper *sh, uint32_t item) {
+static void shopper_bought(core__shopper *sh, uint32_t item, int64_t ts) {
     if (sh->n_bought == sh->cap_bought) {
         size_t cap = sh->cap_bought ? sh->cap_bought * 2 : 16;
         uint32_t *b = realloc(sh->bought, cap * sizeof *b);
-        if (!b) {
+        if (b) sh->bought = b;
+        int64_t *t = b ? realloc(sh->bought_ts, cap * sizeof *t) : NULL;
+        if (!b || !t) {
             sh->failed = 1;
             return;
         }
-        sh->bought = b;
+        sh->bought_ts = t;
         sh->cap_bought = cap;
     }
+    sh->bought_ts[sh->n_bought] = ts;
     sh->bought[sh->n_bought++] = item;
 }
 
@@ -91,7 +95,7 @@ static int shopper_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     if (model_item_index(sh->m, ev->item_id, ev->item_len, &item) != ERR_OK) return 0;
     float w = sh->weights[ev->type];
     if (w > 0) shopper_signal(sh, item, w);
-    if (ev->type == EV_TYPE_PURCHASE) shopper_bought(sh, item);
+    if (ev->type == EV_TYPE_PURCHASE) shopper_bought(sh, item, ev->ts);
     return sh->failed;
 }
 

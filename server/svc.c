@@ -30,6 +30,13 @@ EXP_FEEDBACK_MAP(SVC_FEEDBACK_PROTO)
 _Static_assert((int)CORE_PERSONALIZED == (int)RECD__V1__STRATEGY__PERSONALIZED, "Strategy");
 _Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy");
 _Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
+_Static_assert((int)CORE_BUY_AGAIN == (int)RECD__V1__STRATEGY__BUY_AGAIN, "Strategy");
+#define SVC_MODE_ASSERT(name, value, pb, word, served)                                             \
+    _Static_assert((int)CORE_MODE_##name ==                                                        \
+                       (int)RECD__V1__RECOMMEND_REQUEST__RECOMMEND_MODE__##pb,                     \
+                   "RecommendMode " #name);
+CORE_MODE_MAP(SVC_MODE_ASSERT)
+#undef SVC_MODE_ASSERT
 _Static_assert((int)CORE_RELATION_SIMILAR == (int)RECD__V1__RELATION__RELATION_SIMILAR, "Relation");
 _Static_assert((int)CORE_RELATION_BOUGHT_TOGETHER == (int)RECD__V1__RELATION__BOUGHT_TOGETHER,
                "Relation");
@@ -199,6 +206,7 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
             .include_purchased = rq[i]->include_purchased,
             .diversity = rq[i]->diversity,
             .category = rq[i]->category,
+            .mode = (int32_t)rq[i]->mode,
         };
         todo[m] = &creq[m];
         at[m++] = i;

@@ -139,6 +139,35 @@ static void print_meta(const model_meta *m, long long size, int json) {
            isinf(m->popularity_blend) ? " (popularity only)" : "");
 }
 
+/* The repurchase model's scalars (REBUY_PARAMS_MAP), or that there is
+ * none: what mode BUY_AGAIN and include_purchased serve. */
+static void print_rebuy(const model *m, int json) {
+    const rebuy_model *rb = model_rebuy(m);
+    if (json) {
+        printf(",\"rebuy\":");
+        if (!rb) {
+            printf("null");
+            return;
+        }
+        const char *sep = "{";
+#define REBUY_JSON(name, index, str)                                                               \
+    printf("%s\"" str "\":%.9g", sep, (double)rb->params[index]);                                  \
+    sep = ",";
+        REBUY_PARAMS_MAP(REBUY_JSON)
+#undef REBUY_JSON
+        printf(",\"new_item_rank_1\":%.9g}", (double)rb->curve[0]);
+        return;
+    }
+    if (!rb) {
+        printf("rebuy               none (mode BUY_AGAIN refused)\n");
+        return;
+    }
+#define REBUY_TEXT(name, index, str) printf("rebuy.%-14s%g\n", str, (double)rb->params[index]);
+    REBUY_PARAMS_MAP(REBUY_TEXT)
+#undef REBUY_TEXT
+    printf("rebuy.new_item_rank_1 %g\n", (double)rb->curve[0]);
+}
+
 static void print_user(const model *m, uint32_t u, int json) {
     uint32_t n;
     const uint32_t *items = model_user_items(m, u, &n);
@@ -290,6 +319,7 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (json) putchar('{');
     print_meta(model_info(m), data_size(dir, version), json);
+    print_rebuy(m, json);
     if (user) print_user(m, u, json);
     if (item) print_item(m, it, json);
     int rc = versions ? print_versions(dir, json, 1) : 0;

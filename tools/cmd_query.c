@@ -12,6 +12,7 @@
 
 #include "client.h"
 #include "clock.h"
+#include "core.h"
 #include "rpc.h"
 #include "cmd.h"
 #include "experiment.h"
@@ -28,6 +29,8 @@ static const char query_usage[] =
     "                     '' with --context is an anonymous visitor\n"
     "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
     "      [--diversity D] [--category C]\n"
+    "      [--mode M]     default, buy-again (only items USER bought before, most due\n"
+    "                     first), new-arrivals or trending (not served yet), or a number\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
     "      [--together]   the items most bought together with them instead\n"
     "      [--exclude ITEM]... [--category C]\n"
@@ -248,6 +251,7 @@ enum {
     OPT_TIMEOUT,
     OPT_EXCLUDE,
     OPT_INCLUDE_PURCHASED,
+    OPT_MODE,
     OPT_CONTEXT,
     OPT_DIVERSITY,
     OPT_CATEGORY,
@@ -278,6 +282,7 @@ enum {
 typedef struct query_args {
     const char *server;
     int json, include_purchased, together;
+    int32_t mode; /* RecommendRequest.mode */
     float timeout, diversity;
     uint32_t k, quantity, repeat;
     double price;
@@ -379,6 +384,7 @@ static int q_recommend(client *c, const query_args *a) {
     rq.include_purchased = a->include_purchased;
     rq.diversity = a->diversity;
     rq.category = (char *)(a->category ? a->category : "");
+    rq.mode = (Recd__V1__RecommendRequest__RecommendMode)a->mode;
     return run_call(c, a, "/recd.v1.Recommender/Recommend", &rq.base,
                     &recd__v1__recommend_response__descriptor, show_recommend);
 }
@@ -733,6 +739,7 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"timeout", required_argument, 0, OPT_TIMEOUT},
         {"exclude", required_argument, 0, OPT_EXCLUDE},
         {"include-purchased", no_argument, 0, OPT_INCLUDE_PURCHASED},
+        {"mode", required_argument, 0, OPT_MODE},
         {"context", required_argument, 0, OPT_CONTEXT},
         {"diversity", required_argument, 0, OPT_DIVERSITY},
         {"category", required_argument, 0, OPT_CATEGORY},
@@ -789,6 +796,23 @@ static int parse_args(int argc, char **argv, query_args *a) {
         case OPT_INCLUDE_PURCHASED:
             a->include_purchased = 1;
             break;
+        case OPT_MODE: {
+            /* A word of the core's table, or a number passed through, so
+             * that the server's message on a bad one is what the user sees. */
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            a->mode = core_mode_of_word(optarg);
+            if (a->mode < 0 && (*optarg && !*end && v >= INT32_MIN && v <= INT32_MAX))
+                a->mode = (int32_t)v;
+            else if (a->mode < 0) {
+                fprintf(stderr,
+                        "recd: --mode: '%s' is not default, buy-again, new-arrivals, "
+                        "trending or a number\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case OPT_TOGETHER:
             a->together = 1;
             break;

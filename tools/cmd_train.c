@@ -48,6 +48,8 @@ static const char train_usage[] =
     "Bought together (SimilarItems relation BOUGHT_TOGETHER; README \"Frequently bought\n"
     "together\"):\n"
     "%s"
+    "Buy it again (Recommend mode BUY_AGAIN and include_purchased; README \"Buy it again\"):\n"
+    "%s"
     "Churn (trained beside the recommendation model from the --input purchases, published\n"
     "with it; the evaluation report goes to stderr):\n"
     "  --churn-horizon Nd   churned = no purchase within N days (e.g. 90d); turns churn on\n"
@@ -184,7 +186,7 @@ int cmd_train(int argc, char **argv) {
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"blend-with", required_argument, 0, OPT_BLEND_WITH},
         {"blend-share", required_argument, 0, OPT_BLEND_SHARE},
-        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG OPTS_INGEST_LONG,
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG OPTS_REPEAT_LONG OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
@@ -208,6 +210,8 @@ int cmd_train(int argc, char **argv) {
         if ((rc = opts_itemsim(opt, optarg, &pp.item.algorithm, &pp.item)) < 0) return 2;
         if (rc > 0) continue;
         if ((rc = opts_together(opt, optarg, &pp.together)) < 0) return 2;
+        if (rc > 0) continue;
+        if ((rc = opts_repeat(opt, optarg, &pp.repeat)) < 0) return 2;
         if (rc > 0) continue;
         switch (opt) {
         case OPT_NEIGHBORS:
@@ -269,20 +273,21 @@ int cmd_train(int argc, char **argv) {
             churn_flags = 1;
             break;
         case 'h':
-            printf(train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP);
+            printf(train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_REPEAT_HELP);
             printf("%s", OPTS_INGEST_HELP);
             return 0;
         default:
             if ((rc = opts_ingest(opt, optarg, &io)) == 1) break;
             if (rc == 0) {
-                fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP);
+                fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP,
+                        OPTS_REPEAT_HELP);
                 fprintf(stderr, "%s", OPTS_INGEST_HELP);
             }
             return 2;
         }
     }
     if ((!input && !events_dir && !bus_urls) || !model_dir || optind != argc) {
-        fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP);
+        fprintf(stderr, train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_REPEAT_HELP);
         fprintf(stderr, "%s", OPTS_INGEST_HELP);
         return 2;
     }

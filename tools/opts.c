@@ -131,6 +131,24 @@ int opts_together(int opt, const char *arg, together_params *p) {
     }
 }
 
+const char OPTS_REPEAT_HELP[] =
+    "  --repeat-horizon DAYS  buy it again: the days a repurchase probability is about,\n"
+    "                        and the validation window that calibrates it (default 30;\n"
+    "                        train: 0 = no repurchase model)\n"
+    "  --repeat-shrinkage M  pseudo-occasions pulling a rare item's repurchase rate and\n"
+    "                        gaps towards the catalogue's (default 10)\n";
+
+int opts_repeat(int opt, const char *arg, repeat_params *p) {
+    switch (opt) {
+    case OPT_REPEAT_HORIZON:
+        return opts_float("repeat-horizon", arg, 0, 3650, &p->horizon_days) ? -1 : 1;
+    case OPT_REPEAT_SHRINKAGE:
+        return opts_float("repeat-shrinkage", arg, 0, 1e9, &p->shrinkage) ? -1 : 1;
+    default:
+        return 0;
+    }
+}
+
 int opts_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out) {
     char *end;
     errno = 0;

@@ -13,6 +13,7 @@
 #include "ingest.h"
 #include "itemsim.h"
 #include "pipeline.h"
+#include "repeat.h"
 
 /* The ALS flags, one row each: XX(ID, name, kind, min, max, destination).
  * kind names the parser (opts_u32, opts_u64, opts_float); destination is
@@ -57,6 +58,8 @@ enum {
 #undef OPTS_ITEMSIM_ID
         OPT_TOGETHER_NEIGHBORS,
     OPT_TOGETHER_SHRINKAGE,
+    OPT_REPEAT_HORIZON,
+    OPT_REPEAT_SHRINKAGE,
     OPT_FIRST_FREE /* first id a command may use for its own flags */
 };
 
@@ -100,6 +103,17 @@ extern const char OPTS_TOGETHER_HELP[];
 /* Applies a bought-together flag to *p. Returns 1 when opt was one of
  * them, 0 when not, -1 (after printing why) for a bad argument. */
 int opts_together(int opt, const char *arg, together_params *p);
+
+/* The repurchase-model flags of train and eval (training/repeat.h), their
+ * option table rows and help text. */
+#define OPTS_REPEAT_LONG                                                                           \
+    {"repeat-horizon", required_argument, 0, OPT_REPEAT_HORIZON},                                  \
+        {"repeat-shrinkage", required_argument, 0, OPT_REPEAT_SHRINKAGE},
+extern const char OPTS_REPEAT_HELP[];
+
+/* Applies a repurchase-model flag to *p. Returns 1 when opt was one of
+ * them, 0 when not, -1 (after printing why) for a bad argument. */
+int opts_repeat(int opt, const char *arg, repeat_params *p);
 
 /* Applies --algorithm (to *algorithm) or an item-item flag (to *it).
  * Returns 1 when opt was one of them, 0 when not, -1 (after printing why)

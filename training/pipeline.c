@@ -79,6 +79,7 @@ void pipeline_params_init(pipeline_params *p) {
     p->item.algorithm = ITEMSIM_ALS;
     p->with.algorithm = ITEMSIM_ALS;
     together_params_init(&p->together);
+    repeat_params_init(&p->repeat);
 }
 
 /* The scale of one family's scores on counts (itemsim_score_scale): rows
@@ -242,6 +243,9 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     itemsim_model items = {0};
     itemrows item_rows, bought_together;
     together_model together = {0};
+    repeat_model repeat = {0};
+    model_rebuy_input rebuy = {0};
+    float *rebuy_pairs = NULL;
     int64_t data_until = INT64_MIN;
     int rc;
     if (!rows || !cols || !vals || !popularity) {
@@ -270,6 +274,15 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     history_fingerprint(history, in.meta.source_fingerprint);
     if (p->together.neighbors && (rc = together_fit(history, NULL, &p->together, &together, e)))
         goto out;
+    /* Before churn sorts the history (the fit itself ignores the order);
+     * until is one past the latest event, so that it counts. */
+    if (p->repeat.horizon_days > 0 &&
+        ((rc = repeat_train(history, NULL, data_until + 1, &p->repeat, &p->als, &repeat, e)) ||
+         (rc = repeat_pairs(history, NULL, data_until + 1, plain.indptr ? &plain : &counts,
+                            &rebuy_pairs, e)))) {
+        err_wrap(e, "training the repurchase model failed");
+        goto out;
+    }
     if (p->churn && (rc = train_churn(history, p, &cr, &clv, &mc, e))) goto out;
     /* Popularity = distinct buyers: the most-popular fallback's order. */
     for (uint32_t i = 0; i < n_items; i++)
@@ -323,6 +336,13 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         bought_together = together_rows(&together);
         in.together = &bought_together;
     }
+    if (p->repeat.horizon_days > 0) {
+        rebuy = (model_rebuy_input){.params = repeat.params,
+                                    .items = repeat.items,
+                                    .curve = repeat.curve,
+                                    .pairs = rebuy_pairs};
+        in.rebuy = &rebuy;
+    }
     if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
 out:
     free(rows);
@@ -336,6 +356,8 @@ out:
     als_factors_free(&factors);
     itemsim_free(&items);
     together_free(&together);
+    repeat_free(&repeat);
+    free(rebuy_pairs);
     churn_result_free(&cr);
     clv_result_free(&clv);
     return rc;

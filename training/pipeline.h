@@ -21,6 +21,7 @@
 #include "events.h"
 #include "itemsim.h"
 #include "model.h"
+#include "repeat.h"
 #include "together.h"
 
 /* Appends every event recorded in events_dir (recd serve --events) to
@@ -62,6 +63,9 @@ typedef struct pipeline_params {
     /* The "bought together" lists published beside every family
      * (training/together.h); together.neighbors 0 = none. */
     together_params together;
+    /* The repurchase model ("buy it again", training/repeat.h) published
+     * beside every family; repeat.horizon_days 0 = none. */
+    repeat_params repeat;
     /* Trains churn beside the recommendations when not NULL (not owned),
      * writing its evaluation report to churn_report. */
     const churn_params *churn;
@@ -73,7 +77,7 @@ typedef struct pipeline_params {
 } pipeline_params;
 
 /* ALS defaults (als_params_init), itemsim_params_init for item and with,
- * algorithm ALS (pure ALS), together_params_init, no decay, no blend, no
+ * algorithm ALS (pure ALS), together_params_init, repeat_params_init, no decay, no blend, no
  * churn, no callback. */
 void pipeline_params_init(pipeline_params *p);
 

@@ -129,6 +129,31 @@ void fuzz_publish_model(const char *model_dir, model_meta *meta) {
                          .recency_days = rec,
                          .frequency = freq,
                          .monetary = money};
+    /* A repurchase model: every bought item due in about two weeks, the
+     * member-item numbers varying by entry. */
+    uint64_t nnz = csr_nnz(&ui);
+    float rb_params[REBUY_N_PARAMS] = {0}, rb_items[NI * REBUY_ITEM_FLOATS];
+    float rb_curve[REBUY_CURVE], *rb_pairs = malloc((nnz + 1) * REBUY_PAIR_FLOATS * sizeof(float));
+    if (!rb_pairs) abort();
+    rb_params[REBUY_STRENGTH] = rb_params[REBUY_GAP_WEIGHT] = 2;
+    rb_params[REBUY_HORIZON] = 30;
+    rb_params[REBUY_PLATT_A] = 1;
+    for (uint32_t i = 0; i < NI; i++) {
+        rb_items[i * REBUY_ITEM_FLOATS] = 0.5f;
+        rb_items[i * REBUY_ITEM_FLOATS + 1] = (float)log(14.0);
+        rb_items[i * REBUY_ITEM_FLOATS + 2] = 0.5f;
+        rb_items[i * REBUY_ITEM_FLOATS + 3] = 4;
+    }
+    for (int r = 0; r < REBUY_CURVE; r++)
+        rb_curve[r] = 0.01f / (float)(r + 1);
+    for (uint64_t k = 0; k < nnz; k++) {
+        float n = (float)(k % 3);
+        rb_pairs[k * REBUY_PAIR_FLOATS] = n; /* 0: only viewed */
+        rb_pairs[k * REBUY_PAIR_FLOATS + 1] = (float)(5 + k % 20);
+        rb_pairs[k * REBUY_PAIR_FLOATS + 2] = n > 1 ? 14 * (n - 1) : 0;
+    }
+    model_rebuy_input rebuy = {
+        .params = rb_params, .items = rb_items, .curve = rb_curve, .pairs = rb_pairs};
     model_input in;
     memset(&in, 0, sizeof in);
     in.meta.factors = K;
@@ -149,7 +174,9 @@ void fuzz_publish_model(const char *model_dir, model_meta *meta) {
     in.categories = cats;
     in.item_category = item_category;
     in.churn = &churn;
+    in.rebuy = &rebuy;
     must(model_publish(model_dir, &in, meta, &e), &e, "model_publish");
+    free(rb_pairs);
     csr_free(&ui);
     idmap_free(users);
     idmap_free(items);

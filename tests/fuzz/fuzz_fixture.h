@@ -1,5 +1,6 @@
 /* fuzz_fixture: what the fuzz targets share - a scratch folder that is
- * removed at exit, and a tiny but complete model (categories, churn scores)
+ * removed at exit, and a tiny but complete model (categories, churn scores,
+ * a repurchase model)
  * published with model_publish, so that every part of the format and every
  * RPC has something real to read. */
 #ifndef RECD_FUZZ_FIXTURE_H

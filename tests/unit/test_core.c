@@ -102,6 +102,58 @@ Test(core_rank, recommend_checks_the_request) {
     cr_assert_null(l.items, "a failed call leaves an empty list");
 }
 
+Test(core_rank, recommend_checks_and_serves_the_mode) {
+    core_list l;
+    err_t e;
+    core_recommend_req rq = member("u2", 5);
+    rq.mode = 99;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "mode 99 is not a RecommendMode"), "%s", e.msg);
+    rq.mode = CORE_MODE_NEW_ARRIVALS;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
+    cr_assert(strstr(e.msg, "mode NEW_ARRIVALS is not implemented"), "%s", e.msg);
+    rq.mode = CORE_MODE_TRENDING;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
+    /* Only what the member bought, most due first. */
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_BUY_AGAIN);
+    cr_assert(l.n_items <= 3);
+    for (size_t i = 0; i < l.n_items; i++) {
+        cr_assert(has(&l, "i2") || has(&l, "i5") || has(&l, "i7"));
+        cr_assert(!strcmp(l.items[i].id, "i2") || !strcmp(l.items[i].id, "i5") ||
+                  !strcmp(l.items[i].id, "i7"));
+        cr_assert(l.items[i].score >= 0 && l.items[i].score <= 1);
+        if (i) cr_assert(l.items[i - 1].score >= l.items[i].score);
+    }
+    core_list_free(&l);
+    rq = member("nobody", 5);
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 0);
+    core_list_free(&l);
+    rq = member("", 5);
+    char *cart[] = {"i1"};
+    rq.context_item_ids = cart;
+    rq.n_context_item_ids = 1;
+    rq.mode = CORE_MODE_BUY_AGAIN;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_INVALID);
+    cr_assert(strstr(e.msg, "needs a user_id"), "%s", e.msg);
+    /* include_purchased: bought and new items in one list. */
+    rq = member("u2", 24);
+    rq.include_purchased = 1;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 24);
+    cr_assert(has(&l, "i2"));
+    for (size_t i = 1; i < l.n_items; i++)
+        cr_assert(l.items[i - 1].score >= l.items[i].score);
+    core_list_free(&l);
+    cr_assert_str_eq(core_mode_word(CORE_MODE_BUY_AGAIN), "buy-again");
+    cr_assert_eq(core_mode_of_word("trending"), CORE_MODE_TRENDING);
+    cr_assert_eq(core_mode_of_word("weekly"), -1);
+    cr_assert_null(core_mode_name(4));
+}
+
 Test(core_rank, recommend_filters_excludes_and_serves_visitors) {
     core_list l;
     err_t e;

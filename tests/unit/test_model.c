@@ -1161,3 +1161,53 @@ Test(model, together_round_trip_and_refusals) {
     const char *msg = refuse(at("%s", "together-index"), ERR_FORMAT);
     cr_expect_not_null(strstr(msg, "together_index"), "%s", msg);
 }
+
+/* The repurchase model: absent from a model published without it, a round
+ * trip read in place (the member-item numbers by user row), an incomplete
+ * one refused at publication. */
+Test(model, rebuy_round_trip_and_refusals) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    model *m;
+    err_t e = {0};
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_expect_null(model_rebuy(m));
+    cr_expect_null(model_rebuy_pairs(m, 0));
+    model_close(m);
+    fixture f;
+    fixture_init(&f, 2.0f);
+    uint64_t nnz = csr_nnz(f.in.user_items);
+    float params[REBUY_N_PARAMS] = {2, 2, 30, 1, 0, 0.5f, 0.4f, 2, 0.25f};
+    float items[NI * REBUY_ITEM_FLOATS], curve[REBUY_CURVE];
+    float *pairs = malloc(nnz * REBUY_PAIR_FLOATS * sizeof *pairs);
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++)
+        items[i] = (float)i;
+    for (int r = 0; r < REBUY_CURVE; r++)
+        curve[r] = 1.0f / (float)(r + 1);
+    for (uint64_t k = 0; k < nnz * REBUY_PAIR_FLOATS; k++)
+        pairs[k] = (float)k;
+    model_rebuy_input rb = {.params = params, .items = items, .curve = curve, .pairs = pairs};
+    f.in.rebuy = &rb;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const rebuy_model *r = model_rebuy(m);
+    cr_assert_not_null(r);
+    cr_expect_eq(memcmp(r->params, params, sizeof params), 0);
+    cr_expect_eq(memcmp(r->items, items, sizeof items), 0);
+    cr_expect_eq(memcmp(r->curve, curve, sizeof curve), 0);
+    uint32_t n_users = model_info(m)->n_users;
+    const float *last = model_rebuy_pairs(m, n_users - 1);
+    uint32_t n_last;
+    model_user_items(m, n_users - 1, &n_last);
+    /* The last user's row ends where the pairs do. */
+    cr_expect_eq(last + (size_t)n_last * REBUY_PAIR_FLOATS, model_rebuy_pairs(m, 0) + nnz * 3);
+    cr_expect_eq(memcmp(model_rebuy_pairs(m, 0), pairs, nnz * REBUY_PAIR_FLOATS * sizeof *pairs),
+                 0);
+    model_close(m);
+    rb.pairs = NULL;
+    cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cr_expect_not_null(strstr(e.msg, "repurchase"), "%s", e.msg);
+    free(pairs);
+    fixture_free(&f);
+}
