@@ -88,6 +88,16 @@ static const char *bus_why(natsStatus s) {
     return t && t[0] ? t : natsStatus_GetText(s);
 }
 
+/* The options of b's pull consumer (b->durable on b->stream), each message
+ * acknowledged by hand. */
+static void bus_consumer(bus *b, jsSubOptions *so) {
+    jsSubOptions_Init(so);
+    so->Stream = b->stream;
+    so->ManualAck = true;
+    so->Config.Durable = b->durable;
+    so->Config.AckPolicy = js_AckExplicit;
+}
+
 /* (Re)creates the durable consumer to deliver from sequence `from` (0 =
  * everything) and subscribes to it. The consumer is deleted first because a
  * durable consumer's start cannot be changed, and the local stores may be
@@ -96,11 +106,7 @@ static natsStatus bus_subscribe(bus *b, uint64_t from, natsSubscription **sub) {
     jsErrCode jerr = 0;
     js_DeleteConsumer(b->js, b->stream, b->durable, NULL, &jerr);
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = b->stream;
-    so.ManualAck = true;
-    so.Config.Durable = b->durable;
-    so.Config.AckPolicy = js_AckExplicit;
+    bus_consumer(b, &so);
     so.Config.DeliverPolicy = from ? js_DeliverByStartSequence : js_DeliverAll;
     so.Config.OptStartSeq = from;
     so.Config.AckWait = (int64_t)30 * 1000000000;
@@ -492,11 +498,7 @@ int bus_read(const char *urls, const char *stream, bus_apply_fn fn, void *ctx, u
     /* A consumer of its own, gone when the reader is: deleted at the end,
      * and by the server after BUS_READ_IDLE_S should the reader die. */
     jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = b->stream;
-    so.ManualAck = true;
-    so.Config.Durable = b->durable;
-    so.Config.AckPolicy = js_AckExplicit;
+    bus_consumer(b, &so);
     so.Config.DeliverPolicy = js_DeliverAll;
     so.Config.InactiveThreshold = (int64_t)BUS_READ_IDLE_S * 1000000000;
     natsSubscription *sub = NULL;

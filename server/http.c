@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "histo.h"
 #include "log.h"
 #include "pbjson.h"
 #include "recd/v1/recommender.pb-c.h"
@@ -29,7 +30,6 @@
 #define HTTP_MAX_METHODS 32
 #define HTTP_MAX_QUERY_ARGS 64
 #define HTTP_STREAM_BUFFER (64 * 1024) /* bytes a stream's producer runs ahead */
-#define HTTP_BUCKETS 12
 #define HTTP_MAX_DECODES 4
 /* The dashboard's history: a sample every 10 s, 10 minutes of them. */
 #define HTTP_HISTORY 60
@@ -58,9 +58,6 @@ static const char *const http_extra_label[HTTP_EXTRA] = {
 #undef HTTP_ROUTE_LABEL
 };
 
-static const double http_bucket_s[HTTP_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                   0.05,   0.1,   0.25,   0.5,   1,    5};
-
 /* One RPC served over HTTP: svc's row for it and its messages. */
 typedef struct http_method {
     char name[64];         /* "Recommend": the path is /v1/<name> */
@@ -86,8 +83,7 @@ struct http_server {
     size_t n_writers;
     /* Metrics: row = method index, or HTTP_MAX_METHODS + an extra route. */
     atomic_ullong calls[HTTP_ROUTES][ERR_STATUSES];
-    atomic_ullong latency[HTTP_ROUTES][HTTP_BUCKETS + 1];
-    atomic_ullong latency_us[HTTP_ROUTES];
+    histo latency[HTTP_ROUTES];
     /* The history for the dashboard: every HTTP_HISTORY_STEP_S the sampler
      * thread keeps the call counters and latency histograms of /metrics
      * (both transports) and the strategy mix, the last HTTP_HISTORY
@@ -1007,12 +1003,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (status < 0 || why != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         status = status == ERR_STATUS_OK || status < 0 ? ERR_STATUS_CANCELLED : status;
     atomic_fetch_add(&h->calls[r->route][status], 1);
-    double s = clock_seconds() - r->start;
-    int b = 0;
-    while (b < HTTP_BUCKETS && s > http_bucket_s[b])
-        b++;
-    atomic_fetch_add(&h->latency[r->route][b], 1);
-    atomic_fetch_add(&h->latency_us[r->route], (unsigned long long)(s * 1e6));
+    histo_observe(&h->latency[r->route], clock_seconds() - r->start);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -1046,20 +1037,7 @@ void http_write_metrics(void *ctx, FILE *out) {
                  "# TYPE recd_http_call_seconds histogram\n");
     for (size_t row = 0; row < HTTP_ROUTES; row++) {
         const char *label = route_label(h, row);
-        if (!label) continue;
-        unsigned long long cum = 0;
-        for (int b = 0; b <= HTTP_BUCKETS; b++) {
-            cum += atomic_load(&h->latency[row][b]);
-            if (b < HTTP_BUCKETS)
-                fprintf(out, "recd_http_call_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n", label,
-                        http_bucket_s[b], cum);
-            else
-                fprintf(out, "recd_http_call_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n",
-                        label, cum);
-        }
-        fprintf(out, "recd_http_call_seconds_sum{method=\"%s\"} %.6f\n", label,
-                (double)atomic_load(&h->latency_us[row]) / 1e6);
-        fprintf(out, "recd_http_call_seconds_count{method=\"%s\"} %llu\n", label, cum);
+        if (label) histo_write(&h->latency[row], out, "recd_http_call_seconds", label);
     }
 }
 

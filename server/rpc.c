@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "histo.h"
 #include "log.h"
 
 /* Call requests each poller keeps posted per method: enough that a burst of
@@ -41,8 +42,6 @@
 /* Seconds a stop waits for calls in flight before cancelling them. */
 #define RPC_STOP_GRACE_S 5
 #define RPC_STOP_LOOK_MS 20 /* how often a stop looks whether calls are left */
-
-#define RPC_BUCKETS 12
 
 /* A connection must finish its handshake (TLS and the HTTP/2 preface)
  * within this; the core's default is 120 s of a descriptor per idle socket. */
@@ -142,8 +141,7 @@ struct rpc_server {
     /* Per method (index n_methods: unregistered methods): calls by status,
      * and the latency histogram (cumulative counts are made at scrape). */
     atomic_ullong (*calls)[ERR_STATUSES];
-    atomic_ullong (*latency)[RPC_BUCKETS + 1]; /* the last bucket is +Inf */
-    atomic_ullong *latency_us;                 /* sum, microseconds */
+    histo *latency; /* per method, the last for calls of no method */
 
     /* Rate limit of the failure lines (rpc_log_failure). */
     pthread_mutex_t fail_log_lock;
@@ -162,9 +160,6 @@ struct rpc_server {
     pthread_mutex_t watchdog_lock;
     pthread_cond_t watchdog_wake;
 };
-
-static const double rpc_bucket_s[RPC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                 0.01,   0.025,   0.05,   0.1,   0.25,   1};
 
 void rpc_reply_error(rpc_reply *r, int code, const char *fmt, ...) {
     va_list ap;
@@ -258,13 +253,8 @@ static const char *rpc_method_name(const rpc_call *c) {
 static void rpc_observe(rpc_call *c, int status) {
     rpc_server *s = c->poller->server;
     size_t m = c->method >= 0 ? (size_t)c->method : s->n_methods;
-    double seconds = clock_seconds() - c->accepted_at;
-    int b = 0;
-    while (b < RPC_BUCKETS && seconds > rpc_bucket_s[b])
-        b++;
     atomic_fetch_add(&s->calls[m][status], 1);
-    atomic_fetch_add(&s->latency[m][b], 1);
-    atomic_fetch_add(&s->latency_us[m], (unsigned long long)(seconds * 1e6));
+    histo_observe(&s->latency[m], clock_seconds() - c->accepted_at);
 }
 
 /* Logs a failed call (what: "call failed", "stream failed"), at most
@@ -818,7 +808,6 @@ static void rpc_server_free(rpc_server *s) {
     free(s->read_token);
     free(s->calls);
     free(s->latency);
-    free(s->latency_us);
     pthread_mutex_destroy(&s->streams_lock);
     pthread_cond_destroy(&s->streams_done);
     pthread_mutex_destroy(&s->watchdog_lock);
@@ -879,10 +868,9 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     s->pollers = calloc(s->n_pollers, sizeof *s->pollers);
     s->calls = calloc(n + 1, sizeof *s->calls);
     s->latency = calloc(n + 1, sizeof *s->latency);
-    s->latency_us = calloc(n + 1, sizeof *s->latency_us);
     if (o->write_token) s->write_token = strdup(o->write_token);
     if (o->read_token) s->read_token = strdup(o->read_token);
-    if (!s->registered || !s->pollers || !s->calls || !s->latency || !s->latency_us ||
+    if (!s->registered || !s->pollers || !s->calls || !s->latency ||
         (o->write_token && !s->write_token) || (o->read_token && !s->read_token)) {
         rpc_server_free(s);
         return err_set(e, ERR_NOMEM, "rpc: out of memory");
@@ -992,22 +980,9 @@ void rpc_write_metrics(void *ctx, FILE *out) {
         }
     fprintf(out, "# HELP recd_grpc_call_seconds Time from accepting a call to its answer.\n"
                  "# TYPE recd_grpc_call_seconds histogram\n");
-    for (size_t m = 0; m <= s->n_methods; m++) {
-        const char *path = m < s->n_methods ? s->methods[m].path : "unregistered";
-        unsigned long long cum = 0;
-        for (int b = 0; b <= RPC_BUCKETS; b++) {
-            cum += atomic_load(&s->latency[m][b]);
-            if (b < RPC_BUCKETS)
-                fprintf(out, "recd_grpc_call_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n", path,
-                        rpc_bucket_s[b], cum);
-            else
-                fprintf(out, "recd_grpc_call_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n",
-                        path, cum);
-        }
-        fprintf(out, "recd_grpc_call_seconds_sum{method=\"%s\"} %.6f\n", path,
-                (double)atomic_load(&s->latency_us[m]) / 1e6);
-        fprintf(out, "recd_grpc_call_seconds_count{method=\"%s\"} %llu\n", path, cum);
-    }
+    for (size_t m = 0; m <= s->n_methods; m++)
+        histo_write(&s->latency[m], out, "recd_grpc_call_seconds",
+                    m < s->n_methods ? s->methods[m].path : "unregistered");
 }
 
 void rpc_server_stop(rpc_server *s) {
