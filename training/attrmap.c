@@ -57,6 +57,23 @@ static int fit_once(const uint64_t *indptr, const uint32_t *index, uint32_t n_ro
                 rhs[(size_t)j * nl + li] += v * (y[(size_t)r * k + j] - mean[j]);
         }
     }
+    /* Centre the features too (an unpenalized intercept): X^T X - n xbar
+     * xbar^T; X^T (y - ybar) is centred already. */
+    double *xbar = calloc(nl, sizeof *xbar);
+    if (!xbar) {
+        free(mean);
+        return ERR_NOMEM;
+    }
+    for (uint32_t r = 0; r < n_rows; r++) {
+        uint64_t a = indptr[r], b = indptr[r + 1];
+        if (!take[r] || a == b) continue;
+        double v = 1.0 / sqrt((double)(b - a));
+        for (uint64_t p = a; p < b; p++)
+            xbar[index[p]] += v / (double)n;
+    }
+    for (uint32_t li = 0; li < nl; li++)
+        for (uint32_t lj = 0; lj <= li; lj++)
+            gram[(size_t)li * nl + lj] -= (double)n * xbar[li] * xbar[lj];
     double d = 0;
     for (uint32_t l = 0; l < nl; l++)
         d += gram[(size_t)l * nl + l];
@@ -67,26 +84,40 @@ static int fit_once(const uint64_t *indptr, const uint32_t *index, uint32_t n_ro
         gram[(size_t)l * nl + l] += lam;
     if (linalg_solve_spd_many(gram, rhs, nl, k)) {
         free(mean);
+        free(xbar);
         return ERR_INTERNAL;
     }
     for (uint32_t l = 0; l < nl; l++)
         for (uint32_t j = 0; j < k; j++)
             map[(size_t)l * k + j] = (float)rhs[(size_t)j * nl + l];
-    for (uint32_t j = 0; j < k; j++)
-        map[(size_t)nl * k + j] = (float)mean[j];
+    /* bias = ybar - xbar^T W: a row at the mean features gets the mean. */
+    for (uint32_t j = 0; j < k; j++) {
+        double b = mean[j];
+        for (uint32_t l = 0; l < nl; l++)
+            b -= xbar[l] * rhs[(size_t)j * nl + l];
+        map[(size_t)nl * k + j] = (float)b;
+    }
+    free(xbar);
     if (used) *used = (float)lam;
     free(mean);
     return ERR_OK;
 }
 
 /* Mean squared error of map's vectors over the rows with take(r) that have
- * labels; *bias_mse the same for the bias alone. */
+ * labels; *bias_mse the same for the mean vector of the fitting rows (fit)
+ * alone, what a cold row gets without a mapping. */
 static double map_mse(const uint64_t *indptr, const uint32_t *index, uint32_t n_rows, uint32_t nl,
-                      const float *y, uint32_t k, const uint8_t *take, const float *map, float *x,
-                      double *bias_mse) {
+                      const float *y, uint32_t k, const uint8_t *take, const uint8_t *fit,
+                      const float *map, float *x, double *bias_mse) {
     double se = 0, sb = 0;
-    uint64_t n = 0;
-    const float *bias = map + (size_t)nl * k;
+    uint64_t n = 0, nf = 0;
+    double bias[MF_MAX_FACTORS] = {0};
+    for (uint32_t r = 0; r < n_rows; r++) {
+        if (!fit[r]) continue;
+        nf++;
+        for (uint32_t j = 0; j < k; j++)
+            bias[j] += (y[(size_t)r * k + j] - bias[j]) / (double)nf;
+    }
     for (uint32_t r = 0; r < n_rows; r++) {
         if (!take[r] || indptr[r] == indptr[r + 1]) continue;
         mf_label_vector(map, nl, k, index + indptr[r], (uint32_t)(indptr[r + 1] - indptr[r]), x);
@@ -143,8 +174,8 @@ int attrmap_fit(const uint64_t *indptr, const uint32_t *index, uint32_t n_rows, 
                 rc = err_set(e, rc, "attrmap: ridge solve failed (lambda %g)", (double)grid[g]);
                 goto out;
             }
-            double bm, mse = map_mse(indptr, index, n_rows, n_labels, targets, factors, valid, map,
-                                     x, &bm);
+            double bm, mse = map_mse(indptr, index, n_rows, n_labels, targets, factors, valid, fit,
+                                     map, x, &bm);
             if (mse < best) {
                 best = mse;
                 chosen = grid[g];

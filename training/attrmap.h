@@ -6,7 +6,8 @@
  *
  * Features: row r with n labels has 1/sqrt(n) at each (mf_label_vector in
  * util/mf.h is the served arithmetic). The fit is
- *     W = (X^T X + lambda I)^-1 X^T (Y - mean),  bias = mean of Y,
+ *     W = (Xc^T Xc + lambda I)^-1 Xc^T (Y - ybar),  bias = ybar - xbar^T W,
+ * (Xc the features centred by their mean xbar: an unpenalized intercept)
  * over the rows marked for fitting (those with a collaborative vector), in
  * double precision (one Cholesky of n_labels^2). lambda is chosen from
  * ATTRMAP_LAMBDAS on a validation part of those rows (a seeded tenth) by
