@@ -612,6 +612,8 @@ static int model_check_input(const model_input *in, err_t *e) {
     if (in->together && (in->together->dense || !in->together->indptr))
         return err_set(e, ERR_INVALID, "model: publish: bought-together lists are not sparse");
     if (in->together && (rc = model_check_rows(in->together, m->n_items, e))) return rc;
+    if ((in->item_labels && !in->item_map) || (in->user_labels && !in->user_map))
+        return err_set(e, ERR_INVALID, "model: publish: labels without their mapping");
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
