@@ -124,3 +124,24 @@ def test_eval_cold_items_and_users(shop):
 def test_eval_cold_needs_catalogue(shop):
     p = run("eval", "--input", shop / "shop.csv", "--cold-items", 0.2, check=False)
     assert p.returncode == 2 and "--cold-items needs --items" in p.stderr
+
+
+def test_catalogue_only_item_is_served(shop, tmp_path, pb):
+    """An item only in the catalogue is in the served model: SimilarItems
+    of it answers with its colour's items, and Rerank scores it for a
+    member of its colour above the other new item."""
+    from conftest import Server
+    model = tmp_path / "m"
+    train(shop / "shop.csv", model, "--items", shop / "items.csv", *ITEM_FLAGS)
+    s = Server(model, tmp_path)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        r = stub.SimilarItems(pb.rec.SimilarItemsRequest(item_id="rnew", k=6))
+        got = [i.item_id for i in r.items]
+        assert sum(g.startswith("r") for g in got) >= 5, got
+        r = stub.Rerank(pb.rec.RerankRequest(user_id="u0", candidate_item_ids=["bnew", "rnew"]))
+        assert [i.item_id for i in r.items] == ["rnew", "bnew"], r
+        r = stub.Rerank(pb.rec.RerankRequest(user_id="u1", candidate_item_ids=["rnew", "bnew"]))
+        assert [i.item_id for i in r.items] == ["bnew", "rnew"], r
+    finally:
+        assert s.stop() == 0
