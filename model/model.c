@@ -80,6 +80,16 @@
 #define K_REBUY_ITEMS "rebuy_items"
 #define K_REBUY_PAIRS "rebuy_pairs"
 #define K_REBUY_CURVE "rebuy_curve"
+#define K_N_ITEM_LABELS "n_item_labels"
+#define K_ITEM_LABEL_IDS "item_label_ids"
+#define K_ITEM_LABEL_INDEX "item_label_index"
+#define K_ITEM_MAP "item_map"
+#define K_N_USER_LABELS "n_user_labels"
+#define K_USER_LABEL_IDS "user_label_ids"
+#define K_USER_LABEL_INDEX "user_label_index"
+#define K_USER_MAP "user_map"
+#define K_ITEM_PUBLISHED "item_published"
+#define K_ITEM_PRICE "item_price"
 #define K_CHURN_N "churn_n_features"
 #define K_CHURN_HORIZON "churn_horizon_days"
 #define K_CHURN_SCORED_AT "churn_scored_at"
@@ -142,9 +152,13 @@ struct model {
     int has_together;
     itemrows together; /* bought-together lists, into the map when has_together */
     int has_rebuy;
-    rebuy_model rebuy;        /* into the map when has_rebuy */
-    const float *rebuy_pairs; /* parallel to user_indices, REBUY_PAIR_FLOATS each */
-    model_churn churn;        /* arrays point into the map; names into churn_names */
+    rebuy_model rebuy;             /* into the map when has_rebuy */
+    const float *rebuy_pairs;      /* parallel to user_indices, REBUY_PAIR_FLOATS each */
+    model_ids side_labels[2];      /* per model_side; n = 0 without a mapping */
+    model_label_map side_map[2];   /* map NULL without a mapping */
+    const int64_t *item_published; /* NULL when none */
+    const float *item_price;       /* NULL when none */
+    model_churn churn;             /* arrays point into the map; names into churn_names */
     const char *churn_names[MODEL_CHURN_MAX_FEATURES];
 };
 
@@ -608,6 +622,8 @@ static int model_check_input(const model_input *in, err_t *e) {
     if (in->rebuy &&
         (!in->rebuy->params || !in->rebuy->items || !in->rebuy->curve || !in->rebuy->pairs))
         return err_set(e, ERR_INVALID, "model: publish: the repurchase model is incomplete");
+    if ((in->item_labels && !in->item_map) || (in->user_labels && !in->user_map))
+        return err_set(e, ERR_INVALID, "model: publish: labels without their mapping");
     return in->churn ? model_check_churn(in->churn, m->n_users, e) : ERR_OK;
 }
 
@@ -756,8 +772,9 @@ typedef struct model_blob {
 } model_blob;
 
 /* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV,
- * 3 of item rows, 3 of bought-together lists, 4 of the repurchase model. */
-#define MODEL_MAX_BLOBS 43
+ * 3 of item rows, 3 of bought-together lists, 4 of the repurchase model, 3
+ * per label mapping (2), 2 of catalogue values. */
+#define MODEL_MAX_BLOBS 51
 
 static void model_fill_panels(const model_input *in, const void *arg, void *p) {
     (void)arg;
@@ -939,6 +956,26 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
                   rb->pairs);
         BLOB_COPY(K_REBUY_CURVE, REBUY_CURVE * sizeof(float), rb->curve);
     }
+    if (in->item_labels) {
+        BLOB_FILL(K_ITEM_LABEL_IDS, model_ids_size(in->item_labels), model_fill_id_table,
+                  in->item_labels);
+        BLOB_FILL(K_ITEM_LABEL_INDEX,
+                  model_slot_count(idmap_size(in->item_labels)) * sizeof(uint32_t),
+                  model_fill_id_index, in->item_labels);
+        BLOB_COPY(K_ITEM_MAP, (idmap_size(in->item_labels) + 1ull) * k * sizeof(float),
+                  in->item_map);
+    }
+    if (in->user_labels) {
+        BLOB_FILL(K_USER_LABEL_IDS, model_ids_size(in->user_labels), model_fill_id_table,
+                  in->user_labels);
+        BLOB_FILL(K_USER_LABEL_INDEX,
+                  model_slot_count(idmap_size(in->user_labels)) * sizeof(uint32_t),
+                  model_fill_id_index, in->user_labels);
+        BLOB_COPY(K_USER_MAP, (idmap_size(in->user_labels) + 1ull) * k * sizeof(float),
+                  in->user_map);
+    }
+    if (in->item_published) BLOB_COPY(K_ITEM_PUBLISHED, ni * sizeof(int64_t), in->item_published);
+    if (in->item_price) BLOB_COPY(K_ITEM_PRICE, ni * sizeof(float), in->item_price);
     BLOB_COPY(K_POPULARITY, ni * sizeof(float), in->item_popularity);
     BLOB_FILL(K_POPULAR, ni * sizeof(uint32_t), model_fill_popular, NULL);
 #undef BLOB_COPY
@@ -1003,6 +1040,12 @@ static int model_write_values(model_writer *w, const model_input *in, const mode
 #undef META_PUT_U64
 #undef META_PUT_U32
     if (in->categories && (rc = model_put_u32v(w, K_CATEGORIES, idmap_size(in->categories), e)))
+        return rc;
+    if (in->item_labels &&
+        (rc = model_put_u32v(w, K_N_ITEM_LABELS, idmap_size(in->item_labels), e)))
+        return rc;
+    if (in->user_labels &&
+        (rc = model_put_u32v(w, K_N_USER_LABELS, idmap_size(in->user_labels), e)))
         return rc;
     const model_churn *c = in->churn;
     if (c && ((rc = model_put_u32v(w, K_CHURN_N, c->n_features, e)) ||
@@ -1460,6 +1503,41 @@ static int model_read_sparse(model_reader *r, const char *k_indptr, const char *
     return ERR_OK;
 }
 
+/* Reads the optional label mappings and catalogue values. */
+static int model_read_labels(model_reader *r, model *m, err_t *e) {
+    static const char *const keys[2][4] = {
+        {K_N_ITEM_LABELS, K_ITEM_LABEL_IDS, K_ITEM_LABEL_INDEX, K_ITEM_MAP},
+        {K_N_USER_LABELS, K_USER_LABEL_IDS, K_USER_LABEL_INDEX, K_USER_MAP}};
+    const model_meta *mt = &m->meta;
+    const void *p;
+    uint64_t v, len;
+    int rc;
+    for (int side = 0; side < 2; side++) {
+        if (!model_has(r, keys[side][0])) continue;
+        if ((rc = model_get_fixed(r, keys[side][0], 4, &v, e)) ||
+            (rc = model_get_ids(r, keys[side][1], keys[side][2], (uint32_t)v, &m->side_labels[side],
+                                e)))
+            return rc;
+        len = (v + 1) * mt->factors * sizeof(float);
+        if ((rc = model_get_blob(r, keys[side][3], &len, 0, 4, &p, e))) return rc;
+        if (!model_finite32(p, (v + 1) * mt->factors))
+            return err_set(e, ERR_FORMAT, "model: %s: key %s holds a NaN or an infinity", r->path,
+                           keys[side][3]);
+        m->side_map[side] = (model_label_map){(uint32_t)v, mt->factors, p};
+    }
+    if (model_has(r, K_ITEM_PUBLISHED)) {
+        len = (uint64_t)mt->n_items * sizeof(int64_t);
+        if ((rc = model_get_blob(r, K_ITEM_PUBLISHED, &len, 0, 8, &p, e))) return rc;
+        m->item_published = p;
+    }
+    if (model_has(r, K_ITEM_PRICE)) {
+        len = (uint64_t)mt->n_items * sizeof(float);
+        if ((rc = model_get_blob(r, K_ITEM_PRICE, &len, 0, 4, &p, e))) return rc;
+        m->item_price = p;
+    }
+    return ERR_OK;
+}
+
 /* Reads the item rows of an item-item model, if any: dense (n^2 floats) or
  * sparse, its indexes checked to stay inside the catalogue, since servers
  * index score arrays with them. */
@@ -1660,6 +1738,7 @@ static int model_read(model_reader *r, model *m, err_t *e) {
         m->rebuy_pairs = q[2];
         m->has_rebuy = 1;
     }
+    if ((rc = model_read_labels(r, m, e))) return rc;
     /* Categories are optional: a history without a category column has none. */
     if (!model_has(r, K_CATEGORIES)) return ERR_OK;
     uint64_t v;
@@ -1817,6 +1896,30 @@ const float *model_rebuy_pairs(const model *m, uint32_t u) {
 
 const itemrows *model_together(const model *m) {
     return m->has_together ? &m->together : NULL;
+}
+
+const model_label_map *model_label_map_of(const model *m, model_side side) {
+    return m->side_map[side].map ? &m->side_map[side] : NULL;
+}
+
+int model_label_index(const model *m, model_side side, const char *label, size_t len,
+                      uint32_t *index) {
+    if (!m->side_map[side].map) return ERR_NOTFOUND;
+    return model_lookup(&m->side_labels[side], label, len, index);
+}
+
+const char *model_label_id(const model *m, model_side side, uint32_t index, size_t *len) {
+    const model_ids *t = &m->side_labels[side];
+    *len = (size_t)(t->offsets[index + 1] - t->offsets[index]);
+    return t->bytes + t->offsets[index];
+}
+
+const int64_t *model_item_published(const model *m) {
+    return m->item_published;
+}
+
+const float *model_item_price(const model *m) {
+    return m->item_price;
 }
 
 const float *model_user_factors(const model *m) {

@@ -62,6 +62,9 @@ typedef struct model_meta {
     /* ALS's frequency-scaled regularization (als_params): a fold-in of n
      * distinct items is regularized by regularization + this x n; 0 = plain. */
     float frequency_regularization;
+    /* The ridge lambdas of the label-to-factor mappings (training/attrmap.h),
+     * 0 when the model has no such mapping. */
+    float item_map_lambda, user_map_lambda;
 } model_meta;
 
 /* The metadata fields, one row each, in the order recd inspect and recd query
@@ -111,7 +114,9 @@ typedef struct model_meta {
     X(neighbors, "neighbors", U32, OPT, NO, _, SHOW, "neighbors", "%u")                            \
     X(als_blend, "als_blend", F32, OPT, NO, _, SHOW, "als_blend", "%g")                            \
     X(frequency_regularization, "frequency_regularization", F32, OPT, NO, _, SHOW,                 \
-      "frequency_regularization", "%g")
+      "frequency_regularization", "%g")                                                            \
+    X(item_map_lambda, "item_map_lambda", F32, OPT, NO, _, SHOW, "item_map_lambda", "%g")          \
+    X(user_map_lambda, "user_map_lambda", F32, OPT, NO, _, SHOW, "user_map_lambda", "%g")
 
 /* The C type of each kind (a STR member's array decays to char *), for the
  * compile-time checks of the table's users. */
@@ -244,6 +249,16 @@ typedef struct model_input {
     /* Optional repurchase model; NULL = none (Recommend mode BUY_AGAIN is
      * then refused, include_purchased scores bought items as any). */
     const model_rebuy_input *rebuy;
+    /* Optional label-to-factor mappings (training/attrmap.h, served through
+     * mf_label_vector): labels NULL = none; else map holds
+     * (idmap_size(labels) + 1) x factors floats, row l label l's weights,
+     * the last row the bias. Items and members have one each. */
+    const idmap *item_labels, *user_labels;
+    const float *item_map, *user_map;
+    /* Optional catalogue values per item: publication time (unix s, 0 =
+     * unknown) and price (NAN = unknown); NULL = none. */
+    const int64_t *item_published;
+    const float *item_price;
 } model_input;
 
 /* Writes in as a new version under dir (created if missing) and makes it
@@ -360,6 +375,35 @@ const rebuy_model *model_rebuy(const model *m);
  * model_user_items(m, u) (model_rebuy's pairs), NULL without a
  * repurchase model. */
 const float *model_rebuy_pairs(const model *m, uint32_t u);
+
+/* The two sides of the label-to-factor mappings. */
+typedef enum model_side { MODEL_SIDE_ITEM, MODEL_SIDE_USER } model_side;
+
+/* A label-to-factor mapping as stored: map points into the model map,
+ * (n_labels + 1) x factors floats, the last row the bias; a vector from
+ * labels is mf_label_vector(map, n_labels, factors, ...) (util/mf.h). */
+typedef struct model_label_map {
+    uint32_t n_labels, factors;
+    const float *map;
+} model_label_map;
+
+/* The mapping of one side, NULL when the model has none (trained without a
+ * catalogue of that side, or published before the keys existed). The
+ * struct is the model's; valid until model_close. */
+const model_label_map *model_label_map_of(const model *m, model_side side);
+
+/* Index of a label ("genre:Comedy", "word:mug") of one side: ERR_OK, or
+ * ERR_NOTFOUND (unknown label, or no mapping). */
+int model_label_index(const model *m, model_side side, const char *label, size_t len,
+                      uint32_t *index);
+
+/* Bytes of the label with index < n_labels (not NUL-terminated). */
+const char *model_label_id(const model *m, model_side side, uint32_t index, size_t *len);
+
+/* Publication times (unix s, 0 = unknown) and prices (NAN = unknown) of
+ * every item, n_items entries into the map; NULL when the model has none. */
+const int64_t *model_item_published(const model *m);
+const float *model_item_price(const model *m);
 
 /* All items, most popular first (n_items entries). */
 const uint32_t *model_popular_items(const model *m);

@@ -13,6 +13,7 @@
 
 #include "als.h"
 #include "clock.h"
+#include "coldeval.h"
 #include "cmd.h"
 #include "eval.h"
 #include "itemsim.h"
@@ -31,7 +32,9 @@ enum {
     OPT_TIE_ORDER,
     OPT_REPORT,
     OPT_BOUGHT_TOGETHER,
-    OPT_REPEAT
+    OPT_REPEAT,
+    OPT_COLD_ITEMS,
+    OPT_COLD_USERS
 };
 
 static void usage(FILE *out) {
@@ -90,14 +93,22 @@ static void usage(FILE *out) {
             "                        (the repurchase model and ALS on one scale, calibrated on\n"
             "                        the training data's last days), buy-again alone, ALS,\n"
             "                        personal top-frequency and most-popular\n"
-            "%s"
+            "  --cold-items F        instead: hold out a fraction F of the catalogue's items\n"
+            "                        entirely; rank, for each user who had one, the held-out\n"
+            "                        items by the vectors their labels map to, against random\n"
+            "                        order and a content-based profile (needs --items)\n"
+            "  --cold-users F        instead: hold out a fraction F of the members entirely;\n"
+            "                        rank every item for them from their labels alone, against\n"
+            "                        random, popular and same-attribute popular (needs --users)\n"
+            "%s%s"
             "  -h, --help            this help\n"
             "\n"
             "%s\n"
             "A header-less file such as MovieLens u.data can be given a header on the fly:\n"
             "  (printf 'user_id\\titem_id\\trating\\ttimestamp\\n'; cat u.data) |\n"
             "      recd eval --input - --delimiter tab\n",
-            OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_REPEAT_HELP, OPTS_INGEST_HELP);
+            OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_REPEAT_HELP, OPTS_CATALOG_HELP,
+            OPTS_INGEST_HELP);
 }
 
 typedef struct loss_log {
@@ -127,7 +138,9 @@ typedef struct eval_args {
     int bought_together;
     together_params together; /* --bought-together's conditional (lift: its neighbours) */
     int repeat;
-    repeat_params rp; /* --repeat's model */
+    repeat_params rp;              /* --repeat's model */
+    double cold_items, cold_users; /* 0 = not asked */
+    opts_catalog cat;
 } eval_args;
 
 /* Parses a cutoff: what the importer accepts (ISO 8601 with a time, unix
@@ -157,7 +170,9 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         {"report", required_argument, 0, OPT_REPORT},
         {"bought-together", no_argument, 0, OPT_BOUGHT_TOGETHER},
         {"repeat", no_argument, 0, OPT_REPEAT},
-        OPTS_REPEAT_LONG{"help", no_argument, 0, 'h'},
+        {"cold-items", required_argument, 0, OPT_COLD_ITEMS},
+        {"cold-users", required_argument, 0, OPT_COLD_USERS},
+        OPTS_REPEAT_LONG OPTS_CATALOG_LONG{"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     ingest_options_init(&a->io);
@@ -166,6 +181,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     itemsim_params_init(&a->it);
     together_params_init(&a->together);
     repeat_params_init(&a->rp);
+    opts_catalog_init(&a->cat);
     a->ec.threads = a->als.threads;
     a->test_fraction = 0.2;
     a->per_user = 1;
@@ -183,6 +199,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         if (r == 0) r = opts_itemsim(opt, optarg, &a->algorithm, &a->it);
         if (r == 0) r = opts_together(opt, optarg, &a->together);
         if (r == 0) r = opts_repeat(opt, optarg, &a->rp);
+        if (r == 0) r = opts_catalog_flag(opt, optarg, &a->cat);
         if (r < 0) return 2;
         if (r > 0) continue;
         switch (opt) {
@@ -244,6 +261,16 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         case OPT_REPEAT:
             a->repeat = 1;
             break;
+        case OPT_COLD_ITEMS:
+        case OPT_COLD_USERS:
+            if (opts_float(opt == OPT_COLD_ITEMS ? "cold-items" : "cold-users", optarg, 0.001,
+                           0.999, &fraction))
+                return 2;
+            if (opt == OPT_COLD_ITEMS)
+                a->cold_items = fraction;
+            else
+                a->cold_users = fraction;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -266,6 +293,16 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     if (a->repeat && (a->bought_together || a->report || split_flags > (a->cutoff_date != NULL))) {
         fprintf(stderr, "recd: eval: --repeat has its own split (or --cutoff-date), no report and "
                         "is not --bought-together\n");
+        return 2;
+    }
+    if ((a->cold_items > 0) + (a->cold_users > 0) + a->bought_together + a->repeat > 1) {
+        fprintf(stderr,
+                "recd: eval: --cold-items, --cold-users, --bought-together and --repeat are "
+                "alternatives; give one\n");
+        return 2;
+    }
+    if ((a->cold_items > 0 && !a->cat.items_path) || (a->cold_users > 0 && !a->cat.users_path)) {
+        fprintf(stderr, "recd: eval: --cold-items needs --items, --cold-users needs --users\n");
         return 2;
     }
     if (split_flags > 1) {
@@ -564,6 +601,56 @@ done:
     return rc;
 }
 
+/* recd eval --cold-items / --cold-users on s. Returns the exit status. */
+static int eval_cold(eval_args *a, const ev_set *s) {
+    labels_table items, users;
+    if (opts_load_catalog(&a->cat, &a->io, &items, &users)) return 1;
+    int u = a->cold_users > 0;
+    double fraction = u ? a->cold_users : a->cold_items;
+    coldeval_result r;
+    err_t e;
+    fprintf(stderr, "eval: cold %s: holding out %g of them, ALS factors %u, %u iterations\n",
+            u ? "members" : "items", fraction, a->als.factors, a->als.iterations);
+    int rc = coldeval_run(s, u ? &users : &items, u, fraction, &a->als, &a->ec, &r, &e);
+    labels_table_free(&items);
+    labels_table_free(&users);
+    if (rc) {
+        fprintf(stderr, "recd: eval: %s\n", e.msg);
+        return 1;
+    }
+    printf("\ncold %s: %u of them held out with all their %llu events; %u %s evaluated, "
+           "each ranking %u %s\n",
+           u ? "members" : "items", r.held_out, (unsigned long long)r.held_events, r.users,
+           u ? "held-out members" : "users", r.candidates, u ? "items" : "held-out items");
+    printf("mapping: lambda %g chosen on validation rows of the training part (MSE %.4g, the "
+           "mean vector alone %.4g), fitted on %u %s\n\n",
+           (double)r.map.lambda, r.map.valid_mse, r.map.bias_mse, r.map.fit_rows,
+           u ? "members" : "items");
+    printf("%-24s", "model");
+    for (uint32_t q = 0; q < a->ec.n_ks; q++)
+        printf(" NDCG@%-3u HR@%-5u R@%-6u", a->ec.ks[q], a->ec.ks[q], a->ec.ks[q]);
+    printf("\n");
+    for (uint32_t m = 0; m < r.n_rows; m++) {
+        printf("%-24s", r.rows[m].name);
+        for (uint32_t q = 0; q < a->ec.n_ks; q++)
+            printf(" %-8.4f %-8.4f %-8.4f", r.rows[m].ndcg[q], r.rows[m].hr[q],
+                   r.rows[m].recall[q]);
+        printf("\n");
+    }
+    uint32_t q10 = 0;
+    for (uint32_t q = 0; q < a->ec.n_ks; q++)
+        if (a->ec.ks[q] == 10) q10 = q;
+    uint32_t best = 1;
+    for (uint32_t m = 1; m < r.n_rows; m++)
+        if (r.rows[m].ndcg[q10] > r.rows[best].ndcg[q10]) best = m;
+    printf("\nsummary: cold %s NDCG@%u attribute-map %.4f vs best baseline %s %.4f (%+.1f%%)\n",
+           u ? "members" : "items", a->ec.ks[q10], r.rows[0].ndcg[q10], r.rows[best].name,
+           r.rows[best].ndcg[q10],
+           r.rows[best].ndcg[q10] > 0 ? 100.0 * (r.rows[0].ndcg[q10] / r.rows[best].ndcg[q10] - 1)
+                                      : NAN);
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_args a;
     int r = parse_args(argc, argv, &a);
@@ -580,6 +667,12 @@ int cmd_eval(int argc, char **argv) {
     if (opts_load_history(a.input, &a.io, &s)) {
         if (md) fclose(md);
         return 1;
+    }
+    if (a.cold_items > 0 || a.cold_users > 0) {
+        int st = eval_cold(&a, &s);
+        ev_set_free(&s);
+        if (md) fclose(md);
+        return st;
     }
     int status = 1;
     err_t e = {0};

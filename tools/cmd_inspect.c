@@ -210,7 +210,20 @@ static void print_item(const model *m, uint32_t item, int json) {
     if (json) {
         printf(",\"item\":{\"id\":");
         print_id(id, len, 1);
-        printf(",\"index\":%u,\"popularity_rank\":%u,\"norm\":%.9g}", item, rank + 1, norm);
+        printf(",\"index\":%u,\"popularity_rank\":%u,\"norm\":%.9g", item, rank + 1, norm);
+        const model_label_map *lm = model_label_map_of(m, MODEL_SIDE_ITEM);
+        if (lm) printf(",\"model_item_labels\":%u", lm->n_labels);
+        if (model_item_published(m))
+            printf(",\"published_unix\":%lld", (long long)model_item_published(m)[item]);
+        if (model_item_price(m) && !isnan(model_item_price(m)[item]))
+            printf(",\"price\":%.9g", model_item_price(m)[item]);
+        /* The vector itself: what a catalogue-only item got from its labels. */
+        uint32_t k = model_info(m)->factors;
+        const float *y = model_item_factors(m) + (size_t)item * k;
+        printf(",\"factors\":[");
+        for (uint32_t j = 0; j < k; j++)
+            printf("%s%.9g", j ? "," : "", y[j]);
+        printf("]}");
         return;
     }
     printf("\nitem                ");

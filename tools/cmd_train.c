@@ -186,7 +186,8 @@ int cmd_train(int argc, char **argv) {
         {"neighbors", required_argument, 0, OPT_NEIGHBORS},
         {"blend-with", required_argument, 0, OPT_BLEND_WITH},
         {"blend-share", required_argument, 0, OPT_BLEND_SHARE},
-        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG OPTS_REPEAT_LONG OPTS_INGEST_LONG,
+        OPTS_ITEMSIM_LONG OPTS_ALS_LONG OPTS_TOGETHER_LONG OPTS_REPEAT_LONG OPTS_CATALOG_LONG
+            OPTS_INGEST_LONG,
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
@@ -201,6 +202,8 @@ int cmd_train(int argc, char **argv) {
     pipeline_params_init(&pp);
     churn_params cp;
     churn_params_init(&cp);
+    opts_catalog cat;
+    opts_catalog_init(&cat);
     int churn = 0, churn_flags = 0; /* --churn-horizon given; other churn flags given */
     int opt, rc;
     optind = 0; /* glibc's getopt starts over: a process may parse twice (tests) */
@@ -213,6 +216,7 @@ int cmd_train(int argc, char **argv) {
         if (rc > 0) continue;
         if ((rc = opts_repeat(opt, optarg, &pp.repeat)) < 0) return 2;
         if (rc > 0) continue;
+        if (opts_catalog_flag(opt, optarg, &cat)) continue;
         switch (opt) {
         case OPT_NEIGHBORS:
             if (opts_u32("neighbors", optarg, 1, 100000, &pp.item.neighbors)) return 2;
@@ -274,7 +278,7 @@ int cmd_train(int argc, char **argv) {
             break;
         case 'h':
             printf(train_usage, OPTS_ITEMSIM_HELP, OPTS_TOGETHER_HELP, OPTS_REPEAT_HELP);
-            printf("%s", OPTS_INGEST_HELP);
+            printf("%s%s", OPTS_INGEST_HELP, OPTS_CATALOG_HELP);
             return 0;
         default:
             if ((rc = opts_ingest(opt, optarg, &io)) == 1) break;
@@ -321,9 +325,34 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "recd: --events and --bus are two copies of the same events: give one\n");
         return 2;
     }
-    if (load_histories(input, &io, events_dir, weights, &history)) return 1;
-    if (bus_urls && add_bus(&history, bus_urls, bus_stream, weights)) return 1;
+    labels_table items, users;
+    if (opts_load_catalog(&cat, &io, &items, &users)) return 1;
+    if (load_histories(input, &io, events_dir, weights, &history) ||
+        (bus_urls && add_bus(&history, bus_urls, bus_stream, weights))) {
+        labels_table_free(&items);
+        labels_table_free(&users);
+        return 1;
+    }
+    struct pipeline_maps maps = {0};
+    pp.items = cat.items_path ? &items : NULL;
+    pp.users = cat.users_path ? &users : NULL;
+    pp.maps = &maps;
     int status = opts_train_publish(&history, &pp, model_dir, start);
+    if (status == 0 && pp.items)
+        fprintf(stderr,
+                "catalogue: item label mapping: %u labels, lambda %g (validation error %.4g, "
+                "bias alone %.4g), fitted on %u items; %u items without interactions got "
+                "their vector from their labels\n",
+                idmap_size(items.labels), (double)maps.item.lambda, maps.item.valid_mse,
+                maps.item.bias_mse, maps.item.fit_rows, maps.catalogue_only);
+    if (status == 0 && pp.users)
+        fprintf(stderr,
+                "catalogue: member label mapping: %u labels, lambda %g (validation error %.4g, "
+                "bias alone %.4g), fitted on %u members\n",
+                idmap_size(users.labels), (double)maps.user.lambda, maps.user.valid_mse,
+                maps.user.bias_mse, maps.user.fit_rows);
     ev_set_free(&history);
+    labels_table_free(&items);
+    labels_table_free(&users);
     return status;
 }

@@ -328,3 +328,64 @@ int opts_train_publish(ev_set *history, pipeline_params *p, const char *model_di
     printf("%s\n", published.version);
     return 0;
 }
+
+const char OPTS_CATALOG_HELP[] =
+    "Catalogue (README \"Catalogue and cold start\"; same --delimiter and --quote as the\n"
+    "history):\n"
+    "  --items FILE            item catalogue CSV: every item becomes part of the model, its\n"
+    "                          labels learn a mapping into the factors (items without sales\n"
+    "                          get their vector from it)\n"
+    "  --item-id-col NAME      default item_id\n"
+    "  --item-category-col NAME  the category (also a label)\n"
+    "  --item-label-cols A,B   each value a label A:value; '|' separates several\n"
+    "  --item-text-col NAME    title or description: its words become labels word:w\n"
+    "  --item-price-col NAME   price (a price-band label too)\n"
+    "  --item-time-col NAME    publication time: unix s, ISO 8601 or --item-time-format\n"
+    "  --item-time-format FMT  strptime format of --item-time-col\n"
+    "  --users FILE            member catalogue CSV: labels mapped into the user factors\n"
+    "  --user-id-col NAME      default user_id\n"
+    "  --user-label-cols A,B   as --item-label-cols\n";
+
+void opts_catalog_init(opts_catalog *c) {
+    memset(c, 0, sizeof *c);
+    labels_options_init(&c->items);
+    labels_options_init(&c->users);
+    c->users.id_col = "user_id";
+}
+
+int opts_catalog_flag(int opt, const char *arg, opts_catalog *c) {
+    switch (opt) {
+#define OPTS_CATALOG_CASE(id, name, field)                                                         \
+    case OPT_CATALOG_##id:                                                                         \
+        c->field = arg;                                                                            \
+        return 1;
+        OPTS_CATALOG_MAP(OPTS_CATALOG_CASE)
+#undef OPTS_CATALOG_CASE
+    default:
+        return 0;
+    }
+}
+
+int opts_load_catalog(opts_catalog *c, const ingest_options *io, labels_table *items,
+                      labels_table *users) {
+    memset(items, 0, sizeof *items);
+    memset(users, 0, sizeof *users);
+    const char *paths[2] = {c->items_path, c->users_path};
+    labels_options *os[2] = {&c->items, &c->users};
+    labels_table *ts[2] = {items, users};
+    for (int k = 0; k < 2; k++) {
+        if (!paths[k]) continue;
+        os[k]->delimiter = io->delimiter;
+        os[k]->quote = io->quote;
+        labels_stats st;
+        err_t e;
+        if (labels_read_file(paths[k], os[k], ts[k], &st, &e)) {
+            fprintf(stderr, "recd: %s\n", e.msg);
+            labels_table_free(items);
+            labels_table_free(users);
+            return -1;
+        }
+        labels_print_summary(stderr, paths[k], k ? "members" : "items", ts[k], &st);
+    }
+    return 0;
+}

@@ -12,6 +12,7 @@
 #include "events.h"
 #include "ingest.h"
 #include "itemsim.h"
+#include "labels.h"
 #include "pipeline.h"
 #include "repeat.h"
 
@@ -38,6 +39,22 @@
     XX(RP3_ALPHA, "rp3-alpha", float, 0, 100, it->rp3_alpha)                                       \
     XX(RP3_BETA, "rp3-beta", float, 0, 100, it->rp3_beta)
 
+/* The catalogue flags of train and eval (features/labels.h), one row each:
+ * XX(ID, name, destination) with destination a field of opts_catalog's
+ * struct (a path or a labels_options column name). */
+#define OPTS_CATALOG_MAP(XX)                                                                       \
+    XX(ITEMS, "items", items_path)                                                                 \
+    XX(ITEM_ID_COL, "item-id-col", items.id_col)                                                   \
+    XX(ITEM_CATEGORY_COL, "item-category-col", items.category_col)                                 \
+    XX(ITEM_LABEL_COLS, "item-label-cols", items.label_cols)                                       \
+    XX(ITEM_TEXT_COL, "item-text-col", items.text_col)                                             \
+    XX(ITEM_PRICE_COL, "item-price-col", items.price_col)                                          \
+    XX(ITEM_TIME_COL, "item-time-col", items.time_col)                                             \
+    XX(ITEM_TIME_FORMAT, "item-time-format", items.time_format)                                    \
+    XX(USERS, "users", users_path)                                                                 \
+    XX(USER_ID_COL, "user-id-col", users.id_col)                                                   \
+    XX(USER_LABEL_COLS, "user-label-cols", users.label_cols)
+
 /* getopt_long ids of the column-mapping flags (above any short option). */
 enum {
     OPT_USER_COL = 1000,
@@ -60,7 +77,10 @@ enum {
     OPT_TOGETHER_SHRINKAGE,
     OPT_REPEAT_HORIZON,
     OPT_REPEAT_SHRINKAGE,
-    OPT_FIRST_FREE /* first id a command may use for its own flags */
+#define OPTS_CATALOG_ID(id, name, field) OPT_CATALOG_##id,
+    OPTS_CATALOG_MAP(OPTS_CATALOG_ID)
+#undef OPTS_CATALOG_ID
+        OPT_FIRST_FREE /* first id a command may use for its own flags */
 };
 
 /* Spread into a command's struct option table. */
@@ -99,6 +119,29 @@ extern const char OPTS_ITEMSIM_HELP[];
     {"together-neighbors", required_argument, 0, OPT_TOGETHER_NEIGHBORS},                          \
         {"together-shrinkage", required_argument, 0, OPT_TOGETHER_SHRINKAGE},
 extern const char OPTS_TOGETHER_HELP[];
+
+/* The catalogue files and their column mappings, as the flags give them. */
+typedef struct opts_catalog {
+    const char *items_path, *users_path; /* NULL = none */
+    labels_options items, users;         /* users.id_col defaults to "user_id" */
+} opts_catalog;
+
+#define OPTS_CATALOG_OPTION(id, name, field) {name, required_argument, 0, OPT_CATALOG_##id},
+#define OPTS_CATALOG_LONG OPTS_CATALOG_MAP(OPTS_CATALOG_OPTION)
+extern const char OPTS_CATALOG_HELP[];
+
+/* Fills c with no files and the default mappings. */
+void opts_catalog_init(opts_catalog *c);
+
+/* Applies a catalogue flag to c. Returns 1 when opt was one, else 0. */
+int opts_catalog_flag(int opt, const char *arg, opts_catalog *c);
+
+/* Reads the catalogue files of c that are set into items / users
+ * (zeroed otherwise), with the delimiter and quote of the purchase
+ * history's io, printing their summaries on stderr. The caller frees both
+ * with labels_table_free. Returns 0, or -1 after printing why. */
+int opts_load_catalog(opts_catalog *c, const ingest_options *io, labels_table *items,
+                      labels_table *users);
 
 /* Applies a bought-together flag to *p. Returns 1 when opt was one of
  * them, 0 when not, -1 (after printing why) for a bad argument. */

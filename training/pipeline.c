@@ -1,6 +1,7 @@
 #include "pipeline.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "eval.h"
 #include "evstore.h"
 #include "idstate.h"
+#include "mf.h"
 #include "privacy.h"
 
 /* The churn codes are model.h's; the inputs are stored by model.c, which
@@ -225,6 +227,75 @@ static int train_churn(ev_set *history, const pipeline_params *p, churn_result *
     return ERR_OK;
 }
 
+int pipeline_add_catalogue(ev_set *history, const labels_table *items, err_t *e) {
+    uint32_t n = labels_rows(items);
+    for (uint32_t r = 0; r < n; r++) {
+        size_t len;
+        const char *id = idmap_key(items->ids, r, &len);
+        uint32_t i;
+        int rc = idmap_intern(history->items, id, len, &i);
+        if (rc) return err_set(e, rc, "catalogue: cannot add item %u", r);
+        if (items->category && items->category[r] != UINT32_MAX) {
+            const char *c = idmap_key(items->categories, items->category[r], &len);
+            if ((rc = ev_set_set_category(history, i, c, len, e))) return rc;
+        }
+    }
+    return ERR_OK;
+}
+
+/* The labels of each of n ids of ids (model order) from catalogue cat, as
+ * CSR (indptr n + 1, index), NULL rows for ids not in it; malloc'ed. */
+static int side_labels(const idmap *ids, uint32_t n, const labels_table *cat, uint64_t **indptr,
+                       uint32_t **index, uint32_t **row_of, err_t *e) {
+    *indptr = calloc((size_t)n + 1, sizeof **indptr);
+    *index = malloc((cat->indptr[labels_rows(cat)] + 1) * sizeof **index);
+    *row_of = malloc(((size_t)n + 1) * sizeof **row_of);
+    if (!*indptr || !*index || !*row_of) return err_set(e, ERR_NOMEM, "catalogue: out of memory");
+    uint64_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len;
+        const char *id = idmap_key(ids, i, &len);
+        uint32_t r, nl = 0;
+        (*row_of)[i] = UINT32_MAX;
+        if (idmap_find(cat->ids, id, len, &r) == ERR_OK) {
+            const uint32_t *l = labels_row(cat, r, &nl);
+            memcpy(*index + k, l, nl * sizeof *l);
+            (*row_of)[i] = r;
+        }
+        k += nl;
+        (*indptr)[i + 1] = k;
+    }
+    return ERR_OK;
+}
+
+/* Fits the mapping of one side onto factors (n rows) and, for the item
+ * side, gives the rows without interactions (cold[i]) their mapped vector.
+ * *map keeps the fit (caller frees). */
+static int fit_side(const idmap *ids, uint32_t n, const labels_table *cat, float *factors,
+                    uint32_t k, const uint8_t *warm, uint64_t seed, attrmap *map, uint32_t **row_of,
+                    uint32_t *filled, err_t *e) {
+    uint64_t *indptr = NULL;
+    uint32_t *index = NULL;
+    int rc = side_labels(ids, n, cat, &indptr, &index, row_of, e);
+    if (!rc && idmap_size(cat->labels) == 0)
+        rc = err_set(e, ERR_INVALID, "catalogue: no label (every word too rare?)");
+    if (!rc)
+        rc = attrmap_fit(indptr, index, n, idmap_size(cat->labels), factors, k, warm, 0.0f, seed,
+                         map, e);
+    if (!rc && filled) {
+        *filled = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!warm[i]) {
+                mf_label_vector(map->map, map->n_labels, k, index + indptr[i],
+                                (uint32_t)(indptr[i + 1] - indptr[i]), factors + (size_t)i * k);
+                ++*filled;
+            }
+    }
+    free(indptr);
+    free(index);
+    return rc;
+}
+
 int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_dir,
                    model_meta *published, err_t *e) {
     if (history->n == 0)
@@ -247,7 +318,22 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     model_rebuy_input rebuy = {0};
     float *rebuy_pairs = NULL;
     int64_t data_until = INT64_MIN;
+    attrmap imap = {0}, umap = {0};
+    uint32_t *item_row = NULL, *user_row = NULL;
+    uint8_t *warm = NULL;
+    int64_t *item_published = NULL;
+    float *price = NULL;
     int rc;
+    if (p->items && (rc = pipeline_add_catalogue(history, p->items, e))) {
+        free(rows);
+        free(cols);
+        free(vals);
+        free(popularity);
+        return rc;
+    }
+    n_items = idmap_size(history->items);
+    free(popularity); /* sized again for the catalogue's items */
+    popularity = malloc(((size_t)n_items + 1) * sizeof *popularity);
     if (!rows || !cols || !vals || !popularity) {
         rc = err_set(e, ERR_NOMEM, "out of memory for %zu events", history->n);
         goto out;
@@ -298,6 +384,61 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         err_wrap(e, "training failed");
         goto out;
     }
+    if (p->items || p->users) {
+        warm = malloc(((size_t)(n_items > n_users ? n_items : n_users)) + 1);
+        if (!warm) {
+            rc = err_set(e, ERR_NOMEM, "out of memory for the catalogue");
+            goto out;
+        }
+    }
+    if (p->items) {
+        uint32_t filled = 0;
+        for (uint32_t i = 0; i < n_items; i++)
+            warm[i] = by_item.indptr[i + 1] > by_item.indptr[i];
+        if ((rc = fit_side(history->items, n_items, p->items, factors.item_factors, p->als.factors,
+                           warm, p->als.seed, &imap, &item_row, &filled, e))) {
+            err_wrap(e, "item label mapping");
+            goto out;
+        }
+        in.item_labels = p->items->labels;
+        in.item_map = imap.map;
+        in.meta.item_map_lambda = imap.lambda;
+        if (p->items->published || p->items->price) {
+            item_published = calloc((size_t)n_items + 1, sizeof *item_published);
+            price = malloc(((size_t)n_items + 1) * sizeof *price);
+            if (!item_published || !price) {
+                rc = err_set(e, ERR_NOMEM, "out of memory for the catalogue");
+                goto out;
+            }
+            for (uint32_t i = 0; i < n_items; i++) {
+                uint32_t r = item_row[i];
+                price[i] = r != UINT32_MAX && p->items->price ? p->items->price[r] : NAN;
+                item_published[i] =
+                    r != UINT32_MAX && p->items->published ? p->items->published[r] : 0;
+            }
+            in.item_published = p->items->published ? item_published : NULL;
+            in.item_price = p->items->price ? price : NULL;
+        }
+        if (p->maps) p->maps->catalogue_only = filled;
+    }
+    if (p->users) {
+        for (uint32_t u = 0; u < n_users; u++)
+            warm[u] = 1;
+        if ((rc = fit_side(history->users, n_users, p->users, factors.user_factors, p->als.factors,
+                           warm, p->als.seed, &umap, &user_row, NULL, e))) {
+            err_wrap(e, "member label mapping");
+            goto out;
+        }
+        in.user_labels = p->users->labels;
+        in.user_map = umap.map;
+        in.meta.user_map_lambda = umap.lambda;
+    }
+    if (p->maps) {
+        p->maps->item = imap;
+        p->maps->item.map = NULL;
+        p->maps->user = umap;
+        p->maps->user.map = NULL;
+    }
     in.meta.data_until = data_until;
     in.meta.factors = p->als.factors;
     in.meta.n_users = n_users;
@@ -345,6 +486,13 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
     }
     if ((rc = model_publish(model_dir, &in, published, e))) err_wrap(e, "cannot publish the model");
 out:
+    attrmap_free(&imap);
+    attrmap_free(&umap);
+    free(item_row);
+    free(user_row);
+    free(warm);
+    free(item_published);
+    free(price);
     free(rows);
     free(cols);
     free(vals);

@@ -16,10 +16,12 @@
 #include <stdio.h>
 
 #include "als.h"
+#include "attrmap.h"
 #include "churn.h"
 #include "err.h"
 #include "events.h"
 #include "itemsim.h"
+#include "labels.h"
 #include "model.h"
 #include "repeat.h"
 #include "together.h"
@@ -74,7 +76,26 @@ typedef struct pipeline_params {
      * may be NULL. */
     void (*matrix)(void *ctx, uint32_t n_users, uint32_t n_items, uint64_t nonzeros);
     void *matrix_ctx;
+    /* Optional catalogues (features/labels.h; borrowed, NULL = none). Every
+     * item of items becomes an item of the model, with its category, price
+     * and publication time; the mapping from its labels to the ALS item
+     * factors is learned on the items with interactions (training/attrmap.h)
+     * and gives their vectors to those without. users likewise maps member
+     * labels to the user factors (for members without history, at request
+     * time); it adds no member. */
+    const labels_table *items;
+    const labels_table *users;
+    /* Filled with the mappings' validation figures when not NULL. */
+    struct pipeline_maps {
+        attrmap item, user;      /* their map arrays freed: the figures only */
+        uint32_t catalogue_only; /* items with no interaction given a mapped vector */
+    } * maps;
 } pipeline_params;
+
+/* Adds every row of items to history's items (its id interned, its category
+ * set when it has one, replacing the history's), so that catalogue-only
+ * items exist in the model. Returns ERR_OK, ERR_NOMEM, ERR_LIMIT. */
+int pipeline_add_catalogue(ev_set *history, const labels_table *items, err_t *e);
 
 /* ALS defaults (als_params_init), itemsim_params_init for item and with,
  * algorithm ALS (pure ALS), together_params_init, repeat_params_init, no decay, no blend, no

@@ -42,6 +42,15 @@ int linalg_solve_spd(double *a, double *b, size_t n) {
     return info == 0 ? 0 : -1;
 }
 
+int linalg_solve_spd_many(double *a, double *b, size_t n, size_t nrhs) {
+    const int order = (int)n, k = (int)nrhs;
+    int info = 0;
+    dpotrf_("U", &order, a, &order, &info, 1);
+    if (info != 0) return -1;
+    dpotrs_("U", &order, &k, a, &order, b, &order, &info, 1);
+    return info == 0 ? 0 : -1;
+}
+
 int linalg_invert_spd(float *a, size_t n) {
     const int order = (int)n;
     int info = 0;

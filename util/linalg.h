@@ -26,6 +26,12 @@ void linalg_gram(const float *y, size_t n, size_t f, size_t ldy, float *g, size_
  * within the BLAS int range. */
 int linalg_solve_spd(double *a, double *b, size_t n);
 
+/* linalg_solve_spd for nrhs right-hand sides at once, one factorization:
+ * b holds them one after another (n doubles each) and each becomes its x.
+ * Returns 0 or -1 as linalg_solve_spd. Needs 1 <= n, nrhs and n * nrhs
+ * within the BLAS int range. */
+int linalg_solve_spd_many(double *a, double *b, size_t n, size_t nrhs);
+
 /* Replaces the symmetric positive definite n x n float matrix in a
  * (row-major, both triangles) by its inverse, both triangles (LAPACK
  * spotrf + spotri: a Cholesky factor, then the inverse from it). Returns

@@ -67,3 +67,18 @@ void mf_blend_popularity(float *scores, const float *popularity, uint32_t n, flo
     for (uint32_t i = 0; i < n; i++)
         scores[i] += scale * popularity[i];
 }
+
+void mf_label_vector(const float *map, uint32_t n_labels, uint32_t factors, const uint32_t *labels,
+                     uint32_t n, float *x) {
+    const float *bias = map + (size_t)n_labels * factors;
+    for (uint32_t j = 0; j < factors; j++)
+        x[j] = 0.0f;
+    for (uint32_t k = 0; k < n; k++) {
+        const float *w = map + (size_t)labels[k] * factors;
+        for (uint32_t j = 0; j < factors; j++)
+            x[j] += w[j];
+    }
+    float s = n ? 1.0f / sqrtf((float)n) : 0.0f;
+    for (uint32_t j = 0; j < factors; j++)
+        x[j] = bias[j] + s * x[j];
+}

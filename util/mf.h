@@ -46,4 +46,16 @@ int mf_fold_in(const float *item_factors, uint32_t factors, const float *yty, co
 void mf_blend_popularity(float *scores, const float *popularity, uint32_t n, float max_popularity,
                          float w);
 
+/* The vector of an item or a member from its labels alone, through an
+ * attribute-to-factor mapping (training/attrmap.h fits it; the model stores
+ * it, model_label_map): map is (n_labels + 1) x factors row-major, row l
+ * the weights of label l and the last row the bias (the mean vector), and
+ *     x = bias + (1 / sqrt(n)) * sum over the n labels of map[l],
+ * the features being 1/sqrt(n) per label so that a long description and a
+ * short title weigh alike. labels[k] must be distinct and < n_labels (the
+ * caller drops labels the model does not know and counts only the others
+ * in n); n = 0 gives the bias. Writes factors floats to x. Thread-safe. */
+void mf_label_vector(const float *map, uint32_t n_labels, uint32_t factors, const uint32_t *labels,
+                     uint32_t n, float *x);
+
 #endif

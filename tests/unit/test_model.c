@@ -15,6 +15,7 @@
 
 #include "model.h"
 #include "panel.h"
+#include "mf.h"
 
 static char root[] = "/tmp/recd-test-model-XXXXXX";
 
@@ -1209,5 +1210,78 @@ Test(model, rebuy_round_trip_and_refusals) {
     cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
     cr_expect_not_null(strstr(e.msg, "repurchase"), "%s", e.msg);
     free(pairs);
+    fixture_free(&f);
+}
+
+/* Label mappings and catalogue values: absent from a model published
+ * without them; a round trip of both sides' labels and maps read in place,
+ * the vector of labels through mf_label_vector, publication times and
+ * prices; refusals of a map with a NaN at open and of labels without a map
+ * at publication. */
+Test(model, label_maps_round_trip_and_refusals) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/store", root);
+    publish(dir, 1.0f);
+    model *m;
+    err_t e = {0};
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_expect_null(model_label_map_of(m, MODEL_SIDE_ITEM));
+    cr_expect_null(model_label_map_of(m, MODEL_SIDE_USER));
+    cr_expect_null(model_item_published(m));
+    uint32_t l;
+    cr_expect_eq(model_label_index(m, MODEL_SIDE_ITEM, "genre:x", 7, &l), ERR_NOTFOUND);
+    model_close(m);
+    fixture f;
+    fixture_init(&f, 2.0f);
+    idmap *il = idmap_new(), *ul = idmap_new();
+    cr_assert_eq(idmap_intern(il, "genre:Comedy", 12, &l), ERR_OK);
+    cr_assert_eq(idmap_intern(il, "word:mug", 8, &l), ERR_OK);
+    cr_assert_eq(idmap_intern(ul, "age:20-29", 9, &l), ERR_OK);
+    /* (L + 1) x K: two labels and the bias; one label and the bias. */
+    float imap[3 * K] = {1, 0, 0, 0, 1, 0, 0.5f, 0.5f, 0.5f}, umap[2 * K] = {2, 2, 2, -1, 0, 1};
+    int64_t published[NI] = {0, 1700000000, 0, 5};
+    float price[NI] = {1.5f, NAN, 0, 2};
+    f.in.item_labels = il;
+    f.in.item_map = imap;
+    f.in.user_labels = ul;
+    f.in.user_map = umap;
+    f.in.item_published = published;
+    f.in.item_price = price;
+    f.in.meta.item_map_lambda = 0.5f;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const model_label_map *im = model_label_map_of(m, MODEL_SIDE_ITEM);
+    cr_assert_not_null(im);
+    cr_expect_eq(im->n_labels, 2);
+    cr_expect_eq(im->factors, K);
+    cr_expect_float_eq(model_info(m)->item_map_lambda, 0.5f, 1e-9);
+    cr_assert_eq(model_label_index(m, MODEL_SIDE_ITEM, "word:mug", 8, &l), ERR_OK);
+    cr_expect_eq(l, 1);
+    cr_expect_eq(model_label_index(m, MODEL_SIDE_USER, "word:mug", 8, &l), ERR_NOTFOUND);
+    size_t len;
+    const char *s = model_label_id(m, MODEL_SIDE_ITEM, 0, &len);
+    cr_expect(len == 12 && memcmp(s, "genre:Comedy", 12) == 0);
+    uint32_t both[2] = {0, 1};
+    float x[K];
+    mf_label_vector(im->map, im->n_labels, K, both, 2, x);
+    cr_expect_float_eq(x[0], 0.5f + 1 / sqrtf(2), 1e-6);
+    cr_expect_float_eq(x[2], 0.5f, 1e-6);
+    const model_label_map *um = model_label_map_of(m, MODEL_SIDE_USER);
+    cr_assert_not_null(um);
+    mf_label_vector(um->map, um->n_labels, K, both, 1, x);
+    cr_expect_float_eq(x[0], 1.0f, 1e-6);
+    cr_expect_eq(model_item_published(m)[1], 1700000000);
+    cr_expect(isnan(model_item_price(m)[1]));
+    cr_expect_float_eq(model_item_price(m)[3], 2.0f, 1e-9);
+    model_close(m);
+    f.in.item_map = NULL;
+    cr_expect_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    f.in.item_map = imap;
+    imap[4] = NAN;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_expect_eq(model_open(dir, &m, &e), ERR_FORMAT);
+    cr_expect_not_null(strstr(e.msg, "item_map"), "%s", e.msg);
+    idmap_free(il);
+    idmap_free(ul);
     fixture_free(&f);
 }
