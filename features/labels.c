@@ -291,8 +291,8 @@ static int lab_check(lab_ctx *c, double *price, int64_t *ts) {
 }
 
 static void lab_row(lab_ctx *c) {
-    double price;
-    int64_t ts;
+    double price = NAN;
+    int64_t ts = 0;
     c->st->rows++;
     int reason = lab_check(c, &price, &ts);
     if (c->err) return;
