@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define BUS_MAX_URLS 16
@@ -67,14 +68,7 @@ static bool bus_stopping(bus *b) {
 
 /* Waits ms, or less when the bus stops. */
 static void bus_pause(bus *b, int ms) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_deadline(ms / 1000.0);
     pthread_mutex_lock(&b->lock);
     int rc = 0;
     while (!b->stopping && rc == 0)
@@ -378,7 +372,7 @@ static int bus_connect(const char *urls, const char *stream, const char *name, u
     if (!b) return err_set(e, ERR_NOMEM, "bus: out of memory");
     pthread_mutex_init(&b->lock, NULL);
     pthread_mutex_init(&b->kv_lock, NULL);
-    pthread_cond_init(&b->applied_cond, NULL);
+    clock_cond_init(&b->applied_cond);
     b->applied = start;
     b->monitor_ns = now_ns();
     size_t sl = strlen(stream);
@@ -579,14 +573,7 @@ int bus_publish(bus *b, const void *data, size_t len, const char *msg_id, uint64
 }
 
 int bus_wait_applied(bus *b, uint64_t seq, double timeout_s, err_t *e) {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)timeout_s;
-    until.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_deadline(timeout_s);
     pthread_mutex_lock(&b->lock);
     int rc = 0;
     while (b->applied < seq && !b->stopping && rc == 0)

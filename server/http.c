@@ -506,11 +506,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         double left = st->deadline - clock_seconds();
         if (left <= 0) break;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += (time_t)left;
-        until.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        struct timespec until = clock_deadline(left);
         pthread_cond_timedwait(&st->cond, &st->lock, &until);
     }
     if (st->deadline && !st->done && clock_seconds() > st->deadline) {
@@ -574,11 +570,7 @@ static enum MHD_Result run_stream(struct MHD_Connection *conn, http_req *r,
     st->request = request;
     st->deadline = r->deadline;
     pthread_mutex_init(&st->lock, NULL);
-    pthread_condattr_t monotonic;
-    pthread_condattr_init(&monotonic);
-    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->cond, &monotonic);
-    pthread_condattr_destroy(&monotonic);
+    clock_cond_init(&st->cond);
     if (csv) stream_push(st, targetcsv_header(), strlen(targetcsv_header()));
     uint64_t header = st->emitted;
     if (pthread_create(&st->thread, NULL, stream_main, st)) {
@@ -712,9 +704,7 @@ static void *history_main(void *arg) {
             h->history_next = (h->history_next + 1) % HTTP_HISTORY;
             if (h->history_n < HTTP_HISTORY) h->history_n++;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += HTTP_HISTORY_STEP_S;
+        struct timespec until = clock_deadline(HTTP_HISTORY_STEP_S);
         while (!h->sampler_stop &&
                pthread_cond_timedwait(&h->history_wake, &h->history_lock, &until) == 0) {
         }
@@ -1119,11 +1109,7 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     h->svc = s;
     sem_init(&h->decodes, 0, HTTP_MAX_DECODES);
     pthread_mutex_init(&h->history_lock, NULL);
-    pthread_condattr_t monotonic;
-    pthread_condattr_init(&monotonic);
-    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->history_wake, &monotonic);
-    pthread_condattr_destroy(&monotonic);
+    clock_cond_init(&h->history_wake);
     h->max_body = o->max_body_bytes ? o->max_body_bytes : 4u << 20;
     int failed = 0;
     h->write_token = dup_or_null(o->write_token, &failed);

@@ -344,14 +344,7 @@ static int rpc_stream_batch(rpc_stream *st, grpc_op *ops, size_t n) {
         pthread_mutex_unlock(&st->lock);
         return 0;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += limit_ms / 1000;
-    until.tv_nsec += (long)(limit_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_deadline(limit_ms / 1000.0);
     while (st->pending) {
         if (!limit_ms || st->stalled) {
             pthread_cond_wait(&st->cond, &st->lock);
@@ -509,11 +502,7 @@ static int rpc_start_stream(rpc_call *c, rpc_reply *reply) {
         st->state = STREAM_BATCH;
         st->call = c;
         pthread_mutex_init(&st->lock, NULL);
-        pthread_condattr_t monotonic;
-        pthread_condattr_init(&monotonic);
-        pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-        pthread_cond_init(&st->cond, &monotonic);
-        pthread_condattr_destroy(&monotonic);
+        clock_cond_init(&st->cond);
     }
     int failed = !st || pthread_create(&thread, &attr, rpc_stream_main, st);
     pthread_attr_destroy(&attr);
@@ -744,14 +733,7 @@ static void *rpc_watchdog_main(void *arg) {
     int failed = 0;
     pthread_mutex_lock(&s->watchdog_lock);
     for (;;) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += s->self_check_ms / 1000;
-        until.tv_nsec += (long)(s->self_check_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = clock_deadline(s->self_check_ms / 1000.0);
         while (!s->watchdog_stop &&
                pthread_cond_timedwait(&s->watchdog_wake, &s->watchdog_lock, &until) == 0)
             ;
@@ -848,11 +830,7 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     pthread_cond_init(&s->streams_done, NULL);
     pthread_mutex_init(&s->watchdog_lock, NULL);
     pthread_mutex_init(&s->fail_log_lock, NULL);
-    pthread_condattr_t monotonic;
-    pthread_condattr_init(&monotonic);
-    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->watchdog_wake, &monotonic);
-    pthread_condattr_destroy(&monotonic);
+    clock_cond_init(&s->watchdog_wake);
     s->self_check_ms = o->self_check_ms;
     s->stream_progress_ms = o->stream_progress_ms;
     s->on_listener_dead = o->on_listener_dead;
