@@ -185,11 +185,11 @@ static bool word_byte(unsigned char b) {
     return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') || b >= 0x80;
 }
 
-/* The words of text as "word:" labels, the first LABELS_MAX_WORDS distinct. */
-static void lab_words(lab_ctx *c, const char *s, size_t len) {
-    size_t words = 0, base = c->n_cur;
+size_t labels_text_words(const char *s, size_t len, void (*fn)(void *ctx, const char *w, size_t n),
+                         void *ctx) {
+    size_t too_long = 0;
     char w[LABELS_MAX_LEN];
-    for (size_t i = 0; i < len && !c->err;) {
+    for (size_t i = 0; i < len;) {
         if (!word_byte((unsigned char)s[i])) {
             i++;
             continue;
@@ -199,25 +199,47 @@ static void lab_words(lab_ctx *c, const char *s, size_t len) {
             j++;
         size_t n = j - i;
         if (n > LABELS_MAX_LEN - 5) {
-            c->st->words_cut++;
+            too_long++;
         } else if (n > 1) {
             for (size_t k = 0; k < n; k++) {
                 char ch = s[i + k];
                 w[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
             }
-            if (!is_stop(w, n)) {
-                if (words == LABELS_MAX_WORDS) {
-                    c->st->words_cut++;
-                } else {
-                    size_t before = c->n_cur;
-                    lab_add(c, "word", w, n, true);
-                    words += c->n_cur > before;
-                }
-            }
+            if (!is_stop(w, n)) fn(ctx, w, n);
         }
         i = j;
     }
-    (void)base;
+    return too_long;
+}
+
+int labels_price_band(double price, char *buf, size_t size) {
+    return price > 0 ? snprintf(buf, size, "price:2^%d", (int)floor(log2(price)))
+                     : snprintf(buf, size, "price:0");
+}
+
+/* One word of a row's text: a "word:" label, while the row has fewer than
+ * LABELS_MAX_WORDS distinct words. */
+typedef struct lab_words_ctx {
+    lab_ctx *c;
+    size_t words;
+} lab_words_ctx;
+
+static void lab_word(void *ctx, const char *w, size_t n) {
+    lab_words_ctx *wc = ctx;
+    if (wc->c->err) return;
+    if (wc->words == LABELS_MAX_WORDS) {
+        wc->c->st->words_cut++;
+        return;
+    }
+    size_t before = wc->c->n_cur;
+    lab_add(wc->c, "word", w, n, true);
+    wc->words += wc->c->n_cur > before;
+}
+
+/* The words of text as "word:" labels, the first LABELS_MAX_WORDS distinct. */
+static void lab_words(lab_ctx *c, const char *s, size_t len) {
+    lab_words_ctx wc = {c, 0};
+    c->st->words_cut += labels_text_words(s, len, lab_word, &wc);
 }
 
 /* Adds the '|'-separated parts of a label column's value. */
@@ -278,9 +300,9 @@ static int lab_check(lab_ctx *c, double *price, int64_t *ts) {
         if (!lab_number(F(ROLE_PRICE), c->len[ROLE_PRICE], price) || *price < 0 || *price > 1e15)
             return LABELS_SKIP_BAD_PRICE;
         char band[32];
-        int n = *price > 0 ? snprintf(band, sizeof band, "2^%d", (int)floor(log2(*price)))
-                           : snprintf(band, sizeof band, "0");
-        if ((r = lab_add(c, "price", band, (size_t)n, false)) >= 0 || c->err) return r;
+        int n = labels_price_band(*price, band, sizeof band);
+        /* "price:" is lab_add's prefix. */
+        if ((r = lab_add(c, "price", band + 6, (size_t)n - 6, false)) >= 0 || c->err) return r;
     }
     *ts = 0;
     if (c->has[ROLE_TIME] && c->len[ROLE_TIME] > 0 &&
@@ -479,7 +501,10 @@ static int lab_finish(lab_ctx *c) {
     }
     free(rank);
     free(keep);
-    if (c->has[ROLE_CATEGORY]) t->category = c->category, c->category = NULL;
+    if (c->has[ROLE_CATEGORY]) {
+        t->category = c->category, c->category = NULL;
+        snprintf(t->category_column, sizeof t->category_column, "%s", c->want[ROLE_CATEGORY]);
+    }
     if (c->has[ROLE_PRICE]) t->price = c->price, c->price = NULL;
     if (c->has[ROLE_TIME]) t->published = c->published, c->published = NULL;
     return ERR_OK;

@@ -103,6 +103,8 @@ typedef struct labels_table {
     uint32_t *category; /* n_rows, UINT32_MAX = none; NULL without a category column */
     float *price;       /* n_rows, NAN = unknown; NULL without a price column */
     int64_t *published; /* n_rows, 0 = unknown; NULL without a time column */
+    /* The category column's name, the prefix of its labels ("" without). */
+    char category_column[LABELS_MAX_LEN];
 } labels_table;
 
 /* Reads path into *out (initialized here; the caller frees it with
@@ -123,6 +125,20 @@ uint32_t labels_rows(const labels_table *t);
 
 /* Row r's label indexes (into t->labels); *n gets their count. */
 const uint32_t *labels_row(const labels_table *t, uint32_t r, uint32_t *n);
+
+/* Calls fn(ctx, w, n) for each word of text s[0..len) as the text column
+ * makes them, in order and repeats included: lower-cased ASCII, one-byte
+ * words and stop words dropped (the rare-word rule needs a whole file and
+ * the distinct-word cap a row: both are the caller's). w is not
+ * NUL-terminated and valid during the call. Returns how many words were
+ * dropped as too long for a label. For a server to read the title of an
+ * item it has never seen exactly as training read the catalogue. */
+size_t labels_text_words(const char *s, size_t len, void (*fn)(void *ctx, const char *w, size_t n),
+                         void *ctx);
+
+/* The price label of price >= 0 ("price:2^3" for 8 <= p < 16, "price:0")
+ * into buf (size bytes, NUL-terminated); returns its length as snprintf. */
+int labels_price_band(double price, char *buf, size_t size);
 
 /* The text of a skip reason. */
 const char *labels_skip_name(int reason);

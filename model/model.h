@@ -65,6 +65,10 @@ typedef struct model_meta {
     /* The ridge lambdas of the label-to-factor mappings (training/attrmap.h),
      * 0 when the model has no such mapping. */
     float item_map_lambda, user_map_lambda;
+    /* The catalogue's category column: an item of category c has the label
+     * "<column>:c" (features/labels.h), so an upserted item's categories
+     * count in its vector; "" = none. */
+    char item_category_column[128];
 } model_meta;
 
 /* The metadata fields, one row each, in the order recd inspect and recd query
@@ -116,7 +120,9 @@ typedef struct model_meta {
     X(frequency_regularization, "frequency_regularization", F32, OPT, NO, _, SHOW,                 \
       "frequency_regularization", "%g")                                                            \
     X(item_map_lambda, "item_map_lambda", F32, OPT, NO, _, SHOW, "item_map_lambda", "%g")          \
-    X(user_map_lambda, "user_map_lambda", F32, OPT, NO, _, SHOW, "user_map_lambda", "%g")
+    X(user_map_lambda, "user_map_lambda", F32, OPT, NO, _, SHOW, "user_map_lambda", "%g")          \
+    X(item_category_column, "item_category_column", STR, OPT, NO, _, SHOW, "item_category_column", \
+      "%s")
 
 /* The C type of each kind (a STR member's array decays to char *), for the
  * compile-time checks of the table's users. */

@@ -29,7 +29,8 @@
     X(BOOSTS, 4)                                                                                   \
     X(FORGET, 5)                                                                                   \
     X(PERSONALIZATION, 6)                                                                          \
-    X(EXPERIMENT, 7)
+    X(EXPERIMENT, 7)                                                                               \
+    X(ITEMS, 8)
 
 enum busmsg_op {
 #define BUSMSG_OP_ENUM(name, code) BUSMSG_##name = code,

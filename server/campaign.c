@@ -36,16 +36,10 @@ int campaign_top_factors(const model *m, uint32_t u, uint32_t n, uint32_t *featu
 }
 
 /* out = user factors . q */
-static void affinity(const model *m, const float *q, float *out) {
+void campaign_affinity_vector(const model *m, const float *q, float *out) {
     const model_meta *mt = model_info(m);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_users, (int)mt->factors, 1.0f,
                 model_user_factors(m), (int)mt->factors, q, 1, 0.0f, out, 1);
-}
-
-int campaign_affinity_item(const model *m, uint32_t item, float *out, err_t *e) {
-    (void)e;
-    affinity(m, model_item_factors(m) + (size_t)item * model_info(m)->factors, out);
-    return ERR_OK;
 }
 
 int campaign_affinity_category(const model *m, uint32_t category, float *out, err_t *e) {
@@ -67,7 +61,7 @@ int campaign_affinity_category(const model *m, uint32_t category, float *out, er
     }
     for (uint32_t j = 0; j < mt->factors; j++)
         q[j] /= (float)n;
-    affinity(m, q, out);
+    campaign_affinity_vector(m, q, out);
     free(q);
     return ERR_OK;
 }

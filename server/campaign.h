@@ -20,10 +20,11 @@ int campaign_top_factors(const model *m, uint32_t u, uint32_t n, uint32_t *featu
                          double *contribution, uint32_t *n_out, err_t *e);
 
 /* Every member's predicted preference x_u . q into out (n_users floats): q is
- * item's factors, or the mean of the factors of the category's items. One
- * sgemv over the user matrix. Returns ERR_OK, ERR_NOTFOUND (a category with
- * no items), ERR_NOMEM. */
-int campaign_affinity_item(const model *m, uint32_t item, float *out, err_t *e);
+ * an item's vector (factors floats: the model's factors of an item, or the
+ * vector an upserted one got from its labels), or the mean of the factors
+ * of the category's items. One sgemv over the user matrix. The category's
+ * returns ERR_OK, ERR_NOTFOUND (a category with no items), ERR_NOMEM. */
+void campaign_affinity_vector(const model *m, const float *q, float *out);
 int campaign_affinity_category(const model *m, uint32_t category, float *out, err_t *e);
 
 /* BY_EXPECTED_VALUE: CLV's expected spend within the horizon (needs a

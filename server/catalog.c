@@ -1,16 +1,21 @@
 #include "catalog.h"
 
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "idstate.h"
+#include "labels.h"
+#include "utf8.h"
 
 /* The stored state of one item: boost (f32, native order) then available. */
 enum { STATE_BYTES = 5 };
 
 struct catalog {
-    idstate *items;
+    idstate *items;         /* the rules */
+    idstate *descs;         /* the descriptions, of any size */
     pthread_mutex_t update; /* one read-modify-write of an item's state at a time */
 };
 
@@ -69,7 +74,8 @@ typedef struct multiplier_fill {
     bool any;
 } multiplier_fill;
 
-static void fill_one(void *ctx, const char *id, size_t len, const void *value) {
+static void fill_one(void *ctx, const char *id, size_t len, const void *value, size_t value_len) {
+    (void)value_len; /* the store's fixed size */
     multiplier_fill *f = ctx;
     float boost;
     bool available;
@@ -89,15 +95,164 @@ bool catalog_multipliers(catalog *c, const model *m, float *mult) {
     return f.any;
 }
 
-unsigned long catalog_generation(catalog *c) {
-    return idstate_generation(c->items);
+float catalog_multiplier(catalog *c, const char *item, size_t len) {
+    unsigned char v[STATE_BYTES];
+    float boost;
+    bool available;
+    if (idstate_get(c->items, item, len, v) != ERR_OK) return 1.0f;
+    state_unpack(v, &boost, &available);
+    return available ? boost : 0.0f;
 }
 
-int catalog_open(const char *dir, catalog **out, err_t *e) {
+unsigned long catalog_generation(catalog *c) {
+    return idstate_generation(c->items) + idstate_generation(c->descs);
+}
+
+/* --- descriptions ----------------------------------------------------------- */
+
+/* A description as stored: u8 categories, u8 labels, f64 price, i64
+ * published (native order: the store is local), then the title, the
+ * categories and the labels, each NUL-terminated. */
+enum { DESC_HEAD = 2 + 8 + 8 };
+
+static const char *string_problem(const char *what, size_t i, const char *s, size_t max,
+                                  char *buf) {
+    size_t n = strlen(s);
+    const char *why = n == 0              ? "is empty"
+                      : n > max           ? "is too long"
+                      : !utf8_valid(s, n) ? "is not valid UTF-8"
+                                          : NULL;
+    if (!why) return NULL;
+    snprintf(buf, CATALOG_REASON, "%s[%zu] %s (%zu bytes, at most %zu)", what, i, why, n, max);
+    return buf;
+}
+
+const char *catalog_item_problem(const catalog_item *it, char *buf) {
+    size_t n = strlen(it->id);
+    if (n == 0) return "item_id is empty";
+    if (n > LABELS_MAX_ID_LEN) return "item_id is longer than 256 bytes";
+    if (!utf8_valid(it->id, n)) return "item_id is not valid UTF-8";
+    if (it->n_categories > CATALOG_MAX_CATEGORIES) {
+        snprintf(buf, CATALOG_REASON, "%zu categories, more than %d", it->n_categories,
+                 CATALOG_MAX_CATEGORIES);
+        return buf;
+    }
+    if (it->n_labels > CATALOG_MAX_LABELS) {
+        snprintf(buf, CATALOG_REASON, "%zu labels, more than %d", it->n_labels, CATALOG_MAX_LABELS);
+        return buf;
+    }
+    const char *why;
+    for (size_t i = 0; i < it->n_categories; i++)
+        if ((why = string_problem("categories", i, it->categories[i], CATALOG_MAX_LABEL, buf)))
+            return why;
+    for (size_t i = 0; i < it->n_labels; i++)
+        if ((why = string_problem("labels", i, it->labels[i], CATALOG_MAX_LABEL, buf))) return why;
+    n = strlen(it->title);
+    if (n > CATALOG_MAX_TITLE) return "title is longer than 1024 bytes";
+    if (!utf8_valid(it->title, n)) return "title is not valid UTF-8";
+    if (!(it->price >= 0 && isfinite(it->price))) return "price must be a finite number >= 0";
+    if (it->published < 0) return "published_unix is negative";
+    return NULL;
+}
+
+static unsigned char *desc_put(unsigned char *at, const char *s) {
+    size_t n = strlen(s) + 1;
+    memcpy(at, s, n);
+    return at + n;
+}
+
+int catalog_upsert(catalog *c, const catalog_item *items, size_t n, uint64_t at, err_t *e) {
+    char reason[CATALOG_REASON];
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *why = catalog_item_problem(&items[i], reason);
+        if (why) return err_set(e, ERR_INVALID, "items[%zu]: %s", i, why);
+        const catalog_item *it = &items[i];
+        bytes += DESC_HEAD + strlen(it->title) + 1;
+        for (size_t k = 0; k < it->n_categories; k++)
+            bytes += strlen(it->categories[k]) + 1;
+        for (size_t k = 0; k < it->n_labels; k++)
+            bytes += strlen(it->labels[k]) + 1;
+    }
+    unsigned char *buf = malloc(bytes ? bytes : 1);
+    idstate_kv *kv = malloc((n ? n : 1) * sizeof *kv);
+    if (!buf || !kv) {
+        free(buf);
+        free(kv);
+        return err_set(e, ERR_NOMEM, "catalog: out of memory for %zu items", n);
+    }
+    unsigned char *w = buf;
+    for (size_t i = 0; i < n; i++) {
+        const catalog_item *it = &items[i];
+        unsigned char *start = w;
+        w[0] = (unsigned char)it->n_categories;
+        w[1] = (unsigned char)it->n_labels;
+        memcpy(w + 2, &it->price, 8);
+        memcpy(w + 10, &it->published, 8);
+        w = desc_put(w + DESC_HEAD, it->title);
+        for (size_t k = 0; k < it->n_categories; k++)
+            w = desc_put(w, it->categories[k]);
+        for (size_t k = 0; k < it->n_labels; k++)
+            w = desc_put(w, it->labels[k]);
+        kv[i] = (idstate_kv){it->id, strlen(it->id), start, (size_t)(w - start)};
+    }
+    int rc = idstate_put_many(c->descs, kv, n, at, e);
+    free(buf);
+    free(kv);
+    return rc;
+}
+
+typedef struct desc_each {
+    void (*fn)(void *ctx, const catalog_item *it);
+    void *ctx;
+} desc_each;
+
+/* Splits a stored description into its NUL-terminated strings; one that
+ * does not parse (never written by catalog_upsert) is passed over. */
+static void desc_one(void *ctx, const char *id, size_t len, const void *value, size_t value_len) {
+    desc_each *d = ctx;
+    const unsigned char *v = value, *end = v + value_len;
+    if (value_len < DESC_HEAD || len > LABELS_MAX_ID_LEN) return;
+    char idz[LABELS_MAX_ID_LEN + 1];
+    memcpy(idz, id, len);
+    idz[len] = '\0';
+    char *strings[1 + CATALOG_MAX_CATEGORIES + CATALOG_MAX_LABELS];
+    size_t n_cat = v[0], n_lab = v[1], want = 1 + n_cat + n_lab;
+    if (n_cat > CATALOG_MAX_CATEGORIES || n_lab > CATALOG_MAX_LABELS) return;
+    catalog_item it = {.id = idz, .n_categories = n_cat, .n_labels = n_lab};
+    memcpy(&it.price, v + 2, 8);
+    memcpy(&it.published, v + 10, 8);
+    const unsigned char *at = v + DESC_HEAD;
+    for (size_t k = 0; k < want; k++) {
+        const unsigned char *nul = memchr(at, '\0', (size_t)(end - at));
+        if (!nul) return;
+        strings[k] = (char *)at;
+        at = nul + 1;
+    }
+    it.title = strings[0];
+    it.categories = strings + 1;
+    it.labels = strings + 1 + n_cat;
+    d->fn(d->ctx, &it);
+}
+
+void catalog_each_item(catalog *c, void (*fn)(void *ctx, const catalog_item *it), void *ctx) {
+    desc_each d = {fn, ctx};
+    idstate_each(c->descs, desc_one, &d);
+}
+
+uint64_t catalog_items_applied(catalog *c) {
+    return idstate_applied(c->descs);
+}
+
+/* --- lifecycle ------------------------------------------------------------- */
+
+int catalog_open(const char *dir, const char *items_dir, catalog **out, err_t *e) {
     catalog *c = calloc(1, sizeof *c);
     if (!c) return err_set(e, ERR_NOMEM, "catalog: out of memory");
     int rc = idstate_open(dir, STATE_BYTES, &c->items, e);
+    if (!rc) rc = idstate_open(dir ? items_dir : NULL, 0, &c->descs, e);
     if (rc) {
+        idstate_close(c->items);
         free(c);
         return rc;
     }
@@ -109,6 +264,7 @@ int catalog_open(const char *dir, catalog **out, err_t *e) {
 void catalog_close(catalog *c) {
     if (!c) return;
     idstate_close(c->items);
+    idstate_close(c->descs);
     pthread_mutex_destroy(&c->update);
     free(c);
 }

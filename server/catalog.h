@@ -1,11 +1,14 @@
 /* catalog: what the storefront says about items at run time - availability
- * (out of stock, delisted) and merchandising boosts - kept by item id so that
- * it outlives model swaps, and persisted (one small LMDB environment) so that
+ * (out of stock, delisted), merchandising boosts, and the descriptions of
+ * items it upserted (UpsertItems: categories, labels, title, price,
+ * publication time; new products above all) - kept by item id so that it
+ * outlives model swaps, and persisted (two small LMDB environments) so that
  * it outlives restarts.
  *
- * For scoring, catalog_multipliers turns the state into one float per item
+ * For scoring, catalog_multipliers turns the rules into one float per item
  * of a given model: 0 for an unavailable item, its boost otherwise, 1 when
- * nothing was set. Thread-safe. */
+ * nothing was set; catalog_each_item reads the descriptions back (the
+ * server gives new items their vectors from them). Thread-safe. */
 #ifndef RECD_CATALOG_H
 #define RECD_CATALOG_H
 
@@ -14,15 +17,17 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "labels.h"
 #include "model.h"
 
 #define CATALOG_MAX_BOOST 100.0f
 
 typedef struct catalog catalog;
 
-/* Opens the state stored in dir (created if missing), or an in-memory
- * catalog when dir is NULL. *out is owned by the caller: catalog_close. */
-int catalog_open(const char *dir, catalog **out, err_t *e);
+/* Opens the rules stored in dir and the descriptions in items_dir (both
+ * created if missing), or an in-memory catalog when dir is NULL. *out is
+ * owned by the caller: catalog_close. */
+int catalog_open(const char *dir, const char *items_dir, catalog **out, err_t *e);
 void catalog_close(catalog *c);
 
 /* Records item's availability / boost multiplier (0 < m <= CATALOG_MAX_BOOST)
@@ -44,8 +49,54 @@ uint64_t catalog_applied(catalog *c);
  * returns true when any differs from 1. */
 bool catalog_multipliers(catalog *c, const model *m, float *mult);
 
-/* A number that changes whenever the state changes, so that a cached
- * multiplier array can tell it is stale. */
+/* The multiplier of one item by id, as catalog_multipliers gives it. */
+float catalog_multiplier(catalog *c, const char *item, size_t len);
+
+/* A number that changes whenever the state changes (rules or
+ * descriptions), so that a cached multiplier array can tell it is stale. */
 unsigned long catalog_generation(catalog *c);
+
+/* --- descriptions (UpsertItems) ------------------------------------------- */
+
+#define CATALOG_ITEMS_DIR "items" /* the descriptions' folder in a server's events folder */
+/* The caps of a description: those of a row of a catalogue file. */
+#define CATALOG_MAX_CATEGORIES 16             /* categories of one item */
+#define CATALOG_MAX_LABELS LABELS_MAX_PER_ROW /* labels of one item */
+#define CATALOG_MAX_LABEL LABELS_MAX_LEN      /* bytes of one label or category */
+#define CATALOG_MAX_TITLE 1024                /* bytes of a title */
+#define CATALOG_REASON 160 /* bytes of a reason made up by catalog_item_problem */
+
+/* An item as the storefront describes it. Strings are NUL-terminated and
+ * belong to whoever filled the struct. */
+typedef struct catalog_item {
+    const char *id;
+    char *const *categories;
+    size_t n_categories;
+    char *const *labels; /* as training's catalogue makes them: "genre:Comedy" */
+    size_t n_labels;
+    const char *title; /* "" = none; its words become "word:w" labels */
+    double price;      /* >= 0, 0 = unknown (proto3's unset) */
+    int64_t published; /* unix s, 0 = unknown */
+} catalog_item;
+
+/* Why it cannot be stored (a static text, or one written into buf of
+ * CATALOG_REASON bytes), or NULL when it can: an id that is empty, too
+ * long or not UTF-8 (as every id), more than the caps above of categories
+ * and labels, an empty, too long or non-UTF-8 one, a title too long or
+ * not UTF-8, a price that is negative or not finite, a negative time. */
+const char *catalog_item_problem(const catalog_item *it, char *buf);
+
+/* Stores the n descriptions durably in one transaction (each replaces what
+ * was stored for its id), recording `at` (a bus position, 0 = none) with
+ * them. The items must have passed catalog_item_problem. Returns ERR_OK,
+ * ERR_INVALID, ERR_NOMEM, ERR_LIMIT, ERR_IO, ERR_INTERNAL (storage). */
+int catalog_upsert(catalog *c, const catalog_item *items, size_t n, uint64_t at, err_t *e);
+
+/* Calls fn for every stored description (a view valid during the call;
+ * under the catalog's lock: fn must not call back into c). */
+void catalog_each_item(catalog *c, void (*fn)(void *ctx, const catalog_item *it), void *ctx);
+
+/* The last position catalog_upsert recorded, 0 when none. */
+uint64_t catalog_items_applied(catalog *c);
 
 #endif

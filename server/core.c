@@ -22,6 +22,14 @@ void core_options_init(core_options *o) {
 
 /* --- request checks -------------------------------------------------------- */
 
+const char *core_strategy_name(int32_t s) {
+#define CORE_STRATEGY_NAME(name, value)                                                            \
+    if (s == value) return #name;
+    CORE_STRATEGY_MAP(CORE_STRATEGY_NAME)
+#undef CORE_STRATEGY_NAME
+    return NULL;
+}
+
 const char *core__id_problem(const char *id) {
     size_t len = strlen(id);
     if (len == 0) return "is empty";
@@ -161,12 +169,13 @@ void core_write_metrics(void *ctx, FILE *out) {
             (unsigned long long)atomic_load(&c->events_ingested),
             (unsigned long long)atomic_load(&c->fold_ins),
             (unsigned long long)atomic_load(&c->fold_ins_capped));
-    static const char *const strategy[] = {NULL, "PERSONALIZED", "POPULAR", "SESSION"};
     fprintf(out, "# HELP recd_recommend_strategy_total Recommend answers, by strategy.\n"
                  "# TYPE recd_recommend_strategy_total counter\n");
-    for (int st = CORE_PERSONALIZED; st <= CORE_SESSION; st++)
-        fprintf(out, "recd_recommend_strategy_total{strategy=\"%s\"} %llu\n", strategy[st],
-                (unsigned long long)atomic_load(&c->strategies[st]));
+#define CORE_STRATEGY_METRIC(name, value)                                                          \
+    fprintf(out, "recd_recommend_strategy_total{strategy=\"" #name "\"} %llu\n",                   \
+            (unsigned long long)atomic_load(&c->strategies[value]));
+    CORE_STRATEGY_MAP(CORE_STRATEGY_METRIC)
+#undef CORE_STRATEGY_METRIC
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "
@@ -254,9 +263,10 @@ int core_open(const core_options *o, core **out, err_t *e) {
     c->reload_interval_s = o->reload_interval_s;
     memcpy(c->weights, o->event_weights, sizeof c->weights);
     int rc = core__variants(c, o, e);
-    char rules_dir[4096], privacy_dir[4096], feedback_dir[4096], exp_dir[4096];
+    char rules_dir[4096], items_dir[4096], privacy_dir[4096], feedback_dir[4096], exp_dir[4096];
     const char *ev = o->events_dir;
     if (!rc && ev && !(rc = subdir(rules_dir, ev, "item-rules", e)) &&
+        !(rc = subdir(items_dir, ev, CATALOG_ITEMS_DIR, e)) &&
         !(rc = subdir(privacy_dir, ev, PRIVACY_DIR, e)) &&
         !(rc = subdir(feedback_dir, ev, "feedback", e)) &&
         !(rc = subdir(exp_dir, ev, "experiment", e))) {
@@ -269,7 +279,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
         else if (!(rc = idstate_open(exp_dir, EXP_STATE_BYTES, &c->exp_state, e)))
             core__restore_experiment(c);
     }
-    if (!rc) rc = catalog_open(ev ? rules_dir : NULL, &c->rules, e);
+    if (!rc) rc = catalog_open(ev ? rules_dir : NULL, items_dir, &c->rules, e);
     if (!rc) rc = idstate_open(ev ? privacy_dir : NULL, 1, &c->privacy, e);
     for (uint32_t v = 0; !rc && v < c->exp.n; v++)
         rc = core__load(c, v, e);

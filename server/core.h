@@ -31,6 +31,7 @@
 #include <stdio.h>
 
 #include "campaign.h"
+#include "catalog.h"
 #include "err.h"
 #include "events.h"
 #include "experiment.h"
@@ -129,13 +130,33 @@ void core_stream_end(core *c);
 
 /* --- ranked lists: Recommend, SimilarItems, Rerank ------------------------ */
 
-/* How a list was made; the values of the public proto's Strategy. */
+/* How a list was made, one row each: XX(NAME, value); value is the public
+ * proto's Strategy (server/svc.c asserts that they agree).
+ *   PERSONALIZED  from the member's factors (and fresh signals)
+ *   POPULAR       the best sellers: nothing to personalize from
+ *   SESSION       from the context items of an anonymous visitor
+ *   ATTRIBUTES    from the visitor's labels alone (user_labels)
+ *   NEW_ARRIVALS  mode NEW_ARRIVALS: recently published items
+ *   TRENDING      mode TRENDING
+ *   BUY_AGAIN     only what the member bought before (mode BUY_AGAIN) */
+#define CORE_STRATEGY_MAP(XX)                                                                      \
+    XX(PERSONALIZED, 1)                                                                            \
+    XX(POPULAR, 2)                                                                                 \
+    XX(SESSION, 3)                                                                                 \
+    XX(ATTRIBUTES, 4)                                                                              \
+    XX(NEW_ARRIVALS, 5)                                                                            \
+    XX(TRENDING, 6)                                                                                \
+    XX(BUY_AGAIN, 7)
+
 typedef enum core_strategy {
-    CORE_PERSONALIZED = 1, /* from the member's factors (and fresh signals) */
-    CORE_POPULAR = 2,      /* the best sellers: nothing to personalize from */
-    CORE_SESSION = 3,      /* from the context items of an anonymous visitor */
-    CORE_BUY_AGAIN = 7     /* only what the member bought before (mode BUY_AGAIN) */
+#define CORE_STRATEGY_ENUM(name, value) CORE_##name = value,
+    CORE_STRATEGY_MAP(CORE_STRATEGY_ENUM)
+#undef CORE_STRATEGY_ENUM
+        CORE_STRATEGY_END
 } core_strategy;
+
+/* The proto name of strategy s ("PERSONALIZED", ...), or NULL. Static. */
+const char *core_strategy_name(int32_t s);
 
 /* What a Recommend call lists, one row each: XX(NAME, value, proto name,
  * word, served). value is the public proto's RecommendRequest.RecommendMode
@@ -144,7 +165,7 @@ typedef enum core_strategy {
  * server does not answer yet (ERR_UNIMPLEMENTED). */
 #define CORE_MODE_MAP(XX)                                                                          \
     XX(DEFAULT, 0, MODE_DEFAULT, "default", 1)                                                     \
-    XX(NEW_ARRIVALS, 1, NEW_ARRIVALS, "new-arrivals", 0)                                           \
+    XX(NEW_ARRIVALS, 1, NEW_ARRIVALS, "new-arrivals", 1)                                           \
     XX(TRENDING, 2, TRENDING, "trending", 0)                                                       \
     XX(BUY_AGAIN, 3, BUY_AGAIN, "buy-again", 1)
 
@@ -200,7 +221,20 @@ typedef struct core_recommend_req {
      * model, DEFAULT ranks bought items by that probability and new ones
      * by the calibrated probability of their rank in one list. */
     int32_t mode;
+    /* A visitor's attributes (labels of the member catalogue): for a
+     * shopper with no history and no cart, the vector of the model's
+     * member label mapping (strategy ATTRIBUTES); unknown labels are
+     * passed over. At most CORE_MAX_LIST, each as an id. */
+    char *const *user_labels;
+    size_t n_user_labels;
+    /* NEW_ARRIVALS: only items published (model_item_published, or an
+     * upsert's time) in the last new_days days (0 = CORE_NEW_DAYS), ordered
+     * for the shopper (their vector, their labels', the cart's), newest
+     * first when there is nothing to order by; strategy NEW_ARRIVALS. */
+    uint32_t new_days;
 } core_recommend_req;
+
+#define CORE_NEW_DAYS 30 /* NEW_ARRIVALS' window when a request names none */
 
 /* The top req->k items for the member (their variant's model) or the
  * visitor, with available items only and boosts applied. A member who
@@ -310,6 +344,20 @@ int core_record_events(core *c, const core_event *events, size_t n, core_write_r
  * variant and type). */
 int core_record_feedback(core *c, const core_feedback *feedback, size_t n, core_write_reply *out,
                          err_t *e);
+
+/* Stores the good descriptions of items[0..n) (catalog.h's catalog_item),
+ * all or none, durably in the events folder (restarts keep them; the next
+ * recd train --events reads them); each bad one is rejected on its own
+ * with its reason (catalog_item_problem). From the next call on, an item
+ * the served model does not know is served with a vector from its labels,
+ * title words, categories and price band (the model's item label mapping),
+ * and a known one with its new categories and publication time (its
+ * factors stay). model_version (MODEL_VERSION_MAX bytes) gets the
+ * control's version. Errors: ERR_PRECONDITION (no events folder),
+ * ERR_INVALID (more than CORE_MAX_LIST), ERR_IO (nothing stored),
+ * ERR_NOMEM, and a bus's (UNAVAILABLE). */
+int core_upsert_items(core *c, const catalog_item *items, size_t n, core_write_reply *out,
+                      char *model_version, err_t *e);
 
 /* --- item rules, privacy, experiment ---------------------------------------- */
 

@@ -119,6 +119,26 @@ int core__bus_experiment(core *c, const unsigned char *state, err_t *e) {
     return publish(c, &w, NULL, e);
 }
 
+int core__bus_items(core *c, const catalog_item *items, size_t n, err_t *e) {
+    busmsg_writer w = {0};
+    busmsg_begin(&w, BUSMSG_ITEMS);
+    busmsg_put_u(&w, n, 4);
+    for (size_t i = 0; i < n; i++) {
+        const catalog_item *it = &items[i];
+        busmsg_put_str(&w, it->id, strlen(it->id));
+        busmsg_put_u(&w, it->n_categories, 1);
+        for (size_t k = 0; k < it->n_categories; k++)
+            busmsg_put_str(&w, it->categories[k], strlen(it->categories[k]));
+        busmsg_put_u(&w, it->n_labels, 1);
+        for (size_t k = 0; k < it->n_labels; k++)
+            busmsg_put_str(&w, it->labels[k], strlen(it->labels[k]));
+        busmsg_put_str(&w, it->title, strlen(it->title));
+        busmsg_put_f64(&w, it->price);
+        busmsg_put_u(&w, (uint64_t)it->published, 8);
+    }
+    return publish(c, &w, NULL, e);
+}
+
 /* --- applying ---------------------------------------------------------------- */
 
 /* Records (events or feedback) into their store. Events of forgotten
@@ -181,6 +201,60 @@ static int apply_rules(core *c, uint64_t seq, int op, busmsg_reader *r, err_t *e
         if (rc) return rc;
     }
     return ERR_OK;
+}
+
+/* Copies a string of the message into the next bytes of *at (NUL-terminated). */
+static char *take_str(busmsg_reader *r, char **at, const char *end) {
+    size_t len;
+    const char *s = busmsg_get_str(r, &len);
+    if (r->bad || (size_t)(end - *at) < len + 1) {
+        r->bad = 1;
+        return NULL;
+    }
+    char *out = *at;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    *at += len + 1;
+    return out;
+}
+
+/* Descriptions of UpsertItems, checked again (catalog_upsert does). */
+static int apply_items(core *c, uint64_t seq, busmsg_reader *r, err_t *e) {
+    size_t n = (size_t)busmsg_get_u(r, 4);
+    if (r->bad || n > CORE_MAX_LIST) return busmsg_bad(e, seq, "item count");
+    /* Every string of the message fits in its size, NULs included. */
+    size_t room = r->n - r->at + 1;
+    catalog_item *items = calloc(n ? n : 1, sizeof *items);
+    char **strings =
+        malloc((n ? n : 1) * (CATALOG_MAX_CATEGORIES + CATALOG_MAX_LABELS) * sizeof *strings);
+    char *buf = malloc(room), *at = buf, *end = buf + room;
+    int rc = ERR_OK;
+    if (!items || !strings || !buf) rc = err_set(e, ERR_NOMEM, "out of memory applying items");
+    for (size_t i = 0; !rc && i < n && !r->bad; i++) {
+        catalog_item *it = &items[i];
+        char **list = strings + i * (CATALOG_MAX_CATEGORIES + CATALOG_MAX_LABELS);
+        it->id = take_str(r, &at, end);
+        it->n_categories = (size_t)busmsg_get_u(r, 1);
+        if (it->n_categories > CATALOG_MAX_CATEGORIES) r->bad = 1;
+        for (size_t k = 0; !r->bad && k < it->n_categories; k++)
+            list[k] = take_str(r, &at, end);
+        it->categories = list;
+        it->n_labels = (size_t)busmsg_get_u(r, 1);
+        if (it->n_labels > CATALOG_MAX_LABELS) r->bad = 1;
+        for (size_t k = 0; !r->bad && k < it->n_labels; k++)
+            list[CATALOG_MAX_CATEGORIES + k] = take_str(r, &at, end);
+        it->labels = list + CATALOG_MAX_CATEGORIES;
+        it->title = take_str(r, &at, end);
+        it->price = busmsg_get_f64(r);
+        it->published = (int64_t)busmsg_get_u(r, 8);
+    }
+    if (!rc && r->bad) rc = busmsg_bad(e, seq, "truncated items");
+    if (!rc && (rc = catalog_upsert(c->rules, items, n, seq, e)) == ERR_INVALID)
+        rc = busmsg_bad(e, seq, e->msg);
+    free(items);
+    free(strings);
+    free(buf);
+    return rc;
 }
 
 static int apply_privacy(core *c, uint64_t seq, int op, busmsg_reader *r, err_t *e) {
@@ -252,6 +326,8 @@ static int apply(void *ctx, uint64_t seq, const void *data, size_t len, err_t *e
         return apply_privacy(c, seq, op, &r, e);
     case BUSMSG_EXPERIMENT:
         return apply_experiment(c, seq, &r, e);
+    case BUSMSG_ITEMS:
+        return apply_items(c, seq, &r, e);
     default:
         return busmsg_bad(e, seq, "unknown operation");
     }
@@ -279,9 +355,9 @@ int core__bus_open(core *c, const core_options *o, err_t *e) {
     if (!rc) rc = evstore_applied(c->feedback, &fb, e);
     if (rc) return rc;
     uint64_t start = ev;
-    uint64_t more[4] = {fb, idstate_applied(c->privacy), idstate_applied(c->exp_state),
-                        catalog_applied(c->rules)};
-    for (int i = 0; i < 4; i++)
+    uint64_t more[5] = {fb, idstate_applied(c->privacy), idstate_applied(c->exp_state),
+                        catalog_applied(c->rules), catalog_items_applied(c->rules)};
+    for (int i = 0; i < 5; i++)
         if (more[i] > start) start = more[i];
     bus_options bo = {o->bus_urls,
                       o->bus_stream ? o->bus_stream : "recd",

@@ -131,7 +131,9 @@ typedef struct private_scan {
     uint8_t *eligible;
 } private_scan;
 
-static void unmark_private(void *ctx, const char *id, size_t len, const void *value) {
+static void unmark_private(void *ctx, const char *id, size_t len, const void *value,
+                           size_t value_len) {
+    (void)value_len; /* the store's fixed size */
     private_scan *ps = ctx;
     uint32_t u;
     if (privacy_of_value(value) != PRIVACY_NONE && model_user_index(ps->m, id, len, &u) == ERR_OK)
@@ -150,8 +152,9 @@ static int targets_check(const core_targets_req *rq, err_t *e) {
 
 /* Turns the request into a filter (affinity and eligibility arrays
  * allocated here, owned by the caller). */
-static int targets_filter(core *c, const model *m, const core_targets_req *rq, campaign_filter *f,
+static int targets_filter(core *c, core__model *sm, const core_targets_req *rq, campaign_filter *f,
                           float **affinity, uint8_t **eligible, err_t *e) {
+    const model *m = sm->m;
     const model_meta *meta = model_info(m);
     memset(f, 0, sizeof *f);
     f->min_probability = rq->min_probability;
@@ -181,11 +184,23 @@ static int targets_filter(core *c, const model *m, const core_targets_req *rq, c
         if (!(*affinity = malloc(((size_t)meta->n_users + 1) * sizeof **affinity)))
             return err_set(e, ERR_NOMEM, "out of memory");
         if (rq->item_id[0]) {
-            if (model_item_index(m, rq->item_id, strlen(rq->item_id), &idx))
-                return err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, rq->item_id,
-                               meta->version);
-            if (campaign_affinity_item(m, idx, *affinity, &why))
-                return err_set(e, why.code, "%s", why.msg);
+            /* A product upserted since the model: who should hear of it, by
+             * the vector its labels give it. */
+            core__storefront *mu = core__storefront_get(c, sm);
+            if (!mu) return err_set(e, ERR_NOMEM, "out of memory");
+            int found = core__item_lookup(m, &mu->up, rq->item_id, &idx) == ERR_OK &&
+                        (idx < meta->n_items || mu->up.new_vectors);
+            if (found)
+                campaign_affinity_vector(m,
+                                         idx < meta->n_items
+                                             ? model_item_factors(m) + (size_t)idx * meta->factors
+                                             : mu->up.new_vectors +
+                                                   (size_t)(idx - meta->n_items) * meta->factors,
+                                         *affinity);
+            core__storefront_release(mu);
+            if (!found)
+                return err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s nor upserted", 64,
+                               rq->item_id, meta->version);
         } else if (model_category_index(m, rq->category, strlen(rq->category), &idx)) {
             return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, rq->category,
                            meta->version);
@@ -233,7 +248,7 @@ int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn em
         err =
             err_set(e, ERR_PRECONDITION, "model %s has no churn model: train with --churn-horizon",
                     model_info(m)->version);
-    } else if (!(err = targets_filter(c, m, rq, &f, &affinity, &eligible, e))) {
+    } else if (!(err = targets_filter(c, sm, rq, &f, &affinity, &eligible, e))) {
         target_stream ts = {m, model_churn_info(m), affinity, emit, ctx};
         err_t why;
         if (campaign_select(m, &f, target_emit, &ts, &why))

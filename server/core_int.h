@@ -19,6 +19,7 @@
 #include "catalog.h"
 #include "core.h"
 #include "evstore.h"
+#include "idmap.h"
 #include "idstate.h"
 #include "model.h"
 #include "privacy.h"
@@ -26,15 +27,40 @@
 
 /* --- served models (core_model.c) ------------------------------------------ */
 
-/* The storefront's item multipliers for one model, as of one catalog
- * generation; shared by the requests that use it. */
-typedef struct core__multipliers {
+/* What one model makes of the items the storefront upserted (core_upsert.c):
+ * the items it does not know, served with index n_items + j (j < n_new)
+ * and a vector from their labels, and the upserted categories and
+ * publication times of all of them. Owned by its core__storefront. */
+typedef struct core__upserts {
+    uint32_t n_new;
+    char **new_ids;     /* n_new NUL-terminated ids (one block with the strings) */
+    float *new_vectors; /* n_new x factors, NULL when the model has no item label mapping */
+    float *new_norms;   /* n_new lengths of new_vectors (cosine), NULL with it */
+    float *new_mult;    /* n_new storefront multipliers, as the model items' */
+    idmap *new_index;   /* id -> j */
+    /* Publication times of the n_items + n_new items (an upsert's over the
+     * model's; 0 = unknown), NULL when no item has one. */
+    int64_t *published;
+    /* The upserted items with categories to filter by - every new item, and
+     * known items whose upsert named categories - by ascending item index:
+     * row r is item row_item[r], its categories cat_idx[cat_ptr[r] ..
+     * cat_ptr[r + 1]) into cats. */
+    uint32_t n_rows;
+    uint32_t *row_item, *cat_ptr, *cat_idx;
+    idmap *cats;
+} core__upserts;
+
+/* The storefront's view of one model's items as of one catalog generation -
+ * their multipliers (availability, boosts) and the upserted items - shared
+ * by the requests that use it. */
+typedef struct core__storefront {
     atomic_uint refs;
     unsigned long generation;
     bool any;        /* false: every multiplier is 1, nothing to apply */
     float max_slope; /* the most a multiplier stretches a score difference */
+    core__upserts up;
     float v[];
-} core__multipliers;
+} core__storefront;
 
 /* A model in service, shared by the requests that use it. */
 typedef struct core__model {
@@ -42,7 +68,7 @@ typedef struct core__model {
     atomic_uint refs; /* one for being current, one per request using it */
     float *yty;       /* factors x factors, for fold-ins */
     pthread_mutex_t mult_lock;
-    core__multipliers *mult; /* rebuilt when the catalog changes */
+    core__storefront *mult; /* rebuilt when the catalog changes */
 } core__model;
 
 /* One variant of the experiment: the model directory it serves from. */
@@ -70,7 +96,7 @@ struct core {
     evstore *feedback;          /* NULL without events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
-    atomic_ullong strategies[4];   /* Recommend answers by core_strategy (the index), 0 unused */
+    atomic_ullong strategies[CORE_STRATEGY_END]; /* Recommend answers by core_strategy */
     atomic_ullong fold_ins_capped; /* shoppers with more than CORE_MAX_FOLD_EVENTS fresh events */
     evstore *events;               /* NULL without events */
     int events_lock;               /* descriptor holding the flock of the events folder, or -1 */
@@ -105,11 +131,11 @@ core__model *core__acquire(core *c);
 void core__release(core__model *sm);
 
 /* The multipliers of sm as of the catalog's current state (a reference the
- * caller releases with core__multipliers_release), rebuilt when the catalog
+ * caller releases with core__storefront_release), rebuilt when the catalog
  * changed since: so no update of availability or boosts is ever missed,
  * whatever the order of model swaps and updates. NULL when out of memory. */
-core__multipliers *core__multipliers_get(core *c, core__model *sm);
-void core__multipliers_release(core__multipliers *mu);
+core__storefront *core__storefront_get(core *c, core__model *sm);
+void core__storefront_release(core__storefront *mu);
 
 /* Opens the current model of variant v and makes it the one served, unless
  * it is the version served already (a version folder copied under another
@@ -121,6 +147,39 @@ int core__load(core *c, uint32_t v, err_t *e);
  * core__watch_stop (a no-op when it never ran). */
 int core__watch_start(core *c, err_t *e);
 void core__watch_stop(core *c);
+
+/* --- upserted items (core_upsert.c) --------------------------------------- */
+
+/* Builds *up for model m from the descriptions in rules. Returns ERR_OK or
+ * ERR_NOMEM (then *up is zeroed). */
+int core__upserts_build(catalog *rules, const model *m, core__upserts *up);
+void core__upserts_free(core__upserts *up);
+
+/* The index of item id: the model's, or n_items + j for an upserted item
+ * the model does not know. ERR_OK or ERR_NOTFOUND. */
+int core__item_lookup(const model *m, const core__upserts *up, const char *id, uint32_t *index);
+
+/* The id bytes of an index of core__item_lookup (*len its length). */
+const char *core__item_id(const model *m, const core__upserts *up, uint32_t index, size_t *len);
+
+/* The row of up's categories for item index, or -1 when it has none. */
+long core__upsert_row(const core__upserts *up, uint32_t index);
+
+/* A request's category as the model knows it and as the upserts do
+ * (UINT32_MAX = unknown to that side). */
+typedef struct core__category {
+    uint32_t model, upserted;
+} core__category;
+
+/* Whether item index is of category cat: by its upserted categories when
+ * its upsert named some, by the model's otherwise. */
+int core__in_category(const model *m, const core__upserts *up, uint32_t index,
+                      const core__category *cat);
+
+/* A visitor's vector from labels (the model's member label mapping) into x
+ * (factors floats). Returns how many of the labels the model knows; 0 (x
+ * untouched) when none, or when it has no such mapping. */
+int core__labels_vector(const model *m, char *const *labels, size_t n, float *x);
 
 /* --- request checks (core.c) ----------------------------------------------- */
 
@@ -159,7 +218,12 @@ typedef struct core__shopper {
     uint32_t *bought;   /* items purchased since the model's data */
     int64_t *bought_ts; /* when, parallel to bought (a purchase resets the item's clock) */
     size_t n_bought, cap_bought;
+    /* Upserted items the model does not know that were purchased since
+     * (their core__item_lookup indexes): never recommended back. */
+    uint32_t *new_bought;
+    size_t n_new_bought, cap_new_bought;
     const model *m;
+    const core__upserts *up; /* may be NULL */
     const float *weights;
     int failed; /* out of memory while collecting */
 } core__shopper;
@@ -167,12 +231,12 @@ typedef struct core__shopper {
 void core__shopper_free(core__shopper *sh);
 
 /* Collects what the request knows of its shopper into *sh (user_id "" =
- * anonymous): their newest CORE_MAX_FOLD_EVENTS recorded events at most,
- * so one heavy member cannot make their calls (and the batch they share)
+ * anonymous; up, the storefront's upserted items, may be NULL): their newest CORE_MAX_FOLD_EVENTS
+ * recorded events at most, so one heavy member cannot make their calls (and the batch they share)
  * slow. Context items count as carted. Errors: ERR_IO (the events cannot
  * be read), ERR_NOMEM. */
-int core__shopper_collect(core *c, const model *m, const char *user_id, char *const *context,
-                          size_t n_context, core__shopper *sh, err_t *e);
+int core__shopper_collect(core *c, const model *m, const core__upserts *up, const char *user_id,
+                          char *const *context, size_t n_context, core__shopper *sh, err_t *e);
 
 /* The shopper's vector into x (factors floats): a fold-in when there are
  * fresh signals, the stored vector otherwise. *strategy gets the strategy
@@ -235,6 +299,7 @@ int core__bus_boosts(core *c, const core_boost *boosts, size_t n, err_t *e);
 int core__bus_forget(core *c, const char *user_id, uint64_t *events_deleted, err_t *e);
 int core__bus_personalization(core *c, const char *user_id, int opted_out, err_t *e);
 int core__bus_experiment(core *c, const unsigned char *state, err_t *e);
+int core__bus_items(core *c, const catalog_item *items, size_t n, err_t *e);
 
 /* Appends the bus's metric families (none without a bus). */
 void core__bus_metrics(core *c, FILE *out);

@@ -11,8 +11,11 @@
 #include "core_int.h"
 #include "log.h"
 
-void core__multipliers_release(core__multipliers *mu) {
-    if (mu && atomic_fetch_sub(&mu->refs, 1) == 1) free(mu);
+void core__storefront_release(core__storefront *mu) {
+    if (mu && atomic_fetch_sub(&mu->refs, 1) == 1) {
+        core__upserts_free(&mu->up);
+        free(mu);
+    }
 }
 
 core__model *core__acquire_variant(core *c, uint32_t v) {
@@ -31,19 +34,23 @@ void core__release(core__model *sm) {
     if (atomic_fetch_sub(&sm->refs, 1) == 1) {
         log_info("msg=\"model closed\" version=%s", model_info(sm->m)->version);
         model_close(sm->m);
-        core__multipliers_release(sm->mult);
+        core__storefront_release(sm->mult);
         pthread_mutex_destroy(&sm->mult_lock);
         free(sm->yty);
         free(sm);
     }
 }
 
-core__multipliers *core__multipliers_get(core *c, core__model *sm) {
+core__storefront *core__storefront_get(core *c, core__model *sm) {
     unsigned long generation = catalog_generation(c->rules);
     pthread_mutex_lock(&sm->mult_lock);
     if (!sm->mult || sm->mult->generation != generation) {
         uint32_t n = model_info(sm->m)->n_items;
-        core__multipliers *mu = malloc(sizeof *mu + (size_t)n * sizeof(float));
+        core__storefront *mu = malloc(sizeof *mu + (size_t)n * sizeof(float));
+        if (mu && core__upserts_build(c->rules, sm->m, &mu->up) != ERR_OK) {
+            free(mu);
+            mu = NULL;
+        }
         if (mu) {
             atomic_init(&mu->refs, 1);
             mu->generation = generation;
@@ -54,11 +61,11 @@ core__multipliers *core__multipliers_get(core *c, core__model *sm) {
                     float slope = mu->v[i] > 1.0f ? mu->v[i] : 1.0f / mu->v[i];
                     if (slope > mu->max_slope) mu->max_slope = slope;
                 }
-            core__multipliers_release(sm->mult);
+            core__storefront_release(sm->mult);
             sm->mult = mu;
         }
     }
-    core__multipliers *mu = sm->mult;
+    core__storefront *mu = sm->mult;
     if (mu) atomic_fetch_add(&mu->refs, 1);
     pthread_mutex_unlock(&sm->mult_lock);
     return mu;

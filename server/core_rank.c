@@ -13,11 +13,12 @@
 
 /* Fills out->items with n entries of top (best first) and then n_unknown
  * ids the model does not know, with score 0, all in one block. */
-static int list_build(core_list *out, const model *m, const topk_entry *top, size_t n,
-                      char *const *unknown, size_t n_unknown, err_t *e) {
+static int list_build(core_list *out, const model *m, const core__upserts *up,
+                      const topk_entry *top, size_t n, char *const *unknown, size_t n_unknown,
+                      err_t *e) {
     size_t bytes = 0, len;
     for (size_t i = 0; i < n; i++) {
-        model_item_id(m, top[i].index, &len);
+        core__item_id(m, up, top[i].index, &len);
         bytes += len + 1;
     }
     for (size_t i = 0; i < n_unknown; i++)
@@ -27,7 +28,7 @@ static int list_build(core_list *out, const model *m, const topk_entry *top, siz
     if (!items) return err_set(e, ERR_NOMEM, "out of memory building the response");
     char *at = (char *)(items + total);
     for (size_t i = 0; i < total; i++) {
-        const char *id = i < n ? model_item_id(m, top[i].index, &len) : unknown[i - n];
+        const char *id = i < n ? core__item_id(m, up, top[i].index, &len) : unknown[i - n];
         if (i >= n) len = strlen(id);
         memcpy(at, id, len);
         at[len] = '\0';
@@ -54,15 +55,43 @@ static void exclude_ids(const model *m, char *const *ids, size_t n, float *score
 
 /* --- Recommend ------------------------------------------------------------- */
 
-/* The index of category in m: ERR_OK, ERR_PRECONDITION (m has no
- * categories) or ERR_NOTFOUND, with a message for the caller's client. */
-static int category_index(const model *m, const char *category, uint32_t *index, err_t *e) {
-    if (model_category_index(m, category, strlen(category), index) == ERR_OK) return ERR_OK;
-    if (model_n_categories(m) == 0)
-        return err_set(e, ERR_PRECONDITION, "model %s has no item categories to filter by",
+/* category as m and the upserted items know it: ERR_OK when one of them
+ * does; else ERR_PRECONDITION (neither has categories) or ERR_NOTFOUND,
+ * with a message for the caller's client. */
+static int category_resolve(const model *m, const core__upserts *up, const char *category,
+                            core__category *out, err_t *e) {
+    size_t len = strlen(category);
+    if (model_category_index(m, category, len, &out->model) != ERR_OK) out->model = UINT32_MAX;
+    if (!up->cats || idmap_find(up->cats, category, len, &out->upserted) != ERR_OK)
+        out->upserted = UINT32_MAX;
+    if (out->model != UINT32_MAX || out->upserted != UINT32_MAX) return ERR_OK;
+    if (model_n_categories(m) == 0 && (!up->cats || idmap_size(up->cats) == 0))
+        return err_set(e, ERR_PRECONDITION,
+                       "model %s has no item categories to filter by, nor any upserted item",
                        model_info(m)->version);
-    return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s", 64, category,
-                   model_info(m)->version);
+    return err_set(e, ERR_NOTFOUND, "category '%.*s' is not in model %s nor of an upserted item",
+                   64, category, model_info(m)->version);
+}
+
+/* Keeps, of the model's n_items scores, only the items of cat by the
+ * model's categories; the known items whose upsert named categories are
+ * left out here, for they are ranked with the upserted ones. */
+static void category_filter(const model *m, const core__upserts *up, const core__category *cat,
+                            float *scores) {
+    uint32_t n_items = model_info(m)->n_items;
+    if (cat->model == UINT32_MAX)
+        for (uint32_t i = 0; i < n_items; i++)
+            scores[i] = -INFINITY;
+    else
+        score_keep_category(m, cat->model, scores);
+    for (uint32_t r = 0; r < up->n_rows && up->row_item[r] < n_items; r++)
+        if (up->cat_ptr[r + 1] > up->cat_ptr[r]) scores[up->row_item[r]] = -INFINITY;
+}
+
+/* Whether some known item's upsert named categories: then a category
+ * filter is not the model's alone. */
+static int categories_upserted(const model *m, const core__upserts *up) {
+    return up->n_rows > 0 && up->row_item[0] < model_info(m)->n_items;
 }
 
 /* 1 when mode is served, 0 when it is a mode of the contract this server
@@ -85,19 +114,21 @@ static int recommend_check(const core_recommend_req *rq, err_t *e) {
                        "TRENDING = 2, BUY_AGAIN = 3)",
                        (int)rq->mode);
     if (!served)
-        return err_set(e, ERR_UNIMPLEMENTED,
-                       "mode %s is not implemented by this server (it answers MODE_DEFAULT and "
-                       "BUY_AGAIN)",
+        return err_set(e, ERR_UNIMPLEMENTED, "mode %s is not implemented by this server",
                        core_mode_name(rq->mode));
     if (rq->mode == CORE_MODE_BUY_AGAIN && !rq->user_id[0])
         return err_set(e, ERR_INVALID,
                        "mode BUY_AGAIN needs a user_id: only a member has bought before");
-    if (rq->user_id[0] || rq->n_context_item_ids == 0) {
+    if (rq->user_id[0] || (rq->n_context_item_ids == 0 && rq->n_user_labels == 0)) {
         if (!rq->user_id[0])
-            return err_set(e, ERR_INVALID, "user_id is empty and there are no context_item_ids");
+            return err_set(e, ERR_INVALID,
+                           "user_id is empty and there are no context_item_ids nor user_labels");
         if ((rc = core__check_id("user_id", rq->user_id, e))) return rc;
     }
-    if ((rc = core__check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids,
+    if (rq->new_days > 36500)
+        return err_set(e, ERR_INVALID, "new_days must be at most 36500, got %u", rq->new_days);
+    if ((rc = core__check_ids("user_labels", rq->user_labels, rq->n_user_labels, e)) ||
+        (rc = core__check_ids("context_item_ids", rq->context_item_ids, rq->n_context_item_ids,
                               e)) ||
         (rc = core__check_ids("exclude_item_ids", rq->exclude_item_ids, rq->n_exclude_item_ids, e)))
         return rc;
@@ -112,18 +143,19 @@ static int recommend_check(const core_recommend_req *rq, err_t *e) {
 typedef struct recommend_call {
     const core_recommend_req *rq;
     core__model *sm;
-    core__multipliers *mu;
+    core__storefront *mu;
     core__shopper sh;
     float *x;
     float *ii; /* an item-item model's scores of every item (n_items), or NULL */
-    uint32_t category, variant;
+    core__category category;
+    uint32_t variant;
     core_strategy strategy;
     char request_id[EXP_REQUEST_ID_MAX];
 } recommend_call;
 
 static void recommend_free(recommend_call *rc) {
     core__shopper_free(&rc->sh);
-    core__multipliers_release(rc->mu);
+    core__storefront_release(rc->mu);
     free(rc->x);
     free(rc->ii);
     if (rc->sm) core__release(rc->sm);
@@ -147,10 +179,11 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
     const model *m = rc->sm->m;
     const model_meta *meta = model_info(m);
     rc->x = malloc(meta->factors * sizeof *rc->x);
-    rc->mu = core__multipliers_get(c, rc->sm);
+    rc->mu = core__storefront_get(c, rc->sm);
     if (!rc->x || !rc->mu)
         return err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
-    if (rq->category[0] && (err = category_index(m, rq->category, &rc->category, e))) return err;
+    if (rq->category[0] && (err = category_resolve(m, &rc->mu->up, rq->category, &rc->category, e)))
+        return err;
     if (rq->mode == CORE_MODE_BUY_AGAIN && !model_rebuy(m))
         return err_set(e, ERR_PRECONDITION,
                        "model %s has no repurchase model for mode BUY_AGAIN (published before it, "
@@ -158,25 +191,170 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
                        meta->version);
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
-    if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
-                                                 rq->n_context_item_ids, &rc->sh, e)))
+    if (!private &&
+        (err = core__shopper_collect(c, m, &rc->mu->up, rq->user_id, rq->context_item_ids,
+                                     rq->n_context_item_ids, &rc->sh, e)))
         return err;
     rc->strategy = CORE_POPULAR;
     if (!private &&
         (err = core__shopper_vector(rc->sm, &rc->sh, !rq->user_id[0], rc->x, &rc->strategy, e)))
         return err;
+    /* Nothing bought, nothing carted: the visitor's labels say what there is. */
+    if (!private && rc->strategy == CORE_POPULAR && rc->sh.user == SCORE_NO_USER &&
+        rc->sh.n_signals == 0 && !isinf(meta->popularity_blend) &&
+        core__labels_vector(m, rq->user_labels, rq->n_user_labels, rc->x) > 0)
+        rc->strategy = CORE_ATTRIBUTES;
     if (rc->sh.n_signals && rc->strategy != CORE_POPULAR) atomic_fetch_add(&c->fold_ins, 1);
-    if (model_item_rows(m) && rc->strategy != CORE_POPULAR &&
+    /* An item-item model has no row for labels: their vector scores by the factors. */
+    if (model_item_rows(m) && rc->strategy != CORE_POPULAR && rc->strategy != CORE_ATTRIBUTES &&
         (err = core__item_scores(m, &rc->sh, rc->x, &rc->ii, e)))
         return err;
     if (private) rc->sh.user = SCORE_NO_USER;
     return ERR_OK;
 }
 
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every item a call must not return (what the user bought, unless
+ * include_purchased; context and excluded items), sorted and deduplicated
+ * into *out (caller frees): model items first, then upserted ones (index
+ * n_items and up). Returns the count, or -1 when out of memory. */
+static long recommend_exclusions(const recommend_call *rc, uint32_t **out) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    uint32_t n_stored = 0;
+    const uint32_t *stored = NULL;
+    if (!rq->include_purchased && rc->sh.user != SCORE_NO_USER)
+        stored = model_user_items(m, rc->sh.user, &n_stored);
+    size_t n_bought = rq->include_purchased ? 0 : rc->sh.n_bought;
+    size_t n_new = rq->include_purchased ? 0 : rc->sh.n_new_bought;
+    size_t cap = n_stored + n_bought + n_new + rq->n_context_item_ids + rq->n_exclude_item_ids;
+    uint32_t *ex = malloc((cap ? cap : 1) * sizeof *ex);
+    if (!ex) return -1;
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_stored; i++)
+        ex[n++] = stored[i];
+    for (size_t i = 0; i < n_bought; i++)
+        ex[n++] = rc->sh.bought[i];
+    for (size_t i = 0; i < n_new; i++)
+        ex[n++] = rc->sh.new_bought[i];
+    char *const *lists[2] = {rq->context_item_ids, rq->exclude_item_ids};
+    size_t lens[2] = {rq->n_context_item_ids, rq->n_exclude_item_ids};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < lens[l]; i++)
+            if (core__item_lookup(m, &rc->mu->up, lists[l][i], &ex[n]) == ERR_OK) n++;
+    qsort(ex, n, sizeof *ex, cmp_u32);
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (w == 0 || ex[i] != ex[w - 1]) ex[w++] = ex[i];
+    *out = ex;
+    return (long)w;
+}
+
+/* Whether index is in the sorted list ex of n. */
+static int excluded_has(const uint32_t *ex, size_t n, uint32_t index) {
+    return bsearch(&index, ex, n, sizeof *ex, cmp_u32) != NULL;
+}
+
+/* How many of the n sorted exclusions are model items (they come first). */
+static size_t excluded_model_items(const uint32_t *ex, size_t n, uint32_t n_items) {
+    size_t k = 0;
+    while (k < n && ex[k] < n_items)
+        k++;
+    return k;
+}
+
+/* The call's score of item index (a model item, or an upserted one the
+ * model does not know), after the storefront's multiplier: what the model
+ * part would have given it. -INFINITY for an upserted item when there is
+ * nothing to score it by (the most-popular list, an item-item model, a
+ * model without an item label mapping). */
+static float candidate_score(const recommend_call *rc, uint32_t index) {
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    const core__upserts *up = &rc->mu->up;
+    const float *y;
+    float s = 0, mult;
+    if (index < meta->n_items) {
+        if (rc->strategy == CORE_POPULAR) {
+            s = model_item_popularity(m)[index];
+        } else {
+            if (rc->ii) {
+                s = rc->ii[index];
+            } else {
+                y = model_item_factors(m) + (size_t)index * meta->factors;
+                for (uint32_t f = 0; f < meta->factors; f++)
+                    s += rc->x[f] * y[f];
+            }
+            score_add_popularity(m, index, 1, &s);
+        }
+        mult = rc->mu->any ? rc->mu->v[index] : 1.0f;
+    } else {
+        uint32_t j = index - meta->n_items;
+        if (rc->strategy == CORE_POPULAR || rc->ii || !up->new_vectors) return -INFINITY;
+        /* Never sold: the popularity blend adds nothing. */
+        y = up->new_vectors + (size_t)j * meta->factors;
+        for (uint32_t f = 0; f < meta->factors; f++)
+            s += rc->x[f] * y[f];
+        mult = up->new_mult[j];
+    }
+    score_apply_multipliers(&s, &mult, 1);
+    return s;
+}
+
+/* Ranks the upserted items the model part did not see - those it does not
+ * know and, under a category filter, the known ones whose upsert named
+ * categories - by candidate_score with the call's exclusions and category,
+ * and merges the best into top (n entries, room for the call's k).
+ * Returns the new count in *n, or ERR_NOMEM. */
+static int merge_upserts(const recommend_call *rc, topk_entry *top, uint32_t *n, err_t *e) {
+    const model *m = rc->sm->m;
+    const core__upserts *up = &rc->mu->up;
+    uint32_t n_items = model_info(m)->n_items, k = rc->rq->k;
+    int category = rc->rq->category[0] != 0;
+    size_t cap = (size_t)up->n_new + (category ? up->n_rows : 0);
+    if (cap == 0 || (rc->strategy == CORE_POPULAR && !category)) return ERR_OK;
+    uint32_t *ex = NULL;
+    long n_ex = recommend_exclusions(rc, &ex);
+    topk_entry *cand = malloc((cap + k) * sizeof *cand);
+    if (n_ex < 0 || !cand) {
+        free(ex);
+        free(cand);
+        return err_set(e, ERR_NOMEM, "out of memory ranking %zu upserted items", cap);
+    }
+    uint32_t n_cand = 0;
+    for (size_t i = 0; i < cap; i++) {
+        uint32_t index = n_items + (uint32_t)i;
+        if (i >= up->n_new) {
+            size_t r = i - up->n_new;
+            index = up->row_item[r];
+            /* New items came first; a known one whose categories are the
+             * model's was ranked by the model part. */
+            if (index >= n_items || up->cat_ptr[r + 1] == up->cat_ptr[r]) continue;
+        }
+        if (excluded_has(ex, (size_t)n_ex, index) ||
+            (category && !core__in_category(m, up, index, &rc->category)))
+            continue;
+        float s = candidate_score(rc, index);
+        if (s > -INFINITY) cand[n_cand++] = (topk_entry){index, s};
+    }
+    memcpy(cand + n_cand, top, *n * sizeof *top);
+    n_cand += *n;
+    topk_sort(cand, n_cand);
+    *n = n_cand < k ? n_cand : k;
+    memcpy(top, cand, *n * sizeof *top);
+    free(cand);
+    free(ex);
+    return ERR_OK;
+}
+
 /* Answers a call with its chosen items (best first). */
 static int recommend_respond(core *c, const recommend_call *rc, const topk_entry *top, uint32_t n,
                              core_list *out, err_t *e) {
-    int err = list_build(out, rc->sm->m, top, n, NULL, 0, e);
+    int err = list_build(out, rc->sm->m, &rc->mu->up, top, n, NULL, 0, e);
     if (err) return err;
     out->strategy = rc->strategy;
     memcpy(out->model_version, model_info(rc->sm->m)->version, sizeof out->model_version);
@@ -275,7 +453,7 @@ static int rebuy_scores(const recommend_call *rc, float *scores, err_t *e) {
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
     if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
-    if (rq->category[0]) score_keep_category(m, rc->category, scores);
+    if (rq->category[0]) category_filter(m, &rc->mu->up, &rc->category, scores);
     return ERR_OK;
 }
 
@@ -310,7 +488,7 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
     if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
-    if (rq->category[0]) score_keep_category(m, rc->category, scores);
+    if (rq->category[0]) category_filter(m, &rc->mu->up, &rc->category, scores);
     uint32_t n;
     err_t why;
     topk_entry *top = malloc(rq->k * sizeof *top);
@@ -318,6 +496,11 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)) {
         free(top);
         return err_set(e, why.code, "%s", why.msg);
+    }
+    /* Upserted items join the new ones (diversity picked among the model's). */
+    if (merge_upserts(rc, top, &n, e)) {
+        free(top);
+        return e->code;
     }
     topk_entry *due = rebuy ? malloc(rq->k * sizeof *due) : NULL;
     topk_entry *merged = rebuy ? malloc(rq->k * sizeof *merged) : NULL;
@@ -355,41 +538,51 @@ static int buy_again_answer(core *c, recommend_call *rc, float *scores, core_lis
     return err;
 }
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Every item a call must not return (what the user bought, unless
- * include_purchased; context and excluded items), sorted and deduplicated
- * into *out (caller frees). Returns the count, or -1 when out of memory. */
-static long recommend_exclusions(const recommend_call *rc, uint32_t **out) {
+/* Mode NEW_ARRIVALS: the items published in the last new_days days, by
+ * the call's score when the shopper has a vector and the model a score for
+ * every candidate (a factor model), newest first otherwise; the rules and
+ * exclusions of any list. */
+static int new_arrivals_answer(core *c, recommend_call *rc, core_list *out, err_t *e) {
     const core_recommend_req *rq = rc->rq;
     const model *m = rc->sm->m;
-    uint32_t n_stored = 0;
-    const uint32_t *stored = NULL;
-    if (!rq->include_purchased && rc->sh.user != SCORE_NO_USER)
-        stored = model_user_items(m, rc->sh.user, &n_stored);
-    size_t n_bought = rq->include_purchased ? 0 : rc->sh.n_bought;
-    size_t cap = n_stored + n_bought + rq->n_context_item_ids + rq->n_exclude_item_ids;
-    uint32_t *ex = malloc((cap ? cap : 1) * sizeof *ex);
-    if (!ex) return -1;
-    size_t n = 0;
-    for (uint32_t i = 0; i < n_stored; i++)
-        ex[n++] = stored[i];
-    for (size_t i = 0; i < n_bought; i++)
-        ex[n++] = rc->sh.bought[i];
-    char *const *lists[2] = {rq->context_item_ids, rq->exclude_item_ids};
-    size_t lens[2] = {rq->n_context_item_ids, rq->n_exclude_item_ids};
-    for (int l = 0; l < 2; l++)
-        for (size_t i = 0; i < lens[l]; i++)
-            if (model_item_index(m, lists[l][i], strlen(lists[l][i]), &ex[n]) == ERR_OK) n++;
-    qsort(ex, n, sizeof *ex, cmp_u32);
-    size_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        if (w == 0 || ex[i] != ex[w - 1]) ex[w++] = ex[i];
-    *out = ex;
-    return (long)w;
+    const core__upserts *up = &rc->mu->up;
+    uint32_t n_items = model_info(m)->n_items, k = rq->k;
+    size_t n_all = (size_t)n_items + up->n_new;
+    int64_t now = (int64_t)time(NULL);
+    int64_t since = now - (int64_t)(rq->new_days ? rq->new_days : CORE_NEW_DAYS) * 86400;
+    int by_recency = rc->strategy == CORE_POPULAR || rc->ii || (up->n_new && !up->new_vectors);
+    uint32_t *ex = NULL;
+    long n_ex = recommend_exclusions(rc, &ex);
+    topk_entry *cand = NULL;
+    uint32_t n = 0;
+    int err = ERR_OK;
+    if (n_ex < 0 || (up->published && !(cand = malloc(n_all * sizeof *cand))))
+        err = err_set(e, ERR_NOMEM, "out of memory ranking new arrivals");
+    for (size_t i = 0; !err && up->published && i < n_all; i++) {
+        uint32_t index = (uint32_t)i;
+        int64_t t = up->published[index];
+        if (t <= 0 || t < since || t > now || excluded_has(ex, (size_t)n_ex, index) ||
+            (rq->category[0] && !core__in_category(m, up, index, &rc->category)))
+            continue;
+        float s;
+        if (by_recency) {
+            float mult = index < n_items ? (rc->mu->any ? rc->mu->v[index] : 1.0f)
+                                         : up->new_mult[index - n_items];
+            s = (float)((double)(t - since) / 86400.0);
+            score_apply_multipliers(&s, &mult, 1);
+        } else {
+            s = candidate_score(rc, index);
+        }
+        if (s > -INFINITY) cand[n++] = (topk_entry){index, s};
+    }
+    if (!err) {
+        topk_sort(cand, n);
+        rc->strategy = CORE_NEW_ARRIVALS;
+        err = recommend_respond(c, rc, cand, n < k ? n : k, out, e);
+    }
+    free(cand);
+    free(ex);
+    return err;
 }
 
 /* Each call is prepared on its own, then the personalized ones of one model
@@ -416,8 +609,15 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
         /* Item-item models have their scores already (rc->ii); bought items
          * on their repurchase probability need the whole row. */
         int buy_again = rc->rq->mode == CORE_MODE_BUY_AGAIN;
-        if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii || buy_again ||
-            recommend_rebuys(rc)) {
+        /* A category some upsert changed is not the model's alone: not in
+         * score_batch's filter. */
+        int upsert_category = rc->rq->category[0] && (rc->category.model == UINT32_MAX ||
+                                                      categories_upserted(rc->sm->m, &rc->mu->up));
+        if (rc->rq->mode == CORE_MODE_NEW_ARRIVALS) {
+            new_arrivals_answer(c, rc, &out[i], &errs[i]);
+            ready[i] = 0;
+        } else if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii || buy_again ||
+                   recommend_rebuys(rc) || upsert_category) {
             float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
             if (!scores) {
                 err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
@@ -453,10 +653,12 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
                 .x = call->x,
                 .k = call->rq->k,
                 .excluded = excluded[k],
-                .n_excluded = n_excluded > 0 ? (size_t)n_excluded : 0,
+                .n_excluded = n_excluded > 0 ? excluded_model_items(excluded[k], (size_t)n_excluded,
+                                                                    model_info(m)->n_items)
+                                             : 0,
                 .multipliers = call->mu->any ? call->mu->v : NULL,
                 .max_slope = call->mu->any ? call->mu->max_slope : 1.0f,
-                .category = call->rq->category[0] ? (int64_t)call->category : -1,
+                .category = call->rq->category[0] ? (int64_t)call->category.model : -1,
                 .best = malloc(call->rq->k * sizeof *q[k].best),
             };
             if (n_excluded < 0 || !q[k].best)
@@ -468,7 +670,7 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
             size_t at = group[k];
             if (rc)
                 errs[at] = why;
-            else
+            else if (!merge_upserts(&calls[at], q[k].best, &q[k].n_best, &errs[at]))
                 recommend_respond(c, &calls[at], q[k].best, q[k].n_best, &out[at], &errs[at]);
             free(q[k].best);
             free(excluded[k]);
@@ -476,8 +678,7 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
         }
     }
     for (size_t i = 0; i < n; i++) {
-        if (!errs[i].code && out[i].strategy >= CORE_PERSONALIZED &&
-            out[i].strategy <= CORE_SESSION)
+        if (!errs[i].code && out[i].strategy > 0 && out[i].strategy < CORE_STRATEGY_END)
             atomic_fetch_add(&c->strategies[out[i].strategy], 1);
         recommend_free(&calls[i]);
     }
@@ -492,19 +693,135 @@ int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t
 
 /* --- SimilarItems ---------------------------------------------------------- */
 
+/* One SimilarItems call: its seeds as the model knows them (seeds) and the
+ * upserted ones it does not (new_seeds, indexes into the upserts). */
+typedef struct similar_call {
+    const core_similar_req *rq;
+    const model *m;
+    const core__storefront *mu;
+    uint32_t *seeds, *new_seeds;
+    size_t n_seeds, n_new_seeds;
+    int category; /* rq->category is set: cat holds it */
+    core__category cat;
+} similar_call;
+
 /* The storefront's rules, the request's exclusions and category and the
- * seeds' exclusion on scores, then the top k into top: one path for both
- * relations. category is an index of m, or -1 for any. Returns how many. */
-static uint32_t similar_top(const model *m, const core_similar_req *rq, const uint32_t *seeds,
-                            size_t n_seeds, const core__multipliers *mu, int64_t category,
-                            float *scores, topk_entry *top) {
+ * seeds' exclusion on scores (n_items), then the top k into top: one path
+ * for both relations. Returns how many. */
+static uint32_t similar_top(const similar_call *sc, float *scores, topk_entry *top) {
+    const model *m = sc->m;
     uint32_t n_items = model_info(m)->n_items;
-    for (size_t i = 0; i < n_seeds; i++)
-        scores[seeds[i]] = -INFINITY;
-    exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
-    if (mu->any) score_apply_multipliers(scores, mu->v, n_items);
-    if (category >= 0) score_keep_category(m, (uint32_t)category, scores);
-    return topk_select(scores, n_items, rq->k, top);
+    for (size_t i = 0; i < sc->n_seeds; i++)
+        scores[sc->seeds[i]] = -INFINITY;
+    exclude_ids(m, sc->rq->exclude_item_ids, sc->rq->n_exclude_item_ids, scores);
+    if (sc->mu->any) score_apply_multipliers(scores, sc->mu->v, n_items);
+    if (sc->category) category_filter(m, &sc->mu->up, &sc->cat, scores);
+    return topk_select(scores, n_items, sc->rq->k, top);
+}
+
+/* The mean of the seeds' unit vectors (model and upserted) into q: the
+ * cosine to it is the mean cosine to the seeds. */
+static void similar_query(const similar_call *sc, float *q) {
+    const model_meta *mt = model_info(sc->m);
+    const core__upserts *up = &sc->mu->up;
+    const float *y = model_item_factors(sc->m), *norms = model_item_norms(sc->m);
+    float n = (float)(sc->n_seeds + sc->n_new_seeds);
+    memset(q, 0, mt->factors * sizeof *q);
+    for (size_t s = 0; s < sc->n_seeds + sc->n_new_seeds; s++) {
+        int known = s < sc->n_seeds;
+        uint32_t j = known ? sc->seeds[s] : sc->new_seeds[s - sc->n_seeds];
+        float norm = known ? norms[j] : up->new_norms[j];
+        const float *row = (known ? y : up->new_vectors) + (size_t)j * mt->factors;
+        for (uint32_t f = 0; norm > 0.0f && f < mt->factors; f++)
+            q[f] += row[f] / (norm * n);
+    }
+}
+
+/* Merges into top (n entries, room for k) the upserted items by their
+ * cosine to q - those the model does not know, and under a category filter
+ * the known ones whose upsert named categories (their model scores in
+ * saved, row by row) - with the rules of similar_top. */
+static int similar_merge_upserts(const similar_call *sc, const float *q, const float *saved,
+                                 topk_entry *top, uint32_t *n, err_t *e) {
+    const core__upserts *up = &sc->mu->up;
+    uint32_t n_items = model_info(sc->m)->n_items, factors = model_info(sc->m)->factors;
+    topk_entry *cand = malloc(((size_t)up->n_new + up->n_rows + sc->rq->k) * sizeof *cand);
+    if (!cand) return err_set(e, ERR_NOMEM, "out of memory ranking upserted items");
+    uint32_t n_cand = 0;
+    for (uint32_t j = 0; q && up->new_vectors && j < up->n_new; j++) {
+        int seed = 0;
+        for (size_t s = 0; s < sc->n_new_seeds && !seed; s++)
+            seed = sc->new_seeds[s] == j;
+        if (seed || up->new_norms[j] <= 0.0f ||
+            (sc->category && !core__in_category(sc->m, up, n_items + j, &sc->cat)))
+            continue;
+        const float *v = up->new_vectors + (size_t)j * factors;
+        float s = 0;
+        for (uint32_t f = 0; f < factors; f++)
+            s += q[f] * v[f];
+        s /= up->new_norms[j];
+        score_apply_multipliers(&s, &up->new_mult[j], 1);
+        if (s > -INFINITY) cand[n_cand++] = (topk_entry){n_items + j, s};
+    }
+    for (uint32_t r = 0; saved && r < up->n_rows && up->row_item[r] < n_items; r++)
+        if (saved[r] > -INFINITY && up->cat_ptr[r + 1] > up->cat_ptr[r] &&
+            core__in_category(sc->m, up, up->row_item[r], &sc->cat))
+            cand[n_cand++] = (topk_entry){up->row_item[r], saved[r]};
+    /* The request's exclusions hold ids. */
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < n_cand; i++) {
+        size_t len;
+        const char *id = core__item_id(sc->m, up, cand[i].index, &len);
+        int out = 0;
+        for (size_t x = 0; x < sc->rq->n_exclude_item_ids && !out; x++)
+            out = !strcmp(sc->rq->exclude_item_ids[x], id);
+        if (!out) cand[w++] = cand[i];
+    }
+    memcpy(cand + w, top, *n * sizeof *top);
+    w += *n;
+    topk_sort(cand, w);
+    *n = w < sc->rq->k ? w : sc->rq->k;
+    memcpy(top, cand, *n * sizeof *top);
+    free(cand);
+    return ERR_OK;
+}
+
+/* Ranks sc's seeds' look-alikes into top: an item-item model's rows when
+ * every seed is the model's, else the cosine of the factors (upserted
+ * items included). Returns ERR_OK or ERR_NOMEM; *n their count. */
+static int similar_rank(const similar_call *sc, float *scores, topk_entry *top, uint32_t *n,
+                        err_t *e) {
+    const core__upserts *up = &sc->mu->up;
+    uint32_t n_items = model_info(sc->m)->n_items, factors = model_info(sc->m)->factors;
+    float *q = NULL, *saved = NULL;
+    int rows = model_item_rows(sc->m) && sc->n_new_seeds == 0;
+    if (!rows && !(q = malloc(factors * sizeof *q)))
+        return err_set(e, ERR_NOMEM, "out of memory for the seeds' mean");
+    if (rows) {
+        score_similar_rows(sc->m, sc->seeds, sc->n_seeds, scores);
+    } else {
+        similar_query(sc, q);
+        score_similar_query(sc->m, q, scores);
+    }
+    int err = ERR_OK;
+    if (sc->category && up->n_rows && !(saved = malloc(up->n_rows * sizeof *saved)))
+        err = err_set(e, ERR_NOMEM, "out of memory ranking upserted items");
+    for (uint32_t r = 0; saved && r < up->n_rows && up->row_item[r] < n_items; r++) {
+        uint32_t i = up->row_item[r];
+        int seed = 0;
+        for (size_t s = 0; s < sc->n_seeds && !seed; s++)
+            seed = sc->seeds[s] == i;
+        float m = sc->mu->any ? sc->mu->v[i] : 1.0f;
+        saved[r] = seed ? -INFINITY : scores[i];
+        score_apply_multipliers(&saved[r], &m, 1);
+    }
+    if (!err) {
+        *n = similar_top(sc, scores, top);
+        err = similar_merge_upserts(sc, q, saved, top, n, e);
+    }
+    free(q);
+    free(saved);
+    return err;
 }
 
 int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) {
@@ -527,55 +844,56 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
     const model *m = sm->m;
     const model_meta *meta = model_info(m);
     float *scores = core__scores_buffer(meta->n_items);
-    uint32_t *seeds = malloc((rq->n_item_ids + 1) * sizeof *seeds);
+    core__storefront *mu = core__storefront_get(c, sm);
+    similar_call sc = {.rq = rq, .m = m, .mu = mu};
+    sc.seeds = malloc((rq->n_item_ids + 1) * sizeof *sc.seeds);
+    sc.new_seeds = malloc((rq->n_item_ids + 1) * sizeof *sc.new_seeds);
     topk_entry *top = malloc(rq->k * sizeof *top);
-    core__multipliers *mu = core__multipliers_get(c, sm);
-    if (!scores || !seeds || !top || !mu) {
+    if (!scores || !sc.seeds || !sc.new_seeds || !top || !mu) {
         err = err_set(e, ERR_NOMEM, "out of memory scoring %u items", meta->n_items);
         goto done;
     }
-    /* Seeds the model does not know (new items) are passed over as long as
-     * one is known: a cart often holds something new. */
-    size_t n_seeds = 0;
+    /* Seeds nobody described (new items not upserted) are passed over as
+     * long as one is known: a cart often holds something new. An upserted
+     * seed counts when it has a vector. */
     const char *unknown = NULL;
     for (size_t i = 0; i <= rq->n_item_ids; i++) {
         const char *id = i == 0 ? rq->item_id : rq->item_ids[i - 1];
+        uint32_t index;
         if (!id[0]) continue;
-        if (model_item_index(m, id, strlen(id), &seeds[n_seeds]) == ERR_OK)
-            n_seeds++;
-        else if (!unknown)
-            unknown = id;
+        if (core__item_lookup(m, &mu->up, id, &index) != ERR_OK ||
+            (index >= meta->n_items && !mu->up.new_vectors)) {
+            if (!unknown) unknown = id;
+        } else if (index < meta->n_items) {
+            sc.seeds[sc.n_seeds++] = index;
+        } else {
+            sc.new_seeds[sc.n_new_seeds++] = index - meta->n_items;
+        }
     }
-    if (n_seeds == 0) {
+    if (sc.n_seeds + sc.n_new_seeds == 0) {
         err =
             err_set(e, ERR_NOTFOUND, "item '%.*s' is not in model %s", 64, unknown, meta->version);
         goto done;
     }
-    uint32_t cat;
-    if (rq->category[0] && (err = category_index(m, rq->category, &cat, e))) goto done;
-    int64_t category = rq->category[0] ? (int64_t)cat : -1;
+    sc.category = rq->category[0] != 0;
+    if (sc.category && (err = category_resolve(m, &mu->up, rq->category, &sc.cat, e))) goto done;
     uint32_t n = 0;
     /* Complements first when asked for; SIMILAR answers when the seeds were
-     * bought with nothing that the storefront lets through. */
-    if (rq->relation == CORE_RELATION_BOUGHT_TOGETHER &&
-        score_together(m, seeds, n_seeds, scores) > 0)
-        n = similar_top(m, rq, seeds, n_seeds, mu, category, scores, top);
+     * bought with nothing that the storefront lets through (or never sold). */
+    if (rq->relation == CORE_RELATION_BOUGHT_TOGETHER && sc.n_seeds &&
+        score_together(m, sc.seeds, sc.n_seeds, scores) > 0)
+        n = similar_top(&sc, scores, top);
     if (n == 0) {
         out->fell_back = rq->relation == CORE_RELATION_BOUGHT_TOGETHER;
-        /* An item-item model answers from its rows (what having the seeds
-         * says for each item), ALS from the cosine of its factors. */
-        if (model_item_rows(m))
-            score_similar_rows(m, seeds, n_seeds, scores);
-        else if ((err = score_similar(m, seeds, n_seeds, scores, e)))
-            goto done;
-        n = similar_top(m, rq, seeds, n_seeds, mu, category, scores, top);
+        if ((err = similar_rank(&sc, scores, top, &n, e))) goto done;
     }
-    if (!(err = list_build(out, m, top, n, NULL, 0, e)))
+    if (!(err = list_build(out, m, &mu->up, top, n, NULL, 0, e)))
         memcpy(out->model_version, meta->version, sizeof out->model_version);
 done:
-    core__multipliers_release(mu);
+    core__storefront_release(mu);
     free(top);
-    free(seeds);
+    free(sc.seeds);
+    free(sc.new_seeds);
     core__release(sm);
     return err;
 }
@@ -608,13 +926,13 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
     topk_entry *known = malloc(n * sizeof *known);
     char **unknown = malloc(n * sizeof *unknown);
     float *x = malloc(meta->factors * sizeof *x), *ii = NULL;
-    core__multipliers *mu = core__multipliers_get(c, sm);
+    core__storefront *mu = core__storefront_get(c, sm);
     if (!known || !unknown || !x || !mu) {
         err = err_set(e, ERR_NOMEM, "out of memory reranking");
         goto done;
     }
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
-    if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
+    if (!private && (err = core__shopper_collect(c, m, &mu->up, rq->user_id, rq->context_item_ids,
                                                  rq->n_context_item_ids, &sh, e)))
         goto done;
     core_strategy strategy = CORE_POPULAR;
@@ -628,7 +946,12 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
     for (size_t i = 0; i < n; i++) {
         const char *id = rq->candidate_item_ids[i];
         uint32_t item;
-        if (model_item_index(m, id, strlen(id), &item) != ERR_OK) {
+        /* An upserted item is ranked by its vector when the shopper has one
+         * to score it by (a factor model); else it joins the unknown ones. */
+        int scorable =
+            core__item_lookup(m, &mu->up, id, &item) == ERR_OK &&
+            (item < meta->n_items || (mu->up.new_vectors && strategy != CORE_POPULAR && !ii));
+        if (!scorable) {
             unknown[n_unknown++] = rq->candidate_item_ids[i];
             continue;
         }
@@ -637,6 +960,15 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
             seen = known[j].index == item;
         if (seen) continue;
         float score = 0;
+        if (item >= meta->n_items) {
+            uint32_t j = item - meta->n_items;
+            const float *v = mu->up.new_vectors + (size_t)j * meta->factors;
+            for (uint32_t f = 0; f < meta->factors; f++)
+                score += x[f] * v[f];
+            score_apply_multipliers(&score, &mu->up.new_mult[j], 1);
+            if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
+            continue;
+        }
         if (strategy == CORE_POPULAR) {
             score = popularity[item];
         } else if (ii) {
@@ -652,13 +984,13 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
         if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
     }
     topk_sort(known, (uint32_t)n_known);
-    if (!(err = list_build(out, m, known, n_known, unknown, n_unknown, e))) {
+    if (!(err = list_build(out, m, &mu->up, known, n_known, unknown, n_unknown, e))) {
         out->strategy = strategy;
         memcpy(out->model_version, meta->version, sizeof out->model_version);
     }
 done:
     core__shopper_free(&sh);
-    core__multipliers_release(mu);
+    core__storefront_release(mu);
     free(x);
     free(ii);
     free(known);

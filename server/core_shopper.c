@@ -86,23 +86,47 @@ static void shopper_bought(core__shopper *sh, uint32_t item, int64_t ts) {
     sh->bought[sh->n_bought++] = item;
 }
 
+/* Notes the purchase of an upserted item the model does not know. */
+static void shopper_new_bought(core__shopper *sh, const evstore_event *ev) {
+    uint32_t j;
+    if (!sh->up || !sh->up->new_index ||
+        idmap_find(sh->up->new_index, ev->item_id, ev->item_len, &j) != ERR_OK)
+        return;
+    if (sh->n_new_bought == sh->cap_new_bought) {
+        size_t cap = sh->cap_new_bought ? sh->cap_new_bought * 2 : 8;
+        uint32_t *b = realloc(sh->new_bought, cap * sizeof *b);
+        if (!b) {
+            sh->failed = 1;
+            return;
+        }
+        sh->new_bought = b;
+        sh->cap_new_bought = cap;
+    }
+    sh->new_bought[sh->n_new_bought++] = model_info(sh->m)->n_items + j;
+}
+
 /* evstore visitor: turns a recorded event of an item the model knows into a
- * signal (items it does not know cannot be scored until the next training). */
+ * signal (items it does not know cannot be folded in until the next
+ * training; an upserted one bought is noted so as not to be offered back). */
 static int shopper_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     (void)seq;
     core__shopper *sh = ctx;
     uint32_t item;
-    if (model_item_index(sh->m, ev->item_id, ev->item_len, &item) != ERR_OK) return 0;
+    if (model_item_index(sh->m, ev->item_id, ev->item_len, &item) != ERR_OK) {
+        if (ev->type == EV_TYPE_PURCHASE) shopper_new_bought(sh, ev);
+        return sh->failed;
+    }
     float w = sh->weights[ev->type];
     if (w > 0) shopper_signal(sh, item, w);
     if (ev->type == EV_TYPE_PURCHASE) shopper_bought(sh, item, ev->ts);
     return sh->failed;
 }
 
-int core__shopper_collect(core *c, const model *m, const char *user_id, char *const *context,
-                          size_t n_context, core__shopper *sh, err_t *e) {
+int core__shopper_collect(core *c, const model *m, const core__upserts *up, const char *user_id,
+                          char *const *context, size_t n_context, core__shopper *sh, err_t *e) {
     memset(sh, 0, sizeof *sh);
     sh->m = m;
+    sh->up = up;
     sh->weights = c->weights;
     sh->user = SCORE_NO_USER;
     if (user_id[0]) {

@@ -153,26 +153,13 @@ uint32_t score_together(const model *m, const uint32_t *seeds, size_t n, float *
     return listed;
 }
 
-int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e) {
+void score_similar_query(const model *m, const float *q, float *scores) {
     const model_meta *mt = model_info(m);
-    const float *y = model_item_factors(m), *norms = model_item_norms(m);
-    /* The mean of cosines to the seeds is the dot product with the mean of
-     * the seeds' unit vectors, so one sgemv serves any number of seeds. */
-    float *q = calloc(mt->factors, sizeof *q);
-    if (!q) return err_set(e, ERR_NOMEM, "out of memory for the seeds' mean");
-    for (size_t s = 0; s < n; s++) {
-        float norm = norms[seeds[s]];
-        if (norm <= 0.0f) continue;
-        const float *row = y + (size_t)seeds[s] * mt->factors;
-        for (uint32_t j = 0; j < mt->factors; j++)
-            q[j] += row[j] / (norm * (float)n);
-    }
+    const float *norms = model_item_norms(m);
     score_items(m, q, scores);
-    free(q);
     for (uint32_t i = 0; i < mt->n_items; i++)
         /* An all-zero vector has no direction: it is similar to nothing. */
         scores[i] = norms[i] > 0.0f ? scores[i] / norms[i] : -INFINITY;
-    return ERR_OK;
 }
 
 /* The largest popularity is that of the first item of the popularity

@@ -96,10 +96,11 @@ void score_similar_rows(const model *m, const uint32_t *seeds, size_t n, float *
  * without the lists. */
 uint32_t score_together(const model *m, const uint32_t *seeds, size_t n, float *scores);
 
-/* scores[i] = mean cosine similarity of item i to the n seed items
- * (n_items floats); -INFINITY for an item whose vector is zero. Returns
- * ERR_OK, or ERR_NOMEM (scores is then not filled). */
-int score_similar(const model *m, const uint32_t *seeds, size_t n, float *scores, err_t *e);
+/* scores[i] = q . y_i / |y_i| for every item of m (n_items floats; -INFINITY
+ * for an item whose vector is zero): the cosine to q when q is a unit
+ * vector, the mean cosine to seeds when q is the mean of their unit
+ * vectors. */
+void score_similar_query(const model *m, const float *q, float *scores);
 
 /* Adds m's popularity blend (model_meta.popularity_blend, through
  * mf_blend_popularity) to the personalized scores of items [start,

@@ -11,8 +11,8 @@
 
 struct svc {
     core *core;
-    rpc_method methods[14];
-    const ProtobufCMessageDescriptor *requests[14]; /* each method's request message */
+    rpc_method methods[15];
+    const ProtobufCMessageDescriptor *requests[15]; /* each method's request message */
 };
 
 /* The C tables of event and feedback types, strategies and target orders
@@ -27,10 +27,10 @@ EV_TYPE_MAP(SVC_EV_TYPE_PROTO)
                    "FeedbackType " #name);
 EXP_FEEDBACK_MAP(SVC_FEEDBACK_PROTO)
 #undef SVC_FEEDBACK_PROTO
-_Static_assert((int)CORE_PERSONALIZED == (int)RECD__V1__STRATEGY__PERSONALIZED, "Strategy");
-_Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy");
-_Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
-_Static_assert((int)CORE_BUY_AGAIN == (int)RECD__V1__STRATEGY__BUY_AGAIN, "Strategy");
+#define SVC_STRATEGY_ASSERT(name, value)                                                           \
+    _Static_assert((int)CORE_##name == (int)RECD__V1__STRATEGY__##name, "Strategy " #name);
+CORE_STRATEGY_MAP(SVC_STRATEGY_ASSERT)
+#undef SVC_STRATEGY_ASSERT
 #define SVC_MODE_ASSERT(name, value, pb, word, served)                                             \
     _Static_assert((int)CORE_MODE_##name ==                                                        \
                        (int)RECD__V1__RECOMMEND_REQUEST__RECOMMEND_MODE__##pb,                     \
@@ -207,6 +207,9 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
             .diversity = rq[i]->diversity,
             .category = rq[i]->category,
             .mode = (int32_t)rq[i]->mode,
+            .user_labels = rq[i]->user_labels,
+            .n_user_labels = rq[i]->n_user_labels,
+            .new_days = rq[i]->new_days,
         };
         todo[m] = &creq[m];
         at[m++] = i;
@@ -462,6 +465,55 @@ static void svc_set_personalization(void *ctx, const uint8_t *req, size_t len, r
         reply_pack(reply, &resp.base);
     }
     recd__v1__set_personalization_request__free_unpacked(rq, NULL);
+}
+
+static void svc_upsert_items(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__UpsertItemsRequest *rq = recd__v1__upsert_items_request__unpack(NULL, len, req);
+    if (!rq) {
+        reply_malformed(reply, "UpsertItemsRequest");
+        return;
+    }
+    int failed;
+    catalog_item *items = records_alloc(rq->n_items, sizeof *items, &failed);
+    for (size_t i = 0; items && i < rq->n_items; i++) {
+        const Recd__V1__Item *it = rq->items[i];
+        items[i] =
+            (catalog_item){it->item_id,  it->categories, it->n_categories, it->labels,
+                           it->n_labels, it->title,      it->price,        it->published_unix};
+    }
+    core_write_reply w;
+    char version[MODEL_VERSION_MAX];
+    err_t e;
+    if (failed) {
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu items", rq->n_items);
+    } else if (core_upsert_items(s->core, items, rq->n_items, &w, version, &e)) {
+        reply_err(reply, &e);
+    } else {
+        size_t n = w.n_rejected;
+        Recd__V1__RejectedItem **ptrs = malloc((n ? n : 1) * (sizeof *ptrs + sizeof **ptrs));
+        if (!ptrs) {
+            rpc_reply_error(reply, ERR_NOMEM, "out of memory building the response");
+        } else {
+            Recd__V1__RejectedItem *rejected = (Recd__V1__RejectedItem *)(ptrs + n);
+            for (size_t i = 0; i < n; i++) {
+                recd__v1__rejected_item__init(&rejected[i]);
+                rejected[i].index = w.rejected[i].index;
+                rejected[i].reason = w.rejected[i].reason;
+                ptrs[i] = &rejected[i];
+            }
+            Recd__V1__UpsertItemsResponse resp = RECD__V1__UPSERT_ITEMS_RESPONSE__INIT;
+            resp.accepted = w.accepted;
+            resp.rejected = ptrs;
+            resp.n_rejected = n;
+            resp.model_version = version;
+            reply_pack(reply, &resp.base);
+            free(ptrs);
+        }
+        core_write_reply_free(&w);
+    }
+    free(items);
+    recd__v1__upsert_items_request__free_unpacked(rq, NULL);
 }
 
 static void svc_set_experiment(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
@@ -810,6 +862,8 @@ int svc_open(core *c, svc **out, err_t *e) {
          &recd__v1__record_feedback_request__descriptor},
         {"/recd.v1.Recommender/SetExperiment", svc_set_experiment, NULL, NULL, 1, 0,
          &recd__v1__set_experiment_request__descriptor},
+        {"/recd.v1.Recommender/UpsertItems", svc_upsert_items, NULL, NULL, 1, 0,
+         &recd__v1__upsert_items_request__descriptor},
         {"/grpc.health.v1.Health/Check", svc_health, NULL, NULL, 0, 0,
          &grpc__health__v1__health_check_request__descriptor},
     };

@@ -397,7 +397,7 @@ static int write_report(FILE *md, const eval_args *a, const eval_outcome *o, con
 
 /* --- --bought-together --------------------------------------------------- */
 
-/* SIMILAR of an ALS model as the server answers it (score_similar): the
+/* SIMILAR of an ALS model as the server answers it (score_similar_query): the
  * mean cosine to the seeds, items without a direction never. */
 typedef struct cosine_ranker {
     const als_factors *f;

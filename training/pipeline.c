@@ -40,7 +40,9 @@ typedef struct forgotten_scan {
     uint32_t n;
 } forgotten_scan;
 
-static void mark_forgotten(void *ctx, const char *id, size_t len, const void *value) {
+static void mark_forgotten(void *ctx, const char *id, size_t len, const void *value,
+                           size_t value_len) {
+    (void)value_len; /* the store's fixed size */
     forgotten_scan *f = ctx;
     uint32_t u;
     if (privacy_of_value(value) == PRIVACY_FORGOTTEN &&
@@ -403,6 +405,8 @@ int pipeline_train(ev_set *history, const pipeline_params *p, const char *model_
         in.item_labels = p->items->labels;
         in.item_map = imap.map;
         in.meta.item_map_lambda = imap.lambda;
+        snprintf(in.meta.item_category_column, sizeof in.meta.item_category_column, "%s",
+                 p->items->category_column);
         if (p->items->published || p->items->price) {
             item_published = calloc((size_t)n_items + 1, sizeof *item_published);
             price = malloc(((size_t)n_items + 1) * sizeof *price);

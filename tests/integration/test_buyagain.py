@@ -158,7 +158,6 @@ def test_a_member_without_purchases_gets_an_empty_list(bstub, pb):
 @pytest.mark.parametrize("mode,code,words", [
     (99, grpc.StatusCode.INVALID_ARGUMENT, "not a RecommendMode"),
     (-1, grpc.StatusCode.INVALID_ARGUMENT, "not a RecommendMode"),
-    (1, grpc.StatusCode.UNIMPLEMENTED, "NEW_ARRIVALS"),
     (2, grpc.StatusCode.UNIMPLEMENTED, "TRENDING"),
 ])
 def test_modes_not_served_are_refused_with_a_message(bstub, pb, mode, code, words):

@@ -91,6 +91,7 @@ REQUEST_TYPES = {
     "SetPersonalization": lambda pb: pb.rec.SetPersonalizationRequest,
     "RecordFeedback": lambda pb: pb.rec.RecordFeedbackRequest,
     "SetExperiment": lambda pb: pb.rec.SetExperimentRequest,
+    "UpsertItems": lambda pb: pb.rec.UpsertItemsRequest,
 }
 
 
@@ -132,6 +133,11 @@ def cases():
          READ),
         ("SetItemAvailability", {"items": [{"itemId": "i140", "available": True}]}, "OK", WRITE),
         ("SetItemBoosts", {"boosts": [{"itemId": "i141", "multiplier": 1.5}]}, "OK", WRITE),
+        ("UpsertItems", {"items": [{"itemId": "n1", "categories": ["c"], "labels": ["x:y"],
+                                    "title": "A new thing", "price": 2.5,
+                                    "publishedUnix": "1700000000"}, {"itemId": ""}]}, "OK",
+         WRITE),
+        ("UpsertItems", {"items": [{"itemId": "n2", "price": "NaN"}]}, "OK", WRITE),
         ("SetItemBoosts", {"boosts": [{"itemId": "i141", "multiplier": -1}]}, "INVALID_ARGUMENT",
          WRITE),
         ("ForgetUser", {"userId": "u399"}, "OK", WRITE),
