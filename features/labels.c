@@ -648,3 +648,189 @@ void labels_print_summary(FILE *f, const char *path, const char *what, const lab
                 (unsigned long long)s->labels_dropped, LABELS_MAX_DISTINCT);
     fputc('\n', f);
 }
+
+/* ---- items described at run time ------------------------------------------ */
+
+/* The labels of one described item, interned into a table. */
+typedef struct up_row {
+    labels_table *t;
+    const idmap *words; /* word labels shared by enough titles */
+    const uint32_t *word_rows;
+    uint32_t known; /* labels of t before the call: its words count as shared */
+    uint32_t idx[LABELS_MAX_PER_ROW + LABELS_MAX_WORDS + 1];
+    uint32_t n, n_words;
+    int err;
+} up_row;
+
+static void up_add(up_row *r, const char *label, size_t len, int word) {
+    uint32_t idx;
+    int have = idmap_find(r->t->labels, label, len, &idx) == ERR_OK;
+    if (word && !(have && idx < r->known)) {
+        uint32_t w;
+        if (idmap_find(r->words, label, len, &w) != ERR_OK ||
+            r->word_rows[w] < LABELS_MIN_WORD_ROWS)
+            return;
+    }
+    if (word && r->n_words == LABELS_MAX_WORDS) return;
+    if (!have) {
+        if (idmap_size(r->t->labels) == LABELS_MAX_DISTINCT) return;
+        if (idmap_intern(r->t->labels, label, len, &idx)) {
+            r->err = ERR_NOMEM;
+            return;
+        }
+    }
+    for (uint32_t k = 0; k < r->n; k++)
+        if (r->idx[k] == idx) return;
+    if (r->n == sizeof r->idx / sizeof r->idx[0]) return;
+    r->idx[r->n++] = idx;
+    r->n_words += word != 0;
+}
+
+static void up_word(void *ctx, const char *w, size_t n) {
+    char label[LABELS_MAX_LEN];
+    memcpy(label, "word:", 5);
+    memcpy(label + 5, w, n);
+    up_add(ctx, label, n + 5, 1);
+}
+
+/* Counts, per distinct word label, the titles that have it. */
+typedef struct up_count {
+    idmap *words;
+    uint32_t *rows;
+    size_t cap;
+    uint32_t seen[LABELS_MAX_WORDS * 4], n_seen;
+    int err;
+} up_count;
+
+static void up_count_word(void *ctx, const char *w, size_t n) {
+    up_count *c = ctx;
+    char label[LABELS_MAX_LEN];
+    memcpy(label, "word:", 5);
+    memcpy(label + 5, w, n);
+    uint32_t idx;
+    if (c->err || c->n_seen == sizeof c->seen / sizeof c->seen[0]) return;
+    uint32_t before = idmap_size(c->words);
+    if (idmap_intern(c->words, label, n + 5, &idx) ||
+        grow((void **)&c->rows, &c->cap, (size_t)idx + 1, sizeof *c->rows)) {
+        c->err = ERR_NOMEM;
+        return;
+    }
+    if (idx == before) c->rows[idx] = 0; /* a word first seen */
+    for (uint32_t k = 0; k < c->n_seen; k++)
+        if (c->seen[k] == idx) return;
+    c->seen[c->n_seen++] = idx;
+    c->rows[idx]++;
+}
+
+int labels_table_upsert(labels_table *t, const labels_item *items, size_t n, err_t *e) {
+    if (!t->ids) {
+        memset(t, 0, sizeof *t);
+        t->ids = idmap_new();
+        t->labels = idmap_new();
+        t->categories = idmap_new();
+        t->indptr = calloc(1, sizeof *t->indptr);
+        if (!t->ids || !t->labels || !t->categories || !t->indptr)
+            return err_set(e, ERR_NOMEM, "catalogue: out of memory");
+    }
+    up_count cnt = {.words = idmap_new()};
+    int rc = cnt.words ? ERR_OK : ERR_NOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        cnt.n_seen = 0;
+        labels_text_words(items[i].title, strlen(items[i].title), up_count_word, &cnt);
+        rc = cnt.err;
+    }
+    uint32_t n_old = idmap_size(t->ids), known = idmap_size(t->labels);
+    uint32_t *which = NULL, *index = NULL;
+    uint64_t *indptr = NULL;
+    size_t cap_index = 0;
+    if (!rc && !(which = malloc(((size_t)n_old + n + 1) * sizeof *which))) rc = ERR_NOMEM;
+    for (size_t r = 0; !rc && r < (size_t)n_old + n; r++)
+        which[r] = UINT32_MAX;
+    int any_cat = t->category != NULL, any_price = t->price != NULL,
+        any_time = t->published != NULL;
+    for (size_t i = 0; !rc && i < n; i++) {
+        uint32_t row;
+        if (idmap_intern(t->ids, items[i].id, strlen(items[i].id), &row))
+            rc = ERR_NOMEM;
+        else
+            which[row] = (uint32_t)i; /* the last description of an id wins */
+        any_cat |= items[i].n_categories > 0;
+        any_price |= items[i].price > 0;
+        any_time |= items[i].published > 0;
+    }
+    uint32_t n_rows = idmap_size(t->ids);
+    if (!rc && !(indptr = calloc((size_t)n_rows + 1, sizeof *indptr))) rc = ERR_NOMEM;
+    if (!rc && any_cat && !t->category_column[0])
+        snprintf(t->category_column, sizeof t->category_column, "category");
+    /* The per-row arrays grow to n_rows, new rows unknown. */
+    if (!rc && any_cat) {
+        uint32_t *a = realloc(t->category, ((size_t)n_rows + 1) * sizeof *a);
+        if (!a) rc = ERR_NOMEM;
+        for (uint32_t r = t->category ? n_old : 0; a && r < n_rows; r++)
+            a[r] = UINT32_MAX;
+        if (a) t->category = a;
+    }
+    if (!rc && any_price) {
+        float *a = realloc(t->price, ((size_t)n_rows + 1) * sizeof *a);
+        if (!a) rc = ERR_NOMEM;
+        for (uint32_t r = t->price ? n_old : 0; a && r < n_rows; r++)
+            a[r] = NAN;
+        if (a) t->price = a;
+    }
+    if (!rc && any_time) {
+        int64_t *a = realloc(t->published, ((size_t)n_rows + 1) * sizeof *a);
+        if (!a) rc = ERR_NOMEM;
+        for (uint32_t r = t->published ? n_old : 0; a && r < n_rows; r++)
+            a[r] = 0;
+        if (a) t->published = a;
+    }
+    for (uint32_t r = 0; !rc && r < n_rows; r++) {
+        up_row row = {.t = t, .words = cnt.words, .word_rows = cnt.rows, .known = known};
+        const labels_item *it = which[r] == UINT32_MAX ? NULL : &items[which[r]];
+        if (!it) {
+            for (uint64_t k = t->indptr[r]; k < t->indptr[r + 1]; k++)
+                row.idx[row.n++] = t->index[k];
+        } else {
+            char label[2 * LABELS_MAX_LEN + 2];
+            for (size_t k = 0; k < it->n_labels && k < LABELS_MAX_PER_ROW; k++)
+                up_add(&row, it->labels[k], strlen(it->labels[k]), 0);
+            for (size_t k = 0; k < it->n_categories; k++) {
+                int len =
+                    snprintf(label, sizeof label, "%s:%s", t->category_column, it->categories[k]);
+                if (len > 0 && (size_t)len <= LABELS_MAX_LEN) up_add(&row, label, (size_t)len, 0);
+            }
+            if (it->price > 0) {
+                int len = labels_price_band(it->price, label, sizeof label);
+                up_add(&row, label, (size_t)len, 0);
+            }
+            labels_text_words(it->title, strlen(it->title), up_word, &row);
+            qsort(row.idx, row.n, sizeof *row.idx, u32_cmp);
+            if (it->n_categories && idmap_intern(t->categories, it->categories[0],
+                                                 strlen(it->categories[0]), &t->category[r]))
+                row.err = ERR_NOMEM;
+            if (it->price > 0) t->price[r] = (float)it->price;
+            if (it->published > 0) t->published[r] = it->published;
+        }
+        if ((rc = row.err)) break;
+        indptr[r + 1] = indptr[r] + row.n;
+        if (grow((void **)&index, &cap_index, indptr[r + 1] ? indptr[r + 1] : 1, sizeof *index)) {
+            rc = ERR_NOMEM;
+            break;
+        }
+        memcpy(index + indptr[r], row.idx, row.n * sizeof *row.idx);
+    }
+    if (!rc) {
+        free(t->indptr);
+        free(t->index);
+        t->indptr = indptr, indptr = NULL;
+        t->index = index ? index : malloc(1), index = NULL;
+        if (!t->index) rc = ERR_NOMEM;
+    }
+    free(indptr);
+    free(index);
+    free(which);
+    free(cnt.rows);
+    idmap_free(cnt.words);
+    if (rc) return err_set(e, rc, "catalogue: out of memory for %zu described items", n);
+    return ERR_OK;
+}

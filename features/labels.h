@@ -126,6 +126,32 @@ uint32_t labels_rows(const labels_table *t);
 /* Row r's label indexes (into t->labels); *n gets their count. */
 const uint32_t *labels_row(const labels_table *t, uint32_t r, uint32_t *n);
 
+/* An item as a storefront describes it at run time (UpsertItems): what a
+ * row of a catalogue file says, in fields. Strings are NUL-terminated and
+ * belong to whoever filled the struct. */
+typedef struct labels_item {
+    const char *id;
+    char *const *categories;
+    size_t n_categories;
+    char *const *labels; /* whole labels, as a catalogue makes them: "genre:Comedy" */
+    size_t n_labels;
+    const char *title; /* "" = none; its words become "word:w" labels */
+    double price;      /* >= 0, 0 = unknown (proto3's unset) */
+    int64_t published; /* unix s, 0 = unknown */
+} labels_item;
+
+/* Applies n described items to t, a table read from a file or zeroed (then
+ * it is made here; the caller frees it with labels_table_free either way):
+ * an id t has gets its row replaced (a price or time of 0 keeps the row's),
+ * a new one is appended. Labels as a file row would make them: the given
+ * ones, "<category column>:c" for each category (t's column, or "category"
+ * when t has none, which then becomes t's), the price band, and the title's
+ * words that t already has as labels or that LABELS_MIN_WORD_ROWS of the
+ * items' titles share; the first category is the row's. Labels past
+ * LABELS_MAX_DISTINCT are dropped. Returns ERR_OK or ERR_NOMEM (t is then
+ * still a valid table to free). */
+int labels_table_upsert(labels_table *t, const labels_item *items, size_t n, err_t *e);
+
 /* Calls fn(ctx, w, n) for each word of text s[0..len) as the text column
  * makes them, in order and repeats included: lower-cased ASCII, one-byte
  * words and stop words dropped (the rare-word rule needs a whole file and

@@ -58,7 +58,9 @@ unsigned long catalog_generation(catalog *c);
 
 /* --- descriptions (UpsertItems) ------------------------------------------- */
 
-#define CATALOG_ITEMS_DIR "items" /* the descriptions' folder in a server's events folder */
+/* The folders of the rules and of the descriptions in a server's events folder. */
+#define CATALOG_RULES_DIR "item-rules"
+#define CATALOG_ITEMS_DIR "items"
 /* The caps of a description: those of a row of a catalogue file. */
 #define CATALOG_MAX_CATEGORIES 16             /* categories of one item */
 #define CATALOG_MAX_LABELS LABELS_MAX_PER_ROW /* labels of one item */
@@ -66,18 +68,9 @@ unsigned long catalog_generation(catalog *c);
 #define CATALOG_MAX_TITLE 1024                /* bytes of a title */
 #define CATALOG_REASON 160 /* bytes of a reason made up by catalog_item_problem */
 
-/* An item as the storefront describes it. Strings are NUL-terminated and
- * belong to whoever filled the struct. */
-typedef struct catalog_item {
-    const char *id;
-    char *const *categories;
-    size_t n_categories;
-    char *const *labels; /* as training's catalogue makes them: "genre:Comedy" */
-    size_t n_labels;
-    const char *title; /* "" = none; its words become "word:w" labels */
-    double price;      /* >= 0, 0 = unknown (proto3's unset) */
-    int64_t published; /* unix s, 0 = unknown */
-} catalog_item;
+/* An item as the storefront describes it: a row of a catalogue file, in
+ * fields (features/labels.h). */
+typedef labels_item catalog_item;
 
 /* Why it cannot be stored (a static text, or one written into buf of
  * CATALOG_REASON bytes), or NULL when it can: an id that is empty, too

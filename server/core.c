@@ -265,7 +265,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
     int rc = core__variants(c, o, e);
     char rules_dir[4096], items_dir[4096], privacy_dir[4096], feedback_dir[4096], exp_dir[4096];
     const char *ev = o->events_dir;
-    if (!rc && ev && !(rc = subdir(rules_dir, ev, "item-rules", e)) &&
+    if (!rc && ev && !(rc = subdir(rules_dir, ev, CATALOG_RULES_DIR, e)) &&
         !(rc = subdir(items_dir, ev, CATALOG_ITEMS_DIR, e)) &&
         !(rc = subdir(privacy_dir, ev, PRIVACY_DIR, e)) &&
         !(rc = subdir(feedback_dir, ev, "feedback", e)) &&

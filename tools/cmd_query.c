@@ -30,7 +30,9 @@ static const char query_usage[] =
     "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
     "      [--diversity D] [--category C]\n"
     "      [--mode M]     default, buy-again (only items USER bought before, most due\n"
-    "                     first), new-arrivals or trending (not served yet), or a number\n"
+    "                     first), new-arrivals (published in the last --new-days N, default\n"
+    "                     30), trending, or a number\n"
+    "      [--label L]... the visitor's attributes (user_labels: 'age_band:20-29')\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
     "      [--together]   the items most bought together with them instead\n"
     "      [--exclude ITEM]... [--category C]\n"
@@ -39,6 +41,8 @@ static const char query_usage[] =
     "      [--quantity N] [--price P] [--time UNIX]\n"
     "  available ITEM yes|no  marks ITEM in or out of stock\n"
     "  boost ITEM MULT    multiplies ITEM's score by MULT (1 = no boost)\n"
+    "  upsert ITEM        UpsertItems: describes ITEM (new or known), servable at once\n"
+    "      [--category C] [--label L]... [--title T] [--price P] [--time UNIX]\n"
     "  churn USER         USER's churn probability, risk band, segment, tier, RFM and the\n"
     "                     factors that push the score most\n"
     "  targets            streams campaign targets (one line each; --csv for a spreadsheet)\n"
@@ -275,7 +279,10 @@ enum {
     OPT_USER,
     OPT_SALT,
     OPT_SHARE,
-    OPT_TOGETHER
+    OPT_TOGETHER,
+    OPT_LABEL,
+    OPT_NEW_DAYS,
+    OPT_TITLE
 };
 
 /* Everything the command line says; the lists point into argv. */
@@ -287,9 +294,10 @@ typedef struct query_args {
     uint32_t k, quantity, repeat;
     double price;
     int64_t time;
-    const char *category, *item;
-    char **exclude, **context, **segments, **tiers;
-    size_t n_exclude, n_context, n_segments, n_tiers;
+    const char *category, *item, *title;
+    char **exclude, **context, **segments, **tiers, **labels;
+    size_t n_exclude, n_context, n_segments, n_tiers, n_labels;
+    uint32_t new_days;
     float min_prob, max_prob;
     uint32_t viewed_days, limit;
     int order, csv;
@@ -385,6 +393,9 @@ static int q_recommend(client *c, const query_args *a) {
     rq.diversity = a->diversity;
     rq.category = (char *)(a->category ? a->category : "");
     rq.mode = (Recd__V1__RecommendRequest__RecommendMode)a->mode;
+    rq.user_labels = a->labels;
+    rq.n_user_labels = a->n_labels;
+    rq.new_days = a->new_days;
     return run_call(c, a, "/recd.v1.Recommender/Recommend", &rq.base,
                     &recd__v1__recommend_response__descriptor, show_recommend);
 }
@@ -437,6 +448,44 @@ static int q_event(client *c, const query_args *a) {
     rq.n_events = 1;
     return run_call(c, a, "/recd.v1.Recommender/RecordEvents", &rq.base,
                     &recd__v1__record_events_response__descriptor, show_events);
+}
+
+static void show_upserted(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__UpsertItemsResponse *r = (const Recd__V1__UpsertItemsResponse *)msg;
+    if (json) {
+        printf("{\"accepted\":%u,\"modelVersion\":", r->accepted);
+        json_string(r->model_version);
+        printf(",\"rejected\":[");
+        for (size_t i = 0; i < r->n_rejected; i++) {
+            printf("%s{\"index\":%u,\"reason\":", i ? "," : "", r->rejected[i]->index);
+            json_string(r->rejected[i]->reason);
+            printf("}");
+        }
+        printf("]}\n");
+        return;
+    }
+    printf("accepted %u (model %s)\n", r->accepted, r->model_version);
+    for (size_t i = 0; i < r->n_rejected; i++)
+        printf("rejected item %u: %s\n", r->rejected[i]->index, r->rejected[i]->reason);
+}
+
+static int q_upsert(client *c, const query_args *a) {
+    if (a->n_pos != 1) return 2;
+    Recd__V1__Item item = RECD__V1__ITEM__INIT, *itemp = &item;
+    char *category = (char *)a->category;
+    item.item_id = a->pos[0];
+    item.categories = category ? &category : NULL;
+    item.n_categories = category != NULL;
+    item.labels = a->labels;
+    item.n_labels = a->n_labels;
+    item.title = (char *)(a->title ? a->title : "");
+    item.price = a->price;
+    item.published_unix = a->time;
+    Recd__V1__UpsertItemsRequest rq = RECD__V1__UPSERT_ITEMS_REQUEST__INIT;
+    rq.items = &itemp;
+    rq.n_items = 1;
+    return run_call(c, a, "/recd.v1.Recommender/UpsertItems", &rq.base,
+                    &recd__v1__upsert_items_response__descriptor, show_upserted);
 }
 
 static int q_available(client *c, const query_args *a) {
@@ -728,7 +777,7 @@ static const struct {
                {"optout", q_optout},       {"churn", q_churn},           {"targets", q_targets},
                {"recommend", q_recommend}, {"similar", q_similar},       {"rerank", q_rerank},
                {"event", q_event},         {"available", q_available},   {"boost", q_boost},
-               {"info", q_info},           {"health", q_health}};
+               {"info", q_info},           {"health", q_health},         {"upsert", q_upsert}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */
@@ -764,6 +813,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"salt", required_argument, 0, OPT_SALT},
         {"share", required_argument, 0, OPT_SHARE},
         {"together", no_argument, 0, OPT_TOGETHER},
+        {"label", required_argument, 0, OPT_LABEL},
+        {"new-days", required_argument, 0, OPT_NEW_DAYS},
+        {"title", required_argument, 0, OPT_TITLE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -775,7 +827,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
     a->segments = calloc((size_t)argc, sizeof *a->segments);
     a->tiers = calloc((size_t)argc, sizeof *a->tiers);
     a->shares = calloc((size_t)argc, sizeof *a->shares);
-    if (!a->exclude || !a->context || !a->segments || !a->tiers || !a->shares) return 2;
+    a->labels = calloc((size_t)argc, sizeof *a->labels);
+    if (!a->exclude || !a->context || !a->segments || !a->tiers || !a->shares || !a->labels)
+        return 2;
     int opt;
     float f;
     uint64_t u;
@@ -892,6 +946,15 @@ static int parse_args(int argc, char **argv, query_args *a) {
         case OPT_USER:
             a->user = optarg;
             break;
+        case OPT_LABEL:
+            a->labels[a->n_labels++] = optarg;
+            break;
+        case OPT_TITLE:
+            a->title = optarg;
+            break;
+        case OPT_NEW_DAYS:
+            if (opts_u32("new-days", optarg, 0, UINT32_MAX, &a->new_days)) return 2;
+            break;
         case OPT_SALT:
             a->salt = optarg;
             break;
@@ -930,6 +993,7 @@ int cmd_query(int argc, char **argv) {
         free(a.segments);
         free(a.tiers);
         free(a.shares);
+        free(a.labels);
         return status < 0 ? 0 : status;
     }
     const char *action = a.pos[-1];
@@ -975,5 +1039,6 @@ int cmd_query(int argc, char **argv) {
     free(a.segments);
     free(a.tiers);
     free(a.shares);
+    free(a.labels);
     return status;
 }

@@ -1,12 +1,15 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "churn.h"
 #include "clock.h"
 #include "cmd.h"
 #include "busload.h"
+#include "catalog.h"
 #include "opts.h"
 #include "pipeline.h"
 
@@ -145,6 +148,94 @@ fail:
     fprintf(stderr, "recd: %s\n", e.msg);
     ev_set_free(history);
     return -1;
+}
+
+/* The descriptions a server was given (UpsertItems), copied out of its
+ * catalog: each in one block (strings and lists) that the copy owns. */
+typedef struct upserted {
+    labels_item *items;
+    size_t n, cap;
+    int failed;
+} upserted;
+
+static char *copy_str(char **at, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *out = memcpy(*at, s, n);
+    *at += n;
+    return out;
+}
+
+static void copy_item(void *ctx, const catalog_item *it) {
+    upserted *u = ctx;
+    if (u->failed) return;
+    size_t bytes =
+        (it->n_categories + it->n_labels) * sizeof(char *) + strlen(it->id) + strlen(it->title) + 2;
+    for (size_t k = 0; k < it->n_categories; k++)
+        bytes += strlen(it->categories[k]) + 1;
+    for (size_t k = 0; k < it->n_labels; k++)
+        bytes += strlen(it->labels[k]) + 1;
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? 2 * u->cap : 64;
+        labels_item *items = realloc(u->items, cap * sizeof *items);
+        if (!items) {
+            u->failed = 1;
+            return;
+        }
+        u->items = items;
+        u->cap = cap;
+    }
+    char **lists = malloc(bytes);
+    if (!lists) {
+        u->failed = 1;
+        return;
+    }
+    char *at = (char *)(lists + it->n_categories + it->n_labels);
+    labels_item *c = &u->items[u->n++];
+    *c = *it;
+    c->id = copy_str(&at, it->id);
+    c->title = copy_str(&at, it->title);
+    for (size_t k = 0; k < it->n_categories; k++)
+        lists[k] = copy_str(&at, it->categories[k]);
+    for (size_t k = 0; k < it->n_labels; k++)
+        lists[it->n_categories + k] = copy_str(&at, it->labels[k]);
+    c->categories = lists;
+    c->labels = lists + it->n_categories;
+}
+
+/* Applies the items a server in events_dir was given (UpsertItems) to the
+ * item catalogue *items (read from --items, or zeroed), reporting on
+ * stderr; *any is set when there were some. Returns 0, or -1 after
+ * printing why. */
+static int add_upserted(const char *events_dir, labels_table *items, int *any) {
+    char rules[4096], descs[4096];
+    struct stat st;
+    *any = 0;
+    if (snprintf(descs, sizeof descs, "%s/%s", events_dir, CATALOG_ITEMS_DIR) >=
+            (int)sizeof descs ||
+        stat(descs, &st) != 0)
+        return 0; /* a server that was never given any */
+    snprintf(rules, sizeof rules, "%s/%s", events_dir, CATALOG_RULES_DIR);
+    catalog *cat;
+    err_t e;
+    if (catalog_open(rules, descs, &cat, &e)) {
+        fprintf(stderr, "recd: %s: %s\n", descs, e.msg);
+        return -1;
+    }
+    upserted u = {0};
+    catalog_each_item(cat, copy_item, &u);
+    catalog_close(cat);
+    int rc = u.failed ? err_set(&e, ERR_NOMEM, "out of memory") : ERR_OK;
+    if (!rc && u.n) rc = labels_table_upsert(items, u.items, u.n, &e);
+    if (rc)
+        fprintf(stderr, "recd: %s: %s\n", descs, e.msg);
+    else if (u.n)
+        fprintf(stderr, "catalogue: %zu items described to the server (UpsertItems) from %s\n", u.n,
+                descs);
+    *any = u.n > 0;
+    for (size_t i = 0; i < u.n; i++)
+        free((void *)u.items[i].categories);
+    free(u.items);
+    return rc ? -1 : 0;
 }
 
 /* Appends the events of the bus to history, reporting on stderr. Returns 0,
@@ -326,7 +417,13 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     labels_table items, users;
+    int described = 0;
     if (opts_load_catalog(&cat, &io, &items, &users)) return 1;
+    if (events_dir && add_upserted(events_dir, &items, &described)) {
+        labels_table_free(&items);
+        labels_table_free(&users);
+        return 1;
+    }
     if (load_histories(input, &io, events_dir, weights, &history) ||
         (bus_urls && add_bus(&history, bus_urls, bus_stream, weights))) {
         labels_table_free(&items);
@@ -334,7 +431,7 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     struct pipeline_maps maps = {0};
-    pp.items = cat.items_path ? &items : NULL;
+    pp.items = cat.items_path || described ? &items : NULL;
     pp.users = cat.users_path ? &users : NULL;
     pp.maps = &maps;
     int status = opts_train_publish(&history, &pp, model_dir, start);

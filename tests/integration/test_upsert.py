@@ -10,6 +10,7 @@ of items (colour as the category column, titles) and members (taste):
 - a visitor with labels only gets ATTRIBUTES, different from POPULAR and
   closer to their group's taste."""
 import csv
+import json
 import random
 import struct
 import time
@@ -17,7 +18,7 @@ import time
 import grpc
 import pytest
 
-from conftest import Server, raw_call, train
+from conftest import Server, raw_call, run, train
 
 N_ITEMS = 12
 NOW = int(time.time())
@@ -74,7 +75,7 @@ def ids(reply):
     return [i.item_id for i in reply.items]
 
 
-def test_upserted_items_are_served_at_once_and_after_restart(model, tmp_path, pb):
+def test_upserted_items_are_served_at_once_and_after_restart(shop, model, tmp_path, pb):
     events = tmp_path / "events"
     s = Server(model, tmp_path, "--events", events)
     try:
@@ -90,6 +91,14 @@ def test_upserted_items_are_served_at_once_and_after_restart(model, tmp_path, pb
         check_served(pb.rec_grpc.RecommenderStub(s.channel), pb)
     finally:
         assert s.stop() == 0
+    # The next training reads them: items of the model, with their
+    # publication time, and a vector from their labels.
+    m2 = tmp_path / "m2"
+    p = train(shop / "shop.csv", m2, "--events", events)
+    assert "2 items described to the server (UpsertItems)" in p.stderr, p.stderr
+    info = json.loads(run("inspect", "--model", m2, "--item", "rfresh1", "--json").stdout)
+    assert info["item"]["published_unix"] == NOW - 3600
+    assert info["item"]["norm"] > 0
 
 
 def check_served(stub, pb):
@@ -238,5 +247,22 @@ def test_visitor_with_labels_gets_attributes(model, tmp_path, pb):
         # A member with history keeps their own vector.
         r = stub.Recommend(pb.rec.RecommendRequest(user_id="u0", k=5, user_labels=["taste:blue"]))
         assert r.strategy == pb.rec.PERSONALIZED
+    finally:
+        assert s.stop() == 0
+
+
+def test_query_upsert_and_labels(model, tmp_path):
+    s = Server(model, tmp_path, "--events", tmp_path / "events")
+    try:
+        p = run("query", "--server", s.address, "upsert", "cli-red", "--category", "red",
+                "--title", "A red thing", "--price", 4, "--time", NOW - 60)
+        assert p.stdout.startswith("accepted 1 (model "), p.stdout
+        p = run("query", "--server", s.address, "--json", "recommend", "", "--label",
+                "taste:red", "--mode", "new-arrivals", "--new-days", 2)
+        r = json.loads(p.stdout)
+        assert r["strategy"] == "NEW_ARRIVALS" and [i["item_id"] for i in r["items"]] == \
+            ["cli-red"], r
+        p = run("query", "--server", s.address, "upsert", "", check=False)
+        assert p.returncode == 0 and "rejected item 0: item_id is empty" in p.stdout, p.stdout
     finally:
         assert s.stop() == 0

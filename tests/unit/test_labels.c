@@ -128,3 +128,59 @@ Test(labels, bad_price_and_time_and_missing_column) {
     cr_assert(strstr(e.msg, "description"));
     labels_table_free(&t);
 }
+
+Test(labels, described_items_replace_and_append_rows) {
+    const char *csv = "item_id,cat,title,price\n"
+                      "m1,film,The red mug,2.5\n"
+                      "m2,film,A red mug,3\n";
+    labels_options o;
+    labels_options_init(&o);
+    o.category_col = "cat";
+    o.text_col = "title";
+    o.price_col = "price";
+    labels_table t;
+    labels_stats st;
+    read_ok(csv, &o, &t, &st);
+    cr_assert_str_eq(t.category_column, "cat");
+    char *cats[] = {"book"}, *labels[] = {"brand:acme"};
+    labels_item items[] = {
+        /* m2 described again: its row is replaced, its price kept (0 = unknown) */
+        {"m2", cats, 1, labels, 1, "A blue kettle", 0, 1700000000},
+        /* new: "mug" is a word the file has; "kettle" is in two titles; "lonely" in one */
+        {"n1", NULL, 0, NULL, 0, "Kettle and mug, lonely", 40, 0},
+    };
+    err_t e;
+    cr_assert_eq(labels_table_upsert(&t, items, 2, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(labels_rows(&t), 3);
+    cr_assert_eq(has_label(&t, "m2", "cat:book"), 1);
+    cr_assert_eq(has_label(&t, "m2", "cat:film"), 0);
+    cr_assert_eq(has_label(&t, "m2", "brand:acme"), 1);
+    cr_assert_eq(has_label(&t, "m2", "word:kettle"), 1);
+    cr_assert_eq(has_label(&t, "m2", "word:blue"), 0, "in one title only");
+    cr_assert_eq(has_label(&t, "m1", "cat:film"), 1, "a row not described is kept");
+    cr_assert_eq(has_label(&t, "n1", "word:mug"), 1);
+    cr_assert_eq(has_label(&t, "n1", "word:kettle"), 1);
+    cr_assert_eq(has_label(&t, "n1", "word:lonely"), 0);
+    cr_assert_eq(has_label(&t, "n1", "price:2^5"), 1);
+    uint32_t m2, n1;
+    idmap_find(t.ids, "m2", 2, &m2);
+    idmap_find(t.ids, "n1", 2, &n1);
+    cr_assert_float_eq(t.price[m2], 3.0f, 1e-6);
+    cr_assert(isnan(t.price[n1]) == 0 && t.price[n1] == 40.0f);
+    size_t len;
+    cr_assert_eq(strncmp(idmap_key(t.categories, t.category[m2], &len), "book", 4), 0);
+    cr_assert_eq(t.category[n1], UINT32_MAX);
+    labels_table_free(&t);
+}
+
+Test(labels, described_items_make_a_table) {
+    labels_table t = {0};
+    char *cats[] = {"tea"};
+    labels_item it = {"x", cats, 1, NULL, 0, "", 0, 5};
+    err_t e;
+    cr_assert_eq(labels_table_upsert(&t, &it, 1, &e), ERR_OK, "%s", e.msg);
+    cr_assert_str_eq(t.category_column, "category");
+    cr_assert_eq(has_label(&t, "x", "category:tea"), 1);
+    cr_assert_eq(t.published[0], 5);
+    labels_table_free(&t);
+}
