@@ -267,76 +267,85 @@ static size_t excluded_model_items(const uint32_t *ex, size_t n, uint32_t n_item
     return k;
 }
 
-/* The call's score of item index (a model item, or an upserted one the
- * model does not know), after the storefront's multiplier: what the model
- * part would have given it. -INFINITY for an upserted item when there is
- * nothing to score it by (the most-popular list, an item-item model, a
- * model without an item label mapping). */
+/* The call's score of model item index after the storefront's multiplier:
+ * what the model part would have given it. (An upserted item the model does
+ * not know is scored by new_item_scores: never sold, the popularity blend
+ * adds nothing to it.) */
 static float candidate_score(const recommend_call *rc, uint32_t index) {
     const model *m = rc->sm->m;
     const model_meta *meta = model_info(m);
-    const core__upserts *up = &rc->mu->up;
-    const float *y;
-    float s = 0, mult;
-    if (index < meta->n_items) {
-        if (rc->strategy == CORE_POPULAR) {
-            s = model_item_popularity(m)[index];
-        } else {
-            if (rc->ii) {
-                s = rc->ii[index];
-            } else {
-                y = model_item_factors(m) + (size_t)index * meta->factors;
-                for (uint32_t f = 0; f < meta->factors; f++)
-                    s += rc->x[f] * y[f];
-            }
-            score_add_popularity(m, index, 1, &s);
-        }
-        mult = rc->mu->any ? rc->mu->v[index] : 1.0f;
+    float s = 0, mult = rc->mu->any ? rc->mu->v[index] : 1.0f;
+    if (rc->strategy == CORE_POPULAR) {
+        s = model_item_popularity(m)[index];
     } else {
-        uint32_t j = index - meta->n_items;
-        if (rc->strategy == CORE_POPULAR || rc->ii || !up->new_vectors) return -INFINITY;
-        /* Never sold: the popularity blend adds nothing. */
-        y = up->new_vectors + (size_t)j * meta->factors;
-        for (uint32_t f = 0; f < meta->factors; f++)
-            s += rc->x[f] * y[f];
-        mult = up->new_mult[j];
+        if (rc->ii) {
+            s = rc->ii[index];
+        } else {
+            const float *y = model_item_factors(m) + (size_t)index * meta->factors;
+            for (uint32_t f = 0; f < meta->factors; f++)
+                s += rc->x[f] * y[f];
+        }
+        score_add_popularity(m, index, 1, &s);
     }
     score_apply_multipliers(&s, &mult, 1);
     return s;
 }
 
+/* The call's scores of every upserted item the model does not know into
+ * sc (n_new floats): x . v (one sgemv) with the storefront's multiplier,
+ * -INFINITY for those the call excludes or whose category is not the
+ * call's, or all of them when there is nothing to score them by (see
+ * candidate_score). ex: the call's sorted exclusions (n_ex). */
+static void new_item_scores(const recommend_call *rc, const uint32_t *ex, size_t n_ex, float *sc) {
+    const model *m = rc->sm->m;
+    const core__upserts *up = &rc->mu->up;
+    uint32_t n_items = model_info(m)->n_items;
+    if (rc->strategy == CORE_POPULAR || rc->ii || !up->new_vectors) {
+        for (uint32_t j = 0; j < up->n_new; j++)
+            sc[j] = -INFINITY;
+        return;
+    }
+    score_vectors(up->new_vectors, up->n_new, model_info(m)->factors, rc->x, sc);
+    score_apply_multipliers(sc, up->new_mult, up->n_new);
+    /* Upserted items sort after the model's in the exclusions. */
+    for (size_t i = excluded_model_items(ex, n_ex, n_items); i < n_ex; i++)
+        sc[ex[i] - n_items] = -INFINITY;
+    if (rc->rq->category[0])
+        for (uint32_t j = 0; j < up->n_new; j++)
+            if (!core__in_category(m, up, n_items + j, &rc->category)) sc[j] = -INFINITY;
+}
+
 /* Ranks the upserted items the model part did not see - those it does not
  * know and, under a category filter, the known ones whose upsert named
- * categories - by candidate_score with the call's exclusions and category,
- * and merges the best into top (n entries, room for the call's k).
- * Returns the new count in *n, or ERR_NOMEM. */
+ * categories - by the call's scores with its exclusions and category, and
+ * merges the best into top (n entries, room for the call's k). Returns the
+ * new count in *n, or ERR_NOMEM. */
 static int merge_upserts(const recommend_call *rc, topk_entry *top, uint32_t *n, err_t *e) {
     const model *m = rc->sm->m;
     const core__upserts *up = &rc->mu->up;
     uint32_t n_items = model_info(m)->n_items, k = rc->rq->k;
     int category = rc->rq->category[0] != 0;
-    size_t cap = (size_t)up->n_new + (category ? up->n_rows : 0);
-    if (cap == 0 || (rc->strategy == CORE_POPULAR && !category)) return ERR_OK;
+    if ((up->n_new == 0 || rc->strategy == CORE_POPULAR) && !(category && up->n_rows))
+        return ERR_OK;
     uint32_t *ex = NULL;
     long n_ex = recommend_exclusions(rc, &ex);
-    topk_entry *cand = malloc((cap + k) * sizeof *cand);
-    if (n_ex < 0 || !cand) {
+    float *sc = malloc(((size_t)up->n_new + 1) * sizeof *sc);
+    topk_entry *cand = malloc(((size_t)2 * k + up->n_rows) * sizeof *cand);
+    if (n_ex < 0 || !sc || !cand) {
         free(ex);
+        free(sc);
         free(cand);
-        return err_set(e, ERR_NOMEM, "out of memory ranking %zu upserted items", cap);
+        return err_set(e, ERR_NOMEM, "out of memory ranking %u upserted items", up->n_new);
     }
-    uint32_t n_cand = 0;
-    for (size_t i = 0; i < cap; i++) {
-        uint32_t index = n_items + (uint32_t)i;
-        if (i >= up->n_new) {
-            size_t r = i - up->n_new;
-            index = up->row_item[r];
-            /* New items came first; a known one whose categories are the
-             * model's was ranked by the model part. */
-            if (index >= n_items || up->cat_ptr[r + 1] == up->cat_ptr[r]) continue;
-        }
-        if (excluded_has(ex, (size_t)n_ex, index) ||
-            (category && !core__in_category(m, up, index, &rc->category)))
+    new_item_scores(rc, ex, (size_t)n_ex, sc);
+    uint32_t n_cand = topk_select(sc, up->n_new, k, cand);
+    for (uint32_t i = 0; i < n_cand; i++)
+        cand[i].index += n_items;
+    /* Known items whose upsert named categories: the model part left them out. */
+    for (uint32_t r = 0; category && r < up->n_rows && up->row_item[r] < n_items; r++) {
+        uint32_t index = up->row_item[r];
+        if (up->cat_ptr[r + 1] == up->cat_ptr[r] || excluded_has(ex, (size_t)n_ex, index) ||
+            !core__in_category(m, up, index, &rc->category))
             continue;
         float s = candidate_score(rc, index);
         if (s > -INFINITY) cand[n_cand++] = (topk_entry){index, s};
@@ -347,6 +356,7 @@ static int merge_upserts(const recommend_call *rc, topk_entry *top, uint32_t *n,
     *n = n_cand < k ? n_cand : k;
     memcpy(top, cand, *n * sizeof *top);
     free(cand);
+    free(sc);
     free(ex);
     return ERR_OK;
 }
@@ -553,34 +563,38 @@ static int new_arrivals_answer(core *c, recommend_call *rc, core_list *out, err_
     int by_recency = rc->strategy == CORE_POPULAR || rc->ii || (up->n_new && !up->new_vectors);
     uint32_t *ex = NULL;
     long n_ex = recommend_exclusions(rc, &ex);
-    topk_entry *cand = NULL;
+    float *sc = malloc((n_all + 1) * sizeof *sc);
+    topk_entry *top = malloc(k * sizeof *top);
     uint32_t n = 0;
     int err = ERR_OK;
-    if (n_ex < 0 || (up->published && !(cand = malloc(n_all * sizeof *cand))))
-        err = err_set(e, ERR_NOMEM, "out of memory ranking new arrivals");
-    for (size_t i = 0; !err && up->published && i < n_all; i++) {
+    if (n_ex < 0 || !sc || !top) err = err_set(e, ERR_NOMEM, "out of memory ranking new arrivals");
+    if (!err && !by_recency) new_item_scores(rc, ex, (size_t)n_ex, sc + n_items);
+    for (size_t i = 0; !err && i < n_all; i++) {
         uint32_t index = (uint32_t)i;
-        int64_t t = up->published[index];
-        if (t <= 0 || t < since || t > now || excluded_has(ex, (size_t)n_ex, index) ||
-            (rq->category[0] && !core__in_category(m, up, index, &rc->category)))
-            continue;
-        float s;
-        if (by_recency) {
+        int64_t t = up->published ? up->published[index] : 0;
+        if (t <= 0 || t < since || t > now) {
+            sc[i] = -INFINITY;
+        } else if (by_recency) {
             float mult = index < n_items ? (rc->mu->any ? rc->mu->v[index] : 1.0f)
                                          : up->new_mult[index - n_items];
-            s = (float)((double)(t - since) / 86400.0);
-            score_apply_multipliers(&s, &mult, 1);
-        } else {
-            s = candidate_score(rc, index);
+            sc[i] = (float)((double)(t - since) / 86400.0);
+            score_apply_multipliers(&sc[i], &mult, 1);
+        } else if (index < n_items) {
+            sc[i] = candidate_score(rc, index);
         }
-        if (s > -INFINITY) cand[n++] = (topk_entry){index, s};
     }
+    for (size_t i = 0; !err && i < (size_t)n_ex; i++)
+        sc[ex[i]] = -INFINITY;
+    for (size_t i = 0; !err && rq->category[0] && i < n_all; i++)
+        if (sc[i] > -INFINITY && !core__in_category(m, up, (uint32_t)i, &rc->category))
+            sc[i] = -INFINITY;
     if (!err) {
-        topk_sort(cand, n);
+        n = topk_select(sc, (uint32_t)n_all, k, top);
         rc->strategy = CORE_NEW_ARRIVALS;
-        err = recommend_respond(c, rc, cand, n < k ? n : k, out, e);
+        err = recommend_respond(c, rc, top, n, out, e);
     }
-    free(cand);
+    free(sc);
+    free(top);
     free(ex);
     return err;
 }

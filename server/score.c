@@ -71,10 +71,15 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
     return rc;
 }
 
+void score_vectors(const float *rows, uint32_t n, uint32_t factors, const float *x, float *scores) {
+    if (n)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)factors, 1.0f, rows, (int)factors, x,
+                    1, 0.0f, scores, 1);
+}
+
 void score_items(const model *m, const float *x, float *scores) {
     const model_meta *mt = model_info(m);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_items, (int)mt->factors, 1.0f,
-                model_item_factors(m), (int)mt->factors, x, 1, 0.0f, scores, 1);
+    score_vectors(model_item_factors(m), mt->n_items, mt->factors, x, scores);
 }
 
 int score_item_rows(const model *m, uint32_t user, const score_signal *signals, size_t n,

@@ -71,6 +71,10 @@ size_t score_batch_workspace(size_t n);
  * best and n_best are not to be used). */
 int score_batch(const model *m, score_query *q, size_t n, float *work, err_t *e);
 
+/* scores[i] = x . rows[i] for n row-major vectors of factors floats (one
+ * sgemv): the items upserted beyond a model have their vectors apart. */
+void score_vectors(const float *rows, uint32_t n, uint32_t factors, const float *x, float *scores);
+
 /* scores[i] = x . y_i for every item of m (one sgemv over the item matrix;
  * x has factors floats, scores n_items). */
 void score_items(const model *m, const float *x, float *scores);

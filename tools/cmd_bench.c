@@ -28,6 +28,7 @@
 #include "client.h"
 #include "clock.h"
 #include "cmd.h"
+#include "core.h"
 #include "cpu.h"
 #include "pbjson.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -79,6 +80,13 @@ static const char bench_usage[] =
     "      decoding a request (pbjson_decode + pack) and encoding a reply of K items\n"
     "      (unpack + pbjson_encode), microseconds each on one thread (defaults: K 10,\n"
     "      S 1 per half)\n"
+    "  catalog --model DIR [-k K] [--seconds S]\n"
+    "      UpsertItems and NEW_ARRIVALS on the service core of a `bench model` model\n"
+    "      (no network; a temporary events folder): durable upserts per second in\n"
+    "      calls of 1 and of 100 items (S seconds each, 10,000 items at most), and\n"
+    "      the median Recommend\n"
+    "      next to a NEW_ARRIVALS one (users u0.., one thread), before the upserts and\n"
+    "      with them all served (defaults: K 10, S 1)\n"
     "  ready --port-file FILE --since T [--user ID] [--timeout S]\n"
     "      waits for FILE (a starting `recd serve --port-file`), then calls\n"
     "      Recommend(ID) until it succeeds; prints the seconds since T (unix\n"
@@ -114,6 +122,8 @@ enum {
 /* Users of a generated model, bought items per user, user vectors written. */
 #define BENCH_BOUGHT 5
 #define BENCH_QUERY_VECTORS 1000
+#define BENCH_LABELS 100    /* labels tag:0 .. of a generated model's item mapping */
+#define BENCH_UPSERTS 10000 /* items bench catalog upserts at most: a tenth of its default */
 
 typedef struct bench_args {
     const char *model_dir, *matrix, *queries, *output, *port_file, *user, *against;
@@ -237,11 +247,14 @@ static int bench_model(const bench_args *a) {
     size_t nx = (size_t)nu * f, ny = (size_t)ni * f;
     float *x = malloc(nx * sizeof *x), *y = malloc(ny * sizeof *y);
     float *pop = calloc(ni, sizeof *pop);
-    idmap *users = numbered_ids('u', nu), *items = numbered_ids('i', ni);
+    float *label_map = malloc((size_t)(BENCH_LABELS + 1) * f * sizeof *label_map);
+    int64_t *published = malloc((size_t)ni * sizeof *published);
+    idmap *users = numbered_ids('u', nu), *items = numbered_ids('i', ni), *labels = idmap_new();
     csr bought = {0};
     err_t e;
     int rc = 1;
-    if (!x || !y || !pop || !users || !items) {
+    if (!x || !y || !pop || !users || !items || !labels || !label_map || !published) {
+    nomem:
         fprintf(stderr, "recd bench: model: out of memory\n");
         goto done;
     }
@@ -258,12 +271,31 @@ static int bench_model(const bench_args *a) {
     }
     for (uint64_t i = 0; i < csr_nnz(&bought); i++)
         pop[bought.indices[i]] += 1.0f;
+    /* A label mapping and publication times (a tenth of the items in the
+     * last 30 days), for `bench catalog`: upserted items get vectors, and
+     * NEW_ARRIVALS has candidates among the model's own. */
+    for (uint32_t l = 0; l < BENCH_LABELS; l++) {
+        char label[32];
+        uint32_t got;
+        int len = snprintf(label, sizeof label, "tag:%u", l);
+        if (idmap_intern(labels, label, (size_t)len, &got)) goto nomem;
+    }
+    for (size_t i = 0; i < (size_t)(BENCH_LABELS + 1) * f; i++)
+        label_map[i] = bench_gauss(&s) * scale;
+    int64_t now = (int64_t)time(NULL);
+    for (uint32_t i = 0; i < ni; i++)
+        published[i] =
+            now - (bench_below(&s, 10) == 0 ? (int64_t)bench_below(&s, 30) * 86400 : 400 * 86400);
     model_input in = {.users = users,
                       .items = items,
                       .user_factors = x,
                       .item_factors = y,
                       .user_items = &bought,
-                      .item_popularity = pop};
+                      .item_popularity = pop,
+                      .item_labels = labels,
+                      .item_map = label_map,
+                      .item_published = published};
+    in.meta.item_map_lambda = 1.0f;
     in.meta.factors = f;
     in.meta.n_users = nu;
     in.meta.n_items = ni;
@@ -306,6 +338,9 @@ done:
     csr_free(&bought);
     idmap_free(users);
     idmap_free(items);
+    idmap_free(labels);
+    free(label_map);
+    free(published);
     free(pop);
     free(y);
     free(x);
@@ -879,22 +914,153 @@ static int bench_ready(const bench_args *a) {
     return 0;
 }
 
+/* --- catalog -------------------------------------------------------------- */
+
+/* Median ms of a Recommend in mode of the first users of m (u0 ..), one
+ * call at a time on this thread, for about seconds. */
+static int recommend_ms(core *c, int32_t mode, uint32_t k, float seconds, uint32_t users,
+                        double *median_ms) {
+    size_t cap = 1 << 16, n = 0;
+    double *t = malloc(cap * sizeof *t);
+    if (!t) return -1;
+    double end = clock_seconds() + seconds;
+    for (uint32_t u = 0; n < cap && (n < 50 || clock_seconds() < end); u = (u + 1) % users) {
+        char id[16];
+        snprintf(id, sizeof id, "u%u", u);
+        core_recommend_req rq = {.user_id = id, .k = k, .category = "", .mode = mode};
+        core_list l;
+        err_t e;
+        double t0 = clock_seconds();
+        int rc = core_recommend(c, &rq, &l, &e);
+        t[n++] = (clock_seconds() - t0) * 1e3;
+        core_list_free(&l);
+        if (rc) {
+            fprintf(stderr, "recd bench catalog: Recommend: %s\n", e.msg);
+            free(t);
+            return -1;
+        }
+    }
+    qsort(t, n, sizeof *t, cmp_double);
+    *median_ms = quantile(t, n, 0.5);
+    free(t);
+    return 0;
+}
+
+/* Upserts described items (three labels, published an hour ago) in calls
+ * of batch for about seconds or up to max items; items per second,
+ * durable, into *rate, and how many into *done. */
+static int upsert_rate(core *c, uint32_t batch, float seconds, uint64_t max, uint64_t *seq,
+                       double *rate, uint64_t *done) {
+    char(*ids)[24] = malloc(batch * sizeof *ids), (*tags)[3][16] = malloc(batch * sizeof *tags);
+    char *(*ptrs)[3] = malloc(batch * sizeof *ptrs);
+    catalog_item *items = malloc(batch * sizeof *items);
+    int rc = ids && tags && ptrs && items ? 0 : -1;
+    double t0 = clock_seconds(), end = t0 + seconds;
+    *done = 0;
+    while (!rc && clock_seconds() < end && *done + batch <= max) {
+        for (uint32_t i = 0; i < batch; i++, (*seq)++) {
+            snprintf(ids[i], sizeof ids[i], "new%llu", (unsigned long long)*seq);
+            for (int l = 0; l < 3; l++) {
+                snprintf(tags[i][l], sizeof tags[i][l], "tag:%u",
+                         (unsigned)((*seq * 7 + (uint64_t)l * 13) % BENCH_LABELS));
+                ptrs[i][l] = tags[i][l];
+            }
+            items[i] =
+                (catalog_item){ids[i], NULL, 0, ptrs[i], 3, "", 0, (int64_t)time(NULL) - 3600};
+        }
+        core_write_reply w;
+        char version[MODEL_VERSION_MAX];
+        err_t e;
+        if (core_upsert_items(c, items, batch, &w, version, &e)) {
+            fprintf(stderr, "recd bench catalog: UpsertItems: %s\n", e.msg);
+            rc = -1;
+        } else {
+            *done += w.accepted;
+            core_write_reply_free(&w);
+        }
+    }
+    *rate = (double)*done / (clock_seconds() - t0);
+    free(ids);
+    free(tags);
+    free(ptrs);
+    free(items);
+    return rc;
+}
+
+/* What UpsertItems and NEW_ARRIVALS cost on the core itself (no network):
+ * durable upserts per second in calls of 1 and of 100 items, then the
+ * median Recommend next to NEW_ARRIVALS on the model, before the upserts
+ * and with them all served. */
+static int bench_catalog(const bench_args *a) {
+    char events[] = "/tmp/recd-bench-catalog-XXXXXX";
+    if (!mkdtemp(events)) {
+        fprintf(stderr, "recd bench catalog: mkdtemp: %s\n", strerror(errno));
+        return 1;
+    }
+    openblas_set_num_threads(1); /* as recd serve runs it */
+    core_options o = {.model_dir = a->model_dir, .events_dir = events};
+#define BENCH_WEIGHT(name, value, str, word, weight) o.event_weights[value] = weight;
+    EV_TYPE_MAP(BENCH_WEIGHT)
+#undef BENCH_WEIGHT
+    core *c;
+    err_t e;
+    int rc = 1;
+    if (core_open(&o, &c, &e)) {
+        fprintf(stderr, "recd bench catalog: %s\n", e.msg);
+        goto out;
+    }
+    uint32_t users = BENCH_QUERY_VECTORS;
+    double plain0, arrivals0, plain1, arrivals1, one_rate, batch_rate;
+    uint64_t seq = 0, n1, n100;
+    if (recommend_ms(c, 0, a->k, a->seconds, users, &plain0) ||
+        recommend_ms(c, CORE_MODE_NEW_ARRIVALS, a->k, a->seconds, users, &arrivals0) ||
+        upsert_rate(c, 1, a->seconds, BENCH_UPSERTS / 10, &seq, &one_rate, &n1) ||
+        upsert_rate(c, 100, a->seconds, BENCH_UPSERTS - n1, &seq, &batch_rate, &n100) ||
+        recommend_ms(c, 0, a->k, a->seconds, users, &plain1) ||
+        recommend_ms(c, CORE_MODE_NEW_ARRIVALS, a->k, a->seconds, users, &arrivals1))
+        goto close;
+    printf("{\"what\":\"catalog\",\"upsert_items_per_s_batch1\":%.0f,"
+           "\"upsert_items_per_s_batch100\":%.0f,\"upserted\":%llu,"
+           "\"recommend_ms\":%.4f,\"new_arrivals_ms\":%.4f,\"new_arrivals_ratio\":%.2f,"
+           "\"recommend_ms_upserted\":%.4f,\"new_arrivals_ms_upserted\":%.4f,"
+           "\"upserted_ratio\":%.2f}\n",
+           one_rate, batch_rate, (unsigned long long)(n1 + n100), plain0, arrivals0,
+           arrivals0 / plain0, plain1, arrivals1, plain1 / plain0);
+    rc = 0;
+close:
+    core_close(c);
+out:;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", events);
+    if (system(cmd) != 0) fprintf(stderr, "recd bench catalog: could not remove %s\n", events);
+    return rc;
+}
+
 /* --- command -------------------------------------------------------------- */
 
 /* The flags each subcommand takes (bit per subcommand, in this order). */
 static const char *const subcommands[] = {"model", "score", "train", "body",
-                                          "ready", "items", "json"};
-enum { S_MODEL = 1, S_SCORE = 2, S_TRAIN = 4, S_BODY = 8, S_READY = 16, S_ITEMS = 32, S_JSON = 64 };
-static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE,
+                                          "ready", "items", "json",  "catalog"};
+enum {
+    S_MODEL = 1,
+    S_SCORE = 2,
+    S_TRAIN = 4,
+    S_BODY = 8,
+    S_READY = 16,
+    S_ITEMS = 32,
+    S_JSON = 64,
+    S_CATALOG = 128
+};
+static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE | S_CATALOG,
                                                 [B_ITEMS] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_FACTORS] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_USERS] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_SEED] = S_MODEL | S_TRAIN | S_ITEMS,
                                                 [B_MATRIX] = S_MODEL,
                                                 [B_QUERIES] = S_MODEL,
-                                                [B_K] = S_SCORE | S_BODY | S_JSON,
+                                                [B_K] = S_SCORE | S_BODY | S_JSON | S_CATALOG,
                                                 [B_BATCH] = S_SCORE,
-                                                [B_SECONDS] = S_SCORE | S_JSON,
+                                                [B_SECONDS] = S_SCORE | S_JSON | S_CATALOG,
                                                 [B_ROUNDS] = S_SCORE,
                                                 [B_NNZ] = S_TRAIN | S_ITEMS,
                                                 [B_THREADS] = S_TRAIN | S_ITEMS,
@@ -1007,9 +1173,8 @@ int cmd_bench(int argc, char **argv) {
     for (size_t i = 0; argc >= 2 && i < sizeof subcommands / sizeof *subcommands; i++)
         if (strcmp(argv[1], subcommands[i]) == 0) sub = 1u << i;
     if (!sub) {
-        fprintf(stderr,
-                "recd bench: expected a command: model, score, train, body, ready, items or "
-                "json\n");
+        fprintf(stderr, "recd bench: expected a command: model, score, train, body, ready, items, "
+                        "json or catalog\n");
         fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
         return 2;
     }
@@ -1125,7 +1290,7 @@ int cmd_bench(int argc, char **argv) {
         bad = 1;
     }
     const char *missing = NULL;
-    if ((sub & (S_MODEL | S_SCORE)) && !a.model_dir) missing = "--model";
+    if ((sub & (S_MODEL | S_SCORE | S_CATALOG)) && !a.model_dir) missing = "--model";
     if (sub == S_BODY && !a.output) missing = "--output";
     if (sub == S_READY && !a.port_file) missing = "--port-file";
     if (sub == S_READY && !a.since_set) missing = "--since";
@@ -1150,6 +1315,8 @@ int cmd_bench(int argc, char **argv) {
         return bench_items(&a);
     case S_JSON:
         return bench_json(&a);
+    case S_CATALOG:
+        return bench_catalog(&a);
     default:
         return bench_ready(&a);
     }
