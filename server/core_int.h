@@ -8,7 +8,9 @@
  * (Recommend with batching, SimilarItems, Rerank), core_write.c (events,
  * item rules, privacy and the record write path), core_churn.c (churn
  * scores, campaign targets), core_exp.c (variants, feedback, shares),
- * core_bus.c (the writes of a cluster, through the event bus). */
+ * core_bus.c (the writes of a cluster, through the event bus),
+ * core_upsert.c (UpsertItems, what a model makes of upserted items, a
+ * visitor's labels). */
 #ifndef RECD_CORE_INT_H
 #define RECD_CORE_INT_H
 
