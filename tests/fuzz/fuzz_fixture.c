@@ -154,8 +154,28 @@ void fuzz_publish_model(const char *model_dir, model_meta *meta) {
     }
     model_rebuy_input rebuy = {
         .params = rb_params, .items = rb_items, .curve = rb_curve, .pairs = rb_pairs};
+    /* Label mappings with a known answer: item label l maps to the unit
+     * vector e_l, the bias is 0.1 on the last factor; the member label
+     * "taste:a" to e_0. */
+    idmap *item_labels = idmap_new(), *user_labels = idmap_new();
+    if (!item_labels || !user_labels) must(ERR_NOMEM, NULL, "idmap_new");
+    static const char *const ilabels[] = {"colour:red", "colour:blue", "word:mug"};
+    for (size_t l = 0; l < 3; l++)
+        must(idmap_intern(item_labels, ilabels[l], strlen(ilabels[l]), &idx), NULL, "label");
+    must(idmap_intern(user_labels, "taste:a", 7, &idx), NULL, "label");
+    float item_map[(3 + 1) * K] = {0}, user_map[(1 + 1) * K] = {0};
+    for (int l = 0; l < 3; l++)
+        item_map[l * K + l] = 1.0f;
+    item_map[3 * K + K - 1] = 0.1f;
+    user_map[0] = 1.0f;
     model_input in;
     memset(&in, 0, sizeof in);
+    in.item_labels = item_labels;
+    in.item_map = item_map;
+    in.user_labels = user_labels;
+    in.user_map = user_map;
+    in.meta.item_map_lambda = in.meta.user_map_lambda = 1.0f;
+    strcpy(in.meta.item_category_column, "colour");
     in.meta.factors = K;
     in.meta.n_users = NU;
     in.meta.n_items = NI;
@@ -181,4 +201,6 @@ void fuzz_publish_model(const char *model_dir, model_meta *meta) {
     idmap_free(users);
     idmap_free(items);
     idmap_free(cats);
+    idmap_free(item_labels);
+    idmap_free(user_labels);
 }
