@@ -266,3 +266,40 @@ def test_query_upsert_and_labels(model, tmp_path):
         assert p.returncode == 0 and "rejected item 0: item_id is empty" in p.stdout, p.stdout
     finally:
         assert s.stop() == 0
+
+
+def test_upsert_on_one_replica_is_served_by_another(model, tmp_path, pb):
+    """In a cluster UpsertItems goes through the bus like every write: the
+    replica that took it serves the item at once, the other within the lag
+    bound, and both keep it in their own events folder."""
+    from test_cluster import NATS, LAG_BOUND_S, Nats, Replica
+    import os
+    if not os.path.exists(NATS):
+        pytest.skip("nats-server is not installed (scripts/setup.sh test)")
+    nats = Nats(tmp_path)
+    replicas = [Replica(model, tmp_path, f"r{i}", nats.url) for i in range(2)]
+    try:
+        a, b = (pb.rec_grpc.RecommenderStub(r.server.channel) for r in replicas)
+        r = a.UpsertItems(pb.rec.UpsertItemsRequest(items=[fresh(pb, "r", 7)]))
+        assert r.accepted == 1, r
+        mode = pb.rec.RecommendRequest.RecommendMode.Value("NEW_ARRIVALS")
+        ask = pb.rec.RecommendRequest(user_id="u0", k=5, mode=mode)
+        assert ids(a.Recommend(ask)) == ["rfresh7"]
+        deadline = time.monotonic() + LAG_BOUND_S
+        while ids(b.Recommend(ask)) != ["rfresh7"]:
+            assert time.monotonic() < deadline, "the other replica never served it"
+            time.sleep(0.1)
+        # A retried call is the same bus message: stored once, still one item.
+        assert a.UpsertItems(pb.rec.UpsertItemsRequest(items=[fresh(pb, "r", 7)])).accepted == 1
+        assert ids(b.Recommend(ask)) == ["rfresh7"]
+    finally:
+        rcs = [r.server.stop() for r in replicas]
+        nats.stop()
+    assert rcs == [0, 0]
+    # Each replica's own store has it: a restarted one serves it without the bus.
+    s = Server(model, tmp_path, "--events", replicas[1].events)
+    try:
+        stub = pb.rec_grpc.RecommenderStub(s.channel)
+        assert ids(stub.Recommend(ask)) == ["rfresh7"]
+    finally:
+        assert s.stop() == 0
