@@ -354,21 +354,33 @@ static void show_info(const ProtobufCMessage *msg, int json) {
     print_info((const Recd__V1__ModelInfo *)msg, json);
 }
 
+/* The rejected entries of a write's reply (RejectedEvent, RejectedItem: an
+ * index and a reason each, read through their descriptor so that one
+ * printer serves both): a JSON array, or a line each naming what. */
+static void show_rejected(void *const *rejected, size_t n, const char *what, int json) {
+    for (size_t i = 0; i < n; i++) {
+        const ProtobufCMessage *r = rejected[i];
+        const ProtobufCFieldDescriptor *fi =
+            protobuf_c_message_descriptor_get_field_by_name(r->descriptor, "index");
+        const ProtobufCFieldDescriptor *fr =
+            protobuf_c_message_descriptor_get_field_by_name(r->descriptor, "reason");
+        uint32_t index = *(const uint32_t *)((const char *)r + fi->offset);
+        const char *reason = *(char *const *)((const char *)r + fr->offset);
+        if (!json) {
+            printf("rejected %s %u: %s\n", what, index, reason);
+            continue;
+        }
+        printf("%s{\"index\":%u,\"reason\":", i ? "," : "", index);
+        json_string(reason);
+        printf("}");
+    }
+}
+
 static void show_events(const ProtobufCMessage *msg, int json) {
     const Recd__V1__RecordEventsResponse *r = (const Recd__V1__RecordEventsResponse *)msg;
-    if (json) {
-        printf("{\"accepted\":%u,\"rejected\":[", r->accepted);
-        for (size_t i = 0; i < r->n_rejected; i++) {
-            printf("%s{\"index\":%u,\"reason\":", i ? "," : "", r->rejected[i]->index);
-            json_string(r->rejected[i]->reason);
-            printf("}");
-        }
-        printf("]}\n");
-        return;
-    }
-    printf("accepted %u\n", r->accepted);
-    for (size_t i = 0; i < r->n_rejected; i++)
-        printf("rejected event %u: %s\n", r->rejected[i]->index, r->rejected[i]->reason);
+    printf(json ? "{\"accepted\":%u,\"rejected\":[" : "accepted %u\n", r->accepted);
+    show_rejected((void *const *)r->rejected, r->n_rejected, "event", json);
+    if (json) printf("]}\n");
 }
 
 static void show_updated(const ProtobufCMessage *msg, int json) {
@@ -456,17 +468,11 @@ static void show_upserted(const ProtobufCMessage *msg, int json) {
         printf("{\"accepted\":%u,\"modelVersion\":", r->accepted);
         json_string(r->model_version);
         printf(",\"rejected\":[");
-        for (size_t i = 0; i < r->n_rejected; i++) {
-            printf("%s{\"index\":%u,\"reason\":", i ? "," : "", r->rejected[i]->index);
-            json_string(r->rejected[i]->reason);
-            printf("}");
-        }
-        printf("]}\n");
-        return;
+    } else {
+        printf("accepted %u (model %s)\n", r->accepted, r->model_version);
     }
-    printf("accepted %u (model %s)\n", r->accepted, r->model_version);
-    for (size_t i = 0; i < r->n_rejected; i++)
-        printf("rejected item %u: %s\n", r->rejected[i]->index, r->rejected[i]->reason);
+    show_rejected((void *const *)r->rejected, r->n_rejected, "item", json);
+    if (json) printf("]}\n");
 }
 
 static int q_upsert(client *c, const query_args *a) {
