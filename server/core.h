@@ -44,6 +44,7 @@
 #define CORE_MAX_PRICE 1e9      /* largest unit price of one event */
 #define CORE_MAX_BATCH 32       /* most Recommend requests core_recommend_batch takes */
 #define CORE_TOP_FACTORS 5      /* churn factors a churn score names */
+#define CORE_EXPLAIN_ITEMS 3    /* most of the shopper's items an explained item names */
 /* Newest recorded events of a member one fold-in reads: a member (or a
  * client) with more since the model's data costs no more than this. */
 #define CORE_MAX_FOLD_EVENTS 1000
@@ -165,6 +166,11 @@ int32_t core_mode_of_word(const char *word);
 typedef struct core_item {
     const char *id; /* NUL-terminated, owned by the list */
     float score;
+    /* Recommend with explain only: the shopper's own items (history,
+     * recorded events, context) that add most to score, most first, owned
+     * by the list; n_because 0 otherwise. */
+    const char *because[CORE_EXPLAIN_ITEMS];
+    uint32_t n_because;
 } core_item;
 
 /* An answer of the ranked operations. items, and the ids they point to,
@@ -200,6 +206,12 @@ typedef struct core_recommend_req {
      * model, DEFAULT ranks bought items by that probability and new ones
      * by the calibrated probability of their rank in one list. */
     int32_t mode;
+    /* Fill each item's because: up to CORE_EXPLAIN_ITEMS of the shopper's
+     * items that add most to its personal score (score_explain: ALS's
+     * Cholesky explanation, an item-item model's exact terms); for
+     * BUY_AGAIN the item itself (its own purchases make it due); none
+     * when the list has no personal score (POPULAR). */
+    int explain;
 } core_recommend_req;
 
 /* The top req->k items for the member (their variant's model) or the

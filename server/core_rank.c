@@ -11,14 +11,21 @@
 
 /* --- lists ----------------------------------------------------------------- */
 
-/* Fills out->items with n entries of top (best first) and then n_unknown
- * ids the model does not know, with score 0, all in one block. */
+/* Fills out->items with n entries of top (best first), entry i naming
+ * the items because[i * CORE_EXPLAIN_ITEMS ...] (n_because[i] of them;
+ * both NULL: none), and then n_unknown ids the model does not know, with
+ * score 0, all in one block. */
 static int list_build(core_list *out, const model *m, const topk_entry *top, size_t n,
-                      char *const *unknown, size_t n_unknown, err_t *e) {
+                      const uint32_t *because, const uint32_t *n_because, char *const *unknown,
+                      size_t n_unknown, err_t *e) {
     size_t bytes = 0, len;
     for (size_t i = 0; i < n; i++) {
         model_item_id(m, top[i].index, &len);
         bytes += len + 1;
+        for (uint32_t b = 0; because && b < n_because[i]; b++) {
+            model_item_id(m, because[i * CORE_EXPLAIN_ITEMS + b], &len);
+            bytes += len + 1;
+        }
     }
     for (size_t i = 0; i < n_unknown; i++)
         bytes += strlen(unknown[i]) + 1;
@@ -31,8 +38,15 @@ static int list_build(core_list *out, const model *m, const topk_entry *top, siz
         if (i >= n) len = strlen(id);
         memcpy(at, id, len);
         at[len] = '\0';
-        items[i] = (core_item){at, i < n ? top[i].score : 0.0f};
+        items[i] = (core_item){.id = at, .score = i < n ? top[i].score : 0.0f};
         at += len + 1;
+        for (uint32_t b = 0; i < n && because && b < n_because[i]; b++) {
+            id = model_item_id(m, because[i * CORE_EXPLAIN_ITEMS + b], &len);
+            memcpy(at, id, len);
+            at[len] = '\0';
+            items[i].because[items[i].n_because++] = at;
+            at += len + 1;
+        }
     }
     out->items = items;
     out->n_items = total;
@@ -173,10 +187,54 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
     return ERR_OK;
 }
 
+/* The because lists of a call's n chosen items (core_recommend_req's
+ * explain) into *because (n x CORE_EXPLAIN_ITEMS) and *n_because, both
+ * the caller's to free; both NULL when the list has no personal score. */
+static int recommend_explain(const recommend_call *rc, const topk_entry *top, uint32_t n,
+                             uint32_t **because, uint32_t **n_because, err_t *e) {
+    *because = *n_because = NULL;
+    int buy_again = rc->strategy == CORE_BUY_AGAIN;
+    if (!rc->rq->explain || n == 0 ||
+        (!buy_again && rc->strategy != CORE_PERSONALIZED && rc->strategy != CORE_SESSION))
+        return ERR_OK;
+    uint32_t *b = malloc((size_t)n * CORE_EXPLAIN_ITEMS * sizeof *b);
+    uint32_t *nb = malloc((size_t)n * sizeof *nb), *targets = malloc((size_t)n * sizeof *targets);
+    int err = ERR_OK;
+    err_t why;
+    if (!b || !nb || !targets) {
+        err = err_set(e, ERR_NOMEM, "out of memory explaining %u items", n);
+    } else if (buy_again) {
+        /* Due again because of its own purchases. */
+        for (uint32_t i = 0; i < n; i++) {
+            b[i * CORE_EXPLAIN_ITEMS] = top[i].index;
+            nb[i] = 1;
+        }
+    } else {
+        for (uint32_t i = 0; i < n; i++)
+            targets[i] = top[i].index;
+        if (score_explain(rc->sm->m, rc->sm->yty, rc->sh.user, rc->sh.signals, rc->sh.n_signals,
+                          targets, n, CORE_EXPLAIN_ITEMS, b, NULL, nb, &why))
+            err = err_set(e, why.code, "explain failed: %s", why.msg);
+    }
+    free(targets);
+    if (err) {
+        free(b);
+        free(nb);
+        return err;
+    }
+    *because = b;
+    *n_because = nb;
+    return ERR_OK;
+}
+
 /* Answers a call with its chosen items (best first). */
 static int recommend_respond(core *c, const recommend_call *rc, const topk_entry *top, uint32_t n,
                              core_list *out, err_t *e) {
-    int err = list_build(out, rc->sm->m, top, n, NULL, 0, e);
+    uint32_t *because, *n_because;
+    int err = recommend_explain(rc, top, n, &because, &n_because, e);
+    if (!err) err = list_build(out, rc->sm->m, top, n, because, n_because, NULL, 0, e);
+    free(because);
+    free(n_because);
     if (err) return err;
     out->strategy = rc->strategy;
     memcpy(out->model_version, model_info(rc->sm->m)->version, sizeof out->model_version);
@@ -570,7 +628,7 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
             goto done;
         n = similar_top(m, rq, seeds, n_seeds, mu, category, scores, top);
     }
-    if (!(err = list_build(out, m, top, n, NULL, 0, e)))
+    if (!(err = list_build(out, m, top, n, NULL, NULL, NULL, 0, e)))
         memcpy(out->model_version, meta->version, sizeof out->model_version);
 done:
     core__multipliers_release(mu);
@@ -652,7 +710,7 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
         if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
     }
     topk_sort(known, (uint32_t)n_known);
-    if (!(err = list_build(out, m, known, n_known, unknown, n_unknown, e))) {
+    if (!(err = list_build(out, m, known, n_known, NULL, NULL, unknown, n_unknown, e))) {
         out->strategy = strategy;
         memcpy(out->model_version, meta->version, sizeof out->model_version);
     }

@@ -29,6 +29,7 @@ static const char query_usage[] =
     "                     '' with --context is an anonymous visitor\n"
     "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
     "      [--diversity D] [--category C]\n"
+    "      [--explain]    name with each item the shopper's items it is most owed to\n"
     "      [--mode M]     default, buy-again (only items USER bought before, most due\n"
     "                     first), new-arrivals or trending (not served yet), or a number\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
@@ -102,7 +103,16 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
         for (size_t i = 0; i < n; i++) {
             printf(i ? ",{\"item_id\":" : "{\"item_id\":");
             json_string(items[i]->item_id);
-            printf(",\"score\":%.6g}", items[i]->score);
+            printf(",\"score\":%.6g", items[i]->score);
+            if (items[i]->n_because_item_ids) {
+                printf(",\"because_item_ids\":[");
+                for (size_t b = 0; b < items[i]->n_because_item_ids; b++) {
+                    if (b) putchar(',');
+                    json_string(items[i]->because_item_ids[b]);
+                }
+                putchar(']');
+            }
+            putchar('}');
         }
         printf("]}\n");
         return;
@@ -111,9 +121,16 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
     if (strategy) printf("  strategy %s", strategy);
     if (fell_back > 0) printf("  fell back to SIMILAR (no co-purchases)");
     if (request_id) printf("  variant %s  request %s", variant, request_id);
-    printf("\n%4s  %-24s %10s\n", "rank", "item_id", "score");
+    int because = 0;
     for (size_t i = 0; i < n; i++)
-        printf("%4zu  %-24s %10.4f\n", i + 1, items[i]->item_id, items[i]->score);
+        because |= items[i]->n_because_item_ids > 0;
+    printf("\n%4s  %-24s %10s%s\n", "rank", "item_id", "score", because ? "  because" : "");
+    for (size_t i = 0; i < n; i++) {
+        printf("%4zu  %-24s %10.4f", i + 1, items[i]->item_id, items[i]->score);
+        for (size_t b = 0; b < items[i]->n_because_item_ids; b++)
+            printf("%s%s", b ? ", " : "  ", items[i]->because_item_ids[b]);
+        putchar('\n');
+    }
 }
 
 /* The UTC date of unix time t in buf (32 bytes); returns buf. */
@@ -275,13 +292,14 @@ enum {
     OPT_USER,
     OPT_SALT,
     OPT_SHARE,
-    OPT_TOGETHER
+    OPT_TOGETHER,
+    OPT_EXPLAIN
 };
 
 /* Everything the command line says; the lists point into argv. */
 typedef struct query_args {
     const char *server;
-    int json, include_purchased, together;
+    int json, include_purchased, together, explain;
     int32_t mode; /* RecommendRequest.mode */
     float timeout, diversity;
     uint32_t k, quantity, repeat;
@@ -385,6 +403,7 @@ static int q_recommend(client *c, const query_args *a) {
     rq.diversity = a->diversity;
     rq.category = (char *)(a->category ? a->category : "");
     rq.mode = (Recd__V1__RecommendRequest__RecommendMode)a->mode;
+    rq.explain = a->explain;
     return run_call(c, a, "/recd.v1.Recommender/Recommend", &rq.base,
                     &recd__v1__recommend_response__descriptor, show_recommend);
 }
@@ -764,6 +783,7 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"salt", required_argument, 0, OPT_SALT},
         {"share", required_argument, 0, OPT_SHARE},
         {"together", no_argument, 0, OPT_TOGETHER},
+        {"explain", no_argument, 0, OPT_EXPLAIN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -815,6 +835,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
         }
         case OPT_TOGETHER:
             a->together = 1;
+            break;
+        case OPT_EXPLAIN:
+            a->explain = 1;
             break;
         case OPT_CONTEXT:
             a->context[a->n_context++] = optarg;
