@@ -86,11 +86,17 @@ typedef struct core_options {
      * (core_serving; 0 = never). */
     const char *bus_urls, *bus_stream, *replica_id;
     double max_lag_s;
+    /* Recommend mode TRENDING (needs events_dir): the half-life in seconds
+     * of an event's weight in the trending counts (trend.h; 0 = a day),
+     * and the share 0 .. 1 of the shopper's own score in a trending list
+     * (0 = the same list for everyone). */
+    double trending_half_life_s;
+    float trending_personal;
 } core_options;
 
 /* Fills o with no model, reload every second, no event store, no
- * scheduler and the default weights view 0.1, cart 0.3, purchase 1,
- * favorite 0.5. */
+ * scheduler, the default weights view 0.1, cart 0.3, purchase 1,
+ * favorite 0.5, and a trending half-life of a day, not personalized. */
 void core_options_init(core_options *o);
 
 typedef struct core core;
@@ -135,6 +141,7 @@ typedef enum core_strategy {
     CORE_PERSONALIZED = 1, /* from the member's factors (and fresh signals) */
     CORE_POPULAR = 2,      /* the best sellers: nothing to personalize from */
     CORE_SESSION = 3,      /* from the context items of an anonymous visitor */
+    CORE_TRENDING = 6,     /* what the shop's recent events favour (mode TRENDING) */
     CORE_BUY_AGAIN = 7     /* only what the member bought before (mode BUY_AGAIN) */
 } core_strategy;
 
@@ -146,7 +153,7 @@ typedef enum core_strategy {
 #define CORE_MODE_MAP(XX)                                                                          \
     XX(DEFAULT, 0, MODE_DEFAULT, "default", 1)                                                     \
     XX(NEW_ARRIVALS, 1, NEW_ARRIVALS, "new-arrivals", 0)                                           \
-    XX(TRENDING, 2, TRENDING, "trending", 0)                                                       \
+    XX(TRENDING, 2, TRENDING, "trending", 1)                                                       \
     XX(BUY_AGAIN, 3, BUY_AGAIN, "buy-again", 1)
 
 typedef enum core_mode {
@@ -204,7 +211,12 @@ typedef struct core_recommend_req {
      * strategy BUY_AGAIN, possibly fewer than k (none for a member who
      * opted out). With include_purchased and a model that has a repurchase
      * model, DEFAULT ranks bought items by that probability and new ones
-     * by the calibrated probability of their rank in one list. */
+     * by the calibrated probability of their rank in one list.
+     * TRENDING: only items with recent events, by their time-decayed
+     * count (trend.h), blended with the shopper's own score when the core
+     * was opened with trending_personal > 0 and there is one; the same
+     * rules as DEFAULT (bought items too); strategy TRENDING, possibly
+     * fewer than k. */
     int32_t mode;
     /* Fill each item's because: up to CORE_EXPLAIN_ITEMS of the shopper's
      * items that add most to its personal score (score_explain: ALS's
@@ -216,13 +228,14 @@ typedef struct core_recommend_req {
 
 /* The top req->k items for the member (their variant's model) or the
  * visitor, with available items only and boosts applied. A member who
- * opted out or was forgotten gets POPULAR. Fills *out (owned by the
- * caller: core_list_free). Errors: ERR_INVALID (the request, a mode that is
- * not a core_mode, BUY_AGAIN without user_id), ERR_UNIMPLEMENTED (a mode
- * not served: NEW_ARRIVALS, TRENDING), ERR_NOTFOUND (category),
- * ERR_PRECONDITION (a category filter on a model without categories,
- * BUY_AGAIN on a model without a repurchase model), ERR_IO (the events cannot be read), ERR_NOMEM,
- * ERR_INTERNAL. */
+ * opted out or was forgotten gets POPULAR (TRENDING: not personalized).
+ * Fills *out (owned by the caller: core_list_free). Errors: ERR_INVALID
+ * (the request, a mode that is not a core_mode, BUY_AGAIN without
+ * user_id), ERR_UNIMPLEMENTED (a mode not served: NEW_ARRIVALS),
+ * ERR_NOTFOUND (category), ERR_PRECONDITION (a category filter on a model
+ * without categories, BUY_AGAIN on a model without a repurchase model,
+ * TRENDING without an event store), ERR_IO (the events cannot be read),
+ * ERR_NOMEM, ERR_INTERNAL. */
 int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e);
 
 /* n <= CORE_MAX_BATCH Recommend requests that came together: answers

@@ -100,8 +100,8 @@ static int recommend_check(const core_recommend_req *rq, err_t *e) {
                        (int)rq->mode);
     if (!served)
         return err_set(e, ERR_UNIMPLEMENTED,
-                       "mode %s is not implemented by this server (it answers MODE_DEFAULT and "
-                       "BUY_AGAIN)",
+                       "mode %s is not implemented by this server (it answers MODE_DEFAULT, "
+                       "TRENDING and BUY_AGAIN)",
                        core_mode_name(rq->mode));
     if (rq->mode == CORE_MODE_BUY_AGAIN && !rq->user_id[0])
         return err_set(e, ERR_INVALID,
@@ -132,6 +132,7 @@ typedef struct recommend_call {
     float *ii; /* an item-item model's scores of every item (n_items), or NULL */
     uint32_t category, variant;
     core_strategy strategy;
+    int personal; /* the shopper has a vector (x, or ii), so their own scores count */
     char request_id[EXP_REQUEST_ID_MAX];
 } recommend_call;
 
@@ -170,15 +171,21 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
                        "model %s has no repurchase model for mode BUY_AGAIN (published before it, "
                        "or trained with --repeat-horizon 0)",
                        meta->version);
+    if (rq->mode == CORE_MODE_TRENDING && !c->trend)
+        return err_set(e, ERR_PRECONDITION,
+                       "mode TRENDING counts recorded events: start recd serve with --events DIR");
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
     if (!private && (err = core__shopper_collect(c, m, rq->user_id, rq->context_item_ids,
                                                  rq->n_context_item_ids, &rc->sh, e)))
         return err;
     rc->strategy = CORE_POPULAR;
-    if (!private &&
+    /* An unblended trending list is everyone's: no vector to spend on. */
+    int vector = !private && !(rq->mode == CORE_MODE_TRENDING && !(c->trending_personal > 0.0f));
+    if (vector &&
         (err = core__shopper_vector(rc->sm, &rc->sh, !rq->user_id[0], rc->x, &rc->strategy, e)))
         return err;
+    rc->personal = rc->strategy != CORE_POPULAR;
     if (rc->sh.n_signals && rc->strategy != CORE_POPULAR) atomic_fetch_add(&c->fold_ins, 1);
     if (model_item_rows(m) && rc->strategy != CORE_POPULAR &&
         (err = core__item_scores(m, &rc->sh, rc->x, &rc->ii, e)))
@@ -194,9 +201,7 @@ static int recommend_explain(const recommend_call *rc, const topk_entry *top, ui
                              uint32_t **because, uint32_t **n_because, err_t *e) {
     *because = *n_because = NULL;
     int buy_again = rc->strategy == CORE_BUY_AGAIN;
-    if (!rc->rq->explain || n == 0 ||
-        (!buy_again && rc->strategy != CORE_PERSONALIZED && rc->strategy != CORE_SESSION))
-        return ERR_OK;
+    if (!rc->rq->explain || n == 0 || (!buy_again && !rc->personal)) return ERR_OK;
     uint32_t *b = malloc((size_t)n * CORE_EXPLAIN_ITEMS * sizeof *b);
     uint32_t *nb = malloc((size_t)n * sizeof *nb), *targets = malloc((size_t)n * sizeof *targets);
     int err = ERR_OK;
@@ -337,27 +342,17 @@ static int rebuy_scores(const recommend_call *rc, float *scores, err_t *e) {
     return ERR_OK;
 }
 
-/* Answers a prepared call from scores: n_items floats holding x . y_i for
- * every item (for POPULAR anything: replaced here), used as scratch. A
- * member answered POPULAR (by a popularity-only model) still does not get
- * what they bought. */
-static int recommend_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+/* The rules of every list on scores (n_items floats): what the member
+ * bought (unless include; with rebuy, what they only viewed or carted is
+ * new), the context and excluded items, the storefront's multipliers and
+ * the category. */
+static void recommend_rules(const recommend_call *rc, int include, int rebuy, float *scores) {
     const core_recommend_req *rq = rc->rq;
     const model *m = rc->sm->m;
-    const model_meta *meta = model_info(m);
     const core__shopper *sh = &rc->sh;
-    if (rc->strategy == CORE_POPULAR) {
-        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
-        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
-    } else {
-        score_add_popularity(m, 0, meta->n_items, scores);
-    }
-    /* With a repurchase model, bought items join below on their own scale. */
-    int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
     if (!include && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
-        /* With the repurchase model, what was only viewed or carted is new. */
         const float *pairs = rebuy ? model_rebuy_pairs(m, sh->user) : NULL;
         for (uint32_t i = 0; i < n_bought; i++)
             if (!pairs || pairs[(size_t)i * REBUY_PAIR_FLOATS] > 0) scores[bought[i]] = -INFINITY;
@@ -367,8 +362,27 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
             scores[sh->bought[i]] = -INFINITY;
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
-    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
+    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, model_info(m)->n_items);
     if (rq->category[0]) score_keep_category(m, rc->category, scores);
+}
+
+/* Answers a prepared call from scores: n_items floats holding x . y_i for
+ * every item (for POPULAR anything: replaced here), used as scratch. A
+ * member answered POPULAR (by a popularity-only model) still does not get
+ * what they bought. */
+static int recommend_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    if (rc->strategy == CORE_POPULAR) {
+        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
+        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
+    } else {
+        score_add_popularity(m, 0, meta->n_items, scores);
+    }
+    /* With a repurchase model, bought items join below on their own scale. */
+    int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
+    recommend_rules(rc, include, rebuy, scores);
     uint32_t n;
     err_t why;
     topk_entry *top = malloc(rq->k * sizeof *top);
@@ -409,6 +423,88 @@ static int buy_again_answer(core *c, recommend_call *rc, float *scores, core_lis
         rc->strategy = CORE_BUY_AGAIN;
         err = recommend_respond(c, rc, top, n, out, e);
     }
+    free(top);
+    return err;
+}
+
+/* The trend of every item of sm's model that has one into scores (others
+ * left alone), the largest into *hi; the table's items new since the last
+ * call are mapped to the model's first. Returns 0, or -1 when out of
+ * memory. */
+static int trend_scores(core *c, core__model *sm, float *scores, float *hi) {
+    uint32_t n = trend_size(c->trend);
+    int rc = 0;
+    pthread_mutex_lock(&sm->trend_lock);
+    if (n > sm->cap_trend_items) {
+        uint32_t cap = n > 2 * sm->cap_trend_items ? n : 2 * sm->cap_trend_items;
+        uint32_t *grown = realloc(sm->trend_items, (size_t)cap * sizeof *grown);
+        if (grown) {
+            sm->trend_items = grown;
+            sm->cap_trend_items = cap;
+        } else {
+            rc = -1;
+        }
+    }
+    if (!rc && n > sm->n_trend_items) {
+        trend_map(c->trend, sm->m, sm->n_trend_items, n, sm->trend_items);
+        sm->n_trend_items = n;
+    }
+    if (!rc)
+        *hi = trend_fill(c->trend, (int64_t)time(NULL), sm->trend_items, sm->n_trend_items, scores);
+    pthread_mutex_unlock(&sm->trend_lock);
+    return rc;
+}
+
+/* Mode TRENDING: the items with recent events by their decayed count
+ * scaled to [0, 1], blended with the shopper's own scores min-max scaled
+ * over the same items when the core is set to (share trending_personal),
+ * then the rules of every list. */
+static int trending_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    uint32_t n_items = model_info(m)->n_items;
+    for (uint32_t i = 0; i < n_items; i++)
+        scores[i] = -INFINITY;
+    float hi = 0;
+    float *own = rc->personal && !rc->ii ? malloc((size_t)n_items * sizeof *own) : NULL;
+    topk_entry *top = malloc(rq->k * sizeof *top);
+    int err = ERR_OK;
+    if (!top || (rc->personal && !rc->ii && !own) || trend_scores(c, rc->sm, scores, &hi)) {
+        err = err_set(e, ERR_NOMEM, "out of memory for the trending items");
+        goto done;
+    }
+    float p = rc->personal ? c->trending_personal : 0.0f;
+    if (p > 0.0f && hi > 0.0f) {
+        const float *mine = rc->ii;
+        if (!mine) {
+            score_items(m, rc->x, own);
+            mine = own;
+        }
+        float lo = INFINITY, top_own = -INFINITY;
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY) {
+                if (mine[i] < lo) lo = mine[i];
+                if (mine[i] > top_own) top_own = mine[i];
+            }
+        float span = top_own > lo ? top_own - lo : 1.0f;
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY)
+                scores[i] = (1.0f - p) * scores[i] / hi + p * (mine[i] - lo) / span;
+    } else if (hi > 0.0f) {
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY) scores[i] /= hi;
+    }
+    recommend_rules(rc, rq->include_purchased, 0, scores);
+    uint32_t n;
+    err_t why;
+    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)) {
+        err = err_set(e, why.code, "%s", why.msg);
+        goto done;
+    }
+    rc->strategy = CORE_TRENDING;
+    err = recommend_respond(c, rc, top, n, out, e);
+done:
+    free(own);
     free(top);
     return err;
 }
@@ -474,13 +570,16 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
         /* Item-item models have their scores already (rc->ii); bought items
          * on their repurchase probability need the whole row. */
         int buy_again = rc->rq->mode == CORE_MODE_BUY_AGAIN;
+        int trending = rc->rq->mode == CORE_MODE_TRENDING;
         if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii || buy_again ||
-            recommend_rebuys(rc)) {
+            trending || recommend_rebuys(rc)) {
             float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
             if (!scores) {
                 err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
             } else if (buy_again) {
                 buy_again_answer(c, rc, scores, &out[i], &errs[i]);
+            } else if (trending) {
+                trending_answer(c, rc, scores, &out[i], &errs[i]);
             } else {
                 if (rc->ii)
                     memcpy(scores, rc->ii, model_info(rc->sm->m)->n_items * sizeof *scores);

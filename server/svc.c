@@ -30,6 +30,7 @@ EXP_FEEDBACK_MAP(SVC_FEEDBACK_PROTO)
 _Static_assert((int)CORE_PERSONALIZED == (int)RECD__V1__STRATEGY__PERSONALIZED, "Strategy");
 _Static_assert((int)CORE_POPULAR == (int)RECD__V1__STRATEGY__POPULAR, "Strategy");
 _Static_assert((int)CORE_SESSION == (int)RECD__V1__STRATEGY__SESSION, "Strategy");
+_Static_assert((int)CORE_TRENDING == (int)RECD__V1__STRATEGY__TRENDING, "Strategy");
 _Static_assert((int)CORE_BUY_AGAIN == (int)RECD__V1__STRATEGY__BUY_AGAIN, "Strategy");
 #define SVC_MODE_ASSERT(name, value, pb, word, served)                                             \
     _Static_assert((int)CORE_MODE_##name ==                                                        \
