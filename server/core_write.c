@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core_int.h"
 #include "log.h"
 
@@ -129,13 +130,14 @@ int core_record_events(core *c, const core_event *events, size_t n, core_write_r
 typedef struct trend_scan {
     trend *t;
     int64_t now;
-    size_t dropped;
+    size_t read, dropped;
 } trend_scan;
 
 /* evstore visitor of core__trend_open: one stored event. */
 static int trend_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
     (void)seq;
     trend_scan *s = ctx;
+    s->read++;
     s->dropped += trend_add(s->t, ev, 1, s->now);
     return 0;
 }
@@ -151,13 +153,15 @@ int core__trend_open(core *c, const core_options *o, err_t *e) {
     if (rc) return rc;
     /* Every stored event is read: the store keeps them in the order they
      * came, not by their time. */
-    trend_scan s = {c->trend, (int64_t)time(NULL), 0};
+    trend_scan s = {c->trend, (int64_t)time(NULL), 0, 0};
+    double started = clock_seconds();
     if ((rc = evstore_scan(c->events, 0, trend_visit, &s, e))) {
         err_wrap(e, "trending counts not rebuilt");
         return rc;
     }
-    log_info("msg=\"trending counts rebuilt\" items=%u dropped=%zu half_life_s=%g",
-             trend_size(c->trend), s.dropped, h);
+    log_info("msg=\"trending counts rebuilt\" events=%zu items=%u dropped=%zu half_life_s=%g "
+             "seconds=%.3f",
+             s.read, trend_size(c->trend), s.dropped, h, clock_seconds() - started);
     return ERR_OK;
 }
 
