@@ -1,6 +1,7 @@
 /* core_rank: the ranked operations - Recommend (alone or batched),
  * SimilarItems and Rerank - from the served model, the shopper's fresh
  * signals and the storefront's item multipliers. */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -477,7 +478,14 @@ static int trending_answer(core *c, recommend_call *rc, float *scores, core_list
     if (p > 0.0f && hi > 0.0f) {
         const float *mine = rc->ii;
         if (!mine) {
-            score_items(m, rc->x, own);
+            /* Only the trending items need the shopper's score: often a
+             * few of a large catalogue. */
+            const model_meta *meta = model_info(m);
+            const float *y = model_item_factors(m);
+            for (uint32_t i = 0; i < n_items; i++)
+                if (scores[i] > -INFINITY)
+                    own[i] =
+                        cblas_sdot((int)meta->factors, rc->x, 1, y + (size_t)i * meta->factors, 1);
             mine = own;
         }
         float lo = INFINITY, top_own = -INFINITY;
