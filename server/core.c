@@ -18,6 +18,7 @@ void core_options_init(core_options *o) {
     memset(o, 0, sizeof *o);
     o->reload_interval_s = 1.0;
     ev_type_default_weights(o->event_weights);
+    o->trending_half_life_s = 86400;
 }
 
 /* --- request checks -------------------------------------------------------- */
@@ -279,6 +280,7 @@ int core_open(const core_options *o, core **out, err_t *e) {
         else if (!(rc = idstate_open(exp_dir, EXP_STATE_BYTES, &c->exp_state, e)))
             core__restore_experiment(c);
     }
+    if (!rc && ev) rc = core__trend_open(c, o, e);
     if (!rc) rc = catalog_open(ev ? rules_dir : NULL, items_dir, &c->rules, e);
     if (!rc) rc = idstate_open(ev ? privacy_dir : NULL, 1, &c->privacy, e);
     for (uint32_t v = 0; !rc && v < c->exp.n; v++)
@@ -308,6 +310,7 @@ void core_close(core *c) {
     }
     evstore_close(c->events);
     evstore_close(c->feedback);
+    trend_close(c->trend);
     catalog_close(c->rules);
     idstate_close(c->privacy);
     idstate_close(c->exp_state);

@@ -45,6 +45,7 @@
 #define CORE_MAX_PRICE 1e9      /* largest unit price of one event */
 #define CORE_MAX_BATCH 32       /* most Recommend requests core_recommend_batch takes */
 #define CORE_TOP_FACTORS 5      /* churn factors a churn score names */
+#define CORE_EXPLAIN_ITEMS 3    /* most of the shopper's items an explained item names */
 /* Newest recorded events of a member one fold-in reads: a member (or a
  * client) with more since the model's data costs no more than this. */
 #define CORE_MAX_FOLD_EVENTS 1000
@@ -86,11 +87,17 @@ typedef struct core_options {
      * (core_serving; 0 = never). */
     const char *bus_urls, *bus_stream, *replica_id;
     double max_lag_s;
+    /* Recommend mode TRENDING (needs events_dir): the half-life in seconds
+     * of an event's weight in the trending counts (trend.h; 0 = a day),
+     * and the share 0 .. 1 of the shopper's own score in a trending list
+     * (0 = the same list for everyone). */
+    double trending_half_life_s;
+    float trending_personal;
 } core_options;
 
 /* Fills o with no model, reload every second, no event store, no
- * scheduler and the default weights view 0.1, cart 0.3, purchase 1,
- * favorite 0.5. */
+ * scheduler, the default weights view 0.1, cart 0.3, purchase 1,
+ * favorite 0.5, and a trending half-life of a day, not personalized. */
 void core_options_init(core_options *o);
 
 typedef struct core core;
@@ -166,7 +173,7 @@ const char *core_strategy_name(int32_t s);
 #define CORE_MODE_MAP(XX)                                                                          \
     XX(DEFAULT, 0, MODE_DEFAULT, "default", 1)                                                     \
     XX(NEW_ARRIVALS, 1, NEW_ARRIVALS, "new-arrivals", 1)                                           \
-    XX(TRENDING, 2, TRENDING, "trending", 0)                                                       \
+    XX(TRENDING, 2, TRENDING, "trending", 1)                                                       \
     XX(BUY_AGAIN, 3, BUY_AGAIN, "buy-again", 1)
 
 typedef enum core_mode {
@@ -186,6 +193,11 @@ int32_t core_mode_of_word(const char *word);
 typedef struct core_item {
     const char *id; /* NUL-terminated, owned by the list */
     float score;
+    /* Recommend with explain only: the shopper's own items (history,
+     * recorded events, context) that add most to score, most first, owned
+     * by the list; n_because 0 otherwise. */
+    const char *because[CORE_EXPLAIN_ITEMS];
+    uint32_t n_because;
 } core_item;
 
 /* An answer of the ranked operations. items, and the ids they point to,
@@ -219,7 +231,12 @@ typedef struct core_recommend_req {
      * strategy BUY_AGAIN, possibly fewer than k (none for a member who
      * opted out). With include_purchased and a model that has a repurchase
      * model, DEFAULT ranks bought items by that probability and new ones
-     * by the calibrated probability of their rank in one list. */
+     * by the calibrated probability of their rank in one list.
+     * TRENDING: only items with recent events, by their time-decayed
+     * count (trend.h), blended with the shopper's own score when the core
+     * was opened with trending_personal > 0 and there is one; the same
+     * rules as DEFAULT (bought items too); strategy TRENDING, possibly
+     * fewer than k. */
     int32_t mode;
     /* A visitor's attributes (labels of the member catalogue): for a
      * shopper with no history and no cart, the vector of the model's
@@ -232,19 +249,26 @@ typedef struct core_recommend_req {
      * for the shopper (their vector, their labels', the cart's), newest
      * first when there is nothing to order by; strategy NEW_ARRIVALS. */
     uint32_t new_days;
+    /* Fill each item's because: up to CORE_EXPLAIN_ITEMS of the shopper's
+     * items that add most to its personal score (score_explain: ALS's
+     * Cholesky explanation, an item-item model's exact terms); for
+     * BUY_AGAIN the item itself (its own purchases make it due); none
+     * when the list has no personal score (POPULAR). */
+    int explain;
 } core_recommend_req;
 
 #define CORE_NEW_DAYS 30 /* NEW_ARRIVALS' window when a request names none */
 
 /* The top req->k items for the member (their variant's model) or the
  * visitor, with available items only and boosts applied. A member who
- * opted out or was forgotten gets POPULAR. Fills *out (owned by the
- * caller: core_list_free). Errors: ERR_INVALID (the request, a mode that is
- * not a core_mode, BUY_AGAIN without user_id), ERR_UNIMPLEMENTED (a mode
- * not served: NEW_ARRIVALS, TRENDING), ERR_NOTFOUND (category),
- * ERR_PRECONDITION (a category filter on a model without categories,
- * BUY_AGAIN on a model without a repurchase model), ERR_IO (the events cannot be read), ERR_NOMEM,
- * ERR_INTERNAL. */
+ * opted out or was forgotten gets POPULAR (TRENDING: not personalized).
+ * Fills *out (owned by the caller: core_list_free). Errors: ERR_INVALID
+ * (the request, a mode that is not a core_mode, BUY_AGAIN without
+ * user_id), ERR_UNIMPLEMENTED (a mode not served: NEW_ARRIVALS),
+ * ERR_NOTFOUND (category), ERR_PRECONDITION (a category filter on a model
+ * without categories, BUY_AGAIN on a model without a repurchase model,
+ * TRENDING without an event store), ERR_IO (the events cannot be read),
+ * ERR_NOMEM, ERR_INTERNAL. */
 int core_recommend(core *c, const core_recommend_req *req, core_list *out, err_t *e);
 
 /* n <= CORE_MAX_BATCH Recommend requests that came together: answers

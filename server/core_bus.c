@@ -166,7 +166,10 @@ static int apply_records(core *c, uint64_t seq, int op, busmsg_reader *r, err_t 
     int applied = 0;
     /* evstore checks every record again: a bad one fails as ERR_INVALID. */
     int rc = evstore_append_at(store, evs, kept, seq, &applied, e);
-    if (!rc && applied && op == BUSMSG_EVENTS) atomic_fetch_add(&c->events_ingested, kept);
+    if (!rc && applied && op == BUSMSG_EVENTS) {
+        atomic_fetch_add(&c->events_ingested, kept);
+        core__trend_stored(c, evs, kept);
+    }
     for (size_t i = 0; !rc && applied && op == BUSMSG_FEEDBACK && i < kept; i++) {
         char rid[CORE_MAX_ID_BYTES + 1];
         size_t len = evs[i].user_len < CORE_MAX_ID_BYTES ? evs[i].user_len : CORE_MAX_ID_BYTES;

@@ -26,6 +26,7 @@
 #include "model.h"
 #include "privacy.h"
 #include "score.h"
+#include "trend.h"
 
 /* --- served models (core_model.c) ------------------------------------------ */
 
@@ -71,6 +72,11 @@ typedef struct core__model {
     float *yty;       /* factors x factors, for fold-ins */
     pthread_mutex_t mult_lock;
     core__storefront *mult; /* rebuilt when the catalog changes */
+    /* The trending table's slots mapped to this model's items (trend_map),
+     * extended as new items trend; guarded by trend_lock. */
+    pthread_mutex_t trend_lock;
+    uint32_t *trend_items;
+    uint32_t n_trend_items, cap_trend_items;
 } core__model;
 
 /* One variant of the experiment: the model directory it serves from. */
@@ -101,6 +107,8 @@ struct core {
     atomic_ullong strategies[CORE_STRATEGY_END]; /* Recommend answers by core_strategy */
     atomic_ullong fold_ins_capped; /* shoppers with more than CORE_MAX_FOLD_EVENTS fresh events */
     evstore *events;               /* NULL without events */
+    trend *trend;                  /* mode TRENDING's counts; NULL without events */
+    float trending_personal;       /* core_options' */
     int events_lock;               /* descriptor holding the flock of the events folder, or -1 */
     catalog *rules;
     idstate *privacy; /* member id -> PRIVACY_* */
@@ -281,6 +289,16 @@ void core__records_free(core__records *r);
 int core__write_records(core *c, evstore *store, const void *records, size_t n,
                         core__record_check check, const char *what, core__records *good,
                         core_write_reply *out, err_t *e);
+
+/* Opens c->trend (with an event store) and counts into it the store's
+ * events of the last TREND_HORIZON_HALF_LIVES half-lives, so a restart
+ * keeps what is trending. Errors: ERR_INVALID (the options), ERR_NOMEM,
+ * evstore_scan's (the store cannot be read). */
+int core__trend_open(core *c, const core_options *o, err_t *e);
+
+/* Counts n events just stored (by RecordEvents, or applied from the bus)
+ * in the trending table: every stored event passes here. */
+void core__trend_stored(core *c, const evstore_event *events, size_t n);
 
 /* --- the event bus (core_bus.c) -------------------------------------------- */
 

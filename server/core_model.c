@@ -36,6 +36,8 @@ void core__release(core__model *sm) {
         model_close(sm->m);
         core__storefront_release(sm->mult);
         pthread_mutex_destroy(&sm->mult_lock);
+        pthread_mutex_destroy(&sm->trend_lock);
+        free(sm->trend_items);
         free(sm->yty);
         free(sm);
     }
@@ -103,6 +105,7 @@ int core__load(core *c, uint32_t v, err_t *e) {
     sm->m = m;
     atomic_init(&sm->refs, 1);
     pthread_mutex_init(&sm->mult_lock, NULL);
+    pthread_mutex_init(&sm->trend_lock, NULL);
     score_gram(m, sm->yty);
     log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "
              "categories=%u",

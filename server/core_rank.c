@@ -1,6 +1,7 @@
 /* core_rank: the ranked operations - Recommend (alone or batched),
  * SimilarItems and Rerank - from the served model, the shopper's fresh
  * signals and the storefront's item multipliers. */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +12,21 @@
 
 /* --- lists ----------------------------------------------------------------- */
 
-/* Fills out->items with n entries of top (best first) and then n_unknown
- * ids the model does not know, with score 0, all in one block. */
+/* Fills out->items with n entries of top (best first; indexes of
+ * core__item_lookup), entry i naming the items because[i *
+ * CORE_EXPLAIN_ITEMS ...] (n_because[i] of them; both NULL: none), and then
+ * n_unknown ids the model does not know, with score 0, all in one block. */
 static int list_build(core_list *out, const model *m, const core__upserts *up,
-                      const topk_entry *top, size_t n, char *const *unknown, size_t n_unknown,
-                      err_t *e) {
+                      const topk_entry *top, size_t n, const uint32_t *because,
+                      const uint32_t *n_because, char *const *unknown, size_t n_unknown, err_t *e) {
     size_t bytes = 0, len;
     for (size_t i = 0; i < n; i++) {
         core__item_id(m, up, top[i].index, &len);
         bytes += len + 1;
+        for (uint32_t b = 0; because && b < n_because[i]; b++) {
+            model_item_id(m, because[i * CORE_EXPLAIN_ITEMS + b], &len);
+            bytes += len + 1;
+        }
     }
     for (size_t i = 0; i < n_unknown; i++)
         bytes += strlen(unknown[i]) + 1;
@@ -32,8 +39,15 @@ static int list_build(core_list *out, const model *m, const core__upserts *up,
         if (i >= n) len = strlen(id);
         memcpy(at, id, len);
         at[len] = '\0';
-        items[i] = (core_item){at, i < n ? top[i].score : 0.0f};
+        items[i] = (core_item){.id = at, .score = i < n ? top[i].score : 0.0f};
         at += len + 1;
+        for (uint32_t b = 0; i < n && because && b < n_because[i]; b++) {
+            id = model_item_id(m, because[i * CORE_EXPLAIN_ITEMS + b], &len);
+            memcpy(at, id, len);
+            at[len] = '\0';
+            items[i].because[items[i].n_because++] = at;
+            at += len + 1;
+        }
     }
     out->items = items;
     out->n_items = total;
@@ -150,6 +164,7 @@ typedef struct recommend_call {
     core__category category;
     uint32_t variant;
     core_strategy strategy;
+    int personal; /* the shopper has a vector (x, or ii), so their own scores count */
     char request_id[EXP_REQUEST_ID_MAX];
 } recommend_call;
 
@@ -189,6 +204,9 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
                        "model %s has no repurchase model for mode BUY_AGAIN (published before it, "
                        "or trained with --repeat-horizon 0)",
                        meta->version);
+    if (rq->mode == CORE_MODE_TRENDING && !c->trend)
+        return err_set(e, ERR_PRECONDITION,
+                       "mode TRENDING counts recorded events: start recd serve with --events DIR");
     /* A member who opted out (or was forgotten) gets what anyone would. */
     int private = rq->user_id[0] && core__privacy(c, rq->user_id, strlen(rq->user_id));
     if (!private &&
@@ -196,7 +214,9 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
                                      rq->n_context_item_ids, &rc->sh, e)))
         return err;
     rc->strategy = CORE_POPULAR;
-    if (!private &&
+    /* An unblended trending list is everyone's: no vector to spend on. */
+    int vector = !private && !(rq->mode == CORE_MODE_TRENDING && !(c->trending_personal > 0.0f));
+    if (vector &&
         (err = core__shopper_vector(rc->sm, &rc->sh, !rq->user_id[0], rc->x, &rc->strategy, e)))
         return err;
     /* Nothing bought, nothing carted: the visitor's labels say what there is. */
@@ -204,6 +224,7 @@ static int recommend_prepare(core *c, const core_recommend_req *rq, recommend_ca
         rc->sh.n_signals == 0 && !isinf(meta->popularity_blend) &&
         core__labels_vector(m, rq->user_labels, rq->n_user_labels, rc->x) > 0)
         rc->strategy = CORE_ATTRIBUTES;
+    rc->personal = rc->strategy != CORE_POPULAR;
     if (rc->sh.n_signals && rc->strategy != CORE_POPULAR) atomic_fetch_add(&c->fold_ins, 1);
     /* An item-item model has no row for labels: their vector scores by the factors. */
     if (model_item_rows(m) && rc->strategy != CORE_POPULAR && rc->strategy != CORE_ATTRIBUTES &&
@@ -361,10 +382,69 @@ static int merge_upserts(const recommend_call *rc, topk_entry *top, uint32_t *n,
     return ERR_OK;
 }
 
+/* The because lists of a call's n chosen items (core_recommend_req's
+ * explain) into *because (n x CORE_EXPLAIN_ITEMS) and *n_because, both
+ * the caller's to free; both NULL when the list has no personal score. */
+static int recommend_explain(const recommend_call *rc, const topk_entry *top, uint32_t n,
+                             uint32_t **because, uint32_t **n_because, err_t *e) {
+    *because = *n_because = NULL;
+    int buy_again = rc->strategy == CORE_BUY_AGAIN;
+    if (!rc->rq->explain || n == 0 || (!buy_again && !rc->personal)) return ERR_OK;
+    uint32_t *b = malloc((size_t)n * CORE_EXPLAIN_ITEMS * sizeof *b);
+    uint32_t *nb = malloc((size_t)n * sizeof *nb), *targets = malloc((size_t)n * sizeof *targets);
+    int err = ERR_OK;
+    err_t why;
+    if (!b || !nb || !targets) {
+        err = err_set(e, ERR_NOMEM, "out of memory explaining %u items", n);
+    } else if (buy_again) {
+        /* Due again because of its own purchases. */
+        for (uint32_t i = 0; i < n; i++) {
+            b[i * CORE_EXPLAIN_ITEMS] = top[i].index;
+            nb[i] = 1;
+        }
+    } else {
+        /* An upserted item the model does not know is scored by its label
+         * vector, not by the shopper's items: nothing to name. */
+        uint32_t n_items = model_info(rc->sm->m)->n_items, n_known = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (top[i].index < n_items) targets[n_known++] = top[i].index;
+        if (score_explain(rc->sm->m, rc->sm->yty, rc->sh.user, rc->sh.signals, rc->sh.n_signals,
+                          targets, n_known, CORE_EXPLAIN_ITEMS, b, NULL, nb, &why)) {
+            err = err_set(e, why.code, "explain failed: %s", why.msg);
+        } else {
+            /* Back to the list's order, from the last entry down. */
+            for (uint32_t i = n, k = n_known; i-- > 0;) {
+                if (top[i].index >= n_items) {
+                    nb[i] = 0;
+                    continue;
+                }
+                k--;
+                if (k == i) continue;
+                nb[i] = nb[k];
+                memcpy(b + (size_t)i * CORE_EXPLAIN_ITEMS, b + (size_t)k * CORE_EXPLAIN_ITEMS,
+                       CORE_EXPLAIN_ITEMS * sizeof *b);
+            }
+        }
+    }
+    free(targets);
+    if (err) {
+        free(b);
+        free(nb);
+        return err;
+    }
+    *because = b;
+    *n_because = nb;
+    return ERR_OK;
+}
+
 /* Answers a call with its chosen items (best first). */
 static int recommend_respond(core *c, const recommend_call *rc, const topk_entry *top, uint32_t n,
                              core_list *out, err_t *e) {
-    int err = list_build(out, rc->sm->m, &rc->mu->up, top, n, NULL, 0, e);
+    uint32_t *because, *n_because;
+    int err = recommend_explain(rc, top, n, &because, &n_because, e);
+    if (!err) err = list_build(out, rc->sm->m, &rc->mu->up, top, n, because, n_because, NULL, 0, e);
+    free(because);
+    free(n_because);
     if (err) return err;
     out->strategy = rc->strategy;
     memcpy(out->model_version, model_info(rc->sm->m)->version, sizeof out->model_version);
@@ -467,27 +547,17 @@ static int rebuy_scores(const recommend_call *rc, float *scores, err_t *e) {
     return ERR_OK;
 }
 
-/* Answers a prepared call from scores: n_items floats holding x . y_i for
- * every item (for POPULAR anything: replaced here), used as scratch. A
- * member answered POPULAR (by a popularity-only model) still does not get
- * what they bought. */
-static int recommend_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+/* The rules of every list on scores (n_items floats): what the member
+ * bought (unless include; with rebuy, what they only viewed or carted is
+ * new), the context and excluded items, the storefront's multipliers and
+ * the category. */
+static void recommend_rules(const recommend_call *rc, int include, int rebuy, float *scores) {
     const core_recommend_req *rq = rc->rq;
     const model *m = rc->sm->m;
-    const model_meta *meta = model_info(m);
     const core__shopper *sh = &rc->sh;
-    if (rc->strategy == CORE_POPULAR) {
-        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
-        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
-    } else {
-        score_add_popularity(m, 0, meta->n_items, scores);
-    }
-    /* With a repurchase model, bought items join below on their own scale. */
-    int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
     if (!include && sh->user != SCORE_NO_USER) {
         uint32_t n_bought;
         const uint32_t *bought = model_user_items(m, sh->user, &n_bought);
-        /* With the repurchase model, what was only viewed or carted is new. */
         const float *pairs = rebuy ? model_rebuy_pairs(m, sh->user) : NULL;
         for (uint32_t i = 0; i < n_bought; i++)
             if (!pairs || pairs[(size_t)i * REBUY_PAIR_FLOATS] > 0) scores[bought[i]] = -INFINITY;
@@ -497,8 +567,27 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
             scores[sh->bought[i]] = -INFINITY;
     exclude_ids(m, rq->context_item_ids, rq->n_context_item_ids, scores);
     exclude_ids(m, rq->exclude_item_ids, rq->n_exclude_item_ids, scores);
-    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, meta->n_items);
+    if (rc->mu->any) score_apply_multipliers(scores, rc->mu->v, model_info(m)->n_items);
     if (rq->category[0]) category_filter(m, &rc->mu->up, &rc->category, scores);
+}
+
+/* Answers a prepared call from scores: n_items floats holding x . y_i for
+ * every item (for POPULAR anything: replaced here), used as scratch. A
+ * member answered POPULAR (by a popularity-only model) still does not get
+ * what they bought. */
+static int recommend_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    const model_meta *meta = model_info(m);
+    if (rc->strategy == CORE_POPULAR) {
+        /* Nothing to personalize from (or a popularity-only model): the best sellers. */
+        memcpy(scores, model_item_popularity(m), (size_t)meta->n_items * sizeof *scores);
+    } else {
+        score_add_popularity(m, 0, meta->n_items, scores);
+    }
+    /* With a repurchase model, bought items join below on their own scale. */
+    int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
+    recommend_rules(rc, include, rebuy, scores);
     uint32_t n;
     err_t why;
     topk_entry *top = malloc(rq->k * sizeof *top);
@@ -544,6 +633,95 @@ static int buy_again_answer(core *c, recommend_call *rc, float *scores, core_lis
         rc->strategy = CORE_BUY_AGAIN;
         err = recommend_respond(c, rc, top, n, out, e);
     }
+    free(top);
+    return err;
+}
+
+/* The trend of every item of sm's model that has one into scores (others
+ * left alone), the largest into *hi; the table's items new since the last
+ * call are mapped to the model's first. Returns 0, or -1 when out of
+ * memory. */
+static int trend_scores(core *c, core__model *sm, float *scores, float *hi) {
+    uint32_t n = trend_size(c->trend);
+    int rc = 0;
+    pthread_mutex_lock(&sm->trend_lock);
+    if (n > sm->cap_trend_items) {
+        uint32_t cap = n > 2 * sm->cap_trend_items ? n : 2 * sm->cap_trend_items;
+        uint32_t *grown = realloc(sm->trend_items, (size_t)cap * sizeof *grown);
+        if (grown) {
+            sm->trend_items = grown;
+            sm->cap_trend_items = cap;
+        } else {
+            rc = -1;
+        }
+    }
+    if (!rc && n > sm->n_trend_items) {
+        trend_map(c->trend, sm->m, sm->n_trend_items, n, sm->trend_items);
+        sm->n_trend_items = n;
+    }
+    if (!rc)
+        *hi = trend_fill(c->trend, (int64_t)time(NULL), sm->trend_items, sm->n_trend_items, scores);
+    pthread_mutex_unlock(&sm->trend_lock);
+    return rc;
+}
+
+/* Mode TRENDING: the items with recent events by their decayed count
+ * scaled to [0, 1], blended with the shopper's own scores min-max scaled
+ * over the same items when the core is set to (share trending_personal),
+ * then the rules of every list. */
+static int trending_answer(core *c, recommend_call *rc, float *scores, core_list *out, err_t *e) {
+    const core_recommend_req *rq = rc->rq;
+    const model *m = rc->sm->m;
+    uint32_t n_items = model_info(m)->n_items;
+    for (uint32_t i = 0; i < n_items; i++)
+        scores[i] = -INFINITY;
+    float hi = 0;
+    float *own = rc->personal && !rc->ii ? malloc((size_t)n_items * sizeof *own) : NULL;
+    topk_entry *top = malloc(rq->k * sizeof *top);
+    int err = ERR_OK;
+    if (!top || (rc->personal && !rc->ii && !own) || trend_scores(c, rc->sm, scores, &hi)) {
+        err = err_set(e, ERR_NOMEM, "out of memory for the trending items");
+        goto done;
+    }
+    float p = rc->personal ? c->trending_personal : 0.0f;
+    if (p > 0.0f && hi > 0.0f) {
+        const float *mine = rc->ii;
+        if (!mine) {
+            /* Only the trending items need the shopper's score: often a
+             * few of a large catalogue. */
+            const model_meta *meta = model_info(m);
+            const float *y = model_item_factors(m);
+            for (uint32_t i = 0; i < n_items; i++)
+                if (scores[i] > -INFINITY)
+                    own[i] =
+                        cblas_sdot((int)meta->factors, rc->x, 1, y + (size_t)i * meta->factors, 1);
+            mine = own;
+        }
+        float lo = INFINITY, top_own = -INFINITY;
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY) {
+                if (mine[i] < lo) lo = mine[i];
+                if (mine[i] > top_own) top_own = mine[i];
+            }
+        float span = top_own > lo ? top_own - lo : 1.0f;
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY)
+                scores[i] = (1.0f - p) * scores[i] / hi + p * (mine[i] - lo) / span;
+    } else if (hi > 0.0f) {
+        for (uint32_t i = 0; i < n_items; i++)
+            if (scores[i] > -INFINITY) scores[i] /= hi;
+    }
+    recommend_rules(rc, rq->include_purchased, 0, scores);
+    uint32_t n;
+    err_t why;
+    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)) {
+        err = err_set(e, why.code, "%s", why.msg);
+        goto done;
+    }
+    rc->strategy = CORE_TRENDING;
+    err = recommend_respond(c, rc, top, n, out, e);
+done:
+    free(own);
     free(top);
     return err;
 }
@@ -627,16 +805,19 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
          * score_batch's filter. */
         int upsert_category = rc->rq->category[0] && (rc->category.model == UINT32_MAX ||
                                                       categories_upserted(rc->sm->m, &rc->mu->up));
+        int trending = rc->rq->mode == CORE_MODE_TRENDING;
         if (rc->rq->mode == CORE_MODE_NEW_ARRIVALS) {
             new_arrivals_answer(c, rc, &out[i], &errs[i]);
             ready[i] = 0;
         } else if (rc->strategy == CORE_POPULAR || rc->rq->diversity > 0 || rc->ii || buy_again ||
-                   recommend_rebuys(rc) || upsert_category) {
+                   trending || recommend_rebuys(rc) || upsert_category) {
             float *scores = core__scores_buffer(model_info(rc->sm->m)->n_items);
             if (!scores) {
                 err_set(&errs[i], ERR_NOMEM, "out of memory scoring");
             } else if (buy_again) {
                 buy_again_answer(c, rc, scores, &out[i], &errs[i]);
+            } else if (trending) {
+                trending_answer(c, rc, scores, &out[i], &errs[i]);
             } else {
                 if (rc->ii)
                     memcpy(scores, rc->ii, model_info(rc->sm->m)->n_items * sizeof *scores);
@@ -901,7 +1082,7 @@ int core_similar(core *c, const core_similar_req *rq, core_list *out, err_t *e) 
         out->fell_back = rq->relation == CORE_RELATION_BOUGHT_TOGETHER;
         if ((err = similar_rank(&sc, scores, top, &n, e))) goto done;
     }
-    if (!(err = list_build(out, m, &mu->up, top, n, NULL, 0, e)))
+    if (!(err = list_build(out, m, &mu->up, top, n, NULL, NULL, NULL, 0, e)))
         memcpy(out->model_version, meta->version, sizeof out->model_version);
 done:
     core__storefront_release(mu);
@@ -998,7 +1179,7 @@ int core_rerank(core *c, const core_rerank_req *rq, core_list *out, err_t *e) {
         if (score > -INFINITY) known[n_known++] = (topk_entry){item, score};
     }
     topk_sort(known, (uint32_t)n_known);
-    if (!(err = list_build(out, m, &mu->up, known, n_known, unknown, n_unknown, e))) {
+    if (!(err = list_build(out, m, &mu->up, known, n_known, NULL, NULL, unknown, n_unknown, e))) {
         out->strategy = strategy;
         memcpy(out->model_version, meta->version, sizeof out->model_version);
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core_int.h"
 #include "log.h"
 
@@ -116,9 +117,56 @@ int core_record_events(core *c, const core_event *events, size_t n, core_write_r
     core__records good;
     int err = core__write_records(c, c->events, events, n, check_event, "events", &good, out, e);
     /* On a cluster the applier counts them, on every replica. */
-    if (!err && !c->bus) atomic_fetch_add(&c->events_ingested, good.n_good);
+    if (!err && !c->bus) {
+        atomic_fetch_add(&c->events_ingested, good.n_good);
+        core__trend_stored(c, good.good, good.n_good);
+    }
     core__records_free(&good);
     return err;
+}
+
+/* --- trending ------------------------------------------------------------- */
+
+typedef struct trend_scan {
+    trend *t;
+    int64_t now;
+    size_t read, dropped;
+} trend_scan;
+
+/* evstore visitor of core__trend_open: one stored event. */
+static int trend_visit(void *ctx, uint64_t seq, const evstore_event *ev) {
+    (void)seq;
+    trend_scan *s = ctx;
+    s->read++;
+    s->dropped += trend_add(s->t, ev, 1, s->now);
+    return 0;
+}
+
+int core__trend_open(core *c, const core_options *o, err_t *e) {
+    double h = o->trending_half_life_s;
+    float p = o->trending_personal;
+    if (!(p >= 0.0f && p <= 1.0f))
+        return err_set(e, ERR_INVALID, "the trending blend must be between 0 and 1, got %g",
+                       (double)p);
+    c->trending_personal = p;
+    int rc = trend_open(h, c->weights, &c->trend, e);
+    if (rc) return rc;
+    /* Every stored event is read: the store keeps them in the order they
+     * came, not by their time. */
+    trend_scan s = {c->trend, (int64_t)time(NULL), 0, 0};
+    double started = clock_seconds();
+    if ((rc = evstore_scan(c->events, 0, trend_visit, &s, e))) {
+        err_wrap(e, "trending counts not rebuilt");
+        return rc;
+    }
+    log_info("msg=\"trending counts rebuilt\" events=%zu items=%u dropped=%zu half_life_s=%g "
+             "seconds=%.3f",
+             s.read, trend_size(c->trend), s.dropped, h, clock_seconds() - started);
+    return ERR_OK;
+}
+
+void core__trend_stored(core *c, const evstore_event *events, size_t n) {
+    if (c->trend) trend_add(c->trend, events, n, (int64_t)time(NULL));
 }
 
 /* --- item rules: availability and boosts ----------------------------------- */

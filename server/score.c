@@ -19,9 +19,13 @@ static int cmp_signal_item(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
-                  size_t n, float *x, err_t *e) {
-    const model_meta *mt = model_info(m);
+/* The shopper's counts, as a retraining would see them: the stored history
+ * of user (SCORE_NO_USER: none) merged with the n signals by item, weights
+ * of the same item added up, ascending item order, into *items and
+ * *counts (the caller frees both) and their number into *out. Returns 0,
+ * or -1 when out of memory (nothing to free then). */
+static int merge_counts(const model *m, uint32_t user, const score_signal *signals, size_t n,
+                        uint32_t **items_out, float **counts_out, uint32_t *out) {
     uint32_t n_stored = 0;
     const uint32_t *stored = NULL;
     const float *stored_counts = NULL;
@@ -29,9 +33,6 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
         stored = model_user_items(m, user, &n_stored);
         stored_counts = model_user_item_counts(m, user);
     }
-    /* Merge the stored history (sorted by item) with the signals sorted by
-     * item, adding weights of the same item: the counts a retraining would
-     * see for this user. */
     size_t cap = (size_t)n_stored + n;
     score_signal *sig = malloc((n ? n : 1) * sizeof *sig);
     uint32_t *items = malloc((cap ? cap : 1) * sizeof *items);
@@ -40,11 +41,11 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
         free(sig);
         free(items);
         free(counts);
-        return err_set(e, ERR_NOMEM, "score: out of memory folding in %zu signals", n);
+        return -1;
     }
     if (n) memcpy(sig, signals, n * sizeof *sig);
     qsort(sig, n, sizeof *sig, cmp_signal_item);
-    uint32_t out = 0;
+    uint32_t d = 0;
     size_t a = 0, b = 0;
     while (a < n_stored || b < n) {
         uint32_t item;
@@ -57,15 +58,138 @@ int score_fold_in(const model *m, const float *yty, uint32_t user, const score_s
             w += stored_counts[a++];
         while (b < n && sig[b].item == item)
             w += sig[b++].weight;
-        items[out] = item;
-        counts[out++] = w;
+        items[d] = item;
+        counts[d++] = w;
     }
-    /* Frequency-scaled regularization: lambda grows with the user's items,
-     * as in training (out = their distinct items). */
-    float lambda = mt->regularization + mt->frequency_regularization * (float)out;
-    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, out, lambda,
-                        mt->alpha, x, e);
     free(sig);
+    *items_out = items;
+    *counts_out = counts;
+    *out = d;
+    return 0;
+}
+
+/* The regularization of a fold-in over d distinct items: lambda grows with
+ * the user's items, as in training. */
+static float fold_lambda(const model_meta *mt, uint32_t d) {
+    return mt->regularization + mt->frequency_regularization * (float)d;
+}
+
+int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
+                  size_t n, float *x, err_t *e) {
+    const model_meta *mt = model_info(m);
+    uint32_t *items, d;
+    float *counts;
+    if (merge_counts(m, user, signals, n, &items, &counts, &d))
+        return err_set(e, ERR_NOMEM, "score: out of memory folding in %zu signals", n);
+    int rc = mf_fold_in(model_item_factors(m), mt->factors, yty, items, counts, d,
+                        fold_lambda(mt, d), mt->alpha, x, e);
+    free(items);
+    free(counts);
+    return rc;
+}
+
+/* Keeps the per_item largest positive contributions in best/best_w (n of
+ * them so far, largest first). */
+static void explain_keep(uint32_t item, float w, uint32_t per_item, uint32_t *best, float *best_w,
+                         uint32_t *n) {
+    if (!(w > 0.0f) || (*n == per_item && !(w > best_w[per_item - 1]))) return;
+    uint32_t at = *n < per_item ? (*n)++ : per_item - 1;
+    while (at > 0 && best_w[at - 1] < w) {
+        best[at] = best[at - 1];
+        best_w[at] = best_w[at - 1];
+        at--;
+    }
+    best[at] = item;
+    best_w[at] = w;
+}
+
+/* The ALS part of score_explain: contrib[t * d + j] += scale * c_j y_t^T W
+ * y_j for the d merged items, W the inverse of the fold-in's system. One
+ * Cholesky factorization serves every target. Returns ERR_OK,
+ * ERR_INVALID (not positive definite), ERR_NOMEM. */
+static int explain_als(const model *m, const float *yty, const uint32_t *items, const float *counts,
+                       uint32_t d, const uint32_t *targets, size_t n_targets, float scale,
+                       float *contrib, err_t *e) {
+    const model_meta *mt = model_info(m);
+    const size_t f = mt->factors;
+    const float *y = model_item_factors(m);
+    double lambda = fold_lambda(mt, d), alpha = mt->alpha;
+    /* The system of mf_fold_in, in double as there: YtY + lambda I + sum
+     * (c_j - 1) y_j y_j^T, lower triangle. */
+    double *a = malloc((f * f + f * n_targets) * sizeof *a);
+    if (!a) return err_set(e, ERR_NOMEM, "score: out of memory for a %zu x %zu system", f, f);
+    double *w = a + f * f;
+    for (size_t r = 0; r < f; r++) {
+        for (size_t l = 0; l <= r; l++)
+            a[r * f + l] = (double)yty[r * f + l];
+        a[r * f + r] += lambda;
+    }
+    for (uint32_t j = 0; j < d; j++) {
+        const float *yj = y + (size_t)items[j] * f;
+        double c1 = alpha * (double)counts[j];
+        for (size_t r = 0; r < f; r++) {
+            double v = c1 * (double)yj[r];
+            for (size_t l = 0; l <= r; l++)
+                a[r * f + l] += v * (double)yj[l];
+        }
+    }
+    for (size_t t = 0; t < n_targets; t++)
+        for (size_t r = 0; r < f; r++)
+            w[t * f + r] = (double)y[(size_t)targets[t] * f + r];
+    if (linalg_solve_spd_many(a, w, f, n_targets)) {
+        free(a);
+        return err_set(e, ERR_INVALID, "score: the shopper's system is not positive definite");
+    }
+    for (size_t t = 0; t < n_targets; t++)
+        for (uint32_t j = 0; j < d; j++) {
+            const float *yj = y + (size_t)items[j] * f;
+            double dot = 0;
+            for (size_t r = 0; r < f; r++)
+                dot += w[t * f + r] * (double)yj[r];
+            double c = 1.0 + alpha * (double)counts[j];
+            contrib[t * d + j] += (float)((double)scale * c * dot);
+        }
+    free(a);
+    return ERR_OK;
+}
+
+int score_explain(const model *m, const float *yty, uint32_t user, const score_signal *signals,
+                  size_t n, const uint32_t *targets, size_t n_targets, uint32_t per_item,
+                  uint32_t *because, float *weight, uint32_t *n_because, err_t *e) {
+    const model_meta *mt = model_info(m);
+    const itemrows *r = model_item_rows(m);
+    for (size_t t = 0; t < n_targets; t++)
+        n_because[t] = 0;
+    for (size_t k = 0; k < n; k++)
+        if (!(signals[k].weight >= 0.0f) || !isfinite(signals[k].weight))
+            return err_set(e, ERR_INVALID, "signal weight %g is not a finite number >= 0",
+                           (double)signals[k].weight);
+    if (n_targets == 0 || per_item == 0) return ERR_OK;
+    uint32_t *items, d;
+    float *counts;
+    if (merge_counts(m, user, signals, n, &items, &counts, &d))
+        return err_set(e, ERR_NOMEM, "score: out of memory explaining %zu items", n_targets);
+    float *contrib = calloc((size_t)n_targets * (d ? d : 1), sizeof *contrib);
+    float *kept_w = weight ? NULL : malloc(per_item * sizeof *kept_w);
+    int rc = contrib && (weight || kept_w)
+                 ? ERR_OK
+                 : err_set(e, ERR_NOMEM, "score: out of memory explaining %zu items", n_targets);
+    if (!rc && d && r) /* Exact: an item-item score is a sum over the shopper's items. */
+        for (size_t t = 0; t < n_targets; t++)
+            for (uint32_t j = 0; j < d; j++)
+                contrib[t * d + j] =
+                    itemrows_value(counts[j]) * itemrows_get(r, items[j], targets[t]);
+    if (!rc && d && (!r || mt->als_blend != 0.0f))
+        rc = explain_als(m, yty, items, counts, d, targets, n_targets, r ? mt->als_blend : 1.0f,
+                         contrib, e);
+    for (size_t t = 0; !rc && t < n_targets; t++) {
+        float *bw = weight ? weight + t * per_item : kept_w;
+        for (uint32_t j = 0; j < d; j++)
+            explain_keep(items[j], contrib[t * d + j], per_item, because + t * per_item, bw,
+                         &n_because[t]);
+    }
+    free(contrib);
+    free(kept_w);
     free(items);
     free(counts);
     return rc;
@@ -90,41 +214,18 @@ int score_item_rows(const model *m, uint32_t user, const score_signal *signals, 
         if (!(signals[k].weight >= 0.0f) || !isfinite(signals[k].weight))
             return err_set(e, ERR_INVALID, "signal weight %g is not a finite number >= 0",
                            (double)signals[k].weight);
-    uint32_t n_stored = 0;
-    const uint32_t *stored = user != SCORE_NO_USER ? model_user_items(m, user, &n_stored) : NULL;
-    const float *counts = stored ? model_user_item_counts(m, user) : NULL;
-    size_t total = n_stored + n;
-    score_signal *all = malloc((total ? total : 1) * sizeof *all);
-    uint32_t *items = malloc((total ? total : 1) * sizeof *items);
-    float *w = malloc((total ? total : 1) * sizeof *w);
-    if (!all || !items || !w) {
-        free(all);
-        free(items);
-        free(w);
-        return err_set(e, ERR_NOMEM, "out of memory for %zu signals", total);
-    }
-    for (uint32_t k = 0; k < n_stored; k++)
-        all[k] = (score_signal){stored[k], counts[k]};
-    if (n) memcpy(all + n_stored, signals, n * sizeof *signals);
+    uint32_t *items, d;
+    float *w;
+    if (merge_counts(m, user, signals, n, &items, &w, &d))
+        return err_set(e, ERR_NOMEM, "out of memory for %zu signals", n);
     /* An item's value is capped once, over all of its signals together. */
-    qsort(all, total, sizeof *all, cmp_signal_item);
-    size_t d = 0;
-    for (size_t k = 0; k < total; k++) {
-        if (d && items[d - 1] == all[k].item) {
-            w[d - 1] += all[k].weight;
-            continue;
-        }
-        items[d] = all[k].item;
-        w[d++] = all[k].weight;
-    }
-    for (size_t k = 0; k < d; k++)
+    for (uint32_t k = 0; k < d; k++)
         w[k] = itemrows_value(w[k]);
     memset(scores, 0, (size_t)mt->n_items * sizeof *scores);
     itemrows_accumulate(r, items, w, d, scores);
     if (x && mt->als_blend != 0.0f)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)mt->n_items, (int)mt->factors, mt->als_blend,
                     model_item_factors(m), (int)mt->factors, x, 1, 1.0f, scores, 1);
-    free(all);
     free(items);
     free(w);
     return ERR_OK;

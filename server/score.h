@@ -42,6 +42,32 @@ void score_gram(const model *m, float *yty);
 int score_fold_in(const model *m, const float *yty, uint32_t user, const score_signal *signals,
                   size_t n, float *x, err_t *e);
 
+/* Why a shopper's scores of n_targets items are what they are: for target
+ * t, the shopper's items - the stored history of user (or SCORE_NO_USER)
+ * and the n signals, merged as score_fold_in merges them - that add most
+ * to its score, at most per_item of them, largest first, only those that
+ * add (a positive contribution), into because[t * per_item ...] (item
+ * indexes), their contributions into weight (the same layout; NULL when
+ * not wanted) and their number into n_because[t] (n_targets of them).
+ *
+ * ALS: the explanation of Hu, Koren and Volinsky (2008, section 5) that
+ * benfred/implicit's explain computes: item j adds c_j y_t^T W y_j, with
+ * c_j = 1 + alpha r_j and W the inverse of the fold-in's system (YtY +
+ * lambda I + sum_j (c_j - 1) y_j y_j^T, one Cholesky factorization for
+ * every target). The contributions add up to x . y_t for the folded-in x,
+ * so they explain exactly what a fold-in serves; a stored vector (no fresh
+ * signals) is what training's last sweep made of the same counts, which
+ * they explain up to its convergence. An item-item model (model_item_rows)
+ * scores by a sum over the shopper's items: j adds itemrows_value(r_j)
+ * row_j[t], exactly, plus als_blend times its ALS contribution when the
+ * model blends in its factors. yty from score_gram (read by ALS only).
+ * Returns ERR_OK, ERR_INVALID (a negative or non-finite weight, a system
+ * that is not positive definite), ERR_NOMEM; n_because is all 0 on
+ * failure. */
+int score_explain(const model *m, const float *yty, uint32_t user, const score_signal *signals,
+                  size_t n, const uint32_t *targets, size_t n_targets, uint32_t per_item,
+                  uint32_t *because, float *weight, uint32_t *n_because, err_t *e);
+
 #define SCORE_BLOCK 16384 /* items per block of score_batch: its score rows stay in cache */
 
 /* One query of score_batch: a shopper's vector and what to leave out. */

@@ -160,6 +160,8 @@ static Recd__V1__ScoredItem **scored_items(const core_list *l) {
         recd__v1__scored_item__init(&items[i]);
         items[i].item_id = (char *)l->items[i].id; /* protobuf-c wants char *; packing reads it */
         items[i].score = l->items[i].score;
+        items[i].because_item_ids = (char **)l->items[i].because;
+        items[i].n_because_item_ids = l->items[i].n_because;
         ptrs[i] = &items[i];
     }
     return ptrs;
@@ -210,6 +212,7 @@ static void svc_recommend_batch(void *ctx, const uint8_t *const *reqs, const siz
             .user_labels = rq[i]->user_labels,
             .n_user_labels = rq[i]->n_user_labels,
             .new_days = rq[i]->new_days,
+            .explain = rq[i]->explain,
         };
         todo[m] = &creq[m];
         at[m++] = i;

@@ -9,7 +9,8 @@
  *   train   times ALS iterations on a random sparse matrix
  *   body    writes a framed gRPC request body for h2load
  *   ready   waits for a starting server's first successful Recommend
- *   json    times the JSON codec's share of one HTTP Recommend call */
+ *   json    times the JSON codec's share of one HTTP Recommend call
+ *   explain times score_explain next to the scoring of the same call */
 #include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
@@ -87,6 +88,12 @@ static const char bench_usage[] =
     "      the median Recommend\n"
     "      next to a NEW_ARRIVALS one (users u0.., one thread), before the upserts and\n"
     "      with them all served (defaults: K 10, S 1)\n"
+    "  explain --model DIR [-k K] [--seconds S] [--rounds R]\n"
+    "      explain's extra cost per Recommend on one thread: the top K of a member's\n"
+    "      stored vector (score_batch) next to score_explain of those K items from\n"
+    "      the member's history, and from it plus 100 fresh signals (a fold-in's\n"
+    "      system), users in turn, the three interleaved; R rounds of about S\n"
+    "      seconds (defaults: K 10, S 1, R 3); p50 microseconds and ratios\n"
     "  ready --port-file FILE --since T [--user ID] [--timeout S]\n"
     "      waits for FILE (a starting `recd serve --port-file`), then calls\n"
     "      Recommend(ID) until it succeeds; prints the seconds since T (unix\n"
@@ -1039,8 +1046,8 @@ out:;
 /* --- command -------------------------------------------------------------- */
 
 /* The flags each subcommand takes (bit per subcommand, in this order). */
-static const char *const subcommands[] = {"model", "score", "train", "body",
-                                          "ready", "items", "json",  "catalog"};
+static const char *const subcommands[] = {"model", "score", "train",   "body",   "ready",
+                                          "items", "json",  "catalog", "explain"};
 enum {
     S_MODEL = 1,
     S_SCORE = 2,
@@ -1049,29 +1056,127 @@ enum {
     S_READY = 16,
     S_ITEMS = 32,
     S_JSON = 64,
-    S_CATALOG = 128
+    S_CATALOG = 128,
+    S_EXPLAIN = 256
 };
-static const unsigned flag_users[B_HELP + 1] = {[B_MODEL] = S_MODEL | S_SCORE | S_CATALOG,
-                                                [B_ITEMS] = S_MODEL | S_TRAIN | S_ITEMS,
-                                                [B_FACTORS] = S_MODEL | S_TRAIN | S_ITEMS,
-                                                [B_USERS] = S_MODEL | S_TRAIN | S_ITEMS,
-                                                [B_SEED] = S_MODEL | S_TRAIN | S_ITEMS,
-                                                [B_MATRIX] = S_MODEL,
-                                                [B_QUERIES] = S_MODEL,
-                                                [B_K] = S_SCORE | S_BODY | S_JSON | S_CATALOG,
-                                                [B_BATCH] = S_SCORE,
-                                                [B_SECONDS] = S_SCORE | S_JSON | S_CATALOG,
-                                                [B_ROUNDS] = S_SCORE,
-                                                [B_NNZ] = S_TRAIN | S_ITEMS,
-                                                [B_THREADS] = S_TRAIN | S_ITEMS,
-                                                [B_ITERATIONS] = S_TRAIN | S_ITEMS,
-                                                [B_OUTPUT] = S_BODY,
-                                                [B_PORT_FILE] = S_READY,
-                                                [B_SINCE] = S_READY,
-                                                [B_USER] = S_READY,
-                                                [B_TIMEOUT] = S_READY,
-                                                [B_AGAINST] = S_SCORE,
-                                                [B_CHOSEN] = S_SCORE};
+static const unsigned flag_users[B_HELP + 1] = {
+    [B_MODEL] = S_MODEL | S_SCORE | S_CATALOG | S_EXPLAIN,
+    [B_ITEMS] = S_MODEL | S_TRAIN | S_ITEMS,
+    [B_FACTORS] = S_MODEL | S_TRAIN | S_ITEMS,
+    [B_USERS] = S_MODEL | S_TRAIN | S_ITEMS,
+    [B_SEED] = S_MODEL | S_TRAIN | S_ITEMS,
+    [B_MATRIX] = S_MODEL,
+    [B_QUERIES] = S_MODEL,
+    [B_K] = S_SCORE | S_BODY | S_JSON | S_CATALOG | S_EXPLAIN,
+    [B_BATCH] = S_SCORE,
+    [B_SECONDS] = S_SCORE | S_JSON | S_CATALOG | S_EXPLAIN,
+    [B_ROUNDS] = S_SCORE | S_EXPLAIN,
+    [B_NNZ] = S_TRAIN | S_ITEMS,
+    [B_THREADS] = S_TRAIN | S_ITEMS,
+    [B_ITERATIONS] = S_TRAIN | S_ITEMS,
+    [B_OUTPUT] = S_BODY,
+    [B_PORT_FILE] = S_READY,
+    [B_SINCE] = S_READY,
+    [B_USER] = S_READY,
+    [B_TIMEOUT] = S_READY,
+    [B_AGAINST] = S_SCORE,
+    [B_CHOSEN] = S_SCORE};
+
+/* --- explain -------------------------------------------------------------- */
+
+#define BENCH_FRESH 100 /* fresh signals of the fold-in case */
+
+/* One round of n calls (users in turn): the top k by the stored vector into
+ * plain_us, score_explain of them from the stored history into hist_us,
+ * and from it plus BENCH_FRESH signals into fresh_us. Returns 0, or -1
+ * after printing why. */
+static int explain_round(const model *m, const float *yty, uint32_t k, size_t n, float *work,
+                         topk_entry *top, double *plain_us, double *hist_us, double *fresh_us) {
+    const model_meta *mt = model_info(m);
+    uint32_t targets[1000], because[1000 * 3], n_because[1000];
+    score_signal fresh[BENCH_FRESH];
+    err_t e;
+    for (size_t q = 0; q < n; q++) {
+        uint32_t u = (uint32_t)(q % mt->n_users);
+        double t0 = clock_seconds();
+        if (score_one(m, model_user_factors(m) + (size_t)u * mt->factors, k, top, work)) {
+            fprintf(stderr, "recd bench: explain: out of memory scoring\n");
+            return -1;
+        }
+        double t1 = clock_seconds();
+        for (uint32_t i = 0; i < k; i++)
+            targets[i] = top[i].index;
+        if (score_explain(m, yty, u, NULL, 0, targets, k, 3, because, NULL, n_because, &e))
+            goto failed;
+        double t2 = clock_seconds();
+        for (uint32_t j = 0; j < BENCH_FRESH; j++)
+            fresh[j] = (score_signal){(uint32_t)((q * 7919 + j * 104729) % mt->n_items), 0.1f};
+        double t3 = clock_seconds();
+        if (score_explain(m, yty, u, fresh, BENCH_FRESH, targets, k, 3, because, NULL, n_because,
+                          &e))
+            goto failed;
+        double t4 = clock_seconds();
+        plain_us[q] = (t1 - t0) * 1e6;
+        hist_us[q] = (t2 - t1) * 1e6;
+        fresh_us[q] = (t4 - t3) * 1e6;
+    }
+    return 0;
+failed:
+    fprintf(stderr, "recd bench: explain: %s\n", e.msg);
+    return -1;
+}
+
+static int bench_explain(const bench_args *a) {
+    model *m;
+    err_t e;
+    if (model_open(a->model_dir, &m, &e)) {
+        fprintf(stderr, "recd bench: explain: %s\n", e.msg);
+        return 1;
+    }
+    const model_meta *mt = model_info(m);
+    uint32_t k = a->k < mt->n_items ? a->k : mt->n_items;
+    openblas_set_num_threads(1);
+    float *yty = malloc((size_t)mt->factors * mt->factors * sizeof *yty);
+    float *work = malloc(score_batch_workspace(1) * sizeof *work);
+    topk_entry *top = malloc((size_t)k * sizeof *top);
+    round_times warm = {0}, r = {0};
+    int rc = 1;
+    if (!yty || !work || !top || round_alloc(&warm, 3)) {
+        fprintf(stderr, "recd bench: explain: out of memory\n");
+        goto done;
+    }
+    score_gram(m, yty);
+    /* Warm-up, and the size of a round of about a->seconds. */
+    if (explain_round(m, yty, k, 3, work, top, warm.total, warm.part1, warm.part2)) goto done;
+    double per_call = (warm.total[2] + warm.part1[2] + warm.part2[2]) * 1e-6;
+    size_t n = (size_t)fmax(20.0, fmin(200000.0, a->seconds / fmax(per_call, 1e-7)));
+    if (round_alloc(&r, n)) {
+        fprintf(stderr, "recd bench: explain: out of memory\n");
+        goto done;
+    }
+    printf("{\"what\":\"explain\",\"items\":%u,\"factors\":%u,\"k\":%u,\"calls_per_round\":%zu,"
+           "\"fresh_signals\":%d,\"rounds\":[",
+           mt->n_items, mt->factors, k, n, BENCH_FRESH);
+    for (uint32_t i = 0; i < a->rounds; i++) {
+        if (explain_round(m, yty, k, n, work, top, r.total, r.part1, r.part2)) goto done;
+        round_sort(&r);
+        double plain = quantile(r.total, n, 0.5), hist = quantile(r.part1, n, 0.5);
+        double fresh = quantile(r.part2, n, 0.5);
+        printf("%s{\"plain_p50_us\":%.1f,\"explain_p50_us\":%.1f,\"explain_fresh_p50_us\":%.1f,"
+               "\"explain_over_plain\":%.3f,\"explain_fresh_over_plain\":%.3f}",
+               i ? "," : "", plain, hist, fresh, hist / plain, fresh / plain);
+    }
+    printf("]}\n");
+    rc = 0;
+done:
+    free(r.total);
+    free(warm.total);
+    free(yty);
+    free(work);
+    free(top);
+    model_close(m);
+    return rc;
+}
 
 /* --- json ----------------------------------------------------------------- */
 
@@ -1174,7 +1279,7 @@ int cmd_bench(int argc, char **argv) {
         if (strcmp(argv[1], subcommands[i]) == 0) sub = 1u << i;
     if (!sub) {
         fprintf(stderr, "recd bench: expected a command: model, score, train, body, ready, items, "
-                        "json or catalog\n");
+                        "json, catalog or explain\n");
         fputs("usage: recd bench COMMAND [options]   (recd bench --help)\n", stderr);
         return 2;
     }
@@ -1290,7 +1395,7 @@ int cmd_bench(int argc, char **argv) {
         bad = 1;
     }
     const char *missing = NULL;
-    if ((sub & (S_MODEL | S_SCORE | S_CATALOG)) && !a.model_dir) missing = "--model";
+    if ((sub & (S_MODEL | S_SCORE | S_CATALOG | S_EXPLAIN)) && !a.model_dir) missing = "--model";
     if (sub == S_BODY && !a.output) missing = "--output";
     if (sub == S_READY && !a.port_file) missing = "--port-file";
     if (sub == S_READY && !a.since_set) missing = "--since";
@@ -1317,6 +1422,8 @@ int cmd_bench(int argc, char **argv) {
         return bench_json(&a);
     case S_CATALOG:
         return bench_catalog(&a);
+    case S_EXPLAIN:
+        return bench_explain(&a);
     default:
         return bench_ready(&a);
     }

@@ -29,9 +29,11 @@ static const char query_usage[] =
     "                     '' with --context is an anonymous visitor\n"
     "      [-k N] [--exclude ITEM]... [--include-purchased] [--context ITEM]...\n"
     "      [--diversity D] [--category C]\n"
+    "      [--explain]    name with each item the shopper's items it is most owed to\n"
     "      [--mode M]     default, buy-again (only items USER bought before, most due\n"
-    "                     first), new-arrivals (published in the last --new-days N, default\n"
-    "                     30), trending, or a number\n"
+    "                     first), trending (items with recent events, time-decayed),\n"
+    "                     new-arrivals (published in the last --new-days N, default 30),\n"
+    "                     or a number\n"
     "      [--label L]... the visitor's attributes (user_labels: 'age_band:20-29')\n"
     "  similar ITEM...    items most similar to ITEM (to all of them: a cart) [-k N]\n"
     "      [--together]   the items most bought together with them instead\n"
@@ -106,7 +108,16 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
         for (size_t i = 0; i < n; i++) {
             printf(i ? ",{\"item_id\":" : "{\"item_id\":");
             json_string(items[i]->item_id);
-            printf(",\"score\":%.6g}", items[i]->score);
+            printf(",\"score\":%.6g", items[i]->score);
+            if (items[i]->n_because_item_ids) {
+                printf(",\"because_item_ids\":[");
+                for (size_t b = 0; b < items[i]->n_because_item_ids; b++) {
+                    if (b) putchar(',');
+                    json_string(items[i]->because_item_ids[b]);
+                }
+                putchar(']');
+            }
+            putchar('}');
         }
         printf("]}\n");
         return;
@@ -115,9 +126,16 @@ static void print_items(Recd__V1__ScoredItem **items, size_t n, const char *vers
     if (strategy) printf("  strategy %s", strategy);
     if (fell_back > 0) printf("  fell back to SIMILAR (no co-purchases)");
     if (request_id) printf("  variant %s  request %s", variant, request_id);
-    printf("\n%4s  %-24s %10s\n", "rank", "item_id", "score");
+    int because = 0;
     for (size_t i = 0; i < n; i++)
-        printf("%4zu  %-24s %10.4f\n", i + 1, items[i]->item_id, items[i]->score);
+        because |= items[i]->n_because_item_ids > 0;
+    printf("\n%4s  %-24s %10s%s\n", "rank", "item_id", "score", because ? "  because" : "");
+    for (size_t i = 0; i < n; i++) {
+        printf("%4zu  %-24s %10.4f", i + 1, items[i]->item_id, items[i]->score);
+        for (size_t b = 0; b < items[i]->n_because_item_ids; b++)
+            printf("%s%s", b ? ", " : "  ", items[i]->because_item_ids[b]);
+        putchar('\n');
+    }
 }
 
 /* The UTC date of unix time t in buf (32 bytes); returns buf. */
@@ -282,13 +300,14 @@ enum {
     OPT_TOGETHER,
     OPT_LABEL,
     OPT_NEW_DAYS,
-    OPT_TITLE
+    OPT_TITLE,
+    OPT_EXPLAIN
 };
 
 /* Everything the command line says; the lists point into argv. */
 typedef struct query_args {
     const char *server;
-    int json, include_purchased, together;
+    int json, include_purchased, together, explain;
     int32_t mode; /* RecommendRequest.mode */
     float timeout, diversity;
     uint32_t k, quantity, repeat;
@@ -408,6 +427,7 @@ static int q_recommend(client *c, const query_args *a) {
     rq.user_labels = a->labels;
     rq.n_user_labels = a->n_labels;
     rq.new_days = a->new_days;
+    rq.explain = a->explain;
     return run_call(c, a, "/recd.v1.Recommender/Recommend", &rq.base,
                     &recd__v1__recommend_response__descriptor, show_recommend);
 }
@@ -822,6 +842,7 @@ static int parse_args(int argc, char **argv, query_args *a) {
         {"label", required_argument, 0, OPT_LABEL},
         {"new-days", required_argument, 0, OPT_NEW_DAYS},
         {"title", required_argument, 0, OPT_TITLE},
+        {"explain", no_argument, 0, OPT_EXPLAIN},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -875,6 +896,9 @@ static int parse_args(int argc, char **argv, query_args *a) {
         }
         case OPT_TOGETHER:
             a->together = 1;
+            break;
+        case OPT_EXPLAIN:
+            a->explain = 1;
             break;
         case OPT_CONTEXT:
             a->context[a->n_context++] = optarg;

@@ -34,6 +34,11 @@ static const char serve_usage[] =
     "                           per DIR (a second one exits 1)\n"
     "  --event-weights LIST     weight of each event type in purchases, default\n"
     "                           view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
+    "  --trending-half-life H   Recommend mode TRENDING ranks items by their recent events\n"
+    "                           (each of the --event-weights), an event counting half\n"
+    "                           after H hours (default 24; fractions allowed; needs --events)\n"
+    "  --trending-personal W    share 0..1 of the shopper's own score in a TRENDING list\n"
+    "                           (default 0: the same list for everyone)\n"
     "  --max-queue N            calls that may wait for a handler thread; more get\n"
     "                           RESOURCE_EXHAUSTED at once (default 1024)\n"
     "  --max-queue-ms N         a call that waited longer is answered RESOURCE_EXHAUSTED\n"
@@ -121,7 +126,9 @@ enum {
     OPT_BUS,
     OPT_BUS_STREAM,
     OPT_REPLICA_ID,
-    OPT_MAX_LAG
+    OPT_MAX_LAG,
+    OPT_TRENDING_HALF_LIFE,
+    OPT_TRENDING_PERSONAL
 };
 
 /* The HTTP front end: where it listens (NULL = none), its port file, the
@@ -219,6 +226,8 @@ int cmd_serve(int argc, char **argv) {
         {"bus-stream", required_argument, 0, OPT_BUS_STREAM},
         {"replica-id", required_argument, 0, OPT_REPLICA_ID},
         {"max-lag", required_argument, 0, OPT_MAX_LAG},
+        {"trending-half-life", required_argument, 0, OPT_TRENDING_HALF_LIFE},
+        {"trending-personal", required_argument, 0, OPT_TRENDING_PERSONAL},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *port_file = NULL;
@@ -379,6 +388,15 @@ int cmd_serve(int argc, char **argv) {
             so.max_lag_s = lag;
             break;
         }
+        case OPT_TRENDING_HALF_LIFE: {
+            float hours; /* from a second to a year */
+            if (opts_float("trending-half-life", optarg, 1.0 / 3600, 8760, &hours)) return 2;
+            so.trending_half_life_s = (double)hours * 3600.0;
+            break;
+        }
+        case OPT_TRENDING_PERSONAL:
+            if (opts_float("trending-personal", optarg, 0, 1, &so.trending_personal)) return 2;
+            break;
         case 'h':
             fputs(serve_usage, stdout);
             return 0;

@@ -168,6 +168,24 @@ def test_read_your_writes_on_the_replica_that_took_it(cluster, pb):
     assert ("ryw-member", "i7", str(now)) in exported(r.events)
 
 
+def test_events_applied_from_the_bus_trend_on_every_replica(cluster, shop, pb):
+    item = sorted(shop.items)[-1]
+    stub = stub_of(cluster.replicas[0].server.channel, pb)
+    now = int(time.time())
+    stub.RecordEvents(pb.rec.RecordEventsRequest(events=[
+        pb.rec.Event(user_id=f"fan{j}", item_id=item, type=pb.rec.PURCHASE, timestamp_unix=now)
+        for j in range(50)]))
+    for r in cluster.replicas:
+        deadline = time.monotonic() + LAG_BOUND_S
+        while True:
+            got = stub_of(r.server.channel, pb).Recommend(
+                pb.rec.RecommendRequest(user_id="anyone", k=1, mode=2)).items
+            if (got and got[0].item_id == item) or time.monotonic() > deadline:
+                assert got and got[0].item_id == item, r.name
+                break
+            time.sleep(0.1)
+
+
 def test_forget_user_through_one_replica_forgets_everywhere(cluster, pb):
     now = int(time.time())
     stub0 = stub_of(cluster.replicas[0].server.channel, pb)

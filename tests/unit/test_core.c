@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 #include "fuzz_fixture.h"
@@ -115,8 +116,12 @@ Test(core_rank, recommend_checks_and_serves_the_mode) {
     cr_assert_eq(l.strategy, CORE_NEW_ARRIVALS);
     cr_assert_eq(l.n_items, 0);
     core_list_free(&l);
+    /* Nothing recorded yet: nothing trends. */
     rq.mode = CORE_MODE_TRENDING;
-    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_UNIMPLEMENTED);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_TRENDING);
+    cr_assert_eq(l.n_items, 0);
+    core_list_free(&l);
     /* Only what the member bought, most due first. */
     rq.mode = CORE_MODE_BUY_AGAIN;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
@@ -289,6 +294,71 @@ Test(core_write, events_are_checked_one_by_one_and_fold_in) {
     free(text);
 }
 
+Test(core_write, recorded_events_trend_at_once_with_the_rules_of_every_list) {
+    int64_t now = (int64_t)time(NULL);
+    /* i9: three purchases now; i4: a purchase and two views now; i6: three
+     * purchases two days ago (a quarter at a half-life of a day); i11: one
+     * view; the unknown item counts but cannot be listed. */
+    core_event evs[] = {
+        {"a", "i9", EV_TYPE_PURCHASE, 0, 1, 0},
+        {"b", "i9", EV_TYPE_PURCHASE, 0, 1, 0},
+        {"c", "i9", EV_TYPE_PURCHASE, 0, 1, 0},
+        {"a", "i4", EV_TYPE_PURCHASE, 0, 1, 0},
+        {"b", "i4", EV_TYPE_VIEW, 0, 1, 0},
+        {"c", "i4", EV_TYPE_VIEW, 0, 1, 0},
+        {"a", "i6", EV_TYPE_PURCHASE, now - 172800, 1, 0},
+        {"b", "i6", EV_TYPE_PURCHASE, now - 172800, 1, 0},
+        {"c", "i6", EV_TYPE_PURCHASE, now - 172800, 1, 0},
+        {"d", "i11", EV_TYPE_VIEW, 0, 1, 0},
+        {"d", "new-item", EV_TYPE_PURCHASE, 0, 1, 0},
+    };
+    core_write_reply w;
+    err_t e;
+    cr_assert_eq(core_record_events(c, evs, 11, &w, &e), ERR_OK, "%s", e.msg);
+    core_write_reply_free(&w);
+    core_recommend_req rq = {
+        .user_id = "stranger", .k = 10, .category = "", .mode = CORE_MODE_TRENDING};
+    core_list l;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.strategy, CORE_TRENDING);
+    cr_assert_eq(l.n_items, 4);
+    const char *order[] = {"i9", "i4", "i6", "i11"};
+    float want[] = {1.0f, 1.2f / 3, 0.25f, 0.1f / 3};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_str_eq(l.items[i].id, order[i]);
+        cr_assert_float_eq(l.items[i].score, want[i], 1e-3, "%s %g", order[i], l.items[i].score);
+    }
+    core_list_free(&l);
+    /* Exclusions, availability and boosts apply as for every list: i9
+     * excluded, i4 out of stock, a boost of 10 lifts i11 over i6. */
+    char *exclude[] = {"i9"};
+    rq.exclude_item_ids = exclude;
+    rq.n_exclude_item_ids = 1;
+    core_availability out_of_stock = {"i4", 0};
+    cr_assert_eq(core_set_availability(c, &out_of_stock, 1, &e), ERR_OK, "%s", e.msg);
+    core_boost boost = {"i11", 10.0f};
+    cr_assert_eq(core_set_boosts(c, &boost, 1, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 2);
+    cr_assert_str_eq(l.items[0].id, "i11");
+    cr_assert_str_eq(l.items[1].id, "i6");
+    core_list_free(&l);
+    rq.category = "food"; /* item i is of category i % 3: i11 of the four */
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(l.n_items, 1);
+    cr_assert_str_eq(l.items[0].id, "i11");
+    core_list_free(&l);
+    /* A member's own purchases are not offered again, and an unblended
+     * trending list names no reasons. */
+    rq = (core_recommend_req){
+        .user_id = "c", .k = 10, .category = "", .explain = 1, .mode = CORE_MODE_TRENDING};
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    cr_assert(!has(&l, "i9") && !has(&l, "i6") && has(&l, "i11"));
+    for (size_t i = 0; i < l.n_items; i++)
+        cr_assert_eq(l.items[i].n_because, 0);
+    core_list_free(&l);
+}
+
 Test(core_write, item_rules_change_what_is_recommended) {
     core_recommend_req rq = member("stranger", 1); /* POPULAR: the best seller */
     core_list l;
@@ -389,6 +459,9 @@ Test(core_bare, writes_need_an_event_store) {
     core_list l;
     cr_assert_eq(core_recommend(c, &rec, &l, &e), ERR_OK, "reads still served: %s", e.msg);
     core_list_free(&l);
+    rec.mode = CORE_MODE_TRENDING; /* nothing to count from */
+    cr_assert_eq(core_recommend(c, &rec, &l, &e), ERR_PRECONDITION);
+    cr_assert(strstr(e.msg, "--events DIR"), "%s", e.msg);
     core_targets_req rq = {.item_id = "", .category = "", .viewed_not_bought_days = 7};
     cr_assert_eq(core_campaign_targets(c, &rq, NULL, NULL, &e), ERR_PRECONDITION);
 }
