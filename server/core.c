@@ -168,6 +168,15 @@ void core_write_metrics(void *ctx, FILE *out) {
     for (int st = CORE_PERSONALIZED; st <= CORE_SESSION; st++)
         fprintf(out, "recd_recommend_strategy_total{strategy=\"%s\"} %llu\n", strategy[st],
                 (unsigned long long)atomic_load(&c->strategies[st]));
+    if (c->trend)
+        fprintf(out,
+                "# HELP recd_trending_items Items in the trending counts (mode TRENDING).\n"
+                "# TYPE recd_trending_items gauge\nrecd_trending_items %u\n"
+                "# HELP recd_trending_dropped_events_total Events not counted for trending: "
+                "more distinct items than it keeps, or no memory.\n"
+                "# TYPE recd_trending_dropped_events_total counter\n"
+                "recd_trending_dropped_events_total %llu\n",
+                trend_size(c->trend), (unsigned long long)trend_dropped(c->trend));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "

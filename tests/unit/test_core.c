@@ -354,6 +354,14 @@ Test(core_write, recorded_events_trend_at_once_with_the_rules_of_every_list) {
     for (size_t i = 0; i < l.n_items; i++)
         cr_assert_eq(l.items[i].n_because, 0);
     core_list_free(&l);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    core_write_metrics(c, f);
+    fclose(f);
+    cr_assert(strstr(text, "recd_trending_items 5\n"), "%s", text); /* new-item too */
+    cr_assert(strstr(text, "recd_trending_dropped_events_total 0\n"));
+    free(text);
 }
 
 Test(core_write, item_rules_change_what_is_recommended) {
