@@ -177,6 +177,15 @@ void core_write_metrics(void *ctx, FILE *out) {
             (unsigned long long)atomic_load(&c->strategies[value]));
     CORE_STRATEGY_MAP(CORE_STRATEGY_METRIC)
 #undef CORE_STRATEGY_METRIC
+    if (c->trend)
+        fprintf(out,
+                "# HELP recd_trending_items Items in the trending counts (mode TRENDING).\n"
+                "# TYPE recd_trending_items gauge\nrecd_trending_items %u\n"
+                "# HELP recd_trending_dropped_events_total Events not counted for trending: "
+                "more distinct items than it keeps, or no memory.\n"
+                "# TYPE recd_trending_dropped_events_total counter\n"
+                "recd_trending_dropped_events_total %llu\n",
+                trend_size(c->trend), (unsigned long long)trend_dropped(c->trend));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "

@@ -111,7 +111,7 @@ void core_close(core *c);
 
 /* Appends the core's metric families (Prometheus text) to out: model
  * version, age and size per variant, events ingested, fold-ins, Recommend
- * answers by strategy, experiment
+ * answers by strategy, the trending counts' items and dropped events, experiment
  * shares, feedback by variant and type, the event store's group commits
  * and the scheduler's queue length. ctx is the core (a metrics_writer). */
 void core_write_metrics(void *ctx, FILE *out);

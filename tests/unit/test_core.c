@@ -135,6 +135,14 @@ Test(core_rank, recommend_checks_and_serves_the_mode) {
         if (i) cr_assert(l.items[i - 1].score >= l.items[i].score);
     }
     core_list_free(&l);
+    /* Explained: an item is due again because of its own purchases. */
+    rq.explain = 1;
+    cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
+    for (size_t i = 0; i < l.n_items; i++) {
+        cr_assert_eq(l.items[i].n_because, 1);
+        cr_assert_str_eq(l.items[i].because[0], l.items[i].id);
+    }
+    core_list_free(&l);
     rq = member("nobody", 5);
     rq.mode = CORE_MODE_BUY_AGAIN;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
@@ -201,6 +209,7 @@ Test(core_rank, a_batch_answers_as_calls_one_by_one) {
     const core_recommend_req *ptrs[N];
     for (int i = 0; i < N; i++) {
         rq[i] = member(users[i], 6);
+        rq[i].explain = i != 1;
         ptrs[i] = &rq[i];
     }
     rq[2].k = 0; /* one bad call fails alone */
@@ -214,9 +223,21 @@ Test(core_rank, a_batch_answers_as_calls_one_by_one) {
         cr_assert_eq(batch[i].n_items, one.n_items, "call %d", i);
         cr_assert_eq(batch[i].strategy, one.strategy);
         for (size_t j = 0; j < one.n_items; j++) {
-            cr_assert_str_eq(batch[i].items[j].id, one.items[j].id, "call %d item %zu", i, j);
-            cr_assert_float_eq(batch[i].items[j].score, one.items[j].score, 1e-5);
+            const core_item *b = &batch[i].items[j];
+            cr_assert_str_eq(b->id, one.items[j].id, "call %d item %zu", i, j);
+            cr_assert_float_eq(b->score, one.items[j].score, 1e-5);
+            cr_assert_eq(b->n_because, one.items[j].n_because, "call %d item %zu", i, j);
+            for (uint32_t k = 0; k < b->n_because; k++) {
+                cr_assert_str_eq(b->because[k], one.items[j].because[k]);
+                /* A member's own items (user u bought u, u+3, u+5). */
+                int u = atoi(users[i] + 1), n = atoi(b->because[k] + 1);
+                cr_assert(n == u || n == u + 3 || n == u + 5, "%s: %s", users[i], b->because[k]);
+            }
+            /* Without explain, or for POPULAR ("nobody"), nothing. */
+            if (!rq[i].explain || one.strategy == CORE_POPULAR) cr_assert_eq(b->n_because, 0);
         }
+        if (rq[i].explain && one.strategy == CORE_PERSONALIZED)
+            cr_assert(one.n_items && one.items[0].n_because > 0, "call %d", i);
         core_list_free(&one);
         core_list_free(&batch[i]);
     }
@@ -357,6 +378,14 @@ Test(core_write, recorded_events_trend_at_once_with_the_rules_of_every_list) {
     for (size_t i = 0; i < l.n_items; i++)
         cr_assert_eq(l.items[i].n_because, 0);
     core_list_free(&l);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    core_write_metrics(c, f);
+    fclose(f);
+    cr_assert(strstr(text, "recd_trending_items 5\n"), "%s", text); /* new-item too */
+    cr_assert(strstr(text, "recd_trending_dropped_events_total 0\n"));
+    free(text);
 }
 
 Test(core_write, item_rules_change_what_is_recommended) {
