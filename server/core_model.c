@@ -34,6 +34,7 @@ void core__release(core__model *sm) {
         core__multipliers_release(sm->mult);
         pthread_mutex_destroy(&sm->mult_lock);
         free(sm->yty);
+        free(sm->recommended);
         free(sm);
     }
 }
@@ -88,13 +89,16 @@ int core__load(core *c, uint32_t v, err_t *e) {
         return ERR_OK;
     }
     core__model *sm = calloc(1, sizeof *sm);
-    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
+    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float))) ||
+        !(sm->recommended = calloc(meta->n_items ? meta->n_items : 1, sizeof *sm->recommended))) {
+        if (sm) free(sm->yty);
         free(sm);
         model_close(m);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     sm->m = m;
     atomic_init(&sm->refs, 1);
+    sm->loaded_unix = (int64_t)time(NULL);
     pthread_mutex_init(&sm->mult_lock, NULL);
     score_gram(m, sm->yty);
     log_info("msg=\"model loaded\" variant=%s dir=%s version=%s users=%u items=%u factors=%u "

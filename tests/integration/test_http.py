@@ -91,6 +91,8 @@ REQUEST_TYPES = {
     "SetPersonalization": lambda pb: pb.rec.SetPersonalizationRequest,
     "RecordFeedback": lambda pb: pb.rec.RecordFeedbackRequest,
     "SetExperiment": lambda pb: pb.rec.SetExperimentRequest,
+    "GetItemStats": lambda pb: pb.rec.ItemStatsRequest,
+    "GetChurnModelInfo": lambda pb: pb.rec.ChurnModelInfoRequest,
 }
 
 
@@ -117,9 +119,13 @@ def cases():
         ("SimilarItems", {"itemId": "i003", "k": 5, "relation": 1}, "OK", None),
         ("SimilarItems", {"itemId": "no-such-item", "k": 5}, "NOT_FOUND", None),
         ("GetModelInfo", {}, "OK", None),
+        ("GetItemStats", {"k": 5}, "OK", None),
+        ("GetItemStats", {"k": 1001}, "INVALID_ARGUMENT", None),
+        ("GetItemStats", {"variant": "nope"}, "NOT_FOUND", None),
         ("Rerank", {"userId": "u002", "candidateItemIds": ["i001", "i002", "zzz"]}, "OK", None),
         ("Rerank", {"userId": "u002"}, "INVALID_ARGUMENT", None),
         ("GetChurnScore", {"userId": "u003"}, "OK", READ),
+        ("GetChurnModelInfo", {}, "OK", None),
         ("GetChurnScore", {"userId": "u003"}, "UNAUTHENTICATED", None),
         ("GetChurnScore", {"userId": "nobody-at-all"}, "NOT_FOUND", READ),
         ("RecordEvents", {"events": [{"userId": "u010", "itemId": "i005", "type": "VIEW",
