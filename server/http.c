@@ -1088,6 +1088,15 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
         return err_set(e, ERR_INVALID, "http: too many metrics writers or origins");
     if (!o->tls_cert != !o->tls_key)
         return err_set(e, ERR_INVALID, "http: TLS needs both a certificate and a key");
+    unsigned max_conn = o->max_connections ? o->max_connections : HTTP_MAX_CONNECTIONS;
+    unsigned per_address = o->max_per_address                ? o->max_per_address
+                           : max_conn < HTTP_MAX_PER_ADDRESS ? max_conn
+                                                             : HTTP_MAX_PER_ADDRESS;
+    if (max_conn > HTTP_CONNECTIONS_CAP || per_address > max_conn)
+        return err_set(e, ERR_INVALID,
+                       "http: at most %d connections, and no more from one address than in all "
+                       "(got %u and %u)",
+                       HTTP_CONNECTIONS_CAP, max_conn, per_address);
     const char *colon = strrchr(o->listen, ':');
     char host[64];
     struct sockaddr_in addr = {.sin_family = AF_INET};
@@ -1135,9 +1144,8 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, timeout, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, HTTP_MAX_CONNECTIONS, NULL};
-    opts[n++] =
-        (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_MAX_PER_ADDRESS, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, max_conn, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h};
     /* Each connection's thread decodes and encodes JSON; 512 KiB is
      * plenty for PBJSON_MAX_DEPTH levels, and 256 threads stay cheap. */

@@ -490,3 +490,61 @@ def test_overload_is_shed_with_429(model_dir, tmp_path):
         assert all(a[2]["status"] == "RESOURCE_EXHAUSTED" for a in answers if a[0] == 429)
     finally:
         assert s.stop() == 0
+
+
+def healthz_from(port, source):
+    """GET /healthz on a new connection from the loopback address source:
+    the status line, or None when the server closed the connection first
+    (what it does past a connection limit)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = c.recv(64)
+        return head.split(b"\r\n")[0].decode() if head else None
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+    finally:
+        c.close()
+
+
+def test_connection_limits_are_flags_and_the_server_recovers(model_dir, tmp_path):
+    """--http-max-connections 8 --http-max-per-address 4: a fifth connection
+    from one address and a ninth in all are closed at once, others are
+    served, and once the holders go every address is served again (also
+    when they only sit idle for --http-timeout)."""
+    s = Server(model_dir, tmp_path, "--http-listen", "127.0.0.1:0", "--http-port-file",
+               tmp_path / "hport", "--http-max-connections", "8", "--http-max-per-address", "4",
+               "--http-timeout", "2")
+    port = int((tmp_path / "hport").read_text())
+    held = []
+    try:
+        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
+                                          source_address=("127.0.0.1", 0)) for _ in range(4)]
+        time.sleep(0.3)
+        assert healthz_from(port, "127.0.0.1") is None
+        assert healthz_from(port, "127.0.0.2") == "HTTP/1.1 200 OK"
+        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) for _ in range(4)]
+        time.sleep(0.3)
+        assert healthz_from(port, "127.0.0.3") is None  # 8 in all
+        for c in held:
+            c.close()
+        held = []
+        time.sleep(0.3)
+        assert healthz_from(port, "127.0.0.1") == "HTTP/1.1 200 OK"
+        # Idle holders are closed after --http-timeout: the slots come back.
+        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
+                                          source_address=("127.0.0.1", 0)) for _ in range(4)]
+        time.sleep(3.5)
+        assert healthz_from(port, "127.0.0.1") == "HTTP/1.1 200 OK"
+    finally:
+        for c in held:
+            c.close()
+        assert s.stop() == 0
+    bad = run("serve", "--model", model_dir, "--listen", "127.0.0.1:0", "--http-listen",
+              "127.0.0.1:0", "--http-max-connections", "8", "--http-max-per-address", "9",
+              check=False, timeout=30)
+    assert bad.returncode != 0 and "from one address" in bad.stderr, bad.stderr
+    bad = run("serve", "--model", model_dir, "--http-listen", "127.0.0.1:0",
+              "--http-max-connections", "10001", check=False, timeout=30)
+    assert bad.returncode == 2 and "http-max-connections" in bad.stderr, bad.stderr
