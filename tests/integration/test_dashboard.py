@@ -17,11 +17,17 @@ import pytest
 
 from conftest import Server, train
 
-selenium = pytest.importorskip("selenium", reason="needs python3-selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+# Missing browser parts fail the suite, not skip it: a skip would let CI
+# pass without the browser test (as integration.cluster fails without
+# nats-server).
+NEEDS = "needs python3-selenium, chromium and chromium-driver (scripts/setup.sh installs them)"
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError as e:
+    raise ImportError(f"integration.dashboard {NEEDS}") from e
 
 READ = "dash-read-token"
 WRITE = "dash-write-token"
@@ -61,7 +67,7 @@ def downloads(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(downloads):
     if not os.path.exists(CHROMEDRIVER):
-        pytest.skip("needs chromium-driver")
+        pytest.fail(f"no {CHROMEDRIVER}: integration.dashboard {NEEDS}")
     opts = webdriver.ChromeOptions()
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
               "--window-size=1400,3400"]:
