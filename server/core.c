@@ -161,12 +161,19 @@ void core_write_metrics(void *ctx, FILE *out) {
             (unsigned long long)atomic_load(&c->events_ingested),
             (unsigned long long)atomic_load(&c->fold_ins),
             (unsigned long long)atomic_load(&c->fold_ins_capped));
-    static const char *const strategy[] = {NULL, "PERSONALIZED", "POPULAR", "SESSION"};
+    /* Every strategy a Recommend answer has, BUY_AGAIN (mode BUY_AGAIN) too. */
+    static const struct {
+        core_strategy st;
+        const char *name;
+    } strategy[] = {{CORE_PERSONALIZED, "PERSONALIZED"},
+                    {CORE_POPULAR, "POPULAR"},
+                    {CORE_SESSION, "SESSION"},
+                    {CORE_BUY_AGAIN, "BUY_AGAIN"}};
     fprintf(out, "# HELP recd_recommend_strategy_total Recommend answers, by strategy.\n"
                  "# TYPE recd_recommend_strategy_total counter\n");
-    for (int st = CORE_PERSONALIZED; st <= CORE_SESSION; st++)
-        fprintf(out, "recd_recommend_strategy_total{strategy=\"%s\"} %llu\n", strategy[st],
-                (unsigned long long)atomic_load(&c->strategies[st]));
+    for (size_t i = 0; i < sizeof strategy / sizeof strategy[0]; i++)
+        fprintf(out, "recd_recommend_strategy_total{strategy=\"%s\"} %llu\n", strategy[i].name,
+                (unsigned long long)atomic_load(&c->strategies[strategy[i].st]));
     if (c->events)
         fprintf(out,
                 "# HELP recd_event_store_commits_total Group commits (fsyncs) of the event "

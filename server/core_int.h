@@ -76,7 +76,8 @@ struct core {
     evstore *feedback;          /* NULL without events */
     atomic_ullong feedback_counts[EXP_MAX_VARIANTS][EXP_FEEDBACK_END]; /* by variant, type */
     atomic_ullong events_ingested, fold_ins;
-    atomic_ullong strategies[4];   /* Recommend answers by core_strategy (the index), 0 unused */
+    /* Recommend answers by core_strategy (the index; 0 and 4-6 unused). */
+    atomic_ullong strategies[CORE_BUY_AGAIN + 1];
     atomic_ullong fold_ins_capped; /* shoppers with more than CORE_MAX_FOLD_EVENTS fresh events */
     evstore *events;               /* NULL without events */
     int events_lock;               /* descriptor holding the flock of the events folder, or -1 */

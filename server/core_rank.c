@@ -482,7 +482,7 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
     }
     for (size_t i = 0; i < n; i++) {
         if (!errs[i].code && out[i].strategy >= CORE_PERSONALIZED &&
-            out[i].strategy <= CORE_SESSION)
+            out[i].strategy <= CORE_BUY_AGAIN)
             atomic_fetch_add(&c->strategies[out[i].strategy], 1);
         recommend_free(&calls[i]);
     }

@@ -127,6 +127,15 @@ Test(core_rank, recommend_checks_and_serves_the_mode) {
         if (i) cr_assert(l.items[i - 1].score >= l.items[i].score);
     }
     core_list_free(&l);
+    /* The strategy mix counts BUY_AGAIN answers too. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    core_write_metrics(c, f);
+    fclose(f);
+    cr_assert(strstr(text, "recd_recommend_strategy_total{strategy=\"BUY_AGAIN\"} 1\n"), "%s",
+              text);
+    free(text);
     rq = member("nobody", 5);
     rq.mode = CORE_MODE_BUY_AGAIN;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
