@@ -761,6 +761,18 @@ static enum MHD_Result answer_health(struct MHD_Connection *conn, http_req *r) {
                   body, strlen(body), 1);
 }
 
+/* GET /dashboard.json: {"readTokenRequired": bool, "writeTokenRequired":
+ * bool}, so that the page asks for a token only when this server has one
+ * (any call's 401 tells as much; this spares the page a failed call). */
+static enum MHD_Result answer_dashboard_config(struct MHD_Connection *conn, http_req *r) {
+    char *body = NULL;
+    if (asprintf(&body, "{\"readTokenRequired\":%s,\"writeTokenRequired\":%s}\n",
+                 r->h->read_token ? "true" : "false", r->h->write_token ? "true" : "false") < 0)
+        return MHD_NO;
+    r->status = ERR_STATUS_OK;
+    return answer(conn, r, MHD_HTTP_OK, "application/json", body, strlen(body), 1);
+}
+
 /* The dashboard page or Chart.js, from the binary. The page runs only its
  * own scripts and this server's (no framing, no other origin). */
 static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, int chartjs) {
@@ -799,6 +811,13 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
             return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
                                  "only GET here");
         return answer_static(conn, r, url[1] == 'c');
+    }
+    if (!strcmp(url, "/dashboard.json")) {
+        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_DASHBOARD;
+        if (!get)
+            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
+                                 "only GET here");
+        return answer_dashboard_config(conn, r);
     }
     if (!strcmp(url, "/metrics/history")) {
         r->route = HTTP_MAX_METHODS + HTTP_ROUTE_METRICS;

@@ -10,6 +10,7 @@
  *   GET  /                          the dashboard: one page (server/dashboard.html,
  *                                   built in) that reads the JSON API and /metrics
  *   GET  /chart.js                  Debian's Chart.js, built in, for that page
+ *   GET  /dashboard.json            which tokens this server requires, for that page
  *   GET  /metrics                   the Prometheus exposition
  *   GET  /metrics/history           the last 10 minutes of calls and latency
  *                                   (a sample every 10 s), for the dashboard

@@ -196,3 +196,27 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop,
     out.mkdir(parents=True, exist_ok=True)
     browser.execute_script("window.scrollTo(0, 0)")  # the whole page, from its top
     browser.save_screenshot(str(out / "dashboard.png"))
+
+
+def test_a_server_without_tokens_needs_none_on_the_page(srv, browser, tmp_path):
+    """Without --read-token-file and --write-token-file the page fills the
+    member charts and allows changes with no token typed (GET
+    /dashboard.json says what the server requires), with no console error."""
+    s = Server(srv.tmp / "m", tmp_path, "--events", tmp_path / "ev", "--http-listen",
+               "127.0.0.1:0", "--http-port-file", tmp_path / "hport")
+    s.http = f"http://127.0.0.1:{int((tmp_path / 'hport').read_text())}"
+    try:
+        assert json.loads(get(s, "/dashboard.json")) == {"readTokenRequired": False,
+                                                         "writeTokenRequired": False}
+        assert json.loads(get(srv, "/dashboard.json")) == {"readTokenRequired": True,
+                                                           "writeTokenRequired": True}
+        browser.get(s.http + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda b: "members with a churn score" in b.find_element(By.ID, "members-note").text)
+        wait.until(lambda b: "no write token" in b.find_element(By.ID, "mode").text)
+        assert not browser.find_element(By.CSS_SELECTOR, "#item-form button").get_attribute("disabled")
+        assert browser.find_element(By.ID, "read-token").get_attribute("value") == ""
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        assert s.stop() == 0
