@@ -470,6 +470,21 @@ Test(core_bare, model_info_is_the_control_model) {
 
 TestSuite(core_churn, .init = with_events, .fini = close_core);
 
+Test(core_churn, the_churn_model_comes_with_its_validation_figures) {
+    core_churn_model_reply cm;
+    err_t e;
+    cr_assert_eq(core_churn_model(c, &cm, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(cm.horizon_days, 90);
+    cr_assert_eq(cm.scored_at, 1700000001);
+    cr_assert_eq(cm.has_validation, 1);
+    cr_assert_eq(cm.validation.members, 14);
+    cr_assert_float_eq(cm.validation.roc_auc, 0.75, 0);
+    cr_assert(isnan(cm.validation.calib_observed[9]), "an empty bin stays NaN");
+    model_meta meta;
+    core_model_info(c, &meta);
+    cr_assert_str_eq(cm.model_version, meta.version);
+}
+
 Test(core_churn, scores_members_with_their_factors) {
     core_churn_reply cs;
     err_t e;
