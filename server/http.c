@@ -101,7 +101,8 @@ struct http_server {
     sem_t decodes;
 };
 
-typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV } http_kind;
+/* KIND_LOCAL: a GET the front end answers itself (the page, /metrics, ...). */
+typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV, KIND_LOCAL } http_kind;
 
 /* One request on a connection (MHD's con_cls), from its headers to its
  * completion. */
@@ -110,7 +111,8 @@ typedef struct http_req {
     int route; /* metrics row */
     http_kind kind;
     const http_method *m;
-    char *body; /* the request body so far, len of cap bytes */
+    size_t local; /* KIND_LOCAL: the row of local_routes */
+    char *body;   /* the request body so far, len of cap bytes */
     size_t len, cap;
     size_t seen; /* body bytes received, kept or not */
     int too_large;
@@ -795,8 +797,33 @@ static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, i
     return rc;
 }
 
-/* The first call of a request (headers only): routes it and answers what
- * needs no body. Returns MHD_YES with r->kind set to read a body. */
+static enum MHD_Result answer_page(struct MHD_Connection *conn, http_req *r) {
+    return answer_static(conn, r, 0);
+}
+
+static enum MHD_Result answer_chartjs(struct MHD_Connection *conn, http_req *r) {
+    return answer_static(conn, r, 1);
+}
+
+/* The GETs answered here, with their metrics row (HTTP_ROUTE_*). */
+static const struct {
+    const char *path;
+    int row;
+    enum MHD_Result (*answer)(struct MHD_Connection *, http_req *);
+} local_routes[] = {
+    {"/", HTTP_ROUTE_DASHBOARD, answer_page},
+    {"/chart.js", HTTP_ROUTE_DASHBOARD, answer_chartjs},
+    {"/dashboard.json", HTTP_ROUTE_DASHBOARD, answer_dashboard_config},
+    {"/metrics/history", HTTP_ROUTE_METRICS, answer_history},
+    {"/metrics", HTTP_ROUTE_METRICS, answer_metrics},
+    {"/healthz", HTTP_ROUTE_HEALTHZ, answer_health},
+};
+
+/* The first call of a request (headers only): routes it and answers errors
+ * found from the headers. Returns MHD_YES with r->kind set: the answer
+ * comes once the request is complete (a local GET too: libmicrohttpd
+ * closes the connection after an answer queued on the first call, and
+ * scrapers and the dashboard's polls keep theirs alive). */
 static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const char *url,
                              const char *verb) {
     http_server *h = r->h;
@@ -805,33 +832,15 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
     if (h->client_ca && !client_cert_ok(conn))
         return answer_err(conn, r, ERR_UNAUTHENTICATED,
                           "this server needs a client certificate signed by its --tls-client-ca");
-    if (!strcmp(url, "/") || !strcmp(url, "/chart.js")) {
-        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_DASHBOARD;
+    for (size_t i = 0; i < sizeof local_routes / sizeof local_routes[0]; i++) {
+        if (strcmp(url, local_routes[i].path)) continue;
+        r->route = HTTP_MAX_METHODS + local_routes[i].row;
         if (!get)
             return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
                                  "only GET here");
-        return answer_static(conn, r, url[1] == 'c');
-    }
-    if (!strcmp(url, "/dashboard.json")) {
-        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_DASHBOARD;
-        if (!get)
-            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
-                                 "only GET here");
-        return answer_dashboard_config(conn, r);
-    }
-    if (!strcmp(url, "/metrics/history")) {
-        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_METRICS;
-        if (!get)
-            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
-                                 "only GET here");
-        return answer_history(conn, r);
-    }
-    if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz")) {
-        r->route = HTTP_MAX_METHODS + (url[1] == 'm' ? HTTP_ROUTE_METRICS : HTTP_ROUTE_HEALTHZ);
-        if (!get)
-            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
-                                 "only GET here");
-        return url[1] == 'm' ? answer_metrics(conn, r) : answer_health(conn, r);
+        r->kind = KIND_LOCAL;
+        r->local = i;
+        return MHD_YES;
     }
     const http_method *m = strncmp(url, "/v1/", 4) ? NULL : method_named(h, url + 4);
     int csv = !strcmp(url, "/v1/campaign-targets.csv");
@@ -994,6 +1003,8 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const
             return answer_err(conn, r, e.code, e.msg);
         return run_stream(conn, r, request, 1);
     }
+    case KIND_LOCAL:
+        return local_routes[r->local].answer(conn, r);
     case KIND_NONE:
         break;
     }

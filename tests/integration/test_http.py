@@ -507,6 +507,31 @@ def healthz_from(port, source):
         c.close()
 
 
+def held_connection(port, source):
+    """A keep-alive connection from source that the server has taken (its
+    first answer read), left open."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"}" not in head.partition(b"\r\n\r\n")[2]:  # the JSON body, read whole
+        chunk = c.recv(4096)
+        assert chunk, "the server closed a connection it should hold"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return c
+
+
+def served_soon(port, source, within=5):
+    """Whether a new connection from source is served within `within` s (the
+    server notices closed or idle holders with a delay)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if healthz_from(port, source) == "HTTP/1.1 200 OK":
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_connection_limits_are_flags_and_the_server_recovers(model_dir, tmp_path):
     """--http-max-connections 8 --http-max-per-address 4: a fifth connection
     from one address and a ninth in all are closed at once, others are
@@ -514,29 +539,24 @@ def test_connection_limits_are_flags_and_the_server_recovers(model_dir, tmp_path
     when they only sit idle for --http-timeout)."""
     s = Server(model_dir, tmp_path, "--http-listen", "127.0.0.1:0", "--http-port-file",
                tmp_path / "hport", "--http-max-connections", "8", "--http-max-per-address", "4",
-               "--http-timeout", "2")
+               "--http-timeout", "4")
     port = int((tmp_path / "hport").read_text())
     held = []
     try:
-        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
-                                          source_address=("127.0.0.1", 0)) for _ in range(4)]
-        time.sleep(0.3)
+        held += [held_connection(port, "127.0.0.1") for _ in range(4)]
         assert healthz_from(port, "127.0.0.1") is None
         assert healthz_from(port, "127.0.0.2") == "HTTP/1.1 200 OK"
-        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
-                                          source_address=("127.0.0.2", 0)) for _ in range(4)]
-        time.sleep(0.3)
+        held += [held_connection(port, "127.0.0.2") for _ in range(4)]
         assert healthz_from(port, "127.0.0.3") is None  # 8 in all
         for c in held:
             c.close()
         held = []
-        time.sleep(0.3)
-        assert healthz_from(port, "127.0.0.1") == "HTTP/1.1 200 OK"
+        assert served_soon(port, "127.0.0.1")
         # Idle holders are closed after --http-timeout: the slots come back.
-        held += [socket.create_connection(("127.0.0.1", port), timeout=5,
-                                          source_address=("127.0.0.1", 0)) for _ in range(4)]
-        time.sleep(3.5)
-        assert healthz_from(port, "127.0.0.1") == "HTTP/1.1 200 OK"
+        held += [held_connection(port, "127.0.0.1") for _ in range(4)]
+        assert healthz_from(port, "127.0.0.1") is None
+        time.sleep(4)
+        assert served_soon(port, "127.0.0.1")
     finally:
         for c in held:
             c.close()
@@ -548,3 +568,25 @@ def test_connection_limits_are_flags_and_the_server_recovers(model_dir, tmp_path
     bad = run("serve", "--model", model_dir, "--http-listen", "127.0.0.1:0",
               "--http-max-connections", "10001", check=False, timeout=30)
     assert bad.returncode == 2 and "http-max-connections" in bad.stderr, bad.stderr
+
+
+def test_gets_keep_the_connection_alive(srv):
+    """The page, Chart.js, /metrics, /healthz and the history keep an
+    HTTP/1.1 connection open (a scraper or the dashboard polling reuses
+    it), as the API's POSTs do."""
+    port = int(srv.http.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for path in ["/", "/chart.js", "/dashboard.json", "/metrics", "/metrics/history",
+                     "/healthz", "/metrics"]:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200 and not r.will_close, (path, r.getheaders())
+        first = conn.sock
+        conn.request("POST", "/v1/GetModelInfo", body=b"{}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and conn.sock is first
+    finally:
+        conn.close()
