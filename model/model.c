@@ -114,6 +114,7 @@
 #define K_CLV_P_ALIVE "clv_p_alive"
 #define K_CLV_ORDERS "clv_expected_orders"
 #define K_CLV_VALUE "clv_expected_value"
+#define K_CHURN_VALIDATION "churn_validation"
 
 /* Each model_meta member has its row's kind. */
 #define META_KIND_CHECK(member, key, kind, opt, pb, pb_name, show, label, fmt)                     \
@@ -467,6 +468,33 @@ static int model_clv_ok(const model_churn *c, uint32_t u) {
            isfinite(c->expected_value[u]);
 }
 
+/* 1 when x is NaN or in [lo, hi]. */
+static int nan_or_in(double x, double lo, double hi) {
+    return isnan(x) || (x >= lo && x <= hi);
+}
+
+/* Checks churn validation figures (at publication, and when read back: a
+ * server hands them out as they are). where names the step in the message. */
+static int model_check_validation(const model_churn_validation *v, int code, const char *where,
+                                  err_t *e) {
+    int ok = isfinite(v->validated_at) && v->members >= 0 && v->members <= UINT32_MAX &&
+             v->churned >= 0 && v->churned <= v->members && nan_or_in(v->roc_auc, 0, 1) &&
+             nan_or_in(v->pr_auc, 0, 1) && nan_or_in(v->brier, 0, 1) &&
+             nan_or_in(v->recency_roc_auc, 0, 1) && nan_or_in(v->base_brier, 0, 1);
+    double members = 0;
+    for (int b = 0; ok && b < MODEL_CHURN_CALIB_BINS; b++) {
+        members += v->calib_n[b];
+        ok = v->calib_n[b] >= 0 && v->calib_n[b] <= v->members &&
+             nan_or_in(v->calib_predicted[b], 0, 1) && nan_or_in(v->calib_observed[b], 0, 1);
+    }
+    if (ok && members > v->members) ok = 0;
+    return ok ? ERR_OK
+              : err_set(e, code,
+                        "model: %s: churn validation figures out of range (counts, or an AUC, "
+                        "Brier score or calibration share outside [0, 1])",
+                        where);
+}
+
 /* Checks the optional churn part of an input (model_check_input). Per-user
  * codes and probabilities are checked here, once, so that a server can index
  * name tables with them without distrusting the file's writer. */
@@ -529,7 +557,8 @@ static int model_check_churn(const model_churn *c, uint32_t n_users, err_t *e) {
                            "model: publish: CLV of user %u is inconsistent (P(alive) %g, orders "
                            "%g, value %g)",
                            u, (double)c->p_alive[u], c->expected_orders[u], c->expected_value[u]);
-    return ERR_OK;
+    return c->has_validation ? model_check_validation(&c->validation, ERR_INVALID, "publish", e)
+                             : ERR_OK;
 }
 
 /* Checks item rows for publication: n_items of them, indexes in range, an
@@ -771,10 +800,10 @@ typedef struct model_blob {
     const void *arg;
 } model_blob;
 
-/* Most blobs of one model: 11 always, 3 of categories, 14 of churn, 4 of CLV,
+/* Most blobs of one model: 11 always, 3 of categories, 15 of churn, 4 of CLV,
  * 3 of item rows, 3 of bought-together lists, 4 of the repurchase model, 3
  * per label mapping (2), 2 of catalogue values. */
-#define MODEL_MAX_BLOBS 51
+#define MODEL_MAX_BLOBS 52
 
 static void model_fill_panels(const model_input *in, const void *arg, void *p) {
     (void)arg;
@@ -927,6 +956,7 @@ static size_t model_blobs(const model_input *in, model_blob *out) {
         BLOB_COPY(K_CHURN_RECENCY, per, c->recency_days);
         BLOB_COPY(K_CHURN_FREQUENCY, per, c->frequency);
         BLOB_COPY(K_CHURN_MONETARY, per, c->monetary);
+        if (c->has_validation) BLOB_COPY(K_CHURN_VALIDATION, sizeof c->validation, &c->validation);
         if (c->p_alive) {
             BLOB_COPY(K_CLV_PARAMS, sizeof c->clv, c->clv);
             BLOB_COPY(K_CLV_P_ALIVE, per, c->p_alive);
@@ -1473,6 +1503,13 @@ static int model_read_churn(model_reader *r, model *m, err_t *e) {
             if (!model_clv_ok(c, u))
                 return err_set(e, ERR_FORMAT, "model: %s: CLV of user %u is inconsistent", r->path,
                                u);
+    }
+    if (model_has(r, K_CHURN_VALIDATION)) {
+        uint64_t size = sizeof c->validation;
+        if ((rc = model_get_blob(r, K_CHURN_VALIDATION, &size, 0, 8, &p, e))) return rc;
+        memcpy(&c->validation, p, sizeof c->validation);
+        if ((rc = model_check_validation(&c->validation, ERR_FORMAT, r->path, e))) return rc;
+        c->has_validation = 1;
     }
     m->has_churn = 1;
     return ERR_OK;

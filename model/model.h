@@ -198,6 +198,23 @@ const char *model_churn_tier_name(uint32_t code);
 int model_churn_segment_code(const char *name);
 int model_churn_tier_code(const char *name);
 
+/* The churn model's validation (training/churn.h's churn_eval): a model
+ * trained at c1 = T - 2H scored the members active at c2 = T - H against
+ * what they did in [c2, T). All binary64 (key churn_validation stores the
+ * struct as it is: no padding); NaN for a figure a class left empty. */
+#define MODEL_CHURN_CALIB_BINS 10 /* p in [k/10, (k+1)/10), the last with 1 */
+typedef struct model_churn_validation {
+    double validated_at;     /* unix seconds: c2 */
+    double members, churned; /* active at c2; of them, no purchase within H */
+    double roc_auc, pr_auc;  /* of the model's probability */
+    double brier;            /* mean (p - y)^2 */
+    double recency_roc_auc;  /* baseline: days since the last purchase as the score */
+    double base_brier;       /* baseline: c1's churn rate for everyone */
+    double calib_n[MODEL_CHURN_CALIB_BINS];         /* members in the bin */
+    double calib_predicted[MODEL_CHURN_CALIB_BINS]; /* their mean p; NaN when none */
+    double calib_observed[MODEL_CHURN_CALIB_BINS];  /* the share that churned; NaN likewise */
+} model_churn_validation;
+
 typedef struct model_churn {
     uint32_t n_features;               /* model inputs per user, 1..MODEL_CHURN_MAX_FEATURES */
     const char *const *feature_names;  /* n_features NUL-terminated names */
@@ -220,6 +237,10 @@ typedef struct model_churn {
     const float *p_alive;
     const double *expected_orders, *expected_value;
     double clv[7];
+    /* Optional: has_validation 0 for a model trained before recd kept the
+     * figures (or given none). */
+    int has_validation;
+    model_churn_validation validation;
 } model_churn;
 
 /* The repurchase model ("buy it again", util/rebuy.h, trained by

@@ -104,6 +104,59 @@ float catalog_multiplier(catalog *c, const char *item, size_t len) {
     return available ? boost : 0.0f;
 }
 
+/* The rules as catalog_rules gathers them: pass 0 counts (n, bytes of
+ * ids), pass 1 fills rules and the ids at `at`. */
+typedef struct rules_fill {
+    int pass;
+    size_t n, bytes;
+    catalog_rule *rules;
+    char *at;
+} rules_fill;
+
+static void rules_one(void *ctx, const char *id, size_t len, const void *value, size_t value_len) {
+    (void)value_len; /* the store's fixed size */
+    rules_fill *f = ctx;
+    float boost;
+    bool available;
+    state_unpack(value, &boost, &available);
+    if (available && boost == 1.0f) return;
+    if (f->pass == 0) {
+        f->n++;
+        f->bytes += len + 1;
+        return;
+    }
+    memcpy(f->at, id, len);
+    f->at[len] = '\0';
+    f->rules[f->n++] = (catalog_rule){f->at, available ? boost : 1.0f, available};
+    f->at += len + 1;
+}
+
+static int rule_cmp(const void *a, const void *b) {
+    const catalog_rule *x = a, *y = b;
+    if (x->available != y->available) return x->available ? 1 : -1;
+    return strcmp(x->id, y->id);
+}
+
+int catalog_rules(catalog *c, catalog_rule **out, size_t *n, err_t *e) {
+    /* Counted, then filled, under one hold of the update lock: no rule is
+     * added in between (idstate_each takes the store's own lock each time). */
+    pthread_mutex_lock(&c->update);
+    rules_fill f = {.pass = 0};
+    idstate_each(c->items, rules_one, &f);
+    catalog_rule *rules = malloc(f.n * sizeof *rules + f.bytes + 1);
+    if (!rules) {
+        pthread_mutex_unlock(&c->update);
+        return err_set(e, ERR_NOMEM, "catalog: out of memory listing %zu rules", f.n);
+    }
+    f = (rules_fill){.pass = 1, .rules = rules, .at = (char *)(rules + f.n)};
+    idstate_each(c->items, rules_one, &f);
+    pthread_mutex_unlock(&c->update);
+    qsort(rules, f.n, sizeof *rules, rule_cmp);
+    *out = rules;
+    *n = f.n;
+    return ERR_OK;
+}
+
 unsigned long catalog_generation(catalog *c) {
     return idstate_generation(c->items) + idstate_generation(c->descs);
 }

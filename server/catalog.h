@@ -49,6 +49,19 @@ uint64_t catalog_applied(catalog *c);
  * returns true when any differs from 1. */
 bool catalog_multipliers(catalog *c, const model *m, float *mult);
 
+/* One item with a rule: unavailable, or available with a boost other than
+ * 1 (an unavailable item's boost is inert, and not reported). */
+typedef struct catalog_rule {
+    const char *id; /* NUL-terminated, in the block catalog_rules allocates */
+    float boost;    /* 1 for an unavailable item */
+    bool available;
+} catalog_rule;
+
+/* Every item with a rule into *out (*n of them; *out and the ids are one
+ * block owned by the caller: free), the unavailable ones first, each group
+ * by id (bytes): what a dashboard lists. Returns ERR_OK or ERR_NOMEM. */
+int catalog_rules(catalog *c, catalog_rule **out, size_t *n, err_t *e);
+
 /* The multiplier of one item by id, as catalog_multipliers gives it. */
 float catalog_multiplier(catalog *c, const char *item, size_t len);
 

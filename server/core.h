@@ -423,6 +423,48 @@ typedef struct core_share {
  * as it was). */
 int core_set_experiment(core *c, const char *salt, const core_share *shares, size_t n, err_t *e);
 
+/* --- item stats: what Recommend served, the item rules ---------------------- */
+
+#define CORE_ITEM_STATS_K 10       /* most recommended items listed when k is 0 */
+#define CORE_ITEM_STATS_RULES 1000 /* rules listed (each kind) when max_rules is 0 */
+
+typedef struct core_item_stats_req {
+    uint32_t k;          /* 0 = CORE_ITEM_STATS_K, else 1 .. CORE_MAX_K */
+    const char *variant; /* "" = control */
+    uint32_t max_rules;  /* 0 = CORE_ITEM_STATS_RULES, at most CORE_MAX_LIST */
+} core_item_stats_req;
+
+typedef struct core_item_count {
+    const char *id; /* NUL-terminated, in the block of core_item_stats_reply.top */
+    uint64_t count; /* Recommend answers that listed the item */
+} core_item_count;
+
+typedef struct core_item_stats_reply {
+    const char *variant; /* static while c lives */
+    char model_version[MODEL_VERSION_MAX];
+    int64_t counted_since; /* unix seconds: when the model was loaded */
+    uint64_t answers;      /* Recommend answers from the model since */
+    core_item_count *top;  /* owned, with its ids; most listed first (ties in the
+                              model's item order) */
+    size_t n_top;          /* <= k; only items listed at least once */
+    /* The storefront's rules (catalog_rules' order): the first
+     * n_unavailable of unavailable_total unavailable items, then from
+     * rules + unavailable_total the first n_boosted of boosted_total. */
+    catalog_rule *rules; /* owned (catalog_rules' block) */
+    size_t n_unavailable, n_boosted;
+    uint32_t unavailable_total, boosted_total;
+} core_item_stats_reply;
+
+/* Frees what s owns; s may be zeroed or from a failed call. */
+void core_item_stats_reply_free(core_item_stats_reply *s);
+
+/* How often each item of the variant's served model was in a Recommend
+ * answer since the model was loaded (every strategy and mode; a new model
+ * starts from 0), the top req->k, and the items out of stock or boosted.
+ * Errors: ERR_INVALID (k, max_rules, variant not a name), ERR_NOTFOUND (no
+ * such variant), ERR_NOMEM. *out is owned by the caller: core_item_stats_reply_free. */
+int core_item_stats(core *c, const core_item_stats_req *req, core_item_stats_reply *out, err_t *e);
+
 /* --- models, churn, campaigns ------------------------------------------------ */
 
 /* The metadata of the model variant "control" serves, into *out. */
@@ -448,6 +490,20 @@ void core_churn_reply_free(core_churn_reply *r);
  * model), ERR_NOTFOUND (opted out, forgotten, unknown or never bought),
  * ERR_INTERNAL. *out is owned by the caller: core_churn_reply_free. */
 int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t *e);
+
+typedef struct core_churn_model_reply {
+    char model_version[MODEL_VERSION_MAX];
+    uint32_t horizon_days;
+    int64_t scored_at;
+    /* The model's validation; members 0 and the figures NaN when it has
+     * none (has_validation 0: trained before recd kept them). */
+    int has_validation;
+    model_churn_validation validation;
+} core_churn_model_reply;
+
+/* The control model's churn model and its validation figures (aggregates:
+ * no member's data). Errors: ERR_PRECONDITION (no churn model). */
+int core_churn_model(core *c, core_churn_model_reply *out, err_t *e);
 
 typedef struct core_targets_req {
     float min_probability, max_probability; /* both 0 = any; max 0 = 1 */

@@ -1,6 +1,7 @@
 /* core_churn: churn scores of members and the campaign stream of members
  * to win back, from the churn model published with the control model,
- * leaving out members who opted out or were forgotten. */
+ * leaving out members who opted out or were forgotten; and that model's
+ * validation figures. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,38 @@
 void core_churn_reply_free(core_churn_reply *r) {
     if (r->held) core__release(r->held);
     memset(r, 0, sizeof *r);
+}
+
+/* --- GetChurnModelInfo ----------------------------------------------------- */
+
+int core_churn_model(core *c, core_churn_model_reply *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    core__model *sm = core__acquire(c);
+    const model_meta *meta = model_info(sm->m);
+    const model_churn *churn = model_churn_info(sm->m);
+    int err = ERR_OK;
+    if (!churn) {
+        err = err_set(e, ERR_PRECONDITION,
+                      "model %s has no churn model: train with --churn-horizon", meta->version);
+    } else {
+        memcpy(out->model_version, meta->version, sizeof out->model_version);
+        out->horizon_days = churn->horizon_days;
+        out->scored_at = churn->scored_at;
+        out->has_validation = churn->has_validation;
+        if (churn->has_validation) {
+            out->validation = churn->validation;
+        } else {
+            out->validation = (model_churn_validation){.roc_auc = NAN,
+                                                       .pr_auc = NAN,
+                                                       .brier = NAN,
+                                                       .recency_roc_auc = NAN,
+                                                       .base_brier = NAN};
+            for (int b = 0; b < MODEL_CHURN_CALIB_BINS; b++)
+                out->validation.calib_predicted[b] = out->validation.calib_observed[b] = NAN;
+        }
+    }
+    core__release(sm);
+    return err;
 }
 
 int core_churn_score(core *c, const char *user_id, core_churn_reply *out, err_t *e) {

@@ -5,7 +5,8 @@
  * The files: core.c (lifecycle, checks, metrics), core_model.c (served
  * models, item multipliers, the reload watcher), core_shopper.c (per-thread
  * buffers, what a request knows of its shopper, fold-in), core_rank.c
- * (Recommend with batching, SimilarItems, Rerank), core_write.c (events,
+ * (Recommend with batching, SimilarItems, Rerank, the counts of what
+ * Recommend served), core_write.c (events,
  * item rules, privacy and the record write path), core_churn.c (churn
  * scores, campaign targets), core_exp.c (variants, feedback, shares),
  * core_bus.c (the writes of a cluster, through the event bus),
@@ -77,6 +78,11 @@ typedef struct core__model {
     pthread_mutex_t trend_lock;
     uint32_t *trend_items;
     uint32_t n_trend_items, cap_trend_items;
+    /* Recommend answers from this model, and how many listed each item
+     * (n_items counters: 8 bytes an item), since loaded_unix. */
+    atomic_ullong answers;
+    atomic_ullong *recommended;
+    int64_t loaded_unix;
 } core__model;
 
 /* One variant of the experiment: the model directory it serves from. */

@@ -39,6 +39,7 @@ void core__release(core__model *sm) {
         pthread_mutex_destroy(&sm->trend_lock);
         free(sm->trend_items);
         free(sm->yty);
+        free(sm->recommended);
         free(sm);
     }
 }
@@ -97,13 +98,16 @@ int core__load(core *c, uint32_t v, err_t *e) {
         return ERR_OK;
     }
     core__model *sm = calloc(1, sizeof *sm);
-    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float)))) {
+    if (!sm || !(sm->yty = malloc((size_t)meta->factors * meta->factors * sizeof(float))) ||
+        !(sm->recommended = calloc(meta->n_items ? meta->n_items : 1, sizeof *sm->recommended))) {
+        if (sm) free(sm->yty);
         free(sm);
         model_close(m);
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     sm->m = m;
     atomic_init(&sm->refs, 1);
+    sm->loaded_unix = (int64_t)time(NULL);
     pthread_mutex_init(&sm->mult_lock, NULL);
     pthread_mutex_init(&sm->trend_lock, NULL);
     score_gram(m, sm->yty);

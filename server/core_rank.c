@@ -1,6 +1,7 @@
 /* core_rank: the ranked operations - Recommend (alone or batched),
  * SimilarItems and Rerank - from the served model, the shopper's fresh
- * signals and the storefront's item multipliers. */
+ * signals and the storefront's item multipliers; and the item stats of
+ * what Recommend served. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -446,6 +447,13 @@ static int recommend_respond(core *c, const recommend_call *rc, const topk_entry
     free(because);
     free(n_because);
     if (err) return err;
+    /* Relaxed: the counts are a tally read now and then, not a sync. */
+    atomic_fetch_add_explicit(&rc->sm->answers, 1, memory_order_relaxed);
+    /* Upserted items the model does not know are not counted: the counters
+     * are the model's items'. */
+    for (uint32_t i = 0; i < n; i++)
+        if (top[i].index < model_info(rc->sm->m)->n_items)
+            atomic_fetch_add_explicit(&rc->sm->recommended[top[i].index], 1, memory_order_relaxed);
     out->strategy = rc->strategy;
     memcpy(out->model_version, model_info(rc->sm->m)->version, sizeof out->model_version);
     memcpy(out->request_id, rc->request_id, sizeof out->request_id);
@@ -1199,4 +1207,102 @@ done:
     free(unknown);
     core__release(sm);
     return err;
+}
+
+/* --- item stats -------------------------------------------------------------- */
+
+void core_item_stats_reply_free(core_item_stats_reply *s) {
+    free(s->top);
+    free(s->rules);
+    memset(s, 0, sizeof *s);
+}
+
+typedef struct item_tally {
+    uint32_t index;
+    uint64_t count;
+} item_tally;
+
+static int tally_cmp(const void *a, const void *b) {
+    const item_tally *x = a, *y = b;
+    if (x->count != y->count) return x->count > y->count ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The top k of sm's counters into out->top (entries, then their ids, one
+ * block). Returns ERR_OK or ERR_NOMEM. */
+static int item_top(const core__model *sm, uint32_t k, core_item_stats_reply *out, err_t *e) {
+    const model *m = sm->m;
+    uint32_t n_items = model_info(m)->n_items;
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_items; i++)
+        n += atomic_load_explicit(&sm->recommended[i], memory_order_relaxed) != 0;
+    item_tally *t = malloc((n ? n : 1) * sizeof *t);
+    if (!t) return err_set(e, ERR_NOMEM, "out of memory counting %zu items", n);
+    /* Counters still move: at most the n counted before are taken. */
+    size_t w = 0;
+    for (uint32_t i = 0; i < n_items && w < n; i++) {
+        uint64_t count = atomic_load_explicit(&sm->recommended[i], memory_order_relaxed);
+        if (count) t[w++] = (item_tally){i, count};
+    }
+    qsort(t, w, sizeof *t, tally_cmp);
+    size_t top = w < k ? w : k, bytes = 0, len;
+    for (size_t i = 0; i < top; i++) {
+        model_item_id(m, t[i].index, &len);
+        bytes += len + 1;
+    }
+    out->top = malloc(top * sizeof *out->top + bytes + 1);
+    if (!out->top) {
+        free(t);
+        return err_set(e, ERR_NOMEM, "out of memory for the top %u", k);
+    }
+    char *at = (char *)(out->top + top);
+    for (size_t i = 0; i < top; i++) {
+        const char *id = model_item_id(m, t[i].index, &len);
+        memcpy(at, id, len);
+        at[len] = '\0';
+        out->top[i] = (core_item_count){at, t[i].count};
+        at += len + 1;
+    }
+    out->n_top = top;
+    free(t);
+    return ERR_OK;
+}
+
+int core_item_stats(core *c, const core_item_stats_req *req, core_item_stats_reply *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    uint32_t k = req->k ? req->k : CORE_ITEM_STATS_K;
+    if (core__check_k(k, e)) return e->code;
+    uint32_t max_rules = req->max_rules ? req->max_rules : CORE_ITEM_STATS_RULES;
+    if (max_rules > CORE_MAX_LIST)
+        return err_set(e, ERR_INVALID, "max_rules must be at most %d, got %u", CORE_MAX_LIST,
+                       max_rules);
+    uint32_t v = 0;
+    if (req->variant[0]) {
+        if (!exp_name_valid(req->variant))
+            return err_set(e, ERR_INVALID, "variant must be 1..%d bytes of [A-Za-z0-9_-]",
+                           EXP_MAX_NAME);
+        while (v < c->exp.n && strcmp(c->exp.names[v], req->variant))
+            v++;
+        if (v == c->exp.n) return err_set(e, ERR_NOTFOUND, "no variant %s", req->variant);
+    }
+    core__model *sm = core__acquire_variant(c, v);
+    out->variant = c->exp.names[v];
+    memcpy(out->model_version, model_info(sm->m)->version, sizeof out->model_version);
+    out->counted_since = sm->loaded_unix;
+    out->answers = atomic_load_explicit(&sm->answers, memory_order_relaxed);
+    int rc = item_top(sm, k, out, e);
+    core__release(sm);
+    size_t n_rules = 0;
+    if (rc || (rc = catalog_rules(c->rules, &out->rules, &n_rules, e))) {
+        core_item_stats_reply_free(out);
+        return rc;
+    }
+    size_t unavailable = 0;
+    while (unavailable < n_rules && !out->rules[unavailable].available)
+        unavailable++;
+    out->unavailable_total = (uint32_t)unavailable;
+    out->boosted_total = (uint32_t)(n_rules - unavailable);
+    out->n_unavailable = unavailable < max_rules ? unavailable : max_rules;
+    out->n_boosted = out->boosted_total < max_rules ? out->boosted_total : max_rules;
+    return ERR_OK;
 }

@@ -101,7 +101,8 @@ struct http_server {
     sem_t decodes;
 };
 
-typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV } http_kind;
+/* KIND_LOCAL: a GET the front end answers itself (the page, /metrics, ...). */
+typedef enum { KIND_NONE, KIND_UNARY, KIND_STREAM, KIND_CSV, KIND_LOCAL } http_kind;
 
 /* One request on a connection (MHD's con_cls), from its headers to its
  * completion. */
@@ -110,7 +111,8 @@ typedef struct http_req {
     int route; /* metrics row */
     http_kind kind;
     const http_method *m;
-    char *body; /* the request body so far, len of cap bytes */
+    size_t local; /* KIND_LOCAL: the row of local_routes */
+    char *body;   /* the request body so far, len of cap bytes */
     size_t len, cap;
     size_t seen; /* body bytes received, kept or not */
     int too_large;
@@ -761,6 +763,18 @@ static enum MHD_Result answer_health(struct MHD_Connection *conn, http_req *r) {
                   body, strlen(body), 1);
 }
 
+/* GET /dashboard.json: {"readTokenRequired": bool, "writeTokenRequired":
+ * bool}, so that the page asks for a token only when this server has one
+ * (any call's 401 tells as much; this spares the page a failed call). */
+static enum MHD_Result answer_dashboard_config(struct MHD_Connection *conn, http_req *r) {
+    char *body = NULL;
+    if (asprintf(&body, "{\"readTokenRequired\":%s,\"writeTokenRequired\":%s}\n",
+                 r->h->read_token ? "true" : "false", r->h->write_token ? "true" : "false") < 0)
+        return MHD_NO;
+    r->status = ERR_STATUS_OK;
+    return answer(conn, r, MHD_HTTP_OK, "application/json", body, strlen(body), 1);
+}
+
 /* The dashboard page or Chart.js, from the binary. The page runs only its
  * own scripts and this server's (no framing, no other origin). */
 static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, int chartjs) {
@@ -783,8 +797,33 @@ static enum MHD_Result answer_static(struct MHD_Connection *conn, http_req *r, i
     return rc;
 }
 
-/* The first call of a request (headers only): routes it and answers what
- * needs no body. Returns MHD_YES with r->kind set to read a body. */
+static enum MHD_Result answer_page(struct MHD_Connection *conn, http_req *r) {
+    return answer_static(conn, r, 0);
+}
+
+static enum MHD_Result answer_chartjs(struct MHD_Connection *conn, http_req *r) {
+    return answer_static(conn, r, 1);
+}
+
+/* The GETs answered here, with their metrics row (HTTP_ROUTE_*). */
+static const struct {
+    const char *path;
+    int row;
+    enum MHD_Result (*answer)(struct MHD_Connection *, http_req *);
+} local_routes[] = {
+    {"/", HTTP_ROUTE_DASHBOARD, answer_page},
+    {"/chart.js", HTTP_ROUTE_DASHBOARD, answer_chartjs},
+    {"/dashboard.json", HTTP_ROUTE_DASHBOARD, answer_dashboard_config},
+    {"/metrics/history", HTTP_ROUTE_METRICS, answer_history},
+    {"/metrics", HTTP_ROUTE_METRICS, answer_metrics},
+    {"/healthz", HTTP_ROUTE_HEALTHZ, answer_health},
+};
+
+/* The first call of a request (headers only): routes it and answers errors
+ * found from the headers. Returns MHD_YES with r->kind set: the answer
+ * comes once the request is complete (a local GET too: libmicrohttpd
+ * closes the connection after an answer queued on the first call, and
+ * scrapers and the dashboard's polls keep theirs alive). */
 static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const char *url,
                              const char *verb) {
     http_server *h = r->h;
@@ -793,26 +832,15 @@ static enum MHD_Result route(struct MHD_Connection *conn, http_req *r, const cha
     if (h->client_ca && !client_cert_ok(conn))
         return answer_err(conn, r, ERR_UNAUTHENTICATED,
                           "this server needs a client certificate signed by its --tls-client-ca");
-    if (!strcmp(url, "/") || !strcmp(url, "/chart.js")) {
-        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_DASHBOARD;
+    for (size_t i = 0; i < sizeof local_routes / sizeof local_routes[0]; i++) {
+        if (strcmp(url, local_routes[i].path)) continue;
+        r->route = HTTP_MAX_METHODS + local_routes[i].row;
         if (!get)
             return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
                                  "only GET here");
-        return answer_static(conn, r, url[1] == 'c');
-    }
-    if (!strcmp(url, "/metrics/history")) {
-        r->route = HTTP_MAX_METHODS + HTTP_ROUTE_METRICS;
-        if (!get)
-            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
-                                 "only GET here");
-        return answer_history(conn, r);
-    }
-    if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz")) {
-        r->route = HTTP_MAX_METHODS + (url[1] == 'm' ? HTTP_ROUTE_METRICS : HTTP_ROUTE_HEALTHZ);
-        if (!get)
-            return answer_status(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED, ERR_STATUS_UNIMPLEMENTED,
-                                 "only GET here");
-        return url[1] == 'm' ? answer_metrics(conn, r) : answer_health(conn, r);
+        r->kind = KIND_LOCAL;
+        r->local = i;
+        return MHD_YES;
     }
     const http_method *m = strncmp(url, "/v1/", 4) ? NULL : method_named(h, url + 4);
     int csv = !strcmp(url, "/v1/campaign-targets.csv");
@@ -975,6 +1003,8 @@ static enum MHD_Result http_answer(void *cls, struct MHD_Connection *conn, const
             return answer_err(conn, r, e.code, e.msg);
         return run_stream(conn, r, request, 1);
     }
+    case KIND_LOCAL:
+        return local_routes[r->local].answer(conn, r);
     case KIND_NONE:
         break;
     }
@@ -1088,6 +1118,15 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
         return err_set(e, ERR_INVALID, "http: too many metrics writers or origins");
     if (!o->tls_cert != !o->tls_key)
         return err_set(e, ERR_INVALID, "http: TLS needs both a certificate and a key");
+    unsigned max_conn = o->max_connections ? o->max_connections : HTTP_MAX_CONNECTIONS;
+    unsigned per_address = o->max_per_address                ? o->max_per_address
+                           : max_conn < HTTP_MAX_PER_ADDRESS ? max_conn
+                                                             : HTTP_MAX_PER_ADDRESS;
+    if (max_conn > HTTP_CONNECTIONS_CAP || per_address > max_conn)
+        return err_set(e, ERR_INVALID,
+                       "http: at most %d connections, and no more from one address than in all "
+                       "(got %u and %u)",
+                       HTTP_CONNECTIONS_CAP, max_conn, per_address);
     const char *colon = strrchr(o->listen, ':');
     char host[64];
     struct sockaddr_in addr = {.sin_family = AF_INET};
@@ -1135,9 +1174,8 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, timeout, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, HTTP_MAX_CONNECTIONS, NULL};
-    opts[n++] =
-        (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_MAX_PER_ADDRESS, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, max_conn, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h};
     /* Each connection's thread decodes and encodes JSON; 512 KiB is
      * plenty for PBJSON_MAX_DEPTH levels, and 256 threads stay cheap. */

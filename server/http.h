@@ -10,6 +10,7 @@
  *   GET  /                          the dashboard: one page (server/dashboard.html,
  *                                   built in) that reads the JSON API and /metrics
  *   GET  /chart.js                  Debian's Chart.js, built in, for that page
+ *   GET  /dashboard.json            which tokens this server requires, for that page
  *   GET  /metrics                   the Prometheus exposition
  *   GET  /metrics/history           the last 10 minutes of calls and latency
  *                                   (a sample every 10 s), for the dashboard
@@ -58,14 +59,18 @@ typedef void (*http_metrics_writer)(void *ctx, FILE *out);
 #define HTTP_MAX_WRITERS 8
 #define HTTP_MAX_ORIGINS 16
 
-/* The bounds an attacker meets: at most this many connections in all and
- * from one address (each has a thread: thread-per-connection keeps a
- * blocking call simple), a connection idle this long (a request never
- * finished, a keep-alive, a stream client that stopped reading) is
- * closed. */
+/* The bounds an attacker meets, by default: at most this many connections
+ * in all and from one address (each has a thread: thread-per-connection
+ * keeps a blocking call simple), a connection idle this long (a request
+ * never finished, a keep-alive, a stream client that stopped reading) is
+ * closed. A connection past a limit is accepted and closed at once (the
+ * client sees a reset): libmicrohttpd has no answer to give it. */
 #define HTTP_MAX_CONNECTIONS 256
 #define HTTP_MAX_PER_ADDRESS 64
 #define HTTP_DEFAULT_TIMEOUT_S 10
+/* The most max_connections may be: a thread each (512 KiB of stack
+ * reserved), a descriptor each. */
+#define HTTP_CONNECTIONS_CAP 10000
 
 typedef struct http_options {
     const char *listen; /* IPv4 host:port; port 0 picks a free one */
@@ -73,6 +78,11 @@ typedef struct http_options {
      * answered 413 without being kept. */
     uint32_t max_body_bytes;
     uint32_t timeout_s; /* idle connections; 0 = HTTP_DEFAULT_TIMEOUT_S */
+    /* Connections at once in all (0 = HTTP_MAX_CONNECTIONS, at most
+     * HTTP_CONNECTIONS_CAP) and from one address (0 = HTTP_MAX_PER_ADDRESS,
+     * or max_connections when fewer; at most max_connections): a proxy or
+     * a shop's app servers come from few addresses. */
+    uint32_t max_connections, max_per_address;
     /* Bearer tokens as in rpc_options: NULL = open. */
     const char *write_token, *read_token;
     /* TLS: PEM text (not file names) of the certificate chain and key (both
@@ -95,8 +105,9 @@ typedef struct http_server http_server;
 /* Serves the methods of s (and the core c it runs on; both outlive the
  * server) as above, with libmicrohttpd's threads (one per connection) and
  * one that samples the history every 10 s. o's strings are copied. *out is owned by the caller:
- * http_stop. Errors: ERR_INVALID (not HOST:PORT, cannot listen there, TLS
- * not available or its PEM refused), ERR_NOMEM. */
+ * http_stop. Errors: ERR_INVALID (not HOST:PORT, connection limits out of
+ * range, cannot listen there, TLS not available or its PEM refused),
+ * ERR_NOMEM. */
 int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t *e);
 
 /* The port actually bound. */

@@ -11,8 +11,8 @@
 
 struct svc {
     core *core;
-    rpc_method methods[15];
-    const ProtobufCMessageDescriptor *requests[15]; /* each method's request message */
+    rpc_method methods[17];
+    const ProtobufCMessageDescriptor *requests[17]; /* each method's request message */
 };
 
 /* The C tables of event and feedback types, strategies and target orders
@@ -570,6 +570,114 @@ static void svc_model_info(void *ctx, const uint8_t *req, size_t len, rpc_reply 
     reply_pack(reply, &info.base);
 }
 
+static void svc_item_stats(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__ItemStatsRequest *rq = recd__v1__item_stats_request__unpack(NULL, len, req);
+    if (!rq) {
+        reply_malformed(reply, "ItemStatsRequest");
+        return;
+    }
+    core_item_stats_reply st;
+    err_t e;
+    core_item_stats_req cr = {.k = rq->k, .variant = rq->variant, .max_rules = rq->max_rules};
+    if (core_item_stats(s->core, &cr, &st, &e)) {
+        reply_err(reply, &e);
+        recd__v1__item_stats_request__free_unpacked(rq, NULL);
+        return;
+    }
+    /* The messages borrow st's strings. */
+    size_t n = st.n_top + st.n_boosted;
+    Recd__V1__ItemCount *counts = malloc((st.n_top ? st.n_top : 1) * sizeof *counts);
+    Recd__V1__ItemCount **count_ptrs = malloc((st.n_top ? st.n_top : 1) * sizeof *count_ptrs);
+    Recd__V1__ItemBoost *boosts = malloc((st.n_boosted ? st.n_boosted : 1) * sizeof *boosts);
+    Recd__V1__ItemBoost **boost_ptrs =
+        malloc((st.n_boosted ? st.n_boosted : 1) * sizeof *boost_ptrs);
+    char **unavailable = malloc((st.n_unavailable ? st.n_unavailable : 1) * sizeof *unavailable);
+    if (!counts || !count_ptrs || !boosts || !boost_ptrs || !unavailable) {
+        rpc_reply_error(reply, ERR_NOMEM, "out of memory for %zu items", n + st.n_unavailable);
+    } else {
+        for (size_t i = 0; i < st.n_top; i++) {
+            recd__v1__item_count__init(&counts[i]);
+            counts[i].item_id = (char *)st.top[i].id;
+            counts[i].count = st.top[i].count;
+            count_ptrs[i] = &counts[i];
+        }
+        const catalog_rule *boosted = st.rules + st.unavailable_total;
+        for (size_t i = 0; i < st.n_boosted; i++) {
+            recd__v1__item_boost__init(&boosts[i]);
+            boosts[i].item_id = (char *)boosted[i].id;
+            boosts[i].multiplier = boosted[i].boost;
+            boost_ptrs[i] = &boosts[i];
+        }
+        for (size_t i = 0; i < st.n_unavailable; i++)
+            unavailable[i] = (char *)st.rules[i].id;
+        Recd__V1__ItemStats resp = RECD__V1__ITEM_STATS__INIT;
+        resp.variant = (char *)st.variant;
+        resp.model_version = st.model_version;
+        resp.counted_since_unix = st.counted_since;
+        resp.recommend_answers = st.answers;
+        resp.most_recommended = count_ptrs;
+        resp.n_most_recommended = st.n_top;
+        resp.unavailable_item_ids = unavailable;
+        resp.n_unavailable_item_ids = st.n_unavailable;
+        resp.unavailable_total = st.unavailable_total;
+        resp.boosts = boost_ptrs;
+        resp.n_boosts = st.n_boosted;
+        resp.boosted_total = st.boosted_total;
+        reply_pack(reply, &resp.base);
+    }
+    free(counts);
+    free(count_ptrs);
+    free(boosts);
+    free(boost_ptrs);
+    free(unavailable);
+    core_item_stats_reply_free(&st);
+    recd__v1__item_stats_request__free_unpacked(rq, NULL);
+}
+
+static void svc_churn_model(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__ChurnModelInfoRequest *rq =
+        recd__v1__churn_model_info_request__unpack(NULL, len, req);
+    if (!rq) {
+        reply_malformed(reply, "ChurnModelInfoRequest");
+        return;
+    }
+    recd__v1__churn_model_info_request__free_unpacked(rq, NULL);
+    core_churn_model_reply cm;
+    err_t e;
+    if (core_churn_model(s->core, &cm, &e)) {
+        reply_err(reply, &e);
+        return;
+    }
+    const model_churn_validation *v = &cm.validation;
+    Recd__V1__CalibrationBin bins[MODEL_CHURN_CALIB_BINS], *bin_ptrs[MODEL_CHURN_CALIB_BINS];
+    for (int b = 0; b < MODEL_CHURN_CALIB_BINS; b++) {
+        recd__v1__calibration_bin__init(&bins[b]);
+        bins[b].low = (float)b / MODEL_CHURN_CALIB_BINS;
+        bins[b].high = (float)(b + 1) / MODEL_CHURN_CALIB_BINS;
+        bins[b].members = (uint32_t)v->calib_n[b];
+        bins[b].mean_predicted = v->calib_predicted[b];
+        bins[b].observed = v->calib_observed[b];
+        bin_ptrs[b] = &bins[b];
+    }
+    Recd__V1__ChurnModelInfo resp = RECD__V1__CHURN_MODEL_INFO__INIT;
+    resp.model_version = cm.model_version;
+    resp.horizon_days = cm.horizon_days;
+    resp.scored_at_unix = cm.scored_at;
+    resp.validated_at_unix = (int64_t)v->validated_at;
+    resp.validation_members = (uint32_t)v->members;
+    resp.validation_churned = (uint32_t)v->churned;
+    resp.roc_auc = v->roc_auc;
+    resp.pr_auc = v->pr_auc;
+    resp.brier = v->brier;
+    resp.recency_roc_auc = v->recency_roc_auc;
+    resp.base_brier = v->base_brier;
+    resp.calibration = bin_ptrs;
+    resp.n_calibration = MODEL_CHURN_CALIB_BINS;
+    reply_pack(reply, &resp.base);
+}
+
 static void svc_churn_score(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
     svc *s = ctx;
     Recd__V1__ChurnScoreRequest *rq = recd__v1__churn_score_request__unpack(NULL, len, req);
@@ -847,6 +955,10 @@ int svc_open(core *c, svc **out, err_t *e) {
          &recd__v1__rerank_request__descriptor},
         {"/recd.v1.Recommender/GetModelInfo", svc_model_info, NULL, NULL, 0, 0,
          &recd__v1__get_model_info_request__descriptor},
+        {"/recd.v1.Recommender/GetItemStats", svc_item_stats, NULL, NULL, 0, 0,
+         &recd__v1__item_stats_request__descriptor},
+        {"/recd.v1.Recommender/GetChurnModelInfo", svc_churn_model, NULL, NULL, 0, 0,
+         &recd__v1__churn_model_info_request__descriptor},
         {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0, 1,
          &recd__v1__churn_score_request__descriptor},
         {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0, 1,

@@ -19,6 +19,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "model.h"
 #include "opts.h"
+#include "pbjson.h"
 #include "recd/v1/recommender.pb-c.h"
 #include "targetcsv.h"
 
@@ -57,6 +58,11 @@ static const char query_usage[] =
     "                     list), click, cart or conversion [--user U]\n"
     "  experiment [--salt S] [--share VARIANT=F]...  SetExperiment: traffic shares, salt\n"
     "  info               the served model's metadata\n"
+    "  items [VARIANT]    GetItemStats: the -k items most often in Recommend answers of\n"
+    "                     VARIANT's model (default control) since it was loaded, and the\n"
+    "                     items out of stock or boosted\n"
+    "  churn-model        GetChurnModelInfo: the churn model's ROC-AUC, Brier score and\n"
+    "                     calibration on its validation cutoff\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
     "  --server ADDR      server address (default 127.0.0.1:50051)\n"
@@ -625,6 +631,81 @@ static void show_churn(const ProtobufCMessage *msg, int json) {
         printf("  %-28s %+8.3f\n", r->top_factors[i]->feature, r->top_factors[i]->contribution);
 }
 
+/* --json of the answers that came after the hand-written ones: their proto3
+ * JSON, as over HTTP (pbjson). */
+static void print_pbjson(const ProtobufCMessage *msg) {
+    char *text;
+    size_t len;
+    err_t e;
+    if (pbjson_encode(msg, &text, &len, &e)) {
+        fprintf(stderr, "recd: %s\n", e.msg);
+        return;
+    }
+    printf("%s\n", text);
+    free(text);
+}
+
+static void show_item_stats(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__ItemStats *r = (const Recd__V1__ItemStats *)msg;
+    if (json) {
+        print_pbjson(msg);
+        return;
+    }
+    time_t since = (time_t)r->counted_since_unix;
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&since));
+    printf("variant %s  model %s\n%llu Recommend answers since %s\n", r->variant, r->model_version,
+           (unsigned long long)r->recommend_answers, when);
+    for (size_t i = 0; i < r->n_most_recommended; i++)
+        printf("%4zu  %-24s %10llu\n", i + 1, r->most_recommended[i]->item_id,
+               (unsigned long long)r->most_recommended[i]->count);
+    printf("out of stock or delisted: %u\n", r->unavailable_total);
+    for (size_t i = 0; i < r->n_unavailable_item_ids; i++)
+        printf("      %s\n", r->unavailable_item_ids[i]);
+    printf("boosted: %u\n", r->boosted_total);
+    for (size_t i = 0; i < r->n_boosts; i++)
+        printf("      %-24s x%g\n", r->boosts[i]->item_id, r->boosts[i]->multiplier);
+}
+
+static int q_items(client *c, const query_args *a) {
+    if (a->n_pos > 1) return 2;
+    Recd__V1__ItemStatsRequest rq = RECD__V1__ITEM_STATS_REQUEST__INIT;
+    rq.k = a->k;
+    rq.variant = a->n_pos ? a->pos[0] : "";
+    return run_call(c, a, "/recd.v1.Recommender/GetItemStats", &rq.base,
+                    &recd__v1__item_stats__descriptor, show_item_stats);
+}
+
+static void show_churn_model(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__ChurnModelInfo *r = (const Recd__V1__ChurnModelInfo *)msg;
+    if (json) {
+        print_pbjson(msg);
+        return;
+    }
+    printf("model %s  horizon %u days\n", r->model_version, r->horizon_days);
+    if (!r->validation_members) {
+        printf("no validation figures (a model trained before recd kept them)\n");
+        return;
+    }
+    printf("validated on %u members, %u churned\nROC-AUC  %.3f  (recency alone %.3f)\n"
+           "PR-AUC   %.3f\nBrier    %.3f  (one rate for all %.3f)\n"
+           "calibration: probability  members  mean predicted  observed\n",
+           r->validation_members, r->validation_churned, r->roc_auc, r->recency_roc_auc, r->pr_auc,
+           r->brier, r->base_brier);
+    for (size_t i = 0; i < r->n_calibration; i++) {
+        const Recd__V1__CalibrationBin *b = r->calibration[i];
+        printf("  %.1f-%.1f  %8u  %14.3f  %8.3f\n", b->low, b->high, b->members, b->mean_predicted,
+               b->observed);
+    }
+}
+
+static int q_churn_model(client *c, const query_args *a) {
+    if (a->n_pos) return 2;
+    Recd__V1__ChurnModelInfoRequest rq = RECD__V1__CHURN_MODEL_INFO_REQUEST__INIT;
+    return run_call(c, a, "/recd.v1.Recommender/GetChurnModelInfo", &rq.base,
+                    &recd__v1__churn_model_info__descriptor, show_churn_model);
+}
+
 static int q_churn(client *c, const query_args *a) {
     if (a->n_pos != 1) return 2;
     Recd__V1__ChurnScoreRequest rq = RECD__V1__CHURN_SCORE_REQUEST__INIT;
@@ -799,11 +880,15 @@ static int q_experiment(client *c, const query_args *a) {
 static const struct {
     const char *name;
     query_fn run;
-} actions[] = {{"feedback", q_feedback},   {"experiment", q_experiment}, {"forget", q_forget},
-               {"optout", q_optout},       {"churn", q_churn},           {"targets", q_targets},
-               {"recommend", q_recommend}, {"similar", q_similar},       {"rerank", q_rerank},
-               {"event", q_event},         {"available", q_available},   {"boost", q_boost},
-               {"info", q_info},           {"health", q_health},         {"upsert", q_upsert}};
+} actions[] = {{"feedback", q_feedback},   {"experiment", q_experiment},
+               {"forget", q_forget},       {"optout", q_optout},
+               {"churn", q_churn},         {"targets", q_targets},
+               {"recommend", q_recommend}, {"similar", q_similar},
+               {"rerank", q_rerank},       {"event", q_event},
+               {"available", q_available}, {"boost", q_boost},
+               {"info", q_info},           {"health", q_health},
+               {"items", q_items},         {"churn-model", q_churn_model},
+               {"upsert", q_upsert}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */

@@ -56,6 +56,10 @@ static const char serve_usage[] =
     "  --http-cors-origin O     let pages from origin O (https://shop.example, or *) call the\n"
     "                           JSON API from a browser (repeatable, or a comma list)\n"
     "  --http-timeout S         close an idle HTTP connection after S seconds (default 10)\n"
+    "  --http-max-connections N HTTP connections at once, a thread each (default 256,\n"
+    "                           at most 10000); more are closed on accept\n"
+    "  --http-max-per-address N of them from one client address (default 64): raise it\n"
+    "                           behind a proxy or for a few app servers\n"
     "  --metrics-listen H:P     the same as --http-listen (its old name)\n"
     "  --metrics-port-file FILE the same as --http-port-file\n"
     "  --log-format F           logfmt (default) or json: one line per start, model load, error\n"
@@ -121,6 +125,8 @@ enum {
     OPT_METRICS_PORT_FILE,
     OPT_HTTP_CORS_ORIGIN,
     OPT_HTTP_TIMEOUT,
+    OPT_HTTP_MAX_CONNECTIONS,
+    OPT_HTTP_MAX_PER_ADDRESS,
     OPT_LOG_FORMAT,
     OPT_REFLECTION,
     OPT_BUS,
@@ -138,6 +144,7 @@ typedef struct serve_metrics {
     const char *origins[HTTP_MAX_ORIGINS];
     size_t n_origins;
     uint32_t timeout_s;
+    uint32_t max_connections, max_per_address; /* 0 = http.h's defaults */
 } serve_metrics;
 
 /* The PEM files and the token named on the command line, read. */
@@ -217,6 +224,8 @@ int cmd_serve(int argc, char **argv) {
         {"http-port-file", required_argument, 0, OPT_METRICS_PORT_FILE},
         {"http-cors-origin", required_argument, 0, OPT_HTTP_CORS_ORIGIN},
         {"http-timeout", required_argument, 0, OPT_HTTP_TIMEOUT},
+        {"http-max-connections", required_argument, 0, OPT_HTTP_MAX_CONNECTIONS},
+        {"http-max-per-address", required_argument, 0, OPT_HTTP_MAX_PER_ADDRESS},
         {"log-format", required_argument, 0, OPT_LOG_FORMAT},
         {"reflection", required_argument, 0, OPT_REFLECTION},
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
@@ -337,6 +346,16 @@ int cmd_serve(int argc, char **argv) {
             break;
         case OPT_HTTP_TIMEOUT:
             if (opts_u32("http-timeout", optarg, 1, 3600, &sm.timeout_s)) return 2;
+            break;
+        case OPT_HTTP_MAX_CONNECTIONS:
+            if (opts_u32("http-max-connections", optarg, 1, HTTP_CONNECTIONS_CAP,
+                         &sm.max_connections))
+                return 2;
+            break;
+        case OPT_HTTP_MAX_PER_ADDRESS:
+            if (opts_u32("http-max-per-address", optarg, 1, HTTP_CONNECTIONS_CAP,
+                         &sm.max_per_address))
+                return 2;
             break;
         case OPT_METRICS_PORT_FILE:
             sm.port_file = optarg;
@@ -597,6 +616,8 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
         http_options ho = {.listen = sm->listen,
                            .max_body_bytes = ro.max_message_bytes,
                            .timeout_s = sm->timeout_s,
+                           .max_connections = sm->max_connections,
+                           .max_per_address = sm->max_per_address,
                            .write_token = ro.write_token,
                            .read_token = ro.read_token,
                            .tls_cert = ro.tls_cert,

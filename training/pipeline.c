@@ -226,6 +226,23 @@ static int train_churn(ev_set *history, const pipeline_params *p, churn_result *
     }
     memcpy(mc->bands, cr->bands, sizeof mc->bands);
     memcpy(mc->tiers, cr->tiers, sizeof mc->tiers);
+    /* The validation report's figures, kept for the dashboard. */
+    const churn_eval *ev = &cr->eval;
+    _Static_assert(CHURN_CALIB_BINS == MODEL_CHURN_CALIB_BINS, "one calibration table");
+    mc->has_validation = 1;
+    mc->validation = (model_churn_validation){.validated_at = (double)ev->t_valid,
+                                              .members = ev->n_valid,
+                                              .churned = ev->churned_valid,
+                                              .roc_auc = ev->auc,
+                                              .pr_auc = ev->pr_auc,
+                                              .brier = ev->brier,
+                                              .recency_roc_auc = ev->recency_auc,
+                                              .base_brier = ev->base_brier};
+    for (int b = 0; b < CHURN_CALIB_BINS; b++) {
+        mc->validation.calib_n[b] = ev->calib[b].n;
+        mc->validation.calib_predicted[b] = ev->calib[b].mean_predicted;
+        mc->validation.calib_observed[b] = ev->calib[b].observed;
+    }
     return ERR_OK;
 }
 

@@ -128,7 +128,22 @@ void fuzz_publish_model(const char *model_dir, model_meta *meta) {
                          .tier = tier,
                          .recency_days = rec,
                          .frequency = freq,
-                         .monetary = money};
+                         .monetary = money,
+                         .has_validation = 1,
+                         .validation = {.validated_at = 1692224001,
+                                        .members = 14,
+                                        .churned = 5,
+                                        .roc_auc = 0.75,
+                                        .pr_auc = 0.6,
+                                        .brier = 0.2,
+                                        .recency_roc_auc = 0.7,
+                                        .base_brier = 0.23}};
+    /* Validation figures with an empty bin (NaN), as churn_run gives them. */
+    for (int b = 0; b < MODEL_CHURN_CALIB_BINS; b++) {
+        churn.validation.calib_n[b] = b == 9 ? 0 : 1;
+        churn.validation.calib_predicted[b] = b == 9 ? NAN : 0.1 * b + 0.05;
+        churn.validation.calib_observed[b] = b == 9 ? NAN : b % 2;
+    }
     /* A repurchase model: every bought item due in about two weeks, the
      * member-item numbers varying by entry. */
     uint64_t nnz = csr_nnz(&ui);

@@ -235,6 +235,18 @@ static void read_model(const model *m) {
         sink += cu.recency_days + cu.frequency + cu.monetary;
     }
     free(contrib);
+    /* Validation figures a server hands out as they are (GetChurnModelInfo
+     * casts the counts to uint32). */
+    const model_churn_validation *v = &churn->validation;
+    double in_bins = 0;
+    for (int b = 0; churn->has_validation && b < MODEL_CHURN_CALIB_BINS; b++) {
+        in_bins += v->calib_n[b];
+        if (!(v->calib_n[b] >= 0) || v->calib_predicted[b] > 1 || v->calib_observed[b] < 0)
+            fail("a calibration bin is out of range");
+    }
+    if (churn->has_validation && (!(v->members >= 0 && v->members <= UINT32_MAX) ||
+                                  in_bins > v->members || v->roc_auc > 1 || v->roc_auc < 0))
+        fail("churn validation figures are out of range");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -21,6 +21,7 @@ def churn(shop, tmp_path_factory, pb):
     p = train(shop.path, tmp / "m", "--churn-horizon", "90d")
     assert "ROC-AUC" in p.stderr  # the evaluation report
     s = Server(tmp / "m", tmp, "--events", tmp / "events")
+    s.report = p.stderr
     s.stub = pb.rec_grpc.RecommenderStub(s.channel)
     yield s
     assert s.stop() == 0
@@ -135,3 +136,23 @@ def test_clv_fields_and_expected_value_order(churn, pb):
     c = churn.stub.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=t[0].user_id))
     assert 0 <= c.p_alive <= 1 and c.expected_orders > 0
     assert abs(c.expected_value - t[0].expected_value) < 1e-6 * (1 + t[0].expected_value)
+
+
+def test_the_served_validation_figures_are_the_training_reports(churn, pb):
+    """GetChurnModelInfo answers the figures recd train printed (stored in
+    the model), and recd query churn-model shows them."""
+    info = churn.stub.GetChurnModelInfo(pb.rec.ChurnModelInfoRequest())
+    line = next(l for l in churn.report.splitlines() if "logistic regression (calibrated)" in l)
+    auc, pr_auc, brier = (float(x) for x in line.split()[-3:])
+    assert info.roc_auc == pytest.approx(auc, abs=5e-5)
+    assert info.pr_auc == pytest.approx(pr_auc, abs=5e-5)
+    assert info.brier == pytest.approx(brier, abs=5e-5)
+    recency = next(l for l in churn.report.splitlines() if "recency alone" in l)
+    assert info.recency_roc_auc == pytest.approx(float(recency.split()[-3]), abs=5e-5)
+    assert f"({info.validation_members} active, {info.validation_churned} churned)" in churn.report
+    assert len(info.calibration) == 10
+    assert sum(b.members for b in info.calibration) == info.validation_members
+    for b in info.calibration:
+        assert b.members == 0 or 0 <= b.observed <= 1 and b.low <= b.mean_predicted <= b.high
+    out = run("query", "--server", churn.address, "churn-model").stdout
+    assert f"ROC-AUC  {info.roc_auc:.3f}" in out, out

@@ -49,6 +49,19 @@ def test_query_similar_info_health(server, shop):
     assert query(server, "health").stdout.strip() == "SERVING"
 
 
+def test_query_items_counts_what_recommend_served(server):
+    before = json.loads(query(server, "--json", "items", "-k", 1000).stdout)
+    served = json.loads(query(server, "--json", "recommend", "u007", "-k", 3).stdout)["items"]
+    after = json.loads(query(server, "--json", "items", "-k", 1000).stdout)
+    assert int(after["recommendAnswers"]) == int(before.get("recommendAnswers", 0)) + 1
+    counts = lambda doc: {i["itemId"]: int(i["count"]) for i in doc.get("mostRecommended", [])}
+    for item in served:
+        assert counts(after)[item["item_id"]] == counts(before).get(item["item_id"], 0) + 1
+    assert "Recommend answers since" in query(server, "items").stdout
+    p = query(server, "items", "no-such-variant", check=False)
+    assert p.returncode == 1 and "NOT_FOUND" in p.stderr
+
+
 def test_query_errors_exit_nonzero_with_the_status(server):
     p = query(server, "similar", "no-such-item", check=False)
     assert p.returncode == 1 and "NOT_FOUND" in p.stderr and "no-such-item" in p.stderr

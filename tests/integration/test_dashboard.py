@@ -2,8 +2,10 @@
 chromium and chromium-driver, through python3-selenium) loads the page from a
 running server; no JavaScript error may reach the console, every chart must
 be drawn (a canvas with non-blank pixels), and the numbers shown must be
-those of GetModelInfo and GetChurnScore. A screenshot is kept as a test
-artifact (RECD_ARTIFACTS, default the test's temporary folder)."""
+those of GetModelInfo, GetChurnScore, GetChurnModelInfo and GetItemStats;
+the campaign's CSV downloads from the page (its read token in a header) as
+the endpoint writes it. A screenshot is kept as a test artifact
+(RECD_ARTIFACTS, default the test's temporary folder)."""
 import json
 import os
 import shutil
@@ -15,11 +17,17 @@ import pytest
 
 from conftest import Server, train
 
-selenium = pytest.importorskip("selenium", reason="needs python3-selenium")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+# Missing browser parts fail the suite, not skip it: a skip would let CI
+# pass without the browser test (as integration.cluster fails without
+# nats-server).
+NEEDS = "needs python3-selenium, chromium and chromium-driver (scripts/setup.sh installs them)"
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError as e:
+    raise ImportError(f"integration.dashboard {NEEDS}") from e
 
 READ = "dash-read-token"
 WRITE = "dash-write-token"
@@ -52,17 +60,41 @@ def post(s, method, body, token=None):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory):
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     if not os.path.exists(CHROMEDRIVER):
-        pytest.skip("needs chromium-driver")
+        pytest.fail(f"no {CHROMEDRIVER}: integration.dashboard {NEEDS}")
     opts = webdriver.ChromeOptions()
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1400,1800"]:
+              "--window-size=1400,3400"]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
     d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield d
     d.quit()
+
+
+def get(s, path, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(s.http + path, headers=headers),
+                                timeout=10) as r:
+        return r.read()
+
+
+def fixed(x, digits):
+    """A figure as the page prints it (num(): toFixed, "–" for NaN)."""
+    return "–" if x in ("NaN", None) else f"{float(x):.{digits}f}"
+
+
+def table(browser, table_id):
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
 
 
 def drawn(browser, canvas_id):
@@ -75,7 +107,7 @@ def drawn(browser, canvas_id):
         return false;""", canvas_id)
 
 
-def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop):
+def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop, downloads):
     # Traffic for the service chart, over both transports.
     for _ in range(20):
         post(srv, "Recommend", {"userId": "u000", "k": 5})
@@ -105,11 +137,33 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop)
         f"{srv.http}/v1/StreamCampaignTargets", data=b'{"minProbability": 0.5}', method="POST",
         headers={"Authorization": f"Bearer {READ}"}), timeout=10).read().decode().splitlines()
     assert browser.find_element(By.ID, "campaign-n").text == str(len(lines))
+    # ... and its CSV downloads from the page, as the endpoint writes it.
+    browser.find_element(By.ID, "campaign-csv").click()
+    csv = downloads / "campaign-targets.csv"
+    wait.until(lambda b: csv.exists() and csv.stat().st_size > 0)
+    assert csv.read_bytes() == get(srv, "/v1/campaign-targets.csv?minProbability=0.5", READ)
+    assert csv.read_text().count("\n") == len(lines) + 1  # the header
+    # The churn model's validation, as GetChurnModelInfo says.
+    cm = post(srv, "GetChurnModelInfo", {})
+    assert cm["validationMembers"] > 0 and 0.5 < cm["rocAuc"] <= 1, cm
+    wait.until(lambda b: b.find_element(By.ID, "churn-auc").text == fixed(cm["rocAuc"], 3))
+    for element, value in [("churn-valid-members", str(cm["validationMembers"])),
+                           ("churn-valid-churned", str(cm["validationChurned"])),
+                           ("churn-pr-auc", fixed(cm["prAuc"], 3)),
+                           ("churn-brier", fixed(cm["brier"], 3)),
+                           ("churn-recency-auc", fixed(cm["recencyRocAuc"], 3)),
+                           ("churn-base-brier", fixed(cm["baseBrier"], 3))]:
+        assert browser.find_element(By.ID, element).text == value, element
+    # The most recommended items: the 20 calls above, as GetItemStats says.
+    stats = post(srv, "GetItemStats", {"k": 10})
+    assert stats["recommendAnswers"] == "20" and stats["mostRecommended"], stats
+    wait.until(lambda b: table(b, "top-items") == [[i["itemId"], i["count"]]
+                                                   for i in stats["mostRecommended"]])
     # The history (a sample at start) and a sample of the page's own (every
     # 5 s) draw the rate chart.
     time.sleep(6)
     for canvas in ["chart-rate", "chart-strategy", "chart-shares", "chart-bands", "chart-segments", "chart-tiers",
-                   "chart-churn"]:
+                   "chart-churn", "chart-calibration", "chart-top"]:
         assert drawn(browser, canvas), f"{canvas} is blank"
     assert "Recommend" in browser.find_element(By.ID, "latency").text
     # Changes need the write token; the page says so.
@@ -117,8 +171,52 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop)
     browser.find_element(By.ID, "write-token").send_keys(WRITE)
     assert "write token" in browser.find_element(By.ID, "mode").text
     assert not browser.find_element(By.CSS_SELECTOR, "#item-form button").get_attribute("disabled")
+    # Out of stock and boosted items, set from the page, listed as GetItemStats lists them.
+    gone, boosted = stats["mostRecommended"][0]["itemId"], "i007"
+    for item, available, boost in [(gone, "false", ""), (boosted, "", "2.5")]:
+        browser.find_element(By.ID, "item-id").clear()
+        browser.find_element(By.ID, "item-id").send_keys(item)
+        browser.find_element(By.CSS_SELECTOR, f"#item-available option[value='{available}']").click()
+        browser.find_element(By.ID, "item-boost").clear()
+        browser.find_element(By.ID, "item-boost").send_keys(boost)
+        browser.find_element(By.CSS_SELECTOR, "#item-form button").click()
+        wait.until(lambda b: b.find_element(By.ID, "item-msg").text)
+        assert browser.find_element(By.ID, "item-msg").text == "done"
+        browser.execute_script("document.getElementById('item-msg').textContent = ''")
+    stats = post(srv, "GetItemStats", {"k": 10})
+    assert stats["unavailableItemIds"] == [gone] and stats["boosts"] == [
+        {"itemId": boosted, "multiplier": 2.5}], stats
+    wait.until(lambda b: table(b, "boosted-items") == [[boosted, "2.5"]])
+    assert table(browser, "unavailable-items") == [[gone]]
+    assert browser.find_element(By.ID, "unavailable-total").text == "1"
+    assert browser.find_element(By.ID, "boosted-total").text == "1"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
     out = Path(os.environ.get("RECD_ARTIFACTS", srv.tmp))
     out.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("window.scrollTo(0, 0)")  # the whole page, from its top
     browser.save_screenshot(str(out / "dashboard.png"))
+
+
+def test_a_server_without_tokens_needs_none_on_the_page(srv, browser, tmp_path):
+    """Without --read-token-file and --write-token-file the page fills the
+    member charts and allows changes with no token typed (GET
+    /dashboard.json says what the server requires), with no console error."""
+    s = Server(srv.tmp / "m", tmp_path, "--events", tmp_path / "ev", "--http-listen",
+               "127.0.0.1:0", "--http-port-file", tmp_path / "hport")
+    s.http = f"http://127.0.0.1:{int((tmp_path / 'hport').read_text())}"
+    try:
+        assert json.loads(get(s, "/dashboard.json")) == {"readTokenRequired": False,
+                                                         "writeTokenRequired": False}
+        assert json.loads(get(srv, "/dashboard.json")) == {"readTokenRequired": True,
+                                                           "writeTokenRequired": True}
+        browser.get(s.http + "/")
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda b: "members with a churn score" in b.find_element(By.ID, "members-note").text)
+        wait.until(lambda b: "no write token" in b.find_element(By.ID, "mode").text)
+        assert not browser.find_element(By.CSS_SELECTOR, "#item-form button").get_attribute("disabled")
+        assert browser.find_element(By.ID, "read-token").get_attribute("value") == ""
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        assert s.stop() == 0

@@ -92,6 +92,8 @@ REQUEST_TYPES = {
     "RecordFeedback": lambda pb: pb.rec.RecordFeedbackRequest,
     "SetExperiment": lambda pb: pb.rec.SetExperimentRequest,
     "UpsertItems": lambda pb: pb.rec.UpsertItemsRequest,
+    "GetItemStats": lambda pb: pb.rec.ItemStatsRequest,
+    "GetChurnModelInfo": lambda pb: pb.rec.ChurnModelInfoRequest,
 }
 
 
@@ -118,9 +120,13 @@ def cases():
         ("SimilarItems", {"itemId": "i003", "k": 5, "relation": 1}, "OK", None),
         ("SimilarItems", {"itemId": "no-such-item", "k": 5}, "NOT_FOUND", None),
         ("GetModelInfo", {}, "OK", None),
+        ("GetItemStats", {"k": 5}, "OK", None),
+        ("GetItemStats", {"k": 1001}, "INVALID_ARGUMENT", None),
+        ("GetItemStats", {"variant": "nope"}, "NOT_FOUND", None),
         ("Rerank", {"userId": "u002", "candidateItemIds": ["i001", "i002", "zzz"]}, "OK", None),
         ("Rerank", {"userId": "u002"}, "INVALID_ARGUMENT", None),
         ("GetChurnScore", {"userId": "u003"}, "OK", READ),
+        ("GetChurnModelInfo", {}, "OK", None),
         ("GetChurnScore", {"userId": "u003"}, "UNAUTHENTICATED", None),
         ("GetChurnScore", {"userId": "nobody-at-all"}, "NOT_FOUND", READ),
         ("RecordEvents", {"events": [{"userId": "u010", "itemId": "i005", "type": "VIEW",
@@ -490,3 +496,103 @@ def test_overload_is_shed_with_429(model_dir, tmp_path):
         assert all(a[2]["status"] == "RESOURCE_EXHAUSTED" for a in answers if a[0] == 429)
     finally:
         assert s.stop() == 0
+
+
+def healthz_from(port, source):
+    """GET /healthz on a new connection from the loopback address source:
+    the status line, or None when the server closed the connection first
+    (what it does past a connection limit)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = c.recv(64)
+        return head.split(b"\r\n")[0].decode() if head else None
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+    finally:
+        c.close()
+
+
+def held_connection(port, source):
+    """A keep-alive connection from source that the server has taken (its
+    first answer read), left open."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"}" not in head.partition(b"\r\n\r\n")[2]:  # the JSON body, read whole
+        chunk = c.recv(4096)
+        assert chunk, "the server closed a connection it should hold"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return c
+
+
+def served_soon(port, source, within=5):
+    """Whether a new connection from source is served within `within` s (the
+    server notices closed or idle holders with a delay)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if healthz_from(port, source) == "HTTP/1.1 200 OK":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_connection_limits_are_flags_and_the_server_recovers(model_dir, tmp_path):
+    """--http-max-connections 8 --http-max-per-address 4: a fifth connection
+    from one address and a ninth in all are closed at once, others are
+    served, and once the holders go every address is served again (also
+    when they only sit idle for --http-timeout)."""
+    s = Server(model_dir, tmp_path, "--http-listen", "127.0.0.1:0", "--http-port-file",
+               tmp_path / "hport", "--http-max-connections", "8", "--http-max-per-address", "4",
+               "--http-timeout", "4")
+    port = int((tmp_path / "hport").read_text())
+    held = []
+    try:
+        held += [held_connection(port, "127.0.0.1") for _ in range(4)]
+        assert healthz_from(port, "127.0.0.1") is None
+        assert healthz_from(port, "127.0.0.2") == "HTTP/1.1 200 OK"
+        held += [held_connection(port, "127.0.0.2") for _ in range(4)]
+        assert healthz_from(port, "127.0.0.3") is None  # 8 in all
+        for c in held:
+            c.close()
+        held = []
+        assert served_soon(port, "127.0.0.1")
+        # Idle holders are closed after --http-timeout: the slots come back.
+        held += [held_connection(port, "127.0.0.1") for _ in range(4)]
+        assert healthz_from(port, "127.0.0.1") is None
+        time.sleep(4)
+        assert served_soon(port, "127.0.0.1")
+    finally:
+        for c in held:
+            c.close()
+        assert s.stop() == 0
+    bad = run("serve", "--model", model_dir, "--listen", "127.0.0.1:0", "--http-listen",
+              "127.0.0.1:0", "--http-max-connections", "8", "--http-max-per-address", "9",
+              check=False, timeout=30)
+    assert bad.returncode != 0 and "from one address" in bad.stderr, bad.stderr
+    bad = run("serve", "--model", model_dir, "--http-listen", "127.0.0.1:0",
+              "--http-max-connections", "10001", check=False, timeout=30)
+    assert bad.returncode == 2 and "http-max-connections" in bad.stderr, bad.stderr
+
+
+def test_gets_keep_the_connection_alive(srv):
+    """The page, Chart.js, /metrics, /healthz and the history keep an
+    HTTP/1.1 connection open (a scraper or the dashboard polling reuses
+    it), as the API's POSTs do."""
+    port = int(srv.http.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for path in ["/", "/chart.js", "/dashboard.json", "/metrics", "/metrics/history",
+                     "/healthz", "/metrics"]:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200 and not r.will_close, (path, r.getheaders())
+        first = conn.sock
+        conn.request("POST", "/v1/GetModelInfo", body=b"{}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and conn.sock is first
+    finally:
+        conn.close()

@@ -143,6 +143,15 @@ Test(core_rank, recommend_checks_and_serves_the_mode) {
         cr_assert_str_eq(l.items[i].because[0], l.items[i].id);
     }
     core_list_free(&l);
+    /* The strategy mix counts BUY_AGAIN answers too. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    core_write_metrics(c, f);
+    fclose(f);
+    cr_assert(strstr(text, "recd_recommend_strategy_total{strategy=\"BUY_AGAIN\"} 1\n"), "%s",
+              text);
+    free(text);
     rq = member("nobody", 5);
     rq.mode = CORE_MODE_BUY_AGAIN;
     cr_assert_eq(core_recommend(c, &rq, &l, &e), ERR_OK, "%s", e.msg);
@@ -410,6 +419,67 @@ Test(core_write, item_rules_change_what_is_recommended) {
     core_list_free(&l);
 }
 
+Test(core_write, item_stats_count_what_recommend_served_and_list_the_rules) {
+    err_t e;
+    core_item_stats_reply st;
+    core_item_stats_req rq = {.k = 3, .variant = ""};
+    cr_assert_eq(core_item_stats(c, &rq, &st, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(st.answers, 0);
+    cr_assert_eq(st.n_top, 0, "nothing served yet");
+    cr_assert_eq(st.unavailable_total + st.boosted_total, 0);
+    cr_assert_str_eq(st.variant, "control");
+    core_item_stats_reply_free(&st);
+    /* Two answers of 2 items and one of 1: the first item of each counts. */
+    core_recommend_req a = member("stranger", 2), b = member("stranger", 1);
+    core_list l;
+    cr_assert_eq(core_recommend(c, &a, &l, &e), ERR_OK);
+    char first[32], second[32];
+    snprintf(first, sizeof first, "%s", l.items[0].id);
+    snprintf(second, sizeof second, "%s", l.items[1].id);
+    core_list_free(&l);
+    cr_assert_eq(core_recommend(c, &a, &l, &e), ERR_OK);
+    core_list_free(&l);
+    cr_assert_eq(core_recommend(c, &b, &l, &e), ERR_OK);
+    core_list_free(&l);
+    core_availability gone[] = {{"i9", 0}, {"i4", 0}, {"i4", 0}};
+    cr_assert_eq(core_set_availability(c, gone, 3, &e), ERR_OK, "%s", e.msg);
+    core_boost boosts[] = {{"i7", 2.0f}, {"i3", 0.5f}, {"i9", 3.0f}, {"i5", 1.0f}};
+    cr_assert_eq(core_set_boosts(c, boosts, 4, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(core_item_stats(c, &rq, &st, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(st.answers, 3);
+    cr_assert_eq(st.n_top, 2);
+    cr_assert_str_eq(st.top[0].id, first);
+    cr_assert_eq(st.top[0].count, 3);
+    cr_assert_str_eq(st.top[1].id, second);
+    cr_assert_eq(st.top[1].count, 2);
+    /* i9 was boosted after it went out of stock: still unavailable (a boost
+     * sets no availability back); i5's boost of 1 is no rule. */
+    cr_assert_eq(st.unavailable_total, 2);
+    cr_assert_eq(st.n_unavailable, 2);
+    cr_assert_str_eq(st.rules[0].id, "i4");
+    cr_assert_str_eq(st.rules[1].id, "i9");
+    cr_assert_eq(st.boosted_total, 2);
+    cr_assert_str_eq(st.rules[2].id, "i3");
+    cr_assert_float_eq(st.rules[2].boost, 0.5f, 0);
+    cr_assert_str_eq(st.rules[3].id, "i7");
+    core_item_stats_reply_free(&st);
+    core_item_stats_req few = {.k = 1, .variant = "", .max_rules = 1};
+    cr_assert_eq(core_item_stats(c, &few, &st, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(st.n_top, 1);
+    cr_assert_eq(st.n_unavailable, 1);
+    cr_assert_eq(st.n_boosted, 1);
+    cr_assert_eq(st.unavailable_total, 2);
+    core_item_stats_reply_free(&st);
+    core_item_stats_req bad[] = {{.k = CORE_MAX_K + 1, .variant = ""},
+                                 {.variant = "", .max_rules = CORE_MAX_LIST + 1},
+                                 {.variant = "no such"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(core_item_stats(c, &bad[i], &st, &e), ERR_INVALID, "case %zu", i);
+    core_item_stats_req other = {.variant = "b"};
+    cr_assert_eq(core_item_stats(c, &other, &st, &e), ERR_NOTFOUND);
+    core_item_stats_reply_free(&st);
+}
+
 Test(core_write, privacy_choices_are_kept) {
     core_recommend_req rq = member("u2", 5);
     core_list l;
@@ -504,6 +574,21 @@ Test(core_bare, model_info_is_the_control_model) {
 }
 
 TestSuite(core_churn, .init = with_events, .fini = close_core);
+
+Test(core_churn, the_churn_model_comes_with_its_validation_figures) {
+    core_churn_model_reply cm;
+    err_t e;
+    cr_assert_eq(core_churn_model(c, &cm, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(cm.horizon_days, 90);
+    cr_assert_eq(cm.scored_at, 1700000001);
+    cr_assert_eq(cm.has_validation, 1);
+    cr_assert_eq(cm.validation.members, 14);
+    cr_assert_float_eq(cm.validation.roc_auc, 0.75, 0);
+    cr_assert(isnan(cm.validation.calib_observed[9]), "an empty bin stays NaN");
+    model_meta meta;
+    core_model_info(c, &meta);
+    cr_assert_str_eq(cm.model_version, meta.version);
+}
 
 Test(core_churn, scores_members_with_their_factors) {
     core_churn_reply cs;

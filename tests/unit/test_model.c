@@ -882,6 +882,52 @@ Test(model, churn_round_trip) {
     fixture_free(&f);
 }
 
+Test(model, churn_validation_round_trip) {
+    fixture f;
+    fixture_init(&f, 1.0f);
+    churn_fixture cf;
+    churn_fixture_init(&cf);
+    f.in.churn = &cf.c;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/churn-valid", root);
+    err_t e = {0};
+    /* None given: none read back (a model of an older trainer). */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    model *m;
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_churn_info(m)->has_validation, 0);
+    model_close(m);
+    model_churn_validation v = {.validated_at = 1315659001,
+                                .members = 40,
+                                .churned = 12,
+                                .roc_auc = 0.8125,
+                                .pr_auc = 0.6,
+                                .brier = 0.15,
+                                .recency_roc_auc = 0.7,
+                                .base_brier = 0.21};
+    for (int b = 0; b < MODEL_CHURN_CALIB_BINS; b++) {
+        v.calib_n[b] = b < 5 ? 8 : 0;
+        v.calib_predicted[b] = b < 5 ? 0.1 * b + 0.05 : NAN;
+        v.calib_observed[b] = b < 5 ? 0.125 * b : NAN;
+    }
+    cf.c.has_validation = 1;
+    cf.c.validation = v;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_OK, "%s", e.msg);
+    cr_assert_eq(model_open(dir, &m, &e), ERR_OK, "%s", e.msg);
+    const model_churn *c = model_churn_info(m);
+    cr_assert_eq(c->has_validation, 1);
+    cr_assert_arr_eq(&c->validation, &v, sizeof v, "every figure as given, NaN included");
+    model_close(m);
+    /* Out of range: refused at publication. */
+    cf.c.validation.roc_auc = 1.5;
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    cr_assert_not_null(strstr(e.msg, "validation"), "%s", e.msg);
+    cf.c.validation = v;
+    cf.c.validation.calib_n[0] = 41; /* more than the members */
+    cr_assert_eq(model_publish(dir, &f.in, NULL, &e), ERR_INVALID);
+    fixture_free(&f);
+}
+
 Test(model, churn_refuses_inconsistent_input_and_keys) {
     fixture f;
     fixture_init(&f, 1.0f);
