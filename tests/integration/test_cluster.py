@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -88,10 +90,12 @@ class Cluster:
                                         env=env, stdout=self.hap_log, stderr=self.hap_log)
         self.channel = grpc.insecure_channel(self.address)
 
-    def restart(self, i):
+    def restart(self, i, nats_url=None):
+        """Starts replica i again on its ports (once it is stopped), on
+        nats_url (default: the cluster's NATS)."""
         r = self.replicas[i]
-        self.replicas[i] = Replica(self.model_dir, self.tmp, r.name, self.nats.url, r.port,
-                                   http_port=r.http_port)
+        self.replicas[i] = Replica(self.model_dir, self.tmp, r.name, nats_url or self.nats.url,
+                                   r.port, http_port=r.http_port)
 
     def stop(self):
         self.channel.close()
@@ -258,6 +262,13 @@ def test_nats_down_writes_unavailable_reads_serve_then_resume(cluster, pb):
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "bus" in err.value.details()
     assert stub.Recommend(pb.rec.RecommendRequest(user_id="member1", k=3), timeout=5).items
+    # Past --max-lag every replica is NOT_SERVING (none can tell it missed
+    # nothing), and HAProxy, finding them all drained, still sends reads to
+    # the live ones (backend recd_alive) rather than failing them.
+    wait_for("replicas cut off from NATS stayed SERVING",
+             lambda: all(healthz(r)[0] == 503 for r in cluster.replicas), LAG_BOUND_S + 5)
+    time.sleep(1.5)  # HAProxy's fall: 2 failed checks 500 ms apart
+    recommend_many(cluster, pb, "nats-down", n=20)
     cluster.nats = Nats(cluster.tmp, port)
     deadline = time.monotonic() + 15
     while True:
@@ -291,6 +302,181 @@ def test_paused_replica_is_drained_and_comes_back(cluster, pb):
     health = pb.health_grpc.HealthStub(victim.server.channel)
     assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
         pb.health.HealthCheckResponse.SERVING
+
+
+class TcpProxy:
+    """A TCP relay on a free loopback port to upstream_port, which the test
+    can cut (every relayed connection closed, new ones closed on arrival)
+    and restore: one replica's link to NATS, and only its own."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.lock, self.socks, self.open, self.closed = threading.Lock(), [], True, False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stop() closed the listener
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    continue
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                self.socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.open = False
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self):
+        with self.lock:
+            self.open = True
+
+    def stop(self):
+        self.cut()
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+def metrics_of(replica):
+    with urllib.request.urlopen(f"http://127.0.0.1:{replica.http_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def recommends_answered(replica):
+    """Recommend calls this replica answered (recd_grpc_calls_total)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_of(replica).splitlines()
+               if line.startswith("recd_grpc_calls_total{") and "Recommend\"" in line)
+
+
+def healthz(replica):
+    """(HTTP status, JSON body) of the replica's GET /healthz."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{replica.http_port}/healthz",
+                                    timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def grpc_health(replica, pb):
+    return pb.health_grpc.HealthStub(replica.server.channel).Check(
+        pb.health.HealthCheckRequest(), timeout=5).status
+
+
+def recommend_many(cluster, pb, prefix, n=60):
+    """n Recommend calls through the balancer, each for another member (so
+    that the hash sends some to every replica it has up); all must answer."""
+    stub = stub_of(cluster.channel, pb)
+    for i in range(n):
+        stub.Recommend(pb.rec.RecommendRequest(user_id=f"{prefix}{i}", k=3), timeout=5,
+                       metadata=[("x-recd-user", f"{prefix}{i}")])
+
+
+def wait_for(what, cond, within):
+    deadline = time.monotonic() + within
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb):
+    """A replica alive and answering but whose link to NATS is cut (a TCP
+    relay of the test's between it and nats-server, the other replicas
+    connected directly) falls behind what the others write: past --max-lag
+    it says NOT_SERVING on gRPC health and 503 on /healthz, and HAProxy
+    sends it no more calls; when the link is back it applies what it
+    missed, says SERVING and is sent calls again."""
+    wait_balancer(cluster, pb)
+    proxy = TcpProxy(cluster.nats.port)
+    victim_index = 2
+    cluster.replicas[victim_index].server.stop()
+    cluster.restart(victim_index, proxy.url)
+    victim = cluster.replicas[victim_index]
+    try:
+        wait_for("the relayed replica never served", lambda: healthz(victim)[0] == 200, 20)
+        before = recommends_answered(victim)
+        deadline = time.monotonic() + 10  # HAProxy's rise: 2 checks 500 ms apart
+        while recommends_answered(victim) == before:
+            assert time.monotonic() < deadline, "HAProxy never sent the relayed replica a call"
+            recommend_many(cluster, pb, "warm")
+        proxy.cut()
+        cut_at = time.monotonic()
+        stub0 = stub_of(cluster.replicas[0].server.channel, pb)
+        now = int(time.time())
+        for i in range(10):  # what the victim misses, written through another replica
+            assert record(stub0, pb, f"missed{i}", "i4", now - i).accepted == 1
+        assert "missed0" not in {e[0] for e in exported(victim.events)}
+        wait_for("the cut-off replica never said NOT_SERVING",
+                 lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.NOT_SERVING,
+                 LAG_BOUND_S + 5)
+        drained_after = time.monotonic() - cut_at
+        status, body = healthz(victim)
+        assert status == 503 and body["status"] == "NOT_SERVING", body
+        assert "behind the event bus" in body["reason"], body
+        assert drained_after > LAG_BOUND_S - 1, drained_after  # not before --max-lag
+        # Alive: it answers reads itself, from its local state.
+        assert victim.server.proc.poll() is None
+        assert stub_of(victim.server.channel, pb).Recommend(
+            pb.rec.RecommendRequest(user_id="member1", k=3), timeout=5).items
+        time.sleep(1.5)  # HAProxy's fall: 2 failed checks 500 ms apart
+        drained = recommends_answered(victim)
+        recommend_many(cluster, pb, "drained")
+        assert recommends_answered(victim) == drained, "HAProxy still sends the lagging replica calls"
+        proxy.restore()
+        wait_for("the replica did not catch up once its link was back",
+                 lambda: {f"missed{i}" for i in range(10)} <= {e[0] for e in exported(victim.events)},
+                 15)
+        wait_for("the caught-up replica did not say SERVING again",
+                 lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.SERVING, 10)
+        assert healthz(victim)[0] == 200
+        back = recommends_answered(victim)
+        deadline = time.monotonic() + 10
+        while recommends_answered(victim) == back:
+            assert time.monotonic() < deadline, "HAProxy never sent the caught-up replica a call"
+            recommend_many(cluster, pb, "back")
+        agree(cluster)
+    finally:
+        proxy.restore()
+        cluster.replicas[victim_index].server.stop()
+        cluster.restart(victim_index)
+        proxy.stop()
 
 
 class NatsNode:
