@@ -664,3 +664,59 @@ def test_announced_version_is_served_by_every_replica_once_its_folder_is_there(s
         for s in servers:
             s.stop()
         nats.stop()
+
+
+def test_training_next_to_the_purchase_histories_takes_the_bus_events_since(shop, tmp_path, pb):
+    """recd train --input CSV --bus: the model in --model DIR was trained on
+    the CSV, so only the bus events dated after its data_until are new
+    (events dated before are passed over, as in that model's data); a
+    member forgotten on the bus is left out of the CSV rows too; a second
+    training the same way keeps the bus events of the first (the CSV ends
+    before that model's data_until); --bus-from-start and the bus alone take
+    every event."""
+    from conftest import train
+    with open(shop.path) as f:
+        until = max(int(line.split(",")[2]) for line in f.readlines()[1:])
+    forgotten = sorted(shop.bought)[0]
+    model = tmp_path / "model"
+    train(shop.path, model)
+    nats = Nats(tmp_path)
+    replica = Replica(model, tmp_path, "t0", nats.url)
+    try:
+        stub = stub_of(replica.server.channel, pb)
+        for i in range(5):
+            record(stub, pb, f"before{i}", "i1", until - 1000 - i)
+            record(stub, pb, f"since{i}", "i2", until + 1000 + i)
+        stub.ForgetUser(pb.rec.ForgetUserRequest(user_id=forgotten), timeout=10)
+
+        def users_of(m):
+            return {u for u in [*(f"before{i}" for i in range(5)),
+                                *(f"since{i}" for i in range(5)), forgotten]
+                    if run("inspect", "--model", m, "--user", u, check=False).returncode == 0}
+
+        small = ("--factors", 4, "--iterations", 2)
+        for attempt in range(2):
+            out = run("train", "--input", shop.path, "--bus", nats.url, "--model", model,
+                      *small).stderr
+            assert "bus: 5 recorded events from stream recd" in out, out
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+            assert f"only those dated after {when}" in out, out
+            assert "5 older ones passed over" in out, out
+            assert "privacy: 1 members forgotten on the bus left out" in out, out
+            assert users_of(model) == {f"since{i}" for i in range(5)}, attempt
+        out = run("train", "--input", shop.path, "--bus", nats.url, "--bus-from-start",
+                  "--model", model, *small).stderr
+        assert "bus: 10 recorded events" in out and "passed over" not in out, out
+        assert users_of(model) == {f"before{i}" for i in range(5)} | \
+            {f"since{i}" for i in range(5)}
+        alone = tmp_path / "alone"
+        out = run("train", "--bus", nats.url, "--model", alone, *small).stderr
+        assert "bus: 10 recorded events" in out and "passed over" not in out, out
+        run("train", "--bus", nats.url, "--model", alone, *small)
+        assert len(users_of(alone)) == 10
+        lone = run("train", "--bus", nats.url, "--bus-from-start", "--model", alone,
+                   check=False)
+        assert lone.returncode == 2 and "--bus-from-start needs --bus and --input" in lone.stderr
+    finally:
+        replica.server.stop()
+        nats.stop()
