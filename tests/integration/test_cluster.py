@@ -720,3 +720,36 @@ def test_training_next_to_the_purchase_histories_takes_the_bus_events_since(shop
     finally:
         replica.server.stop()
         nats.stop()
+
+
+def test_forget_user_through_one_replica_is_forgotten_by_the_others_reads(shop, tmp_path, pb):
+    """ForgetUser taken by one replica: within the lag bound another one no
+    longer personalizes for the member, has no churn score for them, and
+    leaves them out of the campaign targets (the issue's list, beside the
+    event export the test above checks)."""
+    from conftest import train
+    model = tmp_path / "m"
+    train(shop.path, model, "--churn-horizon", "90d")
+    gone = max(shop.bought, key=lambda u: len(shop.bought[u]))
+    nats = Nats(tmp_path)
+    replicas = [Replica(model, tmp_path, f"f{i}", nats.url) for i in range(2)]
+    try:
+        other = stub_of(replicas[1].server.channel, pb)
+        rec = lambda: other.Recommend(pb.rec.RecommendRequest(user_id=gone, k=5), timeout=5)
+        assert rec().strategy == pb.rec.PERSONALIZED
+        assert other.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=gone), timeout=5)
+        targets = other.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10)
+        assert gone in {t.user_id for t in targets}
+        stub_of(replicas[0].server.channel, pb).ForgetUser(
+            pb.rec.ForgetUserRequest(user_id=gone), timeout=10)
+        wait_for("the other replica still personalizes for the forgotten member",
+                 lambda: rec().strategy == pb.rec.POPULAR, LAG_BOUND_S)
+        with pytest.raises(grpc.RpcError) as err:
+            other.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=gone), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        targets = other.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10)
+        assert gone not in {t.user_id for t in targets}
+    finally:
+        for r in replicas:
+            r.server.stop()
+        nats.stop()
