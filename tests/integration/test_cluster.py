@@ -307,7 +307,9 @@ def test_paused_replica_is_drained_and_comes_back(cluster, pb):
 class TcpProxy:
     """A TCP relay on a free loopback port to upstream_port, which the test
     can cut (every relayed connection closed, new ones closed on arrival)
-    and restore: one replica's link to NATS, and only its own."""
+    or stall (connections kept open, nothing relayed: a network dropping
+    packets, which TCP delivers late once it heals), and restore: one
+    replica's link to NATS, and only its own."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -316,7 +318,9 @@ class TcpProxy:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.lock, self.socks, self.open, self.closed = threading.Lock(), [], True, False
+        self.lock, self.socks, self.open = threading.Lock(), [], True
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -340,10 +344,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst):
         try:
             while data := src.recv(65536):
+                self.flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -364,9 +368,13 @@ class TcpProxy:
                 pass
             s.close()
 
+    def stall(self):
+        self.flowing.clear()
+
     def restore(self):
         with self.lock:
             self.open = True
+        self.flowing.set()
 
     def stop(self):
         self.cut()
@@ -416,13 +424,16 @@ def wait_for(what, cond, within):
         time.sleep(0.1)
 
 
-def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb):
-    """A replica alive and answering but whose link to NATS is cut (a TCP
-    relay of the test's between it and nats-server, the other replicas
-    connected directly) falls behind what the others write: past --max-lag
-    it says NOT_SERVING on gRPC health and 503 on /healthz, and HAProxy
-    sends it no more calls; when the link is back it applies what it
-    missed, says SERVING and is sent calls again."""
+@pytest.mark.parametrize("link", ["cut", "stall"])
+def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb, link):
+    """A replica alive and answering but whose link to NATS is cut or
+    stalled (a TCP relay of the test's between it and nats-server, the
+    other replicas connected directly) falls behind what the others write:
+    past --max-lag it says NOT_SERVING on gRPC health and 503 on /healthz,
+    and HAProxy sends it no more calls; when the link is back it applies
+    what it missed, says SERVING and is sent calls again. Stalled, its
+    NATS client still thinks it is connected: only the unanswered
+    questions of the lag monitor tell."""
     wait_balancer(cluster, pb)
     proxy = TcpProxy(cluster.nats.port)
     victim_index = 2
@@ -436,13 +447,13 @@ def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb
         while recommends_answered(victim) == before:
             assert time.monotonic() < deadline, "HAProxy never sent the relayed replica a call"
             recommend_many(cluster, pb, "warm")
-        proxy.cut()
+        proxy.cut() if link == "cut" else proxy.stall()
         cut_at = time.monotonic()
         stub0 = stub_of(cluster.replicas[0].server.channel, pb)
         now = int(time.time())
         for i in range(10):  # what the victim misses, written through another replica
-            assert record(stub0, pb, f"missed{i}", "i4", now - i).accepted == 1
-        assert "missed0" not in {e[0] for e in exported(victim.events)}
+            assert record(stub0, pb, f"missed-{link}{i}", "i4", now - i).accepted == 1
+        assert f"missed-{link}0" not in {e[0] for e in exported(victim.events)}
         wait_for("the cut-off replica never said NOT_SERVING",
                  lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.NOT_SERVING,
                  LAG_BOUND_S + 5)
@@ -458,11 +469,11 @@ def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb
         time.sleep(1.5)  # HAProxy's fall: 2 failed checks 500 ms apart
         drained = recommends_answered(victim)
         recommend_many(cluster, pb, "drained")
-        assert recommends_answered(victim) == drained, "HAProxy still sends the lagging replica calls"
+        assert recommends_answered(victim) == drained, "HAProxy still sends the lagging replica"
         proxy.restore()
+        missed = {f"missed-{link}{i}" for i in range(10)}
         wait_for("the replica did not catch up once its link was back",
-                 lambda: {f"missed{i}" for i in range(10)} <= {e[0] for e in exported(victim.events)},
-                 15)
+                 lambda: missed <= {e[0] for e in exported(victim.events)}, 15)
         wait_for("the caught-up replica did not say SERVING again",
                  lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.SERVING, 10)
         assert healthz(victim)[0] == 200
