@@ -172,6 +172,37 @@ def test_read_your_writes_on_the_replica_that_took_it(cluster, pb):
     assert ("ryw-member", "i7", str(now)) in exported(r.events)
 
 
+def test_an_event_through_the_balancer_is_folded_in_by_the_next_call_on_every_replica(
+        cluster, shop, pb):
+    """The issue's "done when": a member's event recorded through HAProxy is
+    folded in by the member's very next call through it (the same replica,
+    by the x-recd-user hash), and within the lag bound every replica,
+    asked directly, personalizes for the member too and serves the same
+    model version."""
+    wait_balancer(cluster, pb)
+    stub = stub_of(cluster.channel, pb)
+    bought = shop.popularity.most_common(30)[-1][0]
+    members = [f"fold{i}" for i in range(12)]
+    for m in members:
+        md = [("x-recd-user", m)]
+        before = stub.Recommend(pb.rec.RecommendRequest(user_id=m, k=5), timeout=5, metadata=md)
+        assert before.strategy == pb.rec.POPULAR
+        assert record(stub, pb, m, bought, int(time.time())).accepted == 1
+        after = stub.Recommend(pb.rec.RecommendRequest(user_id=m, k=5), timeout=5, metadata=md)
+        assert after.strategy == pb.rec.PERSONALIZED, m
+        assert bought not in {i.item_id for i in after.items}, m
+    for r in cluster.replicas:
+        direct = stub_of(r.server.channel, pb)
+        wait_for(f"{r.name} did not personalize for the members within the lag bound",
+                 lambda: all(direct.Recommend(pb.rec.RecommendRequest(user_id=m, k=5),
+                                              timeout=5).strategy == pb.rec.PERSONALIZED
+                             for m in members), LAG_BOUND_S)
+    versions = {stub_of(r.server.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(),
+                                                           timeout=5).model_version
+                for r in cluster.replicas}
+    assert len(versions) == 1, versions
+
+
 def test_forget_user_through_one_replica_forgets_everywhere(cluster, pb):
     now = int(time.time())
     stub0 = stub_of(cluster.replicas[0].server.channel, pb)
