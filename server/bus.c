@@ -40,7 +40,7 @@ struct bus {
     pthread_cond_t applied_cond;
     uint64_t applied, last, skipped;
     int64_t oldest_unapplied_ns; /* publication time of applied + 1, when last > applied */
-    int64_t monitor_ns;          /* when the monitor last ran */
+    int64_t seen_ns;             /* when the monitor last read the stream's state */
     bool stopping;
     kvWatcher *watcher; /* the announcements' watcher, stopped by bus_close */
 
@@ -182,12 +182,15 @@ static void *bus_applier_main(void *arg) {
 
 /* The lag monitor: every BUS_MONITOR_MS, the stream's last sequence and,
  * when this replica is behind, the publication time of the first message
- * it has not applied. */
+ * it has not applied. seen_ns moves only when it could read them: cut off
+ * from NATS (or its answers timing out), the replica cannot know what the
+ * others wrote meanwhile, and bus_lag_seconds counts that time as lag. */
 static void *bus_monitor_main(void *arg) {
     bus *b = arg;
     while (!bus_stopping(b)) {
         jsStreamInfo *si = NULL;
         jsErrCode jerr = 0;
+        int64_t asked = now_ns();
         if (natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED &&
             js_GetStreamInfo(&si, b->js, b->stream, NULL, &jerr) == NATS_OK) {
             uint64_t last = si->State.LastSeq, next = bus_applied(b) + 1;
@@ -201,11 +204,10 @@ static void *bus_monitor_main(void *arg) {
             pthread_mutex_lock(&b->lock);
             if (last > b->last) b->last = last;
             b->oldest_unapplied_ns = oldest;
+            /* The state is the stream's as of the question, not the answer. */
+            b->seen_ns = asked;
             pthread_mutex_unlock(&b->lock);
         }
-        pthread_mutex_lock(&b->lock);
-        b->monitor_ns = now_ns();
-        pthread_mutex_unlock(&b->lock);
         sleep_ms(BUS_MONITOR_MS);
     }
     return NULL;
@@ -374,7 +376,7 @@ static int bus_connect(const char *urls, const char *stream, const char *name, u
     pthread_mutex_init(&b->kv_lock, NULL);
     clock_cond_init(&b->applied_cond);
     b->applied = start;
-    b->monitor_ns = now_ns();
+    b->seen_ns = now_ns();
     size_t sl = strlen(stream);
     b->stream = strdup(stream);
     b->subject = malloc(sl + 3);
@@ -614,9 +616,10 @@ double bus_lag_seconds(bus *b) {
     double lag = 0;
     if (b->applied < b->last && b->oldest_unapplied_ns)
         lag = (double)(now - b->oldest_unapplied_ns) / 1e9;
-    /* A process that was stopped (SIGSTOP, a long pause) knows nothing of
-     * what happened meanwhile until the monitor runs again. */
-    double stale = (double)(now - b->monitor_ns) / 1e9 - BUS_MONITOR_MS / 1000.0;
+    /* Since the monitor last read the stream's state, messages may have
+     * come that this replica knows nothing of: cut off from NATS, NATS not
+     * answering, or the process stopped (SIGSTOP, a long pause). */
+    double stale = (double)(now - b->seen_ns) / 1e9 - BUS_MONITOR_MS / 1000.0;
     pthread_mutex_unlock(&b->lock);
     if (stale > lag) lag = stale;
     return lag > 0 ? lag : 0;

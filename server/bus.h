@@ -133,8 +133,11 @@ uint64_t bus_applied(bus *b);
 uint64_t bus_last(bus *b);
 
 /* Seconds since the oldest message this replica has not applied was
- * published (0 when it has applied everything it knows of); while the
- * process was stopped it also counts the time since the monitor last ran. */
+ * published (0 when it has applied everything), or, when more, since the
+ * stream's state was last read: a replica cut off from NATS, or whose
+ * NATS does not answer, or that was stopped, cannot know what it missed
+ * meanwhile, so that time counts as lag (an upper bound, never a guess of
+ * 0). */
 double bus_lag_seconds(bus *b);
 
 /* Nonzero while connected to NATS. */

@@ -400,7 +400,8 @@ void core__bus_metrics(core *c, FILE *out) {
     if (!c->bus) return;
     fprintf(out,
             "# HELP recd_bus_lag_seconds Age of the oldest bus message this replica has not "
-            "applied (0: caught up).\n# TYPE recd_bus_lag_seconds gauge\n"
+            "applied (0: caught up), or the time since it last read the stream's state when "
+            "more (cut off from NATS).\n# TYPE recd_bus_lag_seconds gauge\n"
             "recd_bus_lag_seconds %.3f\n"
             "# HELP recd_bus_applied_sequence Last stream sequence applied to the local stores.\n"
             "# TYPE recd_bus_applied_sequence gauge\nrecd_bus_applied_sequence %llu\n"

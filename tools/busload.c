@@ -13,6 +13,7 @@
 typedef struct busload_ctx {
     ev_set *history;
     const float *weights;
+    int64_t since;  /* events dated at or before it are passed over */
     int64_t latest; /* the last event time accepted */
     idmap *forgot;  /* the members forgotten so far */
     busload_counts *counts;
@@ -24,6 +25,10 @@ static int add_events(busload_ctx *c, uint64_t seq, busmsg_reader *r, err_t *e) 
         evstore_event ev;
         busmsg_get_record(r, &ev);
         if (r->bad) break;
+        if (ev.ts <= c->since) {
+            c->counts->before++;
+            continue;
+        }
         int outcome;
         int rc = evstore_add_to_history(c->history, &ev, c->weights, c->latest, &outcome, e);
         if (rc) return rc;
@@ -76,9 +81,14 @@ static int leave_out(busload_ctx *c, err_t *e) {
 }
 
 int busload_add(ev_set *history, const char *urls, const char *stream,
-                const float weights[EV_TYPE_END], busload_counts *out, err_t *e) {
+                const float weights[EV_TYPE_END], int64_t since, busload_counts *out, err_t *e) {
     *out = (busload_counts){0};
-    busload_ctx c = {history, weights, (int64_t)time(NULL) + EVSTORE_MAX_AHEAD_S, idmap_new(), out};
+    busload_ctx c = {.history = history,
+                     .weights = weights,
+                     .since = since,
+                     .latest = (int64_t)time(NULL) + EVSTORE_MAX_AHEAD_S,
+                     .forgot = idmap_new(),
+                     .counts = out};
     if (!c.forgot) return err_set(e, ERR_NOMEM, "out of memory reading the bus");
     int rc = bus_read(urls, stream, read_one, &c, &out->last, &out->skipped, e);
     if (!rc) rc = leave_out(&c, e);

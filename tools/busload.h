@@ -19,19 +19,25 @@ typedef struct busload_counts {
     uint64_t last;      /* the stream's last sequence read */
     size_t added;       /* events appended */
     size_t future;      /* events skipped: dated more than a day after now */
+    size_t before;      /* events passed over: dated at or before since */
     uint32_t forgotten; /* members left out (ForgetUser on the bus) */
     uint64_t skipped;   /* messages that could not be read (logged) */
 } busload_counts;
 
-/* Appends the events of every RecordEvents on the bus (urls, stream) to
- * history as recorded events weighing weights[type] (finite, >= 0; weight
- * 0 skips a type), as evstore_load does, and then leaves the members
- * forgotten on the bus out of the whole history, purchase rows included
- * (ev_set_drop_users: history's indexes change). Feedback, availability,
- * boosts, opt-outs and experiments are not training data and are passed
- * over. Fills *out. Returns ERR_OK, or bus_read's errors (ERR_INVALID,
- * ERR_IO), ERR_NOMEM; history may then hold part of the events. */
+/* Appends the events of every RecordEvents on the bus (urls, stream)
+ * dated after since (INT64_MIN: all of them) to history as recorded events
+ * weighing weights[type] (finite, >= 0; weight 0 skips a type), as
+ * evstore_load does, and then leaves the members forgotten on the bus out
+ * of the whole history, purchase rows included (ev_set_drop_users:
+ * history's indexes change). since is the previous model's data_until when
+ * history already holds what that model was trained on (recd train
+ * --input): only the events since are new. The forgotten are taken from
+ * the whole stream whatever since is, because a member forgotten long ago
+ * may still be in history's older rows. Feedback, availability, boosts,
+ * opt-outs and experiments are not training data and are passed over.
+ * Fills *out. Returns ERR_OK, or bus_read's errors (ERR_INVALID, ERR_IO),
+ * ERR_NOMEM; history may then hold part of the events. */
 int busload_add(ev_set *history, const char *urls, const char *stream,
-                const float weights[EV_TYPE_END], busload_counts *out, err_t *e);
+                const float weights[EV_TYPE_END], int64_t since, busload_counts *out, err_t *e);
 
 #endif

@@ -96,7 +96,8 @@ static const char serve_usage[] =
     "  --replica-id NAME        this replica's durable consumer on the stream (default: the\n"
     "                           host name); unique per replica and kept across restarts\n"
     "  --max-lag S              gRPC health says NOT_SERVING while this replica is more than S\n"
-    "                           seconds behind the bus (default 5, 0 = never)\n"
+    "                           seconds behind the bus, or cut off from it that long (default\n"
+    "                           5, 0 = never)\n"
     "Exit status: 0 stopped by a signal, 1 error, 2 usage, 3 the listener died.\n";
 
 enum {

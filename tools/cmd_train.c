@@ -1,15 +1,18 @@
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "churn.h"
 #include "clock.h"
 #include "cmd.h"
 #include "busload.h"
 #include "catalog.h"
+#include "model.h"
 #include "opts.h"
 #include "pipeline.h"
 
@@ -22,8 +25,13 @@ static const char train_usage[] =
     "                       each weighted by its type (--event-weights); either input may be "
     "alone\n"
     "  --bus URLS           also train on the events of a cluster's event bus (recd serve\n"
-    "                       --bus): the whole JetStream stream, members forgotten there left\n"
-    "                       out; nats://HOST:PORT[,...]\n"
+    "                       --bus), members forgotten there left out; nats://HOST:PORT[,...].\n"
+    "                       Alone: every event of the JetStream stream. With --input (the\n"
+    "                       purchase histories the model in DIR was trained on): the events\n"
+    "                       dated after that model's data_until, or after the end of --input\n"
+    "                       when earlier (all when DIR has no model); ForgetUser always from\n"
+    "                       the whole stream\n"
+    "  --bus-from-start     with --input and --bus: every event of the stream all the same\n"
     "  --bus-stream NAME    the stream (default recd)\n"
     "  --event-weights LIST weight of each event type in purchases, default\n"
     "                       view=0.1,cart=0.3,purchase=1,favorite=0.5\n"
@@ -77,7 +85,8 @@ enum {
     OPT_BLEND_WITH,
     OPT_BLEND_SHARE,
     OPT_BUS,
-    OPT_BUS_STREAM
+    OPT_BUS_STREAM,
+    OPT_BUS_FROM_START
 };
 
 /* Parses "N" or "Nd" (days) into 1..36500. Returns 0, or -1 after printing
@@ -238,18 +247,65 @@ static int add_upserted(const char *events_dir, labels_table *items, int *any) {
     return rc ? -1 : 0;
 }
 
-/* Appends the events of the bus to history, reporting on stderr. Returns 0,
- * or -1 after printing why (history freed). */
-static int add_bus(ev_set *history, const char *urls, const char *stream, const float *weights) {
+/* Fills *since with the data_until of the model current in model_dir, or
+ * INT64_MIN when none was published there yet. Returns 0, or -1 after
+ * printing why (a current model that cannot be opened: its data_until is
+ * unknown, and guessing it would drop or double events). */
+static int previous_data_until(const char *model_dir, int64_t *since) {
+    *since = INT64_MIN;
+    char version[MODEL_VERSION_MAX];
+    err_t e;
+    if (model_current_version(model_dir, version, &e) == ERR_NOTFOUND) return 0;
+    model *m;
+    if (model_open(model_dir, &m, &e)) {
+        fprintf(stderr,
+                "recd: --bus: the model in %s says where its data ends, but cannot be read (%s); "
+                "give --bus-from-start to take every event of the bus\n",
+                model_dir, e.msg);
+        return -1;
+    }
+    *since = model_info(m)->data_until;
+    model_close(m);
+    return 0;
+}
+
+/* Where the bus's events start next to the --input history, given the
+ * previous model's data_until (INT64_MIN: none): what came after it is
+ * new, but when the history ends earlier (that model had bus events the
+ * history does not hold, as after an earlier training with --bus), where
+ * the history ends, so that nothing that model had is lost. */
+static int64_t bus_since(const ev_set *history, int64_t data_until) {
+    if (data_until == INT64_MIN) return INT64_MIN;
+    int64_t ends = INT64_MIN;
+    for (size_t i = 0; i < history->n; i++)
+        if (history->events[i].ts > ends) ends = history->events[i].ts;
+    return ends < data_until ? ends : data_until;
+}
+
+/* Appends the events of the bus dated after since (INT64_MIN: all) to
+ * history, reporting on stderr. Returns 0, or -1 after printing why
+ * (history freed). */
+static int add_bus(ev_set *history, const char *urls, const char *stream, const float *weights,
+                   int64_t since) {
     err_t e;
     busload_counts n;
-    if (busload_add(history, urls, stream, weights, &n, &e)) {
+    if (busload_add(history, urls, stream, weights, since, &n, &e)) {
         fprintf(stderr, "recd: %s\n", e.msg);
         ev_set_free(history);
         return -1;
     }
     fprintf(stderr, "bus: %zu recorded events from stream %s (up to sequence %llu)\n", n.added,
             stream, (unsigned long long)n.last);
+    if (since != INT64_MIN) {
+        char when[32];
+        struct tm tm;
+        time_t t = (time_t)since;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+        fprintf(stderr,
+                "bus: only those dated after %s (the previous model's data_until, or where "
+                "--input ends when earlier); %zu older ones passed over\n",
+                when, n.before);
+    }
     if (n.future) fprintf(stderr, "bus: %zu skipped: dated more than a day after now\n", n.future);
     if (n.skipped)
         fprintf(stderr, "bus: %llu messages could not be read and were skipped (logged)\n",
@@ -267,6 +323,7 @@ int cmd_train(int argc, char **argv) {
         {"events", required_argument, 0, OPT_EVENTS},
         {"bus", required_argument, 0, OPT_BUS},
         {"bus-stream", required_argument, 0, OPT_BUS_STREAM},
+        {"bus-from-start", no_argument, 0, OPT_BUS_FROM_START},
         {"event-weights", required_argument, 0, OPT_EVENT_WEIGHTS},
         {"churn-horizon", required_argument, 0, OPT_CHURN_HORIZON},
         {"churn-bands", required_argument, 0, OPT_CHURN_BANDS},
@@ -283,6 +340,7 @@ int cmd_train(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *input = NULL, *model_dir = NULL, *events_dir = NULL;
     const char *bus_urls = NULL, *bus_stream = "recd";
+    int bus_from_start = 0;
     /* The defaults of the server too, so that a fold-in and a retraining
      * weigh an event alike. */
     float weights[EV_TYPE_END];
@@ -345,6 +403,9 @@ int cmd_train(int argc, char **argv) {
             break;
         case OPT_BUS_STREAM:
             bus_stream = optarg;
+            break;
+        case OPT_BUS_FROM_START:
+            bus_from_start = 1;
             break;
         case OPT_EVENT_WEIGHTS:
             if (opts_event_weights(optarg, weights)) return 2;
@@ -416,6 +477,15 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "recd: --events and --bus are two copies of the same events: give one\n");
         return 2;
     }
+    if (bus_from_start && !(bus_urls && input)) {
+        fprintf(stderr, "recd: --bus-from-start needs --bus and --input\n");
+        return 2;
+    }
+    /* Next to the purchase histories the previous model was trained on,
+     * the bus adds what came since; alone, it is the whole history. */
+    int64_t data_until = INT64_MIN;
+    if (bus_urls && input && !bus_from_start && previous_data_until(model_dir, &data_until))
+        return 1;
     labels_table items, users;
     int described = 0;
     if (opts_load_catalog(&cat, &io, &items, &users)) return 1;
@@ -425,7 +495,8 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     if (load_histories(input, &io, events_dir, weights, &history) ||
-        (bus_urls && add_bus(&history, bus_urls, bus_stream, weights))) {
+        (bus_urls &&
+         add_bus(&history, bus_urls, bus_stream, weights, bus_since(&history, data_until)))) {
         labels_table_free(&items);
         labels_table_free(&users);
         return 1;

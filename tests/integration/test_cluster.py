@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -88,10 +90,12 @@ class Cluster:
                                         env=env, stdout=self.hap_log, stderr=self.hap_log)
         self.channel = grpc.insecure_channel(self.address)
 
-    def restart(self, i):
+    def restart(self, i, nats_url=None):
+        """Starts replica i again on its ports (once it is stopped), on
+        nats_url (default: the cluster's NATS)."""
         r = self.replicas[i]
-        self.replicas[i] = Replica(self.model_dir, self.tmp, r.name, self.nats.url, r.port,
-                                   http_port=r.http_port)
+        self.replicas[i] = Replica(self.model_dir, self.tmp, r.name, nats_url or self.nats.url,
+                                   r.port, http_port=r.http_port)
 
     def stop(self):
         self.channel.close()
@@ -186,6 +190,37 @@ def test_events_applied_from_the_bus_trend_on_every_replica(cluster, shop, pb):
             time.sleep(0.1)
 
 
+def test_an_event_through_the_balancer_is_folded_in_by_the_next_call_on_every_replica(
+        cluster, shop, pb):
+    """The issue's "done when": a member's event recorded through HAProxy is
+    folded in by the member's very next call through it (the same replica,
+    by the x-recd-user hash), and within the lag bound every replica,
+    asked directly, personalizes for the member too and serves the same
+    model version."""
+    wait_balancer(cluster, pb)
+    stub = stub_of(cluster.channel, pb)
+    bought = shop.popularity.most_common(30)[-1][0]
+    members = [f"fold{i}" for i in range(12)]
+    for m in members:
+        md = [("x-recd-user", m)]
+        before = stub.Recommend(pb.rec.RecommendRequest(user_id=m, k=5), timeout=5, metadata=md)
+        assert before.strategy == pb.rec.POPULAR
+        assert record(stub, pb, m, bought, int(time.time())).accepted == 1
+        after = stub.Recommend(pb.rec.RecommendRequest(user_id=m, k=5), timeout=5, metadata=md)
+        assert after.strategy == pb.rec.PERSONALIZED, m
+        assert bought not in {i.item_id for i in after.items}, m
+    for r in cluster.replicas:
+        direct = stub_of(r.server.channel, pb)
+        wait_for(f"{r.name} did not personalize for the members within the lag bound",
+                 lambda: all(direct.Recommend(pb.rec.RecommendRequest(user_id=m, k=5),
+                                              timeout=5).strategy == pb.rec.PERSONALIZED
+                             for m in members), LAG_BOUND_S)
+    versions = {stub_of(r.server.channel, pb).GetModelInfo(pb.rec.GetModelInfoRequest(),
+                                                           timeout=5).model_version
+                for r in cluster.replicas}
+    assert len(versions) == 1, versions
+
+
 def test_forget_user_through_one_replica_forgets_everywhere(cluster, pb):
     now = int(time.time())
     stub0 = stub_of(cluster.replicas[0].server.channel, pb)
@@ -276,6 +311,13 @@ def test_nats_down_writes_unavailable_reads_serve_then_resume(cluster, pb):
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "bus" in err.value.details()
     assert stub.Recommend(pb.rec.RecommendRequest(user_id="member1", k=3), timeout=5).items
+    # Past --max-lag every replica is NOT_SERVING (none can tell it missed
+    # nothing), and HAProxy, finding them all drained, still sends reads to
+    # the live ones (backend recd_alive) rather than failing them.
+    wait_for("replicas cut off from NATS stayed SERVING",
+             lambda: all(healthz(r)[0] == 503 for r in cluster.replicas), LAG_BOUND_S + 5)
+    time.sleep(1.5)  # HAProxy's fall: 2 failed checks 500 ms apart
+    recommend_many(cluster, pb, "nats-down", n=20)
     cluster.nats = Nats(cluster.tmp, port)
     deadline = time.monotonic() + 15
     while True:
@@ -309,6 +351,192 @@ def test_paused_replica_is_drained_and_comes_back(cluster, pb):
     health = pb.health_grpc.HealthStub(victim.server.channel)
     assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
         pb.health.HealthCheckResponse.SERVING
+
+
+class TcpProxy:
+    """A TCP relay on a free loopback port to upstream_port, which the test
+    can cut (every relayed connection closed, new ones closed on arrival)
+    or stall (connections kept open, nothing relayed: a network dropping
+    packets, which TCP delivers late once it heals), and restore: one
+    replica's link to NATS, and only its own."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.lock, self.socks, self.open = threading.Lock(), [], True
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stop() closed the listener
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    continue
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                self.socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            self.open = False
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def stall(self):
+        self.flowing.clear()
+
+    def restore(self):
+        with self.lock:
+            self.open = True
+        self.flowing.set()
+
+    def stop(self):
+        self.cut()
+        self.listener.close()
+        self.thread.join(timeout=5)
+
+
+def metrics_of(replica):
+    with urllib.request.urlopen(f"http://127.0.0.1:{replica.http_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def recommends_answered(replica):
+    """Recommend calls this replica answered (recd_grpc_calls_total)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_of(replica).splitlines()
+               if line.startswith("recd_grpc_calls_total{") and "Recommend\"" in line)
+
+
+def healthz(replica):
+    """(HTTP status, JSON body) of the replica's GET /healthz."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{replica.http_port}/healthz",
+                                    timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def grpc_health(replica, pb):
+    return pb.health_grpc.HealthStub(replica.server.channel).Check(
+        pb.health.HealthCheckRequest(), timeout=5).status
+
+
+def recommend_many(cluster, pb, prefix, n=60):
+    """n Recommend calls through the balancer, each for another member (so
+    that the hash sends some to every replica it has up); all must answer."""
+    stub = stub_of(cluster.channel, pb)
+    for i in range(n):
+        stub.Recommend(pb.rec.RecommendRequest(user_id=f"{prefix}{i}", k=3), timeout=5,
+                       metadata=[("x-recd-user", f"{prefix}{i}")])
+
+
+def wait_for(what, cond, within):
+    deadline = time.monotonic() + within
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("link", ["cut", "stall"])
+def test_live_replica_cut_off_from_the_bus_is_drained_and_comes_back(cluster, pb, link):
+    """A replica alive and answering but whose link to NATS is cut or
+    stalled (a TCP relay of the test's between it and nats-server, the
+    other replicas connected directly) falls behind what the others write:
+    past --max-lag it says NOT_SERVING on gRPC health and 503 on /healthz,
+    and HAProxy sends it no more calls; when the link is back it applies
+    what it missed, says SERVING and is sent calls again. Stalled, its
+    NATS client still thinks it is connected: only the unanswered
+    questions of the lag monitor tell."""
+    wait_balancer(cluster, pb)
+    proxy = TcpProxy(cluster.nats.port)
+    victim_index = 2
+    cluster.replicas[victim_index].server.stop()
+    cluster.restart(victim_index, proxy.url)
+    victim = cluster.replicas[victim_index]
+    try:
+        wait_for("the relayed replica never served", lambda: healthz(victim)[0] == 200, 20)
+        before = recommends_answered(victim)
+        deadline = time.monotonic() + 10  # HAProxy's rise: 2 checks 500 ms apart
+        while recommends_answered(victim) == before:
+            assert time.monotonic() < deadline, "HAProxy never sent the relayed replica a call"
+            recommend_many(cluster, pb, "warm")
+        proxy.cut() if link == "cut" else proxy.stall()
+        cut_at = time.monotonic()
+        stub0 = stub_of(cluster.replicas[0].server.channel, pb)
+        now = int(time.time())
+        for i in range(10):  # what the victim misses, written through another replica
+            assert record(stub0, pb, f"missed-{link}{i}", "i4", now - i).accepted == 1
+        assert f"missed-{link}0" not in {e[0] for e in exported(victim.events)}
+        wait_for("the cut-off replica never said NOT_SERVING",
+                 lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.NOT_SERVING,
+                 LAG_BOUND_S + 5)
+        drained_after = time.monotonic() - cut_at
+        status, body = healthz(victim)
+        assert status == 503 and body["status"] == "NOT_SERVING", body
+        assert "behind the event bus" in body["reason"], body
+        assert drained_after > LAG_BOUND_S - 1, drained_after  # not before --max-lag
+        # Alive: it answers reads itself, from its local state.
+        assert victim.server.proc.poll() is None
+        assert stub_of(victim.server.channel, pb).Recommend(
+            pb.rec.RecommendRequest(user_id="member1", k=3), timeout=5).items
+        time.sleep(1.5)  # HAProxy's fall: 2 failed checks 500 ms apart
+        drained = recommends_answered(victim)
+        recommend_many(cluster, pb, "drained")
+        assert recommends_answered(victim) == drained, "HAProxy still sends the lagging replica"
+        proxy.restore()
+        missed = {f"missed-{link}{i}" for i in range(10)}
+        wait_for("the replica did not catch up once its link was back",
+                 lambda: missed <= {e[0] for e in exported(victim.events)}, 15)
+        wait_for("the caught-up replica did not say SERVING again",
+                 lambda: grpc_health(victim, pb) == pb.health.HealthCheckResponse.SERVING, 10)
+        assert healthz(victim)[0] == 200
+        back = recommends_answered(victim)
+        deadline = time.monotonic() + 10
+        while recommends_answered(victim) == back:
+            assert time.monotonic() < deadline, "HAProxy never sent the caught-up replica a call"
+            recommend_many(cluster, pb, "back")
+        agree(cluster)
+    finally:
+        proxy.restore()
+        cluster.replicas[victim_index].server.stop()
+        cluster.restart(victim_index)
+        proxy.stop()
 
 
 class NatsNode:
@@ -495,4 +723,93 @@ def test_announced_version_is_served_by_every_replica_once_its_folder_is_there(s
     finally:
         for s in servers:
             s.stop()
+        nats.stop()
+
+
+def test_training_next_to_the_purchase_histories_takes_the_bus_events_since(shop, tmp_path, pb):
+    """recd train --input CSV --bus: the model in --model DIR was trained on
+    the CSV, so only the bus events dated after its data_until are new
+    (events dated before are passed over, as in that model's data); a
+    member forgotten on the bus is left out of the CSV rows too; a second
+    training the same way keeps the bus events of the first (the CSV ends
+    before that model's data_until); --bus-from-start and the bus alone take
+    every event."""
+    from conftest import train
+    with open(shop.path) as f:
+        until = max(int(line.split(",")[2]) for line in f.readlines()[1:])
+    forgotten = sorted(shop.bought)[0]
+    model = tmp_path / "model"
+    train(shop.path, model)
+    nats = Nats(tmp_path)
+    replica = Replica(model, tmp_path, "t0", nats.url)
+    try:
+        stub = stub_of(replica.server.channel, pb)
+        for i in range(5):
+            record(stub, pb, f"before{i}", "i1", until - 1000 - i)
+            record(stub, pb, f"since{i}", "i2", until + 1000 + i)
+        stub.ForgetUser(pb.rec.ForgetUserRequest(user_id=forgotten), timeout=10)
+
+        def users_of(m):
+            return {u for u in [*(f"before{i}" for i in range(5)),
+                                *(f"since{i}" for i in range(5)), forgotten]
+                    if run("inspect", "--model", m, "--user", u, check=False).returncode == 0}
+
+        small = ("--factors", 4, "--iterations", 2)
+        for attempt in range(2):
+            out = run("train", "--input", shop.path, "--bus", nats.url, "--model", model,
+                      *small).stderr
+            assert "bus: 5 recorded events from stream recd" in out, out
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+            assert f"only those dated after {when}" in out, out
+            assert "5 older ones passed over" in out, out
+            assert "privacy: 1 members forgotten on the bus left out" in out, out
+            assert users_of(model) == {f"since{i}" for i in range(5)}, attempt
+        out = run("train", "--input", shop.path, "--bus", nats.url, "--bus-from-start",
+                  "--model", model, *small).stderr
+        assert "bus: 10 recorded events" in out and "passed over" not in out, out
+        assert users_of(model) == {f"before{i}" for i in range(5)} | \
+            {f"since{i}" for i in range(5)}
+        alone = tmp_path / "alone"
+        out = run("train", "--bus", nats.url, "--model", alone, *small).stderr
+        assert "bus: 10 recorded events" in out and "passed over" not in out, out
+        run("train", "--bus", nats.url, "--model", alone, *small)
+        assert len(users_of(alone)) == 10
+        lone = run("train", "--bus", nats.url, "--bus-from-start", "--model", alone,
+                   check=False)
+        assert lone.returncode == 2 and "--bus-from-start needs --bus and --input" in lone.stderr
+    finally:
+        replica.server.stop()
+        nats.stop()
+
+
+def test_forget_user_through_one_replica_is_forgotten_by_the_others_reads(shop, tmp_path, pb):
+    """ForgetUser taken by one replica: within the lag bound another one no
+    longer personalizes for the member, has no churn score for them, and
+    leaves them out of the campaign targets (the issue's list, beside the
+    event export the test above checks)."""
+    from conftest import train
+    model = tmp_path / "m"
+    train(shop.path, model, "--churn-horizon", "90d")
+    gone = max(shop.bought, key=lambda u: len(shop.bought[u]))
+    nats = Nats(tmp_path)
+    replicas = [Replica(model, tmp_path, f"f{i}", nats.url) for i in range(2)]
+    try:
+        other = stub_of(replicas[1].server.channel, pb)
+        rec = lambda: other.Recommend(pb.rec.RecommendRequest(user_id=gone, k=5), timeout=5)
+        assert rec().strategy == pb.rec.PERSONALIZED
+        assert other.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=gone), timeout=5)
+        targets = other.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10)
+        assert gone in {t.user_id for t in targets}
+        stub_of(replicas[0].server.channel, pb).ForgetUser(
+            pb.rec.ForgetUserRequest(user_id=gone), timeout=10)
+        wait_for("the other replica still personalizes for the forgotten member",
+                 lambda: rec().strategy == pb.rec.POPULAR, LAG_BOUND_S)
+        with pytest.raises(grpc.RpcError) as err:
+            other.GetChurnScore(pb.rec.ChurnScoreRequest(user_id=gone), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        targets = other.StreamCampaignTargets(pb.rec.CampaignTargetsRequest(), timeout=10)
+        assert gone not in {t.user_id for t in targets}
+    finally:
+        for r in replicas:
+            r.server.stop()
         nats.stop()
