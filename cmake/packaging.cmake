@@ -27,6 +27,9 @@ add_custom_target(recd_man ALL DEPENDS ${MAN_OUT}/recd.1.gz)
 install(TARGETS recd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES ${MAN_OUT}/recd.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1)
 install(FILES README.md packaging/haproxy.cfg DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# The cluster's balancer (README, "Running a cluster"), beside the single
+# server's haproxy.cfg.
+install(FILES deploy/haproxy.cfg DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME haproxy-cluster.cfg)
 install(CODE "set(RECD_PACKAGING_DIR \"${CMAKE_SOURCE_DIR}/packaging\")
   set(RECD_SERVICE_OUT \"${CMAKE_BINARY_DIR}/packaging/recd.service\")
   set(RECD_INSTALL_BINDIR \"${CMAKE_INSTALL_BINDIR}\")")

@@ -67,7 +67,7 @@ class Replica:
     def __init__(self, model_dir, tmp, name, nats_url, port=None, *extra, http_port=None):
         self.name, self.events = name, tmp / f"events-{name}"
         self.port = port or free_port()
-        self.http_port = http_port or free_port()  # /healthz: what HAProxy checks
+        self.http_port = http_port or free_port()  # /metrics and /healthz for the tests
         self.server = Server(model_dir, tmp, "--listen", f"127.0.0.1:{self.port}", "--events",
                              self.events, "--bus", nats_url, "--replica-id", name,
                              "--max-lag", LAG_BOUND_S, "--http-listen",
@@ -82,9 +82,7 @@ class Cluster:
         self.replicas = [Replica(model_dir, tmp, f"r{i}", self.nats.url) for i in range(3)]
         self.address = f"127.0.0.1:{free_port()}"
         env = dict(os.environ, RECD_PROXY_BIND=self.address,
-                   **{f"RECD_REPLICA{i + 1}": r.address for i, r in enumerate(self.replicas)},
-                   **{f"RECD_REPLICA{i + 1}_HTTP_PORT": str(r.http_port)
-                      for i, r in enumerate(self.replicas)})
+                   **{f"RECD_REPLICA{i + 1}": r.address for i, r in enumerate(self.replicas)})
         self.hap_log = open(tmp / "haproxy.log", "w+")
         self.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(SOURCE / "deploy/haproxy.cfg")],
                                         env=env, stdout=self.hap_log, stderr=self.hap_log)

@@ -62,7 +62,7 @@ for dep in adduser libc6 libgrpc libprotobuf-c liblmdb libopenblas libcsv libxxh
   echo "$depends" | grep -Eq "(^|, )${dep}[0-9]*( |,|$)" || fail "Depends lacks $dep: $depends"
 done
 dpkg-deb -c "$deb" | awk '{print $6}' >"$tmp/contents"
-for f in ./usr/bin/recd ./usr/share/man/man1/recd.1.gz ./usr/share/doc/recd/README.md \
+for f in ./usr/bin/recd ./usr/share/man/man1/recd.1.gz ./usr/share/doc/recd/README.md ./usr/share/doc/recd/haproxy-cluster.cfg \
   ./usr/lib/systemd/system/recd.service ./etc/default/recd; do
   grep -qxF "$f" "$tmp/contents" || fail "the package lacks $f"
 done

@@ -16,7 +16,7 @@ fail() {
 
 p=$tmp/prefix
 cmake --install "$build" --prefix "$p" >"$tmp/install.log" || { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
-for f in bin/recd share/man/man1/recd.1.gz share/doc/recd/README.md share/doc/recd/haproxy.cfg \
+for f in bin/recd share/man/man1/recd.1.gz share/doc/recd/README.md share/doc/recd/haproxy.cfg share/doc/recd/haproxy-cluster.cfg \
   lib/systemd/system/recd.service etc/default/recd; do
   [ -f "$p/$f" ] || fail "cmake --install did not install $f"
 done
