@@ -124,7 +124,7 @@ scrape() { # the Prometheus text of the server, over bash's /dev/tcp
 # calls_failed events_ingested fold_ins".
 counters() {
   scrape | awk '
-    /^recd_grpc_calls_total\{/ {
+    /^recd_calls_total\{transport="grpc"/ {
       if ($0 ~ /code="OK"/) { ok += $NF; if ($0 ~ /\/Recommend"/) rec += $NF }
       else if ($0 ~ /code="RESOURCE_EXHAUSTED"/) shed += $NF
       else bad += $NF
@@ -151,7 +151,7 @@ d = json.load(open(sys.argv[1])); print(d["calls_per_s"], d["failed"], d["data_b
 # --clients calls; anything else is a real failure. (The soak itself runs
 # h2load with a number of requests, -n, and ends without cutting any off.)
 read -r _ _ _ bad _ _ <<<"$(counters)"
-peak_cut=$(scrape | awk '/^recd_grpc_calls_total\{.*\/Recommend",code="INVALID_ARGUMENT"\}/ {n += $NF}
+peak_cut=$(scrape | awk '/^recd_calls_total\{transport="grpc".*\/Recommend",code="INVALID_ARGUMENT"\}/ {n += $NF}
                          END {print n + 0}')
 if [ "$bad" -ne "$peak_cut" ] || [ "$peak_cut" -gt "$clients" ] || [ "$peak_failed" -ne 0 ] ||
   awk -v b="$peak_bytes" 'BEGIN {exit !(b < 10)}'; then

@@ -81,6 +81,8 @@ struct http_server {
     http_metrics_writer writers[HTTP_MAX_WRITERS];
     void *writer_ctxs[HTTP_MAX_WRITERS];
     size_t n_writers;
+    http_metrics_writer call_counts, call_latency; /* the gRPC server's lines */
+    void *calls_ctx;
     /* Metrics: row = method index, or HTTP_MAX_METHODS + an extra route. */
     atomic_ullong calls[HTTP_ROUTES][ERR_STATUSES];
     histo latency[HTTP_ROUTES];
@@ -658,7 +660,7 @@ static enum MHD_Result answer_metrics(struct MHD_Connection *conn, http_req *r) 
 /* The /metrics lines the history keeps: calls and latency of each method
  * on each transport, and the strategy mix. */
 static int history_line(const char *line) {
-    static const char *const keep[] = {"recd_grpc_call", "recd_http_call",
+    static const char *const keep[] = {"recd_calls_total", "recd_call_seconds",
                                        "recd_recommend_strategy_total"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
         if (!strncmp(line, keep[i], strlen(keep[i]))) return 1;
@@ -1039,25 +1041,28 @@ static const char *route_label(const http_server *h, size_t row) {
 
 void http_write_metrics(void *ctx, FILE *out) {
     http_server *h = ctx;
-    fprintf(out, "# HELP recd_http_calls_total HTTP/JSON requests answered, by method and the "
-                 "gRPC status of the answer.\n"
-                 "# TYPE recd_http_calls_total counter\n");
+    fprintf(out, "# HELP recd_calls_total Calls answered, by transport (grpc, http: the JSON "
+                 "API), method and the gRPC status of the answer.\n"
+                 "# TYPE recd_calls_total counter\n");
+    if (h->call_counts) h->call_counts(h->calls_ctx, out);
     for (size_t row = 0; row < HTTP_ROUTES; row++) {
         const char *label = route_label(h, row);
         if (!label) continue;
         for (int st = 0; st < ERR_STATUSES; st++) {
             unsigned long long n = atomic_load(&h->calls[row][st]);
             if (n || (st == 0 && row < h->n_methods))
-                fprintf(out, "recd_http_calls_total{method=\"%s\",code=\"%s\"} %llu\n", label,
-                        err_status_name(st), n);
+                fprintf(out,
+                        "recd_calls_total{transport=\"http\",method=\"%s\",code=\"%s\"} %llu\n",
+                        label, err_status_name(st), n);
         }
     }
-    fprintf(out, "# HELP recd_http_call_seconds Time from a request's headers to its answer "
-                 "sent.\n"
-                 "# TYPE recd_http_call_seconds histogram\n");
+    fprintf(out, "# HELP recd_call_seconds Time from accepting a call (grpc) or a request's "
+                 "headers (http) to its answer.\n"
+                 "# TYPE recd_call_seconds histogram\n");
+    if (h->call_latency) h->call_latency(h->calls_ctx, out);
     for (size_t row = 0; row < HTTP_ROUTES; row++) {
         const char *label = route_label(h, row);
-        if (label) histo_write(&h->latency[row], out, "recd_http_call_seconds", label);
+        if (label) histo_write(&h->latency[row], out, "recd_call_seconds", "http", label);
     }
 }
 
@@ -1161,6 +1166,9 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
     memcpy(h->writers, o->writers, o->n_writers * sizeof *o->writers);
     memcpy(h->writer_ctxs, o->writer_ctxs, o->n_writers * sizeof *o->writer_ctxs);
     h->n_writers = o->n_writers;
+    h->call_counts = o->call_counts;
+    h->call_latency = o->call_latency;
+    h->calls_ctx = o->calls_ctx;
     if (failed) {
         http_free(h);
         return err_set(e, ERR_NOMEM, "http: out of memory");

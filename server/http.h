@@ -93,11 +93,16 @@ typedef struct http_options {
      * "*" for any); none = no CORS headers. */
     const char *origins[HTTP_MAX_ORIGINS];
     size_t n_origins;
-    /* /metrics: each writer called with its ctx; the front end's own
-     * families (recd_http_*) follow. */
+    /* /metrics: each writer called with its ctx; the call families
+     * (http_write_metrics) follow. */
     http_metrics_writer writers[HTTP_MAX_WRITERS];
     void *writer_ctxs[HTTP_MAX_WRITERS];
     size_t n_writers;
+    /* The gRPC server's lines of the call families (rpc_write_call_counts,
+     * rpc_write_call_latency with calls_ctx), written under the same
+     * # HELP and # TYPE as the front end's own; NULL = none. */
+    http_metrics_writer call_counts, call_latency;
+    void *calls_ctx;
 } http_options;
 
 typedef struct http_server http_server;
@@ -113,9 +118,10 @@ int http_start(const http_options *o, core *c, svc *s, http_server **out, err_t 
 /* The port actually bound. */
 int http_port(const http_server *h);
 
-/* Appends the front end's metric families: requests by method and gRPC
- * status (recd_http_calls_total, the labels of recd_grpc_calls_total) and
- * their latency (recd_http_call_seconds). ctx is the http_server. */
+/* Appends the call families of both transports, labelled by transport
+ * ("grpc" from the options' call writers, "http" the front end's own):
+ * calls by method and gRPC status (recd_calls_total) and their latency
+ * (recd_call_seconds). ctx is the http_server. */
 void http_write_metrics(void *ctx, FILE *out);
 
 /* Stops accepting, ends the connections (streams are cancelled) and frees

@@ -944,22 +944,22 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
     return ERR_OK;
 }
 
-void rpc_write_metrics(void *ctx, FILE *out) {
+void rpc_write_call_counts(void *ctx, FILE *out) {
     rpc_server *s = ctx;
-    fprintf(out, "# HELP recd_grpc_calls_total Calls answered, by method and gRPC status.\n"
-                 "# TYPE recd_grpc_calls_total counter\n");
     for (size_t m = 0; m <= s->n_methods; m++)
         for (int st = 0; st < ERR_STATUSES; st++) {
             unsigned long long n = atomic_load(&s->calls[m][st]);
             if (n || st == 0)
-                fprintf(out, "recd_grpc_calls_total{method=\"%s\",code=\"%s\"} %llu\n",
-                        m < s->n_methods ? s->methods[m].path : "unregistered", err_status_name(st),
-                        n);
+                fprintf(
+                    out, "recd_calls_total{transport=\"grpc\",method=\"%s\",code=\"%s\"} %llu\n",
+                    m < s->n_methods ? s->methods[m].path : "unregistered", err_status_name(st), n);
         }
-    fprintf(out, "# HELP recd_grpc_call_seconds Time from accepting a call to its answer.\n"
-                 "# TYPE recd_grpc_call_seconds histogram\n");
+}
+
+void rpc_write_call_latency(void *ctx, FILE *out) {
+    rpc_server *s = ctx;
     for (size_t m = 0; m <= s->n_methods; m++)
-        histo_write(&s->latency[m], out, "recd_grpc_call_seconds",
+        histo_write(&s->latency[m], out, "recd_call_seconds", "grpc",
                     m < s->n_methods ? s->methods[m].path : "unregistered");
 }
 

@@ -170,10 +170,14 @@ int rpc_server_start(const rpc_options *o, const rpc_method *methods, size_t n, 
 /* The port actually bound (useful with port 0). */
 int rpc_server_port(const rpc_server *s);
 
-/* Appends this server's metric families (Prometheus text format) to out:
- * calls by method and status code, and a latency histogram per method (from
- * acceptance to the answer). ctx is the rpc_server. Thread-safe. */
-void rpc_write_metrics(void *ctx, FILE *out);
+/* Append this server's lines (Prometheus text format, transport="grpc") of
+ * the two call families that /metrics heads once for both transports
+ * (http.h): rpc_write_call_counts the calls by method and status code
+ * (recd_calls_total), rpc_write_call_latency a latency histogram per
+ * method, from acceptance to the answer (recd_call_seconds). No # HELP or
+ * # TYPE line. ctx is the rpc_server. Thread-safe. */
+void rpc_write_call_counts(void *ctx, FILE *out);
+void rpc_write_call_latency(void *ctx, FILE *out);
 
 /* Graceful stop: refuses new calls, lets in-flight calls finish (the
  * dispatcher must go on answering until this returns), joins the threads

@@ -625,9 +625,12 @@ static int serve(const char *model_dir, const char *port_file, const serve_metri
                            .tls_key = ro.tls_key,
                            .tls_client_ca = ro.tls_client_ca,
                            .n_origins = sm->n_origins,
-                           .writers = {rpc_write_metrics, core_write_metrics},
-                           .writer_ctxs = {server, service_core},
-                           .n_writers = 2};
+                           .writers = {core_write_metrics},
+                           .writer_ctxs = {service_core},
+                           .n_writers = 1,
+                           .call_counts = rpc_write_call_counts,
+                           .call_latency = rpc_write_call_latency,
+                           .calls_ctx = server};
         memcpy(ho.origins, sm->origins, sm->n_origins * sizeof *sm->origins);
         if (http_start(&ho, service_core, service, &http, &e)) {
             log_error("msg=\"cannot start HTTP\" error=\"%s\"", e.msg);

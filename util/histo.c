@@ -12,17 +12,19 @@ void histo_observe(histo *h, double seconds) {
     atomic_fetch_add(&h->sum_us, (unsigned long long)(seconds * 1e6));
 }
 
-void histo_write(const histo *h, FILE *out, const char *name, const char *method) {
+void histo_write(const histo *h, FILE *out, const char *name, const char *transport,
+                 const char *method) {
     unsigned long long cum = 0;
     for (int b = 0; b <= HISTO_BUCKETS; b++) {
         cum += atomic_load(&h->count[b]);
         if (b < HISTO_BUCKETS)
-            fprintf(out, "%s_bucket{method=\"%s\",le=\"%g\"} %llu\n", name, method,
-                    histo_bound_s[b], cum);
+            fprintf(out, "%s_bucket{transport=\"%s\",method=\"%s\",le=\"%g\"} %llu\n", name,
+                    transport, method, histo_bound_s[b], cum);
         else
-            fprintf(out, "%s_bucket{method=\"%s\",le=\"+Inf\"} %llu\n", name, method, cum);
+            fprintf(out, "%s_bucket{transport=\"%s\",method=\"%s\",le=\"+Inf\"} %llu\n", name,
+                    transport, method, cum);
     }
-    fprintf(out, "%s_sum{method=\"%s\"} %.6f\n", name, method,
+    fprintf(out, "%s_sum{transport=\"%s\",method=\"%s\"} %.6f\n", name, transport, method,
             (double)atomic_load(&h->sum_us) / 1e6);
-    fprintf(out, "%s_count{method=\"%s\"} %llu\n", name, method, cum);
+    fprintf(out, "%s_count{transport=\"%s\",method=\"%s\"} %llu\n", name, transport, method, cum);
 }

@@ -21,9 +21,10 @@ typedef struct histo {
 /* Counts one call that took seconds. */
 void histo_observe(histo *h, double seconds);
 
-/* Writes the series NAME_bucket{method="METHOD",le="..."} (cumulative),
- * NAME_sum and NAME_count of h; the # HELP and # TYPE lines are the
- * caller's, once per family. */
-void histo_write(const histo *h, FILE *out, const char *name, const char *method);
+/* Writes the series NAME_bucket{transport="TRANSPORT",method="METHOD",
+ * le="..."} (cumulative), NAME_sum and NAME_count of h; the # HELP and
+ * # TYPE lines are the caller's, once per family. */
+void histo_write(const histo *h, FILE *out, const char *name, const char *transport,
+                 const char *method);
 
 #endif

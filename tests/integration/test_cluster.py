@@ -435,9 +435,9 @@ def metrics_of(replica):
 
 
 def recommends_answered(replica):
-    """Recommend calls this replica answered (recd_grpc_calls_total)."""
+    """Recommend calls this replica answered over gRPC (recd_calls_total)."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_of(replica).splitlines()
-               if line.startswith("recd_grpc_calls_total{") and "Recommend\"" in line)
+               if line.startswith('recd_calls_total{transport="grpc"') and "Recommend\"" in line)
 
 
 def healthz(replica):

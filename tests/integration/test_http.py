@@ -407,16 +407,22 @@ def test_healthz_and_metrics_share_the_port(srv):
     assert status == 200 and body == {"status": "SERVING"}
     status, _, text = fetch(urllib.request.Request(srv.http + "/metrics"), raw=True)
     text = text.decode()
-    assert status == 200 and "recd_grpc_calls_total" in text
-    assert 'recd_http_calls_total{method="/recd.v1.Recommender/Recommend",code="OK"}' in text
-    assert 'recd_http_calls_total{method="/recd.v1.Recommender/Recommend",code="INVALID_ARGUMENT"}' \
+    # One family per figure, both transports in it, told apart by a label.
+    assert text.count("# TYPE recd_calls_total counter") == 1
+    assert text.count("# TYPE recd_call_seconds histogram") == 1
+    assert 'recd_calls_total{transport="grpc",method="/recd.v1.Recommender/Recommend",code="OK"}' \
         in text
-    assert "recd_http_call_seconds_bucket" in text
+    assert 'recd_calls_total{transport="http",method="/recd.v1.Recommender/Recommend",code="OK"}' \
+        in text
+    assert ('recd_calls_total{transport="http",method="/recd.v1.Recommender/Recommend",'
+            'code="INVALID_ARGUMENT"}') in text
+    assert 'recd_call_seconds_bucket{transport="http",' in text
+    assert 'recd_call_seconds_bucket{transport="grpc",' in text
     assert 'recd_recommend_strategy_total{strategy="PERSONALIZED"}' in text
     status, _, history = fetch(urllib.request.Request(srv.http + "/metrics/history"))
     assert status == 200 and history["stepSeconds"] == 10 and history["samples"]
     first = history["samples"][0]
-    assert abs(first["t"] - time.time()) < 3600 and "recd_http_calls_total" in first["text"]
+    assert abs(first["t"] - time.time()) < 3600 and 'recd_calls_total{transport="http"' in first["text"]
     assert "recd_model_info" not in first["text"]  # only calls, latency and strategies
 
 

@@ -42,17 +42,18 @@ def test_metrics_endpoint_counts_what_happens(model_dir, tmp_path, pb, shop):
         stub.Recommend(pb.rec.RecommendRequest(user_id="m-user", k=5))  # a fold-in
         families, text = scrape(port)
         rec = "/recd.v1.Recommender/Recommend"
-        assert sample(families, "recd_grpc_calls_total", method=rec, code="OK") == 8
-        assert sample(families, "recd_grpc_calls_total", method=rec, code="INVALID_ARGUMENT") == 1
-        assert sample(families, "recd_grpc_call_seconds_count", method=rec) == 9
-        assert sample(families, "recd_grpc_call_seconds_bucket", method=rec, le="+Inf") == 9
+        grpc_ = {"transport": "grpc", "method": rec}
+        assert sample(families, "recd_calls_total", **grpc_, code="OK") == 8
+        assert sample(families, "recd_calls_total", **grpc_, code="INVALID_ARGUMENT") == 1
+        assert sample(families, "recd_call_seconds_count", **grpc_) == 9
+        assert sample(families, "recd_call_seconds_bucket", **grpc_, le="+Inf") == 9
         assert sample(families, "recd_model_info", variant="control") == 1
         assert sample(families, "recd_model_items", variant="control") == len(shop.items)
         assert sample(families, "recd_experiment_share", variant="control") == 1
         assert sample(families, "recd_events_ingested_total") == 1
         assert sample(families, "recd_fold_ins_total") == 1
         assert sample(families, "recd_event_store_commits_total") >= 1
-        assert families["recd_grpc_call_seconds"].type == "histogram"
+        assert families["recd_call_seconds"].type == "histogram"
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
         assert e.value.code == 404
