@@ -168,19 +168,17 @@ unsigned long catalog_generation(catalog *c) {
  * categories and the labels, each NUL-terminated. */
 enum { DESC_HEAD = 2 + 8 + 8 };
 
-static const char *string_problem(const char *what, size_t i, const char *s, size_t max,
-                                  char *buf) {
-    size_t n = strlen(s);
-    const char *why = n == 0              ? "is empty"
-                      : n > max           ? "is too long"
-                      : !utf8_valid(s, n) ? "is not valid UTF-8"
-                                          : NULL;
-    if (!why) return NULL;
-    snprintf(buf, CATALOG_REASON, "%s[%zu] %s (%zu bytes, at most %zu)", what, i, why, n, max);
-    return buf;
+/* Why a category or label cannot be stored (a static text), or NULL; *len
+ * gets its length. */
+static const char *label_problem(const char *s, size_t *len) {
+    size_t n = *len = strlen(s);
+    return n == 0                  ? "is empty"
+           : n > CATALOG_MAX_LABEL ? "is too long"
+           : !utf8_valid(s, n)     ? "is not valid UTF-8"
+                                   : NULL;
 }
 
-const char *catalog_item_problem(const catalog_item *it, char *buf) {
+const char *catalog_item_problem(const catalog_item *it, char buf[static CATALOG_REASON]) {
     size_t n = strlen(it->id);
     if (n == 0) return "item_id is empty";
     if (n > LABELS_MAX_ID_LEN) return "item_id is longer than 256 bytes";
@@ -194,12 +192,17 @@ const char *catalog_item_problem(const catalog_item *it, char *buf) {
         snprintf(buf, CATALOG_REASON, "%zu labels, more than %d", it->n_labels, CATALOG_MAX_LABELS);
         return buf;
     }
-    const char *why;
-    for (size_t i = 0; i < it->n_categories; i++)
-        if ((why = string_problem("categories", i, it->categories[i], CATALOG_MAX_LABEL, buf)))
-            return why;
-    for (size_t i = 0; i < it->n_labels; i++)
-        if ((why = string_problem("labels", i, it->labels[i], CATALOG_MAX_LABEL, buf))) return why;
+    const char *what = NULL, *why = NULL;
+    size_t at = 0;
+    for (size_t i = 0; !why && i < it->n_categories; i++)
+        if ((why = label_problem(it->categories[i], &n))) what = "categories", at = i;
+    for (size_t i = 0; !why && i < it->n_labels; i++)
+        if ((why = label_problem(it->labels[i], &n))) what = "labels", at = i;
+    if (why) {
+        snprintf(buf, CATALOG_REASON, "%s[%zu] %s (%zu bytes, at most %d)", what, at, why, n,
+                 CATALOG_MAX_LABEL);
+        return buf;
+    }
     n = strlen(it->title);
     if (n > CATALOG_MAX_TITLE) return "title is longer than 1024 bytes";
     if (!utf8_valid(it->title, n)) return "title is not valid UTF-8";

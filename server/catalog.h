@@ -90,7 +90,7 @@ typedef labels_item catalog_item;
  * long or not UTF-8 (as every id), more than the caps above of categories
  * and labels, an empty, too long or non-UTF-8 one, a title too long or
  * not UTF-8, a price that is negative or not finite, a negative time. */
-const char *catalog_item_problem(const catalog_item *it, char *buf);
+const char *catalog_item_problem(const catalog_item *it, char buf[static CATALOG_REASON]);
 
 /* Stores the n descriptions durably in one transaction (each replaces what
  * was stored for its id), recording `at` (a bus position, 0 = none) with

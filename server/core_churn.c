@@ -268,11 +268,13 @@ static int targets_filter(core *c, core__model *sm, const core_targets_req *rq, 
     return ERR_OK;
 }
 
-int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn emit, void *ctx,
-                          err_t *e) {
+/* Selects the members of rq from the acquired model sm and hands each to
+ * pick(ts, user), in order; ts's model, churn model and affinity are set
+ * here (its emit and ctx are the caller's). */
+static int targets_select(core *c, core__model *sm, const core_targets_req *rq,
+                          campaign_emit_fn pick, target_stream *ts, err_t *e) {
     int err = targets_check(rq, e);
     if (err) return err;
-    core__model *sm = core__acquire(c);
     const model *m = sm->m;
     float *affinity = NULL;
     uint8_t *eligible = NULL;
@@ -282,13 +284,54 @@ int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn em
             err_set(e, ERR_PRECONDITION, "model %s has no churn model: train with --churn-horizon",
                     model_info(m)->version);
     } else if (!(err = targets_filter(c, sm, rq, &f, &affinity, &eligible, e))) {
-        target_stream ts = {m, model_churn_info(m), affinity, emit, ctx};
+        ts->m = m;
+        ts->churn = model_churn_info(m);
+        ts->affinity = affinity;
         err_t why;
-        if (campaign_select(m, &f, target_emit, &ts, &why))
-            err = err_set(e, why.code, "%s", why.msg);
+        if (campaign_select(m, &f, pick, ts, &why)) err = err_set(e, why.code, "%s", why.msg);
     }
     free(affinity);
     free(eligible);
+    return err;
+}
+
+int core_campaign_targets(core *c, const core_targets_req *rq, core_target_fn emit, void *ctx,
+                          err_t *e) {
+    core__model *sm = core__acquire(c);
+    target_stream ts = {.emit = emit, .ctx = ctx};
+    int err = targets_select(c, sm, rq, target_emit, &ts, e);
+    core__release(sm);
+    return err;
+}
+
+/* --- GetMemberOverview ----------------------------------------------------- */
+
+typedef struct member_count {
+    target_stream ts; /* first: targets_select hands back &ts */
+    core_member_counts *out;
+} member_count;
+
+static int member_count_pick(void *ctx, uint32_t u) {
+    member_count *mc = ctx;
+    const model_churn *churn = mc->ts.churn;
+    core_member_counts *out = mc->out;
+    out->members++;
+    if (churn->band[u] < MODEL_CHURN_N_BANDS) out->bands[churn->band[u]]++;
+    if (churn->segment[u] < MODEL_CHURN_N_SEGMENTS) out->segments[churn->segment[u]]++;
+    if (churn->tier[u] < MODEL_CHURN_N_TIERS) out->tiers[churn->tier[u]]++;
+    float p = churn->probability[u];
+    int bin = p >= 0 ? (int)(p * CORE_CHURN_HISTOGRAM_BINS) : 0;
+    out->histogram[bin < CORE_CHURN_HISTOGRAM_BINS ? bin : CORE_CHURN_HISTOGRAM_BINS - 1]++;
+    return 0;
+}
+
+int core_member_overview(core *c, core_member_counts *out, err_t *e) {
+    memset(out, 0, sizeof *out);
+    core__model *sm = core__acquire(c);
+    memcpy(out->model_version, model_info(sm->m)->version, sizeof out->model_version);
+    core_targets_req all = {.item_id = "", .category = "", .order = CAMPAIGN_BY_PROBABILITY};
+    member_count mc = {.out = out};
+    int err = targets_select(c, sm, &all, member_count_pick, &mc.ts, e);
     core__release(sm);
     return err;
 }

@@ -11,8 +11,8 @@
 
 struct svc {
     core *core;
-    rpc_method methods[17];
-    const ProtobufCMessageDescriptor *requests[17]; /* each method's request message */
+    rpc_method methods[18];
+    const ProtobufCMessageDescriptor *requests[18]; /* each method's request message */
 };
 
 /* The C tables of event and feedback types, strategies and target orders
@@ -818,6 +818,55 @@ static void svc_campaign_targets(void *ctx, const uint8_t *req, size_t len, rpc_
     recd__v1__campaign_targets_request__free_unpacked(rq, NULL);
 }
 
+/* The counts of a table's names that are not 0, borrowing name(code). */
+static size_t named_counts(const uint32_t *counts, size_t n, const char *(*name)(uint32_t),
+                           Recd__V1__NamedCount *cells, Recd__V1__NamedCount **ptrs) {
+    size_t kept = 0;
+    for (size_t code = 0; code < n; code++) {
+        if (!counts[code]) continue;
+        recd__v1__named_count__init(&cells[kept]);
+        cells[kept].name = (char *)name((uint32_t)code);
+        cells[kept].members = counts[code];
+        ptrs[kept] = &cells[kept];
+        kept++;
+    }
+    return kept;
+}
+
+static void svc_member_overview(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
+    svc *s = ctx;
+    Recd__V1__MemberOverviewRequest *rq = recd__v1__member_overview_request__unpack(NULL, len, req);
+    if (!rq) {
+        reply_malformed(reply, "MemberOverviewRequest");
+        return;
+    }
+    recd__v1__member_overview_request__free_unpacked(rq, NULL);
+    core_member_counts mo;
+    err_t e;
+    if (core_member_overview(s->core, &mo, &e)) {
+        reply_err(reply, &e);
+        return;
+    }
+    Recd__V1__NamedCount bands[MODEL_CHURN_N_BANDS], *band_ptrs[MODEL_CHURN_N_BANDS];
+    Recd__V1__NamedCount segments[MODEL_CHURN_N_SEGMENTS], *segment_ptrs[MODEL_CHURN_N_SEGMENTS];
+    Recd__V1__NamedCount tiers[MODEL_CHURN_N_TIERS], *tier_ptrs[MODEL_CHURN_N_TIERS];
+    Recd__V1__MemberOverview resp = RECD__V1__MEMBER_OVERVIEW__INIT;
+    resp.model_version = mo.model_version;
+    resp.members = mo.members;
+    resp.risk_bands = band_ptrs;
+    resp.n_risk_bands =
+        named_counts(mo.bands, MODEL_CHURN_N_BANDS, model_churn_band_name, bands, band_ptrs);
+    resp.segments = segment_ptrs;
+    resp.n_segments = named_counts(mo.segments, MODEL_CHURN_N_SEGMENTS, model_churn_segment_name,
+                                   segments, segment_ptrs);
+    resp.tiers = tier_ptrs;
+    resp.n_tiers =
+        named_counts(mo.tiers, MODEL_CHURN_N_TIERS, model_churn_tier_name, tiers, tier_ptrs);
+    resp.churn_histogram = mo.histogram;
+    resp.n_churn_histogram = CORE_CHURN_HISTOGRAM_BINS;
+    reply_pack(reply, &resp.base);
+}
+
 /* --- grpc.health.v1.Health/Check ------------------------------------------ */
 
 static void svc_health(void *ctx, const uint8_t *req, size_t len, rpc_reply *reply) {
@@ -959,6 +1008,8 @@ int svc_open(core *c, svc **out, err_t *e) {
          &recd__v1__item_stats_request__descriptor},
         {"/recd.v1.Recommender/GetChurnModelInfo", svc_churn_model, NULL, NULL, 0, 0,
          &recd__v1__churn_model_info_request__descriptor},
+        {"/recd.v1.Recommender/GetMemberOverview", svc_member_overview, NULL, NULL, 0, 1,
+         &recd__v1__member_overview_request__descriptor},
         {"/recd.v1.Recommender/GetChurnScore", svc_churn_score, NULL, NULL, 0, 1,
          &recd__v1__churn_score_request__descriptor},
         {"/recd.v1.Recommender/StreamCampaignTargets", NULL, NULL, svc_campaign_targets, 0, 1,

@@ -63,6 +63,8 @@ static const char query_usage[] =
     "                     items out of stock or boosted\n"
     "  churn-model        GetChurnModelInfo: the churn model's ROC-AUC, Brier score and\n"
     "                     calibration on its validation cutoff\n"
+    "  members            GetMemberOverview: members by churn risk band, segment and tier,\n"
+    "                     and a histogram of their churn probability\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
     "  --server ADDR      server address (default 127.0.0.1:50051)\n"
@@ -72,7 +74,7 @@ static const char query_usage[] =
     "  --repeat N         send the request N times and print latency percentiles instead\n"
     "  --tls-ca FILE      TLS: the server's CA (PEM); with --tls-cert and --tls-key, mutual\n"
     "  --token-file FILE  send 'authorization: Bearer <token>' (write RPCs on a server with\n"
-    "                     --write-token-file; churn and targets with --read-token-file)\n";
+    "                     --write-token-file; churn, targets and members with --read-token-file)\n";
 
 static void json_string(const char *s) {
     putchar('"');
@@ -706,6 +708,36 @@ static int q_churn_model(client *c, const query_args *a) {
                     &recd__v1__churn_model_info__descriptor, show_churn_model);
 }
 
+static void show_named_counts(const char *what, Recd__V1__NamedCount *const *cells, size_t n) {
+    printf("%s:", what);
+    for (size_t i = 0; i < n; i++)
+        printf("%s %s %u", i ? "," : "", cells[i]->name, cells[i]->members);
+    printf("\n");
+}
+
+static void show_members(const ProtobufCMessage *msg, int json) {
+    const Recd__V1__MemberOverview *r = (const Recd__V1__MemberOverview *)msg;
+    if (json) {
+        print_pbjson(msg);
+        return;
+    }
+    printf("model %s  %u members with a churn score\n", r->model_version, r->members);
+    show_named_counts("risk bands", r->risk_bands, r->n_risk_bands);
+    show_named_counts("segments", r->segments, r->n_segments);
+    show_named_counts("tiers", r->tiers, r->n_tiers);
+    printf("churn probability  members\n");
+    for (size_t b = 0; b < r->n_churn_histogram; b++)
+        printf("  %.1f-%.1f  %8u\n", (double)b / r->n_churn_histogram,
+               (double)(b + 1) / r->n_churn_histogram, r->churn_histogram[b]);
+}
+
+static int q_members(client *c, const query_args *a) {
+    if (a->n_pos) return 2;
+    Recd__V1__MemberOverviewRequest rq = RECD__V1__MEMBER_OVERVIEW_REQUEST__INIT;
+    return run_call(c, a, "/recd.v1.Recommender/GetMemberOverview", &rq.base,
+                    &recd__v1__member_overview__descriptor, show_members);
+}
+
 static int q_churn(client *c, const query_args *a) {
     if (a->n_pos != 1) return 2;
     Recd__V1__ChurnScoreRequest rq = RECD__V1__CHURN_SCORE_REQUEST__INIT;
@@ -888,7 +920,7 @@ static const struct {
                {"available", q_available}, {"boost", q_boost},
                {"info", q_info},           {"health", q_health},
                {"items", q_items},         {"churn-model", q_churn_model},
-               {"upsert", q_upsert}};
+               {"upsert", q_upsert},       {"members", q_members}};
 
 /* Parses argv into *a (lists allocated here: caller frees a->exclude and
  * a->context). Returns 0, -1 after --help, or 2 on a usage error. */

@@ -6,10 +6,12 @@ those of GetModelInfo, GetChurnScore, GetChurnModelInfo and GetItemStats;
 the campaign's CSV downloads from the page (its read token in a header) as
 the endpoint writes it. A screenshot is kept as a test artifact
 (RECD_ARTIFACTS, default the test's temporary folder)."""
+import collections
 import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -107,6 +109,41 @@ def drawn(browser, canvas_id):
         return false;""", canvas_id)
 
 
+def stream_counts(srv):
+    """Members, and their counts by band, segment, tier and tenth of the
+    churn probability, as StreamCampaignTargets with no filter selects them."""
+    lines = urllib.request.urlopen(urllib.request.Request(
+        f"{srv.http}/v1/StreamCampaignTargets", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {READ}"}), timeout=30).read().decode().splitlines()
+    targets = [json.loads(line) for line in lines]
+    by = {k: collections.Counter(t[k] for t in targets) for k in ("riskBand", "segment", "tier")}
+    hist = [0] * 10
+    for t in targets:
+        hist[min(9, int(t.get("churnProbability", 0) * 10))] += 1
+    return len(targets), by, hist
+
+
+def test_member_overview_counts_what_the_campaign_stream_selects(srv, shop):
+    """GetMemberOverview (the dashboard's member charts) counts on the
+    server exactly the members a campaign with no filter streams, and
+    leaves out a member forgotten since."""
+    with pytest.raises(urllib.error.HTTPError) as e:
+        post(srv, "GetMemberOverview", {})
+    assert e.value.code == 401
+    for forget in [False, True]:
+        if forget:
+            post(srv, "ForgetUser", {"userId": sorted(shop.bought)[-1]}, WRITE)
+        o = post(srv, "GetMemberOverview", {}, READ)
+        n, by, hist = stream_counts(srv)
+        assert o["members"] == n > 0
+        for field, key in [("riskBands", "riskBand"), ("segments", "segment"), ("tiers", "tier")]:
+            assert {c["name"]: c["members"] for c in o[field]} == dict(by[key]), field
+        assert [int(x) for x in o["churnHistogram"]] == hist
+        if not forget:
+            before = n
+    assert n == before - 1
+
+
 def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop, downloads):
     # Traffic for the service chart, over both transports.
     for _ in range(20):
@@ -124,6 +161,8 @@ def test_the_page_draws_every_chart_with_the_servers_numbers(srv, browser, shop,
     browser.find_element(By.ID, "read-token").send_keys(READ)
     browser.execute_script("document.getElementById('read-token').dispatchEvent(new Event('change'))")
     wait.until(lambda b: "members with a churn score" in b.find_element(By.ID, "members-note").text)
+    members = stream_counts(srv)[0]
+    assert browser.find_element(By.ID, "members-note").text == f"{members} members with a churn score"
     browser.find_element(By.ID, "member-id").send_keys(member)
     browser.find_element(By.CSS_SELECTOR, "#member-form button").click()
     wait.until(lambda b: b.find_elements(By.CLASS_NAME, "member-churn-probability"))

@@ -94,6 +94,7 @@ REQUEST_TYPES = {
     "UpsertItems": lambda pb: pb.rec.UpsertItemsRequest,
     "GetItemStats": lambda pb: pb.rec.ItemStatsRequest,
     "GetChurnModelInfo": lambda pb: pb.rec.ChurnModelInfoRequest,
+    "GetMemberOverview": lambda pb: pb.rec.MemberOverviewRequest,
 }
 
 
@@ -127,6 +128,8 @@ def cases():
         ("Rerank", {"userId": "u002"}, "INVALID_ARGUMENT", None),
         ("GetChurnScore", {"userId": "u003"}, "OK", READ),
         ("GetChurnModelInfo", {}, "OK", None),
+        ("GetMemberOverview", {}, "OK", READ),
+        ("GetMemberOverview", {}, "UNAUTHENTICATED", WRITE),
         ("GetChurnScore", {"userId": "u003"}, "UNAUTHENTICATED", None),
         ("GetChurnScore", {"userId": "nobody-at-all"}, "NOT_FOUND", READ),
         ("RecordEvents", {"events": [{"userId": "u010", "itemId": "i005", "type": "VIEW",

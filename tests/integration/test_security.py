@@ -371,13 +371,14 @@ def test_member_data_needs_the_read_token_and_recommend_stays_open(model_dir, tm
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                     guarded.add(m.name)
-        assert guarded == {"GetChurnScore", "StreamCampaignTargets"}
+        assert guarded == {"GetChurnScore", "StreamCampaignTargets", "GetMemberOverview"}
     finally:
         assert s.stop() == 0
     help_text = run("serve", "--help").stdout
     start = help_text.index("--read-token-file")
     assert "GetChurnScore" in help_text[start:start + 200]
     assert "StreamCampaignTargets" in help_text[start:start + 200]
+    assert "GetMemberOverview" in help_text[start:start + 200]
     (tmp_path / "same").write_text("w-token\n")
     p = run("serve", "--model", model_dir, "--write-token-file", tmp_path / "write",
             "--read-token-file", tmp_path / "same", check=False)
