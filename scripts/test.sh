@@ -29,8 +29,8 @@ ctest_in() { # build dir, ctest args...
   (cd "$dir" && ctest --output-on-failure "$@")
 }
 # One unit test binary under valgrind; its report goes to BINARY.valgrind.log.
-# Not under valgrind (~40x slower): the BG/NBD recovery check fits 5 x 20,000
-# simulated members (15 s natively, ~10 min there) and runs no code that
+# Not under valgrind (~40x slower): the BG/NBD recovery check fits 9 x 20,000
+# simulated members (20 s natively, ~15 min there) and runs no code that
 # test_clv's other tests do not.
 valgrind_unit() {
   valgrind -q --trace-children=yes --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \

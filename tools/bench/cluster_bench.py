@@ -100,9 +100,7 @@ def main():
     local = Server(model, tmp, "--events", tmp / "evlocal")
     bind = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, RECD_PROXY_BIND=bind, RECD_REPLICA1=reps[0].address,
-               RECD_REPLICA2=reps[1].address, RECD_REPLICA3="127.0.0.1:1",
-               RECD_REPLICA1_HTTP_PORT=str(mports[0]), RECD_REPLICA2_HTTP_PORT=str(mports[1]),
-               RECD_REPLICA3_HTTP_PORT="1")
+               RECD_REPLICA2=reps[1].address, RECD_REPLICA3="127.0.0.1:1")
     hlog = open(tmp / "haproxy.log", "w+")
     hap = subprocess.Popen([HAPROXY, "-db", "-f", str(SOURCE / "deploy/haproxy.cfg")], env=env,
                            stdout=hlog, stderr=hlog)
