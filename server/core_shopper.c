@@ -53,6 +53,7 @@ void core__shopper_free(core__shopper *sh) {
     free(sh->signals);
     free(sh->bought);
     free(sh->bought_ts);
+    free(sh->new_bought);
 }
 
 static void shopper_signal(core__shopper *sh, uint32_t item, float weight) {
