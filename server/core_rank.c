@@ -340,12 +340,13 @@ static void new_item_scores(const recommend_call *rc, const uint32_t *ex, size_t
 /* Ranks the upserted items the model part did not see - those it does not
  * know and, under a category filter, the known ones whose upsert named
  * categories - by the call's scores with its exclusions and category, and
- * merges the best into top (n entries, room for the call's k). Returns the
- * new count in *n, or ERR_NOMEM. */
-static int merge_upserts(const recommend_call *rc, topk_entry *top, uint32_t *n, err_t *e) {
+ * merges the best into top (n entries, room for k: the call's, or the pool
+ * its diversity picks from). Returns the new count in *n, or ERR_NOMEM. */
+static int merge_upserts(const recommend_call *rc, uint32_t k, topk_entry *top, uint32_t *n,
+                         err_t *e) {
     const model *m = rc->sm->m;
     const core__upserts *up = &rc->mu->up;
-    uint32_t n_items = model_info(m)->n_items, k = rc->rq->k;
+    uint32_t n_items = model_info(m)->n_items;
     int category = rc->rq->category[0] != 0;
     if ((up->n_new == 0 || rc->strategy == CORE_POPULAR) && !(category && up->n_rows))
         return ERR_OK;
@@ -596,16 +597,16 @@ static int recommend_answer(core *c, recommend_call *rc, float *scores, core_lis
     /* With a repurchase model, bought items join below on their own scale. */
     int rebuy = recommend_rebuys(rc), include = rq->include_purchased && !rebuy;
     recommend_rules(rc, include, rebuy, scores);
-    uint32_t n;
-    err_t why;
-    topk_entry *top = malloc(rq->k * sizeof *top);
-    if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", rq->k);
-    if (score_top_k(m, scores, rq->k, rq->diversity, top, &n, &why)) {
-        free(top);
-        return err_set(e, why.code, "%s", why.msg);
-    }
-    /* Upserted items join the new ones (diversity picked among the model's). */
-    if (merge_upserts(rc, top, &n, e)) {
+    /* Upserted items join the new ones; with diversity, in the pool it
+     * picks the k from. */
+    int diverse = rq->diversity > 0.0f;
+    uint32_t n, want = diverse ? score_diversity_pool(rq->k) : rq->k;
+    topk_entry *top = malloc(want * sizeof *top);
+    if (!top) return err_set(e, ERR_NOMEM, "out of memory for the top %u", want);
+    n = topk_select(scores, meta->n_items, want, top);
+    score_extra_items extra = {rc->mu->up.new_vectors, rc->mu->up.new_norms};
+    if (merge_upserts(rc, want, top, &n, e) ||
+        (diverse && score_diversify(m, &extra, top, n, rq->k, rq->diversity, top, &n, e))) {
         free(top);
         return e->code;
     }
@@ -781,8 +782,20 @@ static int new_arrivals_answer(core *c, recommend_call *rc, core_list *out, err_
     for (size_t i = 0; !err && rq->category[0] && i < n_all; i++)
         if (sc[i] > -INFINITY && !core__in_category(m, up, (uint32_t)i, &rc->category))
             sc[i] = -INFINITY;
-    if (!err) {
+    if (!err && rq->diversity > 0.0f) {
+        topk_entry *pool = malloc(score_diversity_pool(k) * sizeof *pool);
+        if (!pool) {
+            err = err_set(e, ERR_NOMEM, "out of memory ranking new arrivals");
+        } else {
+            n = topk_select(sc, (uint32_t)n_all, score_diversity_pool(k), pool);
+            score_extra_items extra = {up->new_vectors, up->new_norms};
+            err = score_diversify(m, &extra, pool, n, k, rq->diversity, top, &n, e);
+            free(pool);
+        }
+    } else if (!err) {
         n = topk_select(sc, (uint32_t)n_all, k, top);
+    }
+    if (!err) {
         rc->strategy = CORE_NEW_ARRIVALS;
         err = recommend_respond(c, rc, top, n, out, e);
     }
@@ -880,7 +893,8 @@ void core_recommend_batch(core *c, const core_recommend_req *const *reqs, size_t
             size_t at = group[k];
             if (rc)
                 errs[at] = why;
-            else if (!merge_upserts(&calls[at], q[k].best, &q[k].n_best, &errs[at]))
+            else if (!merge_upserts(&calls[at], calls[at].rq->k, q[k].best, &q[k].n_best,
+                                    &errs[at]))
                 recommend_respond(c, &calls[at], q[k].best, q[k].n_best, &out[at], &errs[at]);
             free(q[k].best);
             free(excluded[k]);

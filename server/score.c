@@ -296,36 +296,41 @@ void score_keep_category(const model *m, uint32_t category, float *scores) {
 }
 
 /* Cosine similarity of items a and b. */
-static float item_cosine(const model *m, uint32_t a, uint32_t b) {
+/* The vector of item i (the model's, or an extra one's) and its length;
+ * NULL when an extra item has none. */
+static const float *item_vector(const model *m, const score_extra_items *extra, uint32_t i,
+                                float *norm) {
     const model_meta *mt = model_info(m);
-    const float *ya = model_item_factors(m) + (size_t)a * mt->factors;
-    const float *yb = model_item_factors(m) + (size_t)b * mt->factors;
-    float d = model_item_norms(m)[a] * model_item_norms(m)[b];
-    if (d <= 0.0f) return 0.0f;
+    if (i < mt->n_items) {
+        *norm = model_item_norms(m)[i];
+        return model_item_factors(m) + (size_t)i * mt->factors;
+    }
+    if (!extra || !extra->vectors) return NULL;
+    *norm = extra->norms[i - mt->n_items];
+    return extra->vectors + (size_t)(i - mt->n_items) * mt->factors;
+}
+
+static float item_cosine(const model *m, const score_extra_items *extra, uint32_t a, uint32_t b) {
+    float na = 0, nb = 0;
+    const float *ya = item_vector(m, extra, a, &na), *yb = item_vector(m, extra, b, &nb);
+    float d = na * nb;
+    if (!ya || !yb || d <= 0.0f) return 0.0f;
     float dot = 0;
-    for (uint32_t j = 0; j < mt->factors; j++)
+    for (uint32_t j = 0; j < model_info(m)->factors; j++)
         dot += ya[j] * yb[j];
     return dot / d;
 }
 
-int score_top_k(const model *m, const float *scores, uint32_t k, float diversity, topk_entry *out,
-                uint32_t *n_out, err_t *e) {
-    uint32_t n_items = model_info(m)->n_items;
-    if (!(diversity > 0.0f)) {
-        *n_out = topk_select(scores, n_items, k, out);
-        return ERR_OK;
-    }
+uint32_t score_diversity_pool(uint32_t k) {
     /* MMR looks at a pool of the most relevant items only: diversifying
      * among poor matches would trade too much relevance. */
-    uint32_t pool_size = k * 5 < 50 ? 50 : k * 5;
-    topk_entry *pool = malloc((size_t)pool_size * sizeof *pool);
-    float *max_sim = malloc((size_t)pool_size * sizeof *max_sim);
-    if (!pool || !max_sim) {
-        free(pool);
-        free(max_sim);
-        return err_set(e, ERR_NOMEM, "score: out of memory diversifying");
-    }
-    uint32_t n = topk_select(scores, n_items, pool_size, pool);
+    return k * 5 < 50 ? 50 : k * 5;
+}
+
+int score_diversify(const model *m, const score_extra_items *extra, topk_entry *pool, uint32_t n,
+                    uint32_t k, float diversity, topk_entry *out, uint32_t *n_out, err_t *e) {
+    float *max_sim = malloc(((size_t)n + 1) * sizeof *max_sim);
+    if (!max_sim) return err_set(e, ERR_NOMEM, "score: out of memory diversifying");
     float hi = n ? pool[0].score : 0, lo = n ? pool[n - 1].score : 0;
     float span = hi > lo ? hi - lo : 1.0f;
     for (uint32_t i = 0; i < n; i++)
@@ -347,16 +352,31 @@ int score_top_k(const model *m, const float *scores, uint32_t k, float diversity
         max_sim[picked] = max_sim[best];
         max_sim[best] = s;
         for (uint32_t i = picked + 1; i < n; i++) {
-            float sim = item_cosine(m, pool[i].index, pool[picked].index);
+            float sim = item_cosine(m, extra, pool[i].index, pool[picked].index);
             if (sim > max_sim[i]) max_sim[i] = sim;
         }
         out[picked] = pool[picked];
         picked++;
     }
-    free(pool);
     free(max_sim);
     *n_out = picked;
     return ERR_OK;
+}
+
+int score_top_k(const model *m, const float *scores, uint32_t k, float diversity, topk_entry *out,
+                uint32_t *n_out, err_t *e) {
+    uint32_t n_items = model_info(m)->n_items;
+    if (!(diversity > 0.0f)) {
+        *n_out = topk_select(scores, n_items, k, out);
+        return ERR_OK;
+    }
+    uint32_t pool_size = score_diversity_pool(k);
+    topk_entry *pool = malloc((size_t)pool_size * sizeof *pool);
+    if (!pool) return err_set(e, ERR_NOMEM, "score: out of memory diversifying");
+    uint32_t n = topk_select(scores, n_items, pool_size, pool);
+    int err = score_diversify(m, NULL, pool, n, k, diversity, out, n_out, e);
+    free(pool);
+    return err;
 }
 
 /* --- batches ------------------------------------------------------------- */

@@ -158,4 +158,21 @@ void score_keep_category(const model *m, uint32_t category, float *scores);
 int score_top_k(const model *m, const float *scores, uint32_t k, float diversity, topk_entry *out,
                 uint32_t *n_out, err_t *e);
 
+/* The size of the pool of best candidates that diversity picks k from. */
+uint32_t score_diversity_pool(uint32_t k);
+
+/* Items beyond the model's (upserted ones, indexes n_items + j): their
+ * vectors (n x factors) and lengths, or both NULL (then their cosine to
+ * anything is 0). Borrowed. */
+typedef struct score_extra_items {
+    const float *vectors, *norms;
+} score_extra_items;
+
+/* score_top_k's diversity over a pool of n candidates, best first (the
+ * model's items and extra ones), picking up to k of them into out (room
+ * for k; out may be pool), their number into *n_out. The pool is
+ * reordered. Returns ERR_OK or ERR_NOMEM. */
+int score_diversify(const model *m, const score_extra_items *extra, topk_entry *pool, uint32_t n,
+                    uint32_t k, float diversity, topk_entry *out, uint32_t *n_out, err_t *e);
+
 #endif

@@ -89,3 +89,36 @@ Test(upsert, a_visitor_gets_the_vector_of_their_labels) {
     cr_assert_float_eq(x[0], 1.0f, 1e-6);
     cr_assert_float_eq(x[1], 0.0f, 1e-6);
 }
+
+/* Diversity over a pool that holds upserted items looks at their vectors:
+ * of two new items with the same labels (cosine 1), the second loses to a
+ * less relevant item unlike the first; with their vectors ignored it
+ * would come second. */
+Test(upsert, diversity_sees_the_vectors_of_new_items) {
+    char *red[] = {"colour:red"};
+    catalog_item items[] = {
+        {"twin1", NULL, 0, red, 1, "", 0, 0},
+        {"twin2", NULL, 0, red, 1, "", 0, 0},
+        {"other", NULL, 0, NULL, 0, "mug", 0, 0},
+    };
+    err_t e;
+    cr_assert_eq(catalog_upsert(cat, items, 3, 0, &e), ERR_OK, "%s", e.msg);
+    core__upserts up;
+    cr_assert_eq(core__upserts_build(cat, m, &up), ERR_OK);
+    uint32_t t1, t2, other;
+    cr_assert_eq(core__item_lookup(m, &up, "twin1", &t1), ERR_OK);
+    cr_assert_eq(core__item_lookup(m, &up, "twin2", &t2), ERR_OK);
+    cr_assert_eq(core__item_lookup(m, &up, "other", &other), ERR_OK);
+    score_extra_items extra = {up.new_vectors, up.new_norms};
+    for (int diverse = 0; diverse < 2; diverse++) {
+        topk_entry pool[] = {{t1, 1.0f}, {t2, 0.99f}, {other, 0.5f}}, out[2];
+        uint32_t n;
+        cr_assert_eq(score_diversify(m, &extra, pool, 3, 2, diverse ? 0.9f : 0.0f, out, &n, &e),
+                     ERR_OK);
+        cr_assert_eq(n, 2);
+        cr_assert_eq(out[0].index, t1);
+        cr_assert_eq(out[1].index, diverse ? other : t2, "diversity %d", diverse);
+        cr_assert_float_eq(out[1].score, diverse ? 0.5f : 0.99f, 1e-6, "scores are kept");
+    }
+    core__upserts_free(&up);
+}
