@@ -534,7 +534,7 @@ typedef int (*core_target_fn)(void *ctx, const core_target *t);
 
 typedef struct core_member_counts {
     char model_version[MODEL_VERSION_MAX];
-    uint32_t members; /* those core_campaign_targets selects with no filter */
+    uint32_t members; /* those the campaign selects */
     /* Members by code (the names: model_churn_band_name, ..._segment_name,
      * ..._tier_name), and by churn probability [b / 10, (b + 1) / 10). */
     uint32_t bands[MODEL_CHURN_N_BANDS], segments[MODEL_CHURN_N_SEGMENTS],
@@ -542,13 +542,13 @@ typedef struct core_member_counts {
     uint32_t histogram[CORE_CHURN_HISTOGRAM_BINS];
 } core_member_counts;
 
-/* Counts the members of the control model's churn model that a campaign
- * with no filter selects (never members who opted out or were
- * forgotten), by band, segment, tier and churn probability: what the
+/* Counts the members of the control model's churn model that the campaign
+ * rq selects (as core_campaign_targets, never members who opted out or
+ * were forgotten), by band, segment, tier and churn probability: what the
  * dashboard shows, without a stream of every member. One pass over the
- * members, no allocation per member. Errors: ERR_PRECONDITION (no churn
- * model), ERR_NOMEM, ERR_INTERNAL. */
-int core_member_overview(core *c, core_member_counts *out, err_t *e);
+ * members, no allocation per member. Errors: those of
+ * core_campaign_targets. */
+int core_member_overview(core *c, const core_targets_req *rq, core_member_counts *out, err_t *e);
 
 /* Selects the campaign targets of the control model (never members who
  * opted out or were forgotten) and emits them one by one; returns ERR_OK

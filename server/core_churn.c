@@ -325,13 +325,12 @@ static int member_count_pick(void *ctx, uint32_t u) {
     return 0;
 }
 
-int core_member_overview(core *c, core_member_counts *out, err_t *e) {
+int core_member_overview(core *c, const core_targets_req *rq, core_member_counts *out, err_t *e) {
     memset(out, 0, sizeof *out);
     core__model *sm = core__acquire(c);
     memcpy(out->model_version, model_info(sm->m)->version, sizeof out->model_version);
-    core_targets_req all = {.item_id = "", .category = "", .order = CAMPAIGN_BY_PROBABILITY};
     member_count mc = {.out = out};
-    int err = targets_select(c, sm, &all, member_count_pick, &mc.ts, e);
+    int err = targets_select(c, sm, rq, member_count_pick, &mc.ts, e);
     core__release(sm);
     return err;
 }

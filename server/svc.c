@@ -747,12 +747,9 @@ static int target_emit(void *ctx, const core_target *t) {
     return run->emit(run->ctx, &m.base);
 }
 
-int svc_campaign_targets_run(svc *s, const ProtobufCMessage *request, svc_target_fn emit, void *ctx,
-                             err_t *e) {
-    if (request->descriptor != &recd__v1__campaign_targets_request__descriptor)
-        return err_set(e, ERR_INTERNAL, "svc: not a CampaignTargetsRequest");
-    const Recd__V1__CampaignTargetsRequest *rq = (const Recd__V1__CampaignTargetsRequest *)request;
-    core_targets_req creq = {
+/* The core's selection of a CampaignTargetsRequest (borrowing its strings). */
+static core_targets_req targets_request(const Recd__V1__CampaignTargetsRequest *rq) {
+    return (core_targets_req){
         .min_probability = rq->min_probability,
         .max_probability = rq->max_probability,
         .segments = rq->segments,
@@ -769,6 +766,13 @@ int svc_campaign_targets_run(svc *s, const ProtobufCMessage *request, svc_target
                      ? CAMPAIGN_BY_EXPECTED_VALUE
                      : CAMPAIGN_BY_PROBABILITY,
     };
+}
+
+int svc_campaign_targets_run(svc *s, const ProtobufCMessage *request, svc_target_fn emit, void *ctx,
+                             err_t *e) {
+    if (request->descriptor != &recd__v1__campaign_targets_request__descriptor)
+        return err_set(e, ERR_INTERNAL, "svc: not a CampaignTargetsRequest");
+    core_targets_req creq = targets_request((const Recd__V1__CampaignTargetsRequest *)request);
     target_run run = {emit, ctx};
     return core_campaign_targets(s->core, &creq, target_emit, &run, e);
 }
@@ -840,10 +844,13 @@ static void svc_member_overview(void *ctx, const uint8_t *req, size_t len, rpc_r
         reply_malformed(reply, "MemberOverviewRequest");
         return;
     }
-    recd__v1__member_overview_request__free_unpacked(rq, NULL);
+    core_targets_req selection = {.item_id = "", .category = ""};
+    if (rq->selection) selection = targets_request(rq->selection);
     core_member_counts mo;
     err_t e;
-    if (core_member_overview(s->core, &mo, &e)) {
+    int err = core_member_overview(s->core, &selection, &mo, &e);
+    recd__v1__member_overview_request__free_unpacked(rq, NULL);
+    if (err) {
         reply_err(reply, &e);
         return;
     }

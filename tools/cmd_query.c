@@ -63,8 +63,9 @@ static const char query_usage[] =
     "                     items out of stock or boosted\n"
     "  churn-model        GetChurnModelInfo: the churn model's ROC-AUC, Brier score and\n"
     "                     calibration on its validation cutoff\n"
-    "  members            GetMemberOverview: members by churn risk band, segment and tier,\n"
-    "                     and a histogram of their churn probability\n"
+    "  members [targets options]  GetMemberOverview: the members the campaign selects\n"
+    "                     (default all) by churn risk band, segment and tier, and a\n"
+    "                     histogram of their churn probability\n"
     "  health             grpc.health.v1.Health/Check\n"
     "Options:\n"
     "  --server ADDR      server address (default 127.0.0.1:50051)\n"
@@ -731,9 +732,28 @@ static void show_members(const ProtobufCMessage *msg, int json) {
                (double)(b + 1) / r->n_churn_histogram, r->churn_histogram[b]);
 }
 
+/* The campaign of the targets options (strings borrowed from a). */
+static void campaign_request(const query_args *a, Recd__V1__CampaignTargetsRequest *rq) {
+    recd__v1__campaign_targets_request__init(rq);
+    rq->min_probability = a->min_prob;
+    rq->max_probability = a->max_prob;
+    rq->segments = a->segments;
+    rq->n_segments = a->n_segments;
+    rq->tiers = a->tiers;
+    rq->n_tiers = a->n_tiers;
+    rq->item_id = (char *)(a->item ? a->item : "");
+    rq->category = (char *)(a->category ? a->category : "");
+    rq->viewed_not_bought_days = a->viewed_days;
+    rq->limit = a->limit;
+    rq->order = (Recd__V1__TargetOrder)a->order;
+}
+
 static int q_members(client *c, const query_args *a) {
     if (a->n_pos) return 2;
+    Recd__V1__CampaignTargetsRequest selection;
+    campaign_request(a, &selection);
     Recd__V1__MemberOverviewRequest rq = RECD__V1__MEMBER_OVERVIEW_REQUEST__INIT;
+    rq.selection = &selection;
     return run_call(c, a, "/recd.v1.Recommender/GetMemberOverview", &rq.base,
                     &recd__v1__member_overview__descriptor, show_members);
 }
@@ -772,18 +792,8 @@ static void show_target(const Recd__V1__CampaignTarget *t, uint64_t rank, const 
 
 static int q_targets(client *c, const query_args *a) {
     if (a->n_pos != 0) return 2;
-    Recd__V1__CampaignTargetsRequest rq = RECD__V1__CAMPAIGN_TARGETS_REQUEST__INIT;
-    rq.min_probability = a->min_prob;
-    rq.max_probability = a->max_prob;
-    rq.segments = a->segments;
-    rq.n_segments = a->n_segments;
-    rq.tiers = a->tiers;
-    rq.n_tiers = a->n_tiers;
-    rq.item_id = (char *)(a->item ? a->item : "");
-    rq.category = (char *)(a->category ? a->category : "");
-    rq.viewed_not_bought_days = a->viewed_days;
-    rq.limit = a->limit;
-    rq.order = (Recd__V1__TargetOrder)a->order;
+    Recd__V1__CampaignTargetsRequest rq;
+    campaign_request(a, &rq);
     size_t n = protobuf_c_message_get_packed_size(&rq.base);
     uint8_t *req = malloc(n ? n : 1);
     if (!req) return 1;

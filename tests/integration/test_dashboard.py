@@ -109,11 +109,12 @@ def drawn(browser, canvas_id):
         return false;""", canvas_id)
 
 
-def stream_counts(srv):
+def stream_counts(srv, selection=None):
     """Members, and their counts by band, segment, tier and tenth of the
-    churn probability, as StreamCampaignTargets with no filter selects them."""
+    churn probability, as StreamCampaignTargets selects them (default: all)."""
     lines = urllib.request.urlopen(urllib.request.Request(
-        f"{srv.http}/v1/StreamCampaignTargets", data=b"{}", method="POST",
+        f"{srv.http}/v1/StreamCampaignTargets", data=json.dumps(selection or {}).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {READ}"}), timeout=30).read().decode().splitlines()
     targets = [json.loads(line) for line in lines]
     by = {k: collections.Counter(t[k] for t in targets) for k in ("riskBand", "segment", "tier")}
@@ -124,12 +125,20 @@ def stream_counts(srv):
 
 
 def test_member_overview_counts_what_the_campaign_stream_selects(srv, shop):
-    """GetMemberOverview (the dashboard's member charts) counts on the
-    server exactly the members a campaign with no filter streams, and
-    leaves out a member forgotten since."""
+    """GetMemberOverview (the dashboard's member charts and campaign
+    builder) counts on the server exactly the members a campaign streams,
+    with no filter or with one, and leaves out a member forgotten since."""
     with pytest.raises(urllib.error.HTTPError) as e:
         post(srv, "GetMemberOverview", {})
     assert e.value.code == 401
+    selection = {"minProbability": 0.3, "segments": ["at-risk", "dormant"], "limit": 40}
+    picked = post(srv, "GetMemberOverview", {"selection": selection}, READ)
+    n, by, _ = stream_counts(srv, selection)
+    assert picked["members"] == n and 0 < n <= 40
+    assert {c["name"]: c["members"] for c in picked["segments"]} == dict(by["segment"])
+    with pytest.raises(urllib.error.HTTPError) as e:
+        post(srv, "GetMemberOverview", {"selection": {"segments": ["no-such"]}}, READ)
+    assert e.value.code == 400 and "no-such" in json.loads(e.value.read())["message"]
     for forget in [False, True]:
         if forget:
             post(srv, "ForgetUser", {"userId": sorted(shop.bought)[-1]}, WRITE)
