@@ -361,6 +361,8 @@ static int clv_validate(const ev_set *s, const uint64_t *user_start, int64_t c, 
         v->baseline += base;
         v->mae += fabs(pred - want);
         v->baseline_mae += fabs(base - want);
+        v->rmse += (pred - want) * (pred - want);
+        v->baseline_rmse += (base - want) * (base - want);
         v->value_actual += clv_spend(s, user_start, (uint32_t)u, c, end);
         v->value_predicted += clv_member_value(&g, &d, u, pred);
         int row = d.x[u] >= CLV_CALIB_ROWS - 1 ? CLV_CALIB_ROWS - 1 : (int)d.x[u];
@@ -374,6 +376,8 @@ static int clv_validate(const ev_set *s, const uint64_t *user_start, int64_t c, 
     v->n = (uint32_t)k;
     v->mae /= (double)k;
     v->baseline_mae /= (double)k;
+    v->rmse = sqrt(v->rmse / (double)k);
+    v->baseline_rmse = sqrt(v->baseline_rmse / (double)k);
     for (int r = 0; r < CLV_CALIB_ROWS; r++)
         if (v->calib_n[r]) {
             v->calib_actual[r] /= v->calib_n[r];
@@ -401,8 +405,9 @@ static void clv_print(FILE *f, const clv_result *r, int validated, uint32_t hori
     fprintf(f,
             "clv: validation (fit before the cutoff, %u members, next %u days): purchase days "
             "actual %.0f, BG/NBD %.1f, past rate %.1f; MAE per member BG/NBD %.4f, past rate "
-            "%.4f\n",
-            v->n, horizon_days, v->actual, v->predicted, v->baseline, v->mae, v->baseline_mae);
+            "%.4f; RMSE BG/NBD %.4f, past rate %.4f\n",
+            v->n, horizon_days, v->actual, v->predicted, v->baseline, v->mae, v->baseline_mae,
+            v->rmse, v->baseline_rmse);
     fprintf(f, "clv: spend actual %.2f, BG/NBD x Gamma-Gamma %.2f\n", v->value_actual,
             v->value_predicted);
     fprintf(f, "clv: ROC-AUC as a churn score: 1 - P(alive) %.4f, logistic churn model %.4f\n",

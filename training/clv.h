@@ -102,6 +102,7 @@ typedef struct clv_eval {
     uint32_t n;                           /* members active at c */
     double actual, predicted, baseline;   /* totals of purchase days in [c, c + H) */
     double mae, baseline_mae;             /* per member */
+    double rmse, baseline_rmse;           /* per member: the error an expectation minimizes */
     double auc_p_alive, auc_logistic;     /* ROC-AUC of 1 - P(alive) and of the churn model */
     double value_actual, value_predicted; /* spend in [c, c + H): total and predicted total */
     uint32_t calib_n[CLV_CALIB_ROWS];     /* members by past repeat purchases */
