@@ -346,9 +346,12 @@ def test_paused_replica_is_drained_and_comes_back(cluster, pb):
         victim.server.proc.send_signal(signal.SIGCONT)
     events = agree(cluster)
     assert sum(1 for e in events if e[0].startswith("paused")) == 30
+    # Caught up, it says SERVING once its lag monitor (every 200 ms) has read
+    # the stream's state again: the time since the last reading counts as lag.
     health = pb.health_grpc.HealthStub(victim.server.channel)
-    assert health.Check(pb.health.HealthCheckRequest(), timeout=5).status == \
-        pb.health.HealthCheckResponse.SERVING
+    wait_for("the resumed replica, caught up, never said SERVING",
+             lambda: health.Check(pb.health.HealthCheckRequest(), timeout=5).status ==
+             pb.health.HealthCheckResponse.SERVING, 5)
 
 
 class TcpProxy:
