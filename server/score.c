@@ -295,7 +295,6 @@ void score_keep_category(const model *m, uint32_t category, float *scores) {
         if (!cat || cat[i] != category) scores[i] = -INFINITY;
 }
 
-/* Cosine similarity of items a and b. */
 /* The vector of item i (the model's, or an extra one's) and its length;
  * NULL when an extra item has none. */
 static const float *item_vector(const model *m, const score_extra_items *extra, uint32_t i,
@@ -310,6 +309,7 @@ static const float *item_vector(const model *m, const score_extra_items *extra, 
     return extra->vectors + (size_t)(i - mt->n_items) * mt->factors;
 }
 
+/* Cosine similarity of items a and b (0 when either has no vector). */
 static float item_cosine(const model *m, const score_extra_items *extra, uint32_t a, uint32_t b) {
     float na = 0, nb = 0;
     const float *ya = item_vector(m, extra, a, &na), *yb = item_vector(m, extra, b, &nb);
